@@ -1,0 +1,181 @@
+"""The desk's tables. Alembic migrations in ``storage/migrations`` create them; never create_all."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on SQLite (which stores naive text) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# BigInteger ids on PostgreSQL; SQLite only autoincrements a column declared INTEGER.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[Any]: JSON(),
+    }
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    language: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime]
+
+
+class Identity(Base):
+    """A customer as one platform knows them. One customer may have several."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    external_id: Mapped[str] = mapped_column(String(100))
+    chat_id: Mapped[str] = mapped_column(String(100))
+    username: Mapped[str | None] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        Index("ix_tickets_customer_status", "customer_id", "status"),
+        Index("ix_tickets_slack", "slack_channel", "slack_ts"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    channel: Mapped[str] = mapped_column(String(20))  # where the customer wrote
+    chat_id: Mapped[str] = mapped_column(String(100))  # where replies go
+    status: Mapped[str] = mapped_column(String(20))  # new|open|pending|resolved|closed
+    priority: Mapped[str] = mapped_column(String(10))
+    priority_reasons: Mapped[list[Any]] = mapped_column(default=list)
+    classification: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    model_version: Mapped[str] = mapped_column(String(60), default="")
+    team: Mapped[str] = mapped_column(String(60), default="")
+    slack_channel: Mapped[str] = mapped_column(String(40), default="")
+    slack_ts: Mapped[str | None] = mapped_column(String(40))  # the card; its thread is the chat
+    assignee_id: Mapped[str | None] = mapped_column(String(40))
+    assignee_name: Mapped[str | None] = mapped_column(String(100))
+    language: Mapped[str | None] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    rating: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    first_response_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_platform", "channel", "platform_message_id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(10))  # in | out | note | system
+    author: Mapped[str] = mapped_column(String(100))  # "customer", a Slack user id, "desk"
+    channel: Mapped[str] = mapped_column(String(20))  # platform of platform_message_id
+    platform_message_id: Mapped[str | None] = mapped_column(String(200))
+    slack_ts: Mapped[str | None] = mapped_column(String(40))  # the agent's message, if any
+    text: Mapped[str] = mapped_column(Text, default="")
+    attachments: Mapped[list[Any]] = mapped_column(default=list)
+    delivery: Mapped[str | None] = mapped_column(
+        String(20)
+    )  # out: pending|sent|delivered|read|failed
+    delivery_error: Mapped[str | None] = mapped_column(Text)
+    edits: Mapped[list[Any]] = mapped_column(default=list)  # earlier texts, oldest first
+    created_at: Mapped[datetime]
+
+
+class TicketEvent(Base):
+    """The audit trail: every state, assignee and priority change, and why."""
+
+    __tablename__ = "ticket_events"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(30))  # created|status|assignee|priority|rating|edit
+    actor: Mapped[str] = mapped_column(String(100))
+    from_value: Mapped[str | None] = mapped_column(Text)
+    to_value: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime]
+
+
+class InboxRow(Base):
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id"),
+        Index("ix_inbox_claim", "status", "conversation", "id"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    external_id: Mapped[str] = mapped_column(String(200))
+    conversation: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(30))
+    payload: Mapped[dict[str, Any]]
+    raw: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(12))  # pending|processing|done|failed|ignored
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None]
+
+
+class OutboxRow(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_claim", "status", "destination_key", "id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    destination_key: Mapped[str] = mapped_column(String(200))  # order + rate-limit key
+    payload: Mapped[dict[str, Any]]  # an Outbound
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    status: Mapped[str] = mapped_column(String(12))  # pending|sending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    platform_message_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]

@@ -1,0 +1,144 @@
+"""The durable inbox and outbox: write, dedupe, and claim rows safely across processes.
+
+A claim takes the *head* row of each conversation (inbox) or destination (outbox): the oldest
+row not yet finished, so that order is kept per key while different keys run in parallel.
+On PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED`` inside the claiming
+transaction, so two processes never claim the same row; a claimed row carries a lease, and a
+row whose lease ran out (its process died) is claimed again. SQLite has one writer at a time
+(``BEGIN IMMEDIATE``), which gives the same guarantee within the one process it serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from storage.models import InboxRow, OutboxRow
+
+INBOX_OPEN = ("pending", "processing")
+OUTBOX_OPEN = ("pending", "sending")
+
+
+def _insert(session: AsyncSession) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+async def inbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert inbox rows, silently dropping any whose (channel, external_id) exists already."""
+    added = 0
+    for row in rows:
+        stmt = (
+            _insert(session)(InboxRow)
+            .values(**row)
+            .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+        )
+        result = await session.execute(stmt)
+        added += max(getattr(result, "rowcount", 0) or 0, 0)
+    return added
+
+
+def _locking(stmt: Any, session: AsyncSession) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True, of=stmt.selected_columns[0].table)
+    return stmt
+
+
+async def inbox_claim(
+    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
+) -> list[InboxRow]:
+    """Claim up to ``limit`` head rows (one per conversation) and lease them."""
+    earlier = aliased(InboxRow)
+    claimable = or_(
+        InboxRow.status == "pending",
+        and_(InboxRow.status == "processing", InboxRow.lease_until < now),
+    )
+    blocked_by_earlier = exists().where(
+        earlier.conversation == InboxRow.conversation,
+        earlier.id < InboxRow.id,
+        earlier.status.in_(INBOX_OPEN),
+    )
+    stmt = select(InboxRow).where(claimable, ~blocked_by_earlier).order_by(InboxRow.id).limit(limit)
+    rows = list((await session.scalars(_locking(stmt, session))).all())
+    for row in rows:
+        row.status = "processing"
+        row.lease_until = now + lease
+        row.attempts += 1
+    return rows
+
+
+async def outbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
+    added = 0
+    for row in rows:
+        stmt = (
+            _insert(session)(OutboxRow)
+            .values(**row)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        )
+        result = await session.execute(stmt)
+        added += max(getattr(result, "rowcount", 0) or 0, 0)
+    return added
+
+
+async def outbox_claim(
+    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
+) -> list[OutboxRow]:
+    """Claim due head rows, one per destination, and lease them."""
+    earlier = aliased(OutboxRow)
+    claimable = or_(
+        and_(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now),
+        and_(OutboxRow.status == "sending", OutboxRow.lease_until < now),
+    )
+    blocked_by_earlier = exists().where(
+        earlier.destination_key == OutboxRow.destination_key,
+        earlier.id < OutboxRow.id,
+        earlier.status.in_(OUTBOX_OPEN),
+    )
+    stmt = (
+        select(OutboxRow)
+        .where(claimable, ~blocked_by_earlier)
+        .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
+        .limit(limit)
+    )
+    rows = list((await session.scalars(_locking(stmt, session))).all())
+    for row in rows:
+        row.status = "sending"
+        row.lease_until = now + lease
+        row.attempts += 1
+    return rows
+
+
+async def inbox_lag_seconds(session: AsyncSession, now: datetime) -> float:
+    oldest = await session.scalar(
+        select(func.min(InboxRow.received_at)).where(InboxRow.status.in_(INBOX_OPEN))
+    )
+    return max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+
+
+async def outbox_backlog(session: AsyncSession) -> int:
+    return int(
+        await session.scalar(
+            select(func.count()).select_from(OutboxRow).where(OutboxRow.status.in_(OUTBOX_OPEN))
+        )
+        or 0
+    )
+
+
+async def release_outbox(
+    session: AsyncSession,
+    row_id: int,
+    *,
+    status: str,
+    next_attempt_at: datetime | None = None,
+    error: str | None = None,
+) -> None:
+    values: dict[str, Any] = {"status": status, "lease_until": None, "last_error": error}
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    await session.execute(update(OutboxRow).where(OutboxRow.id == row_id).values(**values))
