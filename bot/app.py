@@ -1,0 +1,212 @@
+"""The desk's lifecycle: ordered start-up, one HTTP server, background loops, a draining stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.adapter import Adapter
+from bot.classifier import Classifier, RulesClassifier
+from bot.clock import Clock, SystemClock
+from bot.dispatcher import DbInbox, Dispatcher
+from bot.outbound import ChannelSender
+from bot.outbox import Metrics, OutboxSender, RateLimits
+from bot.rules import Rules
+from bot.settings import Settings
+from storage.db import create_engine, migrate, ping, session_factory
+from storage.queues import inbox_lag_seconds, outbox_backlog
+
+log = logging.getLogger("deskbot")
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+def build_adapters(settings: Settings, inbox: DbInbox) -> list[Adapter]:
+    adapters: list[Adapter] = []
+    if settings.telegram:
+        from adapters.telegram import TelegramAdapter
+
+        adapters.append(
+            TelegramAdapter(settings.telegram, inbox, max_body_bytes=settings.max_body_bytes)
+        )
+    if settings.whatsapp:
+        from adapters.whatsapp import WhatsAppAdapter
+
+        adapters.append(
+            WhatsAppAdapter(settings.whatsapp, inbox, max_body_bytes=settings.max_body_bytes)
+        )
+    if settings.slack:
+        from adapters.slack import SlackAdapter
+
+        adapters.append(SlackAdapter(settings.slack, inbox, max_body_bytes=settings.max_body_bytes))
+    return adapters
+
+
+class DeskApp:
+    def __init__(
+        self,
+        settings: Settings,
+        rules: Rules,
+        *,
+        clock: Clock | None = None,
+        classifier: Classifier | None = None,
+        limits: RateLimits | None = None,
+        drain_seconds: float = 5.0,
+        idle_poll: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.clock = clock or SystemClock()
+        self.classifier: Classifier = classifier or RulesClassifier(rules.priority)
+        self.limits = limits
+        self.drain_seconds = drain_seconds
+        self.idle_poll = idle_poll
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self._inbox_lag = Gauge(
+            "deskbot_inbox_lag_seconds",
+            "Age of the oldest unprocessed inbox event",
+            registry=self.registry,
+        )
+        self._backlog = Gauge(
+            "deskbot_outbox_backlog", "Outbound messages not yet delivered", registry=self.registry
+        )
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.engine: AsyncEngine | None = None
+        self.sessions: async_sessionmaker[AsyncSession] | None = None
+        self.adapters: list[Adapter] = []
+        self.dispatcher: Dispatcher | None = None
+        self.outbox: OutboxSender | None = None
+        self.inbox: DbInbox | None = None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Keep a reference to each background task and make its failure loud."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def _done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("task.failed name=%s", name, exc_info=t.exception())
+
+        task.add_done_callback(_done)
+
+    async def start(self) -> None:
+        if not self.settings.slack:
+            raise StartupError(
+                "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
+                "(agents work in Slack; without it no one sees the tickets)"
+            )
+        if not self.settings.customer_channels:
+            raise StartupError(
+                "no customer channel is configured: set TELEGRAM_BOT_TOKEN, or the four "
+                "WHATSAPP_* variables (see the README), or both"
+            )
+        self.engine = create_engine(self.settings.database_url)
+        await migrate(self.engine)
+        self.sessions = session_factory(self.engine)
+        self.inbox = DbInbox(self.sessions, self.clock)
+        self.adapters = build_adapters(self.settings, self.inbox)
+        senders: dict[str, ChannelSender] = {a.channel: a for a in self.adapters}
+        self.outbox = OutboxSender(
+            self.sessions,
+            senders,
+            self.rules,
+            self.clock,
+            self.metrics,
+            limits=self.limits,
+            idle_poll=self.idle_poll,
+        )
+        self.dispatcher = Dispatcher(
+            self.sessions,
+            self.rules,
+            self.classifier,
+            self.clock,
+            self.inbox,
+            outbox_wakeup=self.outbox.wakeup,
+            idle_poll=self.idle_poll,
+        )
+        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        for adapter in self.adapters:
+            adapter.install(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        port = self._runner.addresses[0][1] if self._runner.addresses else self.settings.http_port
+        self.url = f"http://{self.settings.http_host}:{port}"
+        # Loops first, so whatever the adapters accept is processed straight away.
+        self.spawn(self.dispatcher.run(self._stop), "dispatcher")
+        self.spawn(self.outbox.run(self._stop), "outbox")
+        for adapter in self.adapters:
+            await adapter.start()
+        log.info(
+            "desk.started url=%s channels=%s database=%s",
+            self.url,
+            ",".join(a.channel for a in self.adapters),
+            self.engine.dialect.name,
+        )
+
+    async def stop(self) -> None:
+        """Stop intake, finish the event being processed, drain the outbox briefly, close."""
+        for adapter in self.adapters:
+            if adapter.channel != "slack":  # Slack still has to take our last posts
+                await _quietly(adapter.stop())
+        self._stop.set()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=10)
+        if self.outbox is not None:
+            left = await self.outbox.drain(self.drain_seconds)
+            if left:
+                log.warning("desk.stopping undelivered=%d (they go out on the next start)", left)
+        for adapter in self.adapters:
+            if adapter.channel == "slack":
+                await _quietly(adapter.stop())
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.classifier.close()
+        if self.engine is not None:
+            await self.engine.dispose()
+        log.info("desk.stopped")
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        assert self.engine is not None
+        checks: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(ping(self.engine), timeout=3)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+        checks["adapters"] = {a.channel: a.started for a in self.adapters}
+        healthy = checks["database"] == "ok" and all(checks["adapters"].values())
+        return web.json_response(checks, status=200 if healthy else 503)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        assert self.sessions is not None
+        async with self.sessions() as session:
+            self._inbox_lag.set(await inbox_lag_seconds(session, self.clock.now()))
+            self._backlog.set(await outbox_backlog(session))
+        return web.Response(
+            body=generate_latest(self.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+
+async def _quietly(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        await coro
+    except Exception:
+        log.exception("desk.stop_error")

@@ -1,0 +1,141 @@
+"""``deskbot``: run the desk, try it in the sandbox, migrate, or use the model."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from bot.app import DeskApp, StartupError
+from bot.classifier import Classifier
+from bot.rules import Rules, RulesError, load_rules
+from bot.settings import Settings, SettingsError, load_settings
+from storage.db import DatabaseError, create_engine, migrate
+
+log = logging.getLogger("deskbot")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # Client libraries log request URLs at DEBUG/INFO, and a Telegram URL contains the token.
+    for noisy in ("aiogram", "aiohttp.access", "slack_bolt", "slack_sdk"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _make_classifier(settings: Settings, rules: Rules) -> Classifier | None:
+    if settings.model != "local":
+        return None
+    from bot.model import ModelClassifier
+
+    return await ModelClassifier.create(settings, rules)
+
+
+async def serve(settings: Settings, rules: Rules, *, banner: str = "") -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly (draining the outbox for a few seconds)."""
+    classifier = await _make_classifier(settings, rules)
+    desk = DeskApp(settings, rules, classifier=classifier)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await desk.start()
+    if banner:
+        print(banner, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await desk.stop()
+
+
+def _load(env_file: bool = True) -> tuple[Settings, Rules]:
+    if env_file:
+        from dotenv import load_dotenv
+
+        load_dotenv(Path.cwd() / ".env")
+    settings = load_settings()
+    return settings, load_rules(settings.rules_path)
+
+
+def _cmd_run(_args: argparse.Namespace) -> int:
+    settings, rules = _load()
+    asyncio.run(serve(settings, rules))
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from bot.sandbox_cmd import run_sandbox
+
+    asyncio.run(run_sandbox(desk_port=args.port, standin_port=args.standin_port))
+    return 0
+
+
+def _cmd_migrate(_args: argparse.Namespace) -> int:
+    settings, _rules = _load()
+
+    async def go() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    print("database is at the newest schema")
+    return 0
+
+
+def _cmd_check(_args: argparse.Namespace) -> int:
+    settings, rules = _load()
+    channels = ", ".join(settings.customer_channels) or "none"
+    slack = "yes" if settings.slack else "no"
+    print(f"settings ok (customer channels: {channels}; slack: {slack})")
+    print(f"{settings.rules_path} ok (version {rules.version}, cards go to {rules.slack.channel})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deskbot", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("DESK_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the desk against the platforms configured in the environment")
+    sb = sub.add_parser("sandbox", help="run the desk against local stand-ins: no accounts needed")
+    sb.add_argument("--port", type=int, default=8080, help="the desk's port")
+    sb.add_argument("--standin-port", type=int, default=8081, help="the stand-ins' port")
+    sub.add_parser("migrate", help="bring the database schema up to date")
+    sub.add_parser("check", help="validate the environment and rules.yaml, then exit")
+    sub.add_parser("nlp", help="the local model: classify, train, eval, bench", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["nlp"]:
+        from nlp.cli import main as nlp_main
+
+        return nlp_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    handlers = {
+        "run": _cmd_run,
+        "sandbox": _cmd_sandbox,
+        "migrate": _cmd_migrate,
+        "check": _cmd_check,
+    }
+    try:
+        return handlers[args.command](args)
+    except (SettingsError, RulesError, StartupError, DatabaseError) as exc:
+        print(f"deskbot: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

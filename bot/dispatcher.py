@@ -1,0 +1,258 @@
+"""The inbox side: accept events durably, then process them one transaction each, in order.
+
+An inbox row goes pending → processing (leased) → done. Processing one row is a single
+transaction that applies the event to the tickets, queues everything the desk wants to say in
+the outbox, and marks the row done, so a crash at any point either left no trace or finished
+the whole step. A leased row whose process died is claimed again when its lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.classifier import Classification, Classifier
+from bot.clock import Clock
+from bot.events import (
+    AgentAction,
+    AgentMessage,
+    CustomerButton,
+    CustomerEdit,
+    CustomerMessage,
+    CustomerStart,
+    DeliveryStatus,
+    Event,
+    Ignored,
+    SlashCommand,
+    event_from_json,
+    event_to_json,
+)
+from bot.outbound import Outbound
+from bot.rules import Rules
+from bot.supervisor import desk_status
+from bot.tickets import Desk, StatusTooEarly, destination_key
+from storage.models import Identity, InboxRow
+from storage.queues import inbox_add, inbox_claim, outbox_add
+
+log = logging.getLogger("deskbot.dispatcher")
+
+
+class DbInbox:
+    """The :class:`bot.inbox.Inbox` the adapters write to."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.arrived = asyncio.Event()  # wakes the dispatcher without polling latency
+
+    async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int:
+        if not events:
+            return 0
+        now = self._clock.now()
+        rows = [
+            {
+                "channel": ev.channel,
+                "external_id": ev.external_id,
+                "conversation": ev.conversation,
+                "kind": ev.kind,
+                "payload": event_to_json(ev),
+                "raw": dict(raw),
+                # Unknown kinds are kept for audit but never processed.
+                "status": "ignored" if isinstance(ev, Ignored) else "pending",
+                "attempts": 0,
+                "received_at": now,
+                "processed_at": now if isinstance(ev, Ignored) else None,
+            }
+            for ev in events
+        ]
+        async with self._sessions.begin() as session:
+            added = await inbox_add(session, rows)
+        if added:
+            self.arrived.set()
+        log.info(
+            "inbox.accepted new=%d duplicates=%d kinds=%s",
+            added,
+            len(rows) - added,
+            ",".join(sorted({ev.kind for ev in events})),
+        )
+        return added
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        rules: Rules,
+        classifier: Classifier,
+        clock: Clock,
+        inbox: DbInbox,
+        *,
+        outbox_wakeup: asyncio.Event | None = None,
+        lease: timedelta = timedelta(seconds=60),
+        batch_size: int = 32,
+        max_attempts: int = 5,
+        retry_base: timedelta = timedelta(seconds=0.5),
+        idle_poll: float = 0.5,
+    ) -> None:
+        self._sessions = sessions
+        self._rules = rules
+        self._classifier = classifier
+        self._clock = clock
+        self._inbox = inbox
+        self._outbox_wakeup = outbox_wakeup
+        self._lease = lease
+        self._batch = batch_size
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base
+        self._idle_poll = idle_poll
+        self.processed = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                done = await self.run_once()
+            except Exception:
+                log.exception("dispatcher.loop_error")
+                done = 0
+            if done == 0:
+                self._inbox.arrived.clear()
+                # Wake on new input, or poll: another process may have written the inbox.
+                waiters = [asyncio.ensure_future(e.wait()) for e in (self._inbox.arrived, stop)]
+                await asyncio.wait(
+                    waiters, timeout=self._idle_poll, return_when=asyncio.FIRST_COMPLETED
+                )
+                for w in waiters:
+                    w.cancel()
+
+    async def run_once(self) -> int:
+        """Claim one batch of conversation heads and process them concurrently."""
+        async with self._sessions.begin() as session:
+            rows = await inbox_claim(
+                session, now=self._clock.now(), lease=self._lease, limit=self._batch
+            )
+            claims = [(row.id, row.attempts, row.payload) for row in rows]
+        if not claims:
+            return 0
+        # Different conversations: safe to run side by side (SQLite serialises the writes).
+        await asyncio.gather(*(self._process(*claim) for claim in claims))
+        if self._outbox_wakeup is not None:
+            self._outbox_wakeup.set()
+        return len(claims)
+
+    async def _classify(self, event: CustomerMessage) -> Classification:
+        key = f"{event.channel}:{event.sender.external_id}"
+        async with self._sessions() as session:
+            customer_id = await session.scalar(
+                select(Identity.customer_id).where(
+                    Identity.channel == event.channel,
+                    Identity.external_id == event.sender.external_id,
+                )
+            )
+            recent = 0
+            if customer_id is not None:
+                desk = Desk(session, self._rules, self._clock.now())
+                recent = await desk.recent_ticket_count(
+                    customer_id, self._rules.priority.repeat.within_hours
+                )
+        return await self._classifier.classify(event.text, customer_key=key, recent_tickets=recent)
+
+    async def _process(self, row_id: int, attempt: int, payload: dict[str, Any]) -> None:
+        try:
+            event = event_from_json(payload)
+            # The model runs outside the transaction, so a slow batch never holds a DB lock.
+            cls = await self._classify(event) if isinstance(event, CustomerMessage) else None
+            async with self._sessions.begin() as session:
+                row = await session.get(InboxRow, row_id, with_for_update=True)
+                if row is None or row.status != "processing" or row.attempts != attempt:
+                    return  # our lease ran out and another worker has it now
+                desk = Desk(session, self._rules, self._clock.now())
+                await self._apply(desk, event, cls)
+                await self._queue(session, desk, row_id)
+                row.status = "done"
+                row.processed_at = desk.now
+                row.lease_until = None
+                row.error = None
+            self.processed += 1
+        except Exception as exc:
+            if isinstance(exc, StatusTooEarly):
+                log.info("dispatcher.status_too_early inbox_id=%d attempt=%d", row_id, attempt)
+            else:
+                log.exception("dispatcher.event_failed inbox_id=%d attempt=%d", row_id, attempt)
+            failed = attempt >= self._max_attempts
+            # Left leased for a growing pause, then claimed again: a retry with backoff that
+            # keeps the conversation's later events waiting behind it, in order.
+            retry_at = self._clock.now() + self._retry_base * 2 ** (attempt - 1)
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(InboxRow)
+                    .where(InboxRow.id == row_id, InboxRow.attempts == attempt)
+                    .values(
+                        status="failed" if failed else "processing",
+                        lease_until=None if failed else retry_at,
+                        error=f"{type(exc).__name__}: {exc}"[:2000],
+                    )
+                )
+
+    async def _apply(self, desk: Desk, event: Event, cls: Classification | None) -> None:
+        match event:
+            case CustomerMessage():
+                assert cls is not None
+                ticket = await desk.customer_message(event, cls)
+                log.info(
+                    "dispatcher.customer_message ticket=%d channel=%s", ticket.id, event.channel
+                )
+            case CustomerStart():
+                await desk.customer_start(event)
+            case CustomerEdit():
+                await desk.customer_edit(event)
+            case CustomerButton():
+                await desk.customer_button(event)
+            case DeliveryStatus():
+                await desk.delivery_status(event)
+            case AgentMessage():
+                await desk.agent_message(event)
+            case AgentAction():
+                await desk.agent_action(event)
+            case SlashCommand():
+                text = await desk_status(desk.s, desk.now, event.text)
+                if event.response_url:
+                    desk.fx.say(
+                        Outbound(
+                            channel="slack",
+                            kind="slack_response",
+                            destination=event.response_url,
+                            text=text,
+                        )
+                    )
+            case Ignored():
+                pass
+
+    async def _queue(self, session: AsyncSession, desk: Desk, inbox_id: int) -> None:
+        now = desk.now
+        rows: list[dict[str, Any]] = []
+        for n, (out, message) in enumerate(desk.fx.items):
+            if message is not None and message.id is None:
+                await session.flush()
+            rows.append(
+                {
+                    # Deterministic: if this step is ever redone, it cannot queue twice.
+                    "idempotency_key": f"inbox:{inbox_id}:{n}",
+                    "channel": out.channel,
+                    "destination_key": destination_key(out),
+                    "payload": out.model_dump(mode="json"),
+                    "ticket_id": out.ticket_id,
+                    "message_id": message.id if message is not None else None,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+            )
+        if rows:
+            await outbox_add(session, rows)

@@ -1,0 +1,172 @@
+"""Normalised events: what adapters write to the inbox and the dispatcher reads back.
+
+Every platform payload is parsed once, at the edge, into one of these. They are pydantic
+models so an event survives the round trip through the inbox's JSON column unchanged.
+The dedupe key of an event is ``(channel, external_id)``; ``conversation`` is the key the
+dispatcher keeps order by (one customer chat, or one Slack thread).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+Channel = Literal["telegram", "whatsapp", "slack"]
+CustomerChannel = Literal["telegram", "whatsapp"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Sender(_Frozen):
+    external_id: str  # Telegram user id, WhatsApp wa_id
+    name: str = ""
+    username: str | None = None
+    phone: str | None = None
+    language: str | None = None  # IETF tag as the platform gives it ("en", "zh-hans")
+
+
+class Attachment(_Frozen):
+    kind: Literal["photo", "document", "image", "audio", "video", "sticker", "voice", "other"]
+    file_id: str  # the platform's id (Telegram file_id, WhatsApp media id)
+    name: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+
+
+class _Event(_Frozen):
+    channel: Channel
+    external_id: str  # dedupe key within the channel
+    conversation: str  # order key: events of one conversation are handled in arrival order
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class CustomerMessage(_Event):
+    """A customer wrote (text and/or attachments). Joins or opens a ticket."""
+
+    kind: Literal["customer_message"] = "customer_message"
+    channel: CustomerChannel
+    sender: Sender
+    chat_id: str  # where replies go: Telegram chat id, WhatsApp wa_id
+    platform_message_id: str  # Telegram message_id, WhatsApp wamid
+    text: str = ""
+    attachments: tuple[Attachment, ...] = ()
+
+
+class CustomerStart(_Event):
+    """Telegram ``/start``: greet the customer; no ticket until they say something."""
+
+    kind: Literal["customer_start"] = "customer_start"
+    channel: CustomerChannel
+    sender: Sender
+    chat_id: str
+
+
+class CustomerEdit(_Event):
+    """The customer edited a message they sent earlier."""
+
+    kind: Literal["customer_edit"] = "customer_edit"
+    channel: CustomerChannel
+    sender: Sender
+    chat_id: str
+    platform_message_id: str  # id of the edited message
+    text: str
+
+
+class CustomerButton(_Event):
+    """The customer pressed a button we sent (inline keyboard / WhatsApp reply button).
+
+    ``data`` is the callback data we put on the button, e.g. ``rate:42:5``.
+    """
+
+    kind: Literal["customer_button"] = "customer_button"
+    channel: CustomerChannel
+    sender: Sender
+    chat_id: str
+    data: str
+    callback_query_id: str | None = None  # Telegram: must be answered
+
+
+class DeliveryStatus(_Event):
+    """WhatsApp's report on a message we sent: sent, delivered, read or failed."""
+
+    kind: Literal["delivery_status"] = "delivery_status"
+    channel: CustomerChannel
+    platform_message_id: str
+    status: Literal["sent", "delivered", "read", "failed"]
+    error: str | None = None
+
+
+class AgentMessage(_Event):
+    """A human posted in a Slack channel the desk watches (usually in a card's thread)."""
+
+    kind: Literal["agent_message"] = "agent_message"
+    channel: Literal["slack"] = "slack"
+    slack_channel: str
+    user_id: str
+    ts: str
+    thread_ts: str | None = None
+    text: str = ""
+
+
+class AgentAction(_Event):
+    """An agent clicked a button on a ticket card."""
+
+    kind: Literal["agent_action"] = "agent_action"
+    channel: Literal["slack"] = "slack"
+    action: Literal["claim", "resolve"]
+    ticket_id: int
+    user_id: str
+    user_name: str = ""
+    slack_channel: str
+    message_ts: str
+
+
+class SlashCommand(_Event):
+    """A supervisor or agent ran a slash command (``/desk ...``)."""
+
+    kind: Literal["slash_command"] = "slash_command"
+    channel: Literal["slack"] = "slack"
+    command: str
+    text: str = ""
+    user_id: str
+    slack_channel: str
+    response_url: str | None = None
+
+
+class Ignored(_Event):
+    """A payload kind the desk does not handle. Recorded for audit, never processed."""
+
+    kind: Literal["ignored"] = "ignored"
+    reason: str
+
+
+Event = Annotated[
+    CustomerMessage
+    | CustomerStart
+    | CustomerEdit
+    | CustomerButton
+    | DeliveryStatus
+    | AgentMessage
+    | AgentAction
+    | SlashCommand
+    | Ignored,
+    Field(discriminator="kind"),
+]
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    return event.model_dump(mode="json")
+
+
+def event_from_json(data: Any) -> Event:
+    return EVENT_ADAPTER.validate_python(data)

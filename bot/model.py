@@ -1,0 +1,67 @@
+"""The local model behind the :class:`bot.classifier.Classifier` protocol (DESK_MODEL=local)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from bot.classifier import Classification
+from bot.rules import Rules
+from bot.settings import Settings
+from nlp.priority import PriorityRules, Signals, decide
+
+if TYPE_CHECKING:
+    from nlp.service import TextAnalyser
+
+
+class ModelClassifier:
+    def __init__(self, analyser: TextAnalyser, rules: PriorityRules) -> None:
+        self._analyser = analyser
+        self._rules = rules
+
+    @classmethod
+    async def create(cls, settings: Settings, rules: Rules) -> ModelClassifier:
+        from nlp.service import TextAnalyser
+
+        # Loading reads ~90 MB of weights: off the event loop, once.
+        analyser = await asyncio.to_thread(
+            TextAnalyser.load,
+            encoder_dir=settings.encoder_dir,
+            intent_dir=settings.model_dir,
+            extra_intents=rules.intents or None,
+        )
+        await analyser.start()
+        return cls(analyser, rules.priority)
+
+    async def classify(
+        self, text: str, *, customer_key: str, recent_tickets: int
+    ) -> Classification:
+        signals = Signals(text=text, customer_key=customer_key, recent_tickets=recent_tickets)
+        if not text.strip():  # a photo without a caption: nothing for the model to read
+            d = decide(self._rules, signals)
+            return Classification(d.priority, d.reasons, self._analyser.version)
+        a = await self._analyser.analyse(text)
+        d = decide(
+            self._rules,
+            Signals(
+                text=text,
+                customer_key=customer_key,
+                recent_tickets=recent_tickets,
+                intent=a.intent,
+                intent_confidence=a.intent_confidence,
+                sentiment=a.sentiment,
+                sentiment_scores=a.sentiment_scores,
+                anger=a.anger,
+            ),
+        )
+        details = {
+            "intent": a.intent,
+            "intent_confidence": round(a.intent_confidence, 4),
+            "sentiment": a.sentiment,
+            "sentiment_scores": {k: round(v, 4) for k, v in a.sentiment_scores.items()},
+            "anger": round(a.anger, 4),
+        }
+        return Classification(d.priority, d.reasons, a.model_version, details)
+
+    async def close(self) -> None:
+        await self._analyser.close()

@@ -1,0 +1,94 @@
+"""What the desk says, and the small typed set of ways a platform can refuse it.
+
+The dispatcher never calls a platform. It writes :class:`Outbound` rows to the outbox in the
+same transaction as the state change that caused them; the outbox sender hands each one to the
+adapter of its channel (:class:`Sender` protocol) and maps the result with the errors below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.events import Channel
+
+
+class Button(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    text: str
+    data: str  # callback data / reply id, at most 64 bytes (Telegram) or 256 chars (WhatsApp)
+
+
+OutboundKind = Literal[
+    "text",  # customer: a message with optional buttons
+    "answer_callback",  # Telegram: answerCallbackQuery
+    "slack_card",  # Slack: post the ticket card (top-level message)
+    "slack_card_update",  # Slack: chat.update of the card
+    "slack_thread",  # Slack: a message in the ticket's thread
+    "slack_reaction",  # Slack: reactions.add on an agent's message
+    "slack_response",  # Slack: reply to a slash command through its response_url
+]
+
+
+class Outbound(BaseModel):
+    """One thing to say. ``destination`` is a chat id, wa_id or Slack channel id.
+
+    For ``slack_thread`` and ``slack_card_update`` the card's ``ts`` is only known once the card
+    was posted, so the outbox sender fills ``reply_to`` from the ticket (``ticket_id``) just
+    before it calls the adapter: adapters always get a complete message.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel: Channel
+    kind: OutboundKind
+    destination: str
+    text: str = ""
+    buttons: tuple[Button, ...] = ()
+    blocks: tuple[dict[str, Any], ...] = ()  # Slack Block Kit, already rendered
+    ticket_id: int | None = None
+    reply_to: str | None = None  # platform message id to reply to / react on / thread under
+    emoji: str | None = None  # slack_reaction
+    callback_query_id: str | None = None  # answer_callback
+
+
+class Delivery(BaseModel):
+    """What the platform said when it accepted a message."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    platform_message_id: str | None = None  # Telegram message_id, wamid, Slack ts
+
+
+class DeliveryError(Exception):
+    """Base of the typed platform refusals. ``detail`` is the platform's own error string."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class RetryAfter(DeliveryError):
+    """429: try again after ``seconds``."""
+
+    def __init__(self, seconds: float, detail: str = "rate limited") -> None:
+        super().__init__(detail)
+        self.seconds = seconds
+
+
+class Forbidden(DeliveryError):
+    """The customer blocked the bot, or the bot was removed: never retried."""
+
+
+class BadRequest(DeliveryError):
+    """The platform rejected the message itself: retrying would not help."""
+
+
+class Unavailable(DeliveryError):
+    """5xx, timeout, connection refused: retried with backoff and jitter."""
+
+
+class ChannelSender(Protocol):
+    """Implemented by each adapter. Raises one of the :class:`DeliveryError` subclasses."""
+
+    async def send(self, message: Outbound) -> Delivery: ...

@@ -1,0 +1,377 @@
+"""The outbox side: deliver what the dispatcher queued, once, in order, within platform limits.
+
+Per destination (a customer chat, a ticket's Slack thread) rows go out in order: only the head
+row of a destination is claimed. A 429 waits out its retry-after; 5xx and timeouts back off
+with jitter; a blocked customer (Forbidden) and a rejected message (BadRequest) are not
+retried and are shown on the ticket's thread, so no agent believes a reply arrived that did not.
+
+Delivery is once per row except in one window no platform lets us close: the process dies after
+the platform accepted a message and before the row is marked sent. Then the row's lease runs
+out and it is sent again (at-least-once); that window is one HTTP round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.clock import Clock
+from bot.outbound import (
+    BadRequest,
+    ChannelSender,
+    Delivery,
+    DeliveryError,
+    Forbidden,
+    Outbound,
+    RetryAfter,
+    Unavailable,
+)
+from bot.rules import Rules
+from bot.tickets import Desk, destination_key
+from storage.models import Identity, Message, OutboxRow, Ticket
+from storage.queues import outbox_add, outbox_claim
+
+log = logging.getLogger("deskbot.outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """The platforms' published limits (see the README); the desk keeps under them itself."""
+
+    telegram_chat: Rate = Rate(1.0, 3)
+    telegram_total: Rate = Rate(30.0, 30)
+    slack_channel: Rate = Rate(1.0, 5)
+    whatsapp_number: Rate = Rate(80.0, 80)
+
+    @classmethod
+    def lifted(cls) -> RateLimits:
+        big = Rate(1e6, 1_000_000)
+        return cls(big, big, big, big)
+
+
+class TokenBucket:
+    def __init__(self, rate: Rate) -> None:
+        self.rate = rate
+        self.tokens = float(rate.burst)
+        self.stamp = time.monotonic()
+
+    def wait_time(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.rate.burst, self.tokens + (now - self.stamp) * self.rate.per_second)
+        self.stamp = now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate.per_second
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+
+@dataclass
+class Limiter:
+    limits: RateLimits
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def _keys(self, out: Outbound, slack_channel: str | None) -> list[tuple[str, Rate]]:
+        if out.kind in ("answer_callback", "slack_reaction", "slack_response"):
+            return []  # other methods, other (looser) limits
+        if out.channel == "telegram":
+            return [
+                (f"tg:{out.destination}", self.limits.telegram_chat),
+                ("tg:*", self.limits.telegram_total),
+            ]
+        if out.channel == "whatsapp":
+            return [("wa:*", self.limits.whatsapp_number)]
+        return [(f"slack:{slack_channel or out.destination}", self.limits.slack_channel)]
+
+    def reserve(self, out: Outbound, slack_channel: str | None = None) -> float:
+        """Take a token from every bucket the message counts against, or say how long to wait."""
+        buckets = []
+        for key, rate in self._keys(out, slack_channel):
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                bucket = self.buckets[key] = TokenBucket(rate)
+            buckets.append(bucket)
+        wait = max((b.wait_time() for b in buckets), default=0.0)
+        if wait == 0.0:
+            for b in buckets:
+                b.take()
+        return wait
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.deliveries = Counter(
+            "deskbot_deliveries",
+            "Outbound deliveries by channel and result",
+            ["channel", "result"],
+            registry=registry,
+        )
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        senders: Mapping[str, ChannelSender],
+        rules: Rules,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        limits: RateLimits | None = None,
+        lease: timedelta = timedelta(seconds=60),
+        batch_size: int = 32,
+        max_attempts: int = 10,
+        idle_poll: float = 0.5,
+    ) -> None:
+        self._sessions = sessions
+        self._senders = senders
+        self._rules = rules
+        self._clock = clock
+        self._metrics = metrics
+        self._limiter = Limiter(limits or RateLimits())
+        self._lease = lease
+        self._batch = batch_size
+        self._max_attempts = max_attempts
+        self._idle_poll = idle_poll
+        self.wakeup = asyncio.Event()
+        self.sent = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                done = await self.run_once()
+            except Exception:
+                log.exception("outbox.loop_error")
+                done = 0
+            if done == 0:
+                self.wakeup.clear()
+                waiters = [asyncio.ensure_future(e.wait()) for e in (self.wakeup, stop)]
+                await asyncio.wait(
+                    waiters, timeout=self._idle_poll, return_when=asyncio.FIRST_COMPLETED
+                )
+                for w in waiters:
+                    w.cancel()
+
+    async def drain(self, seconds: float) -> int:
+        """At shutdown: keep delivering what is due for up to ``seconds``. Returns what is left."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if await self.run_once() == 0:
+                break
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(OutboxRow.id).where(OutboxRow.status.in_(("pending", "sending")))
+            )
+            return len(rows.all())
+
+    async def run_once(self) -> int:
+        async with self._sessions.begin() as session:
+            rows = await outbox_claim(
+                session, now=self._clock.now(), lease=self._lease, limit=self._batch
+            )
+            claims = [(r.id, r.attempts, r.payload, r.message_id) for r in rows]
+            # What a thread message or card update needs: the card's ts, known once posted.
+            cards: dict[int, tuple[str, str | None]] = {}
+            ticket_ids = {r.ticket_id for r in rows if r.ticket_id is not None}
+            if ticket_ids:
+                for tid, ch, ts in (
+                    await session.execute(
+                        select(Ticket.id, Ticket.slack_channel, Ticket.slack_ts).where(
+                            Ticket.id.in_(ticket_ids)
+                        )
+                    )
+                ).all():
+                    cards[tid] = (ch, ts)
+        if not claims:
+            return 0
+        results = await asyncio.gather(
+            *(self._deliver(rid, att, payload, mid, cards) for rid, att, payload, mid in claims)
+        )
+        return sum(results)
+
+    async def _deliver(
+        self,
+        row_id: int,
+        attempt: int,
+        payload: dict[str, Any],
+        message_id: int | None,
+        cards: dict[int, tuple[str, str | None]],
+    ) -> int:
+        out = Outbound.model_validate(payload)
+        slack_channel, card_ts = cards.get(out.ticket_id or -1, (None, None))
+        if out.kind in ("slack_thread", "slack_card_update") and out.reply_to is None:
+            if card_ts is None:
+                await self._finish(
+                    row_id, attempt, out, message_id, error=BadRequest("the card was never posted")
+                )
+                return 1
+            out = out.model_copy(update={"reply_to": card_ts})
+        wait = self._limiter.reserve(out, slack_channel)
+        if wait > 0:
+            await self._reschedule(row_id, attempt, wait, None, count_attempt=False)
+            return 0
+        sender = self._senders.get(out.channel)
+        if sender is None:
+            await self._finish(
+                row_id,
+                attempt,
+                out,
+                message_id,
+                error=BadRequest(f"{out.channel} is not configured"),
+            )
+            return 1
+        try:
+            delivery = await sender.send(out)
+        except RetryAfter as exc:
+            self._metrics.deliveries.labels(out.channel, "retry_after").inc()
+            log.warning(
+                "outbox.retry_after id=%d channel=%s seconds=%.1f", row_id, out.channel, exc.seconds
+            )
+            await self._reschedule(row_id, attempt, exc.seconds, exc.detail, count_attempt=False)
+            return 1
+        except Unavailable as exc:
+            self._metrics.deliveries.labels(out.channel, "unavailable").inc()
+            if attempt >= self._max_attempts:
+                await self._finish(row_id, attempt, out, message_id, error=exc)
+            else:
+                backoff = min(0.5 * 2 ** (attempt - 1), 300.0) * random.uniform(0.5, 1.5)
+                log.warning(
+                    "outbox.unavailable id=%d channel=%s attempt=%d retry_in=%.1f",
+                    row_id,
+                    out.channel,
+                    attempt,
+                    backoff,
+                )
+                await self._reschedule(row_id, attempt, backoff, exc.detail, count_attempt=True)
+            return 1
+        except DeliveryError as exc:
+            await self._finish(row_id, attempt, out, message_id, error=exc)
+            return 1
+        except Exception as exc:  # a bug in an adapter must not stop the other deliveries
+            log.exception("outbox.sender_crashed id=%d channel=%s", row_id, out.channel)
+            await self._reschedule(row_id, attempt, 5.0, repr(exc), count_attempt=True)
+            return 1
+        await self._finish(row_id, attempt, out, message_id, delivery=delivery)
+        return 1
+
+    async def _reschedule(
+        self, row_id: int, attempt: int, seconds: float, error: str | None, *, count_attempt: bool
+    ) -> None:
+        async with self._sessions.begin() as session:
+            row = await session.get(OutboxRow, row_id, with_for_update=True)
+            if row is None or row.status != "sending" or row.attempts != attempt:
+                return
+            row.status = "pending"
+            row.lease_until = None
+            row.next_attempt_at = self._clock.now() + timedelta(seconds=seconds)
+            if error is not None:
+                row.last_error = error
+            if not count_attempt:
+                row.attempts -= 1
+        self.wakeup.set() if seconds <= 0 else None
+
+    async def _finish(
+        self,
+        row_id: int,
+        attempt: int,
+        out: Outbound,
+        message_id: int | None,
+        *,
+        delivery: Delivery | None = None,
+        error: DeliveryError | None = None,
+    ) -> None:
+        result = "sent" if error is None else type(error).__name__.lower()
+        self._metrics.deliveries.labels(out.channel, result).inc()
+        async with self._sessions.begin() as session:
+            row = await session.get(OutboxRow, row_id, with_for_update=True)
+            if row is None or row.status != "sending" or row.attempts != attempt:
+                return  # lease lost; the other worker's outcome stands
+            now = self._clock.now()
+            row.lease_until = None
+            message = await session.get(Message, message_id) if message_id else None
+            ticket = await session.get(Ticket, out.ticket_id) if out.ticket_id else None
+            desk = Desk(session, self._rules, now)
+            if error is None:
+                assert delivery is not None
+                row.status = "sent"
+                row.sent_at = now
+                row.platform_message_id = delivery.platform_message_id
+                if out.kind == "slack_card" and ticket is not None:
+                    ticket.slack_ts = delivery.platform_message_id
+                if message is not None:
+                    message.platform_message_id = delivery.platform_message_id
+                    message.delivery = "sent"
+                    if message.slack_ts and ticket is not None:
+                        desk.react(ticket, message.slack_ts, self._rules.slack.relayed_reaction)
+                self.sent += 1
+                log.info("outbox.sent id=%d channel=%s kind=%s", row_id, out.channel, out.kind)
+            else:
+                row.status = "failed"
+                row.last_error = f"{type(error).__name__}: {error.detail}"[:2000]
+                log.warning(
+                    "outbox.failed id=%d channel=%s kind=%s error=%s",
+                    row_id,
+                    out.channel,
+                    out.kind,
+                    row.last_error,
+                )
+                if message is not None:
+                    message.delivery = "failed"
+                    message.delivery_error = row.last_error
+                if ticket is not None and out.channel != "slack":
+                    await self._report_failure(desk, ticket, message, error)
+            follow_ups = [
+                {
+                    "idempotency_key": f"outbox:{row_id}:{n}",
+                    "channel": o.channel,
+                    "destination_key": destination_key(o),
+                    "payload": o.model_dump(mode="json"),
+                    "ticket_id": o.ticket_id,
+                    "message_id": None,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+                for n, (o, _m) in enumerate(desk.fx.items)
+            ]
+            if follow_ups:
+                await outbox_add(session, follow_ups)
+                self.wakeup.set()
+
+    async def _report_failure(
+        self, desk: Desk, ticket: Ticket, message: Message | None, error: DeliveryError
+    ) -> None:
+        """Make a message the customer did not get impossible to miss in Slack."""
+        if isinstance(error, Forbidden):
+            identity = await desk.s.scalar(
+                select(Identity).where(
+                    Identity.channel == ticket.channel, Identity.chat_id == ticket.chat_id
+                )
+            )
+            if identity is not None:
+                identity.blocked = True
+            why = "the customer has blocked the bot, so they can't receive messages"
+        else:
+            why = f"the platform refused it ({error.detail})"
+        what = f'"{message.text[:200]}"' if message is not None else "A message to the customer"
+        desk.thread(ticket, f"⚠️ Not delivered: {what}. Reason: {why}. It will not be retried.")
+        if message is not None and message.slack_ts:
+            desk.react(ticket, message.slack_ts, self._rules.slack.failed_reaction)
+        if isinstance(error, Forbidden):
+            await desk.refresh_card(ticket)

@@ -1,0 +1,141 @@
+"""``rules.yaml``: the business rules, validated at start-up with errors that name the field."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nlp.priority import PriorityRules
+
+
+class RulesError(ValueError):
+    """rules.yaml is missing, unreadable or invalid; the message names the path of the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PLACEHOLDERS = frozenset({"ticket", "rating"})
+
+
+class Texts(_Strict):
+    """What the customer reads. ``{ticket}`` is the ticket number, ``{rating}`` their rating."""
+
+    welcome: str
+    ack: str
+    resolved: str
+    rating_thanks: str
+    reopened: str
+    undeliverable_note: str = "This message could not be delivered."
+
+    @field_validator("*")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        for _, name, _, _ in string.Formatter().parse(value):
+            if name is not None and name not in PLACEHOLDERS:
+                raise ValueError(
+                    f"unknown placeholder {{{name}}}; use {', '.join(sorted(PLACEHOLDERS))}"
+                )
+        return value
+
+
+def _english() -> Texts:
+    return Texts(
+        welcome="Hi! Tell us what you need and an agent will answer you right here.",
+        ack="Thanks, we got your message. Your ticket number is #{ticket}; "
+        "an agent will reply here.",
+        resolved="Ticket #{ticket} is resolved. How did we do? Rate us from 1 (bad) to 5 (great).",
+        rating_thanks="Thank you! You rated us {rating}/5.",
+        reopened="Ticket #{ticket} is open again; an agent will be with you shortly.",
+    )
+
+
+def _chinese() -> Texts:
+    return Texts(
+        welcome="您好！请告诉我们您需要什么帮助，客服会在这里回复您。",
+        ack="我们已收到您的消息，工单号为 #{ticket}，客服会在这里回复您。",
+        resolved="工单 #{ticket} 已解决。请为我们的服务评分：1（差）到 5（很好）。",
+        rating_thanks="感谢您的评价：{rating}/5。",
+        reopened="工单 #{ticket} 已重新打开，客服会尽快回复您。",
+    )
+
+
+class CustomerTexts(_Strict):
+    default_language: str = "en"
+    show_agent_name: bool = False  # prefix relayed replies with the agent's name
+    languages: dict[str, Texts] = Field(
+        default_factory=lambda: {"en": _english(), "zh": _chinese()}
+    )
+
+    def for_language(self, language: str | None) -> Texts:
+        """Exact tag, then its primary subtag ("zh-hans" → "zh"), then the default."""
+        if language:
+            tag = language.lower()
+            if tag in self.languages:
+                return self.languages[tag]
+            primary = tag.split("-")[0]
+            if primary in self.languages:
+                return self.languages[primary]
+        return self.languages[self.default_language]
+
+
+class SlackRules(_Strict):
+    channel: str = "C0SUPPORT"  # Slack channel id that new tickets are posted to
+    note_prefixes: tuple[str, ...] = ("note:", "//", "(note)")  # thread text that stays internal
+    relayed_reaction: str = "white_check_mark"  # on an agent message once the customer has it
+    note_reaction: str = "memo"  # on an agent message kept internal
+    failed_reaction: str = "x"  # on an agent message the customer did not get
+
+
+class TicketRules(_Strict):
+    reopen_window_hours: float = Field(default=72, ge=0)
+
+
+class Rules(_Strict):
+    version: int = Field(ge=1, le=1)
+    slack: SlackRules = Field(default_factory=SlackRules)
+    tickets: TicketRules = Field(default_factory=TicketRules)
+    texts: CustomerTexts = Field(default_factory=CustomerTexts)
+    priority: PriorityRules = Field(default_factory=PriorityRules)
+    # Company intents from a few example phrases each, used by the local model (DESK_MODEL=local).
+    intents: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("texts")
+    @classmethod
+    def _default_language_exists(cls, value: CustomerTexts) -> CustomerTexts:
+        if value.default_language not in value.languages:
+            raise ValueError(
+                f"default_language {value.default_language!r} has no entry under languages"
+            )
+        return value
+
+
+def _path_of(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_rules(data: Any, source: str = "rules.yaml") -> Rules:
+    if not isinstance(data, dict):
+        raise RulesError(f"{source}: expected a mapping at the top level")
+    try:
+        return Rules.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{_path_of(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise RulesError(f"{source} is invalid:\n  " + "\n  ".join(problems)) from None
+
+
+def load_rules(path: Path) -> Rules:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RulesError(f"{path}: file not found (set DESK_RULES to its path)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{path}: not valid YAML: {exc}") from None
+    return parse_rules(data, str(path))

@@ -1,0 +1,540 @@
+"""The ticket state machine: what each event does to tickets, and what the desk says because of it.
+
+Every function here runs inside the dispatcher's one transaction per inbox event. It changes
+rows and *queues* what to say (:class:`Effects`); nothing here talks to a platform, so a crash
+anywhere rolls the whole step back and the inbox row is simply processed again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.cards import CardView, card_blocks, card_text
+from bot.classifier import Classification
+from bot.events import (
+    AgentAction,
+    AgentMessage,
+    CustomerButton,
+    CustomerEdit,
+    CustomerMessage,
+    CustomerStart,
+    DeliveryStatus,
+    Sender,
+)
+from bot.outbound import Button, Outbound
+from bot.rules import Rules
+from storage.models import Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
+
+ACTIVE = ("new", "open", "pending")
+
+
+class StatusTooEarly(Exception):
+    """A delivery status arrived while the send it reports on is still being recorded."""
+
+
+DELIVERY_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
+CHANNEL_NAME = {"telegram": "Telegram", "whatsapp": "WhatsApp"}
+
+
+@dataclass
+class Effects:
+    """What one step wants said, in order. ``message`` links an outbound row to its ticket
+    message so the outbox can record the platform id and delivery result on it."""
+
+    items: list[tuple[Outbound, Message | None]] = field(default_factory=list)
+
+    def say(self, out: Outbound, message: Message | None = None) -> None:
+        self.items.append((out, message))
+
+
+def destination_key(out: Outbound) -> str:
+    """Order key of the outbox: one customer chat, or one ticket's card and thread."""
+    if out.channel == "slack":
+        if out.ticket_id is not None:
+            return f"slack:ticket:{out.ticket_id}"
+        return f"slack:{out.destination}"
+    return f"{out.channel}:{out.destination}"
+
+
+class Desk:
+    def __init__(self, session: AsyncSession, rules: Rules, now: datetime) -> None:
+        self.s = session
+        self.rules = rules
+        self.now = now
+        self.fx = Effects()
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    async def identity(self, channel: str, sender: Sender, chat_id: str) -> Identity:
+        ident = await self.s.scalar(
+            select(Identity).where(
+                Identity.channel == channel, Identity.external_id == sender.external_id
+            )
+        )
+        if ident is None:
+            customer = Customer(
+                name=sender.name or sender.username or sender.external_id,
+                language=sender.language,
+                created_at=self.now,
+            )
+            self.s.add(customer)
+            await self.s.flush()
+            ident = Identity(
+                customer_id=customer.id,
+                channel=channel,
+                external_id=sender.external_id,
+                chat_id=chat_id,
+                username=sender.username,
+                phone=sender.phone,
+            )
+            self.s.add(ident)
+            await self.s.flush()
+        else:
+            customer = await self.s.get_one(Customer, ident.customer_id)
+            if sender.name and customer.name != sender.name:
+                customer.name = sender.name
+            if sender.language and customer.language != sender.language:
+                customer.language = sender.language
+            ident.chat_id = chat_id
+            ident.blocked = False  # they wrote to us, so they can hear us again
+        return ident
+
+    async def latest_ticket(self, channel: str, chat_id: str) -> Ticket | None:
+        return await self.s.scalar(
+            select(Ticket)
+            .where(Ticket.channel == channel, Ticket.chat_id == chat_id)
+            .order_by(Ticket.id.desc())
+            .limit(1)
+            .with_for_update()
+        )
+
+    async def recent_ticket_count(self, customer_id: int, hours: float) -> int:
+        since = self.now - timedelta(hours=hours)
+        return int(
+            await self.s.scalar(
+                select(func.count())
+                .select_from(Ticket)
+                .where(Ticket.customer_id == customer_id, Ticket.created_at >= since)
+            )
+            or 0
+        )
+
+    async def ticket_by_card(self, slack_channel: str, thread_ts: str) -> Ticket | None:
+        return await self.s.scalar(
+            select(Ticket)
+            .where(Ticket.slack_channel == slack_channel, Ticket.slack_ts == thread_ts)
+            .with_for_update()
+        )
+
+    # -- history and cards -------------------------------------------------------------------
+
+    def history(
+        self, ticket: Ticket, kind: str, actor: str, old: Any, new: Any, reason: str = ""
+    ) -> None:
+        self.s.add(
+            TicketEvent(
+                ticket_id=ticket.id,
+                kind=kind,
+                actor=actor,
+                from_value=None if old is None else str(old),
+                to_value=None if new is None else str(new),
+                reason=reason,
+                at=self.now,
+            )
+        )
+
+    def set_status(self, ticket: Ticket, status: str, actor: str, reason: str = "") -> None:
+        if ticket.status != status:
+            self.history(ticket, "status", actor, ticket.status, status, reason)
+            ticket.status = status
+            ticket.updated_at = self.now
+
+    async def card_view(self, ticket: Ticket) -> CardView:
+        customer = await self.s.get_one(Customer, ticket.customer_id)
+        blocked = bool(
+            await self.s.scalar(
+                select(Identity.blocked).where(
+                    Identity.customer_id == ticket.customer_id,
+                    Identity.channel == ticket.channel,
+                    Identity.chat_id == ticket.chat_id,
+                )
+            )
+        )
+        return CardView(
+            ticket_id=ticket.id,
+            customer_name=customer.name,
+            channel=ticket.channel,
+            status=ticket.status,
+            priority=ticket.priority,
+            reasons=tuple(ticket.priority_reasons),
+            first_message=ticket.subject,
+            assignee_id=ticket.assignee_id,
+            rating=ticket.rating,
+            blocked=blocked,
+        )
+
+    async def refresh_card(self, ticket: Ticket) -> None:
+        view = await self.card_view(ticket)
+        self.fx.say(
+            Outbound(
+                channel="slack",
+                kind="slack_card_update",
+                destination=ticket.slack_channel,
+                ticket_id=ticket.id,
+                text=card_text(view),
+                blocks=tuple(card_blocks(view)),
+            )
+        )
+
+    def thread(self, ticket: Ticket, text: str) -> None:
+        self.fx.say(
+            Outbound(
+                channel="slack",
+                kind="slack_thread",
+                destination=ticket.slack_channel,
+                ticket_id=ticket.id,
+                text=text,
+            )
+        )
+
+    def react(self, ticket: Ticket, ts: str, emoji: str) -> None:
+        self.fx.say(
+            Outbound(
+                channel="slack",
+                kind="slack_reaction",
+                destination=ticket.slack_channel,
+                ticket_id=ticket.id,
+                reply_to=ts,
+                emoji=emoji,
+            )
+        )
+
+    def tell_customer(
+        self,
+        ticket: Ticket,
+        text: str,
+        *,
+        buttons: tuple[Button, ...] = (),
+        message: Message | None = None,
+    ) -> None:
+        self.fx.say(
+            Outbound(
+                channel=ticket.channel,
+                kind="text",
+                destination=ticket.chat_id,
+                ticket_id=ticket.id,
+                text=text,
+                buttons=buttons,
+            ),
+            message,
+        )
+
+    async def texts_for(self, ticket: Ticket) -> Any:
+        return self.rules.texts.for_language(ticket.language)
+
+    # -- customers ---------------------------------------------------------------------------
+
+    async def customer_message(self, ev: CustomerMessage, cls: Classification) -> Ticket:
+        ident = await self.identity(ev.channel, ev.sender, ev.chat_id)
+        ticket = await self.latest_ticket(ev.channel, ev.chat_id)
+        window = timedelta(hours=self.rules.tickets.reopen_window_hours)
+        attachments = [a.model_dump(mode="json") for a in ev.attachments]
+        if ticket is not None and ticket.status in ACTIVE:
+            await self._add_customer_message(ticket, ev, attachments)
+            if ticket.status == "pending":
+                self.set_status(ticket, "open", "customer", "customer replied")
+                await self.refresh_card(ticket)
+            await self._maybe_raise_priority(ticket, cls)
+            return ticket
+        if (
+            ticket is not None
+            and ticket.status == "resolved"
+            and ticket.resolved_at is not None
+            and self.now - ticket.resolved_at <= window
+        ):
+            self.set_status(
+                ticket,
+                "open" if ticket.assignee_id else "new",
+                "customer",
+                "customer wrote within the reopen window",
+            )
+            ticket.resolved_at = None
+            texts = await self.texts_for(ticket)
+            self.tell_customer(ticket, texts.reopened.format(ticket=ticket.id))
+            self.thread(ticket, "↩️ Reopened: the customer wrote again.")
+            await self._add_customer_message(ticket, ev, attachments)
+            await self._maybe_raise_priority(ticket, cls)
+            await self.refresh_card(ticket)
+            return ticket
+        return await self._new_ticket(ev, ident, cls, attachments)
+
+    async def _add_customer_message(
+        self, ticket: Ticket, ev: CustomerMessage, attachments: list[Any]
+    ) -> None:
+        customer = await self.s.get_one(Customer, ticket.customer_id)
+        self.s.add(
+            Message(
+                ticket_id=ticket.id,
+                direction="in",
+                author="customer",
+                channel=ev.channel,
+                platform_message_id=ev.platform_message_id,
+                text=ev.text,
+                attachments=attachments,
+                created_at=self.now,
+            )
+        )
+        ticket.updated_at = self.now
+        self.thread(ticket, f"*{customer.name}:* {_with_attachments(ev.text, attachments)}")
+
+    async def _new_ticket(
+        self,
+        ev: CustomerMessage,
+        ident: Identity,
+        cls: Classification,
+        attachments: list[Any],
+    ) -> Ticket:
+        customer = await self.s.get_one(Customer, ident.customer_id)
+        ticket = Ticket(
+            customer_id=customer.id,
+            channel=ev.channel,
+            chat_id=ev.chat_id,
+            status="new",
+            priority=cls.priority,
+            priority_reasons=list(cls.reasons),
+            classification=cls.details,
+            model_version=cls.model_version,
+            slack_channel=self.rules.slack.channel,
+            language=ev.sender.language or customer.language,
+            subject=_with_attachments(ev.text, attachments),
+            created_at=self.now,
+            updated_at=self.now,
+        )
+        self.s.add(ticket)
+        await self.s.flush()
+        self.history(ticket, "created", "customer", None, "new", f"via {ev.channel}")
+        self.history(ticket, "priority", "desk", None, cls.priority, "; ".join(cls.reasons))
+        self.s.add(
+            Message(
+                ticket_id=ticket.id,
+                direction="in",
+                author="customer",
+                channel=ev.channel,
+                platform_message_id=ev.platform_message_id,
+                text=ev.text,
+                attachments=attachments,
+                created_at=self.now,
+            )
+        )
+        texts = await self.texts_for(ticket)
+        self.tell_customer(ticket, texts.ack.format(ticket=ticket.id))
+        view = await self.card_view(ticket)
+        self.fx.say(
+            Outbound(
+                channel="slack",
+                kind="slack_card",
+                destination=ticket.slack_channel,
+                ticket_id=ticket.id,
+                text=card_text(view),
+                blocks=tuple(card_blocks(view)),
+            )
+        )
+        return ticket
+
+    async def _maybe_raise_priority(self, ticket: Ticket, cls: Classification) -> None:
+        from nlp.priority import LEVELS
+
+        if LEVELS.get(cls.priority, 0) > LEVELS.get(ticket.priority, 0):
+            self.history(
+                ticket, "priority", "desk", ticket.priority, cls.priority, "; ".join(cls.reasons)
+            )
+            ticket.priority = cls.priority
+            ticket.priority_reasons = list(cls.reasons)
+            ticket.model_version = cls.model_version
+            self.thread(ticket, f"⬆️ Priority raised to *{cls.priority}*: {'; '.join(cls.reasons)}")
+            await self.refresh_card(ticket)
+
+    async def customer_start(self, ev: CustomerStart) -> None:
+        await self.identity(ev.channel, ev.sender, ev.chat_id)
+        texts = self.rules.texts.for_language(ev.sender.language)
+        self.fx.say(
+            Outbound(channel=ev.channel, kind="text", destination=ev.chat_id, text=texts.welcome)
+        )
+
+    async def customer_edit(self, ev: CustomerEdit) -> None:
+        msg = await self.s.scalar(
+            select(Message)
+            .join(Ticket, Ticket.id == Message.ticket_id)
+            .where(
+                Message.channel == ev.channel,
+                Message.platform_message_id == ev.platform_message_id,
+                Message.direction == "in",
+                Ticket.chat_id == ev.chat_id,
+            )
+        )
+        if msg is None:
+            return  # an edit of something we never recorded (e.g. /start): nothing to amend
+        ticket = await self.s.get_one(Ticket, msg.ticket_id)
+        msg.edits = [*msg.edits, {"text": msg.text, "replaced_at": self.now.isoformat()}]
+        msg.text = ev.text
+        self.history(ticket, "edit", "customer", msg.edits[-1]["text"], ev.text)
+        self.thread(ticket, f"✏️ The customer edited a message. Now: {ev.text}")
+
+    async def customer_button(self, ev: CustomerButton) -> None:
+        if ev.callback_query_id:
+            self.fx.say(
+                Outbound(
+                    channel=ev.channel,
+                    kind="answer_callback",
+                    destination=ev.chat_id,
+                    callback_query_id=ev.callback_query_id,
+                )
+            )
+        parts = ev.data.split(":")
+        if len(parts) != 3 or parts[0] != "rate" or not (parts[1] + parts[2]).isdigit():
+            return
+        ticket = await self.s.get(Ticket, int(parts[1]), with_for_update=True)
+        rating = int(parts[2])
+        if ticket is None or ticket.chat_id != ev.chat_id or not 1 <= rating <= 5:
+            return  # a forged or stale button: never rate someone else's ticket
+        if ticket.rating != rating:
+            self.history(ticket, "rating", "customer", ticket.rating, rating)
+            ticket.rating = rating
+            texts = await self.texts_for(ticket)
+            self.tell_customer(ticket, texts.rating_thanks.format(rating=rating, ticket=ticket.id))
+            self.thread(ticket, f"⭐ The customer rated this ticket {rating}/5.")
+            await self.refresh_card(ticket)
+
+    async def delivery_status(self, ev: DeliveryStatus) -> None:
+        msg = await self.s.scalar(
+            select(Message).where(
+                Message.channel == ev.channel,
+                Message.platform_message_id == ev.platform_message_id,
+                Message.direction == "out",
+            )
+        )
+        if msg is None:
+            known = await self.s.scalar(
+                select(OutboxRow.id).where(
+                    OutboxRow.channel == ev.channel,
+                    OutboxRow.platform_message_id == ev.platform_message_id,
+                )
+            )
+            if known is None and await self.s.scalar(
+                select(OutboxRow.id)
+                .where(OutboxRow.channel == ev.channel, OutboxRow.status == "sending")
+                .limit(1)
+            ):
+                # WhatsApp can report on a message before our send has recorded its id: try
+                # again shortly rather than drop the status of an agent's reply.
+                raise StatusTooEarly(ev.platform_message_id)
+            return  # a status for an ack or a prompt: not a ticket message
+        if ev.status == "failed":
+            msg.delivery = "failed"
+            msg.delivery_error = ev.error
+            ticket = await self.s.get_one(Ticket, msg.ticket_id)
+            self.thread(
+                ticket,
+                f"⚠️ {CHANNEL_NAME.get(ev.channel, ev.channel)} could not deliver a reply"
+                f" to the customer: {ev.error or 'no reason given'}",
+            )
+            if msg.slack_ts:
+                self.react(ticket, msg.slack_ts, self.rules.slack.failed_reaction)
+        elif DELIVERY_RANK.get(ev.status, 0) > DELIVERY_RANK.get(msg.delivery or "pending", 0):
+            msg.delivery = ev.status
+
+    # -- agents ------------------------------------------------------------------------------
+
+    async def agent_message(self, ev: AgentMessage) -> None:
+        if ev.thread_ts is None or ev.thread_ts == ev.ts:
+            return  # not in a thread: chatter in the channel, not about a ticket
+        ticket = await self.ticket_by_card(ev.slack_channel, ev.thread_ts)
+        if ticket is None:
+            return
+        text = ev.text.strip()
+        is_note = any(text.lower().startswith(p) for p in self.rules.slack.note_prefixes)
+        if not is_note and ticket.assignee_id is None:
+            self._assign(ticket, ev.user_id, "", "replied in the thread")
+            self.set_status(ticket, "open", ev.user_id, "agent replied")
+        if is_note or ticket.assignee_id != ev.user_id or not text:
+            self.s.add(
+                Message(
+                    ticket_id=ticket.id,
+                    direction="note",
+                    author=ev.user_id,
+                    channel="slack",
+                    slack_ts=ev.ts,
+                    text=ev.text,
+                    created_at=self.now,
+                )
+            )
+            self.react(ticket, ev.ts, self.rules.slack.note_reaction)
+            return
+        msg = Message(
+            ticket_id=ticket.id,
+            direction="out",
+            author=ev.user_id,
+            channel=ticket.channel,
+            slack_ts=ev.ts,
+            text=text,
+            delivery="pending",
+            created_at=self.now,
+        )
+        self.s.add(msg)
+        await self.s.flush()
+        if ticket.first_response_at is None:
+            ticket.first_response_at = self.now
+        if ticket.status in ("new", "open"):
+            self.set_status(ticket, "pending", ev.user_id, "agent replied; waiting on customer")
+        ticket.updated_at = self.now
+        name = ticket.assignee_name
+        shown = f"{name}: {text}" if self.rules.texts.show_agent_name and name else text
+        self.tell_customer(ticket, shown, message=msg)
+        await self.refresh_card(ticket)
+
+    def _assign(self, ticket: Ticket, user_id: str, name: str, reason: str) -> None:
+        self.history(ticket, "assignee", user_id, ticket.assignee_id, user_id, reason)
+        ticket.assignee_id = user_id
+        ticket.assignee_name = name or None
+
+    async def agent_action(self, ev: AgentAction) -> None:
+        ticket = await self.s.get(Ticket, ev.ticket_id, with_for_update=True)
+        if ticket is None:
+            return
+        if ev.action == "claim":
+            if ticket.assignee_id is None and ticket.status in ACTIVE:
+                self._assign(ticket, ev.user_id, ev.user_name, "claimed")
+                self.set_status(ticket, "open", ev.user_id, "claimed")
+                self.thread(ticket, f"🙋 <@{ev.user_id}> claimed this ticket.")
+                await self.refresh_card(ticket)
+            return
+        if ticket.status in ACTIVE:
+            if ticket.assignee_id is None:
+                self._assign(ticket, ev.user_id, ev.user_name, "resolved it")
+            self.set_status(ticket, "resolved", ev.user_id, "resolved from Slack")
+            ticket.resolved_at = self.now
+            texts = await self.texts_for(ticket)
+            self.tell_customer(
+                ticket,
+                texts.resolved.format(ticket=ticket.id),
+                buttons=tuple(
+                    Button(text=str(n), data=f"rate:{ticket.id}:{n}") for n in range(1, 6)
+                ),
+            )
+            self.thread(ticket, f"✅ <@{ev.user_id}> resolved this ticket.")
+            await self.refresh_card(ticket)
+
+
+def _with_attachments(text: str, attachments: list[Any]) -> str:
+    if not attachments:
+        return text
+    listed = ", ".join(
+        f"📎 {a.get('kind', 'file')}" + (f" {a['name']}" if a.get("name") else "")
+        for a in attachments
+    )
+    return f"{text}\n{listed}" if text else listed
