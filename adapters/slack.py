@@ -1,0 +1,487 @@
+"""Slack: the agents' console. slack-bolt AsyncApp in HTTP mode, slack_sdk for Web API calls.
+
+Inbound, one URL (``POST /slack/events``) takes the Events API, interactivity (block actions)
+and slash commands. Bolt runs with ``process_before_response=True``, so its HTTP answer is only
+sent after our listener returned, and our listener only returns after the inbox committed: an
+event Slack saw acknowledged is an event the desk stored. Anything we fail to store gets a 5xx
+and Slack delivers it again (deduped on ``event_id``).
+
+Signatures are checked here before Bolt sees the request (Bolt checks again): a bad or stale
+signature gets 401 and nothing is parsed or written. Bolt needs ``auth.test`` to recognise the
+bot's own messages; we call it ourselves (cached) through a custom ``authorize`` so that a Slack
+outage at that moment becomes a 503 (retried) instead of Bolt's 200-with-an-apology (lost).
+
+Outbound, :meth:`SlackAdapter.send` maps each :class:`~bot.outbound.Outbound` kind to one Web
+API call and maps ``SlackApiError`` and transport errors to the desk's typed errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from adapters._common import (
+    BodyTooLarge,
+    as_mapping,
+    as_str,
+    bad_request,
+    digest_id,
+    read_body,
+    too_large,
+    unavailable,
+)
+from bot.events import AgentAction, AgentMessage, Channel, Event, Ignored, SlashCommand
+from bot.inbox import Inbox
+from bot.outbound import (
+    BadRequest,
+    Delivery,
+    DeliveryError,
+    Outbound,
+    RetryAfter,
+    Unavailable,
+)
+from bot.settings import SlackSettings
+
+log = logging.getLogger("deskbot.adapters.slack")
+
+ROUTE = "/slack/events"
+DESK_COMMAND = "/desk"
+ACTIONS = {"ticket_claim": "claim", "ticket_resolve": "resolve"}
+# Message subtypes that are a person saying something; every other subtype is bookkeeping.
+AGENT_SUBTYPES = (None, "thread_broadcast", "file_share")
+# ok:false errors that mean "Slack had a bad moment", not "your request is wrong".
+TRANSIENT_ERRORS = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure parsing: request body (as Bolt parsed it) → one event
+
+
+def _ignored(external_id: str, conversation: str, reason: str) -> Ignored:
+    return Ignored(
+        channel="slack", external_id=external_id, conversation=conversation, reason=reason
+    )
+
+
+def parse_event_callback(body: Mapping[str, Any]) -> Event:
+    """An Events API ``event_callback`` → AgentMessage, or Ignored for anything else."""
+    event = as_mapping(body.get("event"))
+    event_id = as_str(body.get("event_id")) or digest_id("event", body)
+    etype = as_str(event.get("type")) or "unknown"
+    channel = as_str(event.get("channel"))
+    ts = as_str(event.get("ts"))
+    thread_ts = as_str(event.get("thread_ts")) or None
+    conversation = f"slack:{channel}:{thread_ts or ts}" if channel and ts else "slack:ignored"
+    if body.get("type") != "event_callback":
+        return _ignored(event_id, conversation, f"payload type {body.get('type')!r}")
+    if etype != "message":
+        return _ignored(event_id, conversation, f"event {etype}")
+    subtype = event.get("subtype")
+    if subtype not in AGENT_SUBTYPES:
+        return _ignored(event_id, conversation, f"message subtype {subtype}")
+    user = as_str(event.get("user"))
+    if event.get("bot_id") or not user:
+        return _ignored(event_id, conversation, "message from a bot")
+    if not channel or not ts:
+        return _ignored(event_id, conversation, "message without channel or ts")
+    return AgentMessage(
+        external_id=event_id,
+        conversation=conversation,
+        slack_channel=channel,
+        user_id=user,
+        ts=ts,
+        thread_ts=thread_ts,
+        text=as_str(event.get("text")),
+    )
+
+
+def parse_block_actions(body: Mapping[str, Any]) -> Event:
+    """A ``block_actions`` payload → AgentAction for Claim/Resolve, else Ignored."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    actions = body.get("actions")
+    action = as_mapping(actions[0]) if isinstance(actions, list) and actions else {}
+    action_ts = as_str(action.get("action_ts"))
+    external_id = f"action:{action_ts}:{user_id}" if action_ts else digest_id("action", body)
+    container = as_mapping(body.get("container"))
+    channel = as_str(as_mapping(body.get("channel")).get("id")) or as_str(
+        container.get("channel_id")
+    )
+    message_ts = as_str(container.get("message_ts")) or as_str(
+        as_mapping(body.get("message")).get("ts")
+    )
+    conversation = f"slack:{channel}:{message_ts}" if channel and message_ts else "slack:ignored"
+    action_id = as_str(action.get("action_id"))
+    kind = ACTIONS.get(action_id)
+    if kind is None:
+        return _ignored(external_id, conversation, f"action {action_id or 'unknown'}")
+    value = as_str(action.get("value"))
+    if not value.isdigit():
+        return _ignored(external_id, conversation, f"action {action_id} with bad value")
+    if not channel or not message_ts or not user_id:
+        return _ignored(external_id, conversation, f"action {action_id} outside a message")
+    return AgentAction(
+        external_id=external_id,
+        conversation=conversation,
+        action="claim" if kind == "claim" else "resolve",
+        ticket_id=int(value),
+        user_id=user_id,
+        user_name=as_str(user.get("name")) or as_str(user.get("username")),
+        slack_channel=channel,
+        message_ts=message_ts,
+    )
+
+
+def parse_slash_command(body: Mapping[str, Any]) -> Event:
+    """A slash command (form fields) → SlashCommand for ``/desk``, else Ignored."""
+    trigger_id = as_str(body.get("trigger_id"))
+    external_id = f"command:{trigger_id}" if trigger_id else digest_id("command", body)
+    channel = as_str(body.get("channel_id"))
+    command = as_str(body.get("command"))
+    conversation = f"slack:{channel}:commands"
+    if command != DESK_COMMAND:
+        return _ignored(external_id, conversation, f"command {command or 'unknown'}")
+    return SlashCommand(
+        external_id=external_id,
+        conversation=conversation,
+        command=command,
+        text=as_str(body.get("text")).strip(),
+        user_id=as_str(body.get("user_id")),
+        slack_channel=channel,
+        response_url=as_str(body.get("response_url")) or None,
+    )
+
+
+def parse_other(body: Mapping[str, Any]) -> Event:
+    """Shortcuts, view submissions and other interactivity the desk does not use."""
+    kind = as_str(body.get("type")) or "unknown"
+    return _ignored(digest_id(kind, body), "slack:ignored", f"interactivity {kind}")
+
+
+# --------------------------------------------------------------------------------------------
+# Error mapping
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if not headers:
+        return None
+    try:
+        items = headers.items()
+    except AttributeError:
+        return None
+    for key, value in items:
+        if str(key).lower() == name.lower():
+            return str(value[0] if isinstance(value, list | tuple) else value)
+    return None
+
+
+def _retry_after(headers: Any, default: float = 1.0) -> float:
+    raw = _header(headers, "Retry-After")
+    try:
+        return max(float(raw), 0.0) if raw is not None else default
+    except ValueError:
+        return default
+
+
+def map_slack_error(exc: SlackApiError) -> DeliveryError:
+    """SlackApiError → RetryAfter (429), Unavailable (5xx, transient), BadRequest (ok:false)."""
+    response = exc.response
+    status = getattr(response, "status_code", None)
+    if status is None:  # a non-JSON body: Bolt hands us the raw aiohttp response
+        status = getattr(response, "status", 0)
+    headers = getattr(response, "headers", None)
+    error = ""
+    if isinstance(response, AsyncSlackResponse) and isinstance(response.data, dict):
+        error = as_str(response.data.get("error"))
+    if status == 429:
+        return RetryAfter(_retry_after(headers), error or "ratelimited")
+    if isinstance(status, int) and status >= 500:
+        return Unavailable(f"slack http {status}" + (f": {error}" if error else ""))
+    if error in TRANSIENT_ERRORS:
+        return Unavailable(error)
+    return BadRequest(error or f"slack http {status}")
+
+
+# --------------------------------------------------------------------------------------------
+# The adapter
+
+
+class _IdentityUnavailable(Exception):
+    """auth.test failed; not a SlackApiError, so Bolt turns it into a 5xx instead of a 200."""
+
+
+class SlackAdapter:
+    channel: Channel = "slack"
+
+    def __init__(
+        self,
+        settings: SlackSettings,
+        inbox: Inbox,
+        *,
+        max_body_bytes: int,
+        request_timeout: int = 30,
+    ) -> None:
+        self._settings = settings
+        self._inbox = inbox
+        self._max_body = max_body_bytes
+        self._timeout = request_timeout
+        self._verifier = SignatureVerifier(settings.signing_secret)
+        # No SDK-level retries: its default retries a timed-out chat.postMessage that Slack may
+        # well have posted. The outbox owns retries (one policy, backoff, visible in metrics).
+        self.client = AsyncWebClient(
+            token=settings.bot_token,
+            base_url=settings.api_base,
+            timeout=request_timeout,
+            retry_handlers=[],
+        )
+        self._auth: AsyncSlackResponse | None = None
+        self._auth_lock = asyncio.Lock()
+        self._started = False
+
+        async def authorize(
+            enterprise_id: str | None, team_id: str | None, user_id: str | None
+        ) -> AuthorizeResult:
+            # Bolt inspects parameter names, so this is a plain function, not a method.
+            return AuthorizeResult.from_auth_test_response(
+                bot_token=settings.bot_token, auth_test_response=await self.identity()
+            )
+
+        self.app = AsyncApp(
+            # Bolt's own client gets no token (the authorize result supplies it per request):
+            # with both, Bolt warns at start-up that the token is ignored.
+            client=AsyncWebClient(base_url=settings.api_base, timeout=request_timeout),
+            signing_secret=settings.signing_secret,
+            process_before_response=True,
+            authorize=authorize,
+        )
+        self._register(self.app)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_post(ROUTE, self.handle)
+
+    async def start(self) -> None:
+        try:
+            await self.identity()
+        except _IdentityUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, SlackApiError) and not isinstance(
+                map_slack_error(cause), Unavailable | RetryAfter
+            ):
+                # invalid_auth, token_revoked...: a configuration error, say so at start-up.
+                raise RuntimeError(
+                    f"Slack rejected SLACK_BOT_TOKEN at auth.test: {map_slack_error(cause).detail}"
+                ) from cause
+            # Slack is down: take requests anyway; auth.test is retried on the next one.
+            log.warning("slack.auth_test_deferred error=%s", type(cause).__name__)
+        self._started = True
+        log.info("slack.started api_base=%s", self._settings.api_base)
+
+    async def stop(self) -> None:
+        self._started = False
+        session = self.client.session
+        if session is not None and not session.closed:
+            await session.close()
+        log.info("slack.stopped")
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def identity(self) -> AsyncSlackResponse:
+        """auth.test, once per process (Bolt uses it to drop the bot's own events)."""
+        if self._auth is not None:
+            return self._auth
+        self._ensure_session()
+        async with self._auth_lock:
+            if self._auth is None:
+                try:
+                    self._auth = await self.client.auth_test()
+                except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+                    raise _IdentityUnavailable(type(exc).__name__) from exc
+                log.info(
+                    "slack.identity bot_id=%s user_id=%s",
+                    self._auth.get("bot_id"),
+                    self._auth.get("user_id"),
+                )
+            return self._auth
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_body(request, self._max_body)
+        except BodyTooLarge:
+            log.warning("slack.rejected reason=too_large")
+            return too_large(self._max_body)
+        timestamp = request.headers.get("X-Slack-Request-Timestamp")
+        signature = request.headers.get("X-Slack-Signature")
+        if not self._signature_ok(body, timestamp, signature):
+            log.warning("slack.rejected reason=bad_signature")
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            text = body.decode("utf-8")
+            headers: dict[str, list[str]] = {}
+            for key, value in request.headers.items():
+                headers.setdefault(key.lower(), []).append(value)
+            bolt_request = AsyncBoltRequest(
+                body=text,
+                query=request.query_string,
+                headers=headers,  # type: ignore[arg-type]
+            )
+        except (ValueError, AttributeError, TypeError):
+            log.warning("slack.rejected reason=malformed_body")
+            return bad_request("malformed body")
+        if not isinstance(bolt_request.body, dict):
+            return bad_request("malformed body")
+        if bolt_request.body.get("type") not in ("url_verification", "ssl_check"):
+            try:
+                await self.identity()
+            except _IdentityUnavailable:
+                log.warning("slack.deferred reason=auth_test_failed")
+                return unavailable()
+        response = await self.app.async_dispatch(bolt_request)
+        if response.status >= 500:
+            # A listener could not store the event (or auth.test failed inside Bolt): nothing
+            # was acknowledged, so Slack's retry is what we want.
+            return unavailable()
+        return await to_aiohttp_response(response)
+
+    def _signature_ok(self, body: bytes, timestamp: str | None, signature: str | None) -> bool:
+        if not timestamp or not signature:
+            return False
+        try:
+            return self._verifier.is_valid(body, timestamp, signature)
+        except (ValueError, UnicodeDecodeError):  # a non-numeric timestamp, a non-UTF-8 body
+            return False
+
+    def _register(self, app: AsyncApp) -> None:
+        anything = re.compile(r".*")
+        app.event(anything)(self._on_event)
+        app.block_action(anything)(self._on_block_action)
+        app.command(anything)(self._on_command)
+        app.shortcut(anything)(self._on_other)
+        app.view(anything)(self._on_other)
+
+    async def _accept(self, event: Event, raw: Mapping[str, Any]) -> None:
+        await self._inbox.accept([event], raw)
+        log.info("slack.event_accepted kind=%s external_id=%s", event.kind, event.external_id)
+
+    async def _on_event(self, body: dict[str, Any], ack: AsyncAck) -> None:
+        await self._accept(parse_event_callback(body), body)
+        await ack()
+
+    async def _on_block_action(self, body: dict[str, Any], ack: AsyncAck) -> None:
+        await self._accept(parse_block_actions(body), body)
+        await ack()
+
+    async def _on_command(self, body: dict[str, Any], ack: AsyncAck) -> None:
+        event = parse_slash_command(body)
+        await self._accept(event, body)
+        if isinstance(event, Ignored):
+            await ack(text=f"deskbot does not handle {as_str(body.get('command'))}.")
+        else:
+            # The answer comes through the outbox via response_url; an empty ack shows nothing.
+            await ack()
+
+    async def _on_other(self, body: dict[str, Any], ack: AsyncAck) -> None:
+        await self._accept(parse_other(body), body)
+        await ack()
+
+    # -- outbound ----------------------------------------------------------------------------
+
+    def _ensure_session(self) -> None:
+        # One pooled session for all Web API calls (slack_sdk would open one per call). Made
+        # lazily: the outbox may call send() before start(), and it must be made in the loop.
+        if self.client.session is None or self.client.session.closed:
+            self.client.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout)
+            )
+
+    async def send(self, message: Outbound) -> Delivery:
+        self._ensure_session()
+        try:
+            return await self._send(message)
+        except SlackApiError as exc:
+            error = map_slack_error(exc)
+            if message.kind == "slack_reaction" and error.detail == "already_reacted":
+                return Delivery(platform_message_id=message.reply_to)
+            raise error from exc
+        except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _send(self, message: Outbound) -> Delivery:
+        blocks: Sequence[dict[str, Any]] | None = list(message.blocks) or None
+        match message.kind:
+            case "slack_card":
+                resp = await self.client.chat_postMessage(
+                    channel=message.destination, text=message.text, blocks=blocks
+                )
+                return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
+            case "slack_thread":
+                thread_ts = _need_reply_to(message)
+                resp = await self.client.chat_postMessage(
+                    channel=message.destination,
+                    text=message.text,
+                    blocks=blocks,
+                    thread_ts=thread_ts,
+                )
+                return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
+            case "slack_card_update":
+                ts = _need_reply_to(message)
+                resp = await self.client.chat_update(
+                    channel=message.destination, ts=ts, text=message.text, blocks=blocks
+                )
+                return Delivery(platform_message_id=as_str(resp.get("ts")) or ts)
+            case "slack_reaction":
+                ts = _need_reply_to(message)
+                if not message.emoji:
+                    raise BadRequest("slack_reaction needs an emoji")
+                await self.client.reactions_add(
+                    channel=message.destination, name=message.emoji.strip(":"), timestamp=ts
+                )
+                return Delivery(platform_message_id=ts)
+            case "slack_response":
+                return await self._respond(message, blocks)
+            case _:
+                raise BadRequest(f"slack cannot send {message.kind}")
+
+    async def _respond(
+        self, message: Outbound, blocks: Sequence[dict[str, Any]] | None
+    ) -> Delivery:
+        webhook = AsyncWebhookClient(
+            url=message.destination, timeout=self._timeout, retry_handlers=[]
+        )
+        resp = await webhook.send(text=message.text, blocks=blocks, response_type="ephemeral")
+        if resp.status_code == 200:
+            return Delivery()
+        if resp.status_code == 429:
+            raise RetryAfter(_retry_after(resp.headers), resp.body or "ratelimited")
+        if resp.status_code >= 500:
+            raise Unavailable(f"response_url http {resp.status_code}")
+        # 404 expired_url / used_url and the like: the 30-minute, 5-use window is gone.
+        raise BadRequest(f"response_url http {resp.status_code}: {resp.body[:200]}")
+
+
+def _need_reply_to(message: Outbound) -> str:
+    if not message.reply_to:
+        raise BadRequest(f"{message.kind} needs reply_to (the card's ts)")
+    return message.reply_to
