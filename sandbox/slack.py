@@ -1,0 +1,465 @@
+"""A loopback Slack: the Web API the desk calls, and the signed requests Slack sends the desk.
+
+Web API like Slack's: HTTP 200 with ``{"ok": false, "error": ...}`` for logical errors
+(``invalid_auth``, ``channel_not_found``, ``message_not_found``, ``already_reacted``,
+``no_text``, ``invalid_blocks``), 429 with ``Retry-After`` past about one message a second per
+channel. Towards the desk: events, block actions and slash commands signed with the v0 scheme;
+an event the desk does not acknowledge with 2xx is delivered again with ``X-Slack-Retry-Num``;
+slash commands and actions carry a ``response_url`` the stand-in hosts (5 uses, 30 minutes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from ._common import Buckets, Deliverer, Failures, Waiter, json_field, request_params
+
+TEAM = "T0SANDBOX"
+BOT_USER = "U0DESKBOT"
+BOT_ID = "B0DESKBOT"
+APP_ID = "A0DESKBOT"
+MAX_BLOCKS = 50
+MAX_TEXT = 40_000
+RESPONSE_URL_USES = 5
+RESPONSE_URL_SECONDS = 30 * 60
+CHANNELS = {"C0SUPPORT": "support", "C0VIP": "vip", "C0BILLING": "billing", "C0ZH": "support-zh"}
+AGENTS = {
+    "U0ALICE": "alice",
+    "U0BOB": "bob",
+    "U0CAROL": "carol",
+    "U0DAN": "dan",
+}
+
+
+class SlackError(Exception):
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class SlackStandIn:
+    def __init__(
+        self,
+        *,
+        bot_token: str,
+        signing_secret: str,
+        desk_url: str,
+        base_url: str = "",
+        rate_limits: bool = True,
+        retry_base_delay: float = 1.0,
+    ) -> None:
+        self.bot_token = bot_token
+        self.signing_secret = signing_secret
+        self.events_url = desk_url.rstrip("/") + "/slack/events"
+        self.base_url = base_url  # where the stand-in is served, for response_url
+        self.failures = Failures()
+        self.channels: dict[str, list[dict[str, Any]]] = {c: [] for c in CHANNELS}
+        self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url id → posts
+        self.calls: list[str] = []
+        self._response_urls: dict[str, tuple[float, int]] = {}  # id → (created, uses)
+        self._clock = itertools.count(1)
+        self._ids = itertools.count(1)
+        self._bucket = Buckets(1.0, 10) if rate_limits else None
+        self._changed = Waiter()
+        self._retry_base = retry_base_delay
+        self._deliverer = Deliverer(timeout=3)  # Slack gives an app 3 s to acknowledge
+
+    def install(self, app: web.Application, prefix: str) -> None:
+        app.router.add_post(prefix + "/api/{method}", self.handle)
+        app.router.add_get(prefix + "/api/{method}", self.handle)
+        app.router.add_post(prefix + "/response/{rid}", self.respond)
+
+    async def close(self) -> None:
+        await self._deliverer.close()
+
+    def _ts(self) -> str:
+        return f"{int(time.time())}.{next(self._clock):06d}"
+
+    # -- what is in Slack ------------------------------------------------------------------------
+
+    def messages(self, channel: str) -> list[dict[str, Any]]:
+        """Top-level messages of a channel, oldest first, as they look now."""
+        return [m for m in self.channels.get(channel, []) if m.get("thread_ts") in (None, m["ts"])]
+
+    def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
+        """Replies in the thread under ``ts``, oldest first."""
+        return [
+            m for m in self.channels.get(channel, []) if m.get("thread_ts") == ts and m["ts"] != ts
+        ]
+
+    def reactions(self, channel: str, ts: str) -> list[str]:
+        message = self._find(channel, ts)
+        return list(message.get("reactions", [])) if message else []
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate`` holds, checked whenever something changes in Slack."""
+        return await self._changed.wait_for(predicate, timeout)
+
+    def _find(self, channel: str, ts: str) -> dict[str, Any] | None:
+        return next((m for m in self.channels.get(channel, []) if m["ts"] == ts), None)
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        status: int = 200,
+        retry_after: float | None = None,
+        error: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` calls of ``method`` fail: an HTTP status, or 200 with ``error``."""
+        self.failures.add(method, status=status, retry_after=retry_after, error=error, times=times)
+
+    # -- the agents' side: signed requests to the desk -------------------------------------------
+
+    def sign(self, body: bytes, timestamp: str, secret: str | None = None) -> str:
+        key = (secret if secret is not None else self.signing_secret).encode()
+        base = f"v0:{timestamp}:".encode() + body
+        return "v0=" + hmac.new(key, base, hashlib.sha256).hexdigest()
+
+    def _signed(self, body: bytes, content_type: str) -> dict[str, str]:
+        ts = str(int(time.time()))
+        return {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": self.sign(body, ts),
+        }
+
+    async def deliver_raw(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        return await self._deliverer.attempt(self.events_url, body, headers)
+
+    async def _event(self, event: dict[str, Any], *, duplicate: bool = False) -> int:
+        envelope = {
+            "token": "sandbox-verification-token",
+            "team_id": TEAM,
+            "api_app_id": APP_ID,
+            "type": "event_callback",
+            "event_id": f"Ev{next(self._ids):010d}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
+            "event": event,
+        }
+        body = json.dumps(envelope).encode()
+
+        def attempt(n: int) -> tuple[bytes, dict[str, str]]:
+            headers = self._signed(body, "application/json")
+            if n:
+                headers["X-Slack-Retry-Num"] = str(n)
+                headers["X-Slack-Retry-Reason"] = "http_error"
+            return body, headers
+
+        # Slack retries three times: at once, after about a minute, after about five.
+        delays = [0.0, 60 * self._retry_base, 300 * self._retry_base]
+        status = await self._deliverer.deliver(self.events_url, attempt, delays)
+        if duplicate:  # as when the desk's first ack took longer than 3 s
+            body2, headers2 = attempt(1)
+            headers2["X-Slack-Retry-Reason"] = "http_timeout"
+            await self._deliverer.attempt(self.events_url, body2, headers2)
+        return status
+
+    async def agent_replies(
+        self,
+        channel: str,
+        thread_ts: str,
+        user: str,
+        text: str,
+        *,
+        duplicate_delivery: bool = False,
+    ) -> str:
+        """An agent writes in a thread; returns the reply's ts once the desk got the event."""
+        ts = self._ts()
+        message = {"type": "message", "user": user, "text": text, "ts": ts, "thread_ts": thread_ts}
+        self.channels.setdefault(channel, []).append(message)
+        await self._changed.notify()
+        await self._event(
+            {**message, "channel": channel, "event_ts": ts, "channel_type": "channel"},
+            duplicate=duplicate_delivery,
+        )
+        return ts
+
+    async def agent_posts(self, channel: str, user: str, text: str) -> str:
+        """An agent writes at the top level of a channel (not in a ticket's thread)."""
+        ts = self._ts()
+        message = {"type": "message", "user": user, "text": text, "ts": ts}
+        self.channels.setdefault(channel, []).append(message)
+        await self._event(
+            {**message, "channel": channel, "event_ts": ts, "channel_type": "channel"}
+        )
+        return ts
+
+    def _response_url(self) -> str:
+        rid = secrets.token_hex(8)
+        self._response_urls[rid] = (time.monotonic(), 0)
+        self.responses[rid] = []
+        return f"{self.base_url}/slack/response/{rid}"
+
+    async def agent_clicks(self, channel: str, message_ts: str, action_id: str, user: str) -> int:
+        """An agent clicks a button on a message; returns the desk's HTTP status."""
+        message = self._find(channel, message_ts)
+        if message is None:
+            raise ValueError(f"no message {message_ts} in {channel}")
+        button = next(
+            (
+                e
+                for block in message.get("blocks") or []
+                for e in block.get("elements") or []
+                if e.get("action_id") == action_id
+            ),
+            None,
+        )
+        if button is None:
+            raise ValueError(f"message {message_ts} has no button {action_id!r}")
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
+            "api_app_id": APP_ID,
+            "token": "sandbox-verification-token",
+            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
+            "team": {"id": TEAM},
+            "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
+            "message": {k: v for k, v in message.items() if k != "reactions"},
+            "response_url": self._response_url(),
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": button.get("block_id", "b"),
+                    "value": button.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, _ = await self._deliverer.attempt(
+            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        )
+        return status
+
+    async def slash_command(
+        self, command: str, text: str, user: str, channel: str, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """An agent types a slash command; returns what the desk posted to its response_url."""
+        url = self._response_url()
+        rid = url.rsplit("/", 1)[1]
+        form = {
+            "token": "sandbox-verification-token",
+            "team_id": TEAM,
+            "team_domain": "sandbox",
+            "channel_id": channel,
+            "channel_name": CHANNELS.get(channel, channel),
+            "user_id": user,
+            "user_name": AGENTS.get(user, user),
+            "command": command,
+            "text": text,
+            "api_app_id": APP_ID,
+            "response_url": url,
+            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
+        }
+        body = urlencode(form).encode()
+        status, ack = await self._deliverer.attempt(
+            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        )
+        if status != 200:
+            raise AssertionError(f"the desk answered {command} with HTTP {status}")
+        if ack.strip():
+            self.responses[rid].append({"ack": ack})
+        await self._changed.wait_for(lambda: bool(self.responses[rid]), timeout)
+        return self.responses[rid]
+
+    async def respond(self, request: web.Request) -> web.StreamResponse:
+        """A response_url: at most five posts within thirty minutes, as Slack allows."""
+        rid = request.match_info["rid"]
+        known = self._response_urls.get(rid)
+        if known is None:
+            return web.Response(status=404, text="no_active_hooks")
+        created, uses = known
+        if uses >= RESPONSE_URL_USES or time.monotonic() - created > RESPONSE_URL_SECONDS:
+            return web.Response(status=404, text="used_url")
+        try:
+            data = await request.json()
+        except ValueError:
+            return web.Response(status=400, text="invalid_payload")
+        if not isinstance(data, dict) or not (data.get("text") or data.get("blocks")):
+            return web.Response(status=400, text="no_text")
+        self._response_urls[rid] = (created, uses + 1)
+        self.responses[rid].append(data)
+        await self._changed.notify()
+        return web.Response(text="ok")
+
+    # -- the Web API ---------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        self.calls.append(method)
+        auth = request.headers.get("Authorization", "")
+        try:
+            params = await request_params(request)
+        except (ValueError, UnicodeDecodeError):
+            return web.json_response({"ok": False, "error": "invalid_json"})
+        token = auth.removeprefix("Bearer ").strip() if auth else str(params.get("token", ""))
+        if not token:
+            return web.json_response({"ok": False, "error": "not_authed"})
+        if not hmac.compare_digest(token.encode(), self.bot_token.encode()):
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        handler = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "reactions.add": self._react,
+            "users.info": self._user_info,
+            "conversations.info": self._conversation_info,
+        }.get(method)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
+        failure = self.failures.take(method)
+        if failure is not None:
+            if failure.status == 429:
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"},
+                    status=429,
+                    headers={"Retry-After": str(max(1, round(failure.retry_after or 1)))},
+                )
+            if failure.status != 200:
+                return web.Response(status=failure.status, text="upstream failure")
+            return web.json_response({"ok": False, "error": failure.error or "fatal_error"})
+        try:
+            result = await handler(params)
+        except SlackError as exc:
+            return web.json_response({"ok": False, "error": exc.error})
+        if isinstance(result, web.Response):
+            return result
+        return web.json_response({"ok": True, **result})
+
+    async def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": "https://sandbox.slack.com/",
+            "team": "Sandbox",
+            "user": "deskbot",
+            "team_id": TEAM,
+            "user_id": BOT_USER,
+            "bot_id": BOT_ID,
+        }
+
+    def _channel(self, params: dict[str, Any]) -> str:
+        channel = str(params.get("channel", ""))
+        if channel not in self.channels:
+            raise SlackError("channel_not_found")
+        return channel
+
+    @staticmethod
+    def _blocks(params: dict[str, Any]) -> list[dict[str, Any]] | None:
+        raw = params.get("blocks")
+        if raw in (None, "", "null"):
+            return None
+        try:
+            blocks = json_field(raw)
+        except ValueError:
+            raise SlackError("invalid_blocks") from None
+        if not isinstance(blocks, list) or not all(
+            isinstance(b, dict) and b.get("type") for b in blocks
+        ):
+            raise SlackError("invalid_blocks")
+        if len(blocks) > MAX_BLOCKS:
+            raise SlackError("invalid_blocks")
+        return blocks
+
+    async def _post_message(self, params: dict[str, Any]) -> dict[str, Any] | web.Response:
+        channel = self._channel(params)
+        text = str(params.get("text") or "")
+        blocks = self._blocks(params)
+        if not text and not blocks:
+            raise SlackError("no_text")
+        if len(text) > MAX_TEXT:
+            raise SlackError("msg_too_long")
+        thread_ts = params.get("thread_ts") or None
+        if thread_ts is not None and self._find(channel, str(thread_ts)) is None:
+            raise SlackError("thread_not_found")
+        if self._bucket is not None:
+            wait = self._bucket.take(channel)
+            if wait > 0:
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"},
+                    status=429,
+                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+                )
+        ts = self._ts()
+        message: dict[str, Any] = {
+            "type": "message",
+            "subtype": "bot_message",
+            "bot_id": BOT_ID,
+            "user": BOT_USER,
+            "text": text,
+            "ts": ts,
+        }
+        if blocks:
+            message["blocks"] = blocks
+        if thread_ts is not None:
+            message["thread_ts"] = str(thread_ts)
+        self.channels[channel].append(message)
+        await self._changed.notify()
+        return {"channel": channel, "ts": ts, "message": message}
+
+    async def _update(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params)
+        message = self._find(channel, str(params.get("ts", "")))
+        if message is None:
+            raise SlackError("message_not_found")
+        if message.get("bot_id") != BOT_ID:
+            raise SlackError("cant_update_message")
+        text = str(params.get("text") or "")
+        blocks = self._blocks(params)
+        if not text and not blocks:
+            raise SlackError("no_text")
+        message["text"] = text
+        if blocks is not None:
+            message["blocks"] = blocks
+        message["edited"] = {"user": BOT_USER, "ts": self._ts()}
+        await self._changed.notify()
+        return {"channel": channel, "ts": message["ts"], "text": text, "message": message}
+
+    async def _react(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params)
+        message = self._find(channel, str(params.get("timestamp", "")))
+        if message is None:
+            raise SlackError("message_not_found")
+        name = str(params.get("name", "")).strip(":")
+        if not name:
+            raise SlackError("invalid_name")
+        reactions: list[str] = message.setdefault("reactions", [])
+        if name in reactions:
+            raise SlackError("already_reacted")
+        reactions.append(name)
+        await self._changed.notify()
+        return {}
+
+    async def _user_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = str(params.get("user", ""))
+        if user not in AGENTS:
+            raise SlackError("user_not_found")
+        name = AGENTS[user]
+        return {
+            "user": {
+                "id": user,
+                "team_id": TEAM,
+                "name": name,
+                "real_name": name.title(),
+                "is_bot": False,
+                "deleted": False,
+                "profile": {"display_name": name, "real_name": name.title()},
+            }
+        }
+
+    async def _conversation_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params)
+        return {"channel": {"id": channel, "name": CHANNELS.get(channel, channel)}}

@@ -1,0 +1,398 @@
+"""A loopback Telegram Bot API: ``{base}/bot<token>/<method>``, as the reference server answers.
+
+Strict where the real one is: a wrong token is 401, an unknown method 404, sending to a chat that
+never wrote is 400 ``chat not found``, a blocked chat is 403, too many messages are 429 with
+``retry_after``, a second poller or a poll while a webhook is set is 409. Updates wait until a
+later ``getUpdates`` offset confirms them, so a desk that dies mid-batch sees them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ._common import Buckets, Deliverer, Failures, Waiter, json_field, request_params
+
+SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+MAX_TEXT = 4096
+BOT_USER = {"id": 7000001, "is_bot": True, "first_name": "Desk", "username": "deskbot_sandbox_bot"}
+
+
+class TelegramError(Exception):
+    def __init__(self, code: int, description: str, retry_after: float | None = None) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.retry_after = retry_after
+
+    def response(self) -> web.Response:
+        body: dict[str, Any] = {
+            "ok": False,
+            "error_code": self.code,
+            "description": self.description,
+        }
+        if self.retry_after is not None:
+            body["parameters"] = {"retry_after": max(1, round(self.retry_after))}
+        return web.json_response(body, status=self.code)
+
+
+class TelegramStandIn:
+    def __init__(
+        self,
+        token: str,
+        *,
+        rate_limits: bool = True,
+        retry_base_delay: float = 1.0,
+    ) -> None:
+        self.token = token
+        self.failures = Failures()
+        self.updates: list[dict[str, Any]] = []  # pending, not yet confirmed by an offset
+        self.sent: list[dict[str, Any]] = []  # every message the bot sent, in order
+        self.received: list[dict[str, Any]] = []  # every message customers wrote, in order
+        self.answered_callbacks: list[dict[str, Any]] = []
+        self.blocked: set[int] = set()
+        self.webhook: dict[str, Any] | None = None
+        self.calls: list[str] = []  # method names, in order
+        self._known_chats: dict[int, dict[str, Any]] = {}
+        self._callbacks: set[str] = set()
+        self._update_ids = itertools.count(100_001)
+        self._message_ids = itertools.count(1)
+        self._chat_buckets = Buckets(1.0, 4) if rate_limits else None
+        self._total_bucket = Buckets(30.0, 30) if rate_limits else None
+        self._changed = Waiter()
+        self._poller = 0  # generation of the newest getUpdates, to end older ones with 409
+        self._retry_base = retry_base_delay
+        self._deliverer = Deliverer(timeout=10)
+        self._pusher: asyncio.Task[None] | None = None
+
+    def install(self, app: web.Application, prefix: str) -> None:
+        app.router.add_route("*", prefix + "/bot{token}/{method}", self.handle)
+
+    async def close(self) -> None:
+        if self._pusher is not None:
+            self._pusher.cancel()
+        await self._deliverer.close()
+
+    # -- the customer's side (tests, the sandbox page) -------------------------------------------
+
+    def _chat(self, chat_id: int, first_name: str) -> dict[str, Any]:
+        chat = {"id": chat_id, "type": "private", "first_name": first_name}
+        self._known_chats[chat_id] = chat
+        return chat
+
+    async def customer_says(
+        self,
+        chat_id: int,
+        text: str,
+        first_name: str = "Customer",
+        language_code: str | None = None,
+    ) -> int:
+        """The customer sends ``text`` to the bot; returns the message id."""
+        chat = self._chat(chat_id, first_name)
+        sender: dict[str, Any] = {"id": chat_id, "is_bot": False, "first_name": first_name}
+        if language_code:
+            sender["language_code"] = language_code  # the Telegram app's language
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": sender,
+            "text": text,
+        }
+        if text.startswith("/"):
+            command = text.split()[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        self.received.append(message)
+        await self._push({"message": message})
+        return int(message["message_id"])
+
+    async def customer_sends_photo(
+        self, chat_id: int, caption: str = "", first_name: str = "Customer"
+    ) -> int:
+        """The customer sends a photo (with an optional caption); returns the message id."""
+        chat = self._chat(chat_id, first_name)
+        n = next(self._message_ids)
+        sizes = [
+            {"file_id": f"AgAC-{n}-{w}", "file_unique_id": f"AQAD{n}{w}", "width": w, "height": w}
+            for w in (90, 320, 1280)
+        ]
+        message: dict[str, Any] = {
+            "message_id": n,
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {"id": chat_id, "is_bot": False, "first_name": first_name},
+            "photo": sizes,
+        }
+        if caption:
+            message["caption"] = caption
+        self.received.append(message)
+        await self._push({"message": message})
+        return n
+
+    async def customer_edits(self, chat_id: int, message_id: int, text: str) -> None:
+        chat = self._known_chats[chat_id]
+        edited = {
+            "message_id": message_id,
+            "date": int(time.time()) - 1,
+            "edit_date": int(time.time()),
+            "chat": chat,
+            "from": {"id": chat_id, "is_bot": False, "first_name": chat["first_name"]},
+            "text": text,
+        }
+        await self._push({"edited_message": edited})
+
+    async def customer_presses(self, chat_id: int, message_id: int, data: str) -> str:
+        """The customer presses an inline button under one of the bot's messages."""
+        mine = [m for m in self.sent if m["chat"]["id"] == chat_id]
+        message = next((m for m in mine if m["message_id"] == message_id), None)
+        if message is None:
+            raise ValueError(f"the bot sent no message {message_id} to chat {chat_id}")
+        buttons = [
+            b["callback_data"]
+            for row in message.get("reply_markup", {}).get("inline_keyboard", [])
+            for b in row
+        ]
+        if data not in buttons:
+            raise ValueError(f"message {message_id} has no button with data {data!r}")
+        query_id = f"{chat_id}{next(self._update_ids)}"
+        self._callbacks.add(query_id)
+        chat = self._known_chats[chat_id]
+        await self._push(
+            {
+                "callback_query": {
+                    "id": query_id,
+                    "chat_instance": f"-{chat_id}",
+                    "from": {"id": chat_id, "is_bot": False, "first_name": chat["first_name"]},
+                    "message": {k: message[k] for k in ("message_id", "date", "chat", "text")},
+                    "data": data,
+                }
+            }
+        )
+        return query_id
+
+    def block(self, chat_id: int) -> None:
+        """The customer blocks the bot: sends to them now fail with 403."""
+        self.blocked.add(chat_id)
+
+    def fail_next(
+        self, method: str, *, status: int, retry_after: float | None = None, times: int = 1
+    ) -> None:
+        self.failures.add(method, status=status, retry_after=retry_after, times=times)
+
+    def sent_to(self, chat_id: int) -> list[dict[str, Any]]:
+        return [m for m in self.sent if m["chat"]["id"] == chat_id]
+
+    async def wait_for_sent(
+        self, chat_id: int, n: int, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        if not await self._changed.wait_for(lambda: len(self.sent_to(chat_id)) >= n, timeout):
+            got = [m.get("text") for m in self.sent_to(chat_id)]
+            raise AssertionError(f"chat {chat_id} got {len(got)} of {n} messages: {got}")
+        return self.sent_to(chat_id)
+
+    def chats(self) -> dict[int, dict[str, Any]]:
+        return dict(self._known_chats)
+
+    async def _push(self, payload: dict[str, Any]) -> None:
+        self.updates.append({"update_id": next(self._update_ids), **payload})
+        await self._changed.notify()
+        if self.webhook is not None:
+            self._kick_pusher()
+
+    # -- the Bot API ---------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["token"] != self.token:
+            return TelegramError(401, "Unauthorized").response()
+        method = request.match_info["method"].lower()  # the server looks methods up lowercased
+        self.calls.append(method)
+        try:
+            params = await request_params(request)
+        except (ValueError, UnicodeDecodeError):
+            return TelegramError(400, "Bad Request: can't parse request body").response()
+        handler = {
+            "getme": self._get_me,
+            "getupdates": self._get_updates,
+            "setwebhook": self._set_webhook,
+            "deletewebhook": self._delete_webhook,
+            "getwebhookinfo": self._webhook_info,
+            "sendmessage": self._send_message,
+            "answercallbackquery": self._answer_callback,
+            "sendchataction": self._chat_action,
+        }.get(method)
+        if handler is None:
+            return TelegramError(404, "Not Found: method not found").response()
+        failure = self.failures.take(method)
+        try:
+            if failure is not None:
+                raise TelegramError(
+                    failure.status,
+                    _description(failure.status, failure.retry_after),
+                    failure.retry_after,
+                )
+            result = await handler(params)
+        except TelegramError as exc:
+            return exc.response()
+        return web.json_response({"ok": True, "result": result})
+
+    async def _get_me(self, params: dict[str, Any]) -> Any:
+        return BOT_USER
+
+    async def _get_updates(self, params: dict[str, Any]) -> Any:
+        if self.webhook is not None:
+            raise TelegramError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
+        offset = int(params.get("offset") or 0)
+        limit = min(max(int(params.get("limit") or 100), 1), 100)
+        timeout = min(float(params.get("timeout") or 0), 50.0)
+        if offset > 0:  # confirms everything below it
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        self._poller += 1
+        me = self._poller
+        await self._changed.notify()  # an older poll sees it is superseded
+        await self._changed.wait_for(lambda: bool(self.updates) or self._poller != me, timeout)
+        if self._poller != me:
+            raise TelegramError(
+                409,
+                "Conflict: terminated by other getUpdates request; "
+                "make sure that only one bot instance is running",
+            )
+        return self.updates[:limit]
+
+    async def _set_webhook(self, params: dict[str, Any]) -> Any:
+        url = str(params.get("url", ""))
+        secret = params.get("secret_token")
+        if secret is not None and not SECRET_RE.match(str(secret)):
+            raise TelegramError(400, "Bad Request: secret token contains unallowed characters")
+        if not url:
+            self.webhook = None
+            return True
+        self.webhook = {"url": url, "secret_token": secret}
+        if params.get("drop_pending_updates") in (True, "true", "1", 1):
+            self.updates.clear()
+        self._poller += 1  # a pending long poll is ended
+        await self._changed.notify()
+        self._kick_pusher()
+        return True
+
+    async def _delete_webhook(self, params: dict[str, Any]) -> Any:
+        self.webhook = None
+        if params.get("drop_pending_updates") in (True, "true", "1", 1):
+            self.updates.clear()
+        return True
+
+    async def _webhook_info(self, params: dict[str, Any]) -> Any:
+        return {
+            "url": (self.webhook or {}).get("url", ""),
+            "has_custom_certificate": False,
+            "pending_update_count": len(self.updates),
+        }
+
+    def _limit(self, chat_id: int) -> None:
+        if self._chat_buckets is None or self._total_bucket is None:
+            return
+        wait = max(self._chat_buckets.take(str(chat_id)), self._total_bucket.take("all"))
+        if wait > 0:
+            seconds = max(1, round(wait + 0.5))
+            raise TelegramError(429, f"Too Many Requests: retry after {seconds}", seconds)
+
+    def _chat_for(self, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            chat_id = int(params.get("chat_id", ""))
+        except ValueError:
+            raise TelegramError(400, "Bad Request: chat not found") from None
+        chat = self._known_chats.get(chat_id)
+        if chat is None:
+            raise TelegramError(400, "Bad Request: chat not found")
+        if chat_id in self.blocked:
+            raise TelegramError(403, "Forbidden: bot was blocked by the user")
+        return chat
+
+    async def _send_message(self, params: dict[str, Any]) -> Any:
+        chat = self._chat_for(params)
+        text = str(params.get("text", ""))
+        if not text.strip():
+            raise TelegramError(400, "Bad Request: message text is empty")
+        if len(text) > MAX_TEXT:
+            raise TelegramError(400, "Bad Request: message is too long")
+        markup = json_field(params["reply_markup"]) if params.get("reply_markup") else None
+        if markup is not None:
+            for row in markup.get("inline_keyboard", []):
+                for button in row:
+                    if len(str(button.get("callback_data", "")).encode()) > 64:
+                        raise TelegramError(400, "Bad Request: BUTTON_DATA_INVALID")
+        self._limit(int(chat["id"]))
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": BOT_USER,
+            "text": text,
+        }
+        if markup is not None:
+            message["reply_markup"] = markup
+        self.sent.append(message)
+        await self._changed.notify()
+        return message
+
+    async def _answer_callback(self, params: dict[str, Any]) -> Any:
+        query_id = str(params.get("callback_query_id", ""))
+        if query_id not in self._callbacks:
+            raise TelegramError(
+                400,
+                "Bad Request: query is too old and response timeout expired or query ID is invalid",
+            )
+        self._callbacks.discard(query_id)
+        self.answered_callbacks.append(params)
+        return True
+
+    async def _chat_action(self, params: dict[str, Any]) -> Any:
+        self._chat_for(params)
+        return True
+
+    # -- webhook mode --------------------------------------------------------------------------
+
+    def _kick_pusher(self) -> None:
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.ensure_future(self._push_webhook())
+
+    async def _push_webhook(self) -> None:
+        """Deliver pending updates one at a time; a non-2xx answer is retried with backoff."""
+        delay = self._retry_base
+        while self.webhook is not None and self.updates:
+            hook = self.webhook
+            update = self.updates[0]
+            headers = {"Content-Type": "application/json"}
+            if hook.get("secret_token"):
+                headers["X-Telegram-Bot-Api-Secret-Token"] = str(hook["secret_token"])
+            status, _ = await self._deliverer.attempt(
+                str(hook["url"]), json.dumps(update).encode(), headers
+            )
+            if 200 <= status < 300:
+                if self.updates and self.updates[0] is update:
+                    self.updates.pop(0)
+                delay = self._retry_base
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60 * self._retry_base)
+
+
+def _description(status: int, retry_after: float | None) -> str:
+    if status == 429:
+        return f"Too Many Requests: retry after {max(1, round(retry_after or 1))}"
+    if status == 403:
+        return "Forbidden: bot was blocked by the user"
+    if status == 400:
+        return "Bad Request: chat not found"
+    if status == 500:
+        return "Internal Server Error: restart"
+    return {502: "Bad Gateway", 503: "Service Unavailable"}.get(status, f"Error {status}")
