@@ -1,0 +1,145 @@
+"""A running desk against the stand-ins over real HTTP, with the real client libraries."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.app import DeskApp
+from bot.rules import load_rules
+from bot.settings import Settings, SlackSettings, TelegramSettings, WhatsAppSettings
+from sandbox import StandIns
+from storage.models import Ticket
+
+ROOT = Path(__file__).parent.parent.parent
+RULES = load_rules(ROOT / "rules.yaml")
+T = TypeVar("T")
+
+TELEGRAM_TOKEN = "123456789:AAE2e-test-token_abcdefghijklmnopqrst"
+WA_TOKEN = "EAAG-test-access-token"
+WA_PHONE_ID = "106540352242922"
+WA_SECRET = "wa-app-secret"
+WA_VERIFY = "wa-verify-token"
+SLACK_TOKEN = "xoxb-1-e2e-test"
+SLACK_SECRET = "slack-signing-secret"
+SUPPORT = "C0SUPPORT"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def desk_settings(
+    standins: StandIns, database_url: str, port: int, *, telegram_webhook: str | None = None
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        http_host="127.0.0.1",
+        http_port=port,
+        telegram=TelegramSettings(
+            bot_token=TELEGRAM_TOKEN,
+            api_base=standins.telegram_api_base,
+            poll_timeout=1,
+            webhook_url=telegram_webhook,
+            webhook_secret="tg-secret_1" if telegram_webhook else None,
+        ),
+        whatsapp=WhatsAppSettings(
+            access_token=WA_TOKEN,
+            phone_number_id=WA_PHONE_ID,
+            app_secret=WA_SECRET,
+            verify_token=WA_VERIFY,
+            api_base=standins.whatsapp_api_base,
+        ),
+        slack=SlackSettings(
+            bot_token=SLACK_TOKEN, signing_secret=SLACK_SECRET, api_base=standins.slack_api_base
+        ),
+    )
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 10.0
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Stack:
+    standins: StandIns
+    desk: DeskApp
+    database_url: str
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        assert self.desk.sessions is not None
+        return self.desk.sessions
+
+    def cards(self) -> list[dict[str, Any]]:
+        return [m for m in self.standins.slack.messages(SUPPORT) if m.get("blocks")]
+
+    async def card(self, n: int = 1) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            cards = self.cards()
+            return cards[n - 1] if len(cards) >= n else None
+
+        return await eventually(probe, f"ticket card #{n} in Slack")
+
+    async def thread_has(self, ts: str, needle: str) -> list[dict[str, Any]]:
+        async def probe() -> list[dict[str, Any]]:
+            return [m for m in self.standins.slack.thread(SUPPORT, ts) if needle in m["text"]]
+
+        return await eventually(probe, f"{needle!r} in the card's thread")
+
+    async def ticket(self, ticket_id: int = 1) -> Ticket:
+        async with self.sessions() as s:
+            t = await s.scalar(select(Ticket).where(Ticket.id == ticket_id))
+            assert t is not None
+            return t
+
+
+async def start_standins(*, rate_limits: bool = True) -> StandIns:
+    port = free_port()
+    standins = StandIns(
+        desk_url=f"http://127.0.0.1:{port}",
+        telegram_token=TELEGRAM_TOKEN,
+        whatsapp_access_token=WA_TOKEN,
+        whatsapp_phone_number_id=WA_PHONE_ID,
+        whatsapp_app_secret=WA_SECRET,
+        slack_bot_token=SLACK_TOKEN,
+        slack_signing_secret=SLACK_SECRET,
+        rate_limits=rate_limits,
+        retry_base_delay=0.05,
+    )
+    await standins.start()
+    standins.desk_port = port  # type: ignore[attr-defined]
+    return standins
+
+
+@pytest.fixture
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    standins = await start_standins()
+    port: int = standins.desk_port  # type: ignore[attr-defined]
+    desk = DeskApp(desk_settings(standins, database_url, port), RULES, idle_poll=0.05)
+    await desk.start()
+    try:
+        yield Stack(standins, desk, database_url)
+    finally:
+        await desk.stop()
+        await standins.stop()

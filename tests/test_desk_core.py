@@ -1,0 +1,286 @@
+"""The ticket loop without HTTP: inbox → dispatcher → outbox, on SQLite and PostgreSQL.
+
+The platforms are replaced by recording senders here; the end-to-end tests drive the same
+path through the real clients and the stand-ins.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.classifier import RulesClassifier
+from bot.clock import FrozenClock
+from bot.dispatcher import DbInbox, Dispatcher
+from bot.events import AgentAction, AgentMessage, CustomerButton, CustomerMessage, Sender
+from bot.outbound import Delivery, DeliveryError, Forbidden, Outbound, RetryAfter, Unavailable
+from bot.outbox import Metrics, OutboxSender, RateLimits
+from bot.rules import Rules, load_rules
+from storage.db import session_factory
+from storage.models import InboxRow, Message, OutboxRow, Ticket, TicketEvent
+from storage.queues import inbox_claim
+
+RULES = load_rules(Path(__file__).parent.parent / "rules.yaml")
+
+
+@dataclass
+class RecordingSender:
+    sent: list[Outbound] = field(default_factory=list)
+    failures: list[DeliveryError] = field(default_factory=list)
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+
+    async def send(self, message: Outbound) -> Delivery:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(message)
+        return Delivery(platform_message_id=f"{next(self.ids)}.0001")
+
+
+@dataclass
+class Harness:
+    sessions: async_sessionmaker[AsyncSession]
+    clock: FrozenClock
+    inbox: DbInbox
+    dispatcher: Dispatcher
+    outbox: OutboxSender
+    telegram: RecordingSender
+    slack: RecordingSender
+    seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def settle(self) -> None:
+        """Run both loops until nothing is left that is due now."""
+        for _ in range(50):
+            if await self.dispatcher.run_once() + await self.outbox.run_once() == 0:
+                return
+        raise AssertionError("the desk did not settle")
+
+    def customer(self, text: str, *, chat: str = "42", language: str = "en") -> CustomerMessage:
+        n = next(self.seq)
+        return CustomerMessage(
+            channel="telegram",
+            external_id=f"u{n}",
+            conversation=f"telegram:{chat}",
+            sender=Sender(external_id=chat, name="Ann", language=language),
+            chat_id=chat,
+            platform_message_id=str(n),
+            text=text,
+            received_at=self.clock.now(),
+        )
+
+    def agent(self, ticket: Ticket, user: str, text: str) -> AgentMessage:
+        n = next(self.seq)
+        assert ticket.slack_ts is not None
+        return AgentMessage(
+            external_id=f"Ev{n}",
+            conversation=f"slack:C0SUPPORT:{ticket.slack_ts}",
+            slack_channel="C0SUPPORT",
+            user_id=user,
+            ts=f"{n}.5",
+            thread_ts=ticket.slack_ts,
+            text=text,
+        )
+
+    def action(self, ticket: Ticket, action: str, user: str = "U0ALICE") -> AgentAction:
+        n = next(self.seq)
+        return AgentAction(
+            external_id=f"action:{n}",
+            conversation=f"slack:C0SUPPORT:{ticket.slack_ts}",
+            action=action,
+            ticket_id=ticket.id,
+            user_id=user,
+            user_name="alice",
+            slack_channel="C0SUPPORT",
+            message_ts=ticket.slack_ts or "",
+        )
+
+    async def ticket(self) -> Ticket:
+        async with self.sessions() as s:
+            return (await s.scalars(select(Ticket).order_by(Ticket.id.desc()))).first()  # type: ignore[return-value]
+
+
+def make_harness(engine: AsyncEngine, rules: Rules = RULES) -> Harness:
+    sessions = session_factory(engine)
+    clock = FrozenClock()
+    inbox = DbInbox(sessions, clock)
+    telegram, slack = RecordingSender(), RecordingSender()
+    outbox = OutboxSender(
+        sessions,
+        {"telegram": telegram, "slack": slack},
+        rules,
+        clock,
+        Metrics(CollectorRegistry()),
+        limits=RateLimits.lifted(),
+    )
+    dispatcher = Dispatcher(sessions, rules, RulesClassifier(rules.priority), clock, inbox)
+    return Harness(sessions, clock, inbox, dispatcher, outbox, telegram, slack)
+
+
+@pytest.fixture
+async def desk(engine: AsyncEngine) -> AsyncIterator[Harness]:
+    yield make_harness(engine)
+
+
+async def test_whole_loop(desk: Harness) -> None:
+    await desk.inbox.accept([desk.customer("Our system down since 9, please help")], {})
+    await desk.settle()
+    (ack,) = desk.telegram.sent
+    ticket = await desk.ticket()
+    assert ack.destination == "42" and f"#{ticket.id}" in ack.text
+    (card,) = desk.slack.sent
+    assert card.kind == "slack_card" and card.destination == "C0SUPPORT"
+    assert (
+        ticket.priority == "urgent" and "keyword 'system down' → urgent" in ticket.priority_reasons
+    )
+    assert "keyword 'system down'" in str(card.blocks)
+    assert ticket.slack_ts is not None  # recorded from the card's delivery
+
+    # A follow-up joins the ticket and is posted in the card's thread.
+    await desk.inbox.accept([desk.customer("It is the billing page")], {})
+    await desk.settle()
+    assert desk.slack.sent[-1].kind == "slack_thread"
+    assert desk.slack.sent[-1].reply_to == ticket.slack_ts
+    assert "It is the billing page" in desk.slack.sent[-1].text
+
+    # An agent answers without claiming first: that claims it, and the customer gets the text.
+    reply = desk.agent(ticket, "U0ALICE", "Looking into it now")
+    await desk.inbox.accept([reply], {})
+    await desk.settle()
+    assert desk.telegram.sent[-1].text == "Looking into it now"
+    reactions = [(o.emoji, o.reply_to) for o in desk.slack.sent if o.kind == "slack_reaction"]
+    assert reactions == [("white_check_mark", reply.ts)]  # confirmed only once delivered
+    ticket = await desk.ticket()
+    assert ticket.assignee_id == "U0ALICE" and ticket.status == "pending"
+
+    # Another agent's remark stays internal.
+    before = len(desk.telegram.sent)
+    await desk.inbox.accept([desk.agent(ticket, "U0BOB", "I think it's the CDN")], {})
+    await desk.inbox.accept([desk.agent(ticket, "U0ALICE", "note: asked ops")], {})
+    await desk.settle()
+    assert len(desk.telegram.sent) == before
+    assert [o.emoji for o in desk.slack.sent if o.kind == "slack_reaction"][-2:] == ["memo", "memo"]
+
+    # Resolve: the customer is asked for a rating and can give one.
+    await desk.inbox.accept([desk.action(ticket, "resolve")], {})
+    await desk.settle()
+    closing = desk.telegram.sent[-1]
+    assert "resolved" in closing.text and [b.text for b in closing.buttons] == list("12345")
+    await desk.inbox.accept(
+        [
+            CustomerButton(
+                channel="telegram",
+                external_id="cb1",
+                conversation="telegram:42",
+                sender=Sender(external_id="42", name="Ann"),
+                chat_id="42",
+                data=closing.buttons[4].data,
+                callback_query_id="q1",
+            )
+        ],
+        {},
+    )
+    await desk.settle()
+    ticket = await desk.ticket()
+    assert ticket.rating == 5 and ticket.status == "resolved"
+    assert "5/5" in desk.telegram.sent[-1].text
+    async with desk.sessions() as s:
+        kinds = (await s.scalars(select(TicketEvent.kind).order_by(TicketEvent.id))).all()
+    assert kinds == ["created", "priority", "assignee", "status", "status", "status", "rating"]
+
+
+async def test_duplicates_give_one_message_and_one_card(desk: Harness) -> None:
+    msg = desk.customer("hello")
+    assert await desk.inbox.accept([msg], {}) == 1
+    assert await desk.inbox.accept([msg], {}) == 0
+    await desk.settle()
+    assert len(desk.slack.sent) == 1 and len(desk.telegram.sent) == 1
+    async with desk.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Message)) == 1
+
+
+async def test_reopen_within_window_and_new_ticket_after(desk: Harness) -> None:
+    await desk.inbox.accept([desk.customer("first problem")], {})
+    await desk.settle()
+    first = await desk.ticket()
+    await desk.inbox.accept([desk.action(first, "resolve")], {})
+    await desk.settle()
+    desk.clock.advance(hours=1)
+    await desk.inbox.accept([desk.customer("still broken")], {})
+    await desk.settle()
+    again = await desk.ticket()
+    assert again.id == first.id and again.status == "open"
+    assert "open again" in desk.telegram.sent[-1].text
+    await desk.inbox.accept([desk.action(again, "resolve")], {})
+    await desk.settle()
+    desk.clock.advance(hours=RULES.tickets.reopen_window_hours + 1)
+    await desk.inbox.accept([desk.customer("another thing")], {})
+    await desk.settle()
+    newer = await desk.ticket()
+    assert newer.id != first.id and newer.status == "new"
+
+
+async def test_chinese_customer_gets_chinese_ack(desk: Harness) -> None:
+    await desk.inbox.accept([desk.customer("你好", language="zh-hans")], {})
+    await desk.settle()
+    assert desk.telegram.sent[0].text.startswith("我们已收到您的消息")
+
+
+async def test_crash_after_claim_is_processed_once_after_lease(desk: Harness) -> None:
+    await desk.inbox.accept([desk.customer("hello")], {})
+    async with desk.sessions.begin() as s:  # a worker claims it, then dies
+        claimed = await inbox_claim(s, now=desk.clock.now(), lease=timedelta(seconds=60), limit=5)
+        assert len(claimed) == 1
+    assert await desk.dispatcher.run_once() == 0  # leased: nobody else takes it
+    desk.clock.advance(seconds=61)
+    await desk.settle()
+    assert len(desk.slack.sent) == 1 and len(desk.telegram.sent) == 1
+    async with desk.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Message)) == 1
+        assert (await s.scalars(select(InboxRow.status))).all() == ["done"]
+
+
+async def test_retry_after_is_honoured_then_delivered_once(desk: Harness) -> None:
+    desk.telegram.failures.append(RetryAfter(7, "Too Many Requests: retry after 7"))
+    await desk.inbox.accept([desk.customer("hello")], {})
+    await desk.settle()
+    assert desk.telegram.sent == []  # not due yet
+    desk.clock.advance(seconds=7)
+    await desk.settle()
+    assert len(desk.telegram.sent) == 1
+
+
+async def test_unavailable_backs_off_and_retries(desk: Harness) -> None:
+    desk.slack.failures.append(Unavailable("503"))
+    await desk.inbox.accept([desk.customer("hello")], {})
+    await desk.settle()
+    assert desk.slack.sent == []
+    desk.clock.advance(seconds=2)
+    await desk.settle()
+    assert [o.kind for o in desk.slack.sent] == ["slack_card"]
+
+
+async def test_blocked_customer_is_shown_on_the_thread_and_not_retried(desk: Harness) -> None:
+    await desk.inbox.accept([desk.customer("hello")], {})
+    await desk.settle()
+    ticket = await desk.ticket()
+    desk.telegram.failures.append(Forbidden("Forbidden: bot was blocked by the user"))
+    await desk.inbox.accept([desk.agent(ticket, "U0ALICE", "Hi Ann")], {})
+    await desk.settle()
+    desk.clock.advance(hours=1)
+    await desk.settle()
+    notes = [o.text for o in desk.slack.sent if o.kind == "slack_thread"]
+    assert any("Not delivered" in n and "blocked the bot" in n for n in notes)
+    assert [o.emoji for o in desk.slack.sent if o.kind == "slack_reaction"] == ["x"]
+    async with desk.sessions() as s:
+        row = (await s.scalars(select(OutboxRow).where(OutboxRow.channel == "telegram"))).all()
+        assert [r.status for r in row] == ["sent", "failed"]
+        assert row[1].attempts == 1
+        msg = await s.scalar(select(Message).where(Message.direction == "out"))
+        assert msg is not None and msg.delivery == "failed"
