@@ -28,6 +28,7 @@ class ModelClassifier:
             TextAnalyser.load,
             encoder_dir=settings.encoder_dir,
             intent_dir=settings.model_dir,
+            heads_dir=settings.heads_dir,
             extra_intents=rules.intents or None,
         )
         await analyser.start()

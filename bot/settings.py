@@ -52,6 +52,7 @@ class Settings:
     model: str = "rules"  # "rules" (keywords/VIP only) or "local" (the transformers model)
     model_dir: str | None = None  # an intent head folder from `deskbot nlp train`
     encoder_dir: str | None = None  # any Hugging Face-format encoder folder
+    heads_dir: str | None = None  # sentiment/anger/intent heads trained on that encoder
     telegram: TelegramSettings | None = None
     whatsapp: WhatsAppSettings | None = None
     slack: SlackSettings | None = None
@@ -145,6 +146,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model=model,
         model_dir=env.get("DESK_INTENT_MODEL") or None,
         encoder_dir=env.get("DESK_ENCODER") or None,
+        heads_dir=env.get("DESK_HEADS") or None,
         telegram=telegram,
         whatsapp=whatsapp,
         slack=slack,

@@ -44,7 +44,7 @@ class SentimentRule(_Strict):
 
 
 class AngerRule(_Strict):
-    at_least: float = Field(default=0.7, ge=0, le=1)
+    at_least: float = Field(default=0.5, ge=0, le=1)
     priority: Priority = "urgent"
 
 

@@ -1,0 +1,98 @@
+"""``deskbot nlp bench``: throughput by batch size, single-message latency, memory.
+
+Every figure is printed twice, for the whole analyser (tokeniser, encoder, heads, and the
+micro-batcher for latency) and for the bare encoder in the same process, so the overhead shows
+as a ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from nlp import data
+from nlp.service import TextAnalyser
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _messages(n: int) -> list[str]:
+    """Real support-style messages: Bitext questions and tweets to companies, interleaved."""
+    a = data.bitext("Validation").texts
+    b = data.tweeteval("tweeteval_sentiment").texts
+    mixed = [t for pair in zip(a, b, strict=False) for t in pair]
+    return (mixed * (n // len(mixed) + 1))[:n]
+
+
+def _rate(call: Callable[[list[str]], object], texts: list[str], batch: int) -> float:
+    call(texts[:batch])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        call(texts[i : i + batch])
+    return len(texts) / (time.perf_counter() - start)
+
+
+async def _latency(analyser: TextAnalyser, texts: list[str]) -> list[float]:
+    await analyser.start()
+    out = []
+    for text in texts:
+        start = time.perf_counter()
+        await analyser.analyse(text)
+        out.append((time.perf_counter() - start) * 1000)
+    await analyser.close()
+    return out
+
+
+def _bare_latency(analyser: TextAnalyser, texts: list[str]) -> list[float]:
+    out = []
+    for text in texts:
+        start = time.perf_counter()
+        analyser.encoder.encode([text])
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def _pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1]
+
+
+def run(out: TextIO, *, messages: int = 512, quantize: bool | None = None) -> None:
+    before = _rss_mb()
+    start = time.perf_counter()
+    analyser = TextAnalyser.load(quantize=quantize)
+    load_s = time.perf_counter() - start
+    loaded = _rss_mb()
+    texts = _messages(messages)
+    out.write(
+        f"model {analyser.version}; load {load_s:.1f} s; RSS {before:.0f} MB before, "
+        f"{loaded:.0f} MB loaded\n\n"
+    )
+    out.write(f"{'batch':>5} {'analyser msg/s':>15} {'bare encoder msg/s':>19} {'ratio':>6}\n")
+    for batch in (1, 8, 32, 128):
+        sample = texts[: max(128, min(messages, batch * 8))]
+        full = _rate(analyser.analyse_batch, sample, batch)
+        bare = _rate(analyser.encoder.encode, sample, batch)
+        out.write(f"{batch:>5} {full:>15.0f} {bare:>19.0f} {bare / full:>6.2f}\n")
+    singles = texts[:200]
+    through = asyncio.run(_latency(analyser, singles))
+    bare_lat = _bare_latency(analyser, singles)
+    p50, p99 = _pct(through, 50), _pct(through, 99)
+    bare50, bare99 = _pct(bare_lat, 50), _pct(bare_lat, 99)
+    out.write(
+        f"\nsingle message, idle ({len(singles)} in turn):\n"
+        f"  through the micro-batcher  p50 {p50:.1f} ms  p99 {p99:.1f} ms\n"
+        f"  bare encoder               p50 {bare50:.1f} ms  p99 {bare99:.1f} ms"
+        f"  (ratio p50 {p50 / bare50:.2f})\n"
+        f"\nmemory: RSS now {_rss_mb():.0f} MB, peak {_peak_mb():.0f} MB\n"
+    )

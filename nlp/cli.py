@@ -1,0 +1,181 @@
+"""``deskbot nlp classify | train | eval | bench`` (the interface other tools depend on)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from nlp.priority import PriorityRules, Signals, decide
+
+CHUNK = 64  # lines analysed per forward pass; output is flushed after each chunk
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deskbot nlp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("classify", help="JSON Lines in on stdin, one result per line out")
+    c.add_argument("--model", help="an intent head folder from `deskbot nlp train`")
+    c.add_argument("--rules", default="rules.yaml", help="priority rules and example intents")
+    t = sub.add_parser("train", help="train a company intent head (or --defaults)")
+    t.add_argument("--intents", type=Path, help="a CSV of labelled examples")
+    t.add_argument("--text-column", default="text")
+    t.add_argument("--label-column", default="label")
+    t.add_argument("--out", type=Path, help="the folder to write the head to")
+    t.add_argument("--per-class", type=int, help="use at most N examples per intent")
+    t.add_argument("--seed", type=int, default=0, help="which N examples (with --per-class)")
+    t.add_argument(
+        "--defaults", action="store_true", help="rebuild the shipped heads from ../shared/data"
+    )
+    e = sub.add_parser("eval", help="accuracy, macro-F1 and per-class figures")
+    e.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
+    e.add_argument("--skip-banking77", action="store_true", help="skip the company-head runs")
+    b = sub.add_parser("bench", help="throughput, latency and memory")
+    b.add_argument("--messages", type=int, default=512)
+    b.add_argument("--float", action="store_true", help="the unquantised encoder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "classify":
+        return classify(sys.stdin, sys.stdout, model=args.model, rules_path=Path(args.rules))
+    if args.command == "train":
+        return _train(args)
+    if args.command == "eval":
+        from nlp import evaluate
+        from nlp.service import DEFAULT_HEADS
+
+        evaluate.run(sys.stdout, args.heads or DEFAULT_HEADS, banking=not args.skip_banking77)
+        return 0
+    from nlp import bench
+
+    bench.run(sys.stdout, messages=args.messages, quantize=False if args.float else None)
+    return 0
+
+
+def _load_rules(path: Path) -> tuple[PriorityRules, dict[str, list[str]]]:
+    if not path.is_file():
+        return PriorityRules(), {}
+    from bot.rules import load_rules
+
+    rules = load_rules(path)
+    return rules.priority, dict(rules.intents)
+
+
+def _parse(line: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("each line must be a JSON object")
+    if not isinstance(obj.get("text"), str):
+        raise ValueError('each object needs a "text" string')
+    return obj
+
+
+def _chunks(stream: TextIO) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for line in stream:
+        if line.strip():
+            chunk.append(line)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def classify(
+    stdin: TextIO, stdout: TextIO, *, model: str | None, rules_path: Path, analyser: Any = None
+) -> int:
+    """One output object per non-blank input line, in order; a bad line gets an error object.
+
+    Exits 1 if any line was bad (after answering every line), else 0.
+    """
+    from nlp.service import TextAnalyser
+
+    priority_rules, examples = _load_rules(rules_path)
+    if analyser is None:
+        analyser = TextAnalyser.load(intent_dir=model, extra_intents=examples or None)
+    failed = 0
+    line_no = 0
+    for chunk in _chunks(stdin):
+        parsed: list[dict[str, Any] | str] = []
+        for line in chunk:
+            line_no += 1
+            try:
+                parsed.append(_parse(line))
+            except ValueError as exc:
+                parsed.append(f"line {line_no}: {exc}")
+        good = [p for p in parsed if isinstance(p, dict)]
+        analyses = iter(analyser.analyse_batch([p["text"] for p in good]) if good else [])
+        for item in parsed:
+            if isinstance(item, str):
+                failed += 1
+                print(item, file=sys.stderr)
+                stdout.write(json.dumps({"error": item}) + "\n")
+                continue
+            a = next(analyses)
+            decision = decide(
+                priority_rules,
+                Signals(
+                    text=item["text"],
+                    customer_key=item.get("customer")
+                    if isinstance(item.get("customer"), str)
+                    else None,
+                    vip=item.get("vip") is True,
+                    recent_tickets=int(item.get("recent_tickets") or 0),
+                    intent=a.intent,
+                    intent_confidence=a.intent_confidence,
+                    sentiment=a.sentiment,
+                    sentiment_scores=a.sentiment_scores,
+                    anger=a.anger,
+                ),
+            )
+            result = {**item, **a.as_dict()}
+            result["priority"] = decision.priority
+            result["reasons"] = list(decision.reasons)
+            stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        stdout.flush()
+    return 1 if failed else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nlp import data
+    from nlp.encoder import Encoder
+    from nlp.service import DEFAULT_HEADS
+    from nlp.train import train_defaults, train_intents
+
+    if args.defaults:
+        meta = train_defaults(Encoder.load(), args.out or DEFAULT_HEADS)
+        print(f"wrote {args.out or DEFAULT_HEADS} ({meta['version']})")
+        return 0
+    if args.intents is None or args.out is None:
+        print("deskbot nlp train: --intents FILE.csv and --out DIR are required", file=sys.stderr)
+        return 2
+    try:
+        texts, labels = data.read_csv(args.intents, args.text_column, args.label_column)
+    except (OSError, ValueError) as exc:
+        print(f"deskbot nlp train: {exc}", file=sys.stderr)
+        return 2
+    try:
+        meta = train_intents(
+            Encoder.load(),
+            texts,
+            labels,
+            args.out,
+            per_class=args.per_class,
+            seed=args.seed,
+            source=str(args.intents),
+        )
+    except ValueError as exc:
+        print(f"deskbot nlp train: {exc}", file=sys.stderr)
+        return 2
+    intents = meta["heads"]["intent"]["labels"]
+    print(f"wrote {args.out} ({meta['version']}): {len(intents)} intents, {len(texts)} examples")
+    return 0

@@ -1,0 +1,298 @@
+"""The local model as the desk uses it: load once, analyse text without blocking the event loop.
+
+``TextAnalyser.load`` opens the encoder and the heads; ``analyse`` goes through a
+:class:`MicroBatcher`, which waits a couple of milliseconds for other messages so that a burst
+is encoded in one forward pass, and runs that pass in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from nlp.encoder import Encoder, Vectors
+from nlp.heads import LinearHead
+
+DEFAULT_HEADS = Path(__file__).resolve().parent / "heads" / "default"
+OTHER = "other"
+# A company intent from rules.yaml wins when the message is at least this close (cosine) to
+# one of its example phrases. all-MiniLM puts paraphrases around 0.7-0.9, unrelated support
+# questions below 0.5.
+EXAMPLE_MATCH = 0.6
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ModelError(RuntimeError):
+    """The model folders are missing, inconsistent or unreadable; the message says which."""
+
+
+class BatcherClosed(RuntimeError):
+    pass
+
+
+class MicroBatcher(Generic[T, R]):
+    """Groups concurrent calls into batches for ``fn``, run in a worker thread.
+
+    A batch closes when it has ``max_batch`` items or ``max_wait`` seconds after its first
+    item arrived, whichever is first, so one idle message waits at most ``max_wait``. Results
+    come back to each caller in the order of its own item; an exception from ``fn`` fails every
+    call of that batch and none of the next.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch: int = 32,
+        max_wait: float = 0.002,
+    ) -> None:
+        if max_batch < 1 or max_wait < 0:
+            raise ValueError("max_batch must be ≥ 1 and max_wait ≥ 0")
+        self._fn = fn
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0  # how many calls of fn so far (for the benchmark and the tests)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="nlp-micro-batcher")
+
+    async def submit(self, item: T) -> R:
+        if self._closed:
+            raise BatcherClosed("the model is shut down")
+        if self._task is None:
+            await self.start()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
+        return await future
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            _, future = self._queue.get_nowait()
+            if not future.done():
+                future.set_exception(BatcherClosed("the model shut down before this message"))
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self.max_wait
+            while len(batch) < self.max_batch:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except TimeoutError:
+                    break
+            live = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            if not live:
+                continue
+            try:
+                results = await asyncio.to_thread(self._fn, [item for item, _ in live])
+                if len(results) != len(live):
+                    raise RuntimeError(f"batch of {len(live)} gave {len(results)} results")
+            except Exception as exc:  # every caller of this batch gets the error, not a hang
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            finally:
+                self.batches += 1
+            for (_, fut), result in zip(live, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    intent: str
+    intent_confidence: float
+    sentiment: str
+    sentiment_scores: dict[str, float]
+    anger: float
+    model_version: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "intent": self.intent,
+            "intent_confidence": round(self.intent_confidence, 4),
+            "sentiment": self.sentiment,
+            "sentiment_scores": {k: round(v, 4) for k, v in self.sentiment_scores.items()},
+            "anger": round(self.anger, 4),
+            "model_version": self.model_version,
+        }
+
+
+@dataclass(frozen=True)
+class _Examples:
+    """Company intents from rules.yaml: example phrases, matched by cosine similarity."""
+
+    names: list[str]
+    vectors: Vectors  # one row per example phrase, row i belongs to names[i]
+
+    def best(self, v: Vectors) -> tuple[str, float] | None:
+        if not self.names:
+            return None
+        sims = self.vectors @ v
+        i = int(np.argmax(sims))
+        return self.names[i], float(sims[i])
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    path = folder / "meta.json"
+    if not path.is_file():
+        raise ModelError(f"{folder} is not a model folder (no meta.json)")
+    meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return meta
+
+
+def load_head(folder: Path, name: str) -> LinearHead:
+    path = folder / f"{name}.npz"
+    if not path.is_file():
+        raise ModelError(f"{folder} has no {name} head ({path.name})")
+    return LinearHead.load(path)
+
+
+class TextAnalyser:
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        sentiment: LinearHead,
+        anger: LinearHead,
+        intent: LinearHead,
+        other_below: float,
+        examples: _Examples,
+        version: str,
+        max_batch: int = 32,
+        max_wait: float = 0.002,
+    ) -> None:
+        self.encoder = encoder
+        self._sentiment = sentiment
+        self._anger = anger
+        self._intent = intent
+        self._other_below = other_below
+        self._examples = examples
+        self.version = version
+        self.batcher: MicroBatcher[str, Analysis] = MicroBatcher(
+            self.analyse_batch, max_batch=max_batch, max_wait=max_wait
+        )
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        encoder_dir: str | Path | None = None,
+        intent_dir: str | Path | None = None,
+        heads_dir: str | Path | None = None,
+        extra_intents: Mapping[str, Sequence[str]] | None = None,
+        quantize: bool | None = None,
+    ) -> TextAnalyser:
+        """The default heads (or ``heads_dir``), an optional company intent head, examples."""
+        heads = Path(heads_dir or os.environ.get("DESK_HEADS") or DEFAULT_HEADS)
+        meta = read_meta(heads)
+        if quantize is None:
+            quantize = bool(meta.get("quantized", True))
+        encoder = Encoder.load(encoder_dir, quantize=quantize)
+        _check_encoder(heads, meta, encoder)
+        intent = load_head(heads, "intent")
+        version = str(meta["version"])
+        other_below = float(meta.get("other_below", 0.5))
+        if intent_dir:
+            company = Path(intent_dir)
+            company_meta = read_meta(company)
+            _check_encoder(company, company_meta, encoder)
+            intent = load_head(company, "intent")
+            version += "+" + str(company_meta["version"])
+            other_below = float(company_meta.get("other_below", other_below))
+        names: list[str] = []
+        phrases: list[str] = []
+        for name, examples in (extra_intents or {}).items():
+            for phrase in examples:
+                names.append(name)
+                phrases.append(phrase)
+        if phrases:
+            digest = hashlib.sha256(json.dumps([names, phrases]).encode()).hexdigest()[:8]
+            version += f"+examples-{digest}"
+        return cls(
+            encoder,
+            sentiment=load_head(heads, "sentiment"),
+            anger=load_head(heads, "anger"),
+            intent=intent,
+            other_below=other_below,
+            examples=_Examples(names, encoder.encode(phrases)),
+            version=version + ("/int8" if encoder.quantized else ""),
+        )
+
+    async def start(self) -> None:
+        await self.batcher.start()
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+    async def analyse(self, text: str) -> Analysis:
+        return await self.batcher.submit(text)
+
+    def analyse_batch(self, texts: list[str]) -> list[Analysis]:
+        """Blocking: encode and score a batch (the CLI calls this directly)."""
+        vectors = self.encoder.encode(texts)
+        sentiment = self._sentiment.proba(vectors)
+        anger = self._anger.proba(vectors)[:, self._anger.labels.index("anger")]
+        intents = self._intent.proba(vectors)
+        out = []
+        for row in range(len(texts)):
+            scores = {
+                label: float(sentiment[row, i]) for i, label in enumerate(self._sentiment.labels)
+            }
+            best = int(np.argmax(intents[row]))
+            intent, confidence = self._intent.labels[best], float(intents[row, best])
+            if confidence < self._other_below:
+                intent = OTHER
+            match = self._examples.best(vectors[row])
+            if match is not None and match[1] >= EXAMPLE_MATCH:
+                intent, confidence = match
+            out.append(
+                Analysis(
+                    intent=intent,
+                    intent_confidence=confidence,
+                    sentiment=max(scores, key=lambda k: scores[k]),
+                    sentiment_scores=scores,
+                    anger=float(anger[row]),
+                    model_version=self.version,
+                )
+            )
+        return out
+
+
+def _check_encoder(folder: Path, meta: Mapping[str, Any], encoder: Encoder) -> None:
+    trained_on = meta.get("encoder_fingerprint")
+    if trained_on != encoder.fingerprint:
+        raise ModelError(
+            f"the heads in {folder} were trained on another encoder ({trained_on}, this one is "
+            f"{encoder.fingerprint} at {encoder.path}); train heads for it with "
+            "`deskbot nlp train --defaults --out DIR` and set DESK_HEADS=DIR"
+        )

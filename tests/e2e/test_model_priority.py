@@ -1,0 +1,47 @@
+"""The local model behind the desk: its priority and reasons reach the card and the ticket."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.app import DeskApp
+from bot.model import ModelClassifier
+
+from .conftest import RULES, Stack, desk_settings, start_standins
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture
+async def model_stack(database_url: str) -> AsyncIterator[Stack]:
+    standins = await start_standins()
+    port: int = standins.desk_port  # type: ignore[attr-defined]
+    settings = desk_settings(standins, database_url, port)
+    classifier = await ModelClassifier.create(settings, RULES)
+    desk = DeskApp(settings, RULES, classifier=classifier, idle_poll=0.05)
+    await desk.start()
+    try:
+        yield Stack(standins, desk, database_url)
+    finally:
+        await desk.stop()
+        await classifier.close()
+        await standins.stop()
+
+
+async def test_an_angry_refund_request_is_urgent_on_the_card(model_stack: Stack) -> None:
+    tg = model_stack.standins.telegram
+    await tg.customer_says(
+        7, "This is outrageous!!! You people are useless and I am furious", first_name="Max"
+    )
+    blocks = json.dumps((await model_stack.card())["blocks"], ensure_ascii=False)
+    assert "priority *urgent*" in blocks
+    assert "anger 0." in blocks and "→ urgent" in blocks
+
+    ticket = await model_stack.ticket(1)
+    assert ticket.priority == "urgent"
+    assert ticket.model_version.startswith("default-") and ticket.model_version.endswith("/int8")
+    assert ticket.classification["sentiment"] == "negative"
+    assert ticket.classification["anger"] >= 0.5
