@@ -25,7 +25,7 @@ def sandbox_settings(standins: StandIns, *, desk_port: int, database_url: str) -
         database_url=database_url,
         http_host="127.0.0.1",
         http_port=desk_port,
-        model=os.environ.get("DESK_MODEL") or "rules",
+        model=os.environ.get("DESK_MODEL") or "local",
         telegram=TelegramSettings(
             bot_token=standins.telegram_token,
             api_base=standins.telegram_api_base,

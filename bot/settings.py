@@ -49,7 +49,7 @@ class Settings:
     http_port: int = 8080
     rules_path: Path = Path("rules.yaml")
     max_body_bytes: int = 1_048_576
-    model: str = "rules"  # "rules" (keywords/VIP only) or "local" (the transformers model)
+    model: str = "local"  # "local" (the transformers model) or "rules" (keywords/VIP only)
     model_dir: str | None = None  # an intent head folder from `deskbot nlp train`
     encoder_dir: str | None = None  # any Hugging Face-format encoder folder
     heads_dir: str | None = None  # sentiment/anger/intent heads trained on that encoder
@@ -134,7 +134,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             signing_secret=sl["SLACK_SIGNING_SECRET"],
             api_base=env.get("SLACK_API_BASE") or "https://slack.com/api/",
         )
-    model = env.get("DESK_MODEL") or "rules"
+    model = env.get("DESK_MODEL") or "local"
     if model not in ("rules", "local"):
         raise SettingsError(f"DESK_MODEL must be 'rules' or 'local', got {model!r}")
     return Settings(

@@ -70,6 +70,7 @@ async def test_kill_between_inbox_and_outbox_loses_and_doubles_nothing(
         "DESK_DATABASE_URL": database_url,
         "DESK_HTTP_PORT": str(port),
         "DESK_RULES": str(ROOT / "rules.yaml"),
+        "DESK_MODEL": "rules",  # this test is about durability; the model has its own
         "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,
         "TELEGRAM_API_BASE": standins.telegram_api_base,
         "TELEGRAM_POLL_TIMEOUT": "1",
