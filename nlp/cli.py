@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--defaults", action="store_true", help="rebuild the shipped heads from ../shared/data"
     )
+    t.add_argument("--float", action="store_true", help="on the unquantised (float32) encoder")
     e = sub.add_parser("eval", help="accuracy, macro-F1 and per-class figures")
     e.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
     e.add_argument("--skip-banking77", action="store_true", help="skip the company-head runs")
@@ -152,7 +153,7 @@ def _train(args: argparse.Namespace) -> int:
     from nlp.train import train_defaults, train_intents
 
     if args.defaults:
-        meta = train_defaults(Encoder.load(), args.out or DEFAULT_HEADS)
+        meta = train_defaults(Encoder.load(quantize=not args.float), args.out or DEFAULT_HEADS)
         print(f"wrote {args.out or DEFAULT_HEADS} ({meta['version']})")
         return 0
     if args.intents is None or args.out is None:
@@ -165,7 +166,7 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     try:
         meta = train_intents(
-            Encoder.load(),
+            Encoder.load(quantize=not args.float),
             texts,
             labels,
             args.out,

@@ -14,6 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -65,6 +66,9 @@ class MicroBatcher(Generic[T, R]):
         self.max_wait = max_wait
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # One long-lived worker thread: torch's OpenMP team stays warm in it, where the
+        # default executor would hand batches to whichever of its threads is free.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlp-batch")
         self._closed = False
         self.batches = 0  # how many calls of fn so far (for the benchmark and the tests)
 
@@ -92,6 +96,7 @@ class MicroBatcher(Generic[T, R]):
             _, future = self._queue.get_nowait()
             if not future.done():
                 future.set_exception(BatcherClosed("the model shut down before this message"))
+        self._executor.shutdown(wait=False)
 
     async def _run(self) -> None:
         while True:
@@ -112,7 +117,10 @@ class MicroBatcher(Generic[T, R]):
             if not live:
                 continue
             try:
-                results = await asyncio.to_thread(self._fn, [item for item, _ in live])
+                loop = asyncio.get_running_loop()
+                results = await loop.run_in_executor(
+                    self._executor, self._fn, [item for item, _ in live]
+                )
                 if len(results) != len(live):
                     raise RuntimeError(f"batch of {len(live)} gave {len(results)} results")
             except Exception as exc:  # every caller of this batch gets the error, not a hang
@@ -157,7 +165,7 @@ class _Examples:
     def best(self, v: Vectors) -> tuple[str, float] | None:
         if not self.names:
             return None
-        sims = self.vectors @ v
+        sims = self.vectors @ v  # both unit length: cosine similarity
         i = int(np.argmax(sims))
         return self.names[i], float(sims[i])
 
@@ -217,7 +225,8 @@ class TextAnalyser:
         meta = read_meta(heads)
         if quantize is None:
             quantize = bool(meta.get("quantized", True))
-        encoder = Encoder.load(encoder_dir, quantize=quantize)
+        layers = tuple(int(n) for n in meta["layers"]) if "layers" in meta else None
+        encoder = Encoder.load(encoder_dir, quantize=quantize, layers=layers)
         _check_encoder(heads, meta, encoder)
         intent = load_head(heads, "intent")
         version = str(meta["version"])
@@ -244,7 +253,7 @@ class TextAnalyser:
             anger=load_head(heads, "anger"),
             intent=intent,
             other_below=other_below,
-            examples=_Examples(names, encoder.encode(phrases)),
+            examples=_Examples(names, encoder.sentence(encoder.encode(phrases))),
             version=version + ("/int8" if encoder.quantized else ""),
         )
 
@@ -272,7 +281,7 @@ class TextAnalyser:
             intent, confidence = self._intent.labels[best], float(intents[row, best])
             if confidence < self._other_below:
                 intent = OTHER
-            match = self._examples.best(vectors[row])
+            match = self._examples.best(self.encoder.sentence(vectors[row : row + 1])[0])
             if match is not None and match[1] >= EXAMPLE_MATCH:
                 intent, confidence = match
             out.append(
@@ -290,6 +299,12 @@ class TextAnalyser:
 
 def _check_encoder(folder: Path, meta: Mapping[str, Any], encoder: Encoder) -> None:
     trained_on = meta.get("encoder_fingerprint")
+    layers = tuple(int(n) for n in meta.get("layers", ()))
+    if layers != encoder.layers:
+        raise ModelError(
+            f"the heads in {folder} read layers {layers} of the encoder, the others read "
+            f"{encoder.layers}; train them with the same encoder settings"
+        )
     if trained_on != encoder.fingerprint:
         raise ModelError(
             f"the heads in {folder} were trained on another encoder ({trained_on}, this one is "

@@ -33,7 +33,8 @@ INTENT_C = 10.0
 def embed(encoder: Encoder, texts: list[str], *, cache: bool = True) -> Vectors:
     """Encode, caching by encoder and text list under .cache/ (training reruns are cheap)."""
     digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:16]
-    tag = f"{encoder.fingerprint}-{'int8' if encoder.quantized else 'f32'}-{digest}"
+    layers = "_".join(str(n) for n in encoder.layers)
+    tag = f"{encoder.fingerprint}-{'int8' if encoder.quantized else 'f32'}-L{layers}-{digest}"
     path = data.REPO / ".cache" / "vectors" / f"{tag}.npy"
     if cache and path.is_file():
         cached: Vectors = np.load(path)
@@ -196,6 +197,7 @@ def _meta(
         "encoder": str(encoder.path.name if encoder.path.name != "model" else "all-MiniLM-L6-v2"),
         "encoder_fingerprint": encoder.fingerprint,
         "quantized": encoder.quantized,
+        "layers": list(encoder.layers),
         "training_command": command,
         "sources": sources,
         "other_below": OTHER_BELOW,

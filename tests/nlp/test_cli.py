@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from nlp.cli import classify, main
-from nlp.service import ModelError, TextAnalyser
+from nlp.service import DEFAULT_HEADS, ModelError, TextAnalyser
 
 pytestmark = pytest.mark.model
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,6 +187,12 @@ def test_train_says_which_column_is_missing(
 
 
 def test_heads_for_another_encoder_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "meta.json").write_text(json.dumps({"version": "x", "encoder_fingerprint": "nope"}))
+    meta = {"version": "x", "encoder_fingerprint": "nope", "layers": [3, 6]}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="trained on another encoder"):
         TextAnalyser.load(heads_dir=tmp_path)
+    shipped = json.loads((DEFAULT_HEADS / "meta.json").read_text())
+    company = {**meta, "encoder_fingerprint": shipped["encoder_fingerprint"], "layers": [6]}
+    (tmp_path / "meta.json").write_text(json.dumps(company))
+    with pytest.raises(ModelError, match=r"read layers \(6,\) of the encoder"):
+        TextAnalyser.load(intent_dir=tmp_path)
