@@ -12,6 +12,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 from nlp import data
@@ -67,10 +68,10 @@ def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1]
 
 
-def run(out: TextIO, *, messages: int = 512, quantize: bool | None = None) -> None:
+def run(out: TextIO, *, messages: int = 512, heads_dir: Path | None = None) -> None:
     before = _rss_mb()
     start = time.perf_counter()
-    analyser = TextAnalyser.load(quantize=quantize)
+    analyser = TextAnalyser.load(heads_dir=heads_dir)
     load_s = time.perf_counter() - start
     loaded = _rss_mb()
     texts = _messages(messages)

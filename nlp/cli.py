@@ -30,13 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--defaults", action="store_true", help="rebuild the shipped heads from ../shared/data"
     )
-    t.add_argument("--float", action="store_true", help="on the unquantised (float32) encoder")
+    t.add_argument("--int8", action="store_true", help="on the int8-quantised encoder")
     e = sub.add_parser("eval", help="accuracy, macro-F1 and per-class figures")
     e.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
     e.add_argument("--skip-banking77", action="store_true", help="skip the company-head runs")
     b = sub.add_parser("bench", help="throughput, latency and memory")
     b.add_argument("--messages", type=int, default=512)
-    b.add_argument("--float", action="store_true", help="the unquantised encoder")
+    b.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
     return parser
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from nlp import bench
 
-    bench.run(sys.stdout, messages=args.messages, quantize=False if args.float else None)
+    bench.run(sys.stdout, messages=args.messages, heads_dir=args.heads)
     return 0
 
 
@@ -153,7 +153,7 @@ def _train(args: argparse.Namespace) -> int:
     from nlp.train import train_defaults, train_intents
 
     if args.defaults:
-        meta = train_defaults(Encoder.load(quantize=not args.float), args.out or DEFAULT_HEADS)
+        meta = train_defaults(Encoder.load(quantize=args.int8), args.out or DEFAULT_HEADS)
         print(f"wrote {args.out or DEFAULT_HEADS} ({meta['version']})")
         return 0
     if args.intents is None or args.out is None:
@@ -166,7 +166,7 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     try:
         meta = train_intents(
-            Encoder.load(quantize=not args.float),
+            Encoder.load(quantize=args.int8),
             texts,
             labels,
             args.out,

@@ -52,7 +52,7 @@ def _anger_report(out: TextIO, name: str, truth: list[str], score: np.ndarray) -
 def run(out: TextIO, heads_dir: Path = DEFAULT_HEADS, *, banking: bool = True) -> dict[str, Any]:
     meta = read_meta(heads_dir)
     layers = tuple(int(n) for n in meta["layers"]) if "layers" in meta else None
-    encoder = Encoder.load(None, quantize=bool(meta.get("quantized", True)), layers=layers)
+    encoder = Encoder.load(None, quantize=bool(meta.get("quantized", False)), layers=layers)
     sentiment, anger, intent = (load_head(heads_dir, n) for n in ("sentiment", "anger", "intent"))
     results: dict[str, Any] = {"version": meta["version"]}
     out.write(f"# deskbot nlp eval — heads {meta['version']} on {encoder.path}\n")

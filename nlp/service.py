@@ -224,7 +224,7 @@ class TextAnalyser:
         heads = Path(heads_dir or os.environ.get("DESK_HEADS") or DEFAULT_HEADS)
         meta = read_meta(heads)
         if quantize is None:
-            quantize = bool(meta.get("quantized", True))
+            quantize = bool(meta.get("quantized", False))
         layers = tuple(int(n) for n in meta["layers"]) if "layers" in meta else None
         encoder = Encoder.load(encoder_dir, quantize=quantize, layers=layers)
         _check_encoder(heads, meta, encoder)

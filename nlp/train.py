@@ -92,7 +92,9 @@ def train_defaults(encoder: Encoder, out: Path = DEFAULT_HEADS) -> dict[str, Any
     meta = _meta(
         encoder,
         name="default",
-        command="deskbot nlp train --defaults",
+        command="deskbot nlp train --defaults"
+        + (" --int8" if encoder.quantized else "")
+        + ("" if out == DEFAULT_HEADS else f" --out {out}"),
         sources={
             "sentiment": f"{pool.name} ({len(pool.texts)} texts, TweetEval validation removed)",
             "anger": f"{anger_train.name} ({len(anger_train.texts)} texts; dev for calibration)",
