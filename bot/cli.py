@@ -14,6 +14,8 @@ from bot.app import DeskApp, StartupError
 from bot.classifier import Classifier
 from bot.rules import Rules, RulesError, load_rules
 from bot.settings import Settings, SettingsError, load_settings
+from nlp.encoder import EncoderError
+from nlp.service import ModelError
 from storage.db import DatabaseError, create_engine, migrate
 
 log = logging.getLogger("deskbot")
@@ -130,7 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (SettingsError, RulesError, StartupError, DatabaseError) as exc:
+    except (
+        SettingsError,
+        RulesError,
+        StartupError,
+        DatabaseError,
+        ModelError,
+        EncoderError,
+    ) as exc:
         print(f"deskbot: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -196,3 +196,19 @@ def test_heads_for_another_encoder_are_refused(tmp_path: Path) -> None:
     (tmp_path / "meta.json").write_text(json.dumps(company))
     with pytest.raises(ModelError, match=r"read layers \(6,\) of the encoder"):
         TextAnalyser.load(intent_dir=tmp_path)
+
+
+def test_the_desk_refuses_to_start_on_a_bad_model_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main as deskbot
+
+    monkeypatch.setenv("DESK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "1:sandbox")
+    monkeypatch.setenv("TELEGRAM_API_BASE", "http://127.0.0.1:9")  # never reached
+    monkeypatch.setenv("DESK_RULES", str(ROOT / "rules.yaml"))
+    monkeypatch.setenv("DESK_MODEL", "local")
+    monkeypatch.setenv("DESK_HEADS", str(tmp_path / "missing"))
+    assert deskbot(["run"]) == 2
+    err = capsys.readouterr().err
+    assert f"deskbot: {tmp_path / 'missing'} is not a model folder (no meta.json)" in err
