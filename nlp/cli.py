@@ -42,6 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except FileNotFoundError as exc:
+        from nlp.data import data_dir
+
+        print(
+            f"deskbot nlp {args.command}: {exc.filename} is missing; the labelled sets are "
+            f"looked for in {data_dir()} (set DESK_DATA_DIR)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "classify":
         return classify(sys.stdin, sys.stdout, model=args.model, rules_path=Path(args.rules))
     if args.command == "train":
