@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import statistics
 import tempfile
 import time
@@ -92,6 +93,46 @@ async def run(messages: int, samples: int, database: str | None, channel: str) -
     )
 
 
+async def _fresh_schema(url: str) -> tuple[str, str]:
+    """A new PostgreSQL schema for this run, and the URL that uses it.
+
+    The stand-ins number Telegram updates from 1 at every start, and the desk rightly drops an
+    update id it has already seen, so each run needs tables of its own.
+    """
+    from sqlalchemy import text
+
+    from storage.db import create_engine
+
+    schema = f"bench_{secrets.token_hex(6)}"
+    admin = create_engine(url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    await admin.dispose()
+    return schema, f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+
+async def _drop_schema(url: str, schema: str) -> None:
+    from sqlalchemy import text
+
+    from storage.db import create_engine
+
+    admin = create_engine(url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    await admin.dispose()
+
+
+async def _run(messages: int, samples: int, database: str | None, channel: str) -> None:
+    if database is None or not database.startswith("postgresql"):
+        await run(messages, samples, database, channel)
+        return
+    schema, url = await _fresh_schema(database)
+    try:
+        await run(messages, samples, url, channel)
+    finally:
+        await _drop_schema(database, schema)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--messages", type=int, default=300)
@@ -100,7 +141,7 @@ def main() -> None:
     p.add_argument("--channel", choices=["telegram", "whatsapp"], default="telegram")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run(a.messages, a.latency_samples, a.database, a.channel))
+    asyncio.run(_run(a.messages, a.latency_samples, a.database, a.channel))
 
 
 if __name__ == "__main__":
