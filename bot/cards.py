@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,20 @@ class CardView:
     assignee_id: str | None = None
     rating: int | None = None
     blocked: bool = False
+    model: Mapping[str, Any] | None = None  # what the local model read, when it ran
+
+
+def model_line(model: Mapping[str, Any] | None) -> str | None:
+    """ "Model: intent get_refund 0.93 · sentiment negative 0.96 · anger 0.12", or None."""
+    if not model or "intent" not in model:
+        return None
+    scores = model.get("sentiment_scores") or {}
+    sentiment = str(model.get("sentiment", "?"))
+    return (
+        f"Model: intent {model['intent']} {float(model.get('intent_confidence', 0)):.2f}"
+        f" · sentiment {sentiment} {float(scores.get(sentiment, 0)):.2f}"
+        f" · anger {float(model.get('anger', 0)):.2f}"
+    )
 
 
 def _escape(text: str) -> str:
@@ -72,7 +87,14 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
         SectionBlock(block_id="header", text=MarkdownTextObject(text=header)),
         ContextBlock(
             block_id="reasons",
-            elements=[MarkdownTextObject(text=_clip("Why: " + _escape(reasons), 2000))],
+            elements=[
+                MarkdownTextObject(text=_clip("Why: " + _escape(reasons), 2000)),
+                *(
+                    [MarkdownTextObject(text=_escape(line))]
+                    if (line := model_line(v.model))
+                    else []
+                ),
+            ],
         ),
         SectionBlock(block_id="message", text=MarkdownTextObject(text=_clip(quoted, 2900))),
         ContextBlock(block_id="state", elements=[MarkdownTextObject(text=state)]),

@@ -176,6 +176,7 @@ class Desk:
             assignee_id=ticket.assignee_id,
             rating=ticket.rating,
             blocked=blocked,
+            model=ticket.classification or None,
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:

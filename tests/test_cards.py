@@ -50,3 +50,20 @@ def test_a_huge_message_still_makes_a_valid_card() -> None:
         if b["type"] == "section":
             assert len(b["text"]["text"]) <= 3000
     assert len(json.dumps(blocks)) < 12_000  # under Slack's msg_blocks_too_long
+
+
+def test_the_models_reading_is_one_line_and_absent_without_the_model() -> None:
+    from bot.cards import model_line
+
+    assert model_line(None) is None and model_line({}) is None
+    reading = {
+        "intent": "get_refund",
+        "intent_confidence": 0.931,
+        "sentiment": "negative",
+        "sentiment_scores": {"negative": 0.958, "neutral": 0.03, "positive": 0.012},
+        "anger": 0.1204,
+    }
+    assert (
+        model_line(reading)
+        == "Model: intent get_refund 0.93 · sentiment negative 0.96 · anger 0.12"
+    )

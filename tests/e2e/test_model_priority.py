@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -39,6 +40,9 @@ async def test_an_angry_refund_request_is_urgent_on_the_card(model_stack: Stack)
     blocks = json.dumps((await model_stack.card())["blocks"], ensure_ascii=False)
     assert "priority *urgent*" in blocks
     assert "anger 0." in blocks and "→ urgent" in blocks
+    # What the model read is on the card too, whether or not it changed the priority.
+    model_line = r"Model: intent \w+ [01]\.\d\d · sentiment negative [01]\.\d\d · anger 0\.\d\d"
+    assert re.search(model_line, blocks)
 
     ticket = await model_stack.ticket(1)
     assert ticket.priority == "urgent"
