@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import DeskApp
+from bot.classifier import Classifier
 from bot.rules import load_rules
 from bot.settings import Settings, SlackSettings, TelegramSettings, WhatsAppSettings
 from sandbox import StandIns
@@ -132,14 +134,31 @@ async def start_standins(*, rate_limits: bool = True) -> StandIns:
     return standins
 
 
-@pytest.fixture
-async def stack(database_url: str) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def running_stack(
+    database_url: str,
+    *,
+    telegram_webhook: str | None = None,
+    classifier: Classifier | None = None,
+) -> AsyncIterator[Stack]:
+    """Stand-ins and a started desk on ``database_url``; both stopped on the way out.
+
+    ``telegram_webhook`` is a path on the desk (``/telegram/webhook``) for webhook mode.
+    """
     standins = await start_standins()
     port: int = standins.desk_port  # type: ignore[attr-defined]
-    desk = DeskApp(desk_settings(standins, database_url, port), RULES, idle_poll=0.05)
+    hook = f"http://127.0.0.1:{port}{telegram_webhook}" if telegram_webhook else None
+    settings = desk_settings(standins, database_url, port, telegram_webhook=hook)
+    desk = DeskApp(settings, RULES, classifier=classifier, idle_poll=0.05)
     await desk.start()
     try:
         yield Stack(standins, desk, database_url)
     finally:
         await desk.stop()
         await standins.stop()
+
+
+@pytest.fixture
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    async with running_stack(database_url) as running:
+        yield running

@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import func, select
 
-from bot.app import DeskApp
 from storage.models import Message, Ticket
 
-from .conftest import RULES, SUPPORT, Stack, desk_settings, eventually, start_standins
+from .conftest import SUPPORT, Stack, eventually, running_stack
 
 
 async def test_start_gets_the_welcome_and_no_ticket(stack: Stack) -> None:
@@ -78,18 +77,8 @@ async def test_notes_stay_internal(stack: Stack) -> None:
 
 @pytest.fixture
 async def webhook_stack(database_url: str) -> AsyncIterator[Stack]:
-    standins = await start_standins()
-    port: int = standins.desk_port  # type: ignore[attr-defined]
-    hook = f"http://127.0.0.1:{port}/telegram/webhook"
-    desk = DeskApp(
-        desk_settings(standins, database_url, port, telegram_webhook=hook), RULES, idle_poll=0.05
-    )
-    await desk.start()
-    try:
-        yield Stack(standins, desk, database_url)
-    finally:
-        await desk.stop()
-        await standins.stop()
+    async with running_stack(database_url, telegram_webhook="/telegram/webhook") as running:
+        yield running
 
 
 async def test_telegram_webhook_mode(webhook_stack: Stack) -> None:

@@ -8,28 +8,22 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.app import DeskApp
 from bot.model import ModelClassifier
+from bot.settings import Settings
 
-from .conftest import RULES, Stack, desk_settings, start_standins
+from .conftest import RULES, Stack, running_stack
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture
 async def model_stack(database_url: str) -> AsyncIterator[Stack]:
-    standins = await start_standins()
-    port: int = standins.desk_port  # type: ignore[attr-defined]
-    settings = desk_settings(standins, database_url, port)
-    classifier = await ModelClassifier.create(settings, RULES)
-    desk = DeskApp(settings, RULES, classifier=classifier, idle_poll=0.05)
-    await desk.start()
+    classifier = await ModelClassifier.create(Settings(database_url=database_url), RULES)
     try:
-        yield Stack(standins, desk, database_url)
+        async with running_stack(database_url, classifier=classifier) as running:
+            yield running
     finally:
-        await desk.stop()
         await classifier.close()
-        await standins.stop()
 
 
 async def test_an_angry_refund_request_is_urgent_on_the_card(model_stack: Stack) -> None:
