@@ -274,10 +274,8 @@ class Desk:
             return ticket
         return await self._new_ticket(ev, ident, cls, attachments)
 
-    async def _add_customer_message(
-        self, ticket: Ticket, ev: CustomerMessage, attachments: list[Any]
-    ) -> None:
-        customer = await self.s.get_one(Customer, ticket.customer_id)
+    def _record_inbound(self, ticket: Ticket, ev: CustomerMessage, attachments: list[Any]) -> None:
+        """The customer's message as a ticket message row (platform id kept for edits)."""
         self.s.add(
             Message(
                 ticket_id=ticket.id,
@@ -290,6 +288,12 @@ class Desk:
                 created_at=self.now,
             )
         )
+
+    async def _add_customer_message(
+        self, ticket: Ticket, ev: CustomerMessage, attachments: list[Any]
+    ) -> None:
+        customer = await self.s.get_one(Customer, ticket.customer_id)
+        self._record_inbound(ticket, ev, attachments)
         ticket.updated_at = self.now
         self.thread(ticket, f"*{customer.name}:* {_with_attachments(ev.text, attachments)}")
 
@@ -320,18 +324,7 @@ class Desk:
         await self.s.flush()
         self.history(ticket, "created", "customer", None, "new", f"via {ev.channel}")
         self.history(ticket, "priority", "desk", None, cls.priority, "; ".join(cls.reasons))
-        self.s.add(
-            Message(
-                ticket_id=ticket.id,
-                direction="in",
-                author="customer",
-                channel=ev.channel,
-                platform_message_id=ev.platform_message_id,
-                text=ev.text,
-                attachments=attachments,
-                created_at=self.now,
-            )
-        )
+        self._record_inbound(ticket, ev, attachments)
         texts = await self.texts_for(ticket)
         self.tell_customer(ticket, texts.ack.format(ticket=ticket.id))
         view = await self.card_view(ticket)
