@@ -11,7 +11,7 @@ import numpy as np
 from nlp import data
 from nlp.encoder import Encoder
 from nlp.heads import LinearHead, expected_calibration_error
-from nlp.service import DEFAULT_HEADS, load_head, read_meta
+from nlp.service import DEFAULT_HEADS, encoder_for, load_head, read_meta
 from nlp.train import embed, train_intents
 
 
@@ -51,8 +51,7 @@ def _anger_report(out: TextIO, name: str, truth: list[str], score: np.ndarray) -
 
 def run(out: TextIO, heads_dir: Path = DEFAULT_HEADS, *, banking: bool = True) -> dict[str, Any]:
     meta = read_meta(heads_dir)
-    layers = tuple(int(n) for n in meta["layers"]) if "layers" in meta else None
-    encoder = Encoder.load(None, quantize=bool(meta.get("quantized", False)), layers=layers)
+    encoder = encoder_for(heads_dir, meta)
     sentiment, anger, intent = (load_head(heads_dir, n) for n in ("sentiment", "anger", "intent"))
     results: dict[str, Any] = {"version": meta["version"]}
     out.write(f"# deskbot nlp eval — heads {meta['version']} on {encoder.path}\n")

@@ -14,7 +14,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -66,11 +65,7 @@ class MicroBatcher(Generic[T, R]):
         self.max_wait = max_wait
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        # One long-lived worker thread: torch's OpenMP team stays warm in it, where the
-        # default executor would hand batches to whichever of its threads is free.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlp-batch")
         self._closed = False
-        self.batches = 0  # how many calls of fn so far (for the benchmark and the tests)
 
     async def start(self) -> None:
         if self._task is None:
@@ -96,7 +91,6 @@ class MicroBatcher(Generic[T, R]):
             _, future = self._queue.get_nowait()
             if not future.done():
                 future.set_exception(BatcherClosed("the model shut down before this message"))
-        self._executor.shutdown(wait=False)
 
     async def _run(self) -> None:
         while True:
@@ -117,10 +111,7 @@ class MicroBatcher(Generic[T, R]):
             if not live:
                 continue
             try:
-                loop = asyncio.get_running_loop()
-                results = await loop.run_in_executor(
-                    self._executor, self._fn, [item for item, _ in live]
-                )
+                results = await asyncio.to_thread(self._fn, [item for item, _ in live])
                 if len(results) != len(live):
                     raise RuntimeError(f"batch of {len(live)} gave {len(results)} results")
             except Exception as exc:  # every caller of this batch gets the error, not a hang
@@ -128,8 +119,6 @@ class MicroBatcher(Generic[T, R]):
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            finally:
-                self.batches += 1
             for (_, fut), result in zip(live, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
@@ -218,16 +207,11 @@ class TextAnalyser:
         intent_dir: str | Path | None = None,
         heads_dir: str | Path | None = None,
         extra_intents: Mapping[str, Sequence[str]] | None = None,
-        quantize: bool | None = None,
     ) -> TextAnalyser:
         """The default heads (or ``heads_dir``), an optional company intent head, examples."""
         heads = Path(heads_dir or os.environ.get("DESK_HEADS") or DEFAULT_HEADS)
         meta = read_meta(heads)
-        if quantize is None:
-            quantize = bool(meta.get("quantized", False))
-        layers = tuple(int(n) for n in meta["layers"]) if "layers" in meta else None
-        encoder = Encoder.load(encoder_dir, quantize=quantize, layers=layers)
-        _check_encoder(heads, meta, encoder)
+        encoder = encoder_for(heads, meta, encoder_dir)
         intent = load_head(heads, "intent")
         version = str(meta["version"])
         other_below = float(meta.get("other_below", 0.5))
@@ -272,6 +256,7 @@ class TextAnalyser:
         sentiment = self._sentiment.proba(vectors)
         anger = self._anger.proba(vectors)[:, self._anger.labels.index("anger")]
         intents = self._intent.proba(vectors)
+        sentences = self.encoder.sentence(vectors)
         out = []
         for row in range(len(texts)):
             scores = {
@@ -281,7 +266,7 @@ class TextAnalyser:
             intent, confidence = self._intent.labels[best], float(intents[row, best])
             if confidence < self._other_below:
                 intent = OTHER
-            match = self._examples.best(self.encoder.sentence(vectors[row : row + 1])[0])
+            match = self._examples.best(sentences[row])
             if match is not None and match[1] >= EXAMPLE_MATCH:
                 intent, confidence = match
             out.append(
@@ -295,6 +280,16 @@ class TextAnalyser:
                 )
             )
         return out
+
+
+def encoder_for(
+    heads: Path, meta: Mapping[str, Any], encoder_dir: str | Path | None = None
+) -> Encoder:
+    """The encoder as the heads in ``heads`` were trained on it: precision, layers, identity."""
+    layers = tuple(int(n) for n in meta["layers"]) if "layers" in meta else None
+    encoder = Encoder.load(encoder_dir, quantize=bool(meta.get("quantized", False)), layers=layers)
+    _check_encoder(heads, meta, encoder)
+    return encoder
 
 
 def _check_encoder(folder: Path, meta: Mapping[str, Any], encoder: Encoder) -> None:
