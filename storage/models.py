@@ -104,6 +104,7 @@ class Ticket(Base):
     updated_at: Mapped[datetime]
     first_response_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(40))  # who pressed Resolve
 
 
 class Message(Base):
@@ -123,6 +124,7 @@ class Message(Base):
     )  # out: pending|sent|delivered|read|failed
     delivery_error: Mapped[str | None] = mapped_column(Text)
     edits: Mapped[list[Any]] = mapped_column(default=list)  # earlier texts, oldest first
+    purpose: Mapped[str | None] = mapped_column(String(20))  # desk messages: ack, rating_prompt…
     created_at: Mapped[datetime]
 
 
@@ -156,6 +158,7 @@ class InboxRow(Base):
     status: Mapped[str] = mapped_column(String(12))  # pending|processing|done|failed|ignored
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(120))  # the process holding the claim
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None]
@@ -175,6 +178,7 @@ class OutboxRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     lease_until: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(120))  # the process holding the claim
     last_error: Mapped[str | None] = mapped_column(Text)
     platform_message_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
