@@ -32,6 +32,11 @@ class Texts(_Strict):
     rating_thanks: str
     reopened: str
     undeliverable_note: str = "This message could not be delivered."
+    # Answers to a rating button pressed again, or pressed on an out-of-date prompt. Optional so
+    # that rules files written before they existed keep loading; see CustomerTexts for the
+    # built-in translations used when a known language leaves them out.
+    rating_already: str = "You already rated ticket #{ticket}, thank you."
+    rating_expired: str = "That rating request for ticket #{ticket} is no longer open."
 
     @field_validator("*")
     @classmethod
@@ -52,6 +57,8 @@ def _english() -> Texts:
         resolved="Ticket #{ticket} is resolved. How did we do? Rate us from 1 (bad) to 5 (great).",
         rating_thanks="Thank you! You rated us {rating}/5.",
         reopened="Ticket #{ticket} is open again; an agent will be with you shortly.",
+        rating_already="You already rated ticket #{ticket}, thank you.",
+        rating_expired="That rating request for ticket #{ticket} is no longer open.",
     )
 
 
@@ -62,7 +69,15 @@ def _chinese() -> Texts:
         resolved="工单 #{ticket} 已解决。请为我们的服务评分：1（差）到 5（很好）。",
         rating_thanks="感谢您的评价：{rating}/5。",
         reopened="工单 #{ticket} 已重新打开，客服会尽快回复您。",
+        rating_already="您已为工单 #{ticket} 评过分，谢谢！",
+        rating_expired="工单 #{ticket} 的这次评分已失效。",
     )
+
+
+BUILT_IN = {"en": _english, "zh": _chinese}
+# Texts added after the first release: a rules file that predates them gets the built-in
+# wording in its own language rather than English.
+LATER_TEXTS = ("rating_already", "rating_expired")
 
 
 class CustomerTexts(_Strict):
@@ -71,6 +86,20 @@ class CustomerTexts(_Strict):
     languages: dict[str, Texts] = Field(
         default_factory=lambda: {"en": _english(), "zh": _chinese()}
     )
+
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _fill_later_texts(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        filled: dict[Any, Any] = {}
+        for tag, texts in value.items():
+            built_in = BUILT_IN.get(str(tag).lower().split("-")[0])
+            if built_in is not None and isinstance(texts, dict):
+                defaults = built_in()
+                texts = {**{name: getattr(defaults, name) for name in LATER_TEXTS}, **texts}
+            filled[tag] = texts
+        return filled
 
     def for_language(self, language: str | None) -> Texts:
         """Exact tag, then its primary subtag ("zh-hans" → "zh"), then the default."""
