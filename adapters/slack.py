@@ -166,6 +166,7 @@ def parse_slash_command(body: Mapping[str, Any]) -> Event:
         user_id=as_str(body.get("user_id")),
         slack_channel=channel,
         response_url=as_str(body.get("response_url")) or None,
+        team_domain=as_str(body.get("team_domain")),
     )
 
 

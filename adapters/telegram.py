@@ -87,6 +87,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # What we ask Telegram for. Anything else that still arrives is recorded as Ignored.
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 BUTTONS_PER_ROW = 5
+NOT_MODIFIED = "message is not modified"  # editMessage*: the message already looks like that
 
 # --------------------------------------------------------------------------------------------
 # Pure parsing: one update → one event
@@ -261,6 +262,7 @@ def _parse_callback(external_id: str, query: CallbackQuery) -> Event:
         chat_id=str(chat_id),
         data=query.data or "",
         callback_query_id=query.id,
+        platform_message_id=str(query.message.message_id) if query.message is not None else None,
     )
 
 
@@ -527,6 +529,8 @@ class TelegramAdapter:
                         callback_query_id=message.callback_query_id, text=message.text or None
                     )
                     return Delivery()
+                case "edit_buttons":
+                    return await self._edit_buttons(message)
                 case _:
                     raise BadRequest(f"telegram cannot send {message.kind}")
         except DeliveryError:
@@ -536,6 +540,23 @@ class TelegramAdapter:
             error.detail = self._scrub(error.detail)
             error.args = (error.detail,)
             raise error from exc
+
+    async def _edit_buttons(self, message: Outbound) -> Delivery:
+        if not message.reply_to or not message.reply_to.isdigit():
+            raise BadRequest("edit_buttons needs the message id in reply_to")
+        try:
+            # Without reply_markup Telegram removes the inline keyboard.
+            await self.bot.edit_message_reply_markup(
+                chat_id=chat_ref(message.destination),
+                message_id=int(message.reply_to),
+                reply_markup=keyboard(message),
+            )
+        except TelegramBadRequest as exc:
+            # The keyboard is already as asked (an earlier attempt got through before a crash,
+            # or the buttons were removed for another reason): the goal is met.
+            if NOT_MODIFIED not in exc.message:
+                raise
+        return Delivery(platform_message_id=message.reply_to)
 
     def _scrub(self, text: str) -> str:
         # The token is part of every Bot API URL; an aiohttp error quoting a URL must not carry

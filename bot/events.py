@@ -92,6 +92,7 @@ class CustomerButton(_Event):
     chat_id: str
     data: str
     callback_query_id: str | None = None  # Telegram: must be answered
+    platform_message_id: str | None = None  # the message the button is on, where known
 
 
 class DeliveryStatus(_Event):
@@ -139,6 +140,7 @@ class SlashCommand(_Event):
     user_id: str
     slack_channel: str
     response_url: str | None = None
+    team_domain: str = ""  # the workspace's subdomain (acme for acme.slack.com): card links
 
 
 class Ignored(_Event):

@@ -23,6 +23,7 @@ class Button(BaseModel):
 OutboundKind = Literal[
     "text",  # customer: a message with optional buttons
     "answer_callback",  # Telegram: answerCallbackQuery
+    "edit_buttons",  # Telegram: editMessageReplyMarkup of message ``reply_to``; no buttons = none
     "slack_card",  # Slack: post the ticket card (top-level message)
     "slack_card_update",  # Slack: chat.update of the card
     "slack_thread",  # Slack: a message in the ticket's thread
@@ -50,7 +51,7 @@ class Outbound(BaseModel):
     ticket_id: int | None = None
     reply_to: str | None = None  # platform message id to reply to / react on / thread under
     emoji: str | None = None  # slack_reaction
-    callback_query_id: str | None = None  # answer_callback
+    callback_query_id: str | None = None  # answer_callback (``text``: a short notice shown)
 
 
 class Delivery(BaseModel):

@@ -224,6 +224,7 @@ class TelegramStandIn:
             "getwebhookinfo": self._webhook_info,
             "sendmessage": self._send_message,
             "answercallbackquery": self._answer_callback,
+            "editmessagereplymarkup": self._edit_reply_markup,
             "sendchataction": self._chat_action,
         }.get(method)
         if handler is None:
@@ -341,6 +342,54 @@ class TelegramStandIn:
         if markup is not None:
             message["reply_markup"] = markup
         self.sent.append(message)
+        await self._changed.notify()
+        return message
+
+    async def _edit_reply_markup(self, params: dict[str, Any]) -> Any:
+        """editMessageReplyMarkup of a message the bot sent; no ``reply_markup`` removes it."""
+        if params.get("inline_message_id"):
+            raise TelegramError(400, "Bad Request: MESSAGE_ID_INVALID")  # no inline mode here
+        try:
+            message_id = int(params.get("message_id") or 0)
+        except ValueError:
+            message_id = 0
+        if message_id <= 0:
+            raise TelegramError(400, "Bad Request: message identifier is not specified")
+        chat = self._chat_for(params)
+        message = next(
+            (
+                m
+                for m in self.sent
+                if m["chat"]["id"] == chat["id"] and m["message_id"] == message_id
+            ),
+            None,
+        )
+        if message is None:
+            if any(
+                m["chat"]["id"] == chat["id"] and m["message_id"] == message_id
+                for m in self.received
+            ):
+                raise TelegramError(400, "Bad Request: message can't be edited")
+            raise TelegramError(400, "Bad Request: message to edit not found")
+        markup = json_field(params["reply_markup"]) if params.get("reply_markup") else None
+        for row in (markup or {}).get("inline_keyboard", []):
+            for button in row:
+                if len(str(button.get("callback_data", "")).encode()) > 64:
+                    raise TelegramError(400, "Bad Request: BUTTON_DATA_INVALID")
+        if markup is not None and not any(markup.get("inline_keyboard", [])):
+            markup = None  # an empty inline keyboard is no keyboard
+        if markup == message.get("reply_markup"):
+            raise TelegramError(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply "
+                "markup are exactly the same as a current content and reply markup of the message",
+            )
+        self._limit(int(chat["id"]))
+        if markup is None:
+            message.pop("reply_markup", None)
+        else:
+            message["reply_markup"] = markup
+        message["edit_date"] = int(time.time())
         await self._changed.notify()
         return message
 
