@@ -1,4 +1,10 @@
-"""The ticket card in Slack, built with slack_sdk's Block Kit models (which enforce the limits)."""
+"""The ticket card in Slack, built with slack_sdk's Block Kit models (which enforce the limits).
+
+What a customer wrote is shown verbatim: it goes into ``rich_text`` blocks as plain text
+elements, which Slack never reads as mrkdwn, so a customer's ``*star*`` stays a star and text
+that looks like ``<@U0ALICE>`` cannot mention anyone. Fallback ``text`` fields are mrkdwn, so
+customer text in them is escaped.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,20 @@ from slack_sdk.models.blocks import (
     ButtonElement,
     ContextBlock,
     MarkdownTextObject,
+    RichTextBlock,
+    RichTextElementParts,
+    RichTextQuoteElement,
+    RichTextSectionElement,
     SectionBlock,
 )
 
 PRIORITY_ICON = {"urgent": "🔴", "high": "🟠", "normal": "🟢", "low": "⚪"}
 CHANNEL_NAME = {"telegram": "Telegram", "whatsapp": "WhatsApp"}
 SECTION_LIMIT = 3000  # slack_sdk refuses longer section text
+# Slack documents no limit for one rich_text element, but refuses a message whose blocks are
+# too long (msg_blocks_too_long, seen at about 13,000 characters): a customer's text is clipped
+# as the card always clipped it, well inside that with the card's other blocks.
+CUSTOMER_TEXT_LIMIT = 2900
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +44,7 @@ class CardView:
     reasons: tuple[str, ...]
     first_message: str
     assignee_id: str | None = None
+    resolved_by: str | None = None
     rating: int | None = None
     blocked: bool = False
     model: Mapping[str, Any] | None = None  # what the local model read, when it ran
@@ -48,7 +63,7 @@ def model_line(model: Mapping[str, Any] | None) -> str | None:
     )
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     # Slack mrkdwn treats these three as control characters.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -57,12 +72,52 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def card_text(v: CardView) -> str:
-    """The plain-text fallback (notifications, screen readers)."""
-    return (
-        f"#{v.ticket_id} {v.priority.upper()} · {v.customer_name} "
-        f"({CHANNEL_NAME.get(v.channel, v.channel)}): {_clip(v.first_message, 200)}"
+def _verbatim(text: str) -> RichTextElementParts.Text:
+    """The customer's text as one plain element: no escaping, Slack applies no mrkdwn here."""
+    if not text:
+        return RichTextElementParts.Text(
+            text="(no text)", style=RichTextElementParts.TextStyle(italic=True)
+        )
+    return RichTextElementParts.Text(text=_clip(text, CUSTOMER_TEXT_LIMIT))
+
+
+def said_blocks(name: str, text: str) -> list[dict[str, Any]]:
+    """A customer message in the thread: their name in bold, then exactly what they wrote."""
+    bold = RichTextElementParts.TextStyle(bold=True)
+    section = RichTextSectionElement(
+        elements=[RichTextElementParts.Text(text=f"{name}: ", style=bold), _verbatim(text)]
     )
+    return [RichTextBlock(elements=[section]).to_dict()]
+
+
+def quoted_blocks(lead: str, text: str) -> list[dict[str, Any]]:
+    """A line of the desk's own (``lead``), then the customer's text quoted verbatim."""
+    return [
+        RichTextBlock(
+            elements=[
+                RichTextSectionElement(elements=[RichTextElementParts.Text(text=lead)]),
+                RichTextQuoteElement(elements=[_verbatim(text)]),
+            ]
+        ).to_dict()
+    ]
+
+
+def card_text(v: CardView) -> str:
+    """The fallback text (notifications, screen readers). It is mrkdwn: customer text escaped."""
+    return (
+        f"#{v.ticket_id} {v.priority.upper()} · {escape(v.customer_name)} "
+        f"({CHANNEL_NAME.get(v.channel, v.channel)}): {escape(_clip(v.first_message, 200))}"
+    )
+
+
+def _resolved_state(v: CardView) -> str:
+    """Who resolved it, and who had it when that was someone else."""
+    if v.resolved_by is None:  # resolved before the desk recorded who did it
+        return "Resolved" + (f" · assigned to <@{v.assignee_id}>" if v.assignee_id else "")
+    state = f"Resolved by <@{v.resolved_by}>"
+    if v.assignee_id and v.assignee_id != v.resolved_by:
+        state += f" · assigned to <@{v.assignee_id}>"
+    return state
 
 
 def card_blocks(v: CardView) -> list[dict[str, Any]]:
@@ -70,7 +125,7 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
         "new": "New, unclaimed",
         "open": f"Claimed by <@{v.assignee_id}>" if v.assignee_id else "Open",
         "pending": f"Waiting on the customer · <@{v.assignee_id}>" if v.assignee_id else "Pending",
-        "resolved": "Resolved" + (f" by <@{v.assignee_id}>" if v.assignee_id else ""),
+        "resolved": _resolved_state(v),
         "closed": "Closed",
     }.get(v.status, v.status)
     if v.rating is not None:
@@ -78,25 +133,23 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
     if v.blocked:
         state += " · ⚠️ customer unreachable (blocked the bot)"
     header = (
-        f"{PRIORITY_ICON.get(v.priority, '')} *#{v.ticket_id}* · *{_escape(v.customer_name)}* "
+        f"{PRIORITY_ICON.get(v.priority, '')} *#{v.ticket_id}* · *{escape(v.customer_name)}* "
         f"via {CHANNEL_NAME.get(v.channel, v.channel)} · priority *{v.priority}*"
     )
     reasons = "; ".join(v.reasons) or "no reasons recorded"
-    quoted = "\n".join("> " + line for line in _escape(v.first_message or "(no text)").split("\n"))
     blocks: list[Block] = [
         SectionBlock(block_id="header", text=MarkdownTextObject(text=header)),
         ContextBlock(
             block_id="reasons",
             elements=[
-                MarkdownTextObject(text=_clip("Why: " + _escape(reasons), 2000)),
-                *(
-                    [MarkdownTextObject(text=_escape(line))]
-                    if (line := model_line(v.model))
-                    else []
-                ),
+                MarkdownTextObject(text=_clip("Why: " + escape(reasons), 2000)),
+                *([MarkdownTextObject(text=escape(line))] if (line := model_line(v.model)) else []),
             ],
         ),
-        SectionBlock(block_id="message", text=MarkdownTextObject(text=_clip(quoted, 2900))),
+        RichTextBlock(
+            block_id="message",
+            elements=[RichTextQuoteElement(elements=[_verbatim(v.first_message)])],
+        ),
         ContextBlock(block_id="state", elements=[MarkdownTextObject(text=state)]),
     ]
     buttons: list[ButtonElement] = []

@@ -178,6 +178,7 @@ class Dispatcher:
                 row.processed_at = desk.now
                 row.lease_until = None
                 row.error = None
+            desk.fx.log_decisions()  # committed: now they happened
             self.processed += 1
         except Exception as exc:
             if isinstance(exc, StatusTooEarly):

@@ -7,14 +7,16 @@ anywhere rolls the whole step back and the inbox row is simply processed again.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cards import CardView, card_blocks, card_text
+from bot.cards import CardView, card_blocks, card_text, escape, quoted_blocks, said_blocks
 from bot.classifier import Classification
 from bot.events import (
     AgentAction,
@@ -30,7 +32,13 @@ from bot.outbound import Button, Outbound
 from bot.rules import Rules
 from storage.models import Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
 
+log = logging.getLogger("deskbot.tickets")
+
 ACTIVE = ("new", "open", "pending")
+RATEABLE = ("resolved", "closed")
+# Platforms whose sent messages can lose their buttons later (Telegram editMessageReplyMarkup);
+# WhatsApp cannot edit, so there a tap on a spent button is answered in words instead.
+EDITABLE_BUTTONS = frozenset({"telegram"})
 
 
 class StatusTooEarly(Exception):
@@ -47,9 +55,41 @@ class Effects:
     message so the outbox can record the platform id and delivery result on it."""
 
     items: list[tuple[Outbound, Message | None]] = field(default_factory=list)
+    # Log lines of the decisions taken, written once the step's transaction committed: a step
+    # that rolls back (and is retried) decided nothing.
+    decisions: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
 
     def say(self, out: Outbound, message: Message | None = None) -> None:
         self.items.append((out, message))
+
+    def log_decisions(self) -> None:
+        for fmt, args in self.decisions:
+            log.info(fmt, *args)
+        self.decisions.clear()
+
+
+class RatingTap(NamedTuple):
+    ticket_id: int
+    prompt_id: int | None  # None: the first button format, from before prompts were recorded
+    rating: int
+
+
+def rating_data(ticket_id: int, prompt_id: int, rating: int) -> str:
+    """Button data naming the resolve it belongs to (its prompt); well under Telegram's 64 bytes."""
+    return f"rate:{ticket_id}:{prompt_id}:{rating}"
+
+
+def parse_rating(data: str) -> RatingTap | None:
+    """``rate:<ticket>:<prompt>:<n>``, or ``rate:<ticket>:<n>`` on prompts sent before 0002."""
+    parts = data.split(":")
+    if parts[0] != "rate" or len(parts) not in (3, 4):
+        return None
+    if not all(p.isascii() and p.isdigit() for p in parts[1:]):
+        return None
+    numbers = [int(p) for p in parts[1:]]
+    if len(numbers) == 2:
+        return RatingTap(numbers[0], None, numbers[1])
+    return RatingTap(numbers[0], numbers[1], numbers[2])
 
 
 def destination_key(out: Outbound) -> str:
@@ -67,6 +107,10 @@ class Desk:
         self.rules = rules
         self.now = now
         self.fx = Effects()
+
+    def decided(self, fmt: str, *args: object) -> None:
+        """Log a decision at INFO after the commit: structured names, ids, never message text."""
+        self.fx.decisions.append((fmt, args))
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -174,6 +218,7 @@ class Desk:
             reasons=tuple(ticket.priority_reasons),
             first_message=ticket.subject,
             assignee_id=ticket.assignee_id,
+            resolved_by=ticket.resolved_by,
             rating=ticket.rating,
             blocked=blocked,
             model=ticket.classification or None,
@@ -192,7 +237,8 @@ class Desk:
             )
         )
 
-    def thread(self, ticket: Ticket, text: str) -> None:
+    def thread(self, ticket: Ticket, text: str, blocks: Sequence[dict[str, Any]] = ()) -> None:
+        """Post in the card's thread. ``text`` is mrkdwn (and the fallback when ``blocks``)."""
         self.fx.say(
             Outbound(
                 channel="slack",
@@ -200,6 +246,7 @@ class Desk:
                 destination=ticket.slack_channel,
                 ticket_id=ticket.id,
                 text=text,
+                blocks=tuple(blocks),
             )
         )
 
@@ -235,6 +282,30 @@ class Desk:
             message,
         )
 
+    def remove_buttons(self, ticket: Ticket, platform_message_id: str | None) -> None:
+        """Take the buttons off one of our messages in the customer's chat, where possible."""
+        if ticket.channel not in EDITABLE_BUTTONS or not platform_message_id:
+            return
+        # No ticket_id: if Telegram refuses (the customer deleted the message), that is no news
+        # for the agents; the desk ignores a spent button whatever happens to the edit.
+        self.fx.say(
+            Outbound(
+                channel=ticket.channel,
+                kind="edit_buttons",
+                destination=ticket.chat_id,
+                reply_to=platform_message_id,
+            )
+        )
+
+    async def latest_prompt(self, ticket_id: int) -> Message | None:
+        """The rating prompt of the ticket's latest resolve (its buttons are the live ones)."""
+        return await self.s.scalar(
+            select(Message)
+            .where(Message.ticket_id == ticket_id, Message.purpose == "rating_prompt")
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+
     async def texts_for(self, ticket: Ticket) -> Any:
         return self.rules.texts.for_language(ticket.language)
 
@@ -265,8 +336,13 @@ class Desk:
                 "customer wrote within the reopen window",
             )
             ticket.resolved_at = None
+            ticket.resolved_by = None
+            prompt = await self.latest_prompt(ticket.id)
+            if prompt is not None and ticket.rating is None:  # still has its buttons
+                self.remove_buttons(ticket, prompt.platform_message_id)
             texts = await self.texts_for(ticket)
             self.tell_customer(ticket, texts.reopened.format(ticket=ticket.id))
+            self.decided("tickets.reopened ticket=%d by=customer", ticket.id)
             self.thread(ticket, "↩️ Reopened: the customer wrote again.")
             await self._add_customer_message(ticket, ev, attachments)
             await self._maybe_raise_priority(ticket, cls)
@@ -295,7 +371,12 @@ class Desk:
         customer = await self.s.get_one(Customer, ticket.customer_id)
         self._record_inbound(ticket, ev, attachments)
         ticket.updated_at = self.now
-        self.thread(ticket, f"*{customer.name}:* {_with_attachments(ev.text, attachments)}")
+        said = _with_attachments(ev.text, attachments)
+        self.thread(
+            ticket,
+            f"*{escape(customer.name)}:* {escape(said)}",
+            blocks=said_blocks(customer.name, said),
+        )
 
     async def _new_ticket(
         self,
@@ -323,6 +404,12 @@ class Desk:
         self.s.add(ticket)
         await self.s.flush()
         self.history(ticket, "created", "customer", None, "new", f"via {ev.channel}")
+        self.decided(
+            "tickets.created ticket=%d channel=%s priority=%s",
+            ticket.id,
+            ev.channel,
+            cls.priority,
+        )
         self.history(ticket, "priority", "desk", None, cls.priority, "; ".join(cls.reasons))
         self._record_inbound(ticket, ev, attachments)
         texts = await self.texts_for(ticket)
@@ -346,6 +433,12 @@ class Desk:
         if LEVELS.get(cls.priority, 0) > LEVELS.get(ticket.priority, 0):
             self.history(
                 ticket, "priority", "desk", ticket.priority, cls.priority, "; ".join(cls.reasons)
+            )
+            self.decided(
+                "tickets.priority_raised ticket=%d from=%s to=%s",
+                ticket.id,
+                ticket.priority,
+                cls.priority,
             )
             ticket.priority = cls.priority
             ticket.priority_reasons = list(cls.reasons)
@@ -377,9 +470,68 @@ class Desk:
         msg.edits = [*msg.edits, {"text": msg.text, "replaced_at": self.now.isoformat()}]
         msg.text = ev.text
         self.history(ticket, "edit", "customer", msg.edits[-1]["text"], ev.text)
-        self.thread(ticket, f"✏️ The customer edited a message. Now: {ev.text}")
+        lead = "✏️ The customer edited a message. Now:"
+        self.thread(ticket, f"{lead} {escape(ev.text)}", blocks=quoted_blocks(lead, ev.text))
 
     async def customer_button(self, ev: CustomerButton) -> None:
+        tap = parse_rating(ev.data)
+        ticket = None
+        if tap is not None and 1 <= tap.rating <= 5:
+            ticket = await self.s.get(Ticket, tap.ticket_id, with_for_update=True)
+        mine = ticket is not None and (ticket.channel, ticket.chat_id) == (ev.channel, ev.chat_id)
+        if tap is None or ticket is None or not mine:
+            self._answer(ev)
+            return  # not ours, forged, or someone else's ticket: never rate it
+        outcome = await self._rating_outcome(ticket, tap)
+        texts = await self.texts_for(ticket)
+        if outcome == "rate":
+            self._answer(ev)
+            self.history(
+                ticket,
+                "rating",
+                "customer",
+                None,
+                tap.rating,
+                f"rating prompt {tap.prompt_id}" if tap.prompt_id else "",
+            )
+            ticket.rating = tap.rating
+            self.tell_customer(
+                ticket, texts.rating_thanks.format(rating=tap.rating, ticket=ticket.id)
+            )
+            on = ev.platform_message_id
+            if on is None and tap.prompt_id is not None:
+                prompt = await self.s.get(Message, tap.prompt_id)
+                on = prompt.platform_message_id if prompt is not None else None
+            self.remove_buttons(ticket, on)  # one rating per resolve
+            self.thread(ticket, f"⭐ The customer rated this ticket {tap.rating}/5.")
+            await self.refresh_card(ticket)
+            self.decided("tickets.rated ticket=%d rating=%d", ticket.id, tap.rating)
+            return
+        notice = (texts.rating_already if outcome == "already" else texts.rating_expired).format(
+            ticket=ticket.id
+        )
+        if ev.callback_query_id:
+            self._answer(ev, notice)  # Telegram shows it on the spot, over the chat
+            self.remove_buttons(ticket, ev.platform_message_id)
+        else:
+            self.tell_customer(ticket, notice)  # WhatsApp: the tap cannot be answered otherwise
+        self.decided("tickets.rating_ignored ticket=%d reason=%s", ticket.id, outcome)
+
+    async def _rating_outcome(
+        self, ticket: Ticket, tap: RatingTap
+    ) -> Literal["rate", "already", "expired"]:
+        """Only the latest resolve's prompt counts, and only its first tap."""
+        if tap.prompt_id is not None:
+            latest = await self.latest_prompt(ticket.id)
+            if latest is None or latest.id != tap.prompt_id:
+                return "expired"  # the ticket was resolved again since: a newer prompt counts
+        if ticket.rating is not None:
+            return "already"
+        if ticket.status not in RATEABLE:
+            return "expired"  # reopened: rated once it is resolved again
+        return "rate"
+
+    def _answer(self, ev: CustomerButton, notice: str = "") -> None:
         if ev.callback_query_id:
             self.fx.say(
                 Outbound(
@@ -387,22 +539,9 @@ class Desk:
                     kind="answer_callback",
                     destination=ev.chat_id,
                     callback_query_id=ev.callback_query_id,
+                    text=notice[:200],  # answerCallbackQuery allows 0-200 characters
                 )
             )
-        parts = ev.data.split(":")
-        if len(parts) != 3 or parts[0] != "rate" or not (parts[1] + parts[2]).isdigit():
-            return
-        ticket = await self.s.get(Ticket, int(parts[1]), with_for_update=True)
-        rating = int(parts[2])
-        if ticket is None or ticket.chat_id != ev.chat_id or not 1 <= rating <= 5:
-            return  # a forged or stale button: never rate someone else's ticket
-        if ticket.rating != rating:
-            self.history(ticket, "rating", "customer", ticket.rating, rating)
-            ticket.rating = rating
-            texts = await self.texts_for(ticket)
-            self.tell_customer(ticket, texts.rating_thanks.format(rating=rating, ticket=ticket.id))
-            self.thread(ticket, f"⭐ The customer rated this ticket {rating}/5.")
-            await self.refresh_card(ticket)
 
     async def delivery_status(self, ev: DeliveryStatus) -> None:
         msg = await self.s.scalar(
@@ -452,9 +591,13 @@ class Desk:
             return
         text = ev.text.strip()
         is_note = any(text.lower().startswith(p) for p in self.rules.slack.note_prefixes)
+        claimed = False
         if not is_note and ticket.assignee_id is None:
-            self._assign(ticket, ev.user_id, "", "replied in the thread")
+            self._assign(ticket, ev.user_id, "", "replied in the thread", "replied")
             self.set_status(ticket, "open", ev.user_id, "agent replied")
+            # Said in the thread as the Claim button says it, so everyone sees who took it.
+            self.thread(ticket, f"🙋 <@{ev.user_id}> claimed this ticket.")
+            claimed = True
         if is_note or ticket.assignee_id != ev.user_id or not text:
             self.s.add(
                 Message(
@@ -468,6 +611,8 @@ class Desk:
                 )
             )
             self.react(ticket, ev.ts, self.rules.slack.note_reaction)
+            if claimed:
+                await self.refresh_card(ticket)
             return
         msg = Message(
             ticket_id=ticket.id,
@@ -490,11 +635,14 @@ class Desk:
         shown = f"{name}: {text}" if self.rules.texts.show_agent_name and name else text
         self.tell_customer(ticket, shown, message=msg)
         await self.refresh_card(ticket)
+        self.decided("tickets.reply_relayed ticket=%d agent=%s", ticket.id, ev.user_id)
 
-    def _assign(self, ticket: Ticket, user_id: str, name: str, reason: str) -> None:
+    def _assign(self, ticket: Ticket, user_id: str, name: str, reason: str, code: str) -> None:
+        """``reason`` goes to the history for people; ``code`` is the log's one-word reason."""
         self.history(ticket, "assignee", user_id, ticket.assignee_id, user_id, reason)
         ticket.assignee_id = user_id
         ticket.assignee_name = name or None
+        self.decided("tickets.assigned ticket=%d agent=%s reason=%s", ticket.id, user_id, code)
 
     async def agent_action(self, ev: AgentAction) -> None:
         ticket = await self.s.get(Ticket, ev.ticket_id, with_for_update=True)
@@ -502,26 +650,46 @@ class Desk:
             return
         if ev.action == "claim":
             if ticket.assignee_id is None and ticket.status in ACTIVE:
-                self._assign(ticket, ev.user_id, ev.user_name, "claimed")
+                self._assign(ticket, ev.user_id, ev.user_name, "claimed", "claimed")
                 self.set_status(ticket, "open", ev.user_id, "claimed")
                 self.thread(ticket, f"🙋 <@{ev.user_id}> claimed this ticket.")
                 await self.refresh_card(ticket)
             return
         if ticket.status in ACTIVE:
             if ticket.assignee_id is None:
-                self._assign(ticket, ev.user_id, ev.user_name, "resolved it")
+                self._assign(ticket, ev.user_id, ev.user_name, "resolved it", "resolved")
             self.set_status(ticket, "resolved", ev.user_id, "resolved from Slack")
             ticket.resolved_at = self.now
+            ticket.resolved_by = ev.user_id
+            ticket.rating = None  # each resolve asks anew; earlier ratings stay in the history
             texts = await self.texts_for(ticket)
+            text = texts.resolved.format(ticket=ticket.id)
+            # The prompt is a message row so the desk learns its platform id (to take its
+            # buttons away later) and its buttons can name the resolve they belong to.
+            prompt = Message(
+                ticket_id=ticket.id,
+                direction="system",
+                author="desk",
+                channel=ticket.channel,
+                text=text,
+                delivery="pending",
+                purpose="rating_prompt",
+                created_at=self.now,
+            )
+            self.s.add(prompt)
+            await self.s.flush()
             self.tell_customer(
                 ticket,
-                texts.resolved.format(ticket=ticket.id),
+                text,
                 buttons=tuple(
-                    Button(text=str(n), data=f"rate:{ticket.id}:{n}") for n in range(1, 6)
+                    Button(text=str(n), data=rating_data(ticket.id, prompt.id, n))
+                    for n in range(1, 6)
                 ),
+                message=prompt,
             )
             self.thread(ticket, f"✅ <@{ev.user_id}> resolved this ticket.")
             await self.refresh_card(ticket)
+            self.decided("tickets.resolved ticket=%d by=%s", ticket.id, ev.user_id)
 
 
 def _with_attachments(text: str, attachments: list[Any]) -> str:

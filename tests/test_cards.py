@@ -26,20 +26,25 @@ def test_new_card_shows_priority_reasons_message_and_both_buttons() -> None:
     text = json.dumps(blocks, ensure_ascii=False)
     assert "🔴 *#12* · *Ann &lt;script&gt;* via Telegram · priority *urgent*" in text
     assert "Why: keyword 'outage' → urgent; VIP customer → high" in text
-    assert "> Outage! &amp; nothing works" in text
+    message = next(b for b in blocks if b["block_id"] == "message")
+    assert message["type"] == "rich_text"  # the customer's text verbatim, not mrkdwn
+    assert message["elements"][0]["elements"] == [
+        {"type": "text", "text": "Outage! & nothing works"}
+    ]
     actions = next(b for b in blocks if b["type"] == "actions")["elements"]
     assert [(a["action_id"], a["value"]) for a in actions] == [
         ("ticket_claim", "12"),
         ("ticket_resolve", "12"),
     ]
-    assert card_text(_view()).startswith("#12 URGENT · Ann <script> (Telegram): Outage!")
+    # The fallback text is mrkdwn: escaped, so a name or message can't mention or link.
+    assert card_text(_view()).startswith("#12 URGENT · Ann &lt;script&gt; (Telegram): Outage!")
 
 
 def test_claimed_and_resolved_cards_change_their_buttons() -> None:
     claimed = json.dumps(card_blocks(_view(status="open", assignee_id="U1")))
     assert "Claimed by <@U1>" in claimed and "ticket_claim" not in claimed
     assert "ticket_resolve" in claimed
-    done = card_blocks(_view(status="resolved", assignee_id="U1", rating=4))
+    done = card_blocks(_view(status="resolved", assignee_id="U1", resolved_by="U1", rating=4))
     assert not [b for b in done if b["type"] == "actions"]
     assert "Resolved by <@U1> · rated 4/5" in json.dumps(done, ensure_ascii=False)
 
@@ -49,6 +54,8 @@ def test_a_huge_message_still_makes_a_valid_card() -> None:
     for b in blocks:
         if b["type"] == "section":
             assert len(b["text"]["text"]) <= 3000
+        if b["type"] == "rich_text":
+            assert len(json.dumps(b)) <= 3200
     assert len(json.dumps(blocks)) < 12_000  # under Slack's msg_blocks_too_long
 
 

@@ -189,7 +189,9 @@ async def test_whole_loop(desk: Harness) -> None:
     await desk.settle()
     ticket = await desk.ticket()
     assert ticket.rating == 5 and ticket.status == "resolved"
-    assert "5/5" in desk.telegram.sent[-1].text
+    thanks, removal = desk.telegram.sent[-2:]
+    assert "5/5" in thanks.text
+    assert removal.kind == "edit_buttons" and removal.reply_to == "1002.0001"  # the prompt's id
     async with desk.sessions() as s:
         kinds = (await s.scalars(select(TicketEvent.kind).order_by(TicketEvent.id))).all()
     assert kinds == ["created", "priority", "assignee", "status", "status", "status", "rating"]
