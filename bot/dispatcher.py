@@ -35,7 +35,7 @@ from bot.events import (
 )
 from bot.outbound import Outbound
 from bot.rules import Rules
-from bot.supervisor import desk_status
+from bot.supervisor import desk_command
 from bot.tickets import Desk, StatusTooEarly, destination_key
 from storage.models import Identity, InboxRow
 from storage.queues import inbox_add, inbox_claim, outbox_add
@@ -221,7 +221,7 @@ class Dispatcher:
             case AgentAction():
                 await desk.agent_action(event)
             case SlashCommand():
-                text = await desk_status(desk.s, desk.now, event.text)
+                text = await desk_command(desk.s, desk.now, event)
                 if event.response_url:
                     desk.fx.say(
                         Outbound(

@@ -1,23 +1,82 @@
-"""``/desk``: the state of the desk, counted from the tables (never from a cache)."""
+"""``/desk``: the state of the desk and its tickets, counted from the tables (never from a cache).
+
+Each subcommand is one entry in :data:`SUBCOMMANDS` (its name, one line of help, the function
+that answers it); ``/desk help`` and the answer to an unknown subcommand are made from that
+table, so adding a subcommand is adding an entry.
+
+Answers go back through the slash command's ``response_url`` as mrkdwn text. Slack truncates
+text past 40,000 characters and advises staying under 4,000, so lists are clipped to
+:data:`MAX_CHARS` with "… and N more".
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Ticket
+from bot.cards import PRIORITY_ICON, escape
+from bot.events import SlashCommand
+from storage.models import Customer, Ticket
 from storage.queues import inbox_lag_seconds, outbox_backlog
 
+log = logging.getLogger("deskbot.supervisor")
+
 ORDER = ("urgent", "high", "normal", "low")
+ACTIVE = ("new", "open", "pending")
+STATUS_NAME = {"new": "unclaimed", "open": "open", "pending": "waiting on the customer"}
+MAX_CHARS = 3500  # under Slack's advised 4,000, with room for the "… and N more" line
+MAX_ITEMS = 30  # a list longer than this is not read anyway; /desk status has the counts
+DOMAIN_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One ``/desk`` typed by someone: what a subcommand may use to answer."""
+
+    session: AsyncSession
+    now: datetime
+    user_id: str
+    args: str  # whatever followed the subcommand's name
+    team_domain: str = ""  # the workspace's subdomain, for links to cards
+
+
+@dataclass(frozen=True, slots=True)
+class Subcommand:
+    help: str  # one line, shown by /desk help
+    run: Callable[[Invocation], Awaitable[str]]
+
+
+DEFAULT = "status"  # what a bare /desk does
+
+
+async def desk_command(session: AsyncSession, now: datetime, command: SlashCommand) -> str:
+    word, _, rest = command.text.strip().partition(" ")
+    name = word.lower() or DEFAULT
+    sub = SUBCOMMANDS.get(name)
+    log.info("desk.command user=%s subcommand=%s", command.user_id, name if sub else "unrecognised")
+    if sub is None:
+        shown = escape(word.replace("`", ""))[:40]
+        return f"`/desk {shown}` is not a /desk command.\n\n" + help_text()
+    return await sub.run(
+        Invocation(session, now, command.user_id, rest.strip(), command.team_domain)
+    )
+
+
+# -- the subcommands -------------------------------------------------------------------------
 
 
 async def desk_status(session: AsyncSession, now: datetime, _args: str = "") -> str:
     rows = (
         await session.execute(
             select(Ticket.status, Ticket.priority, func.count())
-            .where(Ticket.status.in_(("new", "open", "pending")))
+            .where(Ticket.status.in_(ACTIVE))
             .group_by(Ticket.status, Ticket.priority)
         )
     ).all()
@@ -40,3 +99,130 @@ async def desk_status(session: AsyncSession, now: datetime, _args: str = "") -> 
         f"• inbox lag {lag:.1f} s · outbox backlog {backlog}",
     ]
     return "\n".join(lines)
+
+
+async def _status(inv: Invocation) -> str:
+    return await desk_status(inv.session, inv.now)
+
+
+async def _mine(inv: Invocation) -> str:
+    where = (Ticket.assignee_id == inv.user_id, Ticket.status.in_(ACTIVE))
+    urgent_first = case({p: n for n, p in enumerate(ORDER)}, value=Ticket.priority, else_=99)
+    total, rows = await _tickets(inv.session, where, (urgent_first, Ticket.created_at, Ticket.id))
+    if not total:
+        return "You have no open tickets."
+    lines = [
+        f"{_ref(t, inv.team_domain)} {_priority(t)} · {STATUS_NAME.get(t.status, t.status)}"
+        f" · {_age(inv.now - t.created_at)} old · {escape(name)}"
+        for t, name in rows
+    ]
+    return _listing(f"*Your open tickets* · {total}, most urgent first", lines, total)
+
+
+async def _queue(inv: Invocation) -> str:
+    where = (Ticket.assignee_id.is_(None), Ticket.status.in_(ACTIVE))
+    total, rows = await _tickets(inv.session, where, (Ticket.created_at, Ticket.id))
+    if not total:
+        return "Nothing waiting: every active ticket is claimed."
+    lines = [
+        f"{_ref(t, inv.team_domain)} {_priority(t)} · waiting {_age(inv.now - t.created_at)}"
+        f" · {escape(name)}"
+        for t, name in rows
+    ]
+    return _listing(f"*Unclaimed tickets* · {total}, oldest first", lines, total)
+
+
+async def _help(inv: Invocation) -> str:
+    return help_text()
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "status": Subcommand(
+        "the desk in numbers: active tickets by state and priority, inbox lag, outbox backlog"
+        " (also plain `/desk`)",
+        _status,
+    ),
+    "mine": Subcommand(
+        "your open tickets, most urgent first: number (a link to its card), priority, status, age",
+        _mine,
+    ),
+    "queue": Subcommand("unclaimed tickets, oldest first, with how long each has waited", _queue),
+    "help": Subcommand("this list", _help),
+}
+
+
+def help_text() -> str:
+    lines = ["*`/desk` commands*"]
+    lines += [f"• `/desk {name}`: {sub.help}" for name, sub in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+# -- shared pieces ---------------------------------------------------------------------------
+
+
+async def _tickets(
+    session: AsyncSession, where: Sequence[Any], order: Sequence[Any]
+) -> tuple[int, list[tuple[Ticket, str]]]:
+    """How many match, and the first :data:`MAX_ITEMS` of them with their customer's name."""
+    total = int(await session.scalar(select(func.count()).select_from(Ticket).where(*where)) or 0)
+    rows = (
+        await session.execute(
+            select(Ticket, Customer.name)
+            .join(Customer, Customer.id == Ticket.customer_id)
+            .where(*where)
+            .order_by(*order)
+            .limit(MAX_ITEMS)
+        )
+    ).all()
+    return total, [(t, name) for t, name in rows]
+
+
+def _listing(header: str, lines: list[str], total: int) -> str:
+    """``header`` and as many ``lines`` as fit in :data:`MAX_CHARS`, then "… and N more"."""
+    shown = [header]
+    size = len(header)
+    for line in lines:
+        if size + len(line) + 3 > MAX_CHARS:
+            break
+        shown.append("• " + line)
+        size += len(line) + 3
+    more = total - (len(shown) - 1)
+    if more > 0:
+        shown.append(f"… and {more} more")
+    return "\n".join(shown)
+
+
+def card_link(ticket: Ticket, team_domain: str) -> str | None:
+    """A link that opens the ticket's card, or None before the card is posted.
+
+    The permalink form ``https://<workspace>.slack.com/archives/<channel>/p<ts without dot>``
+    is what chat.getPermalink returns, and Slack opens it at the message itself. The
+    workspace comes from the slash command (``team_domain``). Without it, ``app_redirect``
+    (documented with ``channel`` and ``team`` only) at least opens the channel.
+    """
+    if not ticket.slack_ts or not ticket.slack_channel:
+        return None
+    if DOMAIN_RE.match(team_domain):
+        stamp = ticket.slack_ts.replace(".", "")
+        return f"https://{team_domain}.slack.com/archives/{ticket.slack_channel}/p{stamp}"
+    return f"https://slack.com/app_redirect?channel={ticket.slack_channel}"
+
+
+def _ref(ticket: Ticket, team_domain: str) -> str:
+    link = card_link(ticket, team_domain)
+    return f"<{link}|#{ticket.id}>" if link else f"#{ticket.id} (card not posted yet)"
+
+
+def _priority(ticket: Ticket) -> str:
+    return f"{PRIORITY_ICON.get(ticket.priority, '')} {ticket.priority}".strip()
+
+
+def _age(delta: timedelta) -> str:
+    minutes = max(0, int(delta.total_seconds()) // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"

@@ -1,0 +1,50 @@
+"""``/desk`` subcommands typed in Slack, answered through the response_url, over real HTTP."""
+
+from __future__ import annotations
+
+from .conftest import SUPPORT, Stack, eventually
+
+
+async def desk(stack: Stack, text: str, user: str = "U0BOB") -> str:
+    responses = await stack.standins.slack.slash_command("/desk", text, user, SUPPORT)
+    posted = [r for r in responses if "text" in r]
+    assert posted, f"/desk {text} got no answer: {responses}"
+    return str(posted[-1]["text"])
+
+
+async def test_help_mine_queue_and_status_answer_differently(stack: Stack) -> None:
+    tg, slack = stack.standins.telegram, stack.standins.slack
+    await tg.customer_says(1, "the site is down, outage everywhere", first_name="Ann")
+    await tg.customer_says(2, "question about invoices", first_name="Ben")
+    first = await stack.card(1)
+    second = await stack.card(2)
+    await slack.agent_clicks(SUPPORT, first["ts"], "ticket_claim", "U0BOB")
+
+    async def claimed() -> bool:
+        return (await stack.ticket(1)).assignee_id == "U0BOB"
+
+    await eventually(claimed, "Bob's claim")
+
+    helped = await desk(stack, "help")
+    assert helped.startswith("*`/desk` commands*")
+    for name in ("status", "mine", "queue", "help"):
+        assert f"• `/desk {name}`: " in helped
+
+    status = await desk(stack, "")
+    assert status.startswith("*Desk status* · 2 active tickets")
+    assert await desk(stack, "status") == status
+
+    mine = await desk(stack, "mine")
+    # The sandbox workspace is "sandbox": the link is the card's permalink.
+    permalink = f"https://sandbox.slack.com/archives/{SUPPORT}/p{first['ts'].replace('.', '')}"
+    assert mine.splitlines()[1].startswith(f"• <{permalink}|#1> 🔴 urgent · open · ")
+    assert len(mine.splitlines()) == 2
+
+    queue = await desk(stack, "queue")
+    assert queue.splitlines()[0] == "*Unclaimed tickets* · 1, oldest first"
+    assert f"p{second['ts'].replace('.', '')}|#2> 🟢 normal · waiting " in queue
+    assert "Ben" in queue
+
+    unknown = await desk(stack, "dashboard")
+    assert unknown.startswith("`/desk dashboard` is not a /desk command.")
+    assert helped in unknown
