@@ -262,7 +262,7 @@ def _parse_callback(external_id: str, query: CallbackQuery) -> Event:
         chat_id=str(chat_id),
         data=query.data or "",
         callback_query_id=query.id,
-        platform_message_id=str(query.message.message_id) if query.message is not None else None,
+        tapped_message_id=str(query.message.message_id) if query.message is not None else None,
     )
 
 

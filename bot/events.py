@@ -92,7 +92,7 @@ class CustomerButton(_Event):
     chat_id: str
     data: str
     callback_query_id: str | None = None  # Telegram: must be answered
-    platform_message_id: str | None = None  # the message the button is on, where known
+    tapped_message_id: str | None = None  # platform id of the message the button is on
 
 
 class DeliveryStatus(_Event):

@@ -80,7 +80,8 @@ def rating_data(ticket_id: int, prompt_id: int, rating: int) -> str:
 
 
 def parse_rating(data: str) -> RatingTap | None:
-    """``rate:<ticket>:<prompt>:<n>``, or ``rate:<ticket>:<n>`` on prompts sent before 0002."""
+    """``rate:<ticket>:<prompt>:<n>``, or ``rate:<ticket>:<n>`` on prompts sent before the
+    desk recorded its prompts (still out there in customers' chats)."""
     parts = data.split(":")
     if parts[0] != "rate" or len(parts) not in (3, 4):
         return None
@@ -498,7 +499,7 @@ class Desk:
             self.tell_customer(
                 ticket, texts.rating_thanks.format(rating=tap.rating, ticket=ticket.id)
             )
-            on = ev.platform_message_id
+            on = ev.tapped_message_id
             if on is None and tap.prompt_id is not None:
                 prompt = await self.s.get(Message, tap.prompt_id)
                 on = prompt.platform_message_id if prompt is not None else None
@@ -512,7 +513,7 @@ class Desk:
         )
         if ev.callback_query_id:
             self._answer(ev, notice)  # Telegram shows it on the spot, over the chat
-            self.remove_buttons(ticket, ev.platform_message_id)
+            self.remove_buttons(ticket, ev.tapped_message_id)
         else:
             self.tell_customer(ticket, notice)  # WhatsApp: the tap cannot be answered otherwise
         self.decided("tickets.rating_ignored ticket=%d reason=%s", ticket.id, outcome)

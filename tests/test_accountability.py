@@ -59,7 +59,7 @@ def press(
         chat_id=chat,
         data=data,
         callback_query_id=f"q{n}" if query else None,
-        platform_message_id=on,
+        tapped_message_id=on,
     )
 
 

@@ -239,7 +239,7 @@ async def test_polling_accepts_then_advances_the_offset(
     assert adapter.started
     await until(lambda: len(inbox.events) == 2)
     await until(lambda: adapter.offset == 100006)
-    assert [type(e) for e in inbox.events] == [CustomerMessage, CustomerButton]
+    assert tuple(type(e) for e in inbox.events) == (CustomerMessage, CustomerButton)
     assert inbox.raws[0]["message"]["from"]["first_name"] == "Ann"  # raw keeps Telegram's keys
     await until(lambda: any(r.params.get("offset") == "100006" for r in api.called("getUpdates")))
     polls = api.called("getUpdates")

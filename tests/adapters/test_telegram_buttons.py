@@ -138,4 +138,4 @@ async def test_the_stand_in_refuses_edits_as_the_bot_api_does(standins: StandIns
 
 def test_a_callback_names_the_message_its_button_is_on() -> None:
     ev = parse_update_json(payload("telegram", "callback_query"))
-    assert isinstance(ev, CustomerButton) and ev.platform_message_id == "9"
+    assert isinstance(ev, CustomerButton) and ev.tapped_message_id == "9"
