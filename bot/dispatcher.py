@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.assignment import Assigner
 from bot.classifier import Classification, Classifier
 from bot.clock import Clock
 from bot.events import (
@@ -220,7 +221,12 @@ class Dispatcher:
             case AgentAction():
                 await desk.agent_action(event)
             case SlashCommand():
-                text = await desk_status(desk.s, desk.now, event.text)
+                word = event.text.split()[0].lower() if event.text.split() else ""
+                if word in ("available", "away"):
+                    text = await Assigner(desk).set_available(event.user_id, word == "available")
+                    log.info("agents.%s agent=%s", word, event.user_id)
+                else:
+                    text = await desk_status(desk.s, desk.now, event.text)
                 if event.response_url:
                     desk.fx.say(
                         Outbound(
@@ -234,25 +240,30 @@ class Dispatcher:
                 pass
 
     async def _queue(self, session: AsyncSession, desk: Desk, inbox_id: int) -> None:
-        now = desk.now
-        rows: list[dict[str, Any]] = []
-        for n, (out, message) in enumerate(desk.fx.items):
-            if message is not None and message.id is None:
-                await session.flush()
-            rows.append(
-                {
-                    # Deterministic: if this step is ever redone, it cannot queue twice.
-                    "idempotency_key": f"inbox:{inbox_id}:{n}",
-                    "channel": out.channel,
-                    "destination_key": destination_key(out),
-                    "payload": out.model_dump(mode="json"),
-                    "ticket_id": out.ticket_id,
-                    "message_id": message.id if message is not None else None,
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-            )
-        if rows:
-            await outbox_add(session, rows)
+        # Deterministic keys: if this step is ever redone, it cannot queue twice.
+        await queue_effects(session, desk, f"inbox:{inbox_id}")
+
+
+async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> None:
+    """Write what ``desk`` wants said to the outbox, in the caller's transaction."""
+    now = desk.now
+    rows: list[dict[str, Any]] = []
+    for n, (out, message) in enumerate(desk.fx.items):
+        if message is not None and message.id is None:
+            await session.flush()
+        rows.append(
+            {
+                "idempotency_key": f"{key}:{n}",
+                "channel": out.channel,
+                "destination_key": destination_key(out),
+                "payload": out.model_dump(mode="json"),
+                "ticket_id": out.ticket_id,
+                "message_id": message.id if message is not None else None,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        )
+    if rows:
+        await outbox_add(session, rows)

@@ -192,7 +192,16 @@ async def test_whole_loop(desk: Harness) -> None:
     assert "5/5" in desk.telegram.sent[-1].text
     async with desk.sessions() as s:
         kinds = (await s.scalars(select(TicketEvent.kind).order_by(TicketEvent.id))).all()
-    assert kinds == ["created", "priority", "assignee", "status", "status", "status", "rating"]
+    assert kinds == [
+        "created",
+        "priority",
+        "team",
+        "assignee",
+        "status",
+        "status",
+        "status",
+        "rating",
+    ]
 
 
 async def test_duplicates_give_one_message_and_one_card(desk: Harness) -> None:

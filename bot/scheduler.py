@@ -1,0 +1,64 @@
+"""Work that no inbound event starts: the periodic assignment sweep.
+
+Every process runs it; each pass is one transaction that takes the same locks as assignment in
+the dispatcher (see :mod:`bot.assignment`), so passes in several processes take turns and
+nothing is given out twice. A pass moves the open tickets of agents who have been away longer
+than the grace period and assigns waiting tickets whenever someone can take them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.assignment import Assigner
+from bot.clock import Clock
+from bot.dispatcher import queue_effects
+from bot.rules import Rules
+from bot.tickets import Desk
+
+log = logging.getLogger("deskbot.scheduler")
+
+
+class AssignmentSweeper:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        rules: Rules,
+        clock: Clock,
+        *,
+        outbox_wakeup: asyncio.Event | None = None,
+        interval: float = 15.0,
+    ) -> None:
+        self._sessions = sessions
+        self._rules = rules
+        self._clock = clock
+        self._wakeup = outbox_wakeup
+        self._interval = interval
+
+    async def run_once(self) -> int:
+        """One pass; returns how many tickets it assigned or moved."""
+        if all(t.assignment == "manual" for t in self._rules.all_teams.values()):
+            return 0
+        async with self._sessions.begin() as session:
+            desk = Desk(session, self._rules, self._clock.now())
+            changed = await Assigner(desk).sweep()
+            await queue_effects(session, desk, f"sweep:{uuid.uuid4().hex}")
+        if changed:
+            log.info("scheduler.assignment_sweep changed=%d", changed)
+            if self._wakeup is not None:
+                self._wakeup.set()
+        return changed
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("scheduler.sweep_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
