@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -219,12 +219,13 @@ class Assigner:
         moved = 0
         if self.rules.availability.reassign_when_away:
             cutoff = self.desk.now - timedelta(minutes=self.rules.availability.away_grace_minutes)
+            away_now: ColumnElement[bool] = Agent.available.is_(False)
+            if self.rules.availability.assignment_presence == "slack":
+                away_now = or_(away_now, Agent.presence == "away")
             away = (
                 await self.s.scalars(
                     select(Agent.id).where(
-                        Agent.available.is_(False),
-                        Agent.away_since.is_not(None),
-                        Agent.away_since <= cutoff,
+                        away_now, Agent.away_since.is_not(None), Agent.away_since <= cutoff
                     )
                 )
             ).all()

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.events import SlashCommand
 from bot.rules import Rules, parse_rules
-from bot.scheduler import AssignmentSweeper
+from bot.scheduler import AssignmentSweeper, PresencePoller
 from storage.models import Ticket, TicketEvent
 
 from .test_desk_core import Harness, make_harness
@@ -332,3 +332,36 @@ async def test_two_dispatchers_racing_never_exceed_capacity_or_assign_twice(
     assert assigned_events == 4  # each ticket assigned once, each assignment recorded once
     announced = [m for m in one.h.slack.sent + two.h.slack.sent if m.text.startswith("👤")]
     assert len(announced) == 4
+
+
+async def test_slack_presence_makes_an_agent_unavailable_but_never_available(
+    engine: AsyncEngine,
+) -> None:
+    rules = team_rules()
+    rules = rules.model_copy(
+        update={
+            "availability": rules.availability.model_copy(update={"assignment_presence": "slack"})
+        }
+    )
+    desk = Desk(engine, rules)
+    slack_says = {ALICE: "active", BOB: "active", CAROL: "active"}
+
+    async def presence(user: str) -> str | None:
+        return slack_says.get(user)
+
+    poller = PresencePoller(desk.h.sessions, rules, desk.h.clock, presence)
+    await desk.slash(ALICE, "available")
+    await desk.slash(BOB, "available")
+    mine = await desk.says("c1", "help")
+    assert mine.assignee_id == ALICE
+    slack_says[ALICE] = "away"
+    await poller.run_once()
+    assert (await desk.says("c2", "help")).assignee_id == BOB
+    assert (await desk.says("c3", "help")).assignee_id == BOB  # Alice skipped while away
+    desk.later(minutes=6)
+    await desk.sweep()
+    assert (await desk.get(mine.id)).assignee_id == BOB  # moved after the grace period
+    # Bob is full (3/3). Carol never said she is available: Slack's "active" does not make
+    # her so, and Alice's "away" still holds, so the next ticket waits.
+    await poller.run_once()
+    assert (await desk.says("c4", "help")).assignee_id is None

@@ -120,3 +120,30 @@ async def test_two_processes_racing_respect_capacity_and_announce_once(database_
         await b.stop()
         await a.stop()
         await standins.stop()
+
+
+async def test_slack_presence_is_read_from_users_get_presence() -> None:
+    from adapters.slack import SlackAdapter
+    from bot.settings import SlackSettings
+
+    from .conftest import SLACK_SECRET, SLACK_TOKEN
+
+    standins = await start_standins()
+    settings = SlackSettings(
+        bot_token=SLACK_TOKEN, signing_secret=SLACK_SECRET, api_base=standins.slack_api_base
+    )
+
+    class NoInbox:
+        async def accept(self, events: object, raw: object) -> int:
+            return 0
+
+    adapter = SlackAdapter(settings, NoInbox(), max_body_bytes=1 << 20)
+    try:
+        standins.slack.presences["U0BOB"] = "away"
+        assert await adapter.presence("U0ALICE") == "active"
+        assert await adapter.presence("U0BOB") == "away"
+        assert await adapter.presence("U0NOBODY") is None  # user_not_found: unknown, not away
+        assert standins.slack.calls.count("users.getPresence") == 3
+    finally:
+        await adapter.stop()
+        await standins.stop()
