@@ -417,6 +417,17 @@ class SlackAdapter:
                 timeout=aiohttp.ClientTimeout(total=self._timeout)
             )
 
+    async def presence(self, user: str) -> str | None:
+        """Slack's presence of ``user`` ("active" or "away"); None when Slack can't say now."""
+        self._ensure_session()
+        try:
+            resp = await self.client.users_getPresence(user=user)
+        except (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("slack.presence_failed user=%s error=%s", user, type(exc).__name__)
+            return None
+        presence = as_str(resp.get("presence"))
+        return presence if presence in ("active", "away") else None
+
     async def send(self, message: Outbound) -> Delivery:
         self._ensure_session()
         try:

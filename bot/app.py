@@ -18,6 +18,7 @@ from bot.dispatcher import DbInbox, Dispatcher
 from bot.outbound import ChannelSender
 from bot.outbox import Metrics, OutboxSender, RateLimits
 from bot.rules import Rules
+from bot.scheduler import AssignmentSweeper, PresencePoller
 from bot.settings import Settings
 from storage.db import create_engine, migrate, ping, session_factory
 from storage.queues import inbox_lag_seconds, outbox_backlog
@@ -151,6 +152,19 @@ class DeskApp:
         # Loops first, so whatever the adapters accept is processed straight away.
         self.spawn(self.dispatcher.run(self._stop), "dispatcher")
         self.spawn(self.outbox.run(self._stop), "outbox")
+        self.sweeper = AssignmentSweeper(
+            self.sessions, self.rules, self.clock, outbox_wakeup=self.outbox.wakeup
+        )
+        self.spawn(self.sweeper.run(self._stop), "assignment")
+        slack = next((a for a in self.adapters if a.channel == "slack"), None)
+        if self.rules.availability.assignment_presence == "slack" and slack is not None:
+            poller = PresencePoller(
+                self.sessions,
+                self.rules,
+                self.clock,
+                slack.presence,  # type: ignore[attr-defined]
+            )
+            self.spawn(poller.run(self._stop), "presence")
         for adapter in self.adapters:
             await adapter.start()
         log.info(

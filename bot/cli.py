@@ -98,7 +98,11 @@ def _cmd_check(_args: argparse.Namespace) -> int:
     channels = ", ".join(settings.customer_channels) or "none"
     slack = "yes" if settings.slack else "no"
     print(f"settings ok (customer channels: {channels}; slack: {slack})")
-    print(f"{settings.rules_path} ok (version {rules.version}, cards go to {rules.slack.channel})")
+    teams = ", ".join(
+        f"{name} → {team.channel} ({team.assignment}, {len(team.agents)} agents)"
+        for name, team in rules.all_teams.items()
+    )
+    print(f"{settings.rules_path} ok (version {rules.version}; teams: {teams})")
     return 0
 
 

@@ -221,7 +221,7 @@ class Dispatcher:
             case AgentAction():
                 await desk.agent_action(event)
             case SlashCommand():
-                text = await desk_command(desk.s, desk.now, event)
+                text = await desk_command(desk, event)
                 if event.response_url:
                     desk.fx.say(
                         Outbound(
@@ -235,25 +235,30 @@ class Dispatcher:
                 pass
 
     async def _queue(self, session: AsyncSession, desk: Desk, inbox_id: int) -> None:
-        now = desk.now
-        rows: list[dict[str, Any]] = []
-        for n, (out, message) in enumerate(desk.fx.items):
-            if message is not None and message.id is None:
-                await session.flush()
-            rows.append(
-                {
-                    # Deterministic: if this step is ever redone, it cannot queue twice.
-                    "idempotency_key": f"inbox:{inbox_id}:{n}",
-                    "channel": out.channel,
-                    "destination_key": destination_key(out),
-                    "payload": out.model_dump(mode="json"),
-                    "ticket_id": out.ticket_id,
-                    "message_id": message.id if message is not None else None,
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-            )
-        if rows:
-            await outbox_add(session, rows)
+        # Deterministic keys: if this step is ever redone, it cannot queue twice.
+        await queue_effects(session, desk, f"inbox:{inbox_id}")
+
+
+async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> None:
+    """Write what ``desk`` wants said to the outbox, in the caller's transaction."""
+    now = desk.now
+    rows: list[dict[str, Any]] = []
+    for n, (out, message) in enumerate(desk.fx.items):
+        if message is not None and message.id is None:
+            await session.flush()
+        rows.append(
+            {
+                "idempotency_key": f"{key}:{n}",
+                "channel": out.channel,
+                "destination_key": destination_key(out),
+                "payload": out.model_dump(mode="json"),
+                "ticket_id": out.ticket_id,
+                "message_id": message.id if message is not None else None,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        )
+    if rows:
+        await outbox_add(session, rows)

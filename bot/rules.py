@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.routing import DEFAULT_TEAM, Availability, Route, Team
 from nlp.priority import PriorityRules
 
 
@@ -133,6 +134,29 @@ class Rules(_Strict):
     priority: PriorityRules = Field(default_factory=PriorityRules)
     # Company intents from a few example phrases each, used by the local model (DESK_MODEL=local).
     intents: dict[str, list[str]] = Field(default_factory=dict)
+    # Teams in order (the first is the default), routing rules (first match wins), availability.
+    teams: dict[str, Team] = Field(default_factory=dict)
+    routing: tuple[Route, ...] = ()
+    availability: Availability = Field(default_factory=Availability)
+
+    @property
+    def all_teams(self) -> dict[str, Team]:
+        """The teams; a file without ``teams:`` has one, ``support``, on ``slack.channel``,
+        assigning by Claim only (what the desk did before teams existed)."""
+        if self.teams:
+            return self.teams
+        return {DEFAULT_TEAM: Team(channel=self.slack.channel, assignment="manual")}
+
+    @property
+    def default_team(self) -> str:
+        return next(iter(self.all_teams))
+
+    def team(self, name: str) -> Team:
+        """A ticket's team; one no longer in rules.yaml falls back to the default team."""
+        return self.all_teams.get(name) or self.all_teams[self.default_team]
+
+    def teams_of(self, agent: str) -> list[str]:
+        return [name for name, team in self.all_teams.items() if agent in team.agents]
 
     @field_validator("texts")
     @classmethod
@@ -152,10 +176,32 @@ def parse_rules(data: Any, source: str = "rules.yaml") -> Rules:
     if not isinstance(data, dict):
         raise RulesError(f"{source}: expected a mapping at the top level")
     try:
-        return Rules.model_validate(data)
+        rules = Rules.model_validate(data)
     except ValidationError as exc:
         problems = [f"{_path_of(err['loc'])}: {err['msg']}" for err in exc.errors()]
         raise RulesError(f"{source} is invalid:\n  " + "\n  ".join(problems)) from None
+    problems = _cross_references(rules)
+    if problems:
+        raise RulesError(f"{source} is invalid:\n  " + "\n  ".join(problems))
+    return rules
+
+
+def _cross_references(rules: Rules) -> list[str]:
+    """What a field-by-field check cannot see: names that must point at something."""
+    problems: list[str] = []
+    teams = rules.all_teams
+    known = ", ".join(teams)
+    for n, route in enumerate(rules.routing):
+        if route.team not in teams:
+            problems.append(f"routing.{n}.team: unknown team {route.team!r} (teams: {known})")
+    everyone = {a for team in teams.values() for a in team.agents}
+    for name, team in rules.teams.items():
+        if team.lead is not None and team.lead not in everyone:
+            problems.append(
+                f"teams.{name}.lead: {team.lead} is not an agent of any team "
+                "(list them under some team's agents)"
+            )
+    return problems
 
 
 def load_rules(path: Path) -> Rules:

@@ -16,15 +16,19 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.assignment import Assigner
 from bot.cards import PRIORITY_ICON, escape
 from bot.events import SlashCommand
 from storage.models import Customer, Ticket
 from storage.queues import inbox_lag_seconds, outbox_backlog
+
+if TYPE_CHECKING:
+    from bot.tickets import Desk
 
 log = logging.getLogger("deskbot.supervisor")
 
@@ -38,13 +42,24 @@ DOMAIN_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 @dataclass(frozen=True, slots=True)
 class Invocation:
-    """One ``/desk`` typed by someone: what a subcommand may use to answer."""
+    """One ``/desk`` typed by someone: what a subcommand may use to answer.
 
-    session: AsyncSession
-    now: datetime
+    ``desk`` is the state machine of the dispatcher's step: a subcommand that changes
+    something (``available``) does it there, in the step's one transaction.
+    """
+
+    desk: Desk
     user_id: str
     args: str  # whatever followed the subcommand's name
     team_domain: str = ""  # the workspace's subdomain, for links to cards
+
+    @property
+    def session(self) -> AsyncSession:
+        return self.desk.s
+
+    @property
+    def now(self) -> datetime:
+        return self.desk.now
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +71,7 @@ class Subcommand:
 DEFAULT = "status"  # what a bare /desk does
 
 
-async def desk_command(session: AsyncSession, now: datetime, command: SlashCommand) -> str:
+async def desk_command(desk: Desk, command: SlashCommand) -> str:
     word, _, rest = command.text.strip().partition(" ")
     name = word.lower() or DEFAULT
     sub = SUBCOMMANDS.get(name)
@@ -64,9 +79,7 @@ async def desk_command(session: AsyncSession, now: datetime, command: SlashComma
     if sub is None:
         shown = escape(word.replace("`", ""))[:40]
         return f"`/desk {shown}` is not a /desk command.\n\n" + help_text()
-    return await sub.run(
-        Invocation(session, now, command.user_id, rest.strip(), command.team_domain)
-    )
+    return await sub.run(Invocation(desk, command.user_id, rest.strip(), command.team_domain))
 
 
 # -- the subcommands -------------------------------------------------------------------------
@@ -132,6 +145,16 @@ async def _queue(inv: Invocation) -> str:
     return _listing(f"*Unclaimed tickets* · {total}, oldest first", lines, total)
 
 
+async def _available(inv: Invocation) -> str:
+    inv.desk.decided("agents.available agent=%s", inv.user_id)
+    return await Assigner(inv.desk).set_available(inv.user_id, True)
+
+
+async def _away(inv: Invocation) -> str:
+    inv.desk.decided("agents.away agent=%s", inv.user_id)
+    return await Assigner(inv.desk).set_available(inv.user_id, False)
+
+
 async def _help(inv: Invocation) -> str:
     return help_text()
 
@@ -147,6 +170,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _mine,
     ),
     "queue": Subcommand("unclaimed tickets, oldest first, with how long each has waited", _queue),
+    "available": Subcommand(
+        "take tickets again: automatic assignment gives you your teams' waiting tickets",
+        _available,
+    ),
+    "away": Subcommand(
+        "take no new tickets; rules.yaml says whether your open ones move to others", _away
+    ),
     "help": Subcommand("this list", _help),
 }
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.assignment import AUTO, Assigner
 from bot.cards import CardView, card_blocks, card_text, escape, quoted_blocks, said_blocks
 from bot.classifier import Classification
 from bot.events import (
@@ -29,6 +30,7 @@ from bot.events import (
     Sender,
 )
 from bot.outbound import Button, Outbound
+from bot.routing import TicketFacts, choose_team, language_from_script
 from bot.rules import Rules
 from storage.models import Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
 
@@ -347,6 +349,7 @@ class Desk:
             self.thread(ticket, "↩️ Reopened: the customer wrote again.")
             await self._add_customer_message(ticket, ev, attachments)
             await self._maybe_raise_priority(ticket, cls)
+            await self._reassign_reopened(ticket)
             await self.refresh_card(ticket)
             return ticket
         return await self._new_ticket(ev, ident, cls, attachments)
@@ -387,6 +390,10 @@ class Desk:
         attachments: list[Any],
     ) -> Ticket:
         customer = await self.s.get_one(Customer, ident.customer_id)
+        language = ev.sender.language or customer.language or language_from_script(ev.text)
+        team = choose_team(
+            self._facts(ev, cls, language), self.rules.routing, self.rules.default_team
+        )
         ticket = Ticket(
             customer_id=customer.id,
             channel=ev.channel,
@@ -396,8 +403,9 @@ class Desk:
             priority_reasons=list(cls.reasons),
             classification=cls.details,
             model_version=cls.model_version,
-            slack_channel=self.rules.slack.channel,
-            language=ev.sender.language or customer.language,
+            team=team.team,
+            slack_channel=self.rules.team(team.team).channel,
+            language=language,
             subject=_with_attachments(ev.text, attachments),
             created_at=self.now,
             updated_at=self.now,
@@ -412,9 +420,11 @@ class Desk:
             cls.priority,
         )
         self.history(ticket, "priority", "desk", None, cls.priority, "; ".join(cls.reasons))
+        self.history(ticket, "team", AUTO, None, team.team, team.reason)
         self._record_inbound(ticket, ev, attachments)
         texts = await self.texts_for(ticket)
         self.tell_customer(ticket, texts.ack.format(ticket=ticket.id))
+        choice = await Assigner(self).assign(ticket, announce=False)
         view = await self.card_view(ticket)
         self.fx.say(
             Outbound(
@@ -426,7 +436,38 @@ class Desk:
                 blocks=tuple(card_blocks(view)),
             )
         )
+        if choice.agent is not None:  # the mention is how the agent hears of it
+            self.thread(ticket, f"👤 {_cap(choice.reason)}.")
         return ticket
+
+    def _facts(self, ev: CustomerMessage, cls: Classification, language: str | None) -> TicketFacts:
+        intent = cls.details.get("intent")
+        confidence = float(cls.details.get("intent_confidence", 1.0))
+        if confidence < self.rules.priority.intent_min_confidence:
+            intent = None
+        key = f"{ev.channel}:{ev.sender.external_id}"
+        return TicketFacts(
+            channel=ev.channel,
+            text=ev.text,
+            language=language,
+            intent=str(intent) if intent else None,
+            vip=key in self.rules.priority.vip.customers,
+            priority=cls.priority,
+        )
+
+    async def _reassign_reopened(self, ticket: Ticket) -> None:
+        """A reopened ticket goes back to its last assignee if they are available; otherwise
+        it is assigned anew (a manual team leaves it with them: nobody else would pick it)."""
+        assigner = Assigner(self)
+        last = ticket.assignee_id
+        if self.rules.team(ticket.team).assignment == "manual":
+            return
+        if last is not None and await assigner.is_available(last):
+            self.thread(ticket, f"👤 Back to <@{last}>, who had it before.")
+            return
+        if last is not None:
+            assigner.release(ticket, AUTO, f"reopened; <@{last}> is away")
+        await assigner.assign(ticket, exclude=last)
 
     async def _maybe_raise_priority(self, ticket: Ticket, cls: Classification) -> None:
         from nlp.priority import LEVELS
@@ -629,13 +670,16 @@ class Desk:
         await self.s.flush()
         if ticket.first_response_at is None:
             ticket.first_response_at = self.now
-        if ticket.status in ("new", "open"):
+        freed = ticket.status in ("new", "open")
+        if freed:
             self.set_status(ticket, "pending", ev.user_id, "agent replied; waiting on customer")
         ticket.updated_at = self.now
         name = ticket.assignee_name
         shown = f"{name}: {text}" if self.rules.texts.show_agent_name and name else text
         self.tell_customer(ticket, shown, message=msg)
         await self.refresh_card(ticket)
+        if freed:  # waiting on the customer does not count against capacity
+            await self._capacity_freed(ticket.assignee_id)
         self.decided("tickets.reply_relayed ticket=%d agent=%s", ticket.id, ev.user_id)
 
     def _assign(self, ticket: Ticket, user_id: str, name: str, reason: str, code: str) -> None:
@@ -643,6 +687,8 @@ class Desk:
         self.history(ticket, "assignee", user_id, ticket.assignee_id, user_id, reason)
         ticket.assignee_id = user_id
         ticket.assignee_name = name or None
+        ticket.assigned_by = user_id
+        ticket.waiting_reason = None
         self.decided("tickets.assigned ticket=%d agent=%s reason=%s", ticket.id, user_id, code)
 
     async def agent_action(self, ev: AgentAction) -> None:
@@ -650,10 +696,16 @@ class Desk:
         if ticket is None:
             return
         if ev.action == "claim":
-            if ticket.assignee_id is None and ticket.status in ACTIVE:
+            # A person's claim wins over an automatic assignment (even one made a moment ago,
+            # while the card still showed Claim), never over another person's claim.
+            was = ticket.assignee_id
+            automatic = ticket.assigned_by == AUTO and was != ev.user_id
+            if ticket.status in ACTIVE and (was is None or automatic):
                 self._assign(ticket, ev.user_id, ev.user_name, "claimed", "claimed")
-                self.set_status(ticket, "open", ev.user_id, "claimed")
-                self.thread(ticket, f"🙋 <@{ev.user_id}> claimed this ticket.")
+                if ticket.status == "new":
+                    self.set_status(ticket, "open", ev.user_id, "claimed")
+                took = f" (it had been given to <@{was}> automatically)" if was else ""
+                self.thread(ticket, f"🙋 <@{ev.user_id}> claimed this ticket{took}.")
                 await self.refresh_card(ticket)
             return
         if ticket.status in ACTIVE:
@@ -690,7 +742,17 @@ class Desk:
             )
             self.thread(ticket, f"✅ <@{ev.user_id}> resolved this ticket.")
             await self.refresh_card(ticket)
+            await self._capacity_freed(ticket.assignee_id)
             self.decided("tickets.resolved ticket=%d by=%s", ticket.id, ev.user_id)
+
+    async def _capacity_freed(self, agent: str | None) -> None:
+        """The agent holds one open ticket fewer: give waiting tickets of their teams out."""
+        if agent is not None:
+            await Assigner(self).fill(self.rules.teams_of(agent))
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _with_attachments(text: str, attachments: list[Any]) -> str:

@@ -66,6 +66,7 @@ class SlackStandIn:
         self.channels: dict[str, list[dict[str, Any]]] = {c: [] for c in CHANNELS}
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url id → posts
         self.calls: list[str] = []
+        self.presences: dict[str, str] = {}  # user → "away"; everyone else is "active"
         self._response_urls: dict[str, tuple[float, int]] = {}  # id → (created, uses)
         self._clock = itertools.count(1)
         self._ids = itertools.count(1)
@@ -318,6 +319,7 @@ class SlackStandIn:
             "chat.update": self._update,
             "reactions.add": self._react,
             "users.info": self._user_info,
+            "users.getPresence": self._get_presence,
             "conversations.info": self._conversation_info,
         }.get(method)
         if handler is None:
@@ -459,6 +461,13 @@ class SlackStandIn:
                 "profile": {"display_name": name, "real_name": name.title()},
             }
         }
+
+    async def _get_presence(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = str(params.get("user", ""))
+        if user not in AGENTS:
+            raise SlackError("user_not_found")
+        presence = self.presences.get(user, "active")
+        return {"presence": presence, "online": presence == "active"}
 
     async def _conversation_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)

@@ -82,6 +82,8 @@ class Ticket(Base):
     __table_args__ = (
         Index("ix_tickets_customer_status", "customer_id", "status"),
         Index("ix_tickets_slack", "slack_channel", "slack_ts"),
+        Index("ix_tickets_team_status", "team", "status"),
+        Index("ix_tickets_assignee_status", "assignee_id", "status"),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
@@ -97,6 +99,8 @@ class Ticket(Base):
     slack_ts: Mapped[str | None] = mapped_column(String(40))  # the card; its thread is the chat
     assignee_id: Mapped[str | None] = mapped_column(String(40))
     assignee_name: Mapped[str | None] = mapped_column(String(100))
+    assigned_by: Mapped[str | None] = mapped_column(String(40))  # "desk" (automatic) or a user
+    waiting_reason: Mapped[str | None] = mapped_column(String(200))  # why nobody has it yet
     language: Mapped[str | None] = mapped_column(String(20))
     subject: Mapped[str] = mapped_column(Text, default="")
     rating: Mapped[int | None] = mapped_column(Integer)
@@ -140,6 +144,27 @@ class TicketEvent(Base):
     to_value: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime]
+
+
+class Agent(Base):
+    """A Slack user who takes tickets: their availability and when they last got one."""
+
+    __tablename__ = "agents"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # Slack user id
+    available: Mapped[bool] = mapped_column(Boolean, default=False)  # agents start away
+    away_since: Mapped[datetime | None]  # set when they go away; their grace period runs from it
+    presence: Mapped[str | None] = mapped_column(String(10))  # Slack's, when polled
+    last_assigned_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class TeamPointer(Base):
+    """Round robin's place in each team's rotation: the last agent given a ticket."""
+
+    __tablename__ = "team_pointers"
+    team: Mapped[str] = mapped_column(String(60), primary_key=True)
+    last_agent: Mapped[str | None] = mapped_column(String(40))
+    updated_at: Mapped[datetime]
 
 
 class InboxRow(Base):

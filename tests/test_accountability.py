@@ -17,10 +17,17 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.events import CustomerButton, CustomerChannel, CustomerEdit, CustomerMessage, Sender
+from bot.events import (
+    CustomerButton,
+    CustomerChannel,
+    CustomerEdit,
+    CustomerMessage,
+    Sender,
+    SlashCommand,
+)
 from bot.outbound import Outbound
 from bot.outbox import Metrics, OutboxSender, RateLimits
-from bot.rules import load_rules
+from bot.rules import load_rules, parse_rules
 from storage.models import Message, Ticket, TicketEvent
 
 from .test_desk_core import RULES, Harness, RecordingSender, make_harness
@@ -401,3 +408,32 @@ async def test_a_very_long_message_is_clipped_in_its_rich_text(engine: AsyncEngi
     post = [o for o in h.slack.sent if o.kind == "slack_thread"][-1]
     text = rich_text_of(post)[-1]["text"]
     assert len(text) == 2900 and text.endswith("…")
+
+
+async def test_automatic_assignment_and_availability_are_logged_too(
+    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    rules = parse_rules(
+        {
+            "version": 1,
+            "teams": {"support": {"channel": "C0SUPPORT", "agents": ["U0BOB"], "capacity": 3}},
+        }
+    )
+    h = make_harness(engine, rules)
+    available = SlashCommand(
+        external_id="command:1",
+        conversation="slack:C0SUPPORT:commands",
+        command="/desk",
+        text="available",
+        user_id="U0BOB",
+        slack_channel="C0SUPPORT",
+    )
+    await step(h, available)
+    await step(h, h.customer("QUUX my parcel"))
+    ticket = await h.ticket()
+    assert ticket.assignee_id == "U0BOB"
+    lines = [r.getMessage() for r in caplog.records if r.name == "deskbot.tickets"]
+    assert "agents.available agent=U0BOB" in lines
+    assert f"tickets.assigned ticket={ticket.id} agent=U0BOB reason=auto" in lines
+    assert not [r for r in caplog.records if "QUUX" in r.getMessage()]

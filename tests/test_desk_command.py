@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot import supervisor
 from bot.events import SlashCommand
 from bot.supervisor import SUBCOMMANDS, Invocation, Subcommand, desk_command
+from bot.tickets import Desk
 from storage.models import Customer, Ticket
 
-from .test_desk_core import Harness, make_harness
+from .test_desk_core import RULES, Harness, make_harness
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ async def ask(h: Harness, text: str, user: str = "U0BOB", domain: str = "acme") 
         team_domain=domain,
     )
     async with h.sessions() as s:
-        return await desk_command(s, h.clock.now(), command)
+        return await desk_command(Desk(s, RULES, h.clock.now()), command)
 
 
 async def new_ticket(h: Harness, text: str, chat: str) -> Ticket:
@@ -54,7 +55,7 @@ async def test_help_lists_every_subcommand_one_line_each(desk: Harness) -> None:
     assert lines[0] == "*`/desk` commands*"
     named = [re.match(r"• `/desk (\w+)`: \S", line) for line in lines[1:]]
     assert [m.group(1) if m else None for m in named] == list(SUBCOMMANDS)
-    assert {"status", "mine", "queue", "help"} <= set(SUBCOMMANDS)
+    assert {"status", "mine", "queue", "available", "away", "help"} <= set(SUBCOMMANDS)
 
 
 async def test_bare_desk_and_status_give_the_summary_and_help_does_not(desk: Harness) -> None:

@@ -28,7 +28,11 @@ from storage.db import session_factory
 from storage.models import InboxRow, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import inbox_claim
 
-RULES = load_rules(Path(__file__).parent.parent / "rules.yaml")
+# The core loop on its own: the shipped texts and priorities, one team assigning by Claim only
+# (routing and automatic assignment have their own tests in test_assignment.py).
+RULES = load_rules(Path(__file__).parent.parent / "rules.yaml").model_copy(
+    update={"teams": {}, "routing": ()}
+)
 
 
 @dataclass
@@ -194,7 +198,16 @@ async def test_whole_loop(desk: Harness) -> None:
     assert removal.kind == "edit_buttons" and removal.reply_to == "1002.0001"  # the prompt's id
     async with desk.sessions() as s:
         kinds = (await s.scalars(select(TicketEvent.kind).order_by(TicketEvent.id))).all()
-    assert kinds == ["created", "priority", "assignee", "status", "status", "status", "rating"]
+    assert kinds == [
+        "created",
+        "priority",
+        "team",
+        "assignee",
+        "status",
+        "status",
+        "status",
+        "rating",
+    ]
 
 
 async def test_duplicates_give_one_message_and_one_card(desk: Harness) -> None:

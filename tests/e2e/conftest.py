@@ -94,7 +94,18 @@ class Stack:
         return self.desk.sessions
 
     def cards(self) -> list[dict[str, Any]]:
-        return [m for m in self.standins.slack.messages(SUPPORT) if m.get("blocks")]
+        """Ticket cards in every team's channel, oldest first (each with its ``channel``)."""
+        slack = self.standins.slack
+        found = [
+            {**m, "channel": channel}
+            for channel in slack.channels
+            for m in slack.messages(channel)
+            if m.get("blocks")
+        ]
+        return sorted(found, key=lambda m: tuple(int(x) for x in m["ts"].split(".")))
+
+    def channel_of(self, ts: str) -> str:
+        return next((c["channel"] for c in self.cards() if c["ts"] == ts), SUPPORT)
 
     async def card(self, n: int = 1) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
@@ -105,7 +116,8 @@ class Stack:
 
     async def thread_has(self, ts: str, needle: str) -> list[dict[str, Any]]:
         async def probe() -> list[dict[str, Any]]:
-            return [m for m in self.standins.slack.thread(SUPPORT, ts) if needle in m["text"]]
+            thread = self.standins.slack.thread(self.channel_of(ts), ts)
+            return [m for m in thread if needle in m["text"]]
 
         return await eventually(probe, f"{needle!r} in the card's thread")
 

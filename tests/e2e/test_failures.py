@@ -175,7 +175,7 @@ async def test_healthz_and_metrics(stack: Stack) -> None:
 async def test_desk_slash_command_counts_from_the_database(stack: Stack) -> None:
     tg = stack.standins.telegram
     await tg.customer_says(1, "the site is down, outage everywhere", first_name="A")
-    await tg.customer_says(2, "question about invoices", first_name="B")
+    await tg.customer_says(2, "question about my order", first_name="B")
     await stack.card(2)
     responses = await stack.standins.slack.slash_command("/desk", "", "U0CAROL", SUPPORT)
     text = json.dumps(responses, ensure_ascii=False)

@@ -79,7 +79,7 @@ async def test_telegram_customer_whole_loop(stack: Stack) -> None:
         notes = (await s.scalars(select(Message.text).where(Message.direction == "note"))).all()
         assert notes == ["their courier is slow"]
         kinds = (await s.scalars(select(TicketEvent.kind).order_by(TicketEvent.id))).all()
-        assert kinds[:4] == ["created", "priority", "assignee", "status"]
+        assert kinds[:6] == ["created", "priority", "team", "waiting", "assignee", "status"]
         assert kinds[-1] == "rating"
 
 

@@ -51,7 +51,9 @@ async def test_telegram_resolver_is_named_and_a_rating_is_given_once(stack: Stac
         await tg.customer_presses(42, prompt["message_id"], buttons[0])
     await card_state(stack, "Resolved by <@U0BOB> · assigned to <@U0CAROL> · rated 4/5")
 
-    # Reopened and resolved again: a new prompt, and its rating counts.
+    # Reopened (back to Carol, who is available now) and resolved again: a new prompt, and its
+    # rating counts.
+    await slack.slash_command("/desk", "available", "U0CAROL", SUPPORT)
     await tg.customer_says(42, "It came, but broken", first_name="Ann")
     await card_state(stack, "Claimed by <@U0CAROL> · rated 4/5")
     assert (await stack.ticket(1)).resolved_by is None
