@@ -160,7 +160,9 @@ class Check:
         self.page = page
         self.sandbox = sandbox
         self.failed_requests: list[str] = []
+        self.page_errors: list[str] = []
         page.on("response", self._response)
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
 
     def _response(self, response: Response) -> None:
         if response.status >= 400:
@@ -423,11 +425,12 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
     else:
         restart(check, sandbox)
 
-    def no_missing_files() -> None:
+    def no_errors() -> None:
         missing = [r for r in check.failed_requests if r.startswith("404 ")]
         assert not missing, missing
+        assert not check.page_errors, check.page_errors
 
-    check.step("the browser asked for nothing missing (the favicon included)", no_missing_files)
+    check.step("no script errors, nothing missing (the favicon included)", no_errors)
 
 
 def restart(check: Check, sandbox: Sandbox) -> None:
