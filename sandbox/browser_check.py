@@ -23,7 +23,9 @@ and the script exits 1. At the end it saves a full-page screenshot (``--out``).
 
 Needs Chromium (Debian: ``apt-get install chromium``) and the ``playwright`` package (the ``dev``
 extra). Playwright drives the system Chromium through ``executable_path``, so no browser
-download (``playwright install``) is needed.
+download (``playwright install``) is needed. Without CJK and emoji fonts the screenshot shows
+boxes for Chinese and emoji (the checks still pass): ``apt-get install fonts-noto-cjk
+fonts-noto-color-emoji``.
 """
 
 from __future__ import annotations
