@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox run test lint bench
+.PHONY: sandbox run test lint bench browser-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,3 +30,8 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.loop
+
+# The sandbox page used in headless Chromium as a person would (needs /usr/bin/chromium:
+# apt-get install chromium); saves docs/sandbox.png.
+browser-check: $(STAMP)
+	$(BIN)/python -m sandbox.browser_check --out docs/sandbox.png

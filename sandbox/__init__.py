@@ -9,19 +9,28 @@ small JSON control API under ``/control/``.
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from .slack import SlackStandIn
+from .slack import AGENTS, BOT_USER, CHANNELS, SlackStandIn
 from .telegram import TelegramStandIn
 from .whatsapp import WhatsAppStandIn
 
 __all__ = ["SlackStandIn", "StandIns", "TelegramStandIn", "WhatsAppStandIn"]
 
 PAGE = Path(__file__).with_name("page.html")
+# A speech bubble, so the browser has an icon and logs no 404 for /favicon.ico.
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">'
+    '<rect width="64" height="64" rx="14" fill="#4a154b"/>'
+    '<path d="M14 16h36a4 4 0 0 1 4 4v20a4 4 0 0 1-4 4H30l-10 8v-8h-6a4 4 0 0 1-4-4V20'
+    'a4 4 0 0 1 4-4z" fill="#fff"/></svg>'
+)
 
 
 class StandIns:
@@ -122,10 +131,13 @@ class Control:
 
     def __init__(self, s: StandIns) -> None:
         self.s = s
+        # The WhatsApp stand-in keeps what the desk sent without a time; the page wants one.
+        self._wa_seen: dict[str, float] = {}
 
     def install(self, app: web.Application) -> None:
         r = app.router
         r.add_get("/", self.page)
+        r.add_get("/favicon.ico", self.favicon)
         r.add_get("/control/state", self.state)
         r.add_post("/control/telegram/customer_says", self.tg_says)
         r.add_post("/control/telegram/customer_presses", self.tg_presses)
@@ -137,22 +149,69 @@ class Control:
         r.add_post("/control/slack/agent_replies", self.slack_replies)
         r.add_post("/control/slack/agent_clicks", self.slack_clicks)
         r.add_post("/control/slack/slash_command", self.slack_command)
+        # Last, so it only sees what no route above took: a typo or the wrong method.
+        r.add_route("*", "/control/{tail:.*}", self.unknown)
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html")
 
+    async def favicon(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            text=FAVICON,
+            content_type="image/svg+xml",
+            headers={"Cache-Control": "max-age=86400"},
+        )
+
+    async def unknown(self, request: web.Request) -> web.StreamResponse:
+        methods = [m for m, path, _ in ENDPOINTS if path == request.path]
+        if methods:
+            return web.Response(
+                status=405,
+                text=f"{request.path} takes {' or '.join(methods)}, not {request.method}",
+                headers={"Allow": ", ".join(methods)},
+            )
+        listing = "\n".join(f"  {m} {path} {usage}".rstrip() for m, path, usage in ENDPOINTS)
+        return web.Response(
+            status=404, text=f"no control endpoint {request.path}; there are:\n{listing}"
+        )
+
+    # -- reading requests: say exactly what is wrong, as 400 -------------------------------------
+
     @staticmethod
     async def _body(request: web.Request, *required: str) -> dict[str, Any]:
+        usage = USAGE.get(request.path, "")
+        takes = f"{request.path} takes {usage}" if usage else ""
         try:
             data = json.loads(await request.read() or b"{}")
-        except ValueError:
-            raise web.HTTPBadRequest(text="the body must be JSON") from None
+        except ValueError as exc:
+            raise _bad(f"the body must be JSON ({exc}); {takes}") from None
         if not isinstance(data, dict):
-            raise web.HTTPBadRequest(text="the body must be a JSON object")
+            raise _bad(f"the body must be a JSON object; {takes}")
         missing = [k for k in required if data.get(k) in (None, "")]
         if missing:
-            raise web.HTTPBadRequest(text=f"missing: {', '.join(missing)}")
+            raise _bad(f"missing {', '.join(missing)}: {takes}")
         return data
+
+    def _channel(self, value: Any) -> str:
+        if isinstance(value, str) and value in self.s.slack.channels:
+            return value
+        known = ", ".join(f"{c} (#{CHANNELS.get(c, c)})" for c in self.s.slack.channels)
+        raise _bad(f"channel must be one of the sandbox's Slack channels: {known}; got {value!r}")
+
+    def _card(self, channel: str, value: Any, key: str) -> dict[str, Any]:
+        """A top-level message of ``channel`` (a card) by its ts."""
+        where = f"GET /control/slack/messages?channel={channel}"
+        if not isinstance(value, str) or not TS_RE.match(value):
+            raise _bad(
+                f"{key} must be a Slack message ts like 1795645156.000001 (each card's"
+                f' "ts" in {where}), got {value!r}'
+            )
+        message = next((m for m in self.s.slack.messages(channel) if m["ts"] == value), None)
+        if message is None:
+            raise _bad(f"no message with ts {value} in {channel}; its cards are in {where}")
+        return message
+
+    # -- what is on every screen ---------------------------------------------------------------
 
     async def state(self, request: web.Request) -> web.StreamResponse:
         slack = self.s.slack
@@ -160,88 +219,256 @@ class Control:
         for channel in slack.channels:
             top = slack.messages(channel)
             channels[channel] = [{**m, "replies": slack.thread(channel, m["ts"])} for m in top]
+        now = time.time()
+        wa = self.s.whatsapp
+        for m in wa.sent:
+            self._wa_seen.setdefault(str(m.get("id")), now)
+        numbers = list(
+            dict.fromkeys(
+                [str(m.get("from")) for m in wa.received]
+                + [str(m.get("to")) for m in wa.sent]
+                + list(wa.names)
+            )
+        )
         return web.json_response(
             {
+                "now": now,
+                "bot": {"user_id": BOT_USER, "name": "deskbot"},
+                "agents": {
+                    uid: {"name": name, "real_name": name.title()} for uid, name in AGENTS.items()
+                },
+                "channels": {c: {"name": CHANNELS.get(c, c)} for c in slack.channels},
                 "telegram": {
                     "chats": {str(k): v for k, v in self.s.telegram.chats().items()},
                     "sent": self.s.telegram.sent,
                     "received": self.s.telegram.received,
                 },
                 "whatsapp": {
-                    "names": self.s.whatsapp.names,
-                    "sent": self.s.whatsapp.sent,
-                    "received": self.s.whatsapp.received,
+                    "names": wa.names,
+                    "numbers": numbers,
+                    "sent": [
+                        m if "timestamp" in m else {**m, "seen_at": self._wa_seen[str(m["id"])]}
+                        for m in wa.sent
+                    ],
+                    "received": wa.received,
                 },
                 "slack": channels,
             }
         )
 
+    # -- the customers -------------------------------------------------------------------------
+
     async def tg_says(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "chat_id", "text")
         mid = await self.s.telegram.customer_says(
-            int(d["chat_id"]), str(d["text"]), str(d.get("first_name") or "Customer")
+            _chat_id(d["chat_id"]),
+            _text(d["text"]),
+            _name(d.get("first_name"), "first_name") or "Customer",
+            language_code=_language(d.get("language_code")),
         )
         return web.json_response({"message_id": mid})
 
     async def tg_presses(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "chat_id", "message_id", "data")
+        chat_id = _chat_id(d["chat_id"])
+        message_id = _whole(
+            d["message_id"],
+            "message_id",
+            f"the bot's message with the button, from GET /control/telegram/sent?chat_id={chat_id}",
+        )
         try:
-            qid = await self.s.telegram.customer_presses(
-                int(d["chat_id"]), int(d["message_id"]), str(d["data"])
-            )
+            qid = await self.s.telegram.customer_presses(chat_id, message_id, str(d["data"]))
         except ValueError as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from None
+            raise _bad(str(exc)) from None
         return web.json_response({"callback_query_id": qid})
 
     async def tg_sent(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.s.telegram.sent_to(int(request.query.get("chat_id", 0))))
+        if not request.query.get("chat_id"):
+            raise _bad("chat_id is required: GET /control/telegram/sent?chat_id=42")
+        return web.json_response(self.s.telegram.sent_to(_chat_id(request.query["chat_id"])))
 
     async def wa_says(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "wa_id", "text")
         wamid = await self.s.whatsapp.customer_says(
-            str(d["wa_id"]), str(d["text"]), str(d.get("name") or "") or None
+            _wa_id(d["wa_id"]), _text(d["text"]), _name(d.get("name"), "name")
         )
         return web.json_response({"id": wamid})
 
     async def wa_presses(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "wa_id", "reply_id", "title")
         wamid = await self.s.whatsapp.customer_presses(
-            str(d["wa_id"]), str(d["reply_id"]), str(d["title"])
+            _wa_id(d["wa_id"]), str(d["reply_id"]), str(d["title"])
         )
         return web.json_response({"id": wamid})
 
     async def wa_sent(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.s.whatsapp.sent_to(request.query.get("wa_id", "")))
+        if not request.query.get("wa_id"):
+            raise _bad("wa_id is required: GET /control/whatsapp/sent?wa_id=15551234567")
+        return web.json_response(self.s.whatsapp.sent_to(_wa_id(request.query["wa_id"])))
+
+    # -- the agents ----------------------------------------------------------------------------
 
     async def slack_messages(self, request: web.Request) -> web.StreamResponse:
-        channel = request.query.get("channel", "C0SUPPORT")
+        channel = self._channel(request.query.get("channel", "C0SUPPORT"))
         ts = request.query.get("thread_ts")
         slack = self.s.slack
+        if ts:
+            self._card(channel, ts, "thread_ts")
         return web.json_response(slack.thread(channel, ts) if ts else slack.messages(channel))
 
     async def slack_replies(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "channel", "thread_ts", "user", "text")
+        channel = self._channel(d["channel"])
+        self._card(channel, d["thread_ts"], "thread_ts")
         ts = await self.s.slack.agent_replies(
-            str(d["channel"]), str(d["thread_ts"]), str(d["user"]), str(d["text"])
+            channel, str(d["thread_ts"]), _user(d["user"]), _text(d["text"])
         )
         return web.json_response({"ts": ts})
 
     async def slack_clicks(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "channel", "message_ts", "action_id", "user")
+        channel = self._channel(d["channel"])
+        card = self._card(channel, d["message_ts"], "message_ts")
+        buttons = [
+            str(e.get("action_id"))
+            for block in card.get("blocks") or []
+            for e in block.get("elements") or []
+            if e.get("action_id")
+        ]
+        if d["action_id"] not in buttons:
+            has = f"it has {', '.join(buttons)}" if buttons else "it has no buttons now"
+            raise _bad(f"the card {card['ts']} has no button {d['action_id']!r}; {has}")
         try:
             status = await self.s.slack.agent_clicks(
-                str(d["channel"]), str(d["message_ts"]), str(d["action_id"]), str(d["user"])
+                channel, card["ts"], str(d["action_id"]), _user(d["user"])
             )
         except ValueError as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from None
+            raise _bad(str(exc)) from None
         return web.json_response({"desk_status": status})
 
     async def slack_command(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "command", "user", "channel")
+        command = d["command"]
+        if not isinstance(command, str) or not COMMAND_RE.match(command):
+            raise _bad(f"command must be a slash command like /desk, got {command!r}")
         try:
             responses = await self.s.slack.slash_command(
-                str(d["command"]), str(d.get("text") or ""), str(d["user"]), str(d["channel"])
+                command, str(d.get("text") or ""), _user(d["user"]), self._channel(d["channel"])
             )
         except AssertionError as exc:
             raise web.HTTPBadGateway(text=str(exc)) from None
         return web.json_response(responses)
+
+
+# What each endpoint takes, for the errors that say what a request should have looked like.
+ENDPOINTS: tuple[tuple[str, str, str], ...] = (
+    ("GET", "/control/state", ""),
+    (
+        "POST",
+        "/control/telegram/customer_says",
+        '{"chat_id": 42, "text": "Hello", "first_name"?: "Ann", "language_code"?: "zh-hans"}',
+    ),
+    (
+        "POST",
+        "/control/telegram/customer_presses",
+        '{"chat_id": 42, "message_id": 7, "data": "rate:1:5"}',
+    ),
+    ("GET", "/control/telegram/sent", "?chat_id=42"),
+    (
+        "POST",
+        "/control/whatsapp/customer_says",
+        '{"wa_id": "15551234567", "text": "Hello", "name"?: "Sheena"}',
+    ),
+    (
+        "POST",
+        "/control/whatsapp/customer_presses",
+        '{"wa_id": "15551234567", "reply_id": "...", "title": "..."}',
+    ),
+    ("GET", "/control/whatsapp/sent", "?wa_id=15551234567"),
+    ("GET", "/control/slack/messages", "?channel=C0SUPPORT[&thread_ts=TS]"),
+    (
+        "POST",
+        "/control/slack/agent_replies",
+        '{"channel": "C0SUPPORT", "thread_ts": "TS", "user": "U0ALICE", "text": "..."}',
+    ),
+    (
+        "POST",
+        "/control/slack/agent_clicks",
+        '{"channel": "C0SUPPORT", "message_ts": "TS", "action_id": "ticket_claim",'
+        ' "user": "U0ALICE"}',
+    ),
+    (
+        "POST",
+        "/control/slack/slash_command",
+        '{"command": "/desk", "text"?: "mine", "user": "U0ALICE", "channel": "C0SUPPORT"}',
+    ),
+)
+USAGE = {path: usage for _, path, usage in ENDPOINTS}
+TS_RE = re.compile(r"^\d+\.\d+$")
+COMMAND_RE = re.compile(r"^/[a-z0-9_-]+$")
+SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
+LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
+WA_ID_RE = re.compile(r"^[1-9]\d{5,14}$")
+
+
+def _bad(text: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=text)
+
+
+def _whole(value: Any, key: str, what: str) -> int:
+    """An integer sent as a JSON number or as digits in a string; anything else is a 400."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,19}", value.strip()):
+        return int(value)
+    raise _bad(f"{key} must be a number ({what}), got {value!r}")
+
+
+def _chat_id(value: Any) -> int:
+    return _whole(value, "chat_id", "Telegram chat ids are integers")
+
+
+def _wa_id(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and WA_ID_RE.match(value):
+        return value
+    raise _bad(
+        "wa_id must be the customer's phone number in digits only, country code first, no +"
+        f" or spaces (like 15551234567), got {value!r}"
+    )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _bad(f"text must be a string, got {value!r}")
+    text = str(value)
+    if not text.strip():
+        raise _bad("text must not be blank: the platforms deliver no empty messages")
+    return text
+
+
+def _name(value: Any, key: str) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _language(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str) and LANGUAGE_RE.match(value):
+        return value
+    raise _bad(
+        "language_code must be a language tag as the Telegram app sends it (en, zh-hans, pt-br),"
+        f" got {value!r}"
+    )
+
+
+def _user(value: Any) -> str:
+    if isinstance(value, str) and SLACK_USER_RE.match(value):
+        return value
+    agents = ", ".join(f"{uid} ({name})" for uid, name in AGENTS.items())
+    raise _bad(f"user must be a Slack user id such as U0ALICE (agents: {agents}), got {value!r}")
