@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
+from bot.leases import this_process
 from bot.outbound import (
     BadRequest,
     ChannelSender,
@@ -137,9 +138,11 @@ class OutboxSender:
         batch_size: int = 32,
         max_attempts: int = 10,
         idle_poll: float = 0.5,
+        owner: str | None = None,
     ) -> None:
         self._sessions = sessions
         self._senders = senders
+        self._owner = owner or this_process()
         self._rules = rules
         self._clock = clock
         self._metrics = metrics
@@ -182,7 +185,11 @@ class OutboxSender:
     async def run_once(self) -> int:
         async with self._sessions.begin() as session:
             rows = await outbox_claim(
-                session, now=self._clock.now(), lease=self._lease, limit=self._batch
+                session,
+                now=self._clock.now(),
+                lease=self._lease,
+                limit=self._batch,
+                owner=self._owner,
             )
             claims = [(r.id, r.attempts, r.payload, r.message_id) for r in rows]
             # What a thread message or card update needs: the card's ts, known once posted.
