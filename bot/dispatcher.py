@@ -3,7 +3,8 @@
 An inbox row goes pending → processing (leased) → done. Processing one row is a single
 transaction that applies the event to the tickets, queues everything the desk wants to say in
 the outbox, and marks the row done, so a crash at any point either left no trace or finished
-the whole step. A leased row whose process died is claimed again when its lease runs out.
+the whole step. A leased row whose process died is claimed again when its lease runs out, or
+at once when a desk restarts on the same host (:mod:`bot.leases`).
 """
 
 from __future__ import annotations

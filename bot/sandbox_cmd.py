@@ -10,6 +10,7 @@ hand out an id twice. ``--fresh`` removes both and starts from nothing.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -85,12 +86,14 @@ class SandboxFiles:
 def sandbox_files(cwd: Path | None = None) -> SandboxFiles:
     """The default SQLite file in the working folder, or ``DESK_DATABASE_URL`` if set.
 
-    The stand-ins' state file sits beside the SQLite file, or in the working folder.
+    The stand-ins' state file sits beside the SQLite file, or in the working folder named after
+    the database, so that two databases never share one.
     """
     cwd = cwd or Path.cwd()
     if os.environ.get("DESK_DATABASE_URL"):
         url = load_settings().database_url
-        return SandboxFiles(url, None, cwd / ("deskbot-sandbox" + STATE_SUFFIX))
+        tag = hashlib.sha256(url.encode()).hexdigest()[:8]
+        return SandboxFiles(url, None, cwd / f"deskbot-sandbox-{tag}{STATE_SUFFIX}")
     db = cwd / DEFAULT_DB
     return SandboxFiles(f"sqlite+aiosqlite:///{db}", db, db.with_suffix(STATE_SUFFIX))
 

@@ -99,6 +99,7 @@ class StandIns:
         self._runner: web.AppRunner | None = None
         self.state_path = state_path
         self.continued = False  # True when start() loaded an earlier state
+        self._started = False
         self._saver: asyncio.Task[None] | None = None
 
     @classmethod
@@ -216,6 +217,7 @@ class StandIns:
         bound = int(self._runner.addresses[0][1])
         self.url = f"http://{host}:{bound}"
         self.slack.base_url = self.url
+        self._started = True
         return self.url
 
     async def stop(self) -> None:
@@ -227,7 +229,8 @@ class StandIns:
             self._runner = None
         if self._saver is not None:
             self._saver.cancel()
-        self.save()
+        if self._started:  # never overwrite a state file with the empty state of a failed start
+            self.save()
 
 
 class Control:
