@@ -7,8 +7,9 @@ retried and are shown on the ticket's thread, so no agent believes a reply arriv
 
 What is guaranteed:
 
-* Nothing queued is lost: every row ends ``sent``, or ``failed``/``unknown`` with the reason in
-  ``last_error`` and, for a customer's ticket, a line in its Slack thread.
+* Nothing queued is silently lost: every row ends ``sent``, or ``failed``/``unknown`` with the
+  reason in ``last_error`` (and, for a message to a customer, a line in the ticket's thread;
+  for a Slack post with nowhere to go, an ERROR in the log).
 * A ticket never goes invisible: when Slack says its card, thread or channel is gone, the card
   is posted again with a summary of the conversation, and the message that failed follows it
   into the new thread (:mod:`bot.recovery`).
