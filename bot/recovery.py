@@ -138,18 +138,19 @@ class CardRecovery:
         why = error.detail
         channel = out.destination
         if why in CHANNEL_GONE:
-            fallback = self._rules.slack.channel
+            # The default team's channel; without teams that is slack.channel.
+            fallback = self._rules.team(self._rules.default_team).channel
             if fallback == channel:
                 log.error(
                     "outbox.card_lost ticket=%d channel=%s error=%s: the default channel is "
-                    "gone, so the ticket has no card; unarchive it or set slack.channel",
+                    "gone, so the ticket has no card; unarchive it or change the first team's channel",
                     out.ticket_id,
                     channel,
                     why,
                 )
                 raise BadRequest(
                     f"{why}: the ticket's card cannot be re-posted, {channel} is the default "
-                    "channel (slack.channel) and it is gone"
+                    "channel (the first team's) and it is gone"
                 )
             why = f"{why} in <#{channel}>"
             channel = fallback

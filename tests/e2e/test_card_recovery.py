@@ -23,7 +23,9 @@ BILLING = "C0BILLING"
 
 
 def _rules_with_channel(channel: str) -> Rules:
-    return RULES.model_copy(update={"slack": RULES.slack.model_copy(update={"channel": channel})})
+    """Rules whose one (implicit) team posts to ``channel``."""
+    slack = RULES.slack.model_copy(update={"channel": channel})
+    return RULES.model_copy(update={"slack": slack, "teams": {}, "routing": ()})
 
 
 def _card_for(stack: Stack, channel: str, ticket: int) -> dict[str, Any] | None:
