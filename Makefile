@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# A second `make sandbox` continues the first; `make sandbox ARGS=--fresh` starts from scratch.
 sandbox: $(STAMP)
-	$(BIN)/deskbot sandbox
+	$(BIN)/deskbot sandbox $(ARGS)
 
 run: $(STAMP)
 	$(BIN)/deskbot run

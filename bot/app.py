@@ -15,6 +15,7 @@ from bot.adapter import Adapter
 from bot.classifier import Classifier, RulesClassifier
 from bot.clock import Clock, SystemClock
 from bot.dispatcher import DbInbox, Dispatcher
+from bot.leases import reclaim_dead_leases
 from bot.outbound import ChannelSender
 from bot.outbox import Metrics, OutboxSender, RateLimits
 from bot.rules import Rules
@@ -117,6 +118,8 @@ class DeskApp:
         self.engine = create_engine(self.settings.database_url)
         await migrate(self.engine)
         self.sessions = session_factory(self.engine)
+        # Before the loops claim anything: what this host's dead desks held is ours at once.
+        await reclaim_dead_leases(self.sessions, self.rules, self.clock.now())
         self.inbox = DbInbox(self.sessions, self.clock)
         self.adapters = build_adapters(self.settings, self.inbox)
         senders: dict[str, ChannelSender] = {a.channel: a for a in self.adapters}

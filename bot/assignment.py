@@ -101,7 +101,12 @@ class Assigner:
     # -- decisions -----------------------------------------------------------------------------
 
     async def assign(
-        self, ticket: Ticket, *, exclude: str | None = None, announce: bool = True
+        self,
+        ticket: Ticket,
+        *,
+        exclude: str | None = None,
+        announce: bool = True,
+        announce_wait: bool = True,
     ) -> AgentChoice:
         """Give ``ticket`` (locked by the caller) to an eligible agent of its team, or leave it
         waiting; either way the decision is an event and (unless the caller says it itself,
@@ -120,7 +125,7 @@ class Assigner:
                 return choice  # Claim is the way in: nothing to wait for, nothing to record
             if ticket.waiting_reason != choice.reason:
                 self.desk.history(ticket, "waiting", AUTO, None, None, choice.reason)
-                if announce:
+                if announce and announce_wait:
                     self.desk.thread(ticket, f"⏳ {_capitalised(choice.reason)}.")
             ticket.waiting_reason = choice.reason
             return choice
@@ -181,7 +186,8 @@ class Assigner:
             waiting = list((await self.s.scalars(stmt)).all())
             waiting.sort(key=lambda t: waiting_order(t.priority, t.created_at, t.id))
             for ticket in waiting:
-                choice = await self.assign(ticket)
+                # A ticket still waiting says so on its card; its thread only hears of changes.
+                choice = await self.assign(ticket, announce_wait=False)
                 if choice.agent is None:
                     break  # the same answer holds for every later ticket of this team
                 given += 1

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from bot.app import DeskApp, StartupError
@@ -39,8 +40,13 @@ async def _make_classifier(settings: Settings, rules: Rules) -> Classifier | Non
     return await ModelClassifier.create(settings, rules)
 
 
-async def serve(settings: Settings, rules: Rules, *, banner: str = "") -> None:
-    """Run until SIGINT/SIGTERM, then stop cleanly (draining the outbox for a few seconds)."""
+async def serve(
+    settings: Settings, rules: Rules, *, banner: str = "", started: float | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly (draining the outbox for a few seconds).
+
+    ``started`` (a ``time.monotonic()`` reading) adds how long the start took to the banner.
+    """
     classifier = await _make_classifier(settings, rules)
     desk = DeskApp(settings, rules, classifier=classifier)
     stop = asyncio.Event()
@@ -49,6 +55,8 @@ async def serve(settings: Settings, rules: Rules, *, banner: str = "") -> None:
         loop.add_signal_handler(sig, stop.set)
     await desk.start()
     if banner:
+        if started is not None:
+            banner += f"Ready in {time.monotonic() - started:.1f} s.\n"
         print(banner, flush=True)
     try:
         await stop.wait()
@@ -72,9 +80,15 @@ def _cmd_run(_args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from bot.sandbox_cmd import run_sandbox
+    from bot.sandbox_cmd import FreshRefused, run_sandbox
 
-    asyncio.run(run_sandbox(desk_port=args.port, standin_port=args.standin_port))
+    try:
+        asyncio.run(
+            run_sandbox(desk_port=args.port, standin_port=args.standin_port, fresh=args.fresh)
+        )
+    except FreshRefused as exc:
+        print(f"deskbot: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -114,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     sb = sub.add_parser("sandbox", help="run the desk against local stand-ins: no accounts needed")
     sb.add_argument("--port", type=int, default=8080, help="the desk's port")
     sb.add_argument("--standin-port", type=int, default=8081, help="the stand-ins' port")
+    sb.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from scratch: delete the sandbox's database and the stand-ins' state first "
+        "(without it, a sandbox continues where the last one stopped)",
+    )
     sub.add_parser("migrate", help="bring the database schema up to date")
     sub.add_parser("check", help="validate the environment and rules.yaml, then exit")
     sub.add_parser("nlp", help="the local model: classify, train, eval, bench", add_help=False)

@@ -3,7 +3,8 @@
 An inbox row goes pending → processing (leased) → done. Processing one row is a single
 transaction that applies the event to the tickets, queues everything the desk wants to say in
 the outbox, and marks the row done, so a crash at any point either left no trace or finished
-the whole step. A leased row whose process died is claimed again when its lease runs out.
+the whole step. A leased row whose process died is claimed again when its lease runs out, or
+at once when a desk restarts on the same host (:mod:`bot.leases`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bot.events import (
     event_from_json,
     event_to_json,
 )
+from bot.leases import this_process
 from bot.outbound import Outbound
 from bot.rules import Rules
 from bot.supervisor import desk_command
@@ -99,10 +101,12 @@ class Dispatcher:
         max_attempts: int = 5,
         retry_base: timedelta = timedelta(seconds=0.5),
         idle_poll: float = 0.5,
+        owner: str | None = None,
     ) -> None:
         self._sessions = sessions
         self._rules = rules
         self._classifier = classifier
+        self._owner = owner or this_process()
         self._clock = clock
         self._inbox = inbox
         self._outbox_wakeup = outbox_wakeup
@@ -134,7 +138,11 @@ class Dispatcher:
         """Claim one batch of conversation heads and process them concurrently."""
         async with self._sessions.begin() as session:
             rows = await inbox_claim(
-                session, now=self._clock.now(), lease=self._lease, limit=self._batch
+                session,
+                now=self._clock.now(),
+                lease=self._lease,
+                limit=self._batch,
+                owner=self._owner,
             )
             claims = [(row.id, row.attempts, row.payload) for row in rows]
         if not claims:

@@ -5,9 +5,22 @@ row of a destination is claimed. A 429 waits out its retry-after; 5xx and timeou
 with jitter; a blocked customer (Forbidden) and a rejected message (BadRequest) are not
 retried and are shown on the ticket's thread, so no agent believes a reply arrived that did not.
 
-Delivery is once per row except in one window no platform lets us close: the process dies after
-the platform accepted a message and before the row is marked sent. Then the row's lease runs
-out and it is sent again (at-least-once); that window is one HTTP round trip.
+What is guaranteed:
+
+* Nothing queued is silently lost: every row ends ``sent``, or ``failed``/``unknown`` with the
+  reason in ``last_error`` (and, for a message to a customer, a line in the ticket's thread;
+  for a Slack post with nowhere to go, an ERROR in the log).
+* A ticket never goes invisible: when Slack says its card, thread or channel is gone, the card
+  is posted again with a summary of the conversation, and the message that failed follows it
+  into the new thread (:mod:`bot.recovery`).
+* Each row is sent once, except in the one window no platform lets a client close: the process
+  dies after the platform accepted a message and before the row is marked ``sent``. The next
+  desk on the same host takes the dead process's leases over at once (:mod:`bot.leases`) and
+  settles that row: a notice the desk wrote itself (acknowledgement, welcome, reopened, rating
+  prompt or thanks) is *not* sent again (at most once: status ``unknown``, and the thread says
+  the customer may not have got it); an agent's reply *is* sent again (at least once: losing an
+  answer is worse, and the thread says it may arrive twice); Slack posts are sent again. A lease
+  held by a process on another host is waited out (60 seconds).
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
+from bot.leases import this_process
 from bot.outbound import (
     BadRequest,
     ChannelSender,
@@ -36,6 +50,7 @@ from bot.outbound import (
     RetryAfter,
     Unavailable,
 )
+from bot.recovery import CardRecovery, card_is_gone
 from bot.rules import Rules
 from bot.tickets import Desk, destination_key
 from storage.models import Identity, Message, OutboxRow, Ticket
@@ -137,9 +152,11 @@ class OutboxSender:
         batch_size: int = 32,
         max_attempts: int = 10,
         idle_poll: float = 0.5,
+        owner: str | None = None,
     ) -> None:
         self._sessions = sessions
         self._senders = senders
+        self._owner = owner or this_process()
         self._rules = rules
         self._clock = clock
         self._metrics = metrics
@@ -150,6 +167,10 @@ class OutboxSender:
         self._idle_poll = idle_poll
         self.wakeup = asyncio.Event()
         self.sent = 0
+        slack = senders.get("slack")
+        self._recovery = (
+            CardRecovery(sessions, slack, rules, clock, self._pace) if slack is not None else None
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -182,7 +203,11 @@ class OutboxSender:
     async def run_once(self) -> int:
         async with self._sessions.begin() as session:
             rows = await outbox_claim(
-                session, now=self._clock.now(), lease=self._lease, limit=self._batch
+                session,
+                now=self._clock.now(),
+                lease=self._lease,
+                limit=self._batch,
+                owner=self._owner,
             )
             claims = [(r.id, r.attempts, r.payload, r.message_id) for r in rows]
             # What a thread message or card update needs: the card's ts, known once posted.
@@ -214,6 +239,9 @@ class OutboxSender:
     ) -> int:
         out = Outbound.model_validate(payload)
         slack_channel, card_ts = cards.get(out.ticket_id or -1, (None, None))
+        if out.kind in ("slack_thread", "slack_card_update") and slack_channel:
+            # Where the card is now: it may have been re-posted elsewhere since this was queued.
+            out = out.model_copy(update={"destination": slack_channel})
         if out.kind in ("slack_thread", "slack_card_update") and out.reply_to is None:
             if card_ts is None:
                 await self._finish(
@@ -236,7 +264,7 @@ class OutboxSender:
             )
             return 1
         try:
-            delivery = await sender.send(out)
+            delivery = await self._send(sender, row_id, out)
         except RetryAfter as exc:
             self._metrics.deliveries.labels(out.channel, "retry_after").inc()
             log.warning(
@@ -268,6 +296,29 @@ class OutboxSender:
             return 1
         await self._finish(row_id, attempt, out, message_id, delivery=delivery)
         return 1
+
+    async def _send(self, sender: ChannelSender, row_id: int, out: Outbound) -> Delivery:
+        try:
+            return await sender.send(out)
+        except DeliveryError as exc:
+            if self._recovery is None or not card_is_gone(out, exc):
+                raise
+            log.warning(
+                "outbox.card_gone id=%d ticket=%s kind=%s error=%s",
+                row_id,
+                out.ticket_id,
+                out.kind,
+                exc.detail,
+            )
+            return await self._recovery.recover(row_id, out, exc)
+
+    async def _pace(self, out: Outbound) -> None:
+        """Wait until the desk's own rate limit lets ``out`` go (used outside the claim loop)."""
+        for _ in range(100):  # a bucket refills within seconds; never spin forever
+            wait = self._limiter.reserve(out, out.destination)
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
 
     async def _reschedule(
         self, row_id: int, attempt: int, seconds: float, error: str | None, *, count_attempt: bool

@@ -4,14 +4,24 @@ The desk talks to them exactly as to the real services (its real client librarie
 ``*_api_base``); they call the desk's webhooks signed as the real services sign them. Tests and
 the benchmark drive them from Python; ``deskbot sandbox`` drives them from a browser page and a
 small JSON control API under ``/control/``.
+
+Given a ``state_path``, the stand-ins keep what is in them (chats, channels, threads, id
+counters) in a JSON file, saved shortly after every change and at stop, and loaded at start: a
+restarted sandbox still shows its conversations and cards, and never reuses an id. Tests and the
+benchmark give no path and start empty every time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
 import re
 import secrets
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +31,7 @@ from .slack import AGENTS, BOT_USER, CHANNELS, SlackStandIn
 from .telegram import TelegramStandIn
 from .whatsapp import WhatsAppStandIn
 
-__all__ = ["SlackStandIn", "StandIns", "TelegramStandIn", "WhatsAppStandIn"]
+__all__ = ["DeskHistory", "SlackStandIn", "StandIns", "TelegramStandIn", "WhatsAppStandIn"]
 
 PAGE = Path(__file__).with_name("page.html")
 # A speech bubble, so the browser has an icon and logs no 404 for /favicon.ico.
@@ -31,6 +41,28 @@ FAVICON = (
     '<path d="M14 16h36a4 4 0 0 1 4 4v20a4 4 0 0 1-4 4H30l-10 8v-8h-6a4 4 0 0 1-4-4V20'
     'a4 4 0 0 1 4-4z" fill="#fff"/></svg>'
 )
+
+STATE_VERSION = 1
+SAVE_DELAY = 0.3  # seconds: changes arrive in bursts; one write per burst is enough
+
+log = logging.getLogger("sandbox")
+
+
+@dataclass
+class DeskHistory:
+    """Platform ids and conversations a desk's database already holds (from an earlier run).
+
+    The platforms never hand out an id twice; stand-ins that start again must carry on after
+    these, or the desk drops new messages as duplicates of old ones.
+    """
+
+    telegram_update_ids: list[str] = field(default_factory=list)
+    telegram_message_ids: list[str] = field(default_factory=list)
+    telegram_chats: dict[int, str] = field(default_factory=dict)  # chat id → first name
+    whatsapp_ids: list[str] = field(default_factory=list)  # wamids, in and out
+    whatsapp_last_inbound: dict[str, float] = field(default_factory=dict)  # wa_id → unix time
+    whatsapp_names: dict[str, str] = field(default_factory=dict)
+    slack_ids: list[str] = field(default_factory=list)  # event ids, trigger ids, message ts
 
 
 class StandIns:
@@ -46,6 +78,7 @@ class StandIns:
         slack_signing_secret: str,
         rate_limits: bool = True,
         retry_base_delay: float = 1.0,
+        state_path: Path | None = None,
     ) -> None:
         self.desk_url = desk_url.rstrip("/")
         self.telegram_token = telegram_token
@@ -74,9 +107,15 @@ class StandIns:
         )
         self.url = ""
         self._runner: web.AppRunner | None = None
+        self.state_path = state_path
+        self.continued = False  # True when start() loaded an earlier state
+        self._started = False
+        self._saver: asyncio.Task[None] | None = None
 
     @classmethod
-    def for_sandbox(cls, desk_url: str, *, rate_limits: bool = True) -> StandIns:
+    def for_sandbox(
+        cls, desk_url: str, *, rate_limits: bool = True, state_path: Path | None = None
+    ) -> StandIns:
         """Fresh made-up credentials: the desk must present them, as it would real ones."""
         return cls(
             desk_url=desk_url,
@@ -88,6 +127,7 @@ class StandIns:
             slack_signing_secret=secrets.token_hex(16),
             rate_limits=rate_limits,
             retry_base_delay=1.0,
+            state_path=state_path,
         )
 
     @property
@@ -102,7 +142,79 @@ class StandIns:
     def slack_api_base(self) -> str:
         return f"{self.url}/slack/api/"
 
+    # -- the state file ------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "telegram": self.telegram.snapshot(),
+            "whatsapp": self.whatsapp.snapshot(),
+            "slack": self.slack.snapshot(),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.telegram.restore(state.get("telegram", {}))
+        self.whatsapp.restore(state.get("whatsapp", {}))
+        self.slack.restore(state.get("slack", {}))
+
+    def continue_after(self, history: DeskHistory) -> None:
+        """Never reuse an id the desk already holds, even when the state file is gone."""
+        self.telegram.continue_after(
+            update_ids=history.telegram_update_ids,
+            message_ids=history.telegram_message_ids,
+            chats=history.telegram_chats,
+        )
+        self.whatsapp.continue_after(
+            wamids=history.whatsapp_ids,
+            last_inbound=history.whatsapp_last_inbound,
+            names=history.whatsapp_names,
+        )
+        self.slack.continue_after(history.slack_ids)
+
+    def load(self) -> bool:
+        """Load the state file if there is one; True when it was loaded."""
+        path = self.state_path
+        if path is None or not path.exists():
+            return False
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+                raise ValueError(f"not a version {STATE_VERSION} state file")
+            self.restore(state)
+        except (ValueError, KeyError, TypeError) as exc:
+            broken = path.with_name(path.name + ".broken")
+            os.replace(path, broken)
+            log.warning("sandbox.state_unreadable path=%s moved_to=%s error=%s", path, broken, exc)
+            return False
+        self.continued = True
+        return True
+
+    def save(self) -> None:
+        """Write the state file whole, then rename it over the old one: never half a file."""
+        if self.state_path is None:
+            return
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(json.dumps(self.snapshot(), ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    def _changed(self) -> None:
+        if self._saver is None or self._saver.done():
+            self._saver = asyncio.ensure_future(self._save_soon())
+
+    async def _save_soon(self) -> None:
+        await asyncio.sleep(SAVE_DELAY)
+        try:
+            self.save()
+        except OSError as exc:
+            log.warning("sandbox.state_not_saved path=%s error=%s", self.state_path, exc)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
+        if self.state_path is not None:
+            self.load()
+            for standin in (self.telegram, self.whatsapp, self.slack):
+                standin._changed.on_change = self._changed
         app = web.Application(client_max_size=8 * 1024 * 1024)
         self.telegram.install(app, "/telegram")
         self.whatsapp.install(app, "/whatsapp")
@@ -115,6 +227,7 @@ class StandIns:
         bound = int(self._runner.addresses[0][1])
         self.url = f"http://{host}:{bound}"
         self.slack.base_url = self.url
+        self._started = True
         return self.url
 
     async def stop(self) -> None:
@@ -124,6 +237,10 @@ class StandIns:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._saver is not None:
+            self._saver.cancel()
+        if self._started:  # never overwrite a state file with the empty state of a failed start
+            self.save()
 
 
 class Control:

@@ -189,13 +189,43 @@ class Deliverer:
             await self._session.close()
 
 
+class Ids:
+    """A counter the platform never rewinds: ``next()`` gives the next id.
+
+    Unlike ``itertools.count`` it can say where it is (to be saved) and be moved forward past
+    ids the desk has already seen (:meth:`past`), so a restarted stand-in never reuses an id.
+    """
+
+    def __init__(self, start: int) -> None:
+        self.next_value = start
+
+    def __iter__(self) -> Ids:
+        return self
+
+    def __next__(self) -> int:
+        value = self.next_value
+        self.next_value += 1
+        return value
+
+    def past(self, seen: int) -> None:
+        """Make sure the next id is above ``seen``."""
+        self.next_value = max(self.next_value, seen + 1)
+
+
 class Waiter:
-    """Wakes whoever waits for something the stand-in recorded (a sent message, an update)."""
+    """Wakes whoever waits for something the stand-in recorded (a sent message, an update).
+
+    ``on_change`` (set by :class:`sandbox.StandIns` when it keeps a state file) is told too, so
+    the state is saved whenever a stand-in records something.
+    """
 
     def __init__(self) -> None:
         self._cond = asyncio.Condition()
+        self.on_change: Callable[[], None] | None = None
 
     async def notify(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
         async with self._cond:
             self._cond.notify_all()
 

@@ -2,27 +2,29 @@
 
 Web API like Slack's: HTTP 200 with ``{"ok": false, "error": ...}`` for logical errors
 (``invalid_auth``, ``channel_not_found``, ``message_not_found``, ``already_reacted``,
-``no_text``, ``invalid_blocks``), 429 with ``Retry-After`` past about one message a second per
-channel. Towards the desk: events, block actions and slash commands signed with the v0 scheme;
-an event the desk does not acknowledge with 2xx is delivered again with ``X-Slack-Retry-Num``;
-slash commands and actions carry a ``response_url`` the stand-in hosts (5 uses, 30 minutes).
+``no_text``, ``invalid_blocks``; ``is_archived`` from chat.postMessage and ``is_inactive`` from
+chat.update in an archived channel; ``thread_not_found`` for a reply under a deleted message),
+429 with ``Retry-After`` past about one message a second per channel. Towards the desk: events,
+block actions and slash commands signed with the v0 scheme; an event the desk does not
+acknowledge with 2xx is delivered again with ``X-Slack-Retry-Num``; slash commands and actions
+carry a ``response_url`` the stand-in hosts (5 uses, 30 minutes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import json
+import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ._common import Buckets, Deliverer, Failures, Waiter, json_field, request_params
+from ._common import Buckets, Deliverer, Failures, Ids, Waiter, json_field, request_params
 
 TEAM = "T0SANDBOX"
 BOT_USER = "U0DESKBOT"
@@ -33,6 +35,9 @@ MAX_TEXT = 40_000
 RESPONSE_URL_USES = 5
 RESPONSE_URL_SECONDS = 30 * 60
 CHANNELS = {"C0SUPPORT": "support", "C0VIP": "vip", "C0BILLING": "billing", "C0ZH": "support-zh"}
+EVENT_ID = re.compile(r"^Ev(\d+)$")
+MESSAGE_TS = re.compile(r"^\d{9,}\.(\d{6,})$")  # "<unix seconds>.<counter>"
+TRIGGER_ID = re.compile(r"^(?:command:)?(\d+)\.[0-9a-f]{12}$")
 AGENTS = {
     "U0ALICE": "alice",
     "U0BOB": "bob",
@@ -68,8 +73,9 @@ class SlackStandIn:
         self.calls: list[str] = []
         self.presences: dict[str, str] = {}  # user → "away"; everyone else is "active"
         self._response_urls: dict[str, tuple[float, int]] = {}  # id → (created, uses)
-        self._clock = itertools.count(1)
-        self._ids = itertools.count(1)
+        self.archived: set[str] = set()
+        self._clock = Ids(1)  # the counter part of every ts
+        self._ids = Ids(1)  # event ids and trigger ids
         self._bucket = Buckets(1.0, 10) if rate_limits else None
         self._changed = Waiter()
         self._retry_base = retry_base_delay
@@ -85,6 +91,37 @@ class SlackStandIn:
 
     def _ts(self) -> str:
         return f"{int(time.time())}.{next(self._clock):06d}"
+
+    # -- what survives a restart (see sandbox.StandIns) -----------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "channels": self.channels,
+            "archived": sorted(self.archived),
+            "next_ts": self._clock.next_value,
+            "next_id": self._ids.next_value,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        for channel, messages in state.get("channels", {}).items():
+            self.channels[channel] = list(messages)
+        self.archived = set(state.get("archived", []))
+        self._clock.past(int(state.get("next_ts", 1)) - 1)
+        self._ids.past(int(state.get("next_id", 1)) - 1)
+
+    def continue_after(self, ids: Iterable[str]) -> None:
+        """Carry on after the event ids, trigger ids and message ts the desk already holds.
+
+        Slack never reuses an ``event_id`` (the desk drops a repeated one as a retry) nor a
+        message ``ts``; a restarted stand-in must not start again from its first ones.
+        """
+        for value in ids:
+            if m := EVENT_ID.match(value):
+                self._ids.past(int(m[1]))
+            elif m := MESSAGE_TS.match(value):
+                self._clock.past(int(m[1]))
+            elif m := TRIGGER_ID.match(value):
+                self._ids.past(int(m[1]))
 
     # -- what is in Slack ------------------------------------------------------------------------
 
@@ -120,6 +157,43 @@ class SlackStandIn:
     ) -> None:
         """The next ``times`` calls of ``method`` fail: an HTTP status, or 200 with ``error``."""
         self.failures.add(method, status=status, retry_after=retry_after, error=error, times=times)
+
+    async def delete_message(self, channel: str, ts: str) -> None:
+        """Someone deletes a message, as with chat.delete; a card goes with its whole thread.
+
+        Afterwards chat.update of it is ``message_not_found`` and a reply under it is
+        ``thread_not_found``, as the desk sees in Slack. The desk gets the ``message_deleted``
+        event Slack sends to subscribed apps.
+        """
+        message = self._find(channel, ts)
+        if message is None:
+            raise ValueError(f"no message {ts} in {channel}")
+        self.channels[channel] = [
+            m for m in self.channels[channel] if m["ts"] != ts and m.get("thread_ts") != ts
+        ]
+        await self._changed.notify()
+        now = self._ts()
+        await self._event(
+            {
+                "type": "message",
+                "subtype": "message_deleted",
+                "hidden": True,
+                "channel": channel,
+                "ts": now,
+                "event_ts": now,
+                "deleted_ts": ts,
+                "previous_message": {k: v for k, v in message.items() if k != "reactions"},
+                "channel_type": "channel",
+            }
+        )
+
+    async def archive_channel(self, channel: str, user: str = "U0ALICE") -> None:
+        """Someone archives the channel: posting there is ``is_archived`` from now on."""
+        if channel not in self.channels:
+            raise ValueError(f"no channel {channel}")
+        self.archived.add(channel)
+        await self._changed.notify()
+        await self._event({"type": "channel_archive", "channel": channel, "user": user})
 
     # -- the agents' side: signed requests to the desk -------------------------------------------
 
@@ -193,6 +267,7 @@ class SlackStandIn:
         ts = self._ts()
         message = {"type": "message", "user": user, "text": text, "ts": ts}
         self.channels.setdefault(channel, []).append(message)
+        await self._changed.notify()
         await self._event(
             {**message, "channel": channel, "event_ts": ts, "channel_type": "channel"}
         )
@@ -378,6 +453,8 @@ class SlackStandIn:
 
     async def _post_message(self, params: dict[str, Any]) -> dict[str, Any] | web.Response:
         channel = self._channel(params)
+        if channel in self.archived:
+            raise SlackError("is_archived")
         text = str(params.get("text") or "")
         blocks = self._blocks(params)
         if not text and not blocks:
@@ -414,6 +491,8 @@ class SlackStandIn:
 
     async def _update(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
+        if channel in self.archived:
+            raise SlackError("is_inactive")  # chat.update's word for an archived channel
         message = self._find(channel, str(params.get("ts", "")))
         if message is None:
             raise SlackError("message_not_found")
@@ -471,4 +550,10 @@ class SlackStandIn:
 
     async def _conversation_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
-        return {"channel": {"id": channel, "name": CHANNELS.get(channel, channel)}}
+        return {
+            "channel": {
+                "id": channel,
+                "name": CHANNELS.get(channel, channel),
+                "is_archived": channel in self.archived,
+            }
+        }

@@ -9,15 +9,15 @@ later ``getUpdates`` offset confirms them, so a desk that dies mid-batch sees th
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import re
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from ._common import Buckets, Deliverer, Failures, Waiter, json_field, request_params
+from ._common import Buckets, Deliverer, Failures, Ids, Waiter, json_field, request_params
 
 SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 MAX_TEXT = 4096
@@ -61,8 +61,8 @@ class TelegramStandIn:
         self.calls: list[str] = []  # method names, in order
         self._known_chats: dict[int, dict[str, Any]] = {}
         self._callbacks: set[str] = set()
-        self._update_ids = itertools.count(100_001)
-        self._message_ids = itertools.count(1)
+        self._update_ids = Ids(100_001)
+        self._message_ids = Ids(1)
         self._chat_buckets = Buckets(1.0, 4) if rate_limits else None
         self._total_bucket = Buckets(30.0, 30) if rate_limits else None
         self._changed = Waiter()
@@ -70,14 +70,65 @@ class TelegramStandIn:
         self._retry_base = retry_base_delay
         self._deliverer = Deliverer(timeout=10)
         self._pusher: asyncio.Task[None] | None = None
+        self._holds: dict[str, int] = {}  # method → how many answers to hold back
+        self._release = asyncio.Event()
 
     def install(self, app: web.Application, prefix: str) -> None:
         app.router.add_route("*", prefix + "/bot{token}/{method}", self.handle)
 
     async def close(self) -> None:
+        self._release.set()
+        # End a pending long poll now: the server's shutdown would wait out its timeout.
+        self._poller += 1
+        await self._changed.notify()
         if self._pusher is not None:
             self._pusher.cancel()
         await self._deliverer.close()
+
+    # -- what survives a restart (see sandbox.StandIns) -----------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The chats, messages, unconfirmed updates and id counters, as plain JSON."""
+        return {
+            "chats": list(self._known_chats.values()),
+            "sent": self.sent,
+            "received": self.received,
+            "updates": self.updates,
+            "blocked": sorted(self.blocked),
+            "next_update_id": self._update_ids.next_value,
+            "next_message_id": self._message_ids.next_value,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._known_chats = {int(c["id"]): c for c in state.get("chats", [])}
+        self.sent = list(state.get("sent", []))
+        self.received = list(state.get("received", []))
+        # Telegram keeps unconfirmed updates (for 24 hours), so a restarted desk still gets them.
+        self.updates = list(state.get("updates", []))
+        self.blocked = {int(c) for c in state.get("blocked", [])}
+        self._update_ids.past(int(state.get("next_update_id", 1)) - 1)
+        self._message_ids.past(int(state.get("next_message_id", 1)) - 1)
+
+    def continue_after(
+        self,
+        *,
+        update_ids: Iterable[str] = (),
+        message_ids: Iterable[str] = (),
+        chats: Mapping[int, str] | None = None,
+    ) -> None:
+        """Carry on after ids and chats the desk already holds, as the real Bot API does.
+
+        Telegram never hands out an ``update_id`` or ``message_id`` twice, and knows every chat
+        that ever wrote to the bot; a restarted stand-in must not start again from its first ids
+        (the desk would drop the new updates as duplicates) nor forget the chats.
+        """
+        for counter, ids in ((self._update_ids, update_ids), (self._message_ids, message_ids)):
+            for value in ids:
+                if value.lstrip("-").isdigit():
+                    counter.past(int(value))
+        for chat_id, name in (chats or {}).items():
+            if chat_id not in self._known_chats:
+                self._chat(chat_id, name or "Customer")
 
     # -- the customer's side (tests, the sandbox page) -------------------------------------------
 
@@ -185,6 +236,16 @@ class TelegramStandIn:
     ) -> None:
         self.failures.add(method, status=status, retry_after=retry_after, times=times)
 
+    def hold_after_accept(self, method: str, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` are carried out (a sendMessage is recorded as
+        sent) but their HTTP answers are held back until :meth:`release_held`: the moment in
+        which a client that dies cannot know that Telegram accepted its message."""
+        self._holds[method.lower()] = times
+        self._release.clear()
+
+    def release_held(self) -> None:
+        self._release.set()
+
     def sent_to(self, chat_id: int) -> list[dict[str, Any]]:
         return [m for m in self.sent if m["chat"]["id"] == chat_id]
 
@@ -240,6 +301,9 @@ class TelegramStandIn:
             result = await handler(params)
         except TelegramError as exc:
             return exc.response()
+        if self._holds.get(method, 0) > 0:
+            self._holds[method] -= 1
+            await self._release.wait()
         return web.json_response({"ok": True, "result": result})
 
     async def _get_me(self, params: dict[str, Any]) -> Any:

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import json
 import secrets
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from ._common import Buckets, Deliverer, Failures, Waiter
+from ._common import Buckets, Deliverer, Failures, Ids, Waiter
 
 WINDOW_SECONDS = 24 * 3600
 WABA_ID = "102290129340398"
+WAMID_PREFIX = "wamid.SANDBOX"
 
 
 class GraphError(Exception):
@@ -69,7 +70,7 @@ class WhatsAppStandIn:
         self.names: dict[str, str] = {}
         self._last_inbound: dict[str, float] = {}
         self._fail_code = 131000
-        self._wamids = itertools.count(1)
+        self._wamids = Ids(1)
         self._bucket = Buckets(80.0, 80) if rate_limits else None
         self._changed = Waiter()
         self._retry_base = retry_base_delay
@@ -82,7 +83,49 @@ class WhatsAppStandIn:
         await self._deliverer.close()
 
     def _wamid(self) -> str:
-        return f"wamid.SANDBOX{next(self._wamids):08d}{secrets.token_hex(4).upper()}"
+        return f"{WAMID_PREFIX}{next(self._wamids):08d}{secrets.token_hex(4).upper()}"
+
+    # -- what survives a restart (see sandbox.StandIns) -----------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "names": self.names,
+            "last_inbound": self._last_inbound,
+            "unreachable": sorted(self.unreachable),
+            "next_wamid": self._wamids.next_value,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.sent = list(state.get("sent", []))
+        self.received = list(state.get("received", []))
+        self.names = dict(state.get("names", {}))
+        self._last_inbound = {k: float(v) for k, v in state.get("last_inbound", {}).items()}
+        self.unreachable = set(state.get("unreachable", []))
+        self._wamids.past(int(state.get("next_wamid", 1)) - 1)
+
+    def continue_after(
+        self,
+        *,
+        wamids: Iterable[str] = (),
+        last_inbound: Mapping[str, float] | None = None,
+        names: Mapping[str, str] | None = None,
+    ) -> None:
+        """Carry on after message ids and conversations the desk already holds.
+
+        Meta never reuses a wamid; and a customer who wrote within the last 24 hours can still
+        be answered after the stand-in restarted, as on the real Cloud API.
+        """
+        for wamid in wamids:
+            wamid = wamid.split(":", 1)[0]  # the desk keys statuses as "<wamid>:<state>"
+            number = wamid.removeprefix(WAMID_PREFIX)[:-8]
+            if wamid.startswith(WAMID_PREFIX) and number.isdigit():
+                self._wamids.past(int(number))
+        for wa_id, at in (last_inbound or {}).items():
+            self._last_inbound[wa_id] = max(self._last_inbound.get(wa_id, 0.0), at)
+        for wa_id, name in (names or {}).items():
+            self.names.setdefault(wa_id, name)
 
     # -- webhooks to the desk --------------------------------------------------------------------
 
@@ -152,6 +195,7 @@ class WhatsAppStandIn:
         message = {"from": wa_id, "id": wamid, "timestamp": str(int(time.time())), **message}
         contact = {"profile": {"name": self.names.get(wa_id, wa_id)}, "wa_id": wa_id}
         self.received.append(message)
+        await self._changed.notify()
         await self._deliver(self._envelope({"contacts": [contact], "messages": [message]}))
         return wamid
 

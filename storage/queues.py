@@ -6,6 +6,10 @@ On PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED`` inside t
 transaction, so two processes never claim the same row; a claimed row carries a lease, and a
 row whose lease ran out (its process died) is claimed again. SQLite has one writer at a time
 (``BEGIN IMMEDIATE``), which gives the same guarantee within the one process it serves.
+
+A claim records its ``lease_owner`` (``host:pid:boot id``, see :mod:`bot.leases`), so a desk
+that restarts can tell its dead predecessor's leases from a live process's and take them over
+at once (:func:`open_leases` and the two below it) instead of waiting them out.
 """
 
 from __future__ import annotations
@@ -51,7 +55,12 @@ def _locking(stmt: Any, session: AsyncSession) -> Any:
 
 
 async def inbox_claim(
-    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
+    session: AsyncSession,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    owner: str | None = None,
 ) -> list[InboxRow]:
     """Claim up to ``limit`` head rows (one per conversation) and lease them."""
     earlier = aliased(InboxRow)
@@ -69,6 +78,7 @@ async def inbox_claim(
     for row in rows:
         row.status = "processing"
         row.lease_until = now + lease
+        row.lease_owner = owner
         row.attempts += 1
     return rows
 
@@ -87,7 +97,12 @@ async def outbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> i
 
 
 async def outbox_claim(
-    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
+    session: AsyncSession,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    owner: str | None = None,
 ) -> list[OutboxRow]:
     """Claim due head rows, one per destination, and lease them."""
     earlier = aliased(OutboxRow)
@@ -110,8 +125,50 @@ async def outbox_claim(
     for row in rows:
         row.status = "sending"
         row.lease_until = now + lease
+        row.lease_owner = owner
         row.attempts += 1
     return rows
+
+
+async def open_leases(session: AsyncSession) -> set[str]:
+    """The owners of every lease still held on an inbox or outbox row."""
+    owners: set[str] = set()
+    for table, held in ((InboxRow, "processing"), (OutboxRow, "sending")):
+        found = await session.scalars(
+            select(table.lease_owner)
+            .where(table.status == held, table.lease_owner.is_not(None))
+            .distinct()
+        )
+        owners.update(o for o in found.all() if o)
+    return owners
+
+
+async def expire_inbox_leases(
+    session: AsyncSession, owners: Sequence[str], expired: datetime
+) -> int:
+    """Make the inbox rows these (dead) owners held claimable now. Returns how many."""
+    if not owners:
+        return 0
+    result = await session.execute(
+        update(InboxRow)
+        .where(InboxRow.status == "processing", InboxRow.lease_owner.in_(list(owners)))
+        .values(lease_until=expired, lease_owner=None)
+    )
+    return max(getattr(result, "rowcount", 0) or 0, 0)
+
+
+async def outbox_held_by(session: AsyncSession, owners: Sequence[str]) -> list[OutboxRow]:
+    """The outbox rows these (dead) owners were sending, locked, oldest first."""
+    if not owners:
+        return []
+    stmt = (
+        select(OutboxRow)
+        .where(OutboxRow.status == "sending", OutboxRow.lease_owner.in_(list(owners)))
+        .order_by(OutboxRow.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return list((await session.scalars(stmt)).all())
 
 
 async def inbox_lag_seconds(session: AsyncSession, now: datetime) -> float:
