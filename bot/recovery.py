@@ -143,7 +143,8 @@ class CardRecovery:
             if fallback == channel:
                 log.error(
                     "outbox.card_lost ticket=%d channel=%s error=%s: the default channel is "
-                    "gone, so the ticket has no card; unarchive it or change the first team's channel",
+                    "gone, so the ticket has no card; unarchive it or change the first team's "
+                    "channel",
                     out.ticket_id,
                     channel,
                     why,
