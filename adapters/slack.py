@@ -61,7 +61,7 @@ log = logging.getLogger("deskbot.adapters.slack")
 
 ROUTE = "/slack/events"
 DESK_COMMAND = "/desk"
-ACTIONS = {"ticket_claim": "claim", "ticket_resolve": "resolve"}
+ACTIONS = {"ticket_claim": "claim", "ticket_resolve": "resolve", "ticket_transfer": "transfer"}
 # Message subtypes that are a person saying something; every other subtype is bookkeeping.
 AGENT_SUBTYPES = (None, "thread_broadcast", "file_share")
 # ok:false errors that mean "Slack had a bad moment", not "your request is wrong".
@@ -132,16 +132,21 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
     kind = ACTIONS.get(action_id)
     if kind is None:
         return _ignored(external_id, conversation, f"action {action_id or 'unknown'}")
-    value = as_str(action.get("value"))
-    if not value.isdigit():
+    # A button carries the ticket number; the transfer menu's option carries "<ticket>:<team>".
+    value = as_str(action.get("value")) or as_str(
+        as_mapping(action.get("selected_option")).get("value")
+    )
+    number, _, team = value.partition(":")
+    if not number.isdigit() or (kind == "transfer") != bool(team):
         return _ignored(external_id, conversation, f"action {action_id} with bad value")
     if not channel or not message_ts or not user_id:
         return _ignored(external_id, conversation, f"action {action_id} outside a message")
     return AgentAction(
         external_id=external_id,
         conversation=conversation,
-        action="claim" if kind == "claim" else "resolve",
-        ticket_id=int(value),
+        action="claim" if kind == "claim" else "resolve" if kind == "resolve" else "transfer",
+        team=team or None,
+        ticket_id=int(number),
         user_id=user_id,
         user_name=as_str(user.get("name")) or as_str(user.get("username")),
         slack_channel=channel,

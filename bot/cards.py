@@ -8,7 +8,7 @@ customer text in them is escaped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,11 @@ from slack_sdk.models.blocks import (
     RichTextQuoteElement,
     RichTextSectionElement,
     SectionBlock,
+    StaticSelectElement,
 )
+from slack_sdk.models.blocks.basic_components import Option
+
+from storage.models import Message
 
 PRIORITY_ICON = {"urgent": "🔴", "high": "🟠", "normal": "🟢", "low": "⚪"}
 CHANNEL_NAME = {"telegram": "Telegram", "whatsapp": "WhatsApp"}
@@ -48,6 +52,10 @@ class CardView:
     rating: int | None = None
     blocked: bool = False
     model: Mapping[str, Any] | None = None  # what the local model read, when it ran
+    team: str = ""  # shown when the desk has several teams
+    assigned_by: str | None = None  # "desk" when automatic assignment chose the assignee
+    waiting_reason: str | None = None  # why nobody has it yet
+    transfer_to: tuple[str, ...] = ()  # the other teams, for the Transfer menu
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -121,9 +129,10 @@ def _resolved_state(v: CardView) -> str:
 
 
 def card_blocks(v: CardView) -> list[dict[str, Any]]:
+    given = "Assigned to" if v.assigned_by == "desk" else "Claimed by"
     state = {
-        "new": "New, unclaimed",
-        "open": f"Claimed by <@{v.assignee_id}>" if v.assignee_id else "Open",
+        "new": "New, unclaimed" + (f" · {v.waiting_reason}" if v.waiting_reason else ""),
+        "open": f"{given} <@{v.assignee_id}>" if v.assignee_id else "Open",
         "pending": f"Waiting on the customer · <@{v.assignee_id}>" if v.assignee_id else "Pending",
         "resolved": _resolved_state(v),
         "closed": "Closed",
@@ -132,6 +141,8 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
         state += f" · rated {v.rating}/5"
     if v.blocked:
         state += " · ⚠️ customer unreachable (blocked the bot)"
+    if v.team:
+        state = f"Team *{v.team}* · {state}"
     header = (
         f"{PRIORITY_ICON.get(v.priority, '')} *#{v.ticket_id}* · *{escape(v.customer_name)}* "
         f"via {CHANNEL_NAME.get(v.channel, v.channel)} · priority *{v.priority}*"
@@ -152,8 +163,9 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
         ),
         ContextBlock(block_id="state", elements=[MarkdownTextObject(text=state)]),
     ]
-    buttons: list[ButtonElement] = []
-    if v.status in ("new",):
+    buttons: list[ButtonElement | StaticSelectElement] = []
+    # Claim stays while the desk's own choice stands: a person may take the ticket over.
+    if v.status == "new" or (v.status in ("open", "pending") and v.assigned_by == "desk"):
         buttons.append(
             ButtonElement(
                 text="Claim", action_id="ticket_claim", value=str(v.ticket_id), style="primary"
@@ -163,6 +175,65 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
         buttons.append(
             ButtonElement(text="Resolve", action_id="ticket_resolve", value=str(v.ticket_id))
         )
+    if v.status in ("new", "open", "pending") and v.transfer_to:
+        buttons.append(
+            StaticSelectElement(
+                placeholder="Transfer to…",
+                action_id="ticket_transfer",
+                options=[
+                    Option(text=f"Team {team}", value=f"{v.ticket_id}:{team}")
+                    for team in v.transfer_to[:100]
+                ],
+            )
+        )
     if buttons:
         blocks.append(ActionsBlock(block_id="actions", elements=buttons))
     return [b.to_dict() for b in blocks]
+
+
+# -- the conversation so far, for a card posted anew (re-posted or transferred) -------------
+
+LINE_LIMIT = 300  # characters of one message in the summary
+SUMMARY_LIMIT = 3500  # characters of the whole summary: readable, far below Slack's 40,000
+
+
+def _line(text: str) -> str:
+    text = " ".join(text.split()) or "(no text)"
+    return text if len(text) <= LINE_LIMIT else text[: LINE_LIMIT - 1] + "…"
+
+
+def summary_line(message: Message, customer: str) -> str:
+    when = message.created_at.strftime("%d %b %H:%M")
+    match message.direction:
+        case "in":
+            who, text = f"*{escape(customer)}:*", escape(message.text)
+        case "note":
+            who, text = f"📝 *<@{message.author}> (internal note):*", message.text
+        case "out" if message.author == "desk" or message.purpose:
+            who, text = "*desk → customer:*", escape(message.text)
+        case "out":
+            who, text = f"*<@{message.author}> → customer:*", message.text
+        case _:
+            who, text = "*desk:*", escape(message.text)
+    failed = " _(not delivered)_" if message.delivery == "failed" else ""
+    return f"• {when} {who} {_line(text)}{failed}"
+
+
+def conversation_summary(customer: str, messages: Sequence[Message], *, head: str) -> str:
+    """A new card's first thread message: ``head`` (why the card is new), then what was said
+    so far, latest kept when it must be clipped."""
+    if not messages:
+        return head + " Nothing was said yet beyond the card above."
+    lines = [summary_line(m, customer) for m in messages]
+    kept: list[str] = []
+    size = len(head) + 100
+    for line in reversed(lines):  # the latest messages matter most
+        if size + len(line) + 1 > SUMMARY_LIMIT:
+            break
+        kept.insert(0, line)
+        size += len(line) + 1
+    left_out = len(lines) - len(kept)
+    intro = " The conversation so far (times in UTC):"
+    if left_out:
+        intro = f" The conversation so far (times in UTC; {left_out} earlier not shown):"
+    return head + intro + "\n" + "\n".join(kept)

@@ -122,12 +122,13 @@ class AgentAction(_Event):
 
     kind: Literal["agent_action"] = "agent_action"
     channel: Literal["slack"] = "slack"
-    action: Literal["claim", "resolve"]
+    action: Literal["claim", "resolve", "transfer"]
     ticket_id: int
     user_id: str
     user_name: str = ""
     slack_channel: str
     message_ts: str
+    team: str | None = None  # transfer: the team chosen
 
 
 class SlashCommand(_Event):

@@ -239,10 +239,13 @@ class OutboxSender:
     ) -> int:
         out = Outbound.model_validate(payload)
         slack_channel, card_ts = cards.get(out.ticket_id or -1, (None, None))
-        if out.kind in ("slack_thread", "slack_card_update") and slack_channel:
+        # A thread message or card update without reply_to is about the ticket's card as it is
+        # when sent; one with reply_to names an older card on purpose (a transfer freezes it).
+        current_card = out.reply_to is None
+        if out.kind in ("slack_thread", "slack_card_update") and slack_channel and current_card:
             # Where the card is now: it may have been re-posted elsewhere since this was queued.
             out = out.model_copy(update={"destination": slack_channel})
-        if out.kind in ("slack_thread", "slack_card_update") and out.reply_to is None:
+        if out.kind in ("slack_thread", "slack_card_update") and current_card:
             if card_ts is None:
                 await self._finish(
                     row_id, attempt, out, message_id, error=BadRequest("the card was never posted")
@@ -264,7 +267,7 @@ class OutboxSender:
             )
             return 1
         try:
-            delivery = await self._send(sender, row_id, out)
+            delivery = await self._send(sender, row_id, out, recoverable=current_card)
         except RetryAfter as exc:
             self._metrics.deliveries.labels(out.channel, "retry_after").inc()
             log.warning(
@@ -297,11 +300,13 @@ class OutboxSender:
         await self._finish(row_id, attempt, out, message_id, delivery=delivery)
         return 1
 
-    async def _send(self, sender: ChannelSender, row_id: int, out: Outbound) -> Delivery:
+    async def _send(
+        self, sender: ChannelSender, row_id: int, out: Outbound, *, recoverable: bool
+    ) -> Delivery:
         try:
             return await sender.send(out)
         except DeliveryError as exc:
-            if self._recovery is None or not card_is_gone(out, exc):
+            if self._recovery is None or not recoverable or not card_is_gone(out, exc):
                 raise
             log.warning(
                 "outbox.card_gone id=%d ticket=%s kind=%s error=%s",

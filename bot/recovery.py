@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.cards import card_blocks, card_text
+from bot.cards import card_blocks, card_text, conversation_summary
 from bot.clock import Clock
 from bot.outbound import (
     BadRequest,
@@ -46,8 +45,6 @@ CARD_GONE = frozenset({"thread_not_found", "message_not_found"})
 # chat.postMessage says is_archived; chat.update says is_inactive for an archived channel.
 CHANNEL_GONE = frozenset({"channel_not_found", "is_archived", "is_inactive"})
 RECOVERABLE_KINDS = ("slack_card", "slack_thread", "slack_card_update")
-LINE_LIMIT = 300  # characters of one message in the summary
-SUMMARY_LIMIT = 3500  # characters of the whole summary: readable, far below Slack's 40,000
 
 
 def card_is_gone(out: Outbound, error: DeliveryError) -> bool:
@@ -59,57 +56,6 @@ def card_is_gone(out: Outbound, error: DeliveryError) -> bool:
         and isinstance(error, BadRequest)
         and error.detail in CARD_GONE | CHANNEL_GONE
     )
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _line(text: str) -> str:
-    text = " ".join(text.split()) or "(no text)"
-    return text if len(text) <= LINE_LIMIT else text[: LINE_LIMIT - 1] + "…"
-
-
-def summary_line(message: Message, customer: str) -> str:
-    when = message.created_at.strftime("%d %b %H:%M")
-    match message.direction:
-        case "in":
-            who, text = f"*{_escape(customer)}:*", _escape(message.text)
-        case "note":
-            who, text = f"📝 *<@{message.author}> (internal note):*", message.text
-        case "out" if message.author == "desk" or message.purpose:
-            who, text = "*desk → customer:*", _escape(message.text)
-        case "out":
-            who, text = f"*<@{message.author}> → customer:*", message.text
-        case _:
-            who, text = "*desk:*", _escape(message.text)
-    failed = " _(not delivered)_" if message.delivery == "failed" else ""
-    return f"• {when} {who} {_line(text)}{failed}"
-
-
-def conversation_summary(
-    customer: str, messages: Sequence[Message], *, why: str, now: datetime
-) -> str:
-    """The thread's first message: why the card is new, and what was said so far (clipped)."""
-    head = (
-        f"📋 This ticket's card was gone ({why}), so the desk posted it again"
-        f" at {now.strftime('%d %b %H:%M')} UTC."
-    )
-    if not messages:
-        return head + " Nothing was said yet beyond the card above."
-    lines = [summary_line(m, customer) for m in messages]
-    kept: list[str] = []
-    size = len(head) + 100
-    for line in reversed(lines):  # the latest messages matter most
-        if size + len(line) + 1 > SUMMARY_LIMIT:
-            break
-        kept.insert(0, line)
-        size += len(line) + 1
-    left_out = len(lines) - len(kept)
-    intro = " The conversation so far (times in UTC):"
-    if left_out:
-        intro = f" The conversation so far (times in UTC; {left_out} earlier not shown):"
-    return head + intro + "\n" + "\n".join(kept)
 
 
 class CardRecovery:
@@ -220,7 +166,11 @@ class CardRecovery:
             text=card_text(view),
             blocks=tuple(card_blocks(view)),
         )
-        return card, conversation_summary(customer.name, said, why=why, now=now)
+        head = (
+            f"📋 This ticket's card was gone ({why}), so the desk posted it again"
+            f" at {now.strftime('%d %b %H:%M')} UTC."
+        )
+        return card, conversation_summary(customer.name, said, head=head)
 
     async def _record(self, ticket_id: int, channel: str, ts: str, error: str, why: str) -> None:
         """Point the ticket at its new card at once: a crash after this leaves no orphan card."""

@@ -17,7 +17,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.assignment import AUTO, Assigner
-from bot.cards import CardView, card_blocks, card_text, escape, quoted_blocks, said_blocks
+from bot.cards import (
+    CardView,
+    card_blocks,
+    card_text,
+    conversation_summary,
+    escape,
+    quoted_blocks,
+    said_blocks,
+)
 from bot.classifier import Classification
 from bot.events import (
     AgentAction,
@@ -225,6 +233,10 @@ class Desk:
             rating=ticket.rating,
             blocked=blocked,
             model=ticket.classification or None,
+            team=ticket.team if self.rules.teams else "",
+            assigned_by=ticket.assigned_by,
+            waiting_reason=ticket.waiting_reason,
+            transfer_to=tuple(t for t in self.rules.teams if t != ticket.team),
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:
@@ -695,6 +707,9 @@ class Desk:
         ticket = await self.s.get(Ticket, ev.ticket_id, with_for_update=True)
         if ticket is None:
             return
+        if ev.action == "transfer":
+            await self._transfer(ticket, ev.user_id, ev.team or "")
+            return
         if ev.action == "claim":
             # A person's claim wins over an automatic assignment (even one made a moment ago,
             # while the card still showed Claim), never over another person's claim.
@@ -744,6 +759,76 @@ class Desk:
             await self.refresh_card(ticket)
             await self._capacity_freed(ticket.assignee_id)
             self.decided("tickets.resolved ticket=%d by=%s", ticket.id, ev.user_id)
+
+    async def _transfer(self, ticket: Ticket, by: str, target: str) -> None:
+        """Move an active ticket to another team. Its card is posted in that team's channel
+        with the conversation so far in the thread; the old card says where it went and loses
+        its buttons. The customer notices nothing."""
+        if ticket.status not in ACTIVE or target == ticket.team or target not in self.rules.teams:
+            return
+        old_team, old_channel, old_ts = ticket.team, ticket.slack_channel, ticket.slack_ts
+        team = self.rules.teams[target]
+        self.history(ticket, "team", by, old_team, target, f"transferred by <@{by}>")
+        if old_ts is not None:
+            # Addressed to the old card explicitly (reply_to), so they stay there.
+            moved = f"➡️ Transferred to team *{target}* (<#{team.channel}>) by <@{by}>."
+            view = await self.card_view(ticket)
+            frozen = [b for b in card_blocks(view) if b.get("type") != "actions"]
+            frozen.append({"type": "context", "elements": [{"type": "mrkdwn", "text": moved}]})
+            for kind, text, blocks in (
+                ("slack_card_update", card_text(view), tuple(frozen)),
+                (
+                    "slack_thread",
+                    f"➡️ <@{by}> transferred this ticket to team *{target}* "
+                    f"(<#{team.channel}>); it goes on there.",
+                    (),
+                ),
+            ):
+                self.fx.say(
+                    Outbound(
+                        channel="slack",
+                        kind=kind,
+                        destination=old_channel,
+                        ticket_id=ticket.id,
+                        reply_to=old_ts,
+                        text=text,
+                        blocks=blocks,
+                    )
+                )
+        assigner = Assigner(self)
+        if ticket.assignee_id is not None and ticket.assignee_id not in team.agents:
+            assigner.release(ticket, by, f"transferred to {target}")
+        ticket.team = target
+        ticket.slack_channel = team.channel
+        ticket.slack_ts = None  # the new card's ts, once posted
+        ticket.waiting_reason = None
+        choice = None
+        if ticket.assignee_id is None:
+            choice = await assigner.assign(ticket, announce=False)
+        view = await self.card_view(ticket)
+        self.fx.say(
+            Outbound(
+                channel="slack",
+                kind="slack_card",
+                destination=team.channel,
+                ticket_id=ticket.id,
+                text=card_text(view),
+                blocks=tuple(card_blocks(view)),
+            )
+        )
+        customer = await self.s.get_one(Customer, ticket.customer_id)
+        said = (
+            await self.s.scalars(
+                select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id)
+            )
+        ).all()
+        head = f"➡️ Transferred from team *{old_team}* by <@{by}>."
+        self.thread(ticket, conversation_summary(customer.name, said, head=head))
+        if choice is not None and choice.agent is not None:
+            self.thread(ticket, f"👤 {_cap(choice.reason)}.")
+        self.decided(
+            "tickets.transferred ticket=%d from=%s to=%s by=%s", ticket.id, old_team, target, by
+        )
 
     async def _capacity_freed(self, agent: str | None) -> None:
         """The agent holds one open ticket fewer: give waiting tickets of their teams out."""

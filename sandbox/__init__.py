@@ -455,9 +455,14 @@ class Control:
         if d["action_id"] not in buttons:
             has = f"it has {', '.join(buttons)}" if buttons else "it has no buttons now"
             raise _bad(f"the card {card['ts']} has no button {d['action_id']!r}; {has}")
+        value = d.get("value")  # a menu's choice (the Transfer menu), not for buttons
         try:
             status = await self.s.slack.agent_clicks(
-                channel, card["ts"], str(d["action_id"]), _user(d["user"])
+                channel,
+                card["ts"],
+                str(d["action_id"]),
+                _user(d["user"]),
+                None if value is None else str(value),
             )
         except ValueError as exc:
             raise _bad(str(exc)) from None

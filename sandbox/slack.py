@@ -279,22 +279,41 @@ class SlackStandIn:
         self.responses[rid] = []
         return f"{self.base_url}/slack/response/{rid}"
 
-    async def agent_clicks(self, channel: str, message_ts: str, action_id: str, user: str) -> int:
-        """An agent clicks a button on a message; returns the desk's HTTP status."""
+    async def agent_clicks(
+        self, channel: str, message_ts: str, action_id: str, user: str, value: str | None = None
+    ) -> int:
+        """An agent clicks a button on a message, or picks ``value`` in one of its menus
+        (static_select); returns the desk's HTTP status."""
         message = self._find(channel, message_ts)
         if message is None:
             raise ValueError(f"no message {message_ts} in {channel}")
-        button = next(
+        nothing: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
+        block, button = next(
             (
-                e
-                for block in message.get("blocks") or []
-                for e in block.get("elements") or []
+                (b, e)
+                for b in message.get("blocks") or []
+                for e in b.get("elements") or []
                 if e.get("action_id") == action_id
             ),
-            None,
+            nothing,
         )
         if button is None:
             raise ValueError(f"message {message_ts} has no button {action_id!r}")
+        action: dict[str, Any] = {
+            "type": button.get("type", "button"),
+            "action_id": action_id,
+            "block_id": block.get("block_id", "b"),
+            "action_ts": f"{time.time():.6f}",
+        }
+        if button.get("type") == "static_select":
+            options = button.get("options") or []
+            chosen = next((o for o in options if o.get("value") == value), None)
+            if chosen is None:
+                values = ", ".join(str(o.get("value")) for o in options)
+                raise ValueError(f"menu {action_id!r} has no option {value!r}; it has {values}")
+            action["selected_option"] = chosen
+        else:
+            action["value"] = button.get("value", "")
         payload = {
             "type": "block_actions",
             "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
@@ -306,15 +325,7 @@ class SlackStandIn:
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
             "message": {k: v for k, v in message.items() if k != "reactions"},
             "response_url": self._response_url(),
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "block_id": button.get("block_id", "b"),
-                    "value": button.get("value", ""),
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
+            "actions": [action],
         }
         body = urlencode({"payload": json.dumps(payload)}).encode()
         status, _ = await self._deliverer.attempt(

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.events import SlashCommand
+from bot.events import AgentAction, SlashCommand
 from bot.rules import Rules, parse_rules
 from bot.scheduler import AssignmentSweeper, PresencePoller
 from storage.models import Ticket, TicketEvent
@@ -365,3 +365,61 @@ async def test_slack_presence_makes_an_agent_unavailable_but_never_available(
     # her so, and Alice's "away" still holds, so the next ticket waits.
     await poller.run_once()
     assert (await desk.says("c4", "help")).assignee_id is None
+
+
+async def test_transfer_moves_the_card_to_the_new_team_and_the_customer_notices_nothing(
+    desk: Desk,
+) -> None:
+    await desk.slash(ALICE, "available")
+    await desk.slash(BOB, "available")
+    ticket = await desk.says("c1", "my parcel is late")
+    await desk.h.inbox.accept([desk.h.agent(ticket, ALICE, "note: looks like a billing thing")], {})
+    await desk.h.settle()
+    assert (ticket.team, ticket.assignee_id) == ("support", ALICE)
+    customer_saw = len(desk.h.telegram.sent)
+    old_ts = ticket.slack_ts
+    move = AgentAction(
+        external_id="action:transfer",
+        conversation=f"slack:C0SUPPORT:{old_ts}",
+        action="transfer",
+        team="billing",
+        ticket_id=ticket.id,
+        user_id=ALICE,
+        slack_channel="C0SUPPORT",
+        message_ts=old_ts or "",
+    )
+    await desk.h.inbox.accept([move], {})
+    await desk.h.settle()
+    moved = await desk.get(ticket.id)
+    assert (moved.team, moved.slack_channel, moved.assignee_id) == ("billing", "C0BILLING", BOB)
+    assert moved.slack_ts not in (None, old_ts)
+    assert len(desk.h.telegram.sent) == customer_saw  # nothing for the customer
+    sent = [m for m in desk.h.slack.sent if m.ticket_id == ticket.id]
+    frozen = next(m for m in sent if m.kind == "slack_card_update" and m.reply_to == old_ts)
+    assert frozen.destination == "C0SUPPORT"
+    assert not any(b["type"] == "actions" for b in frozen.blocks)
+    assert "Transferred to team *billing* (<#C0BILLING>) by <@U0ALICE>" in str(frozen.blocks)
+    new_card = next(m for m in sent if m.kind == "slack_card" and m.destination == "C0BILLING")
+    assert "Team *billing* · Assigned to <@U0BOB>" in str(new_card.blocks)
+    summary = next(m.text for m in sent if m.text.startswith("➡️ Transferred from team"))
+    assert "*Ann:* my parcel is late" in summary
+    assert "looks like a billing thing" in summary
+    async with desk.h.sessions() as s:
+        kinds = (
+            await s.scalars(
+                select(TicketEvent.reason).where(
+                    TicketEvent.ticket_id == ticket.id, TicketEvent.kind == "team"
+                )
+            )
+        ).all()
+    assert kinds == ["no routing rule matched: default team", "transferred by <@U0ALICE>"]
+
+
+async def test_the_card_says_the_team_and_why_a_ticket_waits(desk: Desk) -> None:
+    ticket = await desk.says("c1", "hello")
+    card = next(m for m in desk.h.slack.sent if m.kind == "slack_card")
+    assert ticket.waiting_reason == "waiting: no available agent in support"
+    assert "Team *support* · New, unclaimed · waiting: no available agent in support" in str(
+        card.blocks
+    )
+    assert "Transfer to…" in str(card.blocks)

@@ -588,3 +588,19 @@ async def test_connection_refused_maps_to_unavailable() -> None:
             await adapter.send(CARD)
     finally:
         await adapter.stop()
+
+
+def test_the_transfer_menu_becomes_a_transfer_action() -> None:
+    event = parse_block_actions(payload("slack", "block_actions_transfer"))
+    assert isinstance(event, AgentAction)
+    assert (event.action, event.ticket_id, event.team) == ("transfer", 42, "billing")
+    assert event.external_id == "action:1718000060.654321:U0AGENT"
+
+
+def test_a_transfer_without_a_team_or_a_button_with_one_is_ignored() -> None:
+    body = payload("slack", "block_actions_transfer")
+    body["actions"][0]["selected_option"]["value"] = "42"
+    assert isinstance(parse_block_actions(body), Ignored)
+    claim = payload("slack", "block_actions_claim")
+    claim["actions"][0]["value"] = "42:billing"
+    assert isinstance(parse_block_actions(claim), Ignored)

@@ -147,3 +147,34 @@ async def test_slack_presence_is_read_from_users_get_presence() -> None:
     finally:
         await adapter.stop()
         await standins.stop()
+
+
+async def test_an_agent_transfers_a_ticket_from_the_cards_menu(stack: Stack) -> None:
+    slack, tg = stack.standins.slack, stack.standins.telegram
+    await tg.customer_says(51, "my parcel is late", "Pia")
+    card = await stack.card()
+    assert card["channel"] == "C0SUPPORT"
+    status = await slack.agent_clicks(
+        "C0SUPPORT", card["ts"], "ticket_transfer", "U0ALICE", value="1:billing"
+    )
+    assert status == 200
+    moved = await stack.card(2)
+    assert moved["channel"] == "C0BILLING"
+    await stack.thread_has(moved["ts"], "Transferred from team *support* by <@U0ALICE>")
+    await stack.thread_has(card["ts"], "transferred this ticket to team *billing*")
+
+    async def old_card_frozen() -> bool:
+        old = slack.messages("C0SUPPORT")[0]
+        return not any(b["type"] == "actions" for b in old["blocks"])
+
+    await eventually(old_card_frozen, "the old card without buttons")
+    ticket = await stack.ticket(1)
+    assert (ticket.team, ticket.slack_channel, ticket.slack_ts) == (
+        "billing",
+        "C0BILLING",
+        moved["ts"],
+    )
+    # The customer heard nothing of it, and the conversation goes on in the new thread.
+    assert len(tg.sent_to(51)) == 1
+    await tg.customer_says(51, "any news?", "Pia")
+    await stack.thread_has(moved["ts"], "any news?")
