@@ -32,7 +32,6 @@ class Texts(_Strict):
     resolved: str
     rating_thanks: str
     reopened: str
-    undeliverable_note: str = "This message could not be delivered."
     # Answers to a rating button pressed again, or pressed on an out-of-date prompt. Optional so
     # that rules files written before they existed keep loading; see CustomerTexts for the
     # built-in translations used when a known language leaves them out.

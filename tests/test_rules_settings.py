@@ -110,3 +110,15 @@ def test_priority_takes_the_highest_rule_and_lists_every_reason() -> None:
     )
     # "poutage" is not an outage.
     assert decide(rules, Signals(text="la poutage")).priority == "normal"
+
+
+def test_every_text_field_is_spelled_out_in_the_shipped_rules_yaml() -> None:
+    # The README says rules.yaml shows every field: each customer text must be in it, in
+    # every language it lists (a field the desk never uses must not exist at all).
+    import yaml
+
+    from bot.rules import Texts
+
+    shipped = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    for language, texts in shipped["texts"]["languages"].items():
+        assert set(texts) == set(Texts.model_fields), language
