@@ -38,9 +38,9 @@ from bot.leases import this_process
 from bot.outbound import Outbound
 from bot.rules import Rules
 from bot.supervisor import desk_command
-from bot.tickets import Desk, StatusTooEarly, destination_key
+from bot.tickets import Desk, StatusTooEarly, queue_effects
 from storage.models import Identity, InboxRow
-from storage.queues import inbox_add, inbox_claim, outbox_add
+from storage.queues import inbox_add, inbox_claim
 
 log = logging.getLogger("deskbot.dispatcher")
 
@@ -245,28 +245,3 @@ class Dispatcher:
     async def _queue(self, session: AsyncSession, desk: Desk, inbox_id: int) -> None:
         # Deterministic keys: if this step is ever redone, it cannot queue twice.
         await queue_effects(session, desk, f"inbox:{inbox_id}")
-
-
-async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> None:
-    """Write what ``desk`` wants said to the outbox, in the caller's transaction."""
-    now = desk.now
-    rows: list[dict[str, Any]] = []
-    for n, (out, message) in enumerate(desk.fx.items):
-        if message is not None and message.id is None:
-            await session.flush()
-        rows.append(
-            {
-                "idempotency_key": f"{key}:{n}",
-                "channel": out.channel,
-                "destination_key": destination_key(out),
-                "payload": out.model_dump(mode="json"),
-                "ticket_id": out.ticket_id,
-                "message_id": message.id if message is not None else None,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
-    if rows:
-        await outbox_add(session, rows)

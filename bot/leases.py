@@ -39,9 +39,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.outbound import Outbound
 from bot.rules import Rules
-from bot.tickets import Desk, destination_key
+from bot.tickets import Desk, queue_effects
 from storage.models import Message, OutboxRow, Ticket
-from storage.queues import expire_inbox_leases, open_leases, outbox_add, outbox_held_by
+from storage.queues import expire_inbox_leases, open_leases, outbox_held_by
 
 log = logging.getLogger("deskbot.leases")
 
@@ -191,20 +191,4 @@ async def _settle_unknown_send(
                     f"⚠️ The desk restarted while sending this reply to the customer: "
                     f"{_quote(out.text)}. It is being sent again, so they may get it twice.",
                 )
-    rows = [
-        {
-            "idempotency_key": f"reclaim:{row.id}:{n}",
-            "channel": o.channel,
-            "destination_key": destination_key(o),
-            "payload": o.model_dump(mode="json"),
-            "ticket_id": o.ticket_id,
-            "message_id": None,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for n, (o, _m) in enumerate(desk.fx.items)
-    ]
-    if rows:
-        await outbox_add(session, rows)
+    await queue_effects(session, desk, f"reclaim:{row.id}")

@@ -52,9 +52,9 @@ from bot.outbound import (
 )
 from bot.recovery import CardRecovery, card_is_gone
 from bot.rules import Rules
-from bot.tickets import Desk, destination_key
+from bot.tickets import Desk, queue_effects
 from storage.models import Identity, Message, OutboxRow, Ticket
-from storage.queues import outbox_add, outbox_claim
+from storage.queues import outbox_claim
 
 log = logging.getLogger("deskbot.outbox")
 
@@ -391,23 +391,7 @@ class OutboxSender:
                     message.delivery_error = row.last_error
                 if ticket is not None and out.channel != "slack":
                     await self._report_failure(desk, ticket, message, error)
-            follow_ups = [
-                {
-                    "idempotency_key": f"outbox:{row_id}:{n}",
-                    "channel": o.channel,
-                    "destination_key": destination_key(o),
-                    "payload": o.model_dump(mode="json"),
-                    "ticket_id": o.ticket_id,
-                    "message_id": None,
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-                for n, (o, _m) in enumerate(desk.fx.items)
-            ]
-            if follow_ups:
-                await outbox_add(session, follow_ups)
+            if await queue_effects(session, desk, f"outbox:{row_id}"):
                 self.wakeup.set()
 
     async def _report_failure(

@@ -18,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.assignment import Assigner
 from bot.clock import Clock
-from bot.dispatcher import queue_effects
 from bot.rules import Rules
-from bot.tickets import Desk
+from bot.tickets import Desk, queue_effects
 from storage.models import Agent
 
 log = logging.getLogger("deskbot.scheduler")

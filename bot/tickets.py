@@ -41,6 +41,7 @@ from bot.outbound import Button, Outbound
 from bot.routing import TicketFacts, choose_team, language_from_script
 from bot.rules import Rules
 from storage.models import Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
+from storage.queues import outbox_add
 
 log = logging.getLogger("deskbot.tickets")
 
@@ -110,6 +111,33 @@ def destination_key(out: Outbound) -> str:
             return f"slack:ticket:{out.ticket_id}"
         return f"slack:{out.destination}"
     return f"{out.channel}:{out.destination}"
+
+
+async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> int:
+    """Write what ``desk`` wants said to the outbox, in the caller's transaction; ``key``
+    makes the rows' idempotency keys, so a step that is redone cannot queue twice."""
+    now = desk.now
+    rows: list[dict[str, Any]] = []
+    for n, (out, message) in enumerate(desk.fx.items):
+        if message is not None and message.id is None:
+            await session.flush()
+        rows.append(
+            {
+                "idempotency_key": f"{key}:{n}",
+                "channel": out.channel,
+                "destination_key": destination_key(out),
+                "payload": out.model_dump(mode="json"),
+                "ticket_id": out.ticket_id,
+                "message_id": message.id if message is not None else None,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        )
+    if rows:
+        await outbox_add(session, rows)
+    return len(rows)
 
 
 class Desk:
