@@ -268,11 +268,17 @@ class Desk:
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:
+        await self.post_card(ticket, "slack_card_update")
+
+    async def post_card(
+        self, ticket: Ticket, kind: Literal["slack_card", "slack_card_update"] = "slack_card"
+    ) -> None:
+        """The ticket's card as it is now: a new card in its channel, or an update of it."""
         view = await self.card_view(ticket)
         self.fx.say(
             Outbound(
                 channel="slack",
-                kind="slack_card_update",
+                kind=kind,
                 destination=ticket.slack_channel,
                 ticket_id=ticket.id,
                 text=card_text(view),
@@ -465,17 +471,7 @@ class Desk:
         texts = await self.texts_for(ticket)
         self.tell_customer(ticket, texts.ack.format(ticket=ticket.id))
         choice = await Assigner(self).assign(ticket, announce=False)
-        view = await self.card_view(ticket)
-        self.fx.say(
-            Outbound(
-                channel="slack",
-                kind="slack_card",
-                destination=ticket.slack_channel,
-                ticket_id=ticket.id,
-                text=card_text(view),
-                blocks=tuple(card_blocks(view)),
-            )
-        )
+        await self.post_card(ticket)
         if choice.agent is not None:  # the mention is how the agent hears of it
             self.thread(ticket, f"👤 {_cap(choice.reason)}.")
         return ticket
@@ -833,17 +829,7 @@ class Desk:
         choice = None
         if ticket.assignee_id is None:
             choice = await assigner.assign(ticket, announce=False)
-        view = await self.card_view(ticket)
-        self.fx.say(
-            Outbound(
-                channel="slack",
-                kind="slack_card",
-                destination=team.channel,
-                ticket_id=ticket.id,
-                text=card_text(view),
-                blocks=tuple(card_blocks(view)),
-            )
-        )
+        await self.post_card(ticket)
         customer = await self.s.get_one(Customer, ticket.customer_id)
         said = (
             await self.s.scalars(
