@@ -101,6 +101,7 @@ class Ticket(Base):
     assignee_name: Mapped[str | None] = mapped_column(String(100))
     assigned_by: Mapped[str | None] = mapped_column(String(40))  # "desk" (automatic) or a user
     waiting_reason: Mapped[str | None] = mapped_column(String(200))  # why nobody has it yet
+    sla: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # clocks as last computed
     language: Mapped[str | None] = mapped_column(String(20))
     subject: Mapped[str] = mapped_column(Text, default="")
     rating: Mapped[int | None] = mapped_column(Integer)
@@ -165,6 +166,44 @@ class TeamPointer(Base):
     team: Mapped[str] = mapped_column(String(60), primary_key=True)
     last_agent: Mapped[str | None] = mapped_column(String(40))
     updated_at: Mapped[datetime]
+
+
+class SlaTimer(Base):
+    """When a ticket's next SLA moment is due; claimed by the scheduler like the outbox."""
+
+    __tablename__ = "sla_timers"
+    __table_args__ = (Index("ix_sla_timers_due", "due_at"),)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    due_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(120))
+    updated_at: Mapped[datetime]
+
+
+class SlaFiring(Base):
+    """A warning, breach or escalation that fired; ``key`` makes each fire exactly once."""
+
+    __tablename__ = "sla_firings"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    target: Mapped[str] = mapped_column(String(20))
+    what: Mapped[str] = mapped_column(String(20))
+    level: Mapped[int | None] = mapped_column(Integer)
+    due_at: Mapped[datetime | None]
+    fired_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """A privileged action: who did what, when, on what."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]]
 
 
 class InboxRow(Base):
