@@ -453,6 +453,11 @@ class SlackAdapter:
                     channel=message.destination, text=message.text, blocks=blocks
                 )
                 return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
+            case "slack_post":
+                resp = await self.client.chat_postMessage(
+                    channel=message.destination, text=message.text, blocks=blocks
+                )
+                return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
             case "slack_thread":
                 thread_ts = _need_reply_to(message)
                 resp = await self.client.chat_postMessage(

@@ -19,7 +19,7 @@ from bot.leases import reclaim_dead_leases
 from bot.outbound import ChannelSender
 from bot.outbox import Metrics, OutboxSender, RateLimits
 from bot.rules import Rules
-from bot.scheduler import AssignmentSweeper, PresencePoller
+from bot.scheduler import AssignmentSweeper, PresencePoller, SlaScheduler
 from bot.settings import Settings
 from storage.db import create_engine, migrate, ping, session_factory
 from storage.queues import inbox_lag_seconds, outbox_backlog
@@ -159,6 +159,10 @@ class DeskApp:
             self.sessions, self.rules, self.clock, outbox_wakeup=self.outbox.wakeup
         )
         self.spawn(self.sweeper.run(self._stop), "assignment")
+        self.sla = SlaScheduler(
+            self.sessions, self.rules, self.clock, outbox_wakeup=self.outbox.wakeup
+        )
+        self.spawn(self.sla.run(self._stop), "sla")
         slack = next((a for a in self.adapters if a.channel == "slack"), None)
         if self.rules.availability.assignment_presence == "slack" and slack is not None:
             poller = PresencePoller(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -56,6 +57,7 @@ class CardView:
     assigned_by: str | None = None  # "desk" when automatic assignment chose the assignee
     waiting_reason: str | None = None  # why nobody has it yet
     transfer_to: tuple[str, ...] = ()  # the other teams, for the Transfer menu
+    sla: Mapping[str, Any] | None = None  # the SLA clocks as last computed (tickets.sla)
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -161,7 +163,13 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
             block_id="message",
             elements=[RichTextQuoteElement(elements=[_verbatim(v.first_message)])],
         ),
-        ContextBlock(block_id="state", elements=[MarkdownTextObject(text=state)]),
+        ContextBlock(
+            block_id="state",
+            elements=[
+                MarkdownTextObject(text=state),
+                *([MarkdownTextObject(text=line)] if (line := clocks_line(v.sla)) else []),
+            ],
+        ),
     ]
     buttons: list[ButtonElement | StaticSelectElement] = []
     # Claim stays while the desk's own choice stands: a person may take the ticket over.
@@ -237,3 +245,37 @@ def conversation_summary(customer: str, messages: Sequence[Message], *, head: st
     if left_out:
         intro = f" The conversation so far (times in UTC; {left_out} earlier not shown):"
     return head + intro + "\n" + "\n".join(kept)
+
+
+# -- SLA clocks ----------------------------------------------------------------------------
+
+TARGET_NAME = {
+    "first_response": "First response",
+    "next_response": "Next response",
+    "resolution": "Resolution",
+}
+
+
+def slack_date(at: datetime) -> str:
+    """Slack shows this in each reader's own time zone; the fallback is UTC."""
+    stamp = int(at.timestamp())
+    return f"<!date^{stamp}^{{date_short_pretty}} {{time}}|{at:%Y-%m-%d %H:%M} UTC>"
+
+
+def clocks_line(sla: Mapping[str, Any] | None) -> str | None:
+    """The card's line: each running clock with its due time and state."""
+    if not sla:
+        return None
+    parts = []
+    for target in ("first_response", "next_response", "resolution"):
+        clock = sla.get(target) or {}
+        state = clock.get("state")
+        if state in (None, "none", "stopped"):
+            continue
+        due = clock.get("due")
+        when = slack_date(datetime.fromisoformat(due)) if due else ""
+        shown = {"running": "on track", "breached": "🚨 breached", "paused": "⏸ paused"}.get(
+            state, state.replace("_", " ")
+        )
+        parts.append(f"{TARGET_NAME[target]} {('due ' + when + ' · ') if when else ''}{shown}")
+    return "SLA: " + " · ".join(parts) if parts else None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bot.app import DeskApp, StartupError
 from bot.classifier import Classifier
+from bot.clock import Clock
 from bot.rules import Rules, RulesError, load_rules
 from bot.settings import Settings, SettingsError, load_settings
 from nlp.encoder import EncoderError
@@ -41,14 +42,19 @@ async def _make_classifier(settings: Settings, rules: Rules) -> Classifier | Non
 
 
 async def serve(
-    settings: Settings, rules: Rules, *, banner: str = "", started: float | None = None
+    settings: Settings,
+    rules: Rules,
+    *,
+    banner: str = "",
+    started: float | None = None,
+    clock: Clock | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM, then stop cleanly (draining the outbox for a few seconds).
 
     ``started`` (a ``time.monotonic()`` reading) adds how long the start took to the banner.
     """
     classifier = await _make_classifier(settings, rules)
-    desk = DeskApp(settings, rules, classifier=classifier)
+    desk = DeskApp(settings, rules, classifier=classifier, clock=clock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

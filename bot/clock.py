@@ -26,3 +26,20 @@ class FrozenClock:
 
     def advance(self, **delta: float) -> None:
         self._now += timedelta(**delta)
+
+
+class OffsetClock:
+    """The system clock plus an offset that only grows: the sandbox's "fast-forward", so a
+    person can watch an SLA warning and an escalation without waiting hours."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        step = timedelta(**delta)
+        if step < timedelta():
+            raise ValueError("time only moves forward")
+        self.offset += step

@@ -37,6 +37,7 @@ from bot.events import (
 from bot.leases import this_process
 from bot.outbound import Outbound
 from bot.rules import Rules
+from bot.sla_keeper import SlaKeeper
 from bot.supervisor import desk_command
 from bot.tickets import Desk, StatusTooEarly, queue_effects
 from storage.models import Identity, InboxRow
@@ -181,6 +182,7 @@ class Dispatcher:
                     return  # our lease ran out and another worker has it now
                 desk = Desk(session, self._rules, self._clock.now())
                 await self._apply(desk, event, cls)
+                await SlaKeeper(desk).refresh_touched()
                 await self._queue(session, desk, row_id)
                 row.status = "done"
                 row.processed_at = desk.now

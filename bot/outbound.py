@@ -29,6 +29,7 @@ OutboundKind = Literal[
     "slack_thread",  # Slack: a message in the ticket's thread
     "slack_reaction",  # Slack: reactions.add on an agent's message
     "slack_response",  # Slack: reply to a slash command through its response_url
+    "slack_post",  # Slack: a top-level message in a channel (an escalation for the whole team)
 ]
 
 

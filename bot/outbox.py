@@ -52,6 +52,7 @@ from bot.outbound import (
 )
 from bot.recovery import CardRecovery, card_is_gone
 from bot.rules import Rules
+from bot.sla_keeper import SlaKeeper
 from bot.tickets import Desk, queue_effects
 from storage.models import Identity, Message, OutboxRow, Ticket
 from storage.queues import outbox_claim
@@ -374,6 +375,8 @@ class OutboxSender:
                     message.delivery = "sent"
                     if message.slack_ts and ticket is not None:
                         desk.react(ticket, message.slack_ts, self._rules.slack.relayed_reaction)
+                        # An agent's reply counts for the SLA once the platform accepted it.
+                        await SlaKeeper(desk).refresh(ticket)
                 self.sent += 1
                 log.info("outbox.sent id=%d channel=%s kind=%s", row_id, out.channel, out.kind)
             else:

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bot.cli import serve
+from bot.clock import OffsetClock
 from bot.rules import Rules, load_rules, parse_rules
 from bot.settings import (
     Settings,
@@ -281,6 +282,14 @@ async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False)
     standin_url = await standins.start(port=standin_port)
     # After loading the state file: its counters may lag the database (saved a moment late).
     standins.continue_after(history)
+    # The page's fast-forward moves the desk's clock, so SLA warnings show within a minute.
+    clock = OffsetClock()
+
+    def advance(minutes: float) -> float:
+        clock.advance(minutes=minutes)
+        return clock.offset.total_seconds() / 60
+
+    standins.advance_clock = advance
     try:
         settings = sandbox_settings(standins, desk_port=desk_port, database_url=files.database_url)
         story = _story(files, removed=removed, tickets=tickets, loaded=standins.continued)
@@ -289,6 +298,7 @@ async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False)
             _rules(),
             banner=banner(standin_url, desk_url, files.shown, story=story),
             started=started,
+            clock=clock,
         )
     finally:
         await standins.stop()

@@ -13,14 +13,18 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.assignment import Assigner
 from bot.clock import Clock
+from bot.leases import this_process
 from bot.rules import Rules
+from bot.sla_keeper import SlaKeeper
 from bot.tickets import Desk, queue_effects
-from storage.models import Agent
+from storage.models import Agent, SlaTimer, Ticket
 
 log = logging.getLogger("deskbot.scheduler")
 
@@ -118,3 +122,76 @@ class PresencePoller:
                 log.exception("scheduler.presence_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+
+
+class SlaScheduler:
+    """Fires SLA timers that came due: claims them like the outbox claims rows (``FOR UPDATE
+    SKIP LOCKED`` and a lease), then redoes the ticket's clocks in one transaction, which
+    records each warning, breach and escalation once and sets the next timer."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        rules: Rules,
+        clock: Clock,
+        *,
+        outbox_wakeup: asyncio.Event | None = None,
+        interval: float = 2.0,
+        lease: timedelta = timedelta(seconds=60),
+        batch: int = 50,
+    ) -> None:
+        self._sessions = sessions
+        self._rules = rules
+        self._clock = clock
+        self._wakeup = outbox_wakeup
+        self._interval = interval
+        self._lease = lease
+        self._batch = batch
+        self.wakeup = asyncio.Event()  # the sandbox's fast-forward pokes it
+
+    async def run_once(self) -> int:
+        now = self._clock.now()
+        me = this_process()
+        async with self._sessions.begin() as session:
+            stmt = (
+                select(SlaTimer)
+                .where(
+                    SlaTimer.due_at <= now,
+                    or_(SlaTimer.lease_until.is_(None), SlaTimer.lease_until < now),
+                )
+                .order_by(SlaTimer.due_at)
+                .limit(self._batch)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            timers = list((await session.scalars(stmt)).all())
+            for timer in timers:
+                timer.lease_until = now + self._lease
+                timer.lease_owner = me
+            due = [t.ticket_id for t in timers]
+        for ticket_id in due:
+            async with self._sessions.begin() as session:
+                desk = Desk(session, self._rules, self._clock.now())
+                held = await session.get(SlaTimer, ticket_id)
+                ticket = await session.get(Ticket, ticket_id)
+                if held is None or held.lease_owner != me or ticket is None:
+                    continue  # re-timed by a change to the ticket meanwhile
+                await SlaKeeper(desk).refresh(ticket)
+                if held.lease_owner == me and held not in session.deleted:
+                    await session.delete(held)  # no SLA here (any more): nothing is due
+                await queue_effects(session, desk, f"sla:{ticket_id}:{uuid.uuid4().hex}")
+        if due and self._wakeup is not None:
+            self._wakeup.set()
+        return len(due)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("scheduler.sla_failed")
+            self.wakeup.clear()
+            waiters = [asyncio.ensure_future(e.wait()) for e in (self.wakeup, stop)]
+            await asyncio.wait(waiters, timeout=self._interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()

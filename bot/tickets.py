@@ -146,6 +146,7 @@ class Desk:
         self.rules = rules
         self.now = now
         self.fx = Effects()
+        self.touched: set[int] = set()  # tickets this step changed: their SLA clocks are redone
 
     def decided(self, fmt: str, *args: object) -> None:
         """Log a decision at INFO after the commit: structured names, ids, never message text."""
@@ -219,6 +220,7 @@ class Desk:
     def history(
         self, ticket: Ticket, kind: str, actor: str, old: Any, new: Any, reason: str = ""
     ) -> None:
+        self.touched.add(ticket.id)
         self.s.add(
             TicketEvent(
                 ticket_id=ticket.id,
@@ -265,6 +267,7 @@ class Desk:
             assigned_by=ticket.assigned_by,
             waiting_reason=ticket.waiting_reason,
             transfer_to=tuple(t for t in self.rules.teams if t != ticket.team),
+            sla=ticket.sla,
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:

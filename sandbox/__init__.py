@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,9 @@ class StandIns:
         )
         self.url = ""
         self._runner: web.AppRunner | None = None
+        # Set by `deskbot sandbox`: moves the desk's clock forward by N minutes, returns the
+        # total offset in minutes (the stand-ins themselves keep real time).
+        self.advance_clock: Callable[[float], float] | None = None
         self.state_path = state_path
         self.continued = False  # True when start() loaded an earlier state
         self._started = False
@@ -266,6 +269,7 @@ class Control:
         r.add_post("/control/slack/agent_replies", self.slack_replies)
         r.add_post("/control/slack/agent_clicks", self.slack_clicks)
         r.add_post("/control/slack/slash_command", self.slack_command)
+        r.add_post("/control/clock/advance", self.clock_advance)
         # Last, so it only sees what no route above took: a typo or the wrong method.
         r.add_route("*", "/control/{tail:.*}", self.unknown)
 
@@ -468,6 +472,16 @@ class Control:
             raise _bad(str(exc)) from None
         return web.json_response({"desk_status": status})
 
+    async def clock_advance(self, request: web.Request) -> web.StreamResponse:
+        """Fast-forward the desk's clock (``deskbot sandbox`` only), e.g. to watch an SLA."""
+        d = await self._body(request, "minutes")
+        minutes = d["minutes"]
+        if not isinstance(minutes, int | float) or isinstance(minutes, bool) or minutes <= 0:
+            raise _bad(f"minutes must be a positive number, got {minutes!r}")
+        if self.s.advance_clock is None:
+            raise web.HTTPNotFound(text="this desk's clock can't be moved (only `deskbot sandbox`)")
+        return web.json_response({"offset_minutes": self.s.advance_clock(float(minutes))})
+
     async def slack_command(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "command", "user", "channel")
         command = d["command"]
@@ -517,13 +531,14 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
         "POST",
         "/control/slack/agent_clicks",
         '{"channel": "C0SUPPORT", "message_ts": "TS", "action_id": "ticket_claim",'
-        ' "user": "U0ALICE"}',
+        ' "user": "U0ALICE", "value"?: "12:billing"}',
     ),
     (
         "POST",
         "/control/slack/slash_command",
         '{"command": "/desk", "text"?: "mine", "user": "U0ALICE", "channel": "C0SUPPORT"}',
     ),
+    ("POST", "/control/clock/advance", '{"minutes": 30}'),
 )
 USAGE = {path: usage for _, path, usage in ENDPOINTS}
 TS_RE = re.compile(r"^\d+\.\d+$")
