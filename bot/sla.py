@@ -308,9 +308,11 @@ class _Engine:
         breach = clock.breached_at or clock.at_threshold(clock.budget)
         assert breach is not None
         if clock.breached_at is None:
-            if not clock.warned:
-                warn = clock.at_threshold(clock.budget * self.policy.warn_at)
-                assert warn is not None
+            warn = clock.at_threshold(clock.budget * self.policy.warn_at)
+            assert warn is not None
+            # A warning due with or after the breach (a priority change made both past due)
+            # would say nothing the breach does not.
+            if not clock.warned and warn < breach and (self.now is None or breach > self.now):
                 moments.append((warn, "warning", None))
             moments.append((breach, "breached", None))
         for level, step in enumerate(self.policy.escalation, start=1):
