@@ -202,6 +202,7 @@ class _Clock:
     state: ClockStateName = "running"
     due: datetime | None = None
     breached_at: datetime | None = None  # the true breach moment, once breached
+    breach_used: timedelta | None = None  # the target when it breached: escalations count from it
     warned: bool = False
     escalated: set[int] = field(default_factory=set)
 
@@ -301,26 +302,45 @@ class _Engine:
 
     # -- timed moments -----------------------------------------------------------------------
     def _pending(self, clock: _Clock) -> list[tuple[datetime, What, int | None]]:
-        """What this clock would fire next if nothing else happened: (moment, what, level)."""
-        if clock.since is None or clock.state not in ("running", "breached"):
+        """What this clock would fire next if nothing else happened: (moment, what, level).
+
+        A threshold the clock has already used up (a priority change made it past due) is
+        listed at the moment it was truly passed, so it fires at once, even while paused.
+        """
+        if clock.state not in ("running", "breached", "paused"):
             return []
+        used = clock.used
+        now = self.now
+
+        def moment_of(threshold: timedelta) -> datetime | None:
+            if threshold <= used and clock.spans:
+                return clock.true_moment(threshold, now or clock.started)
+            return clock.at_threshold(threshold)
+
         moments: list[tuple[datetime, What, int | None]] = []
-        breach = clock.breached_at or clock.at_threshold(clock.budget)
-        assert breach is not None
+        breach = clock.breached_at or moment_of(clock.budget)
         if clock.breached_at is None:
-            warn = clock.at_threshold(clock.budget * self.policy.warn_at)
-            assert warn is not None
+            warn = moment_of(clock.budget * self.policy.warn_at)
             # A warning due with or after the breach (a priority change made both past due)
             # would say nothing the breach does not.
-            if not clock.warned and warn < breach and (self.now is None or breach > self.now):
+            if (
+                warn is not None
+                and breach is not None
+                and not clock.warned
+                and warn < breach
+                and (now is None or breach > now)
+            ):
                 moments.append((warn, "warning", None))
-            moments.append((breach, "breached", None))
+            if breach is not None:
+                moments.append((breach, "breached", None))
+        if breach is None:
+            return moments
+        base = clock.breach_used if clock.breach_used is not None else clock.budget
         for level, step in enumerate(self.policy.escalation, start=1):
             if level not in clock.escalated:
-                after = step.after.budget(clock.cal, breach)
-                moment = clock.at_threshold(clock.budget + after)
-                assert moment is not None
-                moments.append((moment, "escalation", level))
+                moment = moment_of(base + step.after.budget(clock.cal, breach))
+                if moment is not None:
+                    moments.append((moment, "escalation", level))
                 break  # levels fire in order; the next is scheduled once this one fired
         return moments
 
@@ -346,7 +366,12 @@ class _Engine:
         elif what == "breached":
             clock.warned = True  # after a breach a warning would say nothing new
             clock.breached_at = clock.true_moment(clock.budget, at)
-            clock.state, clock.due = "breached", clock.breached_at
+            clock.breach_used = clock.budget
+            clock.due = clock.breached_at
+            if (
+                clock.since is not None
+            ):  # a paused clock that a priority change made late stays paused
+                clock.state = "breached"
             self._emit(at, clock, "breached")
         else:
             assert level is not None
@@ -418,7 +443,9 @@ class _Engine:
             # target's calendar, and warnings/escalations are recomputed from the new budget.
             clock.cal = self.calendars[spec.calendar or self.policy.calendar]
             clock.budget = spec.of(target).budget(clock.cal, clock.started)
-            if clock.breached_at is None and clock.since is not None:
+            if clock.breached_at is None and (
+                clock.since is not None or clock.budget <= clock.used
+            ):
                 clock.due = clock.true_moment(clock.budget, at)  # maybe already behind us
             self._emit(at, clock, "retargeted")
 
