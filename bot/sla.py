@@ -244,6 +244,8 @@ class _Engine:
         self.priority: str | None = None
         self.status: Status = "open"
         self.now: datetime | None = None
+        self.created: datetime | None = None
+        self.replied = False  # an agent has answered at least once
 
     # -- the clocks --------------------------------------------------------------------------
     def _emit(self, at: datetime, clock: _Clock, what: What, level: int | None = None) -> None:
@@ -254,13 +256,15 @@ class _Engine:
     def _spec(self) -> SlaTarget | None:
         return self.policy.targets.get(self.priority)  # type: ignore[call-overload, no-any-return]
 
-    def _start(self, target: Target, at: datetime) -> None:
+    def _start(self, target: Target, at: datetime, since: datetime | None = None) -> None:
+        """Start a clock at ``at``, counting from ``since`` (default: ``at``)."""
         spec = self._spec()
         if spec is None:
             return
+        origin = since or at
         cal = self.calendars[spec.calendar or self.policy.calendar]
-        clock = _Clock(target, at, cal, spec.of(target).budget(cal, at), since=at)
-        clock.due = clock.at_threshold(clock.budget)
+        clock = _Clock(target, origin, cal, spec.of(target).budget(cal, origin), since=origin)
+        clock.due = clock.true_moment(clock.budget, at)
         self.clocks[target] = clock
         self.ended.pop(target, None)
         self._emit(at, clock, "started")
@@ -384,6 +388,7 @@ class _Engine:
         match event.type:
             case "created":
                 self.priority = event.priority
+                self.created = at
                 self._start("first_response", at)
                 self._start("resolution", at)
             case "customer_message":
@@ -394,6 +399,7 @@ class _Engine:
                 if answered and self._live("next_response") is None:
                     self._start("next_response", at)
             case "agent_reply":
+                self.replied = True
                 for target in TARGETS[:2]:
                     clock = self._live(target)
                     if clock is not None:
@@ -432,9 +438,20 @@ class _Engine:
 
     def _retarget(self, at: datetime) -> None:
         spec = self._spec()
+        fresh: set[Target] = set()
+        if spec is not None and self.created is not None:
+            # From a priority that had no targets: the clocks it should have had start now,
+            # counted from creation, so what is already late fires at once.
+            wanted: list[Target] = ["resolution"] if self.status != "resolved" else []
+            if not self.replied:
+                wanted.insert(0, "first_response")
+            for target in wanted:
+                if target not in self.clocks and target not in self.ended:
+                    self._start(target, at, since=self.created)
+                    fresh.add(target)
         for target in TARGETS:
             clock = self._live(target)
-            if clock is None:
+            if clock is None or target in fresh:
                 continue
             if spec is None:
                 self._stop(target)
