@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="bring the database schema up to date")
     sub.add_parser("check", help="validate the environment and rules.yaml, then exit")
     sub.add_parser("nlp", help="the local model: classify, train, eval, bench", add_help=False)
+    sub.add_parser("sla", help="check an SLA policy: replay a timeline, due times", add_help=False)
     return parser
 
 
@@ -152,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         from nlp.cli import main as nlp_main
 
         return nlp_main(argv[1:])
+    if argv[:1] == ["sla"]:
+        from bot.sla_cli import main as sla_main
+
+        return sla_main(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     handlers = {

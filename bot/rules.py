@@ -9,7 +9,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.calendars import ALWAYS, Calendar
 from bot.routing import DEFAULT_TEAM, Availability, Route, Team
+from bot.sla import SlaPolicy
 from nlp.priority import PriorityRules
 
 
@@ -137,6 +139,9 @@ class Rules(_Strict):
     teams: dict[str, Team] = Field(default_factory=dict)
     routing: tuple[Route, ...] = ()
     availability: Availability = Field(default_factory=Availability)
+    # Business calendars by name, and the SLA policy; no ``sla:`` means no SLA clocks.
+    calendars: dict[str, Calendar] = Field(default_factory=lambda: {"always": ALWAYS})
+    sla: SlaPolicy | None = None
 
     @property
     def all_teams(self) -> dict[str, Team]:
@@ -156,6 +161,11 @@ class Rules(_Strict):
 
     def teams_of(self, agent: str) -> list[str]:
         return [name for name, team in self.all_teams.items() if agent in team.agents]
+
+    @field_validator("calendars")
+    @classmethod
+    def _always_is_built_in(cls, value: dict[str, Calendar]) -> dict[str, Calendar]:
+        return value if "always" in value else {**value, "always": ALWAYS}
 
     @field_validator("texts")
     @classmethod
@@ -200,6 +210,23 @@ def _cross_references(rules: Rules) -> list[str]:
                 f"teams.{name}.lead: {team.lead} is not an agent of any team "
                 "(list them under some team's agents)"
             )
+    problems.extend(_sla_references(rules))
+    return problems
+
+
+def _sla_references(rules: Rules) -> list[str]:
+    problems: list[str] = []
+    if rules.sla is None:
+        return problems
+    known = ", ".join(rules.calendars)
+
+    def check(path: str, name: str | None) -> None:
+        if name is not None and name not in rules.calendars:
+            problems.append(f"{path}: unknown calendar {name!r} (calendars: {known})")
+
+    check("sla.calendar", rules.sla.calendar)
+    for priority, target in rules.sla.targets.items():
+        check(f"sla.targets.{priority}.calendar", target.calendar)
     return problems
 
 

@@ -16,10 +16,12 @@ ROOT = Path(__file__).parent.parent
 
 def test_shipped_rules_equal_the_defaults() -> None:
     # rules.yaml spells out every default; if they drift apart the README lies about one.
-    # Its teams and routing are an example (the sandbox's), not defaults.
+    # Its teams, routing, calendars and SLA are an example (the sandbox's), not defaults.
     shipped = load_rules(ROOT / "rules.yaml")
-    assert shipped.teams and shipped.routing
-    assert shipped.model_copy(update={"teams": {}, "routing": ()}) == parse_rules({"version": 1})
+    defaults = parse_rules({"version": 1})
+    assert shipped.teams and shipped.routing and shipped.sla and "office" in shipped.calendars
+    example = {"teams": {}, "routing": (), "calendars": defaults.calendars, "sla": None}
+    assert shipped.model_copy(update=example) == defaults
 
 
 @pytest.mark.parametrize(
