@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bot.sla import SlaPolicy
 from nlp.priority import LEVELS, Priority
 
 Strategy = Literal["round_robin", "balanced", "manual"]
@@ -35,6 +36,8 @@ class Team(_Strict):
     lead: str | None = None
     assignment: Strategy = "round_robin"
     capacity: int = Field(default=3, ge=1)  # open tickets per agent auto-assignment may give
+    sla: SlaPolicy | None = None  # the team's own SLA policy, instead of the desk's
+    calendar: str | None = None  # the team's business hours, instead of the policy's default
 
     @field_validator("channel")
     @classmethod

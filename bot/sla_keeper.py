@@ -23,7 +23,7 @@ from sqlalchemy import select
 from bot.assignment import AUTO, Assigner
 from bot.cards import TARGET_NAME, slack_date
 from bot.outbound import Outbound
-from bot.sla import Fired, SlaEvent, SlaPolicy, replay
+from bot.sla import Fired, SlaEvent, SlaPolicy, policy_for, replay
 from storage.models import Message, SlaFiring, SlaTimer, Ticket, TicketEvent
 
 if TYPE_CHECKING:
@@ -89,9 +89,8 @@ class SlaKeeper:
         self.rules = desk.rules
 
     def policy(self, ticket: Ticket) -> SlaPolicy | None:
-        team = self.rules.all_teams.get(ticket.team)
-        team_policy = getattr(team, "sla", None) if team is not None else None
-        return team_policy or self.rules.sla
+        team = self.rules.team(ticket.team)
+        return policy_for(team.sla, self.rules.sla, team.calendar)
 
     async def refresh_touched(self) -> None:
         """After a step: redo the clocks of every ticket the step changed or spoke about."""
@@ -225,5 +224,4 @@ class SlaKeeper:
 
 
 def _key(ticket_id: int, fired: Fired) -> str:
-    started = fired.started.isoformat() if fired.started is not None else "-"
-    return f"{ticket_id}:{fired.target}:{fired.what}:{fired.level or 0}:{started}"[:200]
+    return f"{ticket_id}:{fired.key}"[:200]

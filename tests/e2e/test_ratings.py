@@ -5,6 +5,7 @@ a claim by reply said in the thread, and a customer's text shown in Slack as the
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -13,8 +14,9 @@ from .conftest import SUPPORT, Stack, eventually
 
 
 def state_line(card: dict[str, Any]) -> str:
+    """The card's state, without the team it names first ("Team *support* · …")."""
     block = next(b for b in card["blocks"] if b.get("block_id") == "state")
-    return str(block["elements"][0]["text"])
+    return re.sub(r"^Team \*\w+\* · ", "", str(block["elements"][0]["text"]))
 
 
 async def card_state(stack: Stack, expected: str) -> None:
