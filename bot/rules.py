@@ -216,17 +216,22 @@ def _cross_references(rules: Rules) -> list[str]:
 
 def _sla_references(rules: Rules) -> list[str]:
     problems: list[str] = []
-    if rules.sla is None:
-        return problems
     known = ", ".join(rules.calendars)
 
     def check(path: str, name: str | None) -> None:
         if name is not None and name not in rules.calendars:
             problems.append(f"{path}: unknown calendar {name!r} (calendars: {known})")
 
-    check("sla.calendar", rules.sla.calendar)
-    for priority, target in rules.sla.targets.items():
-        check(f"sla.targets.{priority}.calendar", target.calendar)
+    policies = [("sla", rules.sla)]
+    for team_name, team in rules.teams.items():
+        check(f"teams.{team_name}.calendar", team.calendar)
+        policies.append((f"teams.{team_name}.sla", team.sla))
+    for path, policy in policies:
+        if policy is None:
+            continue
+        check(f"{path}.calendar", policy.calendar)
+        for priority, target in policy.targets.items():
+            check(f"{path}.targets.{priority}.calendar", target.calendar)
     return problems
 
 

@@ -236,3 +236,13 @@ def test_the_shipped_rules_yaml_routes_to_its_teams() -> None:
     assert set(rules.all_teams) >= {"support", "billing"}
     for route in rules.routing:
         assert route.team in rules.all_teams
+
+
+def test_a_team_may_carry_its_own_sla_and_calendar_and_unknown_calendars_are_named() -> None:
+    team = {"channel": "C0VIP", "calendar": "always", "sla": {"calendar": "always"}}
+    rules = parse_rules({"version": 1, "teams": {"vip": team}})
+    assert rules.team("vip").calendar == "always"
+    assert rules.team("vip").sla is not None
+    bad = {"channel": "C0VIP", "calendar": "ofice"}
+    with pytest.raises(RulesError, match=r"teams\.vip\.calendar: unknown calendar 'ofice'"):
+        parse_rules({"version": 1, "teams": {"vip": bad}})
