@@ -125,6 +125,14 @@ class TicketRules(_Strict):
     reopen_window_hours: float = Field(default=72, ge=0)
 
 
+class Roles(_Strict):
+    """Who may read the desk's figures (supervisors) and its audit trail (admins): Slack user
+    ids. Admins may do whatever supervisors may."""
+
+    supervisors: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+
+
 class Rules(_Strict):
     version: int = Field(ge=1, le=1)
     slack: SlackRules = Field(default_factory=SlackRules)
@@ -137,6 +145,7 @@ class Rules(_Strict):
     teams: dict[str, Team] = Field(default_factory=dict)
     routing: tuple[Route, ...] = ()
     availability: Availability = Field(default_factory=Availability)
+    roles: Roles = Field(default_factory=Roles)
 
     @property
     def all_teams(self) -> dict[str, Team]:

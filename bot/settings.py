@@ -90,6 +90,17 @@ def _group(env: Mapping[str, str], label: str, names: list[str]) -> dict[str, st
     return present
 
 
+def desk_tz(env: Mapping[str, str] | None = None) -> ZoneInfo:
+    """``DESK_TZ`` (default UTC): the zone whose days reports count in."""
+    name = (os.environ if env is None else env).get("DESK_TZ") or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"DESK_TZ must be an IANA time zone such as Europe/Berlin, got {name!r}"
+        ) from None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if env is None:
         env = os.environ
@@ -139,13 +150,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     model = env.get("DESK_MODEL") or "local"
     if model not in ("rules", "local"):
         raise SettingsError(f"DESK_MODEL must be 'rules' or 'local', got {model!r}")
-    tz = env.get("DESK_TZ") or "UTC"
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(
-            f"DESK_TZ must be an IANA time zone such as Europe/Berlin, got {tz!r}"
-        ) from None
+    tz = desk_tz(env).key
     return Settings(
         database_url=env.get("DESK_DATABASE_URL") or default_database_url(),
         http_host=env.get("DESK_HTTP_HOST") or "127.0.0.1",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.rules import RulesError, load_rules, parse_rules
+from bot.rules import Roles, RulesError, load_rules, parse_rules
 from bot.settings import SettingsError, load_settings
 from nlp.priority import PriorityRules, Signals, decide
 
@@ -16,10 +16,11 @@ ROOT = Path(__file__).parent.parent
 
 def test_shipped_rules_equal_the_defaults() -> None:
     # rules.yaml spells out every default; if they drift apart the README lies about one.
-    # Its teams and routing are an example (the sandbox's), not defaults.
+    # Its teams, routing and roles are an example (the sandbox's), not defaults.
     shipped = load_rules(ROOT / "rules.yaml")
-    assert shipped.teams and shipped.routing
-    assert shipped.model_copy(update={"teams": {}, "routing": ()}) == parse_rules({"version": 1})
+    assert shipped.teams and shipped.routing and shipped.roles.supervisors
+    example = {"teams": {}, "routing": (), "roles": Roles()}
+    assert shipped.model_copy(update=example) == parse_rules({"version": 1})
 
 
 @pytest.mark.parametrize(

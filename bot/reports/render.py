@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.cards import escape
 
-LOW_N_MARK = "(n<5)"
+LOW_N_MARK = "(n under 5)"
 
 
 def duration(seconds: int | None) -> str:
