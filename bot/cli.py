@@ -129,7 +129,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     settings, rules = _load()
     now = datetime.now(UTC)
     try:
-        out = asyncio.run(
+        out, charts = asyncio.run(
             print_report(
                 settings.database_url,
                 rules,
@@ -139,11 +139,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
                 args.by,
                 args.format,
                 now,
+                args.charts is not None,
             )
         )
     except PeriodError as exc:
         print(f"deskbot report: {exc}", file=sys.stderr)
         return 2
+    if args.charts is not None:
+        args.charts.mkdir(parents=True, exist_ok=True)
+        for chart in charts:
+            (args.charts / chart.name).write_bytes(chart.png)
     sys.stdout.write(out)
     return 0
 
@@ -169,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to", required=True, metavar="YYYY-MM-DD", help="the last day, included")
     rp.add_argument("--by", choices=GROUP_KEYS, help="also one block of figures per group")
     rp.add_argument("--format", choices=("json", "csv", "text"), default="json")
+    rp.add_argument("--charts", type=Path, metavar="DIR", help="also write the PNG charts there")
     sub.add_parser("nlp", help="the local model: classify, train, eval, bench", add_help=False)
     return parser
 

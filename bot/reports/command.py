@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from bot.reports.metrics import day_range, report
+from bot.reports.metrics import build, day_range, load_histories
 from bot.reports.render import RENDER
 from bot.rules import Rules
 from storage.db import create_engine, session_factory
+
+if TYPE_CHECKING:
+    from bot.reports.charts import Chart
 
 
 def current_agents(rules: Rules) -> set[str]:
@@ -25,12 +29,20 @@ async def print_report(
     by: str | None,
     fmt: str,
     now: datetime,
-) -> str:
+    charts: bool = False,
+) -> tuple[str, list[Chart]]:
+    """The report in ``fmt``, and its PNG charts when asked."""
     period = day_range(first, last, ZoneInfo(tz))
     engine = create_engine(database_url)
     try:
         async with session_factory(engine)() as session:
-            figures = await report(session, period, now, by, current_agents(rules))
+            histories = await load_histories(session, period.start, period.end)
     finally:
         await engine.dispose()
-    return RENDER[fmt](figures)
+    agents = current_agents(rules)
+    drawn: list[Chart] = []
+    if charts:
+        from bot.reports.charts import chart_data, draw_async
+
+        drawn = await draw_async(chart_data(histories, period, now, agents))
+    return RENDER[fmt](build(histories, period, now, by, agents)), drawn

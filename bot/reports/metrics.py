@@ -231,6 +231,7 @@ class Fact:
     one_touch: bool = False
     answered: bool = False
     still_open: bool = False
+    at: datetime | None = None  # when it happened, for per-day charts
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +290,7 @@ def facts(h: History, start: datetime, end: datetime, now: datetime) -> list[Fac
     at_end = state_at(h, end, inclusive=False)
 
     if within(h.created_at):
-        out.append(Fact("created", h.id, _at(h, h.created_at)))
+        out.append(Fact("created", h.id, _at(h, h.created_at), at=h.created_at))
         if replies:
             first = replies[0]
             out.append(
@@ -315,7 +316,7 @@ def facts(h: History, start: datetime, end: datetime, now: datetime) -> list[Fac
     resolves = [e for e in events if e.kind == "status" and e.new == "resolved"]
     for e in resolves:
         if within(e.at):
-            out.append(Fact("resolution", h.id, _at(h, e.at)))
+            out.append(Fact("resolution", h.id, _at(h, e.at), at=e.at))
     if resolves and within(resolves[-1].at) and at_end.status in DONE:
         latest = resolves[-1]
         reopened = any(e.kind == "status" and e.old in DONE and e.new in ACTIVE for e in events)
@@ -354,7 +355,7 @@ def facts(h: History, start: datetime, end: datetime, now: datetime) -> list[Fac
             answered.add(prompt.id)
         if within(e.at):
             when = prompt.at if prompt is not None else e.at
-            out.append(Fact("rating", h.id, _at(h, when), float(e.new or 0)))
+            out.append(Fact("rating", h.id, _at(h, when), float(e.new or 0), at=e.at))
     for p in prompts:
         if within(p.at) and p.delivery in ACCEPTED:
             out.append(Fact("prompt", h.id, _at(h, p.at), answered=p.id in answered))
@@ -445,6 +446,10 @@ def _group_entry(key: str, fs: Sequence[Fact], former: bool | None) -> dict[str,
     return entry
 
 
+def period_facts(histories: Sequence[History], period: Period, now: datetime) -> list[Fact]:
+    return [f for h in histories for f in facts(h, period.start, period.end, now)]
+
+
 def build(
     histories: Sequence[History],
     period: Period,
@@ -455,8 +460,7 @@ def build(
     """The report's JSON shape. ``agents`` are today's team members: others are *former*."""
     if by is not None and by not in GROUP_KEYS:
         raise ValueError(f"cannot group by {by!r}: use one of {', '.join(GROUP_KEYS)}")
-    start, end = period.start, period.end
-    all_facts = [f for h in histories for f in facts(h, start, end, now)]
+    all_facts = period_facts(histories, period, now)
     current = set(agents)
     groups: list[dict[str, Any]] = []
     if by is not None:
@@ -472,8 +476,8 @@ def build(
         "from": period.first.isoformat(),
         "to": period.last.isoformat(),
         "tz": period.tz.key,
-        "start": start.isoformat(),
-        "end": end.isoformat(),
+        "start": period.start.isoformat(),
+        "end": period.end.isoformat(),
         "by": by,
         "n": len({f.ticket for f in all_facts}),
         "metrics": aggregate(all_facts),
