@@ -18,6 +18,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from bot.reports.metrics import History, Period, build, period_facts
 from bot.reports.render import duration
@@ -147,6 +148,7 @@ def _created_chart(data: dict[str, Any]) -> Chart:
     ax.plot(x, data["resolved"], color="black", marker="o", label="resolutions")
     ax.set_xticks(x, [d[5:] for d in days], rotation=45 if len(days) > 10 else 0, fontsize=8)
     ax.set_ylabel("tickets")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     return Chart("created.png", title, _png(fig))
 
@@ -163,6 +165,7 @@ def _first_response_chart(data: dict[str, Any]) -> Chart:
     ax.bar(x, fr["counts"], color="#1f77b4")
     ax.set_xticks(x, fr["buckets"], fontsize=8)
     ax.set_ylabel("tickets")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     for label, value, style in (("median", fr["median"], "--"), ("p90", fr["p90"], ":")):
         if value is not None:
             at = _bucket_of(value)
@@ -204,7 +207,7 @@ def _agent_table(data: dict[str, Any]) -> Chart:
     rows = data["agents"]
     fig, ax = _figure(title, f"{data['period']} · {data['tz']} · n={len(rows)} agents")
     ax.axis("off")
-    header = ["agent", "replies", "first response (median)", "tickets resolved", "CSAT (n)"]
+    header = ["agent", "timed replies", "first response (median)", "tickets resolved", "CSAT (n)"]
     cells = [
         [
             r["agent"] + (" (former)" if r["former"] else ""),
