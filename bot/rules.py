@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,15 @@ class Roles(_Strict):
 
     supervisors: tuple[str, ...] = ()
     admins: tuple[str, ...] = ()
+
+    @field_validator("supervisors", "admins")
+    @classmethod
+    def _user_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # A user-group id (S…) would never match anyone: say so rather than refuse in silence.
+        for entry in value:
+            if not re.fullmatch(r"[UW][A-Z0-9]{2,}", entry):
+                raise ValueError(f"{entry!r} is not a Slack user id (U… or W…)")
+        return value
 
 
 class Rules(_Strict):

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.rules import RulesError, parse_rules
 from bot.supervisor import Answer
 
 from .test_desk_command import ask
@@ -42,3 +43,10 @@ async def test_help_lists_stats_and_audit(desk: Harness) -> None:
     helped = await ask(desk, "help")
     assert "• `/desk stats`: supervisors: the figures of `today`" in helped
     assert "• `/desk audit`: admins: " in helped
+
+
+def test_roles_take_user_ids_and_name_a_user_group_as_a_mistake() -> None:
+    rules = parse_rules({"version": 1, "roles": {"supervisors": ["U0CAROL", "W0BOSS"]}})
+    assert rules.roles.supervisors == ("U0CAROL", "W0BOSS") and rules.roles.admins == ()
+    with pytest.raises(RulesError, match=r"roles\.admins: Value error, 'S0LEADS' is not a"):
+        parse_rules({"version": 1, "roles": {"admins": ["S0LEADS"]}})
