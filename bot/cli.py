@@ -9,11 +9,13 @@ import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.app import DeskApp, StartupError
 from bot.classifier import Classifier
 from bot.clock import Clock
+from bot.reports.metrics import GROUP_KEYS
 from bot.rules import Rules, RulesError, load_rules
 from bot.settings import Settings, SettingsError, load_settings
 from nlp.encoder import EncoderError
@@ -126,6 +128,37 @@ def _cmd_check(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bot.reports.command import print_report
+    from bot.reports.metrics import PeriodError
+
+    settings, rules = _load()
+    now = datetime.now(UTC)
+    try:
+        out, charts = asyncio.run(
+            print_report(
+                settings.database_url,
+                rules,
+                settings.tz,
+                args.start,
+                args.to,
+                args.by,
+                args.format,
+                now,
+                args.charts is not None,
+            )
+        )
+    except PeriodError as exc:
+        print(f"deskbot report: {exc}", file=sys.stderr)
+        return 2
+    if args.charts is not None:
+        args.charts.mkdir(parents=True, exist_ok=True)
+        for chart in charts:
+            (args.charts / chart.name).write_bytes(chart.png)
+    sys.stdout.write(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deskbot", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("DESK_LOG_LEVEL", "INFO"))
@@ -142,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("migrate", help="bring the database schema up to date")
     sub.add_parser("check", help="validate the environment and rules.yaml, then exit")
+    rp = sub.add_parser("report", help="supervisors' figures for a period (DESK_TZ days)")
+    rp.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD")
+    rp.add_argument("--to", required=True, metavar="YYYY-MM-DD", help="the last day, included")
+    rp.add_argument("--by", choices=GROUP_KEYS, help="also one block of figures per group")
+    rp.add_argument("--format", choices=("json", "csv", "text"), default="json")
+    rp.add_argument("--charts", type=Path, metavar="DIR", help="also write the PNG charts there")
     sub.add_parser("nlp", help="the local model: classify, train, eval, bench", add_help=False)
     sub.add_parser("sla", help="check an SLA policy: replay a timeline, due times", add_help=False)
     return parser
@@ -164,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "sandbox": _cmd_sandbox,
         "migrate": _cmd_migrate,
         "check": _cmd_check,
+        "report": _cmd_report,
     }
     try:
         return handlers[args.command](args)

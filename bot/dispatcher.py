@@ -38,7 +38,7 @@ from bot.leases import this_process
 from bot.outbound import Outbound
 from bot.rules import Rules
 from bot.sla_keeper import SlaKeeper
-from bot.supervisor import desk_command
+from bot.supervisor import Answer, desk_command
 from bot.tickets import Desk, StatusTooEarly, queue_effects
 from storage.models import Identity, InboxRow
 from storage.queues import inbox_add, inbox_claim
@@ -239,6 +239,7 @@ class Dispatcher:
                             kind="slack_response",
                             destination=event.response_url,
                             text=text,
+                            blocks=text.blocks if isinstance(text, Answer) else (),
                         )
                     )
             case Ignored():

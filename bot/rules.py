@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,23 @@ class TicketRules(_Strict):
     reopen_window_hours: float = Field(default=72, ge=0)
 
 
+class Roles(_Strict):
+    """Who may read the desk's figures (supervisors) and its audit trail (admins): Slack user
+    ids. Admins may do whatever supervisors may."""
+
+    supervisors: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+
+    @field_validator("supervisors", "admins")
+    @classmethod
+    def _user_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # A user-group id (S…) would never match anyone: say so rather than refuse in silence.
+        for entry in value:
+            if not re.fullmatch(r"[UW][A-Z0-9]{2,}", entry):
+                raise ValueError(f"{entry!r} is not a Slack user id (U… or W…)")
+        return value
+
+
 class Rules(_Strict):
     version: int = Field(ge=1, le=1)
     slack: SlackRules = Field(default_factory=SlackRules)
@@ -142,6 +160,7 @@ class Rules(_Strict):
     # Business calendars by name, and the SLA policy; no ``sla:`` means no SLA clocks.
     calendars: dict[str, Calendar] = Field(default_factory=lambda: {"always": ALWAYS})
     sla: SlaPolicy | None = None
+    roles: Roles = Field(default_factory=Roles)
 
     @property
     def all_teams(self) -> dict[str, Team]:

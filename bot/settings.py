@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 class SettingsError(ValueError):
@@ -53,6 +54,7 @@ class Settings:
     model_dir: str | None = None  # an intent head folder from `deskbot nlp train`
     encoder_dir: str | None = None  # any Hugging Face-format encoder folder
     heads_dir: str | None = None  # sentiment/anger/intent heads trained on that encoder
+    tz: str = "UTC"  # DESK_TZ: the IANA zone whose days the reports count in
     telegram: TelegramSettings | None = None
     whatsapp: WhatsAppSettings | None = None
     slack: SlackSettings | None = None
@@ -86,6 +88,17 @@ def _group(env: Mapping[str, str], label: str, names: list[str]) -> dict[str, st
     if missing:
         raise SettingsError(f"{label} is half configured: set {', '.join(missing)}")
     return present
+
+
+def desk_tz(env: Mapping[str, str] | None = None) -> ZoneInfo:
+    """``DESK_TZ`` (default UTC): the zone whose days reports count in."""
+    name = (os.environ if env is None else env).get("DESK_TZ") or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"DESK_TZ must be an IANA time zone such as Europe/Berlin, got {name!r}"
+        ) from None
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +150,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     model = env.get("DESK_MODEL") or "local"
     if model not in ("rules", "local"):
         raise SettingsError(f"DESK_MODEL must be 'rules' or 'local', got {model!r}")
+    tz = desk_tz(env).key
     return Settings(
         database_url=env.get("DESK_DATABASE_URL") or default_database_url(),
         http_host=env.get("DESK_HTTP_HOST") or "127.0.0.1",
@@ -147,6 +161,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_dir=env.get("DESK_INTENT_MODEL") or None,
         encoder_dir=env.get("DESK_ENCODER") or None,
         heads_dir=env.get("DESK_HEADS") or None,
+        tz=tz,
         telegram=telegram,
         whatsapp=whatsapp,
         slack=slack,

@@ -24,7 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.assignment import Assigner
 from bot.cards import PRIORITY_ICON, escape
 from bot.events import SlashCommand
-from storage.models import Customer, Ticket
+from bot.reports.command import current_agents
+from bot.reports.metrics import GROUP_KEYS, PeriodError, parse_period, report
+from bot.reports.render import metric_lines, slack_blocks, title
+from bot.rules import Rules
+from bot.settings import desk_tz
+from storage.models import AuditEntry, Customer, Ticket
 from storage.queues import inbox_lag_seconds, outbox_backlog
 
 if TYPE_CHECKING:
@@ -69,6 +74,17 @@ class Subcommand:
 
 
 DEFAULT = "status"  # what a bare /desk does
+
+
+class Answer(str):
+    """An answer's mrkdwn text (also the notification fallback) with its Block Kit blocks."""
+
+    blocks: tuple[dict[str, Any], ...]
+
+    def __new__(cls, text: str, blocks: Sequence[dict[str, Any]] = ()) -> Answer:
+        answer = super().__new__(cls, text)
+        answer.blocks = tuple(blocks)
+        return answer
 
 
 async def desk_command(desk: Desk, command: SlashCommand) -> str:
@@ -159,6 +175,100 @@ async def _help(inv: Invocation) -> str:
     return help_text()
 
 
+# -- supervisors' figures and the audit trail -------------------------------------------------
+
+
+def is_supervisor(rules: Rules, user: str) -> bool:
+    return user in rules.roles.supervisors or user in rules.roles.admins
+
+
+def is_admin(rules: Rules, user: str) -> bool:
+    return user in rules.roles.admins
+
+
+def audit(inv: Invocation, action: str, target: str, **detail: Any) -> None:
+    """A privileged action or a refusal, in the step's transaction: no answer, no entry."""
+    inv.session.add(
+        AuditEntry(at=inv.now, actor=inv.user_id, action=action, target=target, detail=detail)
+    )
+
+
+def refuse(inv: Invocation, command: str, role: str) -> str:
+    audit(inv, "refused", command, needs=role)
+    inv.desk.decided("desk.refused user=%s command=%s needs=%s", inv.user_id, command, role)
+    return (
+        f"`{command}` is for {role}s only; nothing was done."
+        " An admin can add you under `roles:` in rules.yaml."
+    )
+
+
+def _stats_args(args: str) -> tuple[str, str | None]:
+    """``[period] [by KEY]`` → (period, key); the key is checked by the caller."""
+    words = args.split()
+    by = None
+    if len(words) >= 2 and words[-2].lower() == "by":
+        by = words[-1].lower()
+        words = words[:-2]
+    return " ".join(words), by
+
+
+async def _stats(inv: Invocation) -> str:
+    command = f"/desk stats {inv.args}".strip()
+    if not is_supervisor(inv.desk.rules, inv.user_id):
+        return refuse(inv, "/desk stats", "supervisor")
+    period_text, by = _stats_args(inv.args)
+    if by is not None and by not in GROUP_KEYS:
+        return f"Cannot group by `{escape(by)}`: use one of {', '.join(GROUP_KEYS)}."
+    try:
+        period = parse_period(period_text, inv.now, desk_tz())
+    except PeriodError as exc:
+        return escape(str(exc))
+    figures = await report(inv.session, period, inv.now, by, current_agents(inv.desk.rules))
+    audit(inv, "stats", command, period=[figures["from"], figures["to"]], by=by)
+    inv.desk.decided(
+        "desk.stats user=%s from=%s to=%s", inv.user_id, figures["from"], figures["to"]
+    )
+    text = "\n".join(
+        [f"*{escape(title(figures))}*", *map(escape, metric_lines(figures["metrics"]))]
+    )
+    return Answer(text, slack_blocks(figures))
+
+
+async def _audit(inv: Invocation) -> str:
+    if not is_admin(inv.desk.rules, inv.user_id):
+        return refuse(inv, "/desk audit", "admin")
+    try:
+        period = parse_period(inv.args, inv.now, desk_tz())
+    except PeriodError as exc:
+        return escape(str(exc))
+    where = (AuditEntry.at >= period.start, AuditEntry.at < period.end)
+    total = int(
+        await inv.session.scalar(select(func.count()).select_from(AuditEntry).where(*where)) or 0
+    )
+    rows = (
+        await inv.session.scalars(
+            select(AuditEntry)
+            .where(*where)
+            .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+            .limit(MAX_ITEMS)
+        )
+    ).all()
+    span = (
+        period.first.isoformat()
+        if period.first == period.last
+        else (f"{period.first}..{period.last}")
+    )
+    if not total:
+        return f"Nothing in the audit trail for {span} ({period.tz.key})."
+    lines = [
+        f"{e.at.astimezone(period.tz):%Y-%m-%d %H:%M} <@{e.actor}> {escape(e.action)}"
+        f" `{escape(e.target.replace('`', ''))}`"
+        for e in rows
+    ]
+    audit(inv, "audit", f"/desk audit {inv.args}".strip())
+    return _listing(f"*Audit trail* {span} ({period.tz.key}) · {total}, newest first", lines, total)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "status": Subcommand(
         "the desk in numbers: active tickets by state and priority, inbox lag, outbox backlog"
@@ -176,6 +286,15 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "away": Subcommand(
         "take no new tickets; rules.yaml says whether your open ones move to others", _away
+    ),
+    "stats": Subcommand(
+        "supervisors: the figures of `today`, `yesterday`, `7d`, `30d` or"
+        " `YYYY-MM-DD..YYYY-MM-DD`, optionally `by agent|channel|priority|intent|team|language`",
+        _stats,
+    ),
+    "audit": Subcommand(
+        "admins: who asked for figures, and who was refused, in a period (default today)",
+        _audit,
     ),
     "help": Subcommand("this list", _help),
 }

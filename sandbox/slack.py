@@ -32,6 +32,7 @@ BOT_ID = "B0DESKBOT"
 APP_ID = "A0DESKBOT"
 MAX_BLOCKS = 50
 MAX_TEXT = 40_000
+MAX_UPLOAD_BYTES = 1024**3  # files.getUploadURLExternal refuses more than 1 GB
 RESPONSE_URL_USES = 5
 RESPONSE_URL_SECONDS = 30 * 60
 CHANNELS = {"C0SUPPORT": "support", "C0VIP": "vip", "C0BILLING": "billing", "C0ZH": "support-zh"}
@@ -74,6 +75,7 @@ class SlackStandIn:
         self.presences: dict[str, str] = {}  # user → "away"; everyone else is "active"
         self._response_urls: dict[str, tuple[float, int]] = {}  # id → (created, uses)
         self.archived: set[str] = set()
+        self.files: dict[str, dict[str, Any]] = {}  # file id → its metadata and "content" bytes
         self._clock = Ids(1)  # the counter part of every ts
         self._ids = Ids(1)  # event ids and trigger ids
         self._bucket = Buckets(1.0, 10) if rate_limits else None
@@ -85,6 +87,7 @@ class SlackStandIn:
         app.router.add_post(prefix + "/api/{method}", self.handle)
         app.router.add_get(prefix + "/api/{method}", self.handle)
         app.router.add_post(prefix + "/response/{rid}", self.respond)
+        app.router.add_post(prefix + "/upload/{file_id}", self.receive_upload)
 
     async def close(self) -> None:
         await self._deliverer.close()
@@ -407,6 +410,8 @@ class SlackStandIn:
             "users.info": self._user_info,
             "users.getPresence": self._get_presence,
             "conversations.info": self._conversation_info,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "files.completeUploadExternal": self._complete_upload,
         }.get(method)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
@@ -534,6 +539,87 @@ class SlackStandIn:
         reactions.append(name)
         await self._changed.notify()
         return {}
+
+    # -- file uploads: files.getUploadURLExternal, a POST of the bytes, completeUploadExternal ---
+
+    async def _get_upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
+        filename = str(params.get("filename") or "")
+        try:
+            length = int(str(params.get("length", "")))
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        if not filename or length < 1:
+            raise SlackError("invalid_arguments")
+        if length > MAX_UPLOAD_BYTES:
+            raise SlackError("file_upload_size_restricted")
+        file_id = f"F0{next(self._ids):08d}"
+        self.files[file_id] = {
+            "id": file_id,
+            "name": filename,
+            "title": filename,
+            "length": length,
+            "content": None,  # set by the upload; completeUploadExternal needs it
+            "channels": [],
+        }
+        return {"upload_url": f"{self.base_url}/slack/upload/{file_id}", "file_id": file_id}
+
+    async def receive_upload(self, request: web.Request) -> web.StreamResponse:
+        """The upload URL: raw bytes or one multipart part, no token (Slack sends none)."""
+        meta = self.files.get(request.match_info["file_id"])
+        if meta is None or meta["content"] is not None:
+            return web.Response(status=404, text="file not found")
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            part = next((v for v in form.values() if isinstance(v, web.FileField)), None)
+            body = part.file.read() if part is not None else b""
+        else:
+            body = await request.read()
+        meta["content"] = bytes(body)
+        meta["size"] = len(body)
+        await self._changed.notify()
+        return web.Response(text=f"OK - {len(body)}")
+
+    async def _complete_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            listed = json_field(params.get("files") or "[]")
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        if not isinstance(listed, list) or not listed:
+            raise SlackError("invalid_arguments")
+        metas = []
+        for item in listed:
+            meta = self.files.get(str(item.get("id", ""))) if isinstance(item, dict) else None
+            if meta is None or meta["content"] is None:
+                raise SlackError("file_not_found")
+            metas.append((meta, item))
+        channel = str(params.get("channel_id") or "")
+        if channel and (channel not in self.channels or channel in self.archived):
+            raise SlackError("invalid_channel")
+        thread_ts = params.get("thread_ts") or None
+        if channel and thread_ts is not None and self._find(channel, str(thread_ts)) is None:
+            raise SlackError("invalid_thread_ts")
+        shared = []
+        for meta, item in metas:
+            if item.get("title"):
+                meta["title"] = str(item["title"])
+            shared.append({"id": meta["id"], "title": meta["title"], "name": meta["name"]})
+        if channel:
+            ts = self._ts()
+            message: dict[str, Any] = {
+                "type": "message",
+                "user": BOT_USER,
+                "bot_id": BOT_ID,
+                "text": str(params.get("initial_comment") or ""),
+                "ts": ts,
+                "files": shared,
+            }
+            if thread_ts is not None:
+                message["thread_ts"] = str(thread_ts)
+            self.channels[channel].append(message)
+            for meta, _item in metas:
+                meta["channels"].append(channel)
+        await self._changed.notify()
+        return {"files": [{"id": f["id"], "title": f["title"]} for f in shared]}
 
     async def _user_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = str(params.get("user", ""))

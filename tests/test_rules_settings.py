@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.rules import RulesError, load_rules, parse_rules
+from bot.rules import Roles, RulesError, load_rules, parse_rules
 from bot.settings import SettingsError, load_settings
 from nlp.priority import PriorityRules, Signals, decide
 
@@ -16,11 +16,18 @@ ROOT = Path(__file__).parent.parent
 
 def test_shipped_rules_equal_the_defaults() -> None:
     # rules.yaml spells out every default; if they drift apart the README lies about one.
-    # Its teams, routing, calendars and SLA are an example (the sandbox's), not defaults.
+    # Its teams, routing, calendars, SLA and roles are an example (the sandbox's), not defaults.
     shipped = load_rules(ROOT / "rules.yaml")
     defaults = parse_rules({"version": 1})
     assert shipped.teams and shipped.routing and shipped.sla and "office" in shipped.calendars
-    example = {"teams": {}, "routing": (), "calendars": defaults.calendars, "sla": None}
+    assert shipped.roles.supervisors
+    example = {
+        "teams": {},
+        "routing": (),
+        "calendars": defaults.calendars,
+        "sla": None,
+        "roles": Roles(),
+    }
     assert shipped.model_copy(update=example) == defaults
 
 

@@ -1,0 +1,1 @@
+"""Supervisors' numbers: ``/desk stats`` and ``deskbot report`` both use :mod:`.metrics`."""

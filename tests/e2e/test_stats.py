@@ -1,0 +1,80 @@
+"""``/desk stats`` and ``/desk audit`` typed in Slack, over real HTTP against the stand-ins."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from bot.reports.command import current_agents
+from bot.reports.metrics import parse_period, report
+from bot.reports.render import metric_lines, title
+from storage.models import AuditEntry, Message
+
+from .conftest import RULES, SUPPORT, Stack, eventually
+
+
+async def answer(stack: Stack, text: str, user: str) -> dict[str, object]:
+    responses = await stack.standins.slack.slash_command("/desk", text, user, SUPPORT)
+    posted = [r for r in responses if "text" in r]
+    assert posted, f"/desk {text} got no answer: {responses}"
+    return posted[-1]
+
+
+async def audit_rows(stack: Stack) -> list[tuple[str, str, str]]:
+    async with stack.sessions() as s:
+        rows = (await s.scalars(select(AuditEntry).order_by(AuditEntry.id))).all()
+        return [(r.actor, r.action, r.target) for r in rows]
+
+
+async def test_a_supervisor_gets_the_figures_of_the_real_loop(stack: Stack) -> None:
+    tg, slack = stack.standins.telegram, stack.standins.slack
+    await tg.customer_says(7, "Where is my parcel?", first_name="Ann")
+    card = await stack.card()
+    await slack.agent_replies(SUPPORT, card["ts"], "U0BOB", "It left the warehouse today.")
+    await tg.wait_for_sent(7, 2)  # the acknowledgement, then Bob's reply
+
+    async def accepted() -> bool:
+        async with stack.sessions() as s:
+            return bool(
+                await s.scalar(
+                    select(Message.id).where(Message.direction == "out", Message.delivery == "sent")
+                )
+            )
+
+    await eventually(accepted, "Telegram to accept Bob's reply")
+    ticket = await stack.ticket(1)
+    assert ticket.first_response_at is not None
+    wait = round((ticket.first_response_at - ticket.created_at).total_seconds())
+
+    got = await answer(stack, "stats today by agent", "U0CAROL")
+    text = str(got["text"])
+    assert "tickets created 1 · resolutions 0 · tickets resolved 0 · backlog 1" in text
+    blocks = got["blocks"]
+    assert isinstance(blocks, list) and blocks[0]["type"] == "header"
+    shown = " ".join(str(b) for b in blocks)
+    assert "U0BOB (n under 5) · n=1" in shown  # the group is shown, flagged as small
+    # The same figures as `deskbot report` prints (same code, same period).
+    async with stack.sessions() as s:
+        period = parse_period("today", datetime.now(UTC), ZoneInfo("UTC"))
+        figures = await report(s, period, datetime.now(UTC), "agent", current_agents(RULES))
+    assert figures["metrics"]["first_response"]["median"] == wait
+    assert text.splitlines()[0] == f"*{title(figures)}*"
+    assert text.splitlines()[1:] == metric_lines(figures["metrics"])
+    assert (await audit_rows(stack))[-1] == ("U0CAROL", "stats", "/desk stats today by agent")
+
+
+async def test_a_non_supervisor_is_refused_and_the_refusal_is_audited(stack: Stack) -> None:
+    got = await answer(stack, "stats", "U0BOB")
+    assert str(got["text"]).startswith("`/desk stats` is for supervisors only; nothing was done.")
+    assert "blocks" not in got or not got["blocks"]
+    assert await audit_rows(stack) == [("U0BOB", "refused", "/desk stats")]
+
+    refused = await answer(stack, "audit", "U0BOB")
+    assert str(refused["text"]).startswith("`/desk audit` is for admins only")
+
+    trail = str((await answer(stack, "audit today", "U0CAROL"))["text"])
+    assert trail.startswith("*Audit trail* ")
+    assert "<@U0BOB> refused `/desk stats`" in trail
+    assert "<@U0BOB> refused `/desk audit`" in trail

@@ -1,0 +1,83 @@
+"""The charts: what they show (from the report's own facts) and that they are real PNGs."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from matplotlib.image import imread
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.cli import main
+from bot.reports.charts import chart_data, draw_async
+from bot.reports.metrics import day_range, load_histories
+
+from .test_metrics import Story, s  # noqa: F401  (s is the session fixture)
+from .test_report_command import desk_db  # noqa: F401  (a migrated SQLite desk with history)
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+LATER = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+async def _data(s: AsyncSession) -> dict[str, Any]:  # noqa: F811
+    period = day_range("2026-11-02", "2026-11-03", TOKYO)
+    # 14:30 UTC on the 2nd is 23:30 in Tokyo; 15:30 UTC is 00:30 on the 3rd.
+    late = datetime(2026, 11, 2, 14, 30, tzinfo=UTC)
+    a = await Story.start(s, late, priority="urgent")
+    a.reply(late + timedelta(minutes=3), "U0BOB")  # 0–5 m
+    prompt = await a.resolve(late + timedelta(hours=1), "U0BOB")  # the 3rd in Tokyo
+    a.rate(late + timedelta(hours=2), 5, prompt)
+    b = await Story.start(s, late + timedelta(hours=1), priority="low")
+    b.reply(late + timedelta(hours=3), "U0EVE")  # 1–4 h
+    await s.commit()
+    return chart_data(await load_histories(s, period.start, period.end), period, LATER, {"U0BOB"})
+
+
+async def test_chart_data_counts_in_desk_tz_days(s: AsyncSession) -> None:  # noqa: F811
+    data = await _data(s)
+    assert data["days"] == ["2026-11-02", "2026-11-03"]
+    assert data["created"]["urgent"] == [1, 0] and data["created"]["low"] == [0, 1]
+    assert data["resolved"] == [0, 1]
+    fr = data["first_response"]
+    assert fr["counts"] == [1, 0, 0, 1, 0, 0, 0]
+    assert fr["median"] == 3690 and fr["n"] == 2  # the report's own figure: (180 + 7200) / 2
+    assert data["csat"]["per"] == "day"
+    assert data["csat"]["value"] == [None, 100.0] and data["csat"]["n"] == [0, 1]
+    agents = {r["agent"]: r for r in data["agents"]}
+    assert agents["U0EVE"]["former"] is True and agents["U0BOB"]["csat"] == 100.0
+
+
+async def test_charts_are_pngs_drawn_off_the_loop(s: AsyncSession) -> None:  # noqa: F811
+    charts = await draw_async(await _data(s))
+    assert [c.name for c in charts] == [
+        "created.png",
+        "first_response.png",
+        "csat.png",
+        "agents.png",
+    ]
+    for chart in charts:
+        pixels = imread(io.BytesIO(chart.png), format="png")
+        assert pixels.shape[0] >= 400 and pixels.shape[1] >= 700  # 8 × 4.2 in at 100 dpi
+
+
+def test_report_writes_the_charts(
+    desk_db: dict[str, object],  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "charts"
+    args = ["report", "--from", "2026-11-03", "--to", "2026-11-03", "--charts", str(out)]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["tickets_created"] == 2
+    assert sorted(p.name for p in out.iterdir()) == [
+        "agents.png",
+        "created.png",
+        "csat.png",
+        "first_response.png",
+    ]
+    assert (out / "created.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
