@@ -40,6 +40,7 @@ from bot.events import (
 from bot.outbound import Button, Outbound
 from bot.routing import TicketFacts, choose_team, language_from_script
 from bot.rules import Rules
+from bot.sla_keeper import SlaKeeper
 from storage.models import Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import outbox_add
 
@@ -474,6 +475,7 @@ class Desk:
         texts = await self.texts_for(ticket)
         self.tell_customer(ticket, texts.ack.format(ticket=ticket.id))
         choice = await Assigner(self).assign(ticket, announce=False)
+        await SlaKeeper(self).refresh(ticket)  # so the card shows its clocks from the start
         await self.post_card(ticket)
         if choice.agent is not None:  # the mention is how the agent hears of it
             self.thread(ticket, f"👤 {_cap(choice.reason)}.")
@@ -832,6 +834,7 @@ class Desk:
         choice = None
         if ticket.assignee_id is None:
             choice = await assigner.assign(ticket, announce=False)
+        await SlaKeeper(self).refresh(ticket)  # a new team may have its own SLA
         await self.post_card(ticket)
         customer = await self.s.get_one(Customer, ticket.customer_id)
         said = (
