@@ -186,15 +186,28 @@ class SlaKeeper:
             return False
         level = policy.escalation[fired.level - 1]
         team = self.rules.team(ticket.team)
-        who: list[str] = []
+        told: list[str] = []
+        what = f"{name.lower()} breached"
         if "assignee" in level.notify and ticket.assignee_id:
-            who.append(f"<@{ticket.assignee_id}>")
+            # A direct message: the assignee hears of it even if they muted the channel.
+            self.desk.fx.say(
+                Outbound(
+                    channel="slack",
+                    kind="slack_post",
+                    destination=ticket.assignee_id,
+                    text=(
+                        f"📣 Your ticket #{ticket.id} ({ticket.priority},"
+                        f" <#{ticket.slack_channel}>): {what}, escalation level {fired.level}."
+                    ),
+                )
+            )
+            told.append("the assignee by DM")
         if "lead" in level.notify and team.lead:
-            who.append(f"<@{team.lead}>")
-        mention = (" " + " ".join(who)) if who else ""
-        self.desk.thread(
-            ticket, f"📣 Escalation level {fired.level}: {name.lower()} breached{mention}."
-        )
+            told.append(f"<@{team.lead}>")
+        if "channel" in level.notify:
+            told.append("the team's channel")
+        said = (": " + ", ".join(told)) if told else ""
+        self.desk.thread(ticket, f"📣 Escalation level {fired.level}, {what}{said}.")
         if "channel" in level.notify:
             self.desk.fx.say(
                 Outbound(

@@ -467,7 +467,17 @@ class SlackStandIn:
             raise SlackError("invalid_blocks")
         return blocks
 
+    def dm_channel(self, user: str) -> str:
+        """The app's direct-message channel with ``user`` (Slack ids these D…)."""
+        return "D" + user[1:]
+
     async def _post_message(self, params: dict[str, Any]) -> dict[str, Any] | web.Response:
+        # A user id as the channel posts in the app's DM with that user, as Slack does.
+        user = str(params.get("channel", ""))
+        if user in AGENTS:
+            dm = self.dm_channel(user)
+            self.channels.setdefault(dm, [])
+            params = {**params, "channel": dm}
         channel = self._channel(params)
         if channel in self.archived:
             raise SlackError("is_archived")

@@ -67,7 +67,14 @@ async def test_a_breach_warns_breaches_and_escalates_once_each_across_a_restart(
 
         await later(15)  # past the hour
         await thread_says("🚨 First response target breached")
-        await thread_says("📣 Escalation level 1: first response breached <@U0ALICE> <@U0CAROL>.")
+        await thread_says(
+            "📣 Escalation level 1, first response breached: the assignee by DM, <@U0CAROL>."
+        )
+
+        async def alice_dmed() -> bool:
+            return any("#1" in m["text"] for m in standins.slack.messages("D0ALICE"))
+
+        await eventually(alice_dmed, "a DM to the assignee")
 
         await later(16)  # the second level, 15 minutes after the breach
         await thread_says("📣 Escalation level 2")
@@ -91,6 +98,7 @@ async def test_a_breach_warns_breaches_and_escalates_once_each_across_a_restart(
             "📣 Escalation level 2",
         ):
             assert sum(line in t for t in said) == 1, (line, said)
+        assert len(standins.slack.messages("D0ALICE")) == 1
         posts = [m for m in standins.slack.messages(SUPPORT) if "escalation level" in m["text"]]
         assert len(posts) == 1
         ticket = await stack.ticket(1)
