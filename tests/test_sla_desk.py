@@ -1,0 +1,70 @@
+"""The SLA engine inside the desk: what the desk counts as a reply, and what the card shows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.outbound import Forbidden
+from storage.models import SlaFiring, SlaTimer, Ticket
+
+from .test_desk_core import RULES, Harness, make_harness
+
+# The shipped rules carry the sandbox's SLA: a normal ticket's first response is due in 1 h.
+
+
+@pytest.fixture
+async def desk(engine: AsyncEngine) -> AsyncIterator[Harness]:
+    assert RULES.sla is not None
+    yield make_harness(engine, RULES)
+
+
+async def ticket(desk: Harness) -> Ticket:
+    async with desk.sessions() as s:
+        t = await s.scalar(select(Ticket).order_by(Ticket.id.desc()))
+        assert t is not None
+        return t
+
+
+async def test_acks_and_notes_do_not_answer_the_customer_a_delivered_reply_does(
+    desk: Harness,
+) -> None:
+    await desk.inbox.accept([desk.customer("my parcel is late")], {})
+    await desk.settle()
+    t = await ticket(desk)
+    assert t.sla is not None and t.sla["first_response"]["state"] == "running"
+    assert desk.telegram.sent  # the acknowledgement went out: it is not a reply
+    card = next(m for m in desk.slack.sent if m.kind == "slack_card")
+    assert "SLA: First response due <!date^" in str(card.blocks)
+    await desk.inbox.accept([desk.agent(t, "U0ALICE", "note: checking with DHL")], {})
+    await desk.settle()
+    assert (await ticket(desk)).sla["first_response"]["state"] == "running"  # type: ignore[index]
+    await desk.inbox.accept([desk.agent(t, "U0ALICE", "It ships today.")], {})
+    await desk.settle()
+    t = await ticket(desk)
+    assert t.sla is not None and t.sla["first_response"]["state"] == "met"
+    async with desk.sessions() as s:
+        met = (await s.scalars(select(SlaFiring.what).where(SlaFiring.ticket_id == t.id))).all()
+        assert list(met) == ["met"]
+        assert await s.get(SlaTimer, t.id) is not None  # resolution still runs
+
+
+async def test_a_reply_the_customer_never_got_is_not_a_first_response(desk: Harness) -> None:
+    await desk.inbox.accept([desk.customer("hello?")], {})
+    await desk.settle()
+    t = await ticket(desk)
+    desk.telegram.failures.append(Forbidden("Forbidden: bot was blocked by the user"))
+    await desk.inbox.accept([desk.agent(t, "U0ALICE", "Hi! How can I help?")], {})
+    await desk.settle()
+    assert (await ticket(desk)).sla["first_response"]["state"] == "running"  # type: ignore[index]
+    desk.clock.advance(minutes=61)
+    from bot.scheduler import SlaScheduler
+
+    await SlaScheduler(desk.sessions, RULES, desk.clock).run_once()
+    await desk.settle()
+    thread = [m.text for m in desk.slack.sent if m.kind == "slack_thread"]
+    assert sum("🚨 First response target breached" in x for x in thread) == 1
+    assert sum("⏰ First response due" in x for x in thread) == 1
