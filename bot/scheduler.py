@@ -9,7 +9,6 @@ than the grace period and assigns waiting tickets whenever someone can take them
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,30 @@ from bot.tickets import Desk, queue_effects
 from storage.models import Agent, SlaTimer, Ticket
 
 log = logging.getLogger("deskbot.scheduler")
+
+
+async def repeat(
+    step: Callable[[], Awaitable[object]],
+    stop: asyncio.Event,
+    interval: float,
+    name: str,
+    *,
+    wakeup: asyncio.Event | None = None,
+) -> None:
+    """Run ``step`` every ``interval`` seconds (sooner when ``wakeup`` is set) until ``stop``;
+    a failing pass is logged and the next one runs as usual."""
+    while not stop.is_set():
+        try:
+            await step()
+        except Exception:
+            log.exception("scheduler.%s_failed", name)
+        events = [stop] if wakeup is None else [stop, wakeup]
+        if wakeup is not None:
+            wakeup.clear()
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
 
 
 class AssignmentSweeper:
@@ -61,13 +84,7 @@ class AssignmentSweeper:
         return changed
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("scheduler.sweep_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
+        await repeat(self.run_once, stop, self._interval, "sweep")
 
 
 class PresencePoller:
@@ -115,13 +132,7 @@ class PresencePoller:
 
     async def run(self, stop: asyncio.Event) -> None:
         interval = self._rules.availability.presence_poll_seconds
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("scheduler.presence_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+        await repeat(self.run_once, stop, interval, "presence")
 
 
 class SlaScheduler:
@@ -185,13 +196,4 @@ class SlaScheduler:
         return len(due)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("scheduler.sla_failed")
-            self.wakeup.clear()
-            waiters = [asyncio.ensure_future(e.wait()) for e in (self.wakeup, stop)]
-            await asyncio.wait(waiters, timeout=self._interval, return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()
+        await repeat(self.run_once, stop, self._interval, "sla", wakeup=self.wakeup)
