@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.reports.metrics import Period, PeriodError, day_range, parse_period, report
 from storage.db import session_factory
-from storage.models import Customer, Message, Ticket, TicketEvent
+from storage.models import Customer, Message, SlaFiring, Ticket, TicketEvent
 
 UTCZ = ZoneInfo("UTC")
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -160,7 +160,9 @@ async def test_an_empty_period_has_zeros_and_no_figures(s: AsyncSession) -> None
     assert metrics["csat"]["value"] is None and metrics["csat"]["n"] == 0
     assert metrics["reopen_rate"] == {"value": None, "num": 0, "n": 0}
     assert metrics["sla_first_response"] is None
-    assert "sla_first_response: SLA not configured" in got["notes"]
+    assert got["notes"] == [
+        "sla_first_response: no first-response target met or breached in the period"
+    ]
 
 
 async def test_acks_prompts_notes_and_unaccepted_replies_are_not_first_responses(
@@ -354,3 +356,35 @@ def test_periods() -> None:
         parse_period("last week", now, tz)
     with pytest.raises(PeriodError):
         parse_period("2026-10-31..2026-10-01", now, tz)
+
+
+async def test_sla_first_response_is_met_over_met_and_breached_including_open_breaches(
+    s: AsyncSession,
+) -> None:
+    met = await Story.start(s, T0)
+    late = await Story.start(s, T0 + m(60))
+    still_open = await Story.start(s, T0 + m(120))
+    for story, what, due, fired in (
+        (met, "met", T0 + m(3600), T0 + m(600)),
+        (late, "breached", T0 + m(3660), T0 + m(3662)),  # answered after the breach: met late
+        (late, "met_late", T0 + m(3660), T0 + m(4000)),
+        (still_open, "breached", T0 + m(3720), T0 + m(3721)),  # never answered, past due
+    ):
+        s.add(
+            SlaFiring(
+                ticket_id=story.t.id,
+                key=f"{story.t.id}:first_response:{what}",
+                target="first_response",
+                what=what,
+                due_at=due,
+                fired_at=fired,
+            )
+        )
+    await s.commit()
+    got = await report(s, DAY, LATER)
+    sla = got["metrics"]["sla_first_response"]
+    assert sla == {"value": 33.3, "num": 1, "n": 3}
+    assert got["notes"] == []
+    by_priority = await report(s, DAY, LATER, by="priority")
+    (normal,) = by_priority["groups"]
+    assert normal["metrics"]["sla_first_response"]["n"] == 3

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Message, Ticket, TicketEvent
+from storage.models import Message, SlaFiring, Ticket, TicketEvent
 
 GROUP_KEYS = ("agent", "channel", "priority", "intent", "team", "language")
 ACCEPTED = ("sent", "delivered", "read")  # the customer's platform took the message
@@ -147,6 +147,9 @@ class History:
     intent: str | None
     events: list[Event] = field(default_factory=list)
     said: list[Said] = field(default_factory=list)
+    # The first-response target's outcome as the SLA clocks recorded it (sla_firings):
+    # ("met", when it was met) or ("breached", when it was due).
+    sla: list[tuple[str, datetime]] = field(default_factory=list)
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
@@ -215,6 +218,17 @@ async def load_histories(session: AsyncSession, start: datetime, end: datetime) 
         )
         for tid, mid, at, direction, author, delivery, purpose in said.all():
             out[tid].said.append(Said(mid, at, direction, author, delivery, purpose))
+        marks = await session.execute(
+            select(SlaFiring.ticket_id, SlaFiring.what, SlaFiring.due_at, SlaFiring.fired_at)
+            .where(
+                SlaFiring.ticket_id.in_(part),
+                SlaFiring.target == "first_response",
+                SlaFiring.what.in_(("met", "breached")),
+            )
+            .order_by(SlaFiring.id)
+        )
+        for tid, what, due, fired in marks.all():
+            out[tid].sla.append((what, fired if what == "met" or due is None else due))
     return [out[i] for i in ids]
 
 
@@ -286,6 +300,11 @@ def facts(h: History, start: datetime, end: datetime, now: datetime) -> list[Fac
 
     said = [m for m in h.said if m.at < end]
     replies = [m for m in said if m.human_reply]
+    # SLA first response: met when it was met, breached when it was due (a ticket still open
+    # past its due time was recorded as breached at that moment).
+    for what, at in h.sla:
+        if within(at):
+            out.append(Fact(f"sla_{what}", h.id, _at(h, at), at=at))
     events = [e for e in h.events if e.at < end]
     at_end = state_at(h, end, inclusive=False)
 
@@ -429,9 +448,11 @@ def aggregate(fs: Sequence[Fact]) -> dict[str, Any]:
         "resolution_time": distribution([f.value or 0.0 for f in resolved], mean=False),
         "csat": csat,
         "csat_response_rate": ratio(sum(1 for f in prompts if f.answered), len(prompts)),
-        # The SLA clocks (sla_timers/sla_firings) do not yet say which tickets met their first
-        # response target, only which breached: no honest ratio until they do.
-        "sla_first_response": None,
+        "sla_first_response": (
+            ratio(len(kind("sla_met")), len(kind("sla_met")) + len(kind("sla_breached")))
+            if kind("sla_met") or kind("sla_breached")
+            else None
+        ),
         "reopen_rate": ratio(sum(1 for f in resolved if f.reopened), len(resolved)),
         "one_touch": ratio(sum(1 for f in resolved if f.one_touch), len(resolved)),
     }
@@ -461,6 +482,7 @@ def build(
     if by is not None and by not in GROUP_KEYS:
         raise ValueError(f"cannot group by {by!r}: use one of {', '.join(GROUP_KEYS)}")
     all_facts = period_facts(histories, period, now)
+    metrics = aggregate(all_facts)
     current = set(agents)
     groups: list[dict[str, Any]] = []
     if by is not None:
@@ -480,9 +502,13 @@ def build(
         "end": period.end.isoformat(),
         "by": by,
         "n": len({f.ticket for f in all_facts}),
-        "metrics": aggregate(all_facts),
+        "metrics": metrics,
         "groups": groups,
-        "notes": ["sla_first_response: SLA not configured"],
+        "notes": (
+            []
+            if metrics["sla_first_response"] is not None
+            else ["sla_first_response: no first-response target met or breached in the period"]
+        ),
     }
 
 
