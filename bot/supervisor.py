@@ -27,6 +27,7 @@ from bot.events import SlashCommand
 from bot.outbound import Outbound
 from bot.reports.charts import chart_data
 from bot.reports.command import current_agents
+from bot.reports.export import tickets_csv
 from bot.reports.metrics import GROUP_KEYS, PeriodError, build, load_histories, parse_period
 from bot.reports.render import metric_lines, slack_blocks, title
 from bot.rules import Rules
@@ -253,6 +254,39 @@ async def _stats(inv: Invocation) -> str:
     return Answer(text, slack_blocks(figures))
 
 
+async def _export(inv: Invocation) -> str:
+    command = f"/desk export {inv.args}".strip()
+    if not is_supervisor(inv.desk.rules, inv.user_id):
+        return refuse(inv, "/desk export", "supervisor")
+    try:
+        period = parse_period(inv.args, inv.now, desk_tz())
+    except PeriodError as exc:
+        return escape(str(exc))
+    content, count = await tickets_csv(inv.session, period)
+    span = (
+        period.first.isoformat()
+        if period.first == period.last
+        else (f"{period.first}..{period.last}")
+    )
+    # To the person, not the channel: the file names customers' chats and who served them.
+    inv.desk.fx.say(
+        Outbound(
+            channel="slack",
+            kind="slack_file",
+            destination=inv.user_id,
+            text=content,
+            file_name=f"tickets-{span}.csv",
+            file_title=f"Tickets created {span} ({period.tz.key}) · {count}",
+        )
+    )
+    audit(inv, "export", command, period=[span], tickets=count)
+    inv.desk.decided("desk.export user=%s span=%s tickets=%d", inv.user_id, span, count)
+    return (
+        f"Exporting {count} tickets created {span} ({period.tz.key}):"
+        f" the CSV arrives in your direct messages with the app."
+    )
+
+
 async def _audit(inv: Invocation) -> str:
     if not is_admin(inv.desk.rules, inv.user_id):
         return refuse(inv, "/desk audit", "admin")
@@ -310,6 +344,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "supervisors: the figures of `today`, `yesterday`, `7d`, `30d` or"
         " `YYYY-MM-DD..YYYY-MM-DD`, optionally `by agent|channel|priority|intent|team|language`",
         _stats,
+    ),
+    "export": Subcommand(
+        "supervisors: the tickets created in a period (default today) as a CSV file, sent to"
+        " you in a direct message",
+        _export,
     ),
     "audit": Subcommand(
         "admins: who asked for figures, and who was refused, in a period (default today)",

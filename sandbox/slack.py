@@ -410,6 +410,7 @@ class SlackStandIn:
             "users.info": self._user_info,
             "users.getPresence": self._get_presence,
             "conversations.info": self._conversation_info,
+            "conversations.open": self._conversation_open,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
         }.get(method)
@@ -654,6 +655,21 @@ class SlackStandIn:
             raise SlackError("user_not_found")
         presence = self.presences.get(user, "active")
         return {"presence": presence, "online": presence == "active"}
+
+    async def _conversation_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The app's DM with one user (``users``), or an existing conversation (``channel``)."""
+        if params.get("channel"):
+            return {"channel": {"id": self._channel(params)}}
+        users = [u.strip() for u in str(params.get("users") or "").split(",") if u.strip()]
+        if not users:
+            raise SlackError("users_list_not_supplied")
+        if any(u not in AGENTS for u in users):
+            raise SlackError("user_not_found")
+        if len(users) > 1:  # a group DM: the desk never opens one, so the stand-in has none
+            raise SlackError("not_implemented")
+        dm = self.dm_channel(users[0])
+        self.channels.setdefault(dm, [])
+        return {"channel": {"id": dm}}
 
     async def _conversation_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
