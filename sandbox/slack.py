@@ -12,6 +12,7 @@ carry a ``response_url`` the stand-in hosts (5 uses, 30 minutes).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -101,6 +102,12 @@ class SlackStandIn:
         return {
             "channels": self.channels,
             "archived": sorted(self.archived),
+            # Uploaded files, so the restarted page still shows the charts in their messages.
+            "files": {
+                fid: {**meta, "content": base64.b64encode(meta["content"]).decode("ascii")}
+                for fid, meta in self.files.items()
+                if meta["content"] is not None
+            },
             "next_ts": self._clock.next_value,
             "next_id": self._ids.next_value,
         }
@@ -109,6 +116,8 @@ class SlackStandIn:
         for channel, messages in state.get("channels", {}).items():
             self.channels[channel] = list(messages)
         self.archived = set(state.get("archived", []))
+        for fid, meta in state.get("files", {}).items():
+            self.files[fid] = {**meta, "content": base64.b64decode(meta["content"])}
         self._clock.past(int(state.get("next_ts", 1)) - 1)
         self._ids.past(int(state.get("next_id", 1)) - 1)
 
