@@ -55,6 +55,7 @@ from bot.outbound import (
     RetryAfter,
     Unavailable,
 )
+from bot.reports.charts import draw_async
 from bot.settings import SlackSettings
 
 log = logging.getLogger("deskbot.adapters.slack")
@@ -483,6 +484,10 @@ class SlackAdapter:
                 return Delivery(platform_message_id=ts)
             case "slack_response":
                 return await self._respond(message, blocks)
+            case "slack_charts":
+                return await self._upload_charts(message)
+            case "slack_file":
+                return await self._upload_file(message)
             case _:
                 raise BadRequest(f"slack cannot send {message.kind}")
 
@@ -501,6 +506,47 @@ class SlackAdapter:
             raise Unavailable(f"response_url http {resp.status_code}")
         # 404 expired_url / used_url and the like: the 30-minute, 5-use window is gone.
         raise BadRequest(f"response_url http {resp.status_code}: {resp.body[:200]}")
+
+    async def _upload_charts(self, message: Outbound) -> Delivery:
+        """Draw the charts (a worker thread: the loop keeps serving) and share them in one
+        message with files_upload_v2 (files.getUploadURLExternal, the bytes,
+        files.completeUploadExternal)."""
+        if not message.chart:
+            raise BadRequest("slack_charts needs the chart data")
+        try:
+            charts = await draw_async(message.chart)
+        except (KeyError, TypeError, ValueError) as exc:  # a row no chart can be drawn from
+            raise BadRequest(f"chart data: {type(exc).__name__}: {exc}") from exc
+        resp = await self.client.files_upload_v2(
+            channel=message.destination,
+            initial_comment=message.text or None,
+            file_uploads=[{"content": c.png, "filename": c.name, "title": c.title} for c in charts],
+        )
+        return Delivery(platform_message_id=_first_file_id(resp))
+
+    async def _upload_file(self, message: Outbound) -> Delivery:
+        """A file for one person: into the app's DM with them, which conversations.open gives
+        (files.completeUploadExternal wants a conversation id, not a user id)."""
+        if not message.file_name:
+            raise BadRequest("slack_file needs a file_name")
+        opened = await self.client.conversations_open(users=message.destination)
+        dm = as_str(as_mapping(opened.get("channel")).get("id"))
+        if not dm:
+            raise BadRequest("conversations.open gave no channel")
+        resp = await self.client.files_upload_v2(
+            channel=dm,
+            content=message.text.encode("utf-8"),
+            filename=message.file_name,
+            title=message.file_title or message.file_name,
+        )
+        return Delivery(platform_message_id=_first_file_id(resp))
+
+
+def _first_file_id(resp: AsyncSlackResponse) -> str | None:
+    files = resp.get("files")
+    if isinstance(files, list) and files and isinstance(files[0], dict):
+        return as_str(files[0].get("id")) or None
+    return None
 
 
 def _need_reply_to(message: Outbound) -> str:

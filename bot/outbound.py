@@ -30,6 +30,8 @@ OutboundKind = Literal[
     "slack_reaction",  # Slack: reactions.add on an agent's message
     "slack_response",  # Slack: reply to a slash command through its response_url
     "slack_post",  # Slack: a top-level message in a channel (an escalation for the whole team)
+    "slack_charts",  # Slack: the PNG charts of ``chart`` (drawn by the sender) into a channel
+    "slack_file",  # Slack: ``text`` as the file ``file_name`` in the DM with user ``destination``
 ]
 
 
@@ -53,6 +55,12 @@ class Outbound(BaseModel):
     reply_to: str | None = None  # platform message id to reply to / react on / thread under
     emoji: str | None = None  # slack_reaction
     callback_query_id: str | None = None  # answer_callback (``text``: a short notice shown)
+    # slack_charts: what the charts show (bot.reports.charts.chart_data), a few KB of JSON.
+    # The outbox row carries these numbers, not the PNGs: rows stay small, the charts are drawn
+    # from the very figures the answer showed, and drawing happens in the sender, off the loop.
+    chart: dict[str, Any] | None = None
+    file_name: str | None = None  # slack_file
+    file_title: str | None = None  # slack_file
 
 
 class Delivery(BaseModel):

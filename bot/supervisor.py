@@ -24,8 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.assignment import Assigner
 from bot.cards import PRIORITY_ICON, escape
 from bot.events import SlashCommand
+from bot.outbound import Outbound
+from bot.reports.charts import chart_data
 from bot.reports.command import current_agents
-from bot.reports.metrics import GROUP_KEYS, PeriodError, parse_period, report
+from bot.reports.export import tickets_csv
+from bot.reports.metrics import GROUP_KEYS, PeriodError, build, load_histories, parse_period
 from bot.reports.render import metric_lines, slack_blocks, title
 from bot.rules import Rules
 from bot.settings import desk_tz
@@ -57,6 +60,7 @@ class Invocation:
     user_id: str
     args: str  # whatever followed the subcommand's name
     team_domain: str = ""  # the workspace's subdomain, for links to cards
+    channel: str = ""  # the Slack conversation where the command was typed
 
     @property
     def session(self) -> AsyncSession:
@@ -95,7 +99,9 @@ async def desk_command(desk: Desk, command: SlashCommand) -> str:
     if sub is None:
         shown = escape(word.replace("`", ""))[:40]
         return f"`/desk {shown}` is not a /desk command.\n\n" + help_text()
-    return await sub.run(Invocation(desk, command.user_id, rest.strip(), command.team_domain))
+    return await sub.run(
+        Invocation(desk, command.user_id, rest.strip(), command.team_domain, command.slack_channel)
+    )
 
 
 # -- the subcommands -------------------------------------------------------------------------
@@ -223,7 +229,21 @@ async def _stats(inv: Invocation) -> str:
         period = parse_period(period_text, inv.now, desk_tz())
     except PeriodError as exc:
         return escape(str(exc))
-    figures = await report(inv.session, period, inv.now, by, current_agents(inv.desk.rules))
+    agents = current_agents(inv.desk.rules)
+    histories = await load_histories(inv.session, period.start, period.end)
+    figures = build(histories, period, inv.now, by, agents)
+    if inv.channel:
+        # The charts' numbers come from the same histories as the figures, so the pictures can
+        # never disagree with the answer; the outbox sender draws and uploads them.
+        inv.desk.fx.say(
+            Outbound(
+                channel="slack",
+                kind="slack_charts",
+                destination=inv.channel,
+                text=f"{title(figures)} · charts for <@{inv.user_id}>",
+                chart=chart_data(histories, period, inv.now, agents),
+            )
+        )
     audit(inv, "stats", command, period=[figures["from"], figures["to"]], by=by)
     inv.desk.decided(
         "desk.stats user=%s from=%s to=%s", inv.user_id, figures["from"], figures["to"]
@@ -232,6 +252,39 @@ async def _stats(inv: Invocation) -> str:
         [f"*{escape(title(figures))}*", *map(escape, metric_lines(figures["metrics"]))]
     )
     return Answer(text, slack_blocks(figures))
+
+
+async def _export(inv: Invocation) -> str:
+    command = f"/desk export {inv.args}".strip()
+    if not is_supervisor(inv.desk.rules, inv.user_id):
+        return refuse(inv, "/desk export", "supervisor")
+    try:
+        period = parse_period(inv.args, inv.now, desk_tz())
+    except PeriodError as exc:
+        return escape(str(exc))
+    content, count = await tickets_csv(inv.session, period)
+    span = (
+        period.first.isoformat()
+        if period.first == period.last
+        else (f"{period.first}..{period.last}")
+    )
+    # To the person, not the channel: the file names customers' chats and who served them.
+    inv.desk.fx.say(
+        Outbound(
+            channel="slack",
+            kind="slack_file",
+            destination=inv.user_id,
+            text=content,
+            file_name=f"tickets-{span}.csv",
+            file_title=f"Tickets created {span} ({period.tz.key}) · {count}",
+        )
+    )
+    audit(inv, "export", command, period=[span], tickets=count)
+    inv.desk.decided("desk.export user=%s span=%s tickets=%d", inv.user_id, span, count)
+    return (
+        f"Exporting {count} tickets created {span} ({period.tz.key}):"
+        f" the CSV arrives in your direct messages with the app."
+    )
 
 
 async def _audit(inv: Invocation) -> str:
@@ -291,6 +344,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "supervisors: the figures of `today`, `yesterday`, `7d`, `30d` or"
         " `YYYY-MM-DD..YYYY-MM-DD`, optionally `by agent|channel|priority|intent|team|language`",
         _stats,
+    ),
+    "export": Subcommand(
+        "supervisors: the tickets created in a period (default today) as a CSV file, sent to"
+        " you in a direct message",
+        _export,
     ),
     "audit": Subcommand(
         "admins: who asked for figures, and who was refused, in a period (default today)",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import mimetypes
 import os
 import re
 import secrets
@@ -269,6 +270,8 @@ class Control:
         r.add_post("/control/slack/agent_replies", self.slack_replies)
         r.add_post("/control/slack/agent_clicks", self.slack_clicks)
         r.add_post("/control/slack/slash_command", self.slack_command)
+        r.add_get("/control/slack/files", self.slack_files)
+        r.add_get("/control/slack/files/{file_id}", self.slack_file)
         r.add_post("/control/clock/advance", self.clock_advance)
         # Last, so it only sees what no route above took: a typo or the wrong method.
         r.add_route("*", "/control/{tail:.*}", self.unknown)
@@ -437,6 +440,34 @@ class Control:
             self._card(channel, ts, "thread_ts")
         return web.json_response(slack.thread(channel, ts) if ts else slack.messages(channel))
 
+    async def slack_files(self, request: web.Request) -> web.StreamResponse:
+        """What the desk uploaded, oldest first, without the bytes (``/files/{id}`` has them)."""
+        listed = [
+            {
+                "id": meta["id"],
+                "name": meta["name"],
+                "title": meta["title"],
+                "size": meta.get("size"),
+                "mimetype": _mimetype(meta["name"]),
+                "channels": list(meta["channels"]),
+                "url": f"/control/slack/files/{meta['id']}",
+            }
+            for meta in self.s.slack.files.values()
+            if meta["content"] is not None
+        ]
+        return web.json_response(listed)
+
+    async def slack_file(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["file_id"]
+        meta = self.s.slack.files.get(file_id)
+        if meta is None or meta["content"] is None:
+            raise web.HTTPNotFound(text=f"no uploaded file {file_id}; GET /control/slack/files")
+        return web.Response(
+            body=meta["content"],
+            content_type=_mimetype(meta["name"]),
+            headers={"Content-Disposition": f'inline; filename="{_safe_name(meta["name"])}"'},
+        )
+
     async def slack_replies(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "channel", "thread_ts", "user", "text")
         channel = self._channel(d["channel"])
@@ -538,6 +569,8 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
         "/control/slack/slash_command",
         '{"command": "/desk", "text"?: "mine", "user": "U0ALICE", "channel": "C0SUPPORT"}',
     ),
+    ("GET", "/control/slack/files", ""),
+    ("GET", "/control/slack/files/{id}", ""),
     ("POST", "/control/clock/advance", '{"minutes": 30}'),
 )
 USAGE = {path: usage for _, path, usage in ENDPOINTS}
@@ -546,6 +579,14 @@ COMMAND_RE = re.compile(r"^/[a-z0-9_-]+$")
 SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 WA_ID_RE = re.compile(r"^[1-9]\d{5,14}$")
+
+
+def _mimetype(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._ -]", "_", name)[:200]
 
 
 def _bad(text: str) -> web.HTTPBadRequest:

@@ -12,6 +12,7 @@ carry a ``response_url`` the stand-in hosts (5 uses, 30 minutes).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -101,6 +102,12 @@ class SlackStandIn:
         return {
             "channels": self.channels,
             "archived": sorted(self.archived),
+            # Uploaded files, so the restarted page still shows the charts in their messages.
+            "files": {
+                fid: {**meta, "content": base64.b64encode(meta["content"]).decode("ascii")}
+                for fid, meta in self.files.items()
+                if meta["content"] is not None
+            },
             "next_ts": self._clock.next_value,
             "next_id": self._ids.next_value,
         }
@@ -109,6 +116,8 @@ class SlackStandIn:
         for channel, messages in state.get("channels", {}).items():
             self.channels[channel] = list(messages)
         self.archived = set(state.get("archived", []))
+        for fid, meta in state.get("files", {}).items():
+            self.files[fid] = {**meta, "content": base64.b64decode(meta["content"])}
         self._clock.past(int(state.get("next_ts", 1)) - 1)
         self._ids.past(int(state.get("next_id", 1)) - 1)
 
@@ -410,6 +419,7 @@ class SlackStandIn:
             "users.info": self._user_info,
             "users.getPresence": self._get_presence,
             "conversations.info": self._conversation_info,
+            "conversations.open": self._conversation_open,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
         }.get(method)
@@ -654,6 +664,21 @@ class SlackStandIn:
             raise SlackError("user_not_found")
         presence = self.presences.get(user, "active")
         return {"presence": presence, "online": presence == "active"}
+
+    async def _conversation_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The app's DM with one user (``users``), or an existing conversation (``channel``)."""
+        if params.get("channel"):
+            return {"channel": {"id": self._channel(params)}}
+        users = [u.strip() for u in str(params.get("users") or "").split(",") if u.strip()]
+        if not users:
+            raise SlackError("users_list_not_supplied")
+        if any(u not in AGENTS for u in users):
+            raise SlackError("user_not_found")
+        if len(users) > 1:  # a group DM: the desk never opens one, so the stand-in has none
+            raise SlackError("not_implemented")
+        dm = self.dm_channel(users[0])
+        self.channels.setdefault(dm, [])
+        return {"channel": {"id": dm}}
 
     async def _conversation_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
