@@ -10,7 +10,7 @@ from sqlalchemy import select
 from bot.reports.command import current_agents
 from bot.reports.metrics import parse_period, report
 from bot.reports.render import metric_lines, title
-from storage.models import AuditEntry, Message
+from storage.models import AuditEntry, Message, Ticket
 
 from .conftest import RULES, SUPPORT, Stack, eventually
 
@@ -78,3 +78,41 @@ async def test_a_non_supervisor_is_refused_and_the_refusal_is_audited(stack: Sta
     assert trail.startswith("*Audit trail* ")
     assert "<@U0BOB> refused `/desk stats`" in trail
     assert "<@U0BOB> refused `/desk audit`" in trail
+
+
+async def test_stats_after_tickets_are_answered_resolved_and_rated_through_the_loop(
+    stack: Stack,
+) -> None:
+    """Three customers: two answered, resolved and rated (5 and 2), one left waiting. The
+    figures a supervisor gets are the ones a person counting by hand would write down."""
+    tg, slack = stack.standins.telegram, stack.standins.slack
+    for n, (chat, text) in enumerate(((11, "My card was charged twice"), (12, "App logs me out"))):
+        await tg.customer_says(chat, text, first_name=f"C{chat}")
+        card = await stack.card(n + 1)
+        await slack.agent_replies(SUPPORT, card["ts"], "U0BOB", "Sorted, sorry about that.")
+        await tg.wait_for_sent(chat, 2)  # the acknowledgement, then Bob's reply
+        await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0BOB")
+        prompt = (await tg.wait_for_sent(chat, 3))[2]
+        keys = [
+            b["callback_data"] for row in prompt["reply_markup"]["inline_keyboard"] for b in row
+        ]
+        stars = 5 if chat == 11 else 2
+        await tg.customer_presses(chat, prompt["message_id"], keys[stars - 1])
+        assert (await tg.wait_for_sent(chat, 4))[3]["text"] == f"Thank you! You rated us {stars}/5."
+    await tg.customer_says(13, "Nobody has answered me yet", first_name="C13")
+    await stack.card(3)
+
+    async def rated_twice() -> bool:
+        async with stack.sessions() as s:
+            rated = (await s.scalars(select(Ticket.rating).where(Ticket.rating.is_not(None)))).all()
+            return sorted(rated) == [2, 5]
+
+    await eventually(rated_twice, "both ratings to be recorded")
+    text = str((await answer(stack, "stats today", "U0CAROL"))["text"])
+    lines = text.splitlines()
+    assert "tickets created 3 · resolutions 2 · tickets resolved 2 · backlog 1" == lines[1]
+    assert "(n=2) · 1 unanswered (oldest open" in lines[2]  # first response: two answered
+    assert lines[4].startswith("resolution time: median ") and lines[4].endswith("(n=2)")
+    assert lines[5].startswith("CSAT 50.0% (n=2, mean 3.50; 1★0 2★1 3★0 4★0 5★1)")
+    assert "response rate 100.0% (n=2)" in lines[5]
+    assert lines[6].startswith("reopen rate 0.0% (n=2) · one touch 100.0% (n=2)")
