@@ -56,6 +56,7 @@ from bot.outbound import (
     Unavailable,
 )
 from bot.reports.charts import draw_async
+from bot.roles import GroupLookupError
 from bot.settings import SlackSettings
 
 log = logging.getLogger("deskbot.adapters.slack")
@@ -433,6 +434,24 @@ class SlackAdapter:
             return None
         presence = as_str(resp.get("presence"))
         return presence if presence in ("active", "away") else None
+
+    async def workspace_domain(self) -> str:
+        """The workspace's subdomain (``acme`` of https://acme.slack.com/), from auth.test."""
+        url = as_str((await self.identity()).get("url"))
+        match = re.fullmatch(r"https://([a-z0-9][a-z0-9-]{0,62})\.slack\.com/?", url)
+        return match.group(1) if match else ""
+
+    async def usergroup_members(self, group: str) -> list[str]:
+        """The members of a user group (``usergroups.users.list``, scope usergroups:read)."""
+        self._ensure_session()
+        try:
+            resp = await self.client.usergroups_users_list(usergroup=group)
+        except SlackApiError as exc:
+            raise GroupLookupError(str(exc.response.get("error") or "error")) from None
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            raise GroupLookupError(type(exc).__name__) from None
+        users = resp.get("users")
+        return [u for u in users if isinstance(u, str)] if isinstance(users, list) else []
 
     async def send(self, message: Outbound) -> Delivery:
         self._ensure_session()

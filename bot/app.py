@@ -18,9 +18,11 @@ from bot.dispatcher import DbInbox, Dispatcher
 from bot.leases import reclaim_dead_leases
 from bot.outbound import ChannelSender
 from bot.outbox import Metrics, OutboxSender, RateLimits
+from bot.reports.digest import DigestScheduler
+from bot.roles import GroupRefresher
 from bot.rules import Rules
 from bot.scheduler import AssignmentSweeper, PresencePoller, SlaScheduler
-from bot.settings import Settings
+from bot.settings import Settings, desk_tz
 from storage.db import create_engine, migrate, ping, session_factory
 from storage.queues import inbox_lag_seconds, outbox_backlog
 
@@ -164,6 +166,23 @@ class DeskApp:
         )
         self.spawn(self.sla.run(self._stop), "sla")
         slack = next((a for a in self.adapters if a.channel == "slack"), None)
+        if slack is not None:
+            groups = GroupRefresher(
+                self.sessions,
+                self.rules,
+                self.clock,
+                slack.usergroup_members,  # type: ignore[attr-defined]
+            )
+            self.spawn(groups.run(self._stop), "roles")
+        self.digest = DigestScheduler(
+            self.sessions,
+            self.rules,
+            self.clock,
+            desk_tz(),
+            workspace=None if slack is None else slack.workspace_domain,  # type: ignore[attr-defined]
+            outbox_wakeup=self.outbox.wakeup,
+        )
+        self.spawn(self.digest.run(self._stop), "digest")
         if self.rules.availability.assignment_presence == "slack" and slack is not None:
             poller = PresencePoller(
                 self.sessions,

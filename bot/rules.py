@@ -128,21 +128,48 @@ class TicketRules(_Strict):
     reopen_window_hours: float = Field(default=72, ge=0)
 
 
+USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+GROUP_ID = re.compile(r"S[A-Z0-9]{2,}")
+
+
 class Roles(_Strict):
     """Who may read the desk's figures (supervisors) and its audit trail (admins): Slack user
-    ids. Admins may do whatever supervisors may."""
+    ids (U…/W…) and user-group ids (S…, whose members are read with usergroups.users.list and
+    refreshed; see :mod:`bot.roles`). Admins may do whatever supervisors may."""
 
     supervisors: tuple[str, ...] = ()
     admins: tuple[str, ...] = ()
 
     @field_validator("supervisors", "admins")
     @classmethod
-    def _user_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        # A user-group id (S…) would never match anyone: say so rather than refuse in silence.
+    def _ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for entry in value:
-            if not re.fullmatch(r"[UW][A-Z0-9]{2,}", entry):
-                raise ValueError(f"{entry!r} is not a Slack user id (U… or W…)")
+            if not (USER_ID.fullmatch(entry) or GROUP_ID.fullmatch(entry)):
+                raise ValueError(
+                    f"{entry!r} is neither a Slack user id (U… or W…) nor a user-group id (S…)"
+                )
         return value
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The user groups named in either role, in order, each once."""
+        return tuple(dict.fromkeys(e for e in (*self.supervisors, *self.admins) if e[0] == "S"))
+
+
+class Digest(_Strict):
+    """The daily digest: posted once a day at ``at`` (HH:MM in ``DESK_TZ``) into ``channel``."""
+
+    channel: str = Field(pattern=r"^[CG][A-Z0-9]{2,}$")
+    at: str = Field(default="09:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+    @property
+    def minutes(self) -> int:
+        hours, minutes = self.at.split(":")
+        return int(hours) * 60 + int(minutes)
+
+
+class Reports(_Strict):
+    digest: Digest | None = None
 
 
 class Rules(_Strict):
@@ -161,6 +188,7 @@ class Rules(_Strict):
     calendars: dict[str, Calendar] = Field(default_factory=lambda: {"always": ALWAYS})
     sla: SlaPolicy | None = None
     roles: Roles = Field(default_factory=Roles)
+    reports: Reports = Field(default_factory=Reports)
 
     @property
     def all_teams(self) -> dict[str, Team]:

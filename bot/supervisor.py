@@ -30,7 +30,7 @@ from bot.reports.command import current_agents
 from bot.reports.export import tickets_csv
 from bot.reports.metrics import GROUP_KEYS, PeriodError, build, load_histories, parse_period
 from bot.reports.render import metric_lines, slack_blocks, title
-from bot.rules import Rules
+from bot.roles import has_role
 from bot.settings import desk_tz
 from storage.models import AuditEntry, Customer, Ticket
 from storage.queues import inbox_lag_seconds, outbox_backlog
@@ -184,12 +184,12 @@ async def _help(inv: Invocation) -> str:
 # -- supervisors' figures and the audit trail -------------------------------------------------
 
 
-def is_supervisor(rules: Rules, user: str) -> bool:
-    return user in rules.roles.supervisors or user in rules.roles.admins
+async def is_supervisor(inv: Invocation) -> bool:
+    return await has_role(inv.session, inv.desk.rules, inv.user_id, "supervisor")
 
 
-def is_admin(rules: Rules, user: str) -> bool:
-    return user in rules.roles.admins
+async def is_admin(inv: Invocation) -> bool:
+    return await has_role(inv.session, inv.desk.rules, inv.user_id, "admin")
 
 
 def audit(inv: Invocation, action: str, target: str, **detail: Any) -> None:
@@ -220,7 +220,7 @@ def _stats_args(args: str) -> tuple[str, str | None]:
 
 async def _stats(inv: Invocation) -> str:
     command = f"/desk stats {inv.args}".strip()
-    if not is_supervisor(inv.desk.rules, inv.user_id):
+    if not await is_supervisor(inv):
         return refuse(inv, "/desk stats", "supervisor")
     period_text, by = _stats_args(inv.args)
     if by is not None and by not in GROUP_KEYS:
@@ -256,7 +256,7 @@ async def _stats(inv: Invocation) -> str:
 
 async def _export(inv: Invocation) -> str:
     command = f"/desk export {inv.args}".strip()
-    if not is_supervisor(inv.desk.rules, inv.user_id):
+    if not await is_supervisor(inv):
         return refuse(inv, "/desk export", "supervisor")
     try:
         period = parse_period(inv.args, inv.now, desk_tz())
@@ -288,7 +288,7 @@ async def _export(inv: Invocation) -> str:
 
 
 async def _audit(inv: Invocation) -> str:
-    if not is_admin(inv.desk.rules, inv.user_id):
+    if not await is_admin(inv):
         return refuse(inv, "/desk audit", "admin")
     try:
         period = parse_period(inv.args, inv.now, desk_tz())

@@ -74,6 +74,9 @@ class SlackStandIn:
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url id → posts
         self.calls: list[str] = []
         self.presences: dict[str, str] = {}  # user → "away"; everyone else is "active"
+        # User groups (S…) and their members, for usergroups.users.list; None plays a free
+        # workspace, which has no user groups at all.
+        self.usergroups: dict[str, list[str]] | None = {}
         self._response_urls: dict[str, tuple[float, int]] = {}  # id → (created, uses)
         self.archived: set[str] = set()
         self.files: dict[str, dict[str, Any]] = {}  # file id → its metadata and "content" bytes
@@ -418,6 +421,7 @@ class SlackStandIn:
             "reactions.add": self._react,
             "users.info": self._user_info,
             "users.getPresence": self._get_presence,
+            "usergroups.users.list": self._usergroup_members,
             "conversations.info": self._conversation_info,
             "conversations.open": self._conversation_open,
             "files.getUploadURLExternal": self._get_upload_url,
@@ -664,6 +668,16 @@ class SlackStandIn:
             raise SlackError("user_not_found")
         presence = self.presences.get(user, "active")
         return {"presence": presence, "online": presence == "active"}
+
+    async def _usergroup_members(self, params: dict[str, Any]) -> dict[str, Any]:
+        group = str(params.get("usergroup", ""))
+        if not group:
+            raise SlackError("invalid_arguments")
+        if self.usergroups is None:
+            raise SlackError("paid_teams_only")
+        if group not in self.usergroups:
+            raise SlackError("no_such_subteam")
+        return {"users": list(self.usergroups[group])}
 
     async def _conversation_open(self, params: dict[str, Any]) -> dict[str, Any]:
         """The app's DM with one user (``users``), or an existing conversation (``channel``)."""

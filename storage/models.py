@@ -206,6 +206,26 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]]
 
 
+class Digest(Base):
+    """A daily digest queued for posting: once per day (in ``DESK_TZ``) by the primary key."""
+
+    __tablename__ = "digests"
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD in DESK_TZ
+    channel: Mapped[str] = mapped_column(String(40))
+    queued_at: Mapped[datetime]
+    queued_by: Mapped[str] = mapped_column(String(120))
+
+
+class RoleGroup(Base):
+    """The members of a Slack user group named in ``roles:``, as last read from Slack."""
+
+    __tablename__ = "role_groups"
+    group_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    members: Mapped[list[str]] = mapped_column(JSON)
+    refreshed_at: Mapped[datetime]
+    error: Mapped[str | None] = mapped_column(String(80))
+
+
 class InboxRow(Base):
     __tablename__ = "inbox"
     __table_args__ = (

@@ -45,8 +45,15 @@ async def test_help_lists_stats_and_audit(desk: Harness) -> None:
     assert "• `/desk audit`: admins: " in helped
 
 
-def test_roles_take_user_ids_and_name_a_user_group_as_a_mistake() -> None:
-    rules = parse_rules({"version": 1, "roles": {"supervisors": ["U0CAROL", "W0BOSS"]}})
-    assert rules.roles.supervisors == ("U0CAROL", "W0BOSS") and rules.roles.admins == ()
-    with pytest.raises(RulesError, match=r"roles\.admins: Value error, 'S0LEADS' is not a"):
-        parse_rules({"version": 1, "roles": {"admins": ["S0LEADS"]}})
+def test_roles_take_user_ids_and_user_groups_and_name_anything_else_as_a_mistake() -> None:
+    rules = parse_rules(
+        {
+            "version": 1,
+            "roles": {"supervisors": ["U0CAROL", "W0BOSS", "S0LEADS"], "admins": ["S0LEADS"]},
+        }
+    )
+    assert rules.roles.supervisors == ("U0CAROL", "W0BOSS", "S0LEADS") and rules.roles.groups == (
+        "S0LEADS",
+    )
+    with pytest.raises(RulesError, match=r"roles\.admins: Value error, '#leads' is neither a"):
+        parse_rules({"version": 1, "roles": {"admins": ["#leads"]}})

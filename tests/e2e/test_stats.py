@@ -110,7 +110,7 @@ async def test_stats_after_tickets_are_answered_resolved_and_rated_through_the_l
     await eventually(rated_twice, "both ratings to be recorded")
     text = str((await answer(stack, "stats today", "U0CAROL"))["text"])
     lines = text.splitlines()
-    assert "tickets created 3 · resolutions 2 · tickets resolved 2 · backlog 1" == lines[1]
+    assert lines[1] == "tickets created 3 · resolutions 2 · tickets resolved 2 · backlog 1"
     assert "(n=2) · 1 unanswered (oldest open" in lines[2]  # first response: two answered
     assert lines[4].startswith("resolution time: median ") and lines[4].endswith("(n=2)")
     assert lines[5].startswith("CSAT 50.0% (n=2, mean 3.50; 1★0 2★1 3★0 4★0 5★1)")
