@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
 from bot.rules import GROUP_ID, Rules
-from bot.scheduler import repeat
 from storage.models import RoleGroup
 
 log = logging.getLogger("deskbot.roles")
@@ -109,5 +108,8 @@ class GroupRefresher:
             pass  # another process stored the same group at the same moment
 
     async def run(self, stop: asyncio.Event) -> None:
+        # Imported here: the scheduler imports the desk (bot.tickets), which imports this module.
+        from bot.scheduler import repeat
+
         if self._rules.roles.groups:
             await repeat(self.run_once, stop, self.interval, "roles")

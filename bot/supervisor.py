@@ -315,11 +315,21 @@ async def _audit(inv: Invocation) -> str:
         return f"Nothing in the audit trail for {span} ({period.tz.key})."
     lines = [
         f"{e.at.astimezone(period.tz):%Y-%m-%d %H:%M} <@{e.actor}> {escape(e.action)}"
-        f" `{escape(e.target.replace('`', ''))}`"
+        f" `{escape(e.target.replace('`', ''))}`{_whose(e.detail)}"
         for e in rows
     ]
     audit(inv, "audit", f"/desk audit {inv.args}".strip())
     return _listing(f"*Audit trail* {span} ({period.tz.key}) · {total}, newest first", lines, total)
+
+
+def _whose(detail: dict[str, Any]) -> str:
+    """For a change to another person's ticket: whose it was, and in what role it was done."""
+    assignee, role = detail.get("assignee"), detail.get("role")
+    if not isinstance(assignee, str) or not isinstance(role, str):
+        return ""
+    team = detail.get("team")
+    to = f" to team {escape(team)}" if isinstance(team, str) else ""
+    return f"{to}, assigned to <@{assignee}>, as {escape(role)}"
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {

@@ -38,10 +38,11 @@ from bot.events import (
     Sender,
 )
 from bot.outbound import Button, Outbound
+from bot.roles import has_role
 from bot.routing import TicketFacts, choose_team, language_from_script
 from bot.rules import Rules
 from bot.sla_keeper import SlaKeeper
-from storage.models import Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
+from storage.models import AuditEntry, Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import outbox_add
 
 log = logging.getLogger("deskbot.tickets")
@@ -732,12 +733,36 @@ class Desk:
         ticket.waiting_reason = None
         self.decided("tickets.assigned ticket=%d agent=%s reason=%s", ticket.id, user_id, code)
 
+    async def audit_override(self, ticket: Ticket, actor: str, action: str, **detail: Any) -> None:
+        """Someone changed a ticket assigned to another person: the audit trail says who, in
+        what role (supervisor, the team's lead, or a fellow agent), and whose ticket it was."""
+        if ticket.assignee_id is None or ticket.assignee_id == actor:
+            return
+        if await has_role(self.s, self.rules, actor, "supervisor"):
+            role = "supervisor"
+        elif self.rules.team(ticket.team).lead == actor:
+            role = "lead"
+        else:
+            role = "agent"
+        self.s.add(
+            AuditEntry(
+                at=self.now,
+                actor=actor,
+                action=action,
+                target=f"ticket #{ticket.id}",
+                detail={"assignee": ticket.assignee_id, "role": role, **detail},
+            )
+        )
+
     async def agent_action(self, ev: AgentAction) -> None:
         ticket = await self.s.get(Ticket, ev.ticket_id, with_for_update=True)
         if ticket is None:
             return
         if ev.action == "transfer":
-            await self._transfer(ticket, ev.user_id, ev.team or "")
+            target = ev.team or ""
+            if ticket.status in ACTIVE and target != ticket.team and target in self.rules.teams:
+                await self.audit_override(ticket, ev.user_id, "transferred", team=target)
+            await self._transfer(ticket, ev.user_id, target)
             return
         if ev.action == "claim":
             # A person's claim wins over an automatic assignment (even one made a moment ago,
@@ -753,6 +778,7 @@ class Desk:
                 await self.refresh_card(ticket)
             return
         if ticket.status in ACTIVE:
+            await self.audit_override(ticket, ev.user_id, "resolved")
             if ticket.assignee_id is None:
                 self._assign(ticket, ev.user_id, ev.user_name, "resolved it", "resolved")
             self.set_status(ticket, "resolved", ev.user_id, "resolved from Slack")

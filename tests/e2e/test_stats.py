@@ -116,3 +116,24 @@ async def test_stats_after_tickets_are_answered_resolved_and_rated_through_the_l
     assert lines[5].startswith("CSAT 50.0% (n=2, mean 3.50; 1★0 2★1 3★0 4★0 5★1)")
     assert "response rate 100.0% (n=2)" in lines[5]
     assert lines[6].startswith("reopen rate 0.0% (n=2) · one touch 100.0% (n=2)")
+
+
+async def test_changing_another_agents_ticket_is_in_the_audit_trail(stack: Stack) -> None:
+    tg, slack = stack.standins.telegram, stack.standins.slack
+    await tg.customer_says(21, "My parcel is late", first_name="Ida")
+    card = await stack.card()
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0BOB")
+    await stack.thread_has(card["ts"], "🙋 <@U0BOB> claimed this ticket.")
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0CAROL")  # a supervisor
+    await stack.thread_has(card["ts"], "✅ <@U0CAROL> resolved this ticket.")
+    # Bob's own ticket, resolved by Bob: nobody else's business, nothing audited.
+    await tg.customer_says(22, "And my other parcel?", first_name="Ida")
+    second = await stack.card(2)
+    await slack.agent_clicks(SUPPORT, second["ts"], "ticket_claim", "U0BOB")
+    await stack.thread_has(second["ts"], "🙋 <@U0BOB> claimed this ticket.")
+    await slack.agent_clicks(SUPPORT, second["ts"], "ticket_resolve", "U0BOB")
+    await stack.thread_has(second["ts"], "✅ <@U0BOB> resolved this ticket.")
+
+    assert await audit_rows(stack) == [("U0CAROL", "resolved", "ticket #1")]
+    trail = str((await answer(stack, "audit today", "U0CAROL"))["text"])
+    assert "<@U0CAROL> resolved `ticket #1`, assigned to <@U0BOB>, as supervisor" in trail
