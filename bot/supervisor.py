@@ -136,7 +136,16 @@ async def desk_status(session: AsyncSession, now: datetime, _args: str = "") -> 
     return "\n".join(lines)
 
 
+async def is_agent(inv: Invocation) -> bool:
+    """A member of a team, or a supervisor. With no team listing its agents (Claim-only desks),
+    the desk cannot tell agents apart, and everyone in its channels is one."""
+    members = {a for team in inv.desk.rules.all_teams.values() for a in team.agents}
+    return not members or inv.user_id in members or await is_supervisor(inv)
+
+
 async def _status(inv: Invocation) -> str:
+    if not await is_agent(inv):
+        return refuse(inv, "/desk status", "agent")
     return await desk_status(inv.session, inv.now)
 
 
@@ -155,6 +164,8 @@ async def _mine(inv: Invocation) -> str:
 
 
 async def _queue(inv: Invocation) -> str:
+    if not await is_agent(inv):  # it names customers
+        return refuse(inv, "/desk queue", "agent")
     where = (Ticket.assignee_id.is_(None), Ticket.status.in_(ACTIVE))
     total, rows = await _tickets(inv.session, where, (Ticket.created_at, Ticket.id))
     if not total:
@@ -202,9 +213,10 @@ def audit(inv: Invocation, action: str, target: str, **detail: Any) -> None:
 def refuse(inv: Invocation, command: str, role: str) -> str:
     audit(inv, "refused", command, needs=role)
     inv.desk.decided("desk.refused user=%s command=%s needs=%s", inv.user_id, command, role)
-    return (
-        f"`{command}` is for {role}s only; nothing was done."
-        " An admin can add you under `roles:` in rules.yaml."
+    return f"`{command}` is for {role}s only; nothing was done." + (
+        " An admin can add you to a team in rules.yaml."
+        if role == "agent"
+        else " An admin can add you under `roles:` in rules.yaml."
     )
 
 

@@ -137,3 +137,17 @@ async def test_changing_another_agents_ticket_is_in_the_audit_trail(stack: Stack
     assert await audit_rows(stack) == [("U0CAROL", "resolved", "ticket #1")]
     trail = str((await answer(stack, "audit today", "U0CAROL"))["text"])
     assert "<@U0CAROL> resolved `ticket #1`, assigned to <@U0BOB>, as supervisor" in trail
+
+
+async def test_someone_in_no_team_sees_no_customers(stack: Stack) -> None:
+    await stack.standins.telegram.customer_says(31, "Hello?", first_name="Ben")
+    await stack.card()
+    for asked in ("queue", "", "status"):
+        got = str((await answer(stack, asked, "U0EVE"))["text"])
+        shown = asked or "status"
+        assert got == (
+            f"`/desk {shown}` is for agents only; nothing was done."
+            " An admin can add you to a team in rules.yaml."
+        )
+    assert "Ben" in str((await answer(stack, "queue", "U0ALICE"))["text"])
+    assert [r[:2] for r in await audit_rows(stack)] == [("U0EVE", "refused")] * 3
