@@ -58,6 +58,7 @@ from bot.outbound import (
 from bot.reports.charts import draw_async
 from bot.roles import GroupLookupError
 from bot.settings import SlackSettings
+from bot.supervisor import FORGET_ACTION
 
 log = logging.getLogger("deskbot.adapters.slack")
 
@@ -131,6 +132,10 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
     )
     conversation = f"slack:{channel}:{message_ts}" if channel and message_ts else "slack:ignored"
     action_id = as_str(action.get("action_id"))
+    if action_id == FORGET_ACTION:
+        # The confirmed "Forget customer" button: the same /desk command with "confirm", so the
+        # role check, the audit and the answer are the command's own.
+        return _forget_confirmed(body, external_id, user_id, channel, as_str(action.get("value")))
     kind = ACTIONS.get(action_id)
     if kind is None:
         return _ignored(external_id, conversation, f"action {action_id or 'unknown'}")
@@ -153,6 +158,24 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
         user_name=as_str(user.get("name")) or as_str(user.get("username")),
         slack_channel=channel,
         message_ts=message_ts,
+    )
+
+
+def _forget_confirmed(
+    body: Mapping[str, Any], external_id: str, user_id: str, channel: str, value: str
+) -> Event:
+    conversation = f"slack:{channel}:commands"
+    if not re.fullmatch(r"c\d{1,18}", value) or not user_id or not channel:
+        return _ignored(external_id, conversation, f"action {FORGET_ACTION} with bad value")
+    return SlashCommand(
+        external_id=external_id,
+        conversation=conversation,
+        command=DESK_COMMAND,
+        text=f"forget {value} confirm",
+        user_id=user_id,
+        slack_channel=channel,
+        response_url=as_str(body.get("response_url")) or None,
+        team_domain=as_str(as_mapping(body.get("team")).get("domain")),
     )
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import privacy
 from bot.assignment import Assigner
 from bot.cards import PRIORITY_ICON, escape
 from bot.events import SlashCommand
@@ -344,6 +345,112 @@ def _whose(detail: dict[str, Any]) -> str:
     return f"{to}, assigned to <@{assignee}>, as {escape(role)}"
 
 
+# -- a customer's data -------------------------------------------------------------------------
+
+FORGET_ACTION = "desk_forget"  # the confirmation button; the Slack adapter maps it back here
+
+
+async def _customer_export(inv: Invocation) -> str:
+    if not await is_supervisor(inv):
+        return refuse(inv, "/desk customer-export", "supervisor")
+    if not inv.args:
+        return (
+            "Say whose data: `/desk customer-export 123` (a ticket number) or `c45` (a customer)."
+        )
+    try:
+        customer = await privacy.find_customer(inv.session, inv.args.split()[0])
+    except privacy.NotFound as exc:
+        return escape(str(exc)) + "."
+    data = await privacy.export(inv.session, customer)
+    # To the person who asked, never a channel: it is everything the desk knows about someone.
+    inv.desk.fx.say(
+        Outbound(
+            channel="slack",
+            kind="slack_file",
+            destination=inv.user_id,
+            text=privacy.export_json(data),
+            file_name=privacy.export_name(customer),
+            file_title=f"Everything held about customer c{customer.id}",
+        )
+    )
+    audit(inv, "customer-export", f"customer c{customer.id}", tickets=len(data["tickets"]))
+    inv.desk.decided("desk.customer_export user=%s customer=%d", inv.user_id, customer.id)
+    return (
+        f"Exporting customer c{customer.id} ({len(data['tickets'])} tickets): the JSON file"
+        " arrives in your direct messages with the app."
+    )
+
+
+async def _forget(inv: Invocation) -> str:
+    if not await is_admin(inv):
+        return refuse(inv, "/desk forget", "admin")
+    words = inv.args.split()
+    if not words:
+        return "Say whose data: `/desk forget 123` (a ticket number) or `c45` (a customer)."
+    try:
+        customer = await privacy.find_customer(inv.session, words[0])
+    except privacy.NotFound as exc:
+        return escape(str(exc)) + "."
+    ref = f"c{customer.id}"
+    if customer.name == privacy.FORGOTTEN_NAME:
+        return f"Customer {ref} has already been forgotten."
+    confirmed = words[1:] == ["confirm"]
+    if not confirmed:
+        held = await privacy.held(inv.session, customer)
+        # The question names no one: answers are stored, and this one must not outlive them.
+        text = (
+            f"*Forget customer {ref}?* (tickets {held.ticket_refs})"
+            f" This erases their name, platform ids and phone numbers ({held.identities}"
+            f" identities), the text and files of {held.messages} messages in {held.tickets}"
+            f" tickets, and {held.payloads} raw platform payloads; their cards and the desk's"
+            " posts in the threads are redacted. Counts stay in the reports. It cannot be undone."
+            + (
+                f" {held.agent_messages} messages agents wrote in the threads stay: Slack lets"
+                " only their authors delete them."
+                if held.agent_messages
+                else ""
+            )
+        )
+        button: dict[str, Any] = {
+            "type": "button",
+            "action_id": FORGET_ACTION,
+            "text": {"type": "plain_text", "text": f"Forget customer {ref}"},
+            "style": "danger",
+            "value": ref,
+            "confirm": {
+                "title": {"type": "plain_text", "text": "Forget this customer?"},
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f"Customer {ref}'s personal data is erased for good.",
+                },
+                "confirm": {"type": "plain_text", "text": "Forget"},
+                "deny": {"type": "plain_text", "text": "Keep"},
+                "style": "danger",
+            },
+        }
+        blocks: list[dict[str, Any]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {"type": "actions", "block_id": "forget", "elements": [button]},
+        ]
+        return Answer(text, blocks)
+    held = await privacy.forget(inv.desk, customer)
+    audit(
+        inv,
+        "forgot",
+        f"customer {ref}",
+        tickets=held.tickets,
+        messages=held.messages,
+        identities=held.identities,
+        payloads=held.payloads,
+    )
+    inv.desk.decided("desk.forgot user=%s customer=%d", inv.user_id, customer.id)
+    return (
+        f"Customer {ref} is forgotten: {held.identities} identities, {held.messages} messages"
+        f" in {held.tickets} tickets and {held.payloads} raw payloads erased; their cards and"
+        " threads in Slack are being redacted."
+    )
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "status": Subcommand(
         "the desk in numbers: active tickets by state and priority, inbox lag, outbox backlog"
@@ -375,6 +482,15 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "audit": Subcommand(
         "admins: who asked for figures, and who was refused, in a period (default today)",
         _audit,
+    ),
+    "customer-export": Subcommand(
+        "supervisors: everything held about a customer (`123`: a ticket's, `c45`: by id) as a"
+        " JSON file, sent to you in a direct message",
+        _customer_export,
+    ),
+    "forget": Subcommand(
+        "admins: erase a customer's personal data (`123` or `c45`), after a confirmation",
+        _forget,
     ),
     "help": Subcommand("this list", _help),
 }

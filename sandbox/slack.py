@@ -348,6 +348,70 @@ class SlackStandIn:
         )
         return status
 
+    async def clicks_in_answer(
+        self,
+        channel: str,
+        answer: dict[str, Any],
+        action_id: str,
+        user: str,
+        *,
+        confirm: bool = True,
+        timeout: float = 10.0,
+    ) -> list[dict[str, Any]]:
+        """An agent clicks a button in an ephemeral answer (what the desk posted to a
+        response_url). A button with a ``confirm`` dialog sends nothing unless the agent presses
+        its confirm button, as in Slack. Returns what the desk posted to the new response_url."""
+        nothing: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
+        block, button = next(
+            (
+                (b, e)
+                for b in answer.get("blocks") or []
+                for e in b.get("elements") or []
+                if e.get("action_id") == action_id
+            ),
+            nothing,
+        )
+        if button is None:
+            raise ValueError(f"the answer has no button {action_id!r}")
+        if button.get("confirm") and not confirm:
+            return []  # "Keep" in Slack's dialog: the app hears nothing
+        url = self._response_url()
+        rid = url.rsplit("/", 1)[1]
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
+            "api_app_id": APP_ID,
+            "token": "sandbox-verification-token",
+            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
+            "team": {"id": TEAM, "domain": "sandbox"},
+            "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
+            # Ephemeral messages are not stored by Slack: the payload has no "message".
+            "container": {
+                "type": "message",
+                "message_ts": f"{time.time():.6f}",
+                "channel_id": channel,
+                "is_ephemeral": True,
+            },
+            "response_url": url,
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": block.get("block_id", "b"),
+                    "value": button.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, _ = await self._deliverer.attempt(
+            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        )
+        if status != 200:
+            raise AssertionError(f"the desk answered the click with HTTP {status}")
+        await self._changed.wait_for(lambda: bool(self.responses[rid]), timeout)
+        return self.responses[rid]
+
     async def slash_command(
         self, command: str, text: str, user: str, channel: str, timeout: float = 10.0
     ) -> list[dict[str, Any]]:

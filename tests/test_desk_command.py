@@ -53,7 +53,7 @@ async def test_help_lists_every_subcommand_one_line_each(desk: Harness) -> None:
     answer = await ask(desk, "help")
     lines = answer.splitlines()
     assert lines[0] == "*`/desk` commands*"
-    named = [re.match(r"• `/desk (\w+)`: \S", line) for line in lines[1:]]
+    named = [re.match(r"• `/desk ([\w-]+)`: \S", line) for line in lines[1:]]
     assert [m.group(1) if m else None for m in named] == list(SUBCOMMANDS)
     assert {"status", "mine", "queue", "available", "away", "help"} <= set(SUBCOMMANDS)
 
