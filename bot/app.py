@@ -18,6 +18,7 @@ from bot.dispatcher import DbInbox, Dispatcher
 from bot.leases import reclaim_dead_leases
 from bot.outbound import ChannelSender
 from bot.outbox import Metrics, OutboxSender, RateLimits
+from bot.privacy import RawPurger
 from bot.reports.digest import DigestScheduler
 from bot.roles import GroupRefresher
 from bot.rules import Rules
@@ -183,6 +184,7 @@ class DeskApp:
             outbox_wakeup=self.outbox.wakeup,
         )
         self.spawn(self.digest.run(self._stop), "digest")
+        self.spawn(RawPurger(self.sessions, self.rules, self.clock).run(self._stop), "retention")
         if self.rules.availability.assignment_presence == "slack" and slack is not None:
             poller = PresencePoller(
                 self.sessions,

@@ -12,15 +12,19 @@ README says so, and the confirmation lists how many there are.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.clock import Clock
 from bot.outbound import Outbound
+from bot.rules import Rules
 from bot.tickets import Desk
 from storage.models import (
     Customer,
@@ -31,6 +35,8 @@ from storage.models import (
     Ticket,
     TicketEvent,
 )
+
+log = logging.getLogger("deskbot.privacy")
 
 ERASED = "(erased at the customer's request)"
 FORGOTTEN_NAME = "Forgotten customer"
@@ -319,3 +325,49 @@ async def forget(desk: Desk, customer: Customer) -> Held:
             )
         )
     return before
+
+
+class RawPurger:
+    """``retention.raw_days``: the platforms' raw payloads kept in the inbox (for audit and
+    replay) are erased once older than this, when their event has been dealt with. The first
+    pass covers everything old enough; later passes only what has aged past the line since."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        rules: Rules,
+        clock: Clock,
+        *,
+        interval: float = 3600.0,
+    ) -> None:
+        self._sessions = sessions
+        self._rules = rules
+        self._clock = clock
+        self.interval = interval
+        self._done_until: datetime | None = None
+
+    async def run_once(self) -> int:
+        days = self._rules.retention.raw_days
+        if days is None:
+            return 0
+        cutoff = self._clock.now() - timedelta(days=days)
+        where = [
+            InboxRow.received_at < cutoff,
+            InboxRow.status.in_(("done", "ignored", "failed")),
+        ]
+        if self._done_until is not None:
+            # A day of overlap: rows still being processed at the last pass are taken now.
+            where.append(InboxRow.received_at >= self._done_until - timedelta(days=1))
+        async with self._sessions.begin() as session:
+            result = await session.execute(update(InboxRow).where(*where).values(raw={}))
+        self._done_until = cutoff
+        purged = max(getattr(result, "rowcount", 0) or 0, 0)
+        if purged:
+            log.info("retention.raw_purged rows=%d older_than_days=%d", purged, days)
+        return purged
+
+    async def run(self, stop: asyncio.Event) -> None:
+        from bot.scheduler import repeat  # the scheduler imports the desk, which imports us
+
+        if self._rules.retention.raw_days is not None:
+            await repeat(self.run_once, stop, self.interval, "retention")

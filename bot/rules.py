@@ -172,6 +172,12 @@ class Reports(_Strict):
     digest: Digest | None = None
 
 
+class Retention(_Strict):
+    """How long the platforms' raw payloads stay in the inbox; None keeps them."""
+
+    raw_days: int | None = Field(default=None, ge=1, le=3650)
+
+
 class Rules(_Strict):
     version: int = Field(ge=1, le=1)
     slack: SlackRules = Field(default_factory=SlackRules)
@@ -189,6 +195,7 @@ class Rules(_Strict):
     sla: SlaPolicy | None = None
     roles: Roles = Field(default_factory=Roles)
     reports: Reports = Field(default_factory=Reports)
+    retention: Retention = Field(default_factory=Retention)
 
     @property
     def all_teams(self) -> dict[str, Team]:
