@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.rules import Roles, RulesError, load_rules, parse_rules
+from bot.rules import Retention, Roles, RulesError, load_rules, parse_rules
 from bot.settings import SettingsError, load_settings
 from nlp.priority import PriorityRules, Signals, decide
 
@@ -20,13 +20,14 @@ def test_shipped_rules_equal_the_defaults() -> None:
     shipped = load_rules(ROOT / "rules.yaml")
     defaults = parse_rules({"version": 1})
     assert shipped.teams and shipped.routing and shipped.sla and "office" in shipped.calendars
-    assert shipped.roles.supervisors
+    assert shipped.roles.supervisors and shipped.retention.raw_days == 30
     example = {
         "teams": {},
         "routing": (),
         "calendars": defaults.calendars,
         "sla": None,
         "roles": Roles(),
+        "retention": Retention(),
     }
     assert shipped.model_copy(update=example) == defaults
 
