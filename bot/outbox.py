@@ -31,7 +31,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -129,6 +129,30 @@ class Limiter:
         return wait
 
 
+HELD_NOTE_AFTER = timedelta(seconds=10)
+
+
+def held_back_note(card: Outbound, held: timedelta) -> Outbound:
+    """A new card that waited for its turn (a burst on Slack's rate limit) says how long, so
+    the agent knows how long the customer has been waiting already."""
+    if held < HELD_NOTE_AFTER:
+        return card
+    seconds = int(held.total_seconds())
+    waited = f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    note = {
+        "type": "context",
+        "block_id": "held_back",
+        "elements": [
+            {
+                "type": "mrkdwn",
+                "text": f"⏳ Posted {waited} after the customer wrote: many new tickets were"
+                " waiting for Slack's posting limit (the most urgent go first).",
+            }
+        ],
+    }
+    return card.model_copy(update={"blocks": (*card.blocks, note)})
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.deliveries = Counter(
@@ -210,7 +234,7 @@ class OutboxSender:
                 limit=self._batch,
                 owner=self._owner,
             )
-            claims = [(r.id, r.attempts, r.payload, r.message_id) for r in rows]
+            claims = [(r.id, r.attempts, r.payload, r.message_id, r.created_at) for r in rows]
             # What a thread message or card update needs: the card's ts, known once posted.
             cards: dict[int, tuple[str, str | None]] = {}
             ticket_ids = {r.ticket_id for r in rows if r.ticket_id is not None}
@@ -226,7 +250,10 @@ class OutboxSender:
         if not claims:
             return 0
         results = await asyncio.gather(
-            *(self._deliver(rid, att, payload, mid, cards) for rid, att, payload, mid in claims)
+            *(
+                self._deliver(rid, att, payload, mid, cards, queued)
+                for rid, att, payload, mid, queued in claims
+            )
         )
         return sum(results)
 
@@ -237,8 +264,11 @@ class OutboxSender:
         payload: dict[str, Any],
         message_id: int | None,
         cards: dict[int, tuple[str, str | None]],
+        queued: datetime | None = None,
     ) -> int:
         out = Outbound.model_validate(payload)
+        if out.kind == "slack_card" and queued is not None:
+            out = held_back_note(out, self._clock.now() - queued)
         slack_channel, card_ts = cards.get(out.ticket_id or -1, (None, None))
         # A thread message or card update without reply_to is about the ticket's card as it is
         # when sent; one with reply_to names an older card on purpose (a transfer freezes it).

@@ -106,6 +106,10 @@ def parse_rating(data: str) -> RatingTap | None:
     return RatingTap(numbers[0], numbers[1], numbers[2])
 
 
+PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+NORMAL_RANK = 2
+
+
 def destination_key(out: Outbound) -> str:
     """Order key of the outbox: one customer chat, or one ticket's card and thread."""
     if out.channel == "slack":
@@ -123,9 +127,14 @@ async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> int:
     for n, (out, message) in enumerate(desk.fx.items):
         if message is not None and message.id is None:
             await session.flush()
+        rank = NORMAL_RANK
+        if out.kind == "slack_card" and out.ticket_id is not None:
+            ticket = await session.get(Ticket, out.ticket_id)  # in the session already
+            rank = PRIORITY_RANK.get(ticket.priority, NORMAL_RANK) if ticket else NORMAL_RANK
         rows.append(
             {
                 "idempotency_key": f"{key}:{n}",
+                "rank": rank,
                 "channel": out.channel,
                 "destination_key": destination_key(out),
                 "payload": out.model_dump(mode="json"),

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -259,6 +260,8 @@ class OutboxRow(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     status: Mapped[str] = mapped_column(String(12))  # pending|sending|sent|failed
+    # 0 urgent … 3 low for a new ticket's card, 2 for everything else: claimed lowest first.
+    rank: Mapped[int] = mapped_column(SmallInteger, default=2, server_default="2")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     lease_until: Mapped[datetime | None]

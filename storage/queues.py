@@ -118,7 +118,8 @@ async def outbox_claim(
     stmt = (
         select(OutboxRow)
         .where(claimable, ~blocked_by_earlier)
-        .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
+        # Urgent cards first when many are due (a burst waiting on Slack's rate limit).
+        .order_by(OutboxRow.rank, OutboxRow.next_attempt_at, OutboxRow.id)
         .limit(limit)
     )
     rows = list((await session.scalars(_locking(stmt, session))).all())
