@@ -41,7 +41,10 @@ from aiogram.types import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    KeyboardButton,
     Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
     Update,
     User,
 )
@@ -61,6 +64,7 @@ from bot.events import (
     Attachment,
     Channel,
     CustomerButton,
+    CustomerContact,
     CustomerEdit,
     CustomerMessage,
     CustomerStart,
@@ -234,6 +238,18 @@ def _parse_message(
             sender=sender,
             chat_id=str(chat_id),
         )
+    if msg.contact is not None:
+        # Telegram sets the contact's user_id to the sender's own id only when they shared
+        # their own account's number (the "share my phone number" button): that is verified.
+        return CustomerContact(
+            channel="telegram",
+            external_id=external_id,
+            conversation=conversation,
+            sender=sender,
+            chat_id=str(chat_id),
+            phone=msg.contact.phone_number,
+            own=msg.contact.user_id == msg.from_user.id,
+        )
     attachments = _attachments(msg)
     text = msg.text or msg.caption or ""
     if not text and not attachments:
@@ -306,6 +322,20 @@ def chat_ref(destination: str) -> int | str:
     """Chat ids are integers (negative for groups); ``@channelname`` stays a string."""
     stripped = destination.lstrip("-")
     return int(destination) if stripped.isdigit() else destination
+
+
+def reply_markup(
+    message: Outbound,
+) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None:
+    """A text message's markup: the "share my phone number" reply keyboard, its removal, or
+    inline buttons."""
+    if message.ask_contact:
+        # A reply keyboard: the button sends the customer's own number, verified by Telegram.
+        ask = KeyboardButton(text=message.ask_contact, request_contact=True)
+        return ReplyKeyboardMarkup(keyboard=[[ask]], one_time_keyboard=True, resize_keyboard=True)
+    if message.remove_keyboard:
+        return ReplyKeyboardRemove(remove_keyboard=True)
+    return keyboard(message)
 
 
 def keyboard(message: Outbound) -> InlineKeyboardMarkup | None:
@@ -519,7 +549,7 @@ class TelegramAdapter:
                     sent = await self.bot.send_message(
                         chat_id=chat_ref(message.destination),
                         text=message.text,
-                        reply_markup=keyboard(message),
+                        reply_markup=reply_markup(message),
                     )
                     return Delivery(platform_message_id=str(sent.message_id))
                 case "answer_callback":

@@ -18,12 +18,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import customers
 from bot.classifier import Classification, Classifier
 from bot.clock import Clock
 from bot.events import (
     AgentAction,
     AgentMessage,
     CustomerButton,
+    CustomerContact,
     CustomerEdit,
     CustomerMessage,
     CustomerStart,
@@ -165,6 +167,16 @@ class Dispatcher:
             )
             recent = 0
             if customer_id is not None:
+                # One customer across channels: VIP on any of their identities is VIP here.
+                keys = (
+                    await session.execute(
+                        select(Identity.channel, Identity.external_id).where(
+                            Identity.customer_id == customer_id
+                        )
+                    )
+                ).all()
+                vip = self._rules.priority.vip.customers
+                key = next((f"{c}:{e}" for c, e in keys if f"{c}:{e}" in vip), key)
                 desk = Desk(session, self._rules, self._clock.now())
                 recent = await desk.recent_ticket_count(
                     customer_id, self._rules.priority.repeat.within_hours
@@ -212,6 +224,10 @@ class Dispatcher:
 
     async def _apply(self, desk: Desk, event: Event, cls: Classification | None) -> None:
         match event:
+            case CustomerMessage() if customers.is_link_request(event):
+                await customers.offer_link(desk, event)
+            case CustomerContact():
+                await customers.contact_shared(desk, event)
             case CustomerMessage():
                 assert cls is not None
                 ticket = await desk.customer_message(event, cls)

@@ -69,6 +69,18 @@ class CustomerStart(_Event):
     chat_id: str
 
 
+class CustomerContact(_Event):
+    """The customer shared a phone number (Telegram's contact button). ``own`` is true when
+    Telegram vouches it is the sender's own number (the contact's user id is theirs)."""
+
+    kind: Literal["customer_contact"] = "customer_contact"
+    channel: CustomerChannel
+    sender: Sender
+    chat_id: str
+    phone: str
+    own: bool
+
+
 class CustomerEdit(_Event):
     """The customer edited a message they sent earlier."""
 
@@ -155,6 +167,7 @@ Event = Annotated[
     CustomerMessage
     | CustomerStart
     | CustomerEdit
+    | CustomerContact
     | CustomerButton
     | DeliveryStatus
     | AgentMessage

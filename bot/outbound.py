@@ -61,6 +61,10 @@ class Outbound(BaseModel):
     chart: dict[str, Any] | None = None
     file_name: str | None = None  # slack_file
     file_title: str | None = None  # slack_file
+    # Telegram text: a reply keyboard with one "share my phone number" button labelled so, or
+    # the removal of such a keyboard once it has served.
+    ask_contact: str | None = None
+    remove_keyboard: bool = False
 
 
 class Delivery(BaseModel):

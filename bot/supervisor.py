@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import privacy
+from bot import customers, privacy
 from bot.assignment import Assigner
 from bot.cards import PRIORITY_ICON, escape
 from bot.events import SlashCommand
@@ -451,6 +451,46 @@ async def _forget(inv: Invocation) -> str:
     )
 
 
+# -- one customer across channels ------------------------------------------------------------
+
+
+async def _link(inv: Invocation) -> str:
+    if not await is_agent(inv):
+        return refuse(inv, "/desk link", "agent")
+    number = inv.args.strip().removeprefix("#")
+    ticket = await inv.session.get(Ticket, int(number)) if number.isdigit() else None
+    if ticket is None:
+        return "Say which ticket: `/desk link 123`."
+    if ticket.channel != "telegram":
+        return (
+            f"Ticket #{ticket.id} is on {ticket.channel}: its number is known already."
+            " Ask on the customer's Telegram ticket."
+        )
+    customer = await inv.session.get_one(Customer, ticket.customer_id)
+    customers.ask_for_number(inv.desk, ticket.channel, ticket.chat_id, customer.language)
+    inv.desk.thread(
+        ticket, f"🔗 <@{inv.user_id}> asked the customer to share their phone number to link chats."
+    )
+    return f"Asked the customer of #{ticket.id} to share their number with Telegram's button."
+
+
+async def _unlink(inv: Invocation) -> str:
+    if not await is_agent(inv):
+        return refuse(inv, "/desk unlink", "agent")
+    words = inv.args.split()
+    if len(words) != 2 or words[1].lower() not in ("telegram", "whatsapp"):
+        return "Say whose and which channel: `/desk unlink c45 whatsapp` (or a ticket number)."
+    try:
+        customer = await privacy.find_customer(inv.session, words[0])
+        split = await customers.unlink(inv.desk, customer.id, words[1].lower(), actor=inv.user_id)
+    except (privacy.NotFound, customers.UnlinkError) as exc:
+        return escape(str(exc)) + "."
+    inv.desk.decided("customers.unlinked customer=%d new=%d", customer.id, split)
+    return (
+        f"Unlinked: customer c{customer.id}'s {words[1].lower()} identity is customer c{split} now."
+    )
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "status": Subcommand(
         "the desk in numbers: active tickets by state and priority, inbox lag, outbox backlog"
@@ -482,6 +522,16 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "audit": Subcommand(
         "admins: who asked for figures, and who was refused, in a period (default today)",
         _audit,
+    ),
+    "link": Subcommand(
+        "agents: ask a Telegram ticket's customer to share their verified phone number, to be"
+        " recognised on WhatsApp too (`/desk link 123`)",
+        _link,
+    ),
+    "unlink": Subcommand(
+        "agents: undo a wrong link (`/desk unlink c45 whatsapp`): that channel becomes a"
+        " customer of its own",
+        _unlink,
     ),
     "customer-export": Subcommand(
         "supervisors: everything held about a customer (`123`: a ticket's, `c45`: by id) as a"

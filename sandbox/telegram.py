@@ -163,6 +163,26 @@ class TelegramStandIn:
         await self._push({"message": message})
         return int(message["message_id"])
 
+    async def customer_shares_contact(
+        self, chat_id: int, phone: str, *, own: bool = True, first_name: str = "Customer"
+    ) -> int:
+        """The customer taps "share my phone number" (``own``), or sends someone else's contact
+        card, whose user id is not theirs. Telegram gives the number without a plus sign when
+        the app shares the user's own."""
+        chat = self._chat(chat_id, first_name)
+        contact: dict[str, Any] = {"phone_number": phone, "first_name": first_name}
+        contact["user_id"] = chat_id if own else chat_id + 1_000_000
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {"id": chat_id, "is_bot": False, "first_name": first_name},
+            "contact": contact,
+        }
+        self.received.append(message)
+        await self._push({"message": message})
+        return int(message["message_id"])
+
     async def customer_sends_photo(
         self, chat_id: int, caption: str = "", first_name: str = "Customer"
     ) -> int:
@@ -395,6 +415,21 @@ class TelegramStandIn:
                 for button in row:
                     if len(str(button.get("callback_data", "")).encode()) > 64:
                         raise TelegramError(400, "Bad Request: BUTTON_DATA_INVALID")
+        if markup is not None and "keyboard" in markup:
+            rows = markup["keyboard"]
+            if not isinstance(rows, list) or not rows or not all(rows):
+                raise TelegramError(400, "Bad Request: keyboard must be non-empty")
+            for row in rows:
+                for button in row:
+                    label = button if isinstance(button, str) else button.get("text", "")
+                    if not str(label).strip():
+                        raise TelegramError(400, "Bad Request: BUTTON_TEXT_INVALID")
+        if (
+            markup is not None
+            and "remove_keyboard" in markup
+            and markup["remove_keyboard"] is not True
+        ):
+            raise TelegramError(400, "Bad Request: remove_keyboard must be true")
         self._limit(int(chat["id"]))
         message: dict[str, Any] = {
             "message_id": next(self._message_ids),
@@ -407,6 +442,10 @@ class TelegramStandIn:
             message["reply_markup"] = markup
         self.sent.append(message)
         await self._changed.notify()
+        # Telegram's Message.reply_markup is an inline keyboard only: a reply keyboard (or its
+        # removal) is shown to the user but not part of the message the API returns.
+        if markup is not None and "inline_keyboard" not in markup:
+            return {k: v for k, v in message.items() if k != "reply_markup"}
         return message
 
     async def _edit_reply_markup(self, params: dict[str, Any]) -> Any:
