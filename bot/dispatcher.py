@@ -40,6 +40,7 @@ from bot.rules import Rules
 from bot.sla_keeper import SlaKeeper
 from bot.supervisor import Answer, desk_command
 from bot.tickets import Desk, StatusTooEarly, queue_effects
+from nlp.language import detect_language
 from storage.models import Identity, InboxRow
 from storage.queues import inbox_add, inbox_claim
 
@@ -174,14 +175,20 @@ class Dispatcher:
     async def _process(self, row_id: int, attempt: int, payload: dict[str, Any]) -> None:
         try:
             event = event_from_json(payload)
-            # The model runs outside the transaction, so a slow batch never holds a DB lock.
+            # The model runs outside the transaction, so a slow batch never holds a DB lock;
+            # so does the language detector (a few milliseconds, in a thread all the same).
             cls = await self._classify(event) if isinstance(event, CustomerMessage) else None
+            detected = (
+                await asyncio.to_thread(detect_language, event.text)
+                if isinstance(event, CustomerMessage) and event.text
+                else None
+            )
             async with self._sessions.begin() as session:
                 row = await session.get(InboxRow, row_id, with_for_update=True)
                 if row is None or row.status != "processing" or row.attempts != attempt:
                     return  # our lease ran out and another worker has it now
                 desk = Desk(session, self._rules, self._clock.now())
-                await self._apply(desk, event, cls)
+                await self._apply(desk, event, cls, detected)
                 await SlaKeeper(desk).refresh_touched()
                 await self._queue(session, desk, row_id)
                 row.status = "done"
@@ -210,11 +217,13 @@ class Dispatcher:
                     )
                 )
 
-    async def _apply(self, desk: Desk, event: Event, cls: Classification | None) -> None:
+    async def _apply(
+        self, desk: Desk, event: Event, cls: Classification | None, detected: str | None = None
+    ) -> None:
         match event:
             case CustomerMessage():
                 assert cls is not None
-                ticket = await desk.customer_message(event, cls)
+                ticket = await desk.customer_message(event, cls, detected)
                 log.info(
                     "dispatcher.customer_message ticket=%d channel=%s", ticket.id, event.channel
                 )

@@ -77,7 +77,34 @@ def _chinese() -> Texts:
     )
 
 
-BUILT_IN = {"en": _english, "zh": _chinese}
+def _spanish() -> Texts:
+    return Texts(
+        welcome="¡Hola! Cuéntenos qué necesita y un agente le responderá aquí mismo.",
+        ack="Gracias, hemos recibido su mensaje. Su número de ticket es #{ticket}; "
+        "un agente le responderá aquí.",
+        resolved="El ticket #{ticket} está resuelto. ¿Qué tal lo hicimos? Valórenos de 1 (mal) "
+        "a 5 (excelente).",
+        rating_thanks="¡Gracias! Nos ha dado un {rating}/5.",
+        reopened="El ticket #{ticket} vuelve a estar abierto; un agente le atenderá en breve.",
+        rating_already="Ya valoró el ticket #{ticket}, gracias.",
+        rating_expired="Esa solicitud de valoración del ticket #{ticket} ya no está abierta.",
+    )
+
+
+def _russian() -> Texts:
+    return Texts(
+        welcome="Здравствуйте! Напишите, чем мы можем помочь, и оператор ответит вам здесь.",
+        ack="Спасибо, мы получили ваше сообщение. Номер вашего обращения — #{ticket}; "
+        "оператор ответит здесь.",
+        resolved="Обращение #{ticket} решено. Оцените нашу работу от 1 (плохо) до 5 (отлично).",
+        rating_thanks="Спасибо! Ваша оценка: {rating}/5.",
+        reopened="Обращение #{ticket} снова открыто; оператор скоро ответит вам.",
+        rating_already="Вы уже оценили обращение #{ticket}, спасибо.",
+        rating_expired="Этот запрос оценки обращения #{ticket} больше не действует.",
+    )
+
+
+BUILT_IN = {"en": _english, "zh": _chinese, "es": _spanish, "ru": _russian}
 # Texts added after the first release: a rules file that predates them gets the built-in
 # wording in its own language rather than English.
 LATER_TEXTS = ("rating_already", "rating_expired")
@@ -87,7 +114,7 @@ class CustomerTexts(_Strict):
     default_language: str = "en"
     show_agent_name: bool = False  # prefix relayed replies with the agent's name
     languages: dict[str, Texts] = Field(
-        default_factory=lambda: {"en": _english(), "zh": _chinese()}
+        default_factory=lambda: {tag: make() for tag, make in BUILT_IN.items()}
     )
 
     @field_validator("languages", mode="before")
