@@ -37,6 +37,7 @@ from bot.events import (
 from bot.leases import this_process
 from bot.outbound import Outbound
 from bot.rules import Rules
+from bot.selfservice import STATUS_BUTTON, StatusRequest, answer_status, status_request_of
 from bot.sla_keeper import SlaKeeper
 from bot.supervisor import Answer, desk_command
 from bot.tickets import Desk, StatusTooEarly, queue_effects
@@ -177,18 +178,22 @@ class Dispatcher:
             event = event_from_json(payload)
             # The model runs outside the transaction, so a slow batch never holds a DB lock;
             # so does the language detector (a few milliseconds, in a thread all the same).
-            cls = await self._classify(event) if isinstance(event, CustomerMessage) else None
-            detected = (
-                await asyncio.to_thread(detect_language, event.text)
-                if isinstance(event, CustomerMessage) and event.text
-                else None
-            )
+            cls: Classification | None = None
+            detected: str | None = None
+            lookup: StatusRequest | None = None
+            if isinstance(event, CustomerMessage):
+                # A status lookup opens no ticket: neither the model nor the detector needed.
+                lookup = status_request_of(event, self._rules)
+                if lookup is None:
+                    cls = await self._classify(event)
+                    if event.text:
+                        detected = await asyncio.to_thread(detect_language, event.text)
             async with self._sessions.begin() as session:
                 row = await session.get(InboxRow, row_id, with_for_update=True)
                 if row is None or row.status != "processing" or row.attempts != attempt:
                     return  # our lease ran out and another worker has it now
                 desk = Desk(session, self._rules, self._clock.now())
-                await self._apply(desk, event, cls, detected)
+                await self._apply(desk, event, cls, detected, lookup)
                 await SlaKeeper(desk).refresh_touched()
                 await self._queue(session, desk, row_id)
                 row.status = "done"
@@ -218,9 +223,20 @@ class Dispatcher:
                 )
 
     async def _apply(
-        self, desk: Desk, event: Event, cls: Classification | None, detected: str | None = None
+        self,
+        desk: Desk,
+        event: Event,
+        cls: Classification | None,
+        detected: str | None = None,
+        lookup: StatusRequest | None = None,
     ) -> None:
         match event:
+            case CustomerMessage() if lookup is not None:
+                await answer_status(desk, event, lookup)
+            case CustomerButton() if (
+                event.data == STATUS_BUTTON and self._rules.status_lookup.enabled
+            ):
+                await answer_status(desk, event, StatusRequest(None))
             case CustomerMessage():
                 assert cls is not None
                 ticket = await desk.customer_message(event, cls, detected)

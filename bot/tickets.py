@@ -40,7 +40,7 @@ from bot.events import (
 from bot.outbound import Button, Outbound
 from bot.routing import TicketFacts, choose_team, language_from_script
 from bot.rules import Rules
-from bot.selfservice import choose_language
+from bot.selfservice import choose_language, my_tickets_button
 from bot.sla_keeper import SlaKeeper
 from storage.models import Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import outbox_add
@@ -490,7 +490,11 @@ class Desk:
         self.history(ticket, "team", AUTO, None, team.team, team.reason)
         self._record_inbound(ticket, ev, attachments)
         texts = await self.texts_for(ticket)
-        self.tell_customer(ticket, texts.ack.format(ticket=ticket.id))
+        self.tell_customer(
+            ticket,
+            texts.ack.format(ticket=ticket.id),
+            buttons=my_tickets_button(self.rules, texts),
+        )
         choice = await Assigner(self).assign(ticket, announce=False)
         await SlaKeeper(self).refresh(ticket)  # so the card shows its clocks from the start
         await self.post_card(ticket)

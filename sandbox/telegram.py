@@ -393,7 +393,14 @@ class TelegramStandIn:
         if markup is not None:
             for row in markup.get("inline_keyboard", []):
                 for button in row:
-                    if len(str(button.get("callback_data", "")).encode()) > 64:
+                    if not str(button.get("text", "")).strip():
+                        raise TelegramError(400, "Bad Request: BUTTON_TEXT_INVALID")
+                    if "callback_data" not in button and "url" not in button:
+                        # A bare text button belongs to a reply keyboard, not an inline one.
+                        raise TelegramError(
+                            400, "Bad Request: text buttons are unallowed in the inline keyboard"
+                        )
+                    if not 1 <= len(str(button.get("callback_data", "x")).encode()) <= 64:
                         raise TelegramError(400, "Bad Request: BUTTON_DATA_INVALID")
         self._limit(int(chat["id"]))
         message: dict[str, Any] = {
