@@ -100,6 +100,20 @@ def my_tickets_button(rules: Rules, texts: Texts) -> tuple[Button, ...]:
     return ()
 
 
+def telegram_commands(rules: Rules) -> dict[str, list[tuple[str, str]]]:
+    """The bot's command menu (setMyCommands) per language: ``/status`` described with the
+    "My tickets" text, in each configured language Telegram accepts (two-letter codes); ""
+    is everyone else, in the default language. Empty when lookups are off."""
+    if not rules.status_lookup.enabled:
+        return {}
+    menus = {"": [("status", rules.texts.for_language(None).my_tickets)]}
+    for tag, texts in rules.texts.languages.items():
+        code = primary(tag)
+        if code and len(code) == 2 and code.isalpha() and code not in menus:
+            menus[code] = [("status", texts.my_tickets)]
+    return menus
+
+
 def _state(texts: Texts, status: str) -> str:
     return str(getattr(texts, f"state_{status}", status))
 

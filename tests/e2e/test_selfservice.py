@@ -184,3 +184,14 @@ async def test_a_lookup_neither_opens_nor_reopens(stack: Stack) -> None:
     assert answer["text"].startswith("Ticket #1: resolved. Last update")
     ticket = await stack.ticket(1)
     assert ticket.status == "resolved" and await _ticket_count(stack) == 1
+
+
+async def test_telegram_menu_offers_status_in_each_language(stack: Stack) -> None:
+    tg = stack.standins.telegram
+    assert tg.commands == {
+        "": [{"command": "status", "description": "My tickets"}],
+        "en": [{"command": "status", "description": "My tickets"}],
+        "zh": [{"command": "status", "description": "我的工单"}],
+        "es": [{"command": "status", "description": "Mis tickets"}],
+        "ru": [{"command": "status", "description": "Мои обращения"}],
+    }

@@ -318,3 +318,27 @@ async def test_buttons_are_held_to_the_platforms_rules(standins: StandIns) -> No
     )
     assert status == 200, body
     await standins.whatsapp.customer_presses("15550043", "status:mine", "My tickets")
+
+
+async def test_telegram_set_my_commands_checks_commands_and_language(
+    standins: StandIns,
+) -> None:
+    from aiogram.types import BotCommand
+
+    bot = _bot(standins)
+    try:
+        for commands, language in (
+            ([BotCommand(command="Status", description="My tickets")], None),
+            ([BotCommand(command="status", description=" ")], None),
+            ([BotCommand(command="status", description="My tickets")], "zh-hans"),
+        ):
+            with pytest.raises(TelegramBadRequest):
+                await bot.set_my_commands(commands, language_code=language)
+        assert standins.telegram.commands == {}
+        ok = [BotCommand(command="status", description="我的工单")]
+        assert await bot.set_my_commands(ok, language_code="zh")
+        assert standins.telegram.commands == {
+            "zh": [{"command": "status", "description": "我的工单"}]
+        }
+    finally:
+        await bot.session.close()
