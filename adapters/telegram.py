@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -38,6 +38,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.types import (
+    BotCommand,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -362,7 +363,10 @@ class TelegramAdapter:
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
         request_timeout: float = 60.0,
+        commands: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     ) -> None:
+        """``commands``: the bot's command menu by language code ("" for everyone else), as
+        ``(command, description)`` pairs; set with setMyCommands at start."""
         if settings.webhook_url and not settings.webhook_secret:
             raise ValueError("TELEGRAM_WEBHOOK_URL is set: set TELEGRAM_WEBHOOK_SECRET too")
         self._settings = settings
@@ -371,6 +375,7 @@ class TelegramAdapter:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._request_timeout = request_timeout
+        self._commands = dict(commands or {})
         session = AiohttpSession(
             api=TelegramAPIServer.from_base(settings.api_base), timeout=request_timeout
         )
@@ -412,6 +417,7 @@ class TelegramAdapter:
             log.warning("telegram.get_me_failed error=%s (polling will retry)", type(exc).__name__)
         else:
             log.info("telegram.identity bot_id=%s username=%s", me.id, me.username)
+            await self._set_commands()
         self._stopping.clear()
         if self.webhook_mode:
             assert self._settings.webhook_url is not None
@@ -424,6 +430,25 @@ class TelegramAdapter:
             self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
         self._started = True
         log.info("telegram.started mode=%s", "webhook" if self.webhook_mode else "polling")
+
+    async def _set_commands(self) -> None:
+        """The menu of commands customers see (``/status``). A convenience: the commands work
+        without it, so a refusal is logged and the desk starts all the same."""
+        for language, commands in self._commands.items():
+            try:
+                await self.bot.set_my_commands(
+                    [BotCommand(command=c, description=d) for c, d in commands],
+                    language_code=language or None,
+                )
+            except (TelegramAPIError, ClientDecodeError, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning(
+                    "telegram.set_commands_failed language=%s error=%s",
+                    language or "-",
+                    type(exc).__name__,
+                )
+                return
+        if self._commands:
+            log.info("telegram.commands_set languages=%d", len(self._commands))
 
     async def _set_webhook(self, url: str, attempts: int = 3) -> None:
         for attempt in range(1, attempts + 1):

@@ -34,13 +34,19 @@ class StartupError(RuntimeError):
     pass
 
 
-def build_adapters(settings: Settings, inbox: DbInbox) -> list[Adapter]:
+def build_adapters(settings: Settings, inbox: DbInbox, rules: Rules | None = None) -> list[Adapter]:
     adapters: list[Adapter] = []
     if settings.telegram:
         from adapters.telegram import TelegramAdapter
+        from bot.selfservice import telegram_commands
 
         adapters.append(
-            TelegramAdapter(settings.telegram, inbox, max_body_bytes=settings.max_body_bytes)
+            TelegramAdapter(
+                settings.telegram,
+                inbox,
+                max_body_bytes=settings.max_body_bytes,
+                commands=telegram_commands(rules) if rules is not None else None,
+            )
         )
     if settings.whatsapp:
         from adapters.whatsapp import WhatsAppAdapter
@@ -124,7 +130,7 @@ class DeskApp:
         # Before the loops claim anything: what this host's dead desks held is ours at once.
         await reclaim_dead_leases(self.sessions, self.rules, self.clock.now())
         self.inbox = DbInbox(self.sessions, self.clock)
-        self.adapters = build_adapters(self.settings, self.inbox)
+        self.adapters = build_adapters(self.settings, self.inbox, self.rules)
         senders: dict[str, ChannelSender] = {a.channel: a for a in self.adapters}
         self.outbox = OutboxSender(
             self.sessions,

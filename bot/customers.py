@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from bot.events import CustomerContact, CustomerMessage
 from bot.outbound import Outbound
 from bot.tickets import Desk
-from storage.models import Customer, Identity, Ticket
+from storage.models import Customer, Identity, StatusLookup, Ticket
 
 LINK_COMMANDS = frozenset({"/link", "link"})
 ACTIVE = ("new", "open", "pending")
@@ -180,6 +180,9 @@ async def link(desk: Desk, a: int, b: int, *, actor: str) -> int:
         update(Identity).where(Identity.customer_id == gone).values(customer_id=keep)
     )
     await desk.s.execute(update(Ticket).where(Ticket.customer_id == gone).values(customer_id=keep))
+    await desk.s.execute(
+        update(StatusLookup).where(StatusLookup.customer_id == gone).values(customer_id=keep)
+    )
     if not kept.language and merged.language:
         kept.language = merged.language
     await desk.s.flush()

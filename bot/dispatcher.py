@@ -39,9 +39,11 @@ from bot.events import (
 from bot.leases import this_process
 from bot.outbound import Outbound
 from bot.rules import Rules
+from bot.selfservice import STATUS_BUTTON, StatusRequest, answer_status, status_request_of
 from bot.sla_keeper import SlaKeeper
 from bot.supervisor import Answer, desk_command
 from bot.tickets import Desk, StatusTooEarly, queue_effects
+from nlp.language import detect_language
 from storage.models import Identity, InboxRow
 from storage.queues import inbox_add, inbox_claim
 
@@ -186,14 +188,24 @@ class Dispatcher:
     async def _process(self, row_id: int, attempt: int, payload: dict[str, Any]) -> None:
         try:
             event = event_from_json(payload)
-            # The model runs outside the transaction, so a slow batch never holds a DB lock.
-            cls = await self._classify(event) if isinstance(event, CustomerMessage) else None
+            # The model runs outside the transaction, so a slow batch never holds a DB lock;
+            # so does the language detector (a few milliseconds, in a thread all the same).
+            cls: Classification | None = None
+            detected: str | None = None
+            lookup: StatusRequest | None = None
+            if isinstance(event, CustomerMessage):
+                # A status lookup opens no ticket: neither the model nor the detector needed.
+                lookup = status_request_of(event, self._rules)
+                if lookup is None:
+                    cls = await self._classify(event)
+                    if event.text:
+                        detected = await asyncio.to_thread(detect_language, event.text)
             async with self._sessions.begin() as session:
                 row = await session.get(InboxRow, row_id, with_for_update=True)
                 if row is None or row.status != "processing" or row.attempts != attempt:
                     return  # our lease ran out and another worker has it now
                 desk = Desk(session, self._rules, self._clock.now())
-                await self._apply(desk, event, cls)
+                await self._apply(desk, event, cls, detected, lookup)
                 await SlaKeeper(desk).refresh_touched()
                 await self._queue(session, desk, row_id)
                 row.status = "done"
@@ -222,15 +234,28 @@ class Dispatcher:
                     )
                 )
 
-    async def _apply(self, desk: Desk, event: Event, cls: Classification | None) -> None:
+    async def _apply(
+        self,
+        desk: Desk,
+        event: Event,
+        cls: Classification | None,
+        detected: str | None = None,
+        lookup: StatusRequest | None = None,
+    ) -> None:
         match event:
             case CustomerMessage() if customers.is_link_request(event):
                 await customers.offer_link(desk, event)
             case CustomerContact():
                 await customers.contact_shared(desk, event)
+            case CustomerMessage() if lookup is not None:
+                await answer_status(desk, event, lookup)
+            case CustomerButton() if (
+                event.data == STATUS_BUTTON and self._rules.status_lookup.enabled
+            ):
+                await answer_status(desk, event, StatusRequest(None))
             case CustomerMessage():
                 assert cls is not None
-                ticket = await desk.customer_message(event, cls)
+                ticket = await desk.customer_message(event, cls, detected)
                 log.info(
                     "dispatcher.customer_message ticket=%d channel=%s", ticket.id, event.channel
                 )

@@ -24,11 +24,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-PLACEHOLDERS = frozenset({"ticket", "rating"})
+PLACEHOLDERS = frozenset({"ticket", "rating", "tickets", "state", "updated"})
 
 
 class Texts(_Strict):
-    """What the customer reads. ``{ticket}`` is the ticket number, ``{rating}`` their rating."""
+    """What the customer reads. ``{ticket}`` is the ticket number, ``{rating}`` their rating;
+    in the status answers ``{state}`` is one of the ``state_*`` texts, ``{updated}`` the time
+    of the ticket's last change and ``{tickets}`` the ``status_line`` of each ticket."""
 
     welcome: str
     ack: str
@@ -40,6 +42,39 @@ class Texts(_Strict):
     # built-in translations used when a known language leaves them out.
     rating_already: str = "You already rated ticket #{ticket}, thank you."
     rating_expired: str = "That rating request for ticket #{ticket} is no longer open."
+    # Status lookups (README, "Customers help themselves"): the word customers may write before
+    # a ticket number ("status 123"), the button under the acknowledgement, and the answers.
+    status_word: str = "status"
+    my_tickets: str = "My tickets"  # a WhatsApp button title: at most 20 characters
+    status_list: str = "Your tickets:\n{tickets}"
+    status_line: str = "#{ticket}: {state} (last update {updated})"
+    status_one: str = "Ticket #{ticket}: {state}. Last update {updated}."
+    status_none: str = "You have no tickets with us yet. Write here and we will open one."
+    status_unknown: str = (
+        'We found no ticket #{ticket} of yours. Send "status" to list your tickets.'
+    )
+    status_limited: str = (
+        "You have looked up many tickets just now. Please try again in a few minutes."
+    )
+    state_new: str = "received, waiting for an agent"
+    state_open: str = "an agent is working on it"
+    state_pending: str = "waiting for your reply"
+    state_resolved: str = "resolved"
+    state_closed: str = "closed"
+
+    @field_validator("my_tickets")
+    @classmethod
+    def _fits_a_button(cls, value: str) -> str:
+        if not 1 <= len(value) <= 20:
+            raise ValueError("a button title: 1 to 20 characters (WhatsApp's limit)")
+        return value
+
+    @field_validator("status_word")
+    @classmethod
+    def _one_word(cls, value: str) -> str:
+        if not re.fullmatch(r"[^\W\d_]+", value):
+            raise ValueError("one word of letters, e.g. status")
+        return value
 
     @field_validator("*")
     @classmethod
@@ -62,7 +97,7 @@ def _english() -> Texts:
         reopened="Ticket #{ticket} is open again; an agent will be with you shortly.",
         rating_already="You already rated ticket #{ticket}, thank you.",
         rating_expired="That rating request for ticket #{ticket} is no longer open.",
-    )
+    )  # the status texts: the field defaults
 
 
 def _chinese() -> Texts:
@@ -74,20 +109,105 @@ def _chinese() -> Texts:
         reopened="工单 #{ticket} 已重新打开，客服会尽快回复您。",
         rating_already="您已为工单 #{ticket} 评过分，谢谢！",
         rating_expired="工单 #{ticket} 的这次评分已失效。",
+        status_word="状态",
+        my_tickets="我的工单",
+        status_list="您的工单：\n{tickets}",
+        status_line="#{ticket}：{state}（最后更新 {updated}）",
+        status_one="工单 #{ticket}：{state}。最后更新 {updated}。",
+        status_none="您还没有工单。直接在这里留言，我们会为您创建。",
+        status_unknown="没有找到您的工单 #{ticket}。发送“状态”查看您的所有工单。",
+        status_limited="您刚才查询得太频繁了，请几分钟后再试。",
+        state_new="已收到，等待客服处理",
+        state_open="客服正在处理",
+        state_pending="等待您的回复",
+        state_resolved="已解决",
+        state_closed="已关闭",
     )
 
 
-BUILT_IN = {"en": _english, "zh": _chinese}
+def _spanish() -> Texts:
+    return Texts(
+        welcome="¡Hola! Cuéntenos qué necesita y un agente le responderá aquí mismo.",
+        ack="Gracias, hemos recibido su mensaje. Su número de ticket es #{ticket}; "
+        "un agente le responderá aquí.",
+        resolved="El ticket #{ticket} está resuelto. ¿Qué tal lo hicimos? Valórenos de 1 (mal) "
+        "a 5 (excelente).",
+        rating_thanks="¡Gracias! Nos ha dado un {rating}/5.",
+        reopened="El ticket #{ticket} vuelve a estar abierto; un agente le atenderá en breve.",
+        rating_already="Ya valoró el ticket #{ticket}, gracias.",
+        rating_expired="Esa solicitud de valoración del ticket #{ticket} ya no está abierta.",
+        status_word="estado",
+        my_tickets="Mis tickets",
+        status_list="Sus tickets:\n{tickets}",
+        status_line="#{ticket}: {state} (última actualización {updated})",
+        status_one="Ticket #{ticket}: {state}. Última actualización {updated}.",
+        status_none="Todavía no tiene tickets con nosotros. Escríbanos aquí y abriremos uno.",
+        status_unknown='No encontramos ningún ticket #{ticket} suyo. Envíe "estado" para ver '
+        "sus tickets.",
+        status_limited="Ha consultado muchos tickets en poco tiempo. Inténtelo de nuevo en unos "
+        "minutos.",
+        state_new="recibido, esperando a un agente",
+        state_open="un agente lo está atendiendo",
+        state_pending="esperando su respuesta",
+        state_resolved="resuelto",
+        state_closed="cerrado",
+    )
+
+
+def _russian() -> Texts:
+    return Texts(
+        welcome="Здравствуйте! Напишите, чем мы можем помочь, и оператор ответит вам здесь.",
+        ack="Спасибо, мы получили ваше сообщение. Номер вашего обращения — #{ticket}; "
+        "оператор ответит здесь.",
+        resolved="Обращение #{ticket} решено. Оцените нашу работу от 1 (плохо) до 5 (отлично).",
+        rating_thanks="Спасибо! Ваша оценка: {rating}/5.",
+        reopened="Обращение #{ticket} снова открыто; оператор скоро ответит вам.",
+        rating_already="Вы уже оценили обращение #{ticket}, спасибо.",
+        rating_expired="Этот запрос оценки обращения #{ticket} больше не действует.",
+        status_word="статус",
+        my_tickets="Мои обращения",
+        status_list="Ваши обращения:\n{tickets}",
+        status_line="#{ticket}: {state} (обновлено {updated})",
+        status_one="Обращение #{ticket}: {state}. Обновлено {updated}.",
+        status_none="У вас пока нет обращений. Просто напишите здесь, и мы его создадим.",
+        status_unknown="Мы не нашли у вас обращения #{ticket}. Отправьте «статус», чтобы увидеть "
+        "свои обращения.",
+        status_limited="Вы сделали слишком много запросов. Попробуйте снова через несколько минут.",
+        state_new="получено, ждёт оператора",
+        state_open="оператор работает над ним",
+        state_pending="ждём вашего ответа",
+        state_resolved="решено",
+        state_closed="закрыто",
+    )
+
+
+BUILT_IN = {"en": _english, "zh": _chinese, "es": _spanish, "ru": _russian}
 # Texts added after the first release: a rules file that predates them gets the built-in
 # wording in its own language rather than English.
-LATER_TEXTS = ("rating_already", "rating_expired")
+LATER_TEXTS = (
+    "rating_already",
+    "rating_expired",
+    "status_word",
+    "my_tickets",
+    "status_list",
+    "status_line",
+    "status_one",
+    "status_none",
+    "status_unknown",
+    "status_limited",
+    "state_new",
+    "state_open",
+    "state_pending",
+    "state_resolved",
+    "state_closed",
+)
 
 
 class CustomerTexts(_Strict):
     default_language: str = "en"
     show_agent_name: bool = False  # prefix relayed replies with the agent's name
     languages: dict[str, Texts] = Field(
-        default_factory=lambda: {"en": _english(), "zh": _chinese()}
+        default_factory=lambda: {tag: make() for tag, make in BUILT_IN.items()}
     )
 
     @field_validator("languages", mode="before")
@@ -122,6 +242,16 @@ class SlackRules(_Strict):
     relayed_reaction: str = "white_check_mark"  # on an agent message once the customer has it
     note_reaction: str = "memo"  # on an agent message kept internal
     failed_reaction: str = "x"  # on an agent message the customer did not get
+
+
+class StatusLookupRules(_Strict):
+    """Customers look up their tickets by number (README, "Customers help themselves")."""
+
+    enabled: bool = True
+    button: bool = True  # a "My tickets" button under the acknowledgement
+    max_lookups: int = Field(default=10, ge=1)  # per customer within window_minutes...
+    window_minutes: float = Field(default=15, gt=0)  # ...then "try again later"
+    list_limit: int = Field(default=10, ge=1, le=50)  # the most recent tickets listed
 
 
 class TicketRules(_Strict):
@@ -182,6 +312,7 @@ class Rules(_Strict):
     version: int = Field(ge=1, le=1)
     slack: SlackRules = Field(default_factory=SlackRules)
     tickets: TicketRules = Field(default_factory=TicketRules)
+    status_lookup: StatusLookupRules = Field(default_factory=StatusLookupRules)
     texts: CustomerTexts = Field(default_factory=CustomerTexts)
     priority: PriorityRules = Field(default_factory=PriorityRules)
     # Company intents from a few example phrases each, used by the local model (DESK_MODEL=local).

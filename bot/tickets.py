@@ -41,6 +41,7 @@ from bot.outbound import Button, Outbound
 from bot.roles import has_role
 from bot.routing import TicketFacts, choose_team, language_from_script
 from bot.rules import Rules
+from bot.selfservice import choose_language, my_tickets_button
 from bot.sla_keeper import SlaKeeper
 from storage.models import AuditEntry, Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import outbox_add
@@ -165,7 +166,13 @@ class Desk:
 
     # -- lookups -----------------------------------------------------------------------------
 
-    async def identity(self, channel: str, sender: Sender, chat_id: str) -> Identity:
+    async def identity(
+        self, channel: str, sender: Sender, chat_id: str, language: str | None = None
+    ) -> Identity:
+        """The sender's identity (and customer), made on first contact. ``language`` is what
+        the desk decided from their message (:func:`bot.selfservice.choose_language`); without
+        it the platform's hint only fills a language the customer does not have yet, so a
+        /start or a button never undoes a language read from what they wrote."""
         ident = await self.s.scalar(
             select(Identity).where(
                 Identity.channel == channel, Identity.external_id == sender.external_id
@@ -174,7 +181,7 @@ class Desk:
         if ident is None:
             customer = Customer(
                 name=sender.name or sender.username or sender.external_id,
-                language=sender.language,
+                language=language or sender.language,
                 created_at=self.now,
             )
             self.s.add(customer)
@@ -193,7 +200,9 @@ class Desk:
             customer = await self.s.get_one(Customer, ident.customer_id)
             if sender.name and customer.name != sender.name:
                 customer.name = sender.name
-            if sender.language and customer.language != sender.language:
+            if language and customer.language != language:
+                customer.language = language
+            elif sender.language and customer.language is None:
                 customer.language = sender.language
             ident.chat_id = chat_id
             ident.blocked = False  # they wrote to us, so they can hear us again
@@ -374,12 +383,19 @@ class Desk:
 
     # -- customers ---------------------------------------------------------------------------
 
-    async def customer_message(self, ev: CustomerMessage, cls: Classification) -> Ticket:
-        ident = await self.identity(ev.channel, ev.sender, ev.chat_id)
+    async def customer_message(
+        self, ev: CustomerMessage, cls: Classification, detected: str | None = None
+    ) -> Ticket:
+        """``detected``: the language detected in the text (the dispatcher runs the detector
+        outside the transaction), or None when the detector declined."""
+        language = choose_language(ev.sender.language, detected)
+        ident = await self.identity(ev.channel, ev.sender, ev.chat_id, language)
         ticket = await self.latest_ticket(ev.channel, ev.chat_id)
         window = timedelta(hours=self.rules.tickets.reopen_window_hours)
         attachments = [a.model_dump(mode="json") for a in ev.attachments]
         if ticket is not None and ticket.status in ACTIVE:
+            if ticket.language is None and language is not None:
+                ticket.language = language  # e.g. a photo first, words later
             await self._add_customer_message(ticket, ev, attachments)
             if ticket.status == "pending":
                 self.set_status(ticket, "open", "customer", "customer replied")
@@ -412,7 +428,7 @@ class Desk:
             await self._reassign_reopened(ticket)
             await self.refresh_card(ticket)
             return ticket
-        return await self._new_ticket(ev, ident, cls, attachments)
+        return await self._new_ticket(ev, ident, cls, attachments, language)
 
     def _record_inbound(self, ticket: Ticket, ev: CustomerMessage, attachments: list[Any]) -> None:
         """The customer's message as a ticket message row (platform id kept for edits)."""
@@ -448,9 +464,10 @@ class Desk:
         ident: Identity,
         cls: Classification,
         attachments: list[Any],
+        language: str | None,
     ) -> Ticket:
         customer = await self.s.get_one(Customer, ident.customer_id)
-        language = ev.sender.language or customer.language or language_from_script(ev.text)
+        language = language or customer.language or language_from_script(ev.text)
         team = choose_team(
             self._facts(ev, cls, language), self.rules.routing, self.rules.default_team
         )
@@ -483,7 +500,11 @@ class Desk:
         self.history(ticket, "team", AUTO, None, team.team, team.reason)
         self._record_inbound(ticket, ev, attachments)
         texts = await self.texts_for(ticket)
-        self.tell_customer(ticket, texts.ack.format(ticket=ticket.id))
+        self.tell_customer(
+            ticket,
+            texts.ack.format(ticket=ticket.id),
+            buttons=my_tickets_button(self.rules, texts),
+        )
         choice = await Assigner(self).assign(ticket, announce=False)
         await SlaKeeper(self).refresh(ticket)  # so the card shows its clocks from the start
         await self.post_card(ticket)

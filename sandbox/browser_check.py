@@ -7,7 +7,8 @@ It starts ``deskbot sandbox`` (the rules model, free ports, a fresh temporary fo
 rules.yaml), opens the page and, using only the page's own controls (typing, clicking):
 
 1. writes as a new Telegram customer with Chinese set and sees the Chinese acknowledgement;
-2. writes as a new WhatsApp customer and sees the acknowledgement;
+2. writes as a new WhatsApp customer and sees the acknowledgement; presses "My tickets" under it
+   and sees their ticket, then asks for ``#1`` (not theirs) and is told there is none;
 3. finds both cards in the channel tabs, the urgent one on top, rendered like Slack (the app,
    "Why:" on its own line, the customer's ``& <b>`` shown literally, mentions by name);
 4. claims the Telegram card, half-types a reply, reloads the page (the draft is still there),
@@ -296,6 +297,18 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         return ack.locator(".text").inner_text()
 
     check.step("a WhatsApp customer writes and gets the ack", whatsapp)
+
+    def whatsapp_status() -> str:
+        log = page.locator("#wa-log")
+        log.get_by_role("button", name="My tickets").last.click()
+        listed = log.locator(".bubble.them").nth(1)
+        expect(listed).to_contain_text("Your tickets:")
+        expect(listed).to_contain_text("#2: ")
+        check.wa_says("#1")  # the Telegram customer's ticket: answered like a missing one
+        expect(log.locator(".bubble.them").nth(2)).to_contain_text("We found no ticket #1 of yours")
+        return listed.locator(".text").inner_text()
+
+    check.step("the WhatsApp customer presses My tickets and looks up a number", whatsapp_status)
 
     def cards() -> str:
         # Wherever the rules route them: look through the channel tabs as a person would.

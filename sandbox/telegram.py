@@ -58,6 +58,7 @@ class TelegramStandIn:
         self.answered_callbacks: list[dict[str, Any]] = []
         self.blocked: set[int] = set()
         self.webhook: dict[str, Any] | None = None
+        self.commands: dict[str, list[dict[str, str]]] = {}  # language_code ("" = default) → menu
         self.calls: list[str] = []  # method names, in order
         self._known_chats: dict[int, dict[str, Any]] = {}
         self._callbacks: set[str] = set()
@@ -307,6 +308,7 @@ class TelegramStandIn:
             "answercallbackquery": self._answer_callback,
             "editmessagereplymarkup": self._edit_reply_markup,
             "sendchataction": self._chat_action,
+            "setmycommands": self._set_my_commands,
         }.get(method)
         if handler is None:
             return TelegramError(404, "Not Found: method not found").response()
@@ -413,7 +415,14 @@ class TelegramStandIn:
         if markup is not None:
             for row in markup.get("inline_keyboard", []):
                 for button in row:
-                    if len(str(button.get("callback_data", "")).encode()) > 64:
+                    if not str(button.get("text", "")).strip():
+                        raise TelegramError(400, "Bad Request: BUTTON_TEXT_INVALID")
+                    if "callback_data" not in button and "url" not in button:
+                        # A bare text button belongs to a reply keyboard, not an inline one.
+                        raise TelegramError(
+                            400, "Bad Request: text buttons are unallowed in the inline keyboard"
+                        )
+                    if not 1 <= len(str(button.get("callback_data", "x")).encode()) <= 64:
                         raise TelegramError(400, "Bad Request: BUTTON_DATA_INVALID")
         if markup is not None and "keyboard" in markup:
             rows = markup["keyboard"]
@@ -495,6 +504,37 @@ class TelegramStandIn:
         message["edit_date"] = int(time.time())
         await self._changed.notify()
         return message
+
+    async def _set_my_commands(self, params: dict[str, Any]) -> Any:
+        """setMyCommands: 0-100 commands of 1-32 lowercase letters, digits and underscores,
+        descriptions of 1-256 characters; ``language_code`` empty or two letters. Only the
+        default scope is served here (the desk sets no other)."""
+        if "commands" not in params:
+            raise TelegramError(400, 'Bad Request: parameter "commands" is required')
+        try:
+            commands = json_field(params["commands"])
+        except ValueError:
+            raise TelegramError(400, "Bad Request: can't parse commands JSON object") from None
+        if not isinstance(commands, list) or len(commands) > 100:
+            raise TelegramError(400, "Bad Request: too many commands")
+        for c in commands:
+            if not isinstance(c, dict) or not re.fullmatch(
+                r"[a-z0-9_]{1,32}", str(c.get("command"))
+            ):
+                raise TelegramError(400, "Bad Request: BOT_COMMAND_INVALID")
+            if not 1 <= len(str(c.get("description", "")).strip()) <= 256:
+                raise TelegramError(400, "Bad Request: BOT_COMMAND_INVALID")
+        language = str(params.get("language_code") or "")
+        if language and not re.fullmatch(r"[a-z]{2}", language):
+            raise TelegramError(400, "Bad Request: LANG_CODE_INVALID")
+        scope = json_field(params["scope"]) if params.get("scope") else {"type": "default"}
+        if scope.get("type") != "default":
+            raise TelegramError(400, "Bad Request: only the default scope is served here")
+        self.commands[language] = [
+            {"command": str(c["command"]), "description": str(c["description"])} for c in commands
+        ]
+        await self._changed.notify()
+        return True
 
     async def _answer_callback(self, params: dict[str, Any]) -> Any:
         query_id = str(params.get("callback_query_id", ""))

@@ -322,9 +322,15 @@ class WhatsAppStandIn:
             action = interactive.get("action") or {}
             if interactive.get("type") == "button":
                 buttons = action.get("buttons") or []
-                titles = [b["reply"]["title"] for b in buttons]
                 if not 1 <= len(buttons) <= 3:
                     raise bad("buttons must have 1-3 items")
+                for b in buttons:  # each {"type": "reply", "reply": {"id", "title"}}
+                    reply = b.get("reply") if isinstance(b, dict) else None
+                    if b.get("type") != "reply" or not isinstance(reply, dict):
+                        raise bad("each button must be of type reply with a reply object")
+                    if not 1 <= len(str(reply.get("id", ""))) <= 256 or not reply.get("title"):
+                        raise bad("a reply button needs an id of 1-256 characters and a title")
+                titles = [b["reply"]["title"] for b in buttons]
                 if any(len(t) > 20 for t in titles) or len(set(titles)) != len(titles):
                     raise bad("button titles must be unique and at most 20 characters")
             elif interactive.get("type") == "list":

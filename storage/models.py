@@ -227,6 +227,23 @@ class RoleGroup(Base):
     error: Mapped[str | None] = mapped_column(String(80))
 
 
+class StatusLookup(Base):
+    """A customer asked about their tickets ("status 123", /status, the My tickets button).
+
+    The record of every lookup, and the rate limit's memory: counted per customer over a
+    window, in the database so that it holds across restarts and processes."""
+
+    __tablename__ = "status_lookups"
+    __table_args__ = (Index("ix_status_lookups_customer_at", "customer_id", "at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    channel: Mapped[str] = mapped_column(String(20))
+    via: Mapped[str] = mapped_column(String(20))  # message | button
+    asked: Mapped[int | None] = mapped_column(BigInteger)  # the number asked; None: the list
+    answer: Mapped[str] = mapped_column(String(20))  # list | found | unknown | not_theirs | limited
+    at: Mapped[datetime]
+
+
 class InboxRow(Base):
     __tablename__ = "inbox"
     __table_args__ = (

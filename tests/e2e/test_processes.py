@@ -53,7 +53,9 @@ async def test_two_desks_share_the_work_without_doubles(database_url: str) -> No
             assert thread == [f"*{wa_id}:* {wa_id} message {n}" for n in (2, 3)], thread
         for wa_id in CUSTOMERS:
             acks = standins.whatsapp.sent_to(wa_id)
-            assert len(acks) == 1 and "Your ticket number is" in acks[0]["text"]["body"]
+            assert (
+                len(acks) == 1 and "Your ticket number is" in acks[0]["interactive"]["body"]["text"]
+            )
 
         async def settled() -> bool:
             # WhatsApp's status reports on the acks keep arriving for a moment.

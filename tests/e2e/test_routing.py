@@ -43,7 +43,7 @@ async def test_chinese_messages_land_in_the_chinese_team(stack: Stack) -> None:
     assert [c["channel"] for c in stack.cards()] == ["C0ZH", "C0ZH"]
     # WhatsApp gives no language: the script of the message says it, and the ack follows.
     ack = (await stack.standins.whatsapp.wait_for_sent("8613800000000", 1))[0]
-    assert ack["text"]["body"].startswith("我们已收到您的消息")
+    assert ack["interactive"]["body"]["text"].startswith("我们已收到您的消息")
 
 
 async def test_an_agent_who_says_away_stops_receiving_tickets(stack: Stack) -> None:

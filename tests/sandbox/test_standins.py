@@ -270,3 +270,75 @@ async def test_slack_response_url_takes_five_posts(standins: StandIns, desk: Fak
         async with http.post(url + "x", json={"text": "unknown"}) as r:
             unknown = r.status
     assert statuses == [200] * 5 + [404] and unknown == 404
+
+
+async def test_buttons_are_held_to_the_platforms_rules(standins: StandIns) -> None:
+    """The "My tickets" button: an inline button needs callback data (or a URL) of 1-64
+    bytes; a WhatsApp reply button an id of 1-256 characters and a title of at most 20."""
+    from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+    bot = _bot(standins)
+    await standins.telegram.customer_says(43, "hi")
+    try:
+        for button, error in (
+            (InlineKeyboardButton(text="My tickets"), "text buttons are unallowed"),
+            (InlineKeyboardButton(text="My tickets", callback_data=""), "BUTTON_DATA_INVALID"),
+            (InlineKeyboardButton(text=" ", callback_data="status:mine"), "BUTTON_TEXT_INVALID"),
+        ):
+            markup = InlineKeyboardMarkup(inline_keyboard=[[button]])
+            with pytest.raises(TelegramBadRequest, match=error):
+                await bot.send_message(43, "Your ticket is #1", reply_markup=markup)
+        good = InlineKeyboardButton(text="My tickets", callback_data="status:mine")
+        sent = await bot.send_message(
+            43, "Your ticket is #1", reply_markup=InlineKeyboardMarkup(inline_keyboard=[[good]])
+        )
+        await standins.telegram.customer_presses(43, sent.message_id, "status:mine")
+    finally:
+        await bot.session.close()
+
+    await standins.whatsapp.customer_says("15550043", "hi")
+
+    def reply(**fields: Any) -> dict[str, Any]:
+        return {
+            "messaging_product": "whatsapp",
+            "to": "15550043",
+            "type": "interactive",
+            "interactive": {
+                "type": "button",
+                "body": {"text": "Your ticket is #1"},
+                "action": {"buttons": [{"type": "reply", "reply": fields}]},
+            },
+        }
+
+    for fields in ({"title": "My tickets"}, {"id": "x" * 257, "title": "My tickets"}):
+        status, body = await _graph_post(standins, "EAAG-right", reply(**fields))
+        assert status == 400 and body["error"]["code"] == 100, body
+    status, body = await _graph_post(
+        standins, "EAAG-right", reply(id="status:mine", title="My tickets")
+    )
+    assert status == 200, body
+    await standins.whatsapp.customer_presses("15550043", "status:mine", "My tickets")
+
+
+async def test_telegram_set_my_commands_checks_commands_and_language(
+    standins: StandIns,
+) -> None:
+    from aiogram.types import BotCommand
+
+    bot = _bot(standins)
+    try:
+        for commands, language in (
+            ([BotCommand(command="Status", description="My tickets")], None),
+            ([BotCommand(command="status", description=" ")], None),
+            ([BotCommand(command="status", description="My tickets")], "zh-hans"),
+        ):
+            with pytest.raises(TelegramBadRequest):
+                await bot.set_my_commands(commands, language_code=language)
+        assert standins.telegram.commands == {}
+        ok = [BotCommand(command="status", description="我的工单")]
+        assert await bot.set_my_commands(ok, language_code="zh")
+        assert standins.telegram.commands == {
+            "zh": [{"command": "status", "description": "我的工单"}]
+        }
+    finally:
+        await bot.session.close()
