@@ -158,6 +158,7 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
         user_name=as_str(user.get("name")) or as_str(user.get("username")),
         slack_channel=channel,
         message_ts=message_ts,
+        response_url=as_str(body.get("response_url")) or None,
     )
 
 

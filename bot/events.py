@@ -141,6 +141,7 @@ class AgentAction(_Event):
     slack_channel: str
     message_ts: str
     team: str | None = None  # transfer: the team chosen
+    response_url: str | None = None  # for a private answer to the person who clicked
 
 
 class SlashCommand(_Event):

@@ -342,6 +342,9 @@ def _whose(detail: dict[str, Any]) -> str:
         return ""
     team = detail.get("team")
     to = f" to team {escape(team)}" if isinstance(team, str) else ""
+    wanted = detail.get("wanted")
+    if isinstance(wanted, str):  # a refused change: what they wanted to do
+        return f": wanted it {escape(wanted)}{to}, assigned to <@{assignee}>"
     return f"{to}, assigned to <@{assignee}>, as {escape(role)}"
 
 

@@ -763,26 +763,49 @@ class Desk:
         ticket.waiting_reason = None
         self.decided("tickets.assigned ticket=%d agent=%s reason=%s", ticket.id, user_id, code)
 
-    async def audit_override(self, ticket: Ticket, actor: str, action: str, **detail: Any) -> None:
-        """Someone changed a ticket assigned to another person: the audit trail says who, in
-        what role (supervisor, the team's lead, or a fellow agent), and whose ticket it was."""
+    async def may_override(
+        self, ticket: Ticket, ev: AgentAction, action: str, **detail: Any
+    ) -> bool:
+        """Changing a ticket assigned to another person is for the team's lead and supervisors.
+        Allowed: written to the audit trail (who, in what role, whose ticket). Refused: audited
+        too, and the person who clicked is told privately; nothing changes."""
+        actor = ev.user_id
         if ticket.assignee_id is None or ticket.assignee_id == actor:
-            return
+            return True
         if await has_role(self.s, self.rules, actor, "supervisor"):
             role = "supervisor"
         elif self.rules.team(ticket.team).lead == actor:
             role = "lead"
         else:
-            role = "agent"
+            role = None
         self.s.add(
             AuditEntry(
                 at=self.now,
                 actor=actor,
-                action=action,
+                action=action if role else "refused",
                 target=f"ticket #{ticket.id}",
-                detail={"assignee": ticket.assignee_id, "role": role, **detail},
+                detail={"assignee": ticket.assignee_id, "role": role or "agent", **detail}
+                | ({} if role else {"wanted": action}),
             )
         )
+        if role:
+            return True
+        self.decided(
+            "tickets.override_refused ticket=%d user=%s action=%s", ticket.id, actor, action
+        )
+        if ev.response_url:
+            self.fx.say(
+                Outbound(
+                    channel="slack",
+                    kind="slack_response",
+                    destination=ev.response_url,
+                    text=(
+                        f"Ticket #{ticket.id} is assigned to <@{ticket.assignee_id}>: only they,"
+                        " the team's lead or a supervisor can change it. Nothing was done."
+                    ),
+                )
+            )
+        return False
 
     async def agent_action(self, ev: AgentAction) -> None:
         ticket = await self.s.get(Ticket, ev.ticket_id, with_for_update=True)
@@ -790,8 +813,9 @@ class Desk:
             return
         if ev.action == "transfer":
             target = ev.team or ""
-            if ticket.status in ACTIVE and target != ticket.team and target in self.rules.teams:
-                await self.audit_override(ticket, ev.user_id, "transferred", team=target)
+            moves = ticket.status in ACTIVE and target != ticket.team and target in self.rules.teams
+            if moves and not await self.may_override(ticket, ev, "transferred", team=target):
+                return
             await self._transfer(ticket, ev.user_id, target)
             return
         if ev.action == "claim":
@@ -808,7 +832,8 @@ class Desk:
                 await self.refresh_card(ticket)
             return
         if ticket.status in ACTIVE:
-            await self.audit_override(ticket, ev.user_id, "resolved")
+            if not await self.may_override(ticket, ev, "resolved"):
+                return
             if ticket.assignee_id is None:
                 self._assign(ticket, ev.user_id, ev.user_name, "resolved it", "resolved")
             self.set_status(ticket, "resolved", ev.user_id, "resolved from Slack")

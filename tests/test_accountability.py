@@ -28,7 +28,7 @@ from bot.events import (
 from bot.outbound import Outbound
 from bot.outbox import Metrics, OutboxSender, RateLimits
 from bot.rules import load_rules, parse_rules
-from storage.models import Message, Ticket, TicketEvent
+from storage.models import AuditEntry, Message, Ticket, TicketEvent
 
 from .test_desk_core import RULES, Harness, RecordingSender, make_harness
 
@@ -111,17 +111,32 @@ async def resolved_ticket(
 
 
 async def test_the_card_names_who_resolved_it_not_only_the_assignee(desk: Harness) -> None:
-    ticket = await resolved_ticket(desk, claimer="U0CAROL", resolver="U0BOB")
-    assert ticket.resolved_by == "U0BOB" and ticket.assignee_id == "U0CAROL"
-    assert state_of(last_card(desk)) == "Resolved by <@U0BOB> · assigned to <@U0CAROL>"
+    # Carol is a supervisor (roles: in rules.yaml): she may resolve Bob's ticket.
+    ticket = await resolved_ticket(desk, claimer="U0BOB", resolver="U0CAROL")
+    assert ticket.resolved_by == "U0CAROL" and ticket.assignee_id == "U0BOB"
+    assert state_of(last_card(desk)) == "Resolved by <@U0CAROL> · assigned to <@U0BOB>"
     thread = [o.text for o in desk.slack.sent if o.kind == "slack_thread"]
-    assert "✅ <@U0BOB> resolved this ticket." in thread
+    assert "✅ <@U0CAROL> resolved this ticket." in thread
 
-    # Reopened: nobody has resolved it any more; it is Carol's again.
+    # Reopened: nobody has resolved it any more; it is Bob's again.
     await step(desk, desk.customer("it still hasn't come"))
     ticket = await desk.ticket()
     assert ticket.status == "open" and ticket.resolved_by is None
-    assert state_of(last_card(desk)) == "Claimed by <@U0CAROL>"
+    assert state_of(last_card(desk)) == "Claimed by <@U0BOB>"
+
+
+async def test_a_fellow_agent_cannot_resolve_someone_elses_ticket(desk: Harness) -> None:
+    ticket = await resolved_ticket(desk, claimer="U0BOB", resolver="U0ALICE")
+    assert ticket.status == "open" and ticket.resolved_by is None
+    assert state_of(last_card(desk)) == "Claimed by <@U0BOB>"
+    async with desk.sessions() as s:
+        (entry,) = (await s.scalars(select(AuditEntry))).all()
+    assert (entry.actor, entry.action, entry.target) == (
+        "U0ALICE",
+        "refused",
+        f"ticket #{ticket.id}",
+    )
+    assert entry.detail == {"assignee": "U0BOB", "role": "agent", "wanted": "resolved"}
 
 
 async def test_the_assignee_resolving_is_named_once(desk: Harness) -> None:
@@ -308,7 +323,7 @@ async def test_every_decision_is_logged_by_name_and_no_message_body_is(
     ticket = await desk.ticket()
     await step(desk, desk.action(ticket, "claim", "U0ALICE"))
     await step(desk, desk.agent(ticket, "U0ALICE", "PLUGH reply from Alice"))
-    await step(desk, desk.action(ticket, "resolve", "U0BOB"))
+    await step(desk, desk.action(ticket, "resolve", "U0ALICE"))
     await step(desk, press(desk, rating_prompt(desk).buttons[3].data))
     await step(desk, press(desk, rating_prompt(desk).buttons[0].data))
     await step(desk, desk.customer("FROBOZZ outage, everything is down"))
@@ -322,7 +337,7 @@ async def test_every_decision_is_logged_by_name_and_no_message_body_is(
         f"tickets.created ticket={t} channel=telegram priority=normal",
         f"tickets.assigned ticket={t} agent=U0ALICE reason=claimed",
         f"tickets.reply_relayed ticket={t} agent=U0ALICE",
-        f"tickets.resolved ticket={t} by=U0BOB",
+        f"tickets.resolved ticket={t} by=U0ALICE",
         f"tickets.rated ticket={t} rating=4",
         f"tickets.rating_ignored ticket={t} reason=already",
         f"tickets.reopened ticket={t} by=customer",

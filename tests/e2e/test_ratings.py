@@ -33,11 +33,12 @@ async def test_telegram_resolver_is_named_and_a_rating_is_given_once(stack: Stac
     tg, slack = stack.standins.telegram, stack.standins.slack
     await tg.customer_says(42, "My order never arrived", first_name="Ann")
     card = await stack.card()
-    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0CAROL")
-    await card_state(stack, "Claimed by <@U0CAROL>")
-    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0BOB")
-    await card_state(stack, "Resolved by <@U0BOB> · assigned to <@U0CAROL>")
-    await stack.thread_has(card["ts"], "<@U0BOB> resolved this ticket.")
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0BOB")
+    await card_state(stack, "Claimed by <@U0BOB>")
+    # Carol is a supervisor: she may resolve Bob's ticket (a fellow agent may not).
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0CAROL")
+    await card_state(stack, "Resolved by <@U0CAROL> · assigned to <@U0BOB>")
+    await stack.thread_has(card["ts"], "<@U0CAROL> resolved this ticket.")
 
     prompt = (await tg.wait_for_sent(42, 2))[1]
     buttons = [b["callback_data"] for row in prompt["reply_markup"]["inline_keyboard"] for b in row]
@@ -51,16 +52,16 @@ async def test_telegram_resolver_is_named_and_a_rating_is_given_once(stack: Stac
     await eventually(keyboard_gone, "the rating buttons to be taken off the prompt")
     with pytest.raises(ValueError, match="has no button"):
         await tg.customer_presses(42, prompt["message_id"], buttons[0])
-    await card_state(stack, "Resolved by <@U0BOB> · assigned to <@U0CAROL> · rated 4/5")
+    await card_state(stack, "Resolved by <@U0CAROL> · assigned to <@U0BOB> · rated 4/5")
 
-    # Reopened (back to Carol, who is available now) and resolved again: a new prompt, and its
+    # Reopened (back to Bob, who is available now) and resolved again: a new prompt, and its
     # rating counts.
-    await slack.slash_command("/desk", "available", "U0CAROL", SUPPORT)
+    await slack.slash_command("/desk", "available", "U0BOB", SUPPORT)
     await tg.customer_says(42, "It came, but broken", first_name="Ann")
-    await card_state(stack, "Claimed by <@U0CAROL> · rated 4/5")
+    await card_state(stack, "Claimed by <@U0BOB> · rated 4/5")
     assert (await stack.ticket(1)).resolved_by is None
-    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0CAROL")
-    await card_state(stack, "Resolved by <@U0CAROL>")
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0BOB")
+    await card_state(stack, "Resolved by <@U0BOB>")
     again = [m for m in await tg.wait_for_sent(42, 5) if m.get("reply_markup")][-1]
     fresh = [b["callback_data"] for row in again["reply_markup"]["inline_keyboard"] for b in row]
     assert again["message_id"] != prompt["message_id"] and fresh != buttons

@@ -151,3 +151,26 @@ async def test_someone_in_no_team_sees_no_customers(stack: Stack) -> None:
         )
     assert "Ben" in str((await answer(stack, "queue", "U0ALICE"))["text"])
     assert [r[:2] for r in await audit_rows(stack)] == [("U0EVE", "refused")] * 3
+
+
+async def test_a_fellow_agent_is_told_privately_and_nothing_changes(stack: Stack) -> None:
+    tg, slack = stack.standins.telegram, stack.standins.slack
+    await tg.customer_says(23, "My parcel is still not here", first_name="Ola")
+    card = await stack.card()
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0BOB")
+    await stack.thread_has(card["ts"], "🙋 <@U0BOB> claimed this ticket.")
+    assert await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0ALICE") == 200
+
+    async def told() -> str | None:
+        answers = [r for rs in slack.responses.values() for r in rs if "text" in r]
+        return str(answers[-1]["text"]) if answers else None
+
+    said = await eventually(told, "the private refusal")
+    assert said == (
+        "Ticket #1 is assigned to <@U0BOB>: only they, the team's lead or a supervisor can"
+        " change it. Nothing was done."
+    )
+    assert (await stack.ticket(1)).status == "open"
+    assert await audit_rows(stack) == [("U0ALICE", "refused", "ticket #1")]
+    trail = str((await answer(stack, "audit today", "U0CAROL"))["text"])
+    assert "<@U0ALICE> refused `ticket #1`: wanted it resolved, assigned to <@U0BOB>" in trail
