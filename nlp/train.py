@@ -34,7 +34,13 @@ def embed(encoder: Encoder, texts: list[str], *, cache: bool = True) -> Vectors:
     """Encode, caching by encoder and text list under .cache/ (training reruns are cheap)."""
     digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:16]
     layers = "_".join(str(n) for n in encoder.layers)
-    tag = f"{encoder.fingerprint}-{'int8' if encoder.quantized else 'f32'}-L{layers}-{digest}"
+    # int8 features differ by backend (PyTorch's and ONNX Runtime's quantisation are not alike)
+    kind = (
+        f"int8{'' if encoder.backend == 'torch' else '-' + encoder.backend}"
+        if encoder.quantized
+        else "f32"
+    )
+    tag = f"{encoder.fingerprint}-{kind}-L{layers}-{digest}"
     path = data.REPO / ".cache" / "vectors" / f"{tag}.npy"
     if cache and path.is_file():
         cached: Vectors = np.load(path)
