@@ -22,6 +22,7 @@ import numpy as np
 
 from nlp.encoder import Encoder, Vectors
 from nlp.heads import LinearHead
+from nlp.language import detect_language
 
 DEFAULT_HEADS = Path(__file__).resolve().parent / "heads" / "default"
 OTHER = "other"
@@ -126,22 +127,43 @@ class MicroBatcher(Generic[T, R]):
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    intent: str
-    intent_confidence: float
-    sentiment: str
-    sentiment_scores: dict[str, float]
-    anger: float
+    """What the model read.
+
+    ``intent`` is ``other`` when the best intent's confidence is under the head's calibrated
+    threshold; ``best_intent`` and ``intent_confidence`` are always the best intent and its
+    score, so a caller sees what was abstained from. ``language`` is the detected language
+    (None when the text is too short to tell); when the heads were not trained for it,
+    ``applied`` is False and intent, sentiment and anger are None rather than noise.
+    """
+
+    intent: str | None
+    intent_confidence: float | None
+    sentiment: str | None
+    sentiment_scores: dict[str, float] | None
+    anger: float | None
     model_version: str
+    best_intent: str | None = None
+    language: str | None = None
+    applied: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "language": self.language,
+            "applied": self.applied,
             "intent": self.intent,
-            "intent_confidence": round(self.intent_confidence, 4),
+            "intent_confidence": _round(self.intent_confidence),
+            "best_intent": self.best_intent,
             "sentiment": self.sentiment,
-            "sentiment_scores": {k: round(v, 4) for k, v in self.sentiment_scores.items()},
-            "anger": round(self.anger, 4),
+            "sentiment_scores": None
+            if self.sentiment_scores is None
+            else {k: round(v, 4) for k, v in self.sentiment_scores.items()},
+            "anger": _round(self.anger),
             "model_version": self.model_version,
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 @dataclass(frozen=True)
@@ -185,6 +207,7 @@ class TextAnalyser:
         other_below: float,
         examples: _Examples,
         version: str,
+        languages: Sequence[str] = ("en",),
         max_batch: int = 32,
         max_wait: float = 0.002,
     ) -> None:
@@ -192,9 +215,10 @@ class TextAnalyser:
         self._sentiment = sentiment
         self._anger = anger
         self._intent = intent
-        self._other_below = other_below
+        self.other_below = other_below
         self._examples = examples
         self.version = version
+        self.languages = tuple(languages)
         self.batcher: MicroBatcher[str, Analysis] = MicroBatcher(
             self.analyse_batch, max_batch=max_batch, max_wait=max_wait
         )
@@ -208,7 +232,10 @@ class TextAnalyser:
         heads_dir: str | Path | None = None,
         extra_intents: Mapping[str, Sequence[str]] | None = None,
     ) -> TextAnalyser:
-        """The default heads (or ``heads_dir``), an optional company intent head, examples."""
+        """The default heads (or ``heads_dir``), an optional company intent head, examples.
+
+        The heads apply to the languages in their meta.json's ``languages`` (the shipped ones:
+        English, the only language of their encoder and training data)."""
         heads = Path(heads_dir or os.environ.get("DESK_HEADS") or DEFAULT_HEADS)
         meta = read_meta(heads)
         encoder = encoder_for(heads, meta, encoder_dir)
@@ -239,6 +266,7 @@ class TextAnalyser:
             other_below=other_below,
             examples=_Examples(names, encoder.sentence(encoder.encode(phrases))),
             version=version + ("/int8" if encoder.quantized else ""),
+            languages=[str(x) for x in meta.get("languages", ["en"])],
         )
 
     async def start(self) -> None:
@@ -251,33 +279,51 @@ class TextAnalyser:
         return await self.batcher.submit(text)
 
     def analyse_batch(self, texts: list[str]) -> list[Analysis]:
-        """Blocking: encode and score a batch (the CLI calls this directly)."""
-        vectors = self.encoder.encode(texts)
+        """Blocking: detect each text's language, then encode and score those the heads were
+        trained for, in one batch (the CLI calls this directly)."""
+        languages = [detect_language(t) for t in texts]
+        rows = [i for i, lang in enumerate(languages) if lang is None or lang in self.languages]
+        out = [
+            Analysis(
+                intent=None,
+                intent_confidence=None,
+                sentiment=None,
+                sentiment_scores=None,
+                anger=None,
+                model_version=self.version,
+                language=lang,
+                applied=False,
+            )
+            for lang in languages
+        ]
+        if not rows:
+            return out
+        vectors = self.encoder.encode([texts[i] for i in rows])
         sentiment = self._sentiment.proba(vectors)
         anger = self._anger.proba(vectors)[:, self._anger.labels.index("anger")]
         intents = self._intent.proba(vectors)
         sentences = self.encoder.sentence(vectors)
-        out = []
-        for row in range(len(texts)):
+        for k, row in enumerate(rows):
             scores = {
-                label: float(sentiment[row, i]) for i, label in enumerate(self._sentiment.labels)
+                label: float(sentiment[k, i]) for i, label in enumerate(self._sentiment.labels)
             }
-            best = int(np.argmax(intents[row]))
-            intent, confidence = self._intent.labels[best], float(intents[row, best])
-            if confidence < self._other_below:
-                intent = OTHER
-            match = self._examples.best(sentences[row])
+            best = int(np.argmax(intents[k]))
+            top, confidence = self._intent.labels[best], float(intents[k, best])
+            match = self._examples.best(sentences[k])
             if match is not None and match[1] >= EXAMPLE_MATCH:
-                intent, confidence = match
-            out.append(
-                Analysis(
-                    intent=intent,
-                    intent_confidence=confidence,
-                    sentiment=max(scores, key=lambda k: scores[k]),
-                    sentiment_scores=scores,
-                    anger=float(anger[row]),
-                    model_version=self.version,
-                )
+                top, confidence = match
+                intent = top
+            else:
+                intent = top if confidence >= self.other_below else OTHER
+            out[row] = Analysis(
+                intent=intent,
+                intent_confidence=confidence,
+                sentiment=max(scores, key=lambda key: scores[key]),
+                sentiment_scores=scores,
+                anger=float(anger[k]),
+                model_version=self.version,
+                best_intent=top,
+                language=languages[row],
             )
         return out
 
