@@ -61,7 +61,11 @@ class CardView:
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
-    """ "Model: intent get_refund 0.93 · sentiment negative 0.96 · anger 0.12", or None."""
+    """ "Model: intent get_refund 0.93 · sentiment negative 0.96 · anger 0.12", or None.
+
+    "Model: not applied (zh)" when the model's heads were not trained for the language."""
+    if model and model.get("applied") is False:
+        return f"Model: not applied ({model.get('language') or '?'})"
     if not model or "intent" not in model:
         return None
     scores = model.get("sentiment_scores") or {}

@@ -109,8 +109,17 @@ class PriorityDecision:
 
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
     # Word boundaries so "refund" does not fire on "refunded"? It should: customers write both.
-    # So the boundary is only at the start; "outage" still must not match "poutage".
-    return re.compile(r"(?<!\w)" + re.escape(phrase.casefold()))
+    # So the boundary is only at the start; "outage" still must not match "poutage". Chinese and
+    # Japanese are written without spaces: a phrase in their script matches anywhere ("退款" in
+    # "我要退款").
+    folded = phrase.casefold()
+    if _UNSPACED.match(folded):
+        return re.compile(re.escape(folded))
+    return re.compile(r"(?<!\w)" + re.escape(folded))
+
+
+# CJK ideographs, kana, and CJK punctuation/fullwidth forms
+_UNSPACED = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 
 def decide(rules: PriorityRules, s: Signals) -> PriorityDecision:
