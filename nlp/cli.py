@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="throughput, latency and memory")
     b.add_argument("--messages", type=int, default=512)
     b.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
+    b.add_argument(
+        "--no-desk", action="store_true", help="skip measuring `deskbot run`'s own memory"
+    )
     return parser
 
 
@@ -75,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from nlp import bench
 
-    bench.run(sys.stdout, messages=args.messages, heads_dir=args.heads)
+    bench.run(sys.stdout, messages=args.messages, heads_dir=args.heads, desk=not args.no_desk)
     return 0
 
 
