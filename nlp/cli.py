@@ -31,6 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--defaults", action="store_true", help="rebuild the shipped heads from ../shared/data"
     )
     t.add_argument("--int8", action="store_true", help="on the int8-quantised encoder")
+    t.add_argument(
+        "--languages",
+        action="store_true",
+        help="rebuild the character n-gram heads for other languages (nlp/heads/languages)",
+    )
+    t.add_argument(
+        "--research-data",
+        action="store_true",
+        help="with --languages: also the heads from research/evaluation-only data (zh, XLM-T)",
+    )
     e = sub.add_parser("eval", help="accuracy, macro-F1 and per-class figures")
     e.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
     e.add_argument("--skip-banking77", action="store_true", help="skip the company-head runs")
@@ -176,6 +186,16 @@ def _train(args: argparse.Namespace) -> int:
     from nlp.service import DEFAULT_HEADS
     from nlp.train import train_defaults, train_intents
 
+    if args.languages:
+        from nlp.languages import SHIPPED
+        from nlp.train import train_languages
+
+        meta = train_languages(args.out or SHIPPED, research_data=args.research_data)
+        for name, head in meta["heads"].items():
+            figures = ", ".join(f"{k} {v}" for k, v in head["validation"].items())
+            print(f"{name}: {figures}")
+        print(f"wrote {args.out or SHIPPED} ({meta['version']})")
+        return 0
     if args.defaults:
         meta = train_defaults(Encoder.load(quantize=args.int8), args.out or DEFAULT_HEADS)
         print(f"wrote {args.out or DEFAULT_HEADS} ({meta['version']})")

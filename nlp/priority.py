@@ -57,6 +57,30 @@ def _default_keywords() -> list[KeywordRule]:
             match=["charged twice", "double charged", "refund", "cancel my account"],
             priority="high",
         ),
+        # The same in Chinese, Spanish and Russian, whose messages the model does not score.
+        KeywordRule(match=["系统崩溃", "被盗", "盗刷", "诈骗", "数据泄露"], priority="urgent"),
+        KeywordRule(match=["退款", "退钱", "扣了两次", "重复扣款", "注销账户"], priority="high"),
+        KeywordRule(
+            match=["sistema caído", "fraude", "hackeado", "hackearon", "me robaron"],
+            priority="urgent",
+        ),
+        KeywordRule(
+            match=[
+                "reembolso",
+                "devolución del dinero",
+                "cobrado dos veces",
+                "cobraron dos veces",
+                "cancelar mi cuenta",
+            ],
+            priority="high",
+        ),
+        KeywordRule(
+            match=["система не работает", "мошенни", "взлом", "утечка данных"], priority="urgent"
+        ),
+        KeywordRule(
+            match=["возврат", "верните деньги", "списали дважды", "удалить аккаунт"],
+            priority="high",
+        ),
     ]
 
 
