@@ -81,12 +81,13 @@ def test_train_calibrates_the_threshold_and_writes_it_to_meta_json(
     out = tmp_path / "head"
     assert main(["train", "--intents", str(path), "--out", str(out)]) == 0
     meta = json.loads((out / "meta.json").read_text())
-    assert chosen and meta["other_below"] == round(chosen[0], 6)
-    assert meta["other_below"] != 0.5
+    assert chosen and meta["other_below"] == round(min(chosen[0], train.OTHER_CAP), 6)
     assert meta["other_calibration"] == {
         "method": "5-fold cross-validation",
         "held_out_examples": 18,
         "max_in_scope_other": 0.03,
+        "calibrated": round(chosen[0], 6),
+        "capped_at": 0.5 if chosen[0] > 0.5 else None,
         "in_scope_other_on_calibration": 0.0,  # 18 examples: 3% of them is less than one
     }
     card = (out / "MODEL_CARD.md").read_text()
