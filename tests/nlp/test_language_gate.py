@@ -26,7 +26,7 @@ EN = "My order has not arrived after a week, this is a disgrace"
 def test_other_languages_get_no_english_scores(tmp_path: Path) -> None:
     analyser = TextAnalyser.load()
     out = io.StringIO()
-    lines = [ZH, EN, ES, RU, "ok"]
+    lines = [ZH, EN, ES, RU, "ok", "I forgot my password"]
     classify(
         io.StringIO("".join(json.dumps({"text": t}) + "\n" for t in lines)),
         out,
@@ -34,7 +34,7 @@ def test_other_languages_get_no_english_scores(tmp_path: Path) -> None:
         rules_path=tmp_path / "none.yaml",
         analyser=analyser,
     )
-    zh, en, es, ru, short = [json.loads(line) for line in out.getvalue().splitlines()]
+    zh, en, es, ru, short, password = [json.loads(line) for line in out.getvalue().splitlines()]
     for row, language in ((zh, "zh"), (es, "es"), (ru, "ru")):
         assert row["language"] == language and row["applied"] is False
         assert row["sentiment"] is row["sentiment_scores"] is row["intent"] is None
@@ -46,6 +46,9 @@ def test_other_languages_get_no_english_scores(tmp_path: Path) -> None:
     assert en["sentiment"] == "negative"
     # Too short to tell: the desk's usual languages get the benefit of the doubt.
     assert short["language"] is None and short["applied"] is True
+    # The detector's low-accuracy mode says Italian (0.98); its words say English.
+    assert password["language"] == "it" and password["applied"] is True
+    assert password["intent"] == "recover_password"
 
 
 def test_the_card_says_the_model_was_not_applied() -> None:
@@ -109,7 +112,7 @@ def test_a_language_head_gives_its_language_a_sentiment(tmp_path: Path) -> None:
         )
     )
     analyser = TextAnalyser.load(language_dir=tmp_path)
-    assert analyser.version.endswith("+languages-test")
+    assert "+languages-test" in analyser.version
     bad, good, zh = analyser.analyse_batch(
         [
             "una vergüenza de servicio, horrible, odio esta tienda",
