@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import re
 import resource
 import statistics
@@ -102,9 +103,12 @@ def run(
     load_s = time.perf_counter() - start
     loaded = _rss_mb()
     texts, source = _messages(messages)
+    load1, _, _ = os.getloadavg()
     out.write(
         f"model {analyser.version}; load {load_s:.1f} s; RSS {before:.0f} MB before, "
-        f"{loaded:.0f} MB loaded\nmessages: {source}\n\n"
+        f"{loaded:.0f} MB loaded\nmessages: {source}\n"
+        f"machine: {os.cpu_count()} cores, load average {load1:.1f} at the start "
+        "(other work on the machine slows every figure below)\n\n"
     )
     out.write(f"{'batch':>5} {'analyser msg/s':>15} {'bare encoder msg/s':>19} {'ratio':>6}\n")
     rates: dict[int, float] = {}

@@ -86,3 +86,16 @@ def test_without_a_graph_or_pytorch_the_error_says_what_to_run(tmp_path: Path) -
     )
     assert "PyTorch is not installed to export one: run `deskbot nlp export`" in done.stdout
     assert not list(tmp_path.iterdir())
+
+
+def test_export_writes_both_graphs_where_the_desk_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nlp.cli import main
+
+    monkeypatch.setenv("DESK_ONNX_DIR", str(tmp_path))
+    assert main(["export"]) == 0
+    layers = tuple(int(n) for n in read_meta(DEFAULT_HEADS)["layers"])
+    written = {onnx_path(default_encoder_dir(), layers, q) for q in (False, True)}
+    assert set(tmp_path.iterdir()) == written
+    assert capsys.readouterr().out.count("wrote ") == 2
