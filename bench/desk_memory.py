@@ -106,7 +106,16 @@ async def measure(messages: int = 20, timeout: float = 180) -> DeskMemory:
                     if m.get("blocks")
                 )
 
-            if not await standins.slack.wait_for(lambda: cards() >= messages, timeout):
+            waiting = asyncio.ensure_future(
+                standins.slack.wait_for(lambda: cards() >= messages, timeout)
+            )
+            exited = asyncio.ensure_future(desk.wait())
+            await asyncio.wait({waiting, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if exited.done():
+                waiting.cancel()
+                raise RuntimeError(f"deskbot run exited with {desk.returncode} (see its logs)")
+            exited.cancel()
+            if not waiting.result():
                 raise TimeoutError(f"only {cards()}/{messages} cards arrived")
             ready = time.monotonic() - started
             await asyncio.sleep(1.0)  # let the outbox settle
