@@ -326,6 +326,9 @@ class TextAnalyser:
         trained for, in one batch (the CLI calls this directly)."""
         languages = [detect_language(t) for t in texts]
         rows = [i for i, lang in enumerate(languages) if self._applies(texts[i], lang)]
+        for i in rows:  # read as English though the detector leaned elsewhere: say English
+            if languages[i] is not None and languages[i] not in self.languages:
+                languages[i] = "en"
         out = [
             Analysis(
                 intent=None,

@@ -47,7 +47,7 @@ def test_other_languages_get_no_english_scores(tmp_path: Path) -> None:
     # Too short to tell: the desk's usual languages get the benefit of the doubt.
     assert short["language"] is None and short["applied"] is True
     # The detector's low-accuracy mode says Italian (0.98); its words say English.
-    assert password["language"] == "it" and password["applied"] is True
+    assert password["language"] == "en" and password["applied"] is True
     assert password["intent"] == "recover_password"
 
 
