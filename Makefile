@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch is pinned to the CPU build (2.13.0); installed first so nothing pulls a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The encoder's ONNX graphs (nlp/onnx/, git-ignored): the desk runs them without PyTorch.
+	HF_HUB_OFFLINE=1 $(BIN)/deskbot nlp export
 	touch $(STAMP)
 
 # A second `make sandbox` continues the first; `make sandbox ARGS=--fresh` starts from scratch.

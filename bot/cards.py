@@ -61,7 +61,21 @@ class CardView:
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
-    """ "Model: intent get_refund 0.93 · sentiment negative 0.96 · anger 0.12", or None."""
+    """ "Model: intent get_refund 0.93 · sentiment negative 0.96 · anger 0.12", or None.
+
+    "Model: not applied (zh)" when the model's heads were not trained for the language, or
+    what that language's own heads read: "Model (ru): anger 0.71 · English heads not applied"."""
+    if model and model.get("applied") is False:
+        language = model.get("language") or "?"
+        read = []
+        if model.get("sentiment"):
+            score = float((model.get("sentiment_scores") or {}).get(model["sentiment"], 0))
+            read.append(f"sentiment {model['sentiment']} {score:.2f}")
+        if model.get("anger") is not None:
+            read.append(f"anger {float(model['anger']):.2f}")
+        if not read:
+            return f"Model: not applied ({language})"
+        return f"Model ({language}): {' · '.join(read)} · English heads not applied"
     if not model or "intent" not in model:
         return None
     scores = model.get("sentiment_scores") or {}

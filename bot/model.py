@@ -55,13 +55,9 @@ class ModelClassifier:
                 anger=a.anger,
             ),
         )
-        details = {
-            "intent": a.intent,
-            "intent_confidence": round(a.intent_confidence, 4),
-            "sentiment": a.sentiment,
-            "sentiment_scores": {k: round(v, 4) for k, v in a.sentiment_scores.items()},
-            "anger": round(a.anger, 4),
-        }
+        # What the model did not read (heads not applied to this language) is left out, not
+        # stored as a score: the card then says "not applied (zh)".
+        details = {k: v for k, v in a.as_dict().items() if v is not None and k != "model_version"}
         return Classification(d.priority, d.reasons, a.model_version, details)
 
     async def close(self) -> None:

@@ -8,8 +8,13 @@ as a ratio.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
+import re
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,21 +94,27 @@ def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1]
 
 
-def run(out: TextIO, *, messages: int = 512, heads_dir: Path | None = None) -> None:
+def run(
+    out: TextIO, *, messages: int = 512, heads_dir: Path | None = None, desk: bool = True
+) -> None:
     before = _rss_mb()
     start = time.perf_counter()
     analyser = TextAnalyser.load(heads_dir=heads_dir)
     load_s = time.perf_counter() - start
     loaded = _rss_mb()
     texts, source = _messages(messages)
+    load1, _, _ = os.getloadavg()
     out.write(
         f"model {analyser.version}; load {load_s:.1f} s; RSS {before:.0f} MB before, "
-        f"{loaded:.0f} MB loaded\nmessages: {source}\n\n"
+        f"{loaded:.0f} MB loaded\nmessages: {source}\n"
+        f"machine: {os.cpu_count()} cores, load average {load1:.1f} at the start "
+        "(other work on the machine slows every figure below)\n\n"
     )
     out.write(f"{'batch':>5} {'analyser msg/s':>15} {'bare encoder msg/s':>19} {'ratio':>6}\n")
+    rates: dict[int, float] = {}
     for batch in (1, 8, 32, 128):
         sample = texts[: max(128, min(messages, batch * 8))]
-        full = _rate(analyser.analyse_batch, sample, batch)
+        full = rates[batch] = _rate(analyser.analyse_batch, sample, batch)
         bare = _rate(analyser.encoder.encode, sample, batch)
         out.write(f"{batch:>5} {full:>15.0f} {bare:>19.0f} {bare / full:>6.2f}\n")
     singles = texts[:200]
@@ -118,3 +129,33 @@ def run(out: TextIO, *, messages: int = 512, heads_dir: Path | None = None) -> N
         f"  (ratio p50 {p50 / bare50:.2f})\n"
         f"\nmemory: RSS now {_rss_mb():.0f} MB, peak {_peak_mb():.0f} MB\n"
     )
+    torch = "loaded" if "torch" in sys.modules else "not loaded"
+    out.write(
+        f"\nagainst the targets (PyTorch {torch}):\n"
+        f"  batched throughput (batch 32)  {rates[32]:>6.0f} msg/s  target ≥ 300  "
+        f"{'met' if rates[32] >= 300 else 'NOT MET'}\n"
+        f"  single message p50             {p50:>6.1f} ms     target ≤ 10   "
+        f"{'met' if p50 <= 10 else 'NOT MET'}\n"
+    )
+    if desk:
+        out.write(f"  {_desk_memory()}\n")
+
+
+def _desk_memory() -> str:
+    """``deskbot run`` in a child process against the stand-ins (bench/desk_memory.py), so
+    the figure is the desk's own memory with the model loaded, not this analyser's."""
+    if importlib.util.find_spec("bench.desk_memory") is None:
+        return "deskbot run memory: not measured (run from a checkout: python -m bench.desk_memory)"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.desk_memory"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        return f"deskbot run memory: the measurement failed: {done.stderr.strip()[-500:]}"
+    line = done.stdout.strip()
+    match = re.search(r"RSS (\d+) MB", line)
+    verdict = "met" if match and int(match.group(1)) <= 400 else "NOT MET"
+    return f"{line}; target ≤ 400 MB: {verdict}"

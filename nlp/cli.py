@@ -31,12 +31,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--defaults", action="store_true", help="rebuild the shipped heads from ../shared/data"
     )
     t.add_argument("--int8", action="store_true", help="on the int8-quantised encoder")
+    t.add_argument(
+        "--languages",
+        action="store_true",
+        help="rebuild the character n-gram heads for other languages (nlp/heads/languages)",
+    )
+    t.add_argument(
+        "--research-data",
+        action="store_true",
+        help="with --languages: also the heads from research/evaluation-only data (zh, XLM-T)",
+    )
     e = sub.add_parser("eval", help="accuracy, macro-F1 and per-class figures")
     e.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
     e.add_argument("--skip-banking77", action="store_true", help="skip the company-head runs")
+    x = sub.add_parser("export", help="write the encoder's ONNX graphs (make does this at install)")
+    x.add_argument(
+        "--encoder", type=Path, help="an encoder folder (default: DESK_ENCODER or MiniLM)"
+    )
+    x.add_argument("--heads", type=Path, help="the layers of this heads folder (default: shipped)")
     b = sub.add_parser("bench", help="throughput, latency and memory")
     b.add_argument("--messages", type=int, default=512)
     b.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
+    b.add_argument(
+        "--no-desk", action="store_true", help="skip measuring `deskbot run`'s own memory"
+    )
     return parser
 
 
@@ -60,6 +78,8 @@ def _run(args: argparse.Namespace) -> int:
         return classify(sys.stdin, sys.stdout, model=args.model, rules_path=Path(args.rules))
     if args.command == "train":
         return _train(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "eval":
         from nlp import evaluate
         from nlp.service import DEFAULT_HEADS
@@ -68,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from nlp import bench
 
-    bench.run(sys.stdout, messages=args.messages, heads_dir=args.heads)
+    bench.run(sys.stdout, messages=args.messages, heads_dir=args.heads, desk=not args.no_desk)
     return 0
 
 
@@ -166,6 +186,16 @@ def _train(args: argparse.Namespace) -> int:
     from nlp.service import DEFAULT_HEADS
     from nlp.train import train_defaults, train_intents
 
+    if args.languages:
+        from nlp.languages import SHIPPED
+        from nlp.train import train_languages
+
+        meta = train_languages(args.out or SHIPPED, research_data=args.research_data)
+        for name, head in meta["heads"].items():
+            figures = ", ".join(f"{k} {v}" for k, v in head["validation"].items())
+            print(f"{name}: {figures}")
+        print(f"wrote {args.out or SHIPPED} ({meta['version']})")
+        return 0
     if args.defaults:
         meta = train_defaults(Encoder.load(quantize=args.int8), args.out or DEFAULT_HEADS)
         print(f"wrote {args.out or DEFAULT_HEADS} ({meta['version']})")
@@ -193,4 +223,21 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     intents = meta["heads"]["intent"]["labels"]
     print(f"wrote {args.out} ({meta['version']}): {len(intents)} intents, {len(texts)} examples")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """The float32 and int8 graphs for the encoder and layers the heads read."""
+    import os
+
+    from nlp.encoder import default_encoder_dir, export_onnx
+    from nlp.service import DEFAULT_HEADS, read_meta
+
+    heads = args.heads or DEFAULT_HEADS
+    layers = tuple(int(n) for n in read_meta(heads)["layers"])
+    configured = args.encoder or os.environ.get("DESK_ENCODER")
+    folder = Path(configured) if configured else default_encoder_dir()
+    for quantize in (False, True):
+        path = export_onnx(folder, layers, quantize=quantize)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MB)")
     return 0

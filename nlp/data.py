@@ -162,12 +162,28 @@ def waimai_zh(root: Path | None = None) -> Split:
     return Split("waimai10k_zh/sample-25", [t for t, _ in keep], [y for _, y in keep])
 
 
-def cedr_ru_anger(root: Path | None = None) -> Split:
+def waimai_zh_train(root: Path | None = None) -> Split:
+    """The rest of waimai_10k's shared file (buckets 45..99): what a Chinese head trains on."""
+    texts, raw = read_csv(
+        (root or data_dir()) / "waimai10k_zh" / "waimai_10k.train.csv", "review", "label"
+    )
+    keep = [(t, "positive" if y == "1" else "negative") for t, y in zip(texts, raw, strict=True)]
+    keep = [(t, y) for t, y in keep if bucket(t) >= 45]
+    return Split("waimai10k_zh/train-55", [t for t, _ in keep], [y for _, y in keep])
+
+
+def cedr_ru_anger(root: Path | None = None, part: str = "all") -> Split:
+    """CEDR's train file as anger against the rest; ``part`` "train" (md5 bucket ≥ 20) or
+    "validation" (< 20) carve it for a Russian head, as its test file is not shared."""
     texts, raw = read_csv(
         (root or data_dir()) / "cedr_ru_emotion" / "cedr-main-train.csv", "text", "labels"
     )
     labels = ["anger" if "4" in y.strip("[]").split() else "calm" for y in raw]
-    return Split("cedr_ru/anger", texts, labels)
+    pairs = list(zip(texts, labels, strict=True))
+    if part != "all":
+        pairs = [(t, y) for t, y in pairs if is_heldout(t) == (part == "validation")]
+    name = "cedr_ru/anger" + ("" if part == "all" else f"/{part}")
+    return Split(name, [t for t, _ in pairs], [y for _, y in pairs])
 
 
 def read_csv(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable
@@ -87,70 +87,44 @@ class Encoder:
         layers: tuple[int, ...] | None = None,
         backend: str | None = None,
     ) -> Encoder:
-        """Open an encoder folder with transformers and get it ready to run.
+        """Open an encoder folder and get it ready to run.
 
-        ``backend`` is ``onnx`` (the default, or ``DESK_INFERENCE``): the model loaded by
-        ``AutoModel`` is exported in memory to ONNX and run by ONNX Runtime, which gives the same
-        features (within 1e-6) 1.8 times as fast as PyTorch on this 2-core CPU; or ``torch``.
-        ``quantize`` runs PyTorch with its linear layers in int8: faster still, but 1.2 points
-        less sentiment macro-recall, so the shipped heads use float32 and ``nlp/heads/int8``
-        offers the int8 variant. ``layers`` are the transformer layers whose mean-pooled outputs
-        make the features (the last one always included, see :func:`default_layers`).
+        ``backend`` is ``onnx`` (the default, or ``DESK_INFERENCE``): ONNX Runtime runs the
+        graph that :func:`export_onnx` wrote for this encoder, with the ``tokenizers`` library
+        in front of it, so neither PyTorch nor transformers is imported (the desk's memory and
+        start-up depend on that). The graph is looked up in :func:`onnx_dir`; if it is missing
+        and PyTorch is installed it is exported there once (about a second), else the error
+        says to run ``deskbot nlp export``. ``torch`` runs the encoder in PyTorch (training uses
+        either). ``quantize`` runs int8 weights: ONNX Runtime's dynamic quantisation of the
+        graph, or PyTorch's of its linear layers. ``layers`` are the transformer layers whose
+        mean-pooled outputs make the features (the last one always included, see
+        :func:`default_layers`).
         """
         chosen = backend or os.environ.get("DESK_INFERENCE") or "onnx"
         if chosen not in ("onnx", "torch"):
             raise EncoderError(f"DESK_INFERENCE must be 'onnx' or 'torch', got {chosen!r}")
-        return on_torch_thread(cls._load, path, quantize, layers, "torch" if quantize else chosen)
+        return on_torch_thread(cls._load, path, quantize, layers, chosen)
 
     @classmethod
     def _load(
         cls, path: str | Path | None, quantize: bool, layers: tuple[int, ...] | None, backend: str
     ) -> Encoder:
         folder = Path(path) if path else default_encoder_dir()
-        if not (folder / "config.json").is_file():
-            raise EncoderError(
-                f"{folder} is not a Hugging Face encoder folder (no config.json); "
-                "set DESK_ENCODER to one, or leave it unset for all-MiniLM-L6-v2"
-            )
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            str(folder), local_files_only=True
-        )
-        # The eager attention exports to ONNX exactly; the default (sdpa) traces its padding
-        # mask for the example's shape and gets padded batches wrong.
-        extra = {"attn_implementation": "eager"} if backend == "onnx" else {}
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True, **extra)
-        model.eval()
-        depth = int(model.config.num_hidden_layers)
+        config = _config(folder)
+        depth = int(config["num_hidden_layers"])
+        dim = int(config["hidden_size"])
         layers = layers or default_layers(depth)
         if any(not 1 <= n <= depth for n in layers) or layers[-1] != depth:
             raise EncoderError(f"layers {layers} must be within 1..{depth} and end at {depth}")
-        module = _features_module(model, layers)
-        if quantize:
-            with warnings.catch_warnings():
-                # torch.ao's dynamic quantisation is deprecated in favour of torchao, which is
-                # not in this project's pins; it still works on the pinned torch 2.13.
-                warnings.simplefilter("ignore")
-                module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-                    module, {torch.nn.Linear}, dtype=torch.qint8
-                )
         if backend == "onnx":
-            forward = _onnx_forward(module, tokenizer)
-            dim = int(model.config.hidden_size)
-            del model, module  # ONNX Runtime has its own copy of the weights now
-            _release_memory()
+            graph = onnx_path(folder, layers, quantize)
+            if not graph.is_file():
+                export_onnx(folder, layers, quantize=quantize)
+            forward = _onnx_forward(graph, _fast_tokenizer(folder))
         else:
-            forward = _torch_forward(module, tokenizer)
-            dim = int(model.config.hidden_size)
+            forward = _torch_forward(folder, layers, quantize)
         return cls(
-            folder,
-            dim=dim,
-            layers=layers,
-            forward=forward,
-            backend=backend,
-            quantized=quantize,
+            folder, dim=dim, layers=layers, forward=forward, backend=backend, quantized=quantize
         )
 
     def encode(self, texts: list[str], *, batch_size: int = 64) -> Vectors:
@@ -179,6 +153,101 @@ class Encoder:
 
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise EncoderError(
+            f"{folder} is not a Hugging Face encoder folder (no config.json); "
+            "set DESK_ENCODER to one, or leave it unset for all-MiniLM-L6-v2"
+        )
+    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return config
+
+
+def onnx_dir() -> Path:
+    """Where exported graphs live: ``DESK_ONNX_DIR``, else ``nlp/onnx`` (git-ignored), which
+    ``make`` fills at install time (``deskbot nlp export``)."""
+    configured = os.environ.get("DESK_ONNX_DIR")
+    return Path(configured) if configured else Path(__file__).resolve().parent / "onnx"
+
+
+def onnx_path(folder: Path, layers: tuple[int, ...], quantize: bool) -> Path:
+    """One file per encoder, layer choice and precision: the fingerprint names the encoder."""
+    tag = "_".join(str(n) for n in layers)
+    kind = "int8" if quantize else "f32"
+    return onnx_dir() / f"encoder-{_fingerprint(folder)}-L{tag}-{kind}.onnx"
+
+
+def export_onnx(folder: Path, layers: tuple[int, ...], *, quantize: bool = False) -> Path:
+    """Write the encoder plus pooling as one ONNX graph (token ids in, features out), with
+    PyTorch and transformers; int8 is ONNX Runtime's dynamic quantisation of the float graph.
+
+    Written to a temporary name and renamed, so a desk starting meanwhile never reads half a
+    file."""
+    try:
+        import torch
+    except ImportError:
+        raise EncoderError(
+            f"no ONNX graph for {folder} in {onnx_dir()} and PyTorch is not installed to "
+            "export one: run `deskbot nlp export` where it is (make does at install)"
+        ) from None
+    target = onnx_path(folder, layers, quantize)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        source = onnx_path(folder, layers, False)
+        if not source.is_file():
+            export_onnx(folder, layers, quantize=False)
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its advice to pre-process is for convolution models
+        try:
+            quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
+        partial.replace(target)
+        return target
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+        str(folder), local_files_only=True
+    )
+    # The eager attention exports to ONNX exactly; the default (sdpa) traces its padding
+    # mask for the example's shape and gets padded batches wrong.
+    model = AutoModel.from_pretrained(
+        str(folder), local_files_only=True, attn_implementation="eager"
+    )
+    module = _features_module(model.eval(), layers)
+    probe = tokenizer(
+        ["a probe sentence", "and a longer probe sentence here"],
+        padding=True,
+        truncation=True,
+        max_length=MAX_TOKENS,
+        return_tensors="pt",
+    )
+    names = [n for n in _INPUTS if n in probe]
+    partial = target.with_suffix(f".{os.getpid()}.partial")
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # the exporter's tracer and deprecation chatter
+        torch.onnx.export(
+            module,
+            tuple(probe[n] for n in names),
+            str(partial),
+            input_names=names,
+            output_names=["features"],
+            dynamic_axes={
+                **{n: {0: "batch", 1: "tokens"} for n in names},
+                "features": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+    partial.replace(target)
+    return target
 
 
 def _features_module(model: Any, layers: tuple[int, ...]) -> Any:
@@ -214,30 +283,48 @@ def _features_module(model: Any, layers: tuple[int, ...]) -> Any:
     return Features().eval()
 
 
-def _release_memory() -> None:
-    """Give the freed torch weights back to the system (glibc keeps freed memory otherwise:
-    measured, 681 MB resident after loading, 563 MB after this)."""
-    import contextlib
-    import ctypes
-    import gc
+def _fast_tokenizer(folder: Path) -> Any:
+    """The folder's ``tokenizer.json`` in the ``tokenizers`` library (Rust, no transformers):
+    the same ids as transformers' fast tokenizer, padded to the batch's longest text."""
+    from tokenizers import Tokenizer  # type: ignore[import-untyped]
 
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _tokens(tokenizer: Any, texts: list[str], kind: str) -> Any:
-    return tokenizer(
-        texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors=kind
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise EncoderError(f"{folder} has no tokenizer.json (a fast tokenizer is needed)")
+    tokenizer = Tokenizer.from_file(str(path))
+    pad = tokenizer.padding or {}
+    tokenizer.enable_padding(
+        pad_id=int(pad.get("pad_id", 0)), pad_token=str(pad.get("pad_token", "[PAD]"))
     )
+    tokenizer.enable_truncation(max_length=MAX_TOKENS)
+    return tokenizer
 
 
-def _torch_forward(module: Any, tokenizer: Any) -> Callable[[list[str]], Vectors]:
+def _torch_forward(
+    folder: Path, layers: tuple[int, ...], quantize: bool
+) -> Callable[[list[str]], Vectors]:
     import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+        str(folder), local_files_only=True
+    )
+    model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    module = _features_module(model.eval(), layers)
+    if quantize:
+        with warnings.catch_warnings():
+            # torch.ao's dynamic quantisation is deprecated in favour of torchao, which is
+            # not in this project's pins; it still works on the pinned torch 2.13.
+            warnings.simplefilter("ignore")
+            module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                module, {torch.nn.Linear}, dtype=torch.qint8
+            )
 
     def forward(texts: list[str]) -> Vectors:
         with torch.inference_mode():
-            batch = _tokens(tokenizer, texts, "pt")
+            batch = tokenizer(
+                texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+            )
             names = [n for n in _INPUTS if n in batch]
             vectors: Vectors = module(**{n: batch[n] for n in names}).numpy()
             return vectors.astype(np.float32, copy=False)
@@ -245,41 +332,24 @@ def _torch_forward(module: Any, tokenizer: Any) -> Callable[[list[str]], Vectors
     return forward
 
 
-def _onnx_forward(module: Any, tokenizer: Any) -> Callable[[list[str]], Vectors]:
-    """Export ``module`` to ONNX (about a second, in a temporary folder) and run it with ONNX
-    Runtime, which reads the whole graph into memory."""
+def _onnx_forward(graph: Path, tokenizer: Any) -> Callable[[list[str]], Vectors]:
+    """ONNX Runtime on the exported graph; it reads the whole file into memory."""
     import onnxruntime
-    import torch
 
-    probe = _tokens(tokenizer, ["a probe sentence", "and a longer probe sentence here"], "pt")
-    names = [n for n in _INPUTS if n in probe]
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = os.cpu_count() or 1
     options.log_severity_level = 3
-    with tempfile.TemporaryDirectory(prefix="deskbot-onnx-") as tmp:
-        graph = Path(tmp) / "encoder.onnx"
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")  # the exporter's tracer and deprecation chatter
-            torch.onnx.export(
-                module,
-                tuple(probe[n] for n in names),
-                graph,
-                input_names=names,
-                output_names=["features"],
-                dynamic_axes={
-                    **{n: {0: "batch", 1: "tokens"} for n in names},
-                    "features": {0: "batch"},
-                },
-                opset_version=17,
-                dynamo=False,
-            )
-        session = onnxruntime.InferenceSession(
-            str(graph), options, providers=["CPUExecutionProvider"]
-        )
+    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
 
     def forward(texts: list[str]) -> Vectors:
-        batch = _tokens(tokenizer, texts, "np")
-        feed = {n: np.asarray(batch[n], dtype=np.int64) for n in names}
+        encoded = tokenizer.encode_batch(texts)
+        columns = {
+            "input_ids": [e.ids for e in encoded],
+            "attention_mask": [e.attention_mask for e in encoded],
+            "token_type_ids": [e.type_ids for e in encoded],
+        }
+        feed = {n: np.asarray(columns[n], dtype=np.int64) for n in names}
         vectors: Vectors = session.run(None, feed)[0]
         return vectors.astype(np.float32, copy=False)
 

@@ -91,12 +91,14 @@ def fit_head(
 
 def fit_temperature(head: LinearHead, x: Vectors, y: list[str]) -> float:
     """The temperature that minimises held-out negative log-likelihood (a 1-D search)."""
-    from scipy.optimize import minimize_scalar
-
     index = {label: i for i, label in enumerate(head.labels)}
     keep = [i for i, label in enumerate(y) if label in index]
-    logits = head.logits(x[keep])
-    target = np.array([index[y[i]] for i in keep])
+    return temperature_for(head.logits(x[keep]), np.array([index[y[i]] for i in keep]))
+
+
+def temperature_for(logits: Floats, target: npt.NDArray[np.int64]) -> float:
+    """The temperature that minimises the negative log-likelihood of ``target`` (row labels)."""
+    from scipy.optimize import minimize_scalar
 
     def nll(log_t: float) -> float:
         p = softmax(logits / np.exp(log_t))

@@ -67,3 +67,11 @@ def detect_language(text: str) -> str | None:
     if best.value < MIN_CONFIDENCE:
         return None
     return KNOWN[best.language]
+
+
+def confidence(text: str, code: str) -> float:
+    """How sure the detector is that ``text`` is in the language ``code`` (0..1)."""
+    language = next((lang for lang, c in KNOWN.items() if c == code), None)
+    if language is None:
+        return 0.0
+    return float(detector().compute_language_confidence(text, language))

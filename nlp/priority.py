@@ -57,6 +57,30 @@ def _default_keywords() -> list[KeywordRule]:
             match=["charged twice", "double charged", "refund", "cancel my account"],
             priority="high",
         ),
+        # The same in Chinese, Spanish and Russian, whose messages the model does not score.
+        KeywordRule(match=["系统崩溃", "被盗", "盗刷", "诈骗", "数据泄露"], priority="urgent"),
+        KeywordRule(match=["退款", "退钱", "扣了两次", "重复扣款", "注销账户"], priority="high"),
+        KeywordRule(
+            match=["sistema caído", "fraude", "hackeado", "hackearon", "me robaron"],
+            priority="urgent",
+        ),
+        KeywordRule(
+            match=[
+                "reembolso",
+                "devolución del dinero",
+                "cobrado dos veces",
+                "cobraron dos veces",
+                "cancelar mi cuenta",
+            ],
+            priority="high",
+        ),
+        KeywordRule(
+            match=["система не работает", "мошенни", "взлом", "утечка данных"], priority="urgent"
+        ),
+        KeywordRule(
+            match=["возврат", "верните деньги", "списали дважды", "удалить аккаунт"],
+            priority="high",
+        ),
     ]
 
 
@@ -109,8 +133,17 @@ class PriorityDecision:
 
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
     # Word boundaries so "refund" does not fire on "refunded"? It should: customers write both.
-    # So the boundary is only at the start; "outage" still must not match "poutage".
-    return re.compile(r"(?<!\w)" + re.escape(phrase.casefold()))
+    # So the boundary is only at the start; "outage" still must not match "poutage". Chinese and
+    # Japanese are written without spaces: a phrase in their script matches anywhere ("退款" in
+    # "我要退款").
+    folded = phrase.casefold()
+    if _UNSPACED.match(folded):
+        return re.compile(re.escape(folded))
+    return re.compile(r"(?<!\w)" + re.escape(folded))
+
+
+# CJK ideographs, kana, and CJK punctuation/fullwidth forms
+_UNSPACED = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 
 def decide(rules: PriorityRules, s: Signals) -> PriorityDecision:

@@ -12,9 +12,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +23,10 @@ import numpy as np
 
 from nlp.encoder import Encoder, Vectors
 from nlp.heads import LinearHead
+from nlp.language import confidence as language_confidence
+from nlp.language import detect_language
+from nlp.languages import SHIPPED as LANGUAGE_HEADS
+from nlp.languages import LanguageHeads
 
 DEFAULT_HEADS = Path(__file__).resolve().parent / "heads" / "default"
 OTHER = "other"
@@ -29,6 +34,35 @@ OTHER = "other"
 # one of its example phrases. all-MiniLM puts paraphrases around 0.7-0.9, unrelated support
 # questions below 0.5.
 EXAMPLE_MATCH = 0.6
+# A message detected as another Latin-script language still gets the English heads while the
+# detector gives English at least this much confidence (see TextAnalyser._applies).
+ENGLISH_DOUBT = 0.05
+ENGLISH_WORDS = 0.3
+# English function words that are not words in the other Latin-script languages the detector
+# knows (a hand-written list: the detector's full models, which would not need it, cost 300 MB).
+_ENGLISH_WORDS = (
+    "the my is are was were and you your what how where why when with for this that it's "
+    "i'm i've i'll can't don't won't doesn't didn't isn't have has had will would could "
+    "should please of to i me it be been do does did not at from by an or if so just get "
+    "got need want can which who there their they we our us he she his her them"
+)
+_ENGLISH = frozenset(_ENGLISH_WORDS.split())
+_WORD = re.compile(r"[a-z']+")
+
+
+def english_plausible(text: str) -> bool:
+    """English is still likely though the detector chose another language (see
+    :meth:`TextAnalyser._applies`)."""
+    return (
+        language_confidence(text, "en") >= ENGLISH_DOUBT
+        or english_word_share(text) >= ENGLISH_WORDS
+    )
+
+
+def english_word_share(text: str) -> float:
+    words = _WORD.findall(text.casefold())
+    return sum(w in _ENGLISH for w in words) / len(words) if words else 0.0
+
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -126,22 +160,43 @@ class MicroBatcher(Generic[T, R]):
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    intent: str
-    intent_confidence: float
-    sentiment: str
-    sentiment_scores: dict[str, float]
-    anger: float
+    """What the model read.
+
+    ``intent`` is ``other`` when the best intent's confidence is under the head's calibrated
+    threshold; ``best_intent`` and ``intent_confidence`` are always the best intent and its
+    score, so a caller sees what was abstained from. ``language`` is the detected language
+    (None when the text is too short to tell); when the heads were not trained for it,
+    ``applied`` is False and intent, sentiment and anger are None rather than noise.
+    """
+
+    intent: str | None
+    intent_confidence: float | None
+    sentiment: str | None
+    sentiment_scores: dict[str, float] | None
+    anger: float | None
     model_version: str
+    best_intent: str | None = None
+    language: str | None = None
+    applied: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "language": self.language,
+            "applied": self.applied,
             "intent": self.intent,
-            "intent_confidence": round(self.intent_confidence, 4),
+            "intent_confidence": _round(self.intent_confidence),
+            "best_intent": self.best_intent,
             "sentiment": self.sentiment,
-            "sentiment_scores": {k: round(v, 4) for k, v in self.sentiment_scores.items()},
-            "anger": round(self.anger, 4),
+            "sentiment_scores": None
+            if self.sentiment_scores is None
+            else {k: round(v, 4) for k, v in self.sentiment_scores.items()},
+            "anger": _round(self.anger),
             "model_version": self.model_version,
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 @dataclass(frozen=True)
@@ -185,6 +240,8 @@ class TextAnalyser:
         other_below: float,
         examples: _Examples,
         version: str,
+        languages: Sequence[str] = ("en",),
+        language_heads: LanguageHeads | None = None,
         max_batch: int = 32,
         max_wait: float = 0.002,
     ) -> None:
@@ -192,9 +249,11 @@ class TextAnalyser:
         self._sentiment = sentiment
         self._anger = anger
         self._intent = intent
-        self._other_below = other_below
+        self.other_below = other_below
         self._examples = examples
         self.version = version
+        self.languages = tuple(languages)
+        self.language_heads = language_heads or LanguageHeads({}, {})
         self.batcher: MicroBatcher[str, Analysis] = MicroBatcher(
             self.analyse_batch, max_batch=max_batch, max_wait=max_wait
         )
@@ -207,8 +266,14 @@ class TextAnalyser:
         intent_dir: str | Path | None = None,
         heads_dir: str | Path | None = None,
         extra_intents: Mapping[str, Sequence[str]] | None = None,
+        language_dir: str | Path | None = None,
     ) -> TextAnalyser:
-        """The default heads (or ``heads_dir``), an optional company intent head, examples."""
+        """The default heads (or ``heads_dir``), an optional company intent head, examples.
+
+        The heads apply to the languages in their meta.json's ``languages`` (the shipped ones:
+        English, the only language of their encoder and training data). Other languages get
+        the character n-gram heads of ``language_dir`` (``DESK_LANGUAGE_HEADS``, default the
+        shipped ``nlp/heads/languages``) where there is one for them."""
         heads = Path(heads_dir or os.environ.get("DESK_HEADS") or DEFAULT_HEADS)
         meta = read_meta(heads)
         encoder = encoder_for(heads, meta, encoder_dir)
@@ -231,6 +296,10 @@ class TextAnalyser:
         if phrases:
             digest = hashlib.sha256(json.dumps([names, phrases]).encode()).hexdigest()[:8]
             version += f"+examples-{digest}"
+        languages = Path(language_dir or os.environ.get("DESK_LANGUAGE_HEADS") or LANGUAGE_HEADS)
+        language_heads = LanguageHeads.load(languages)
+        if language_heads.version:
+            version += "+" + language_heads.version
         return cls(
             encoder,
             sentiment=load_head(heads, "sentiment"),
@@ -239,6 +308,8 @@ class TextAnalyser:
             other_below=other_below,
             examples=_Examples(names, encoder.sentence(encoder.encode(phrases))),
             version=version + ("/int8" if encoder.quantized else ""),
+            languages=[str(x) for x in meta.get("languages", ["en"])],
+            language_heads=language_heads,
         )
 
     async def start(self) -> None:
@@ -251,35 +322,101 @@ class TextAnalyser:
         return await self.batcher.submit(text)
 
     def analyse_batch(self, texts: list[str]) -> list[Analysis]:
-        """Blocking: encode and score a batch (the CLI calls this directly)."""
-        vectors = self.encoder.encode(texts)
+        """Blocking: detect each text's language, then encode and score those the heads were
+        trained for, in one batch (the CLI calls this directly)."""
+        languages = [detect_language(t) for t in texts]
+        rows = [i for i, lang in enumerate(languages) if self._applies(texts[i], lang)]
+        for i in rows:  # read as English though the detector leaned elsewhere: say English
+            if languages[i] is not None and languages[i] not in self.languages:
+                languages[i] = "en"
+        out = [
+            Analysis(
+                intent=None,
+                intent_confidence=None,
+                sentiment=None,
+                sentiment_scores=None,
+                anger=None,
+                model_version=self.version,
+                language=lang,
+                applied=False,
+            )
+            for lang in languages
+        ]
+        self._other_languages(texts, languages, rows, out)
+        if not rows:
+            return out
+        vectors = self.encoder.encode([texts[i] for i in rows])
         sentiment = self._sentiment.proba(vectors)
         anger = self._anger.proba(vectors)[:, self._anger.labels.index("anger")]
         intents = self._intent.proba(vectors)
         sentences = self.encoder.sentence(vectors)
-        out = []
-        for row in range(len(texts)):
+        for k, row in enumerate(rows):
             scores = {
-                label: float(sentiment[row, i]) for i, label in enumerate(self._sentiment.labels)
+                label: float(sentiment[k, i]) for i, label in enumerate(self._sentiment.labels)
             }
-            best = int(np.argmax(intents[row]))
-            intent, confidence = self._intent.labels[best], float(intents[row, best])
-            if confidence < self._other_below:
-                intent = OTHER
-            match = self._examples.best(sentences[row])
+            best = int(np.argmax(intents[k]))
+            top, confidence = self._intent.labels[best], float(intents[k, best])
+            match = self._examples.best(sentences[k])
             if match is not None and match[1] >= EXAMPLE_MATCH:
-                intent, confidence = match
-            out.append(
-                Analysis(
-                    intent=intent,
-                    intent_confidence=confidence,
-                    sentiment=max(scores, key=lambda k: scores[k]),
-                    sentiment_scores=scores,
-                    anger=float(anger[row]),
-                    model_version=self.version,
-                )
+                top, confidence = match
+                intent = top
+            else:
+                intent = top if confidence >= self.other_below else OTHER
+            out[row] = Analysis(
+                intent=intent,
+                intent_confidence=confidence,
+                sentiment=max(scores, key=lambda key: scores[key]),
+                sentiment_scores=scores,
+                anger=float(anger[k]),
+                model_version=self.version,
+                best_intent=top,
+                language=languages[row],
             )
         return out
+
+    def _applies(self, text: str, language: str | None) -> bool:
+        """Whether the heads read ``text``: its language is one of theirs or unknown (too
+        short to tell), or English is still plausible. The detector's low-accuracy mode takes
+        short English for Italian or French ("I forgot my password": Italian, 0.98), so a
+        message it gives to another language still counts as English when the detector gives
+        English at least :data:`ENGLISH_DOUBT`, or when at least :data:`ENGLISH_WORDS` of its
+        words are English function words. Chosen on the training files: 0.3-0.8% of English
+        tweets and support questions are then kept from the English heads, and 93-98% of
+        XLM-T's Spanish, French, German, Italian and Portuguese tweets."""
+        if language is None or language in self.languages:
+            return True
+        return "en" in self.languages and english_plausible(text)
+
+    def _other_languages(
+        self,
+        texts: list[str],
+        languages: list[str | None],
+        applied: list[int],
+        out: list[Analysis],
+    ) -> None:
+        """Sentiment and anger from a language's own heads, where it has them."""
+        skip = set(applied)
+        for lang in {x for i, x in enumerate(languages) if x is not None and i not in skip}:
+            rows = [i for i, x in enumerate(languages) if x == lang and i not in skip]
+            batch = [texts[i] for i in rows]
+            sentiment = self.language_heads.sentiment.get(lang)
+            anger = self.language_heads.anger.get(lang)
+            s_proba = sentiment.proba(batch) if sentiment else None
+            a_proba = anger.proba(batch) if anger else None
+            for k, row in enumerate(rows):
+                scores = None
+                if sentiment is not None and s_proba is not None:
+                    labels = sentiment.head.labels
+                    scores = {label: float(s_proba[k, i]) for i, label in enumerate(labels)}
+                angry = None
+                if anger is not None and a_proba is not None:
+                    angry = float(a_proba[k, anger.head.labels.index("anger")])
+                out[row] = replace(
+                    out[row],
+                    sentiment=max(scores, key=lambda key: scores[key]) if scores else None,
+                    sentiment_scores=scores,
+                    anger=angry,
+                )
 
 
 def encoder_for(

@@ -43,3 +43,19 @@ async def test_an_angry_refund_request_is_urgent_on_the_card(model_stack: Stack)
     assert ticket.model_version.startswith("default-")
     assert ticket.classification["sentiment"] == "negative"
     assert ticket.classification["anger"] >= 0.5
+
+
+async def test_a_chinese_message_gets_no_english_scores(model_stack: Stack) -> None:
+    """Issue 11: the English heads read this angry refund demand as `positive`. They are not
+    applied to Chinese at all now: the card says so, and nothing is invented for the ticket."""
+    tg = model_stack.standins.telegram
+    await tg.customer_says(8, "我的订单三天了还没到，太差劲了，我要退款！", first_name="Li")
+    blocks = json.dumps((await model_stack.card())["blocks"], ensure_ascii=False)
+    assert "Model: not applied (zh)" in blocks
+    assert "sentiment" not in blocks and "anger" not in blocks
+    # The shipped rules.yaml's Chinese keywords set its priority instead.
+    assert "priority *high*" in blocks and "keyword '退款' → high" in blocks
+
+    ticket = await model_stack.ticket(1)
+    assert ticket.classification == {"language": "zh", "applied": False}
+    assert ticket.priority == "high"

@@ -19,7 +19,7 @@ def test_bench_prints_throughput_latency_and_memory(
 ) -> None:
     monkeypatch.setenv("DESK_DATA_DIR", str(tmp_path))  # an installed desk: no labelled sets
     out = io.StringIO()
-    bench.run(out, messages=64)
+    bench.run(out, messages=64, desk=False)
     text = out.getvalue()
     assert f"messages: 12 built-in messages (no {tmp_path})" in text
     rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)$", text, re.M)

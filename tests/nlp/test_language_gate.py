@@ -1,0 +1,143 @@
+"""English heads are never applied to text in another language: no invented sentiment."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.cards import model_line
+from nlp.cli import classify
+from nlp.heads import softmax
+from nlp.languages import CharHead, features, fit_char_head, ngrams
+from nlp.priority import KeywordRule, PriorityRules, Signals, decide
+from nlp.service import TextAnalyser
+
+ZH = "我的订单三天了还没到，太差劲了，我要退款！"
+ES = "Mi pedido no ha llegado y nadie responde, es una vergüenza, quiero mi dinero"
+RU = "Мой заказ не пришёл уже неделю, это безобразие, верните деньги"
+EN = "My order has not arrived after a week, this is a disgrace"
+
+
+@pytest.mark.model
+def test_other_languages_get_no_english_scores(tmp_path: Path) -> None:
+    analyser = TextAnalyser.load()
+    out = io.StringIO()
+    lines = [ZH, EN, ES, RU, "ok", "I forgot my password"]
+    classify(
+        io.StringIO("".join(json.dumps({"text": t}) + "\n" for t in lines)),
+        out,
+        model=None,
+        rules_path=tmp_path / "none.yaml",
+        analyser=analyser,
+    )
+    zh, en, es, ru, short, password = [json.loads(line) for line in out.getvalue().splitlines()]
+    for row, language in ((zh, "zh"), (es, "es"), (ru, "ru")):
+        assert row["language"] == language and row["applied"] is False
+        assert row["sentiment"] is row["sentiment_scores"] is row["intent"] is None
+        assert not any("sentiment" in r for r in row["reasons"])
+    assert zh["anger"] is es["anger"] is None
+    # Russian has a head of its own (CEDR, shipped): anger, and nothing else.
+    assert isinstance(ru["anger"], float) and 0 <= ru["anger"] <= 1
+    assert en["language"] == "en" and en["applied"] is True
+    assert en["sentiment"] == "negative"
+    # Too short to tell: the desk's usual languages get the benefit of the doubt.
+    assert short["language"] is None and short["applied"] is True
+    # The detector's low-accuracy mode says Italian (0.98); its words say English.
+    assert password["language"] == "en" and password["applied"] is True
+    assert password["intent"] == "recover_password"
+
+
+def test_the_card_says_the_model_was_not_applied() -> None:
+    assert model_line({"language": "zh", "applied": False}) == "Model: not applied (zh)"
+    assert (
+        model_line({"language": "ru", "applied": False, "anger": 0.714})
+        == "Model (ru): anger 0.71 · English heads not applied"
+    )
+    line = model_line(
+        {
+            "language": "en",
+            "applied": True,
+            "intent": "get_refund",
+            "intent_confidence": 0.93,
+            "sentiment": "negative",
+            "sentiment_scores": {"negative": 0.96},
+            "anger": 0.12,
+        }
+    )
+    assert line == "Model: intent get_refund 0.93 · sentiment negative 0.96 · anger 0.12"
+
+
+def test_chinese_keywords_match_inside_a_sentence() -> None:
+    rules = PriorityRules(
+        keywords=[
+            KeywordRule(match=["退款"], priority="high"),
+            KeywordRule(match=["outage"], priority="urgent"),
+        ]
+    )
+    assert decide(rules, Signals(text=ZH)).reasons == ("keyword '退款' → high",)
+    assert decide(rules, Signals(text="no poutage here")).priority == "normal"
+
+
+SPANISH = {
+    "negative": [
+        "odio este servicio, es horrible",
+        "pésimo, nunca más compro aquí",
+        "qué asco de atención, una vergüenza",
+        "horrible, me engañaron",
+    ],
+    "positive": [
+        "me encanta, muchas gracias",
+        "excelente servicio, todo perfecto",
+        "qué maravilla, muy contento",
+        "genial, llegó rápido y perfecto",
+    ],
+}
+
+
+@pytest.mark.model
+def test_a_language_head_gives_its_language_a_sentiment(tmp_path: Path) -> None:
+    texts = [t for v in SPANISH.values() for t in v]
+    labels = [k for k, v in SPANISH.items() for _ in v]
+    fit_char_head(texts, labels, c=10.0).save(tmp_path / "es-sentiment.npz")
+    (tmp_path / "meta.json").write_text(
+        json.dumps(
+            {
+                "version": "languages-test",
+                "heads": {"es-sentiment": {"language": "es", "task": "sentiment"}},
+            }
+        )
+    )
+    analyser = TextAnalyser.load(language_dir=tmp_path)
+    assert "+languages-test" in analyser.version
+    bad, good, zh = analyser.analyse_batch(
+        [
+            "una vergüenza de servicio, horrible, odio esta tienda",
+            "muchas gracias, todo perfecto y excelente",
+            ZH,
+        ]
+    )
+    assert bad.language == good.language == "es"
+    assert not bad.applied and bad.intent is None and bad.anger is None
+    assert (bad.sentiment, good.sentiment) == ("negative", "positive")
+    assert bad.sentiment_scores is not None
+    assert set(bad.sentiment_scores) == {"negative", "positive"}
+    assert zh.sentiment is None  # no head for Chinese in this folder
+    line = model_line({k: v for k, v in bad.as_dict().items() if v is not None})
+    assert line is not None
+    assert line.startswith("Model (es): sentiment negative 0.")
+    assert line.endswith("· English heads not applied")
+
+
+def test_character_features_are_stable_and_scored_without_scipy() -> None:
+    head = fit_char_head(
+        [t for v in SPANISH.values() for t in v], [k for k, v in SPANISH.items() for _ in v]
+    )
+    texts = ["horrible servicio", "todo perfecto", ""]
+    by_hand = CharHead(head).proba(texts)
+    sparse = softmax(np.asarray(features(texts) @ head.weights.T + head.bias, dtype=np.float64))
+    assert np.allclose(by_hand, sparse, atol=1e-5)
+    assert features(["abc"]).nnz == len(set(ngrams("abc")))
