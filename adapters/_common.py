@@ -15,17 +15,26 @@ class BodyTooLarge(Exception):
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; raise :class:`BodyTooLarge` beyond that.
+    """Read the whole body, to its end; raise :class:`BodyTooLarge` past ``limit`` bytes.
 
-    The desk's server also sets ``client_max_size``, but the adapter enforces its own documented
-    limit so that it holds whatever application it is installed in.
+    A body may arrive in many TCP pieces with gaps between them, so this reads until the end
+    of the body (Content-Length reached, or the last chunk of a chunked body) rather than
+    taking what has arrived so far. A chunked body has no length up front: it is counted as it
+    comes and refused as soon as it passes the limit, without buffering the rest.
+
+    The desk's server also sets ``client_max_size``, but that only guards ``request.read()``;
+    the adapter enforces its own documented limit so that it holds whatever application it is
+    installed in.
     """
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise BodyTooLarge
-    return body
+    body = bytearray()
+    # aiohttp's StreamReader has no bounded read-to-EOF, hence the loop.
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
 
 
 def too_large(limit: int) -> web.Response:
