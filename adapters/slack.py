@@ -61,6 +61,18 @@ from bot.settings import SlackSettings
 log = logging.getLogger("deskbot.adapters.slack")
 
 ROUTE = "/slack/events"
+# Every post the outbox makes carries its row id in message metadata (see find_posted).
+METADATA_EVENT = "deskbot_outbox"
+POSTS_WITH_METADATA = ("slack_card", "slack_post", "slack_thread")
+LOOKUP_LIMIT = 200
+
+
+def outbox_metadata(message: Outbound) -> dict[str, Any] | None:
+    if message.outbox_id is None:
+        return None
+    return {"event_type": METADATA_EVENT, "event_payload": {"outbox_id": message.outbox_id}}
+
+
 DESK_COMMAND = "/desk"
 ACTIONS = {"ticket_claim": "claim", "ticket_resolve": "resolve", "ticket_transfer": "transfer"}
 # Message subtypes that are a person saying something; every other subtype is bookkeeping.
@@ -446,17 +458,60 @@ class SlackAdapter:
         except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
             raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
 
+    async def find_posted(self, message: Outbound) -> Delivery | None:
+        """The post of outbox row ``message.outbox_id`` if Slack has it, found by its metadata.
+
+        Asked before a post whose outcome is unknown is made again (the desk died or timed out
+        while Slack held its answer): a thread message is looked for in its thread, a card or
+        channel post among the channel's latest messages. Needs ``channels:history`` (and
+        ``groups:history`` for private channels); Slack's refusal raises like :meth:`send`.
+        """
+        if message.outbox_id is None or message.kind not in POSTS_WITH_METADATA:
+            return None
+        self._ensure_session()
+        try:
+            if message.kind == "slack_thread":
+                resp = await self.client.conversations_replies(
+                    channel=message.destination,
+                    ts=_need_reply_to(message),
+                    include_all_metadata=True,
+                    limit=LOOKUP_LIMIT,
+                )
+            else:
+                resp = await self.client.conversations_history(
+                    channel=message.destination, include_all_metadata=True, limit=LOOKUP_LIMIT
+                )
+        except SlackApiError as exc:
+            raise map_slack_error(exc) from exc
+        except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
+        for found in resp.get("messages") or []:
+            metadata = as_mapping(as_mapping(found).get("metadata"))
+            payload = as_mapping(metadata.get("event_payload"))
+            if (
+                metadata.get("event_type") == METADATA_EVENT
+                and payload.get("outbox_id") == message.outbox_id
+            ):
+                return Delivery(platform_message_id=as_str(found.get("ts")) or None)
+        return None
+
     async def _send(self, message: Outbound) -> Delivery:
         blocks: Sequence[dict[str, Any]] | None = list(message.blocks) or None
         match message.kind:
             case "slack_card":
                 resp = await self.client.chat_postMessage(
-                    channel=message.destination, text=message.text, blocks=blocks
+                    channel=message.destination,
+                    text=message.text,
+                    blocks=blocks,
+                    metadata=outbox_metadata(message),
                 )
                 return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
             case "slack_post":
                 resp = await self.client.chat_postMessage(
-                    channel=message.destination, text=message.text, blocks=blocks
+                    channel=message.destination,
+                    text=message.text,
+                    blocks=blocks,
+                    metadata=outbox_metadata(message),
                 )
                 return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
             case "slack_thread":
@@ -466,6 +521,7 @@ class SlackAdapter:
                     text=message.text,
                     blocks=blocks,
                     thread_ts=thread_ts,
+                    metadata=outbox_metadata(message),
                 )
                 return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
             case "slack_card_update":

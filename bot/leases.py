@@ -23,7 +23,9 @@ platform. The desk's own notices to a customer (acknowledgement, welcome, reopen
 prompt and thanks) are then not sent again, so no customer gets two acknowledgements: the row
 becomes ``unknown`` and the ticket's thread says the customer may not have got it. An agent's
 reply is sent again (losing an answer is worse than a duplicate) and the thread says it may
-arrive twice. Slack posts are sent again as they are.
+arrive twice. A Slack post is looked for first by the outbox row id it carries in its message
+metadata, and recorded as sent when Slack has it (see ``OutboxSender._already_posted``); only a
+post Slack does not have is posted again.
 """
 
 from __future__ import annotations

@@ -61,6 +61,9 @@ class Outbound(BaseModel):
     chart: dict[str, Any] | None = None
     file_name: str | None = None  # slack_file
     file_title: str | None = None  # slack_file
+    # The outbox row being sent, set by the outbox (not stored in the row): a Slack post carries
+    # it in its message metadata, so the desk can find a post whose outcome it never heard.
+    outbox_id: int | None = None
 
 
 class Delivery(BaseModel):

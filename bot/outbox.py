@@ -19,8 +19,9 @@ What is guaranteed:
   settles that row: a notice the desk wrote itself (acknowledgement, welcome, reopened, rating
   prompt or thanks) is *not* sent again (at most once: status ``unknown``, and the thread says
   the customer may not have got it); an agent's reply *is* sent again (at least once: losing an
-  answer is worse, and the thread says it may arrive twice); Slack posts are sent again. A lease
-  held by a process on another host is waited out (60 seconds).
+  answer is worse, and the thread says it may arrive twice). A Slack post carries its row id
+  in message metadata and is looked for in the channel or thread before it is posted again, so
+  it reaches Slack once. A lease held by a process on another host is waited out (60 seconds).
 """
 
 from __future__ import annotations
@@ -279,7 +280,13 @@ class OutboxSender:
                 error=BadRequest(f"{out.channel} is not configured"),
             )
             return 1
+        if out.channel == "slack":
+            out = out.model_copy(update={"outbox_id": row_id})
         try:
+            found = await self._already_posted(sender, row_id, attempt, out)
+            if found is not None:
+                await self._finish(row_id, attempt, out, message_id, delivery=found)
+                return 1
             delivery = await self._send(sender, row_id, out, recoverable=current_card)
         except RetryAfter as exc:
             self._metrics.deliveries.labels(out.channel, "retry_after").inc()
@@ -329,6 +336,42 @@ class OutboxSender:
                 exc.detail,
             )
             return await self._recovery.recover(row_id, out, exc)
+
+    async def _already_posted(
+        self, sender: ChannelSender, row_id: int, attempt: int, out: Outbound
+    ) -> Delivery | None:
+        """Before posting again into Slack what may be there already, look for it.
+
+        A row claimed again after an attempt whose outcome is unknown (its process died, or the
+        call timed out, while Slack held the answer) may already be in Slack. Every post carries
+        its row id in message metadata, so the post is looked for first and, when found,
+        recorded as sent instead of posted twice. A Slack that cannot answer (5xx, 429) makes the
+        row wait and try again rather than post blind; one that refuses the lookup (a missing
+        ``channels:history`` scope, a thread that is gone) lets the post go ahead as before.
+        """
+        find = getattr(sender, "find_posted", None)
+        if attempt <= 1 or find is None:
+            return None
+        try:
+            found: Delivery | None = await find(out)
+        except (RetryAfter, Unavailable):
+            raise
+        except DeliveryError as exc:
+            log.warning(
+                "outbox.lookup_refused id=%d kind=%s error=%s: posting again",
+                row_id,
+                out.kind,
+                exc.detail,
+            )
+            return None
+        if found is not None:
+            log.info(
+                "outbox.found_posted id=%d kind=%s ts=%s: recorded, not posted again",
+                row_id,
+                out.kind,
+                found.platform_message_id,
+            )
+        return found
 
     async def _pace(self, out: Outbound) -> None:
         """Wait until the desk's own rate limit lets ``out`` go (used outside the claim loop)."""
@@ -465,7 +508,7 @@ class OutboxSender:
                     message.delivery_error = row.last_error
                 if ticket is not None and out.channel != "slack":
                     await self._report_failure(desk, ticket, message, error)
-            wake = await queue_effects(session, desk, f"outbox:{row_id}")
+            wake = await queue_effects(session, desk, f"outbox:{row_id}") > 0
         if wake:
             self.wakeup.set()
         return outcome
