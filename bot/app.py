@@ -146,7 +146,9 @@ class DeskApp:
         app.router.add_get("/metrics", self._metrics)
         for adapter in self.adapters:
             adapter.install(app)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Bodies are read as sent: a compressed webhook is refused with 415 (adapters/_common.py)
+        # instead of being inflated, unsigned, inside the HTTP parser.
+        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
         await site.start()

@@ -34,6 +34,7 @@ from bot.events import (
     event_from_json,
     event_to_json,
 )
+from bot.inbox import fitted, storable
 from bot.leases import this_process
 from bot.outbound import Outbound
 from bot.rules import Rules
@@ -60,12 +61,14 @@ class DbInbox:
         now = self._clock.now()
         rows = [
             {
+                # What the database would refuse (NUL, lone surrogates, NaN) never reaches it:
+                # an event that failed to store would be retried by the platform forever.
                 "channel": ev.channel,
-                "external_id": ev.external_id,
-                "conversation": ev.conversation,
+                "external_id": fitted(storable(ev.external_id)),
+                "conversation": fitted(storable(ev.conversation)),
                 "kind": ev.kind,
-                "payload": event_to_json(ev),
-                "raw": dict(raw),
+                "payload": storable(event_to_json(ev)),
+                "raw": storable(dict(raw)),
                 # Unknown kinds are kept for audit but never processed.
                 "status": "ignored" if isinstance(ev, Ignored) else "pending",
                 "attempts": 0,

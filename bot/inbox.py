@@ -1,7 +1,10 @@
-"""The adapters' one way into the desk."""
+"""The adapters' one way into the desk, and what may be stored through it."""
 
 from __future__ import annotations
 
+import hashlib
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -17,3 +20,45 @@ class Inbox(Protocol):
     """
 
     async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int: ...
+
+
+# Real platform payloads nest a handful of levels; anything far deeper is hostile, and would
+# only exhaust the recursion of whatever walks it next (serialisers, the ORM, the dispatcher).
+MAX_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class Unstorable(ValueError):
+    """A payload the desk will not store: nested too deeply, or not JSON at all."""
+
+
+def storable(value: Any, depth: int = 0) -> Any:
+    """``value`` as both databases will store it, or :class:`Unstorable`.
+
+    PostgreSQL refuses NUL in text and JSON and cannot encode a lone surrogate as UTF-8
+    (``json.loads`` gives both from ``\\u0000`` and ``\\ud800``): NULs are dropped and lone
+    surrogates become U+FFFD. NaN and the infinities are not JSON: they become null. Integers
+    are kept whatever their size (JSON has no limit); code that needs an int64 checks its own.
+    """
+    if depth > MAX_DEPTH:
+        raise Unstorable(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {storable(str(k), depth + 1): storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v, depth + 1) for v in value]
+    return value
+
+
+def fitted(value: str, size: int = 200) -> str:
+    """A key column's value within its ``size`` (PostgreSQL refuses longer; SQLite would
+    not): a longer one keeps its start and a digest of the whole, so it stays unique."""
+    if len(value) <= size:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:40]
+    return f"{value[: size - 41]}~{digest}"
