@@ -15,7 +15,7 @@ from bot.adapter import Adapter
 from bot.classifier import Classifier, RulesClassifier
 from bot.clock import Clock, SystemClock
 from bot.dispatcher import DbInbox, Dispatcher
-from bot.leases import reclaim_dead_leases
+from bot.leases import Heartbeat, reclaim_dead_leases
 from bot.outbound import ChannelSender
 from bot.outbox import Metrics, OutboxSender, RateLimits
 from bot.rules import Rules
@@ -90,6 +90,7 @@ class DeskApp:
         self.outbox: OutboxSender | None = None
         self.inbox: DbInbox | None = None
         self._runner: web.AppRunner | None = None
+        self.heartbeat: Heartbeat | None = None
         self.url = ""
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -118,7 +119,10 @@ class DeskApp:
         self.engine = create_engine(self.settings.database_url)
         await migrate(self.engine)
         self.sessions = session_factory(self.engine)
-        # Before the loops claim anything: what this host's dead desks held is ours at once.
+        # Register, then, before the loops claim anything, take over what dead desks held:
+        # this host's that no longer run, and any whose heartbeat stopped (bot/leases.py).
+        self.heartbeat = Heartbeat(self.sessions, self.rules, self.clock)
+        await self.heartbeat.beat()
         await reclaim_dead_leases(self.sessions, self.rules, self.clock.now())
         self.inbox = DbInbox(self.sessions, self.clock)
         self.adapters = build_adapters(self.settings, self.inbox)
@@ -165,6 +169,9 @@ class DeskApp:
             self.sessions, self.rules, self.clock, outbox_wakeup=self.outbox.wakeup
         )
         self.spawn(self.sla.run(self._stop), "sla")
+        # Beats, and takes over a desk that stops beating, within seconds; wakes the loops then.
+        self.heartbeat.on_takeover = self._wake_all
+        self.spawn(self.heartbeat.run(self._stop), "heartbeat")
         slack = next((a for a in self.adapters if a.channel == "slack"), None)
         if self.rules.availability.assignment_presence == "slack" and slack is not None:
             poller = PresencePoller(
@@ -195,6 +202,8 @@ class DeskApp:
             left = await self.outbox.drain(self.drain_seconds)
             if left:
                 log.warning("desk.stopping undelivered=%d (they go out on the next start)", left)
+        if self.heartbeat is not None:
+            await _quietly(self.heartbeat.leave())
         for adapter in self.adapters:
             if adapter.channel == "slack":
                 await _quietly(adapter.stop())
@@ -204,6 +213,12 @@ class DeskApp:
         if self.engine is not None:
             await self.engine.dispose()
         log.info("desk.stopped")
+
+    def _wake_all(self) -> None:
+        if self.outbox is not None:
+            self.outbox.wakeup.set()
+        if self.inbox is not None:
+            self.inbox.arrived.set()
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         assert self.engine is not None
