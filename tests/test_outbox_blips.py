@@ -16,7 +16,7 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.outbound import Delivery, Outbound
+from bot.outbound import Delivery, Outbound, Unavailable
 from storage.models import OutboxRow
 
 from .test_desk_core import Harness, make_harness
@@ -75,3 +75,46 @@ async def test_a_commit_lost_after_a_send_is_retried_not_sent_twice(
         if r.getMessage().startswith("outbox.sent") and "channel=telegram" in r.getMessage()
     ]
     assert sent_logs == [f"outbox.sent id={row.id} channel=telegram kind=text"]
+
+
+class TimingOutSlack:
+    """A Slack that takes a post and then times out before answering, once; it keeps what it
+    took, with the metadata the desk sent, and answers lookups as conversations.history does."""
+
+    def __init__(self) -> None:
+        self.posts: list[Outbound] = []
+        self.time_out_next = True
+        self.lookups = 0
+
+    async def send(self, message: Outbound) -> Delivery:
+        self.posts.append(message)
+        if self.time_out_next:
+            self.time_out_next = False
+            raise Unavailable("TimeoutError: the answer never came")
+        return Delivery(platform_message_id=f"{len(self.posts)}.000100")
+
+    async def find_posted(self, message: Outbound) -> Delivery | None:
+        self.lookups += 1
+        for n, post in enumerate(self.posts, 1):
+            if post.outbox_id == message.outbox_id:
+                return Delivery(platform_message_id=f"{n}.000100")
+        return None
+
+
+async def test_a_card_post_that_timed_out_is_found_not_posted_twice(engine: AsyncEngine) -> None:
+    desk = make_harness(engine)
+    slack = TimingOutSlack()
+    desk.outbox._senders = {"telegram": desk.telegram, "slack": slack}  # type: ignore[attr-defined]
+    await desk.inbox.accept([desk.customer("hello")], {})
+    await desk.settle()
+    assert [p.kind for p in slack.posts] == ["slack_card"]  # taken, but no answer
+    desk.clock.advance(seconds=5)  # past the backoff
+    await desk.settle()
+    assert [p.kind for p in slack.posts] == ["slack_card"]  # found, not posted again
+    assert slack.lookups == 1
+    ticket = await desk.ticket()
+    assert ticket.slack_ts == "1.000100"
+    async with desk.sessions() as s:
+        card = await s.scalar(select(OutboxRow).where(OutboxRow.channel == "slack"))
+        assert card is not None and card.status == "sent" and card.attempts == 2
+        assert slack.posts[0].outbox_id == card.id
