@@ -104,7 +104,7 @@ class TimingOutSlack:
 async def test_a_card_post_that_timed_out_is_found_not_posted_twice(engine: AsyncEngine) -> None:
     desk = make_harness(engine)
     slack = TimingOutSlack()
-    desk.outbox._senders = {"telegram": desk.telegram, "slack": slack}  # type: ignore[attr-defined]
+    desk.outbox._senders = {"telegram": desk.telegram, "slack": slack}
     await desk.inbox.accept([desk.customer("hello")], {})
     await desk.settle()
     assert [p.kind for p in slack.posts] == ["slack_card"]  # taken, but no answer

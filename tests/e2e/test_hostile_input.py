@@ -414,6 +414,7 @@ async def test_known_hostile_bodies(
         cases.append((dumps(replaced(template, path, [{"deep": [None]}]), 10), {}))
         cases.append((dumps(replaced(template, path, -(2**70)), 10), {}))
         cases.append((dumps(replaced(template, path, "\x00"), 10), {}))
+        cases.append((dumps(replaced(template, path, "9" * 300), 10), {}))  # longer than its column
     caplog.set_level(logging.INFO)
     async with aiohttp.ClientSession(auto_decompress=False) as http:
         poster = Poster(fuzzed, http)
