@@ -29,6 +29,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
@@ -36,6 +37,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters._common import (
+    BodyRefused,
     BodyTooLarge,
     as_mapping,
     as_str,
@@ -46,7 +48,7 @@ from adapters._common import (
     unavailable,
 )
 from bot.events import AgentAction, AgentMessage, Channel, Event, Ignored, SlashCommand
-from bot.inbox import Inbox
+from bot.inbox import Inbox, storable
 from bot.outbound import (
     BadRequest,
     Delivery,
@@ -63,6 +65,20 @@ from bot.supervisor import FORGET_ACTION
 log = logging.getLogger("deskbot.adapters.slack")
 
 ROUTE = "/slack/events"
+# A refusal Slack should not retry (it retries 4xx too, unless told so).
+NO_RETRY = {"X-Slack-No-Retry": "1"}
+# Every post the outbox makes carries its row id in message metadata (see find_posted).
+METADATA_EVENT = "deskbot_outbox"
+POSTS_WITH_METADATA = ("slack_card", "slack_post", "slack_thread")
+LOOKUP_LIMIT = 200
+
+
+def outbox_metadata(message: Outbound) -> dict[str, Any] | None:
+    if message.outbox_id is None:
+        return None
+    return {"event_type": METADATA_EVENT, "event_payload": {"outbox_id": message.outbox_id}}
+
+
 DESK_COMMAND = "/desk"
 ACTIONS = {"ticket_claim": "claim", "ticket_resolve": "resolve", "ticket_transfer": "transfer"}
 # Message subtypes that are a person saying something; every other subtype is bookkeeping.
@@ -255,6 +271,26 @@ def map_slack_error(exc: SlackApiError) -> DeliveryError:
 # The adapter
 
 
+def _no_retry(response: web.Response) -> web.Response:
+    response.headers.update(NO_RETRY)
+    return response
+
+
+class _NotStored(Exception):
+    """The inbox could not store an event: Slack's retry is what we want (503)."""
+
+
+def _where(error: BaseException) -> str:
+    """The innermost frame of ``error``: enough to find a bug, without a traceback in the log
+    for every hostile request."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 2)[-1]}:{tb.tb_lineno}"
+
+
 class _IdentityUnavailable(Exception):
     """auth.test failed; not a SlackApiError, so Bolt turns it into a 5xx instead of a 200."""
 
@@ -364,6 +400,9 @@ class SlackAdapter:
         except BodyTooLarge:
             log.warning("slack.rejected reason=too_large")
             return too_large(self._max_body)
+        except BodyRefused as exc:
+            log.warning("slack.rejected reason=%s", exc.reason)
+            return exc.response()
         timestamp = request.headers.get("X-Slack-Request-Timestamp")
         signature = request.headers.get("X-Slack-Signature")
         if not self._signature_ok(body, timestamp, signature):
@@ -379,18 +418,32 @@ class SlackAdapter:
                 query=request.query_string,
                 headers=headers,  # type: ignore[arg-type]
             )
-        except (ValueError, AttributeError, TypeError):
+            # Bolt verifies the raw body; what it and the listeners read is cleaned of what
+            # the database refuses, and refused when nested too deeply (see bot.inbox.storable).
+            bolt_request.body = storable(bolt_request.body)
+        except (ValueError, LookupError, AttributeError, TypeError, RecursionError):
             log.warning("slack.rejected reason=malformed_body")
-            return bad_request("malformed body")
+            return _no_retry(bad_request("malformed body"))
         if not isinstance(bolt_request.body, dict):
-            return bad_request("malformed body")
+            return _no_retry(bad_request("malformed body"))
         if bolt_request.body.get("type") not in ("url_verification", "ssl_check"):
             try:
                 await self.identity()
             except _IdentityUnavailable:
                 log.warning("slack.deferred reason=auth_test_failed")
                 return unavailable()
-        response = await self.app.async_dispatch(bolt_request)
+        try:
+            response = await self.app.async_dispatch(bolt_request)
+        except Exception as exc:  # Bolt's own error path trips on some bodies too
+            if isinstance(exc, _NotStored):
+                log.error("slack.inbox_failed error=%s", exc, exc_info=exc.__cause__)
+                return unavailable()
+            log.warning(
+                "slack.rejected reason=unprocessable error=%s at=%s",
+                type(exc).__name__,
+                _where(exc),
+            )
+            return _no_retry(bad_request("unprocessable payload"))
         if response.status >= 500:
             # A listener could not store the event (or auth.test failed inside Bolt): nothing
             # was acknowledged, so Slack's retry is what we want.
@@ -405,7 +458,26 @@ class SlackAdapter:
         except (ValueError, UnicodeDecodeError):  # a non-numeric timestamp, a non-UTF-8 body
             return False
 
+    async def _on_error(self, error: Exception) -> BoltResponse:
+        """Bolt's error handler: a body Bolt or a parser trips on is the sender's problem.
+
+        Without it Bolt answers 500 (the desk's 503): Slack retries a payload that can never
+        succeed, and every try logs a traceback. Only an event the inbox could not store is
+        worth a retry.
+        """
+        if isinstance(error, _NotStored):
+            log.error("slack.inbox_failed error=%s", error, exc_info=error.__cause__)
+            return BoltResponse(status=500, body="")
+        log.warning(
+            "slack.rejected reason=unprocessable error=%s at=%s",
+            type(error).__name__,
+            _where(error),
+        )
+        no_retry: dict[str, str | Sequence[str]] = {**NO_RETRY}
+        return BoltResponse(status=400, body={"error": "unprocessable payload"}, headers=no_retry)
+
     def _register(self, app: AsyncApp) -> None:
+        app.error(self._on_error)
         anything = re.compile(r".*")
         app.event(anything)(self._on_event)
         app.block_action(anything)(self._on_block_action)
@@ -414,7 +486,10 @@ class SlackAdapter:
         app.view(anything)(self._on_other)
 
     async def _accept(self, event: Event, raw: Mapping[str, Any]) -> None:
-        await self._inbox.accept([event], raw)
+        try:
+            await self._inbox.accept([event], raw)
+        except Exception as exc:
+            raise _NotStored(type(exc).__name__) from exc
         log.info("slack.event_accepted kind=%s external_id=%s", event.kind, event.external_id)
 
     async def _on_event(self, body: dict[str, Any], ack: AsyncAck) -> None:
@@ -489,17 +564,60 @@ class SlackAdapter:
         except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
             raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
 
+    async def find_posted(self, message: Outbound) -> Delivery | None:
+        """The post of outbox row ``message.outbox_id`` if Slack has it, found by its metadata.
+
+        Asked before a post whose outcome is unknown is made again (the desk died or timed out
+        while Slack held its answer): a thread message is looked for in its thread, a card or
+        channel post among the channel's latest messages. Needs ``channels:history`` (and
+        ``groups:history`` for private channels); Slack's refusal raises like :meth:`send`.
+        """
+        if message.outbox_id is None or message.kind not in POSTS_WITH_METADATA:
+            return None
+        self._ensure_session()
+        try:
+            if message.kind == "slack_thread":
+                resp = await self.client.conversations_replies(
+                    channel=message.destination,
+                    ts=_need_reply_to(message),
+                    include_all_metadata=True,
+                    limit=LOOKUP_LIMIT,
+                )
+            else:
+                resp = await self.client.conversations_history(
+                    channel=message.destination, include_all_metadata=True, limit=LOOKUP_LIMIT
+                )
+        except SlackApiError as exc:
+            raise map_slack_error(exc) from exc
+        except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
+        for found in resp.get("messages") or []:
+            metadata = as_mapping(as_mapping(found).get("metadata"))
+            payload = as_mapping(metadata.get("event_payload"))
+            if (
+                metadata.get("event_type") == METADATA_EVENT
+                and payload.get("outbox_id") == message.outbox_id
+            ):
+                return Delivery(platform_message_id=as_str(found.get("ts")) or None)
+        return None
+
     async def _send(self, message: Outbound) -> Delivery:
         blocks: Sequence[dict[str, Any]] | None = list(message.blocks) or None
         match message.kind:
             case "slack_card":
                 resp = await self.client.chat_postMessage(
-                    channel=message.destination, text=message.text, blocks=blocks
+                    channel=message.destination,
+                    text=message.text,
+                    blocks=blocks,
+                    metadata=outbox_metadata(message),
                 )
                 return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
             case "slack_post":
                 resp = await self.client.chat_postMessage(
-                    channel=message.destination, text=message.text, blocks=blocks
+                    channel=message.destination,
+                    text=message.text,
+                    blocks=blocks,
+                    metadata=outbox_metadata(message),
                 )
                 return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
             case "slack_thread":
@@ -509,6 +627,7 @@ class SlackAdapter:
                     text=message.text,
                     blocks=blocks,
                     thread_ts=thread_ts,
+                    metadata=outbox_metadata(message),
                 )
                 return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
             case "slack_card_update":

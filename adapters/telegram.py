@@ -54,6 +54,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from adapters._common import (
+    BodyRefused,
     BodyTooLarge,
     bad_request,
     parse_json_object,
@@ -551,6 +552,9 @@ class TelegramAdapter:
         except BodyTooLarge:
             log.warning("telegram.rejected reason=too_large")
             return too_large(self._max_body)
+        except BodyRefused as exc:
+            log.warning("telegram.rejected reason=%s", exc.reason)
+            return exc.response()
         try:
             data = parse_json_object(body)
             event = parse_update_json(data)

@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters._common import (
+    BodyRefused,
     BodyTooLarge,
     as_mapping,
     as_str,
@@ -369,6 +370,9 @@ class WhatsAppAdapter:
         except BodyTooLarge:
             log.warning("whatsapp.rejected reason=too_large")
             return too_large(self._max_body)
+        except BodyRefused as exc:
+            log.warning("whatsapp.rejected reason=%s", exc.reason)
+            return exc.response()
         header = request.headers.get(SIGNATURE_HEADER)
         if not header:
             log.warning("whatsapp.rejected reason=missing_signature")

@@ -15,7 +15,7 @@ from bot.adapter import Adapter
 from bot.classifier import Classifier, RulesClassifier
 from bot.clock import Clock, SystemClock
 from bot.dispatcher import DbInbox, Dispatcher
-from bot.leases import reclaim_dead_leases
+from bot.leases import Heartbeat, reclaim_dead_leases
 from bot.outbound import ChannelSender
 from bot.outbox import Metrics, OutboxSender, RateLimits
 from bot.privacy import RawPurger
@@ -99,6 +99,7 @@ class DeskApp:
         self.outbox: OutboxSender | None = None
         self.inbox: DbInbox | None = None
         self._runner: web.AppRunner | None = None
+        self.heartbeat: Heartbeat | None = None
         self.url = ""
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -127,7 +128,10 @@ class DeskApp:
         self.engine = create_engine(self.settings.database_url)
         await migrate(self.engine)
         self.sessions = session_factory(self.engine)
-        # Before the loops claim anything: what this host's dead desks held is ours at once.
+        # Register, then, before the loops claim anything, take over what dead desks held:
+        # this host's that no longer run, and any whose heartbeat stopped (bot/leases.py).
+        self.heartbeat = Heartbeat(self.sessions, self.rules, self.clock)
+        await self.heartbeat.beat()
         await reclaim_dead_leases(self.sessions, self.rules, self.clock.now())
         self.inbox = DbInbox(self.sessions, self.clock)
         self.adapters = build_adapters(self.settings, self.inbox, self.rules)
@@ -155,7 +159,9 @@ class DeskApp:
         app.router.add_get("/metrics", self._metrics)
         for adapter in self.adapters:
             adapter.install(app)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Bodies are read as sent: a compressed webhook is refused with 415 (adapters/_common.py)
+        # instead of being inflated, unsigned, inside the HTTP parser.
+        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
         await site.start()
@@ -172,6 +178,9 @@ class DeskApp:
             self.sessions, self.rules, self.clock, outbox_wakeup=self.outbox.wakeup
         )
         self.spawn(self.sla.run(self._stop), "sla")
+        # Beats, and takes over a desk that stops beating, within seconds; wakes the loops then.
+        self.heartbeat.on_takeover = self._wake_all
+        self.spawn(self.heartbeat.run(self._stop), "heartbeat")
         slack = next((a for a in self.adapters if a.channel == "slack"), None)
         if slack is not None:
             groups = GroupRefresher(
@@ -220,6 +229,8 @@ class DeskApp:
             left = await self.outbox.drain(self.drain_seconds)
             if left:
                 log.warning("desk.stopping undelivered=%d (they go out on the next start)", left)
+        if self.heartbeat is not None:
+            await _quietly(self.heartbeat.leave())
         for adapter in self.adapters:
             if adapter.channel == "slack":
                 await _quietly(adapter.stop())
@@ -229,6 +240,12 @@ class DeskApp:
         if self.engine is not None:
             await self.engine.dispose()
         log.info("desk.stopped")
+
+    def _wake_all(self) -> None:
+        if self.outbox is not None:
+            self.outbox.wakeup.set()
+        if self.inbox is not None:
+            self.inbox.arrived.set()
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         assert self.engine is not None

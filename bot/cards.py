@@ -129,7 +129,7 @@ def quoted_blocks(lead: str, text: str) -> list[dict[str, Any]]:
 def card_text(v: CardView) -> str:
     """The fallback text (notifications, screen readers). It is mrkdwn: customer text escaped."""
     return (
-        f"#{v.ticket_id} {v.priority.upper()} · {escape(v.customer_name)} "
+        f"#{v.ticket_id} {v.priority.upper()} · {escape(_clip(v.customer_name, 200))} "
         f"({CHANNEL_NAME.get(v.channel, v.channel)}): {escape(_clip(v.first_message, 200))}"
     )
 
@@ -159,8 +159,9 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
         state += " · ⚠️ customer unreachable (blocked the bot)"
     if v.team:
         state = f"Team *{v.team}* · {state}"
+    name = escape(_clip(v.customer_name, 200))  # a name is whatever the platform sent
     header = (
-        f"{PRIORITY_ICON.get(v.priority, '')} *#{v.ticket_id}* · *{escape(v.customer_name)}* "
+        f"{PRIORITY_ICON.get(v.priority, '')} *#{v.ticket_id}* · *{name}* "
         f"via {CHANNEL_NAME.get(v.channel, v.channel)} · priority *{v.priority}*"
     )
     reasons = "; ".join(v.reasons) or "no reasons recorded"

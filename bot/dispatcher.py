@@ -36,6 +36,7 @@ from bot.events import (
     event_from_json,
     event_to_json,
 )
+from bot.inbox import fitted, storable, unfit
 from bot.leases import this_process
 from bot.outbound import Outbound
 from bot.rules import Rules
@@ -62,22 +63,34 @@ class DbInbox:
         if not events:
             return 0
         now = self._clock.now()
-        rows = [
-            {
-                "channel": ev.channel,
-                "external_id": ev.external_id,
-                "conversation": ev.conversation,
-                "kind": ev.kind,
-                "payload": event_to_json(ev),
-                "raw": dict(raw),
-                # Unknown kinds are kept for audit but never processed.
-                "status": "ignored" if isinstance(ev, Ignored) else "pending",
-                "attempts": 0,
-                "received_at": now,
-                "processed_at": now if isinstance(ev, Ignored) else None,
-            }
-            for ev in events
-        ]
+        rows = []
+        for ev in events:
+            # What the database would refuse (NUL, lone surrogates, NaN, an id longer than its
+            # column, an integer beyond int64) never reaches it: an event that cannot be stored
+            # would be retried by the platform forever, one that cannot be processed would fail
+            # five times in the dispatcher. It is kept as ``ignored``, with the reason.
+            payload, unfit_why = unfit(storable(event_to_json(ev)))
+            ignored = isinstance(ev, Ignored) or unfit_why is not None
+            rows.append(
+                {
+                    "channel": ev.channel,
+                    "external_id": fitted(storable(ev.external_id)),
+                    "conversation": fitted(storable(ev.conversation)),
+                    "kind": ev.kind,
+                    "payload": payload,
+                    "raw": storable(dict(raw)),
+                    # Unknown kinds are kept for audit but never processed.
+                    "status": "ignored" if ignored else "pending",
+                    "error": unfit_why,
+                    "attempts": 0,
+                    "received_at": now,
+                    "processed_at": now if ignored else None,
+                }
+            )
+            if unfit_why is not None:
+                log.warning(
+                    "inbox.unfit channel=%s kind=%s reason=%s", ev.channel, ev.kind, unfit_why
+                )
         async with self._sessions.begin() as session:
             added = await inbox_add(session, rows)
         if added:

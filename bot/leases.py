@@ -8,8 +8,17 @@ being random per process. When a desk starts, it looks at the owners of the leas
 * an owner on this host with **our own pid** but another boot id is an earlier process that had
   our pid (a container restarting as pid 1, pid reuse): dead too, since we have not claimed
   anything yet and our boot id is new;
-* an owner on **another host** is waited out, as before: we cannot see its processes (a later
-  change adds heartbeats for that).
+* an owner on **another host** is judged by its heartbeat: every desk registers in the
+  ``processes`` table and beats every second (:class:`Heartbeat`); one whose last beat is more
+  than :data:`DEAD_AFTER` old is dead, wherever it ran, and every running desk checks for such
+  processes every second, not only at start-up. An owner on another host that never registered
+  (a desk from before heartbeats) is waited out: its 60-second lease.
+
+A process that stalls longer than :data:`DEAD_AFTER` (a frozen VM, a database it cannot reach
+for its beat) is taken for dead although it may still finish what it was doing: the row it was
+sending may then go out twice (each outcome is recorded once, by whoever holds the current
+claim; see ``OutboxSender._record``). Clocks are compared across hosts, so keep them in sync
+(NTP); a skew adds to :data:`DEAD_AFTER`.
 
 Why that is safe: a process that is not running holds no transaction and sends nothing, so no
 one else is working on what it claimed; expiring its lease only lets the row be claimed at once,
@@ -23,29 +32,38 @@ platform. The desk's own notices to a customer (acknowledgement, welcome, reopen
 prompt and thanks) are then not sent again, so no customer gets two acknowledgements: the row
 becomes ``unknown`` and the ticket's thread says the customer may not have got it. An agent's
 reply is sent again (losing an answer is worse than a duplicate) and the thread says it may
-arrive twice. Slack posts are sent again as they are.
+arrive twice. A Slack post is looked for first by the outbox row id it carries in its message
+metadata, and recorded as sent when Slack has it (see ``OutboxSender._already_posted``); only a
+post Slack does not have is posted again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.clock import Clock
 from bot.outbound import Outbound
 from bot.rules import Rules
 from bot.tickets import Desk, queue_effects
-from storage.models import Message, OutboxRow, Ticket
+from storage.models import Message, OutboxRow, Process, SlaTimer, Ticket
 from storage.queues import expire_inbox_leases, open_leases, outbox_held_by
 
 log = logging.getLogger("deskbot.leases")
 
 UNKNOWN_OUTCOME = "outcome unknown after a crash; not re-sent to avoid a duplicate"
+HEARTBEAT_EVERY = 1.0  # seconds between a desk's beats, and between its checks on the others
+DEAD_AFTER = timedelta(seconds=5)  # no beat for this long: dead
 CUSTOMER_CHANNELS = ("telegram", "whatsapp")
 
 _boot_id = secrets.token_hex(4)
@@ -116,19 +134,37 @@ def _quote(text: str, limit: int = 200) -> str:
 
 
 async def reclaim_dead_leases(
-    sessions: async_sessionmaker[AsyncSession], rules: Rules, now: datetime
+    sessions: async_sessionmaker[AsyncSession],
+    rules: Rules,
+    now: datetime,
+    *,
+    dead_after: timedelta = DEAD_AFTER,
 ) -> Reclaimed:
-    """At start-up: take over at once what this host's dead desks had claimed."""
+    """Take over at once what dead desks had claimed: this host's that no longer run, and any
+    registered desk whose heartbeat is older than ``dead_after``. Their process rows go."""
     async with sessions.begin() as session:
-        owners = sorted(o for o in await open_leases(session) if is_dead(o))
+        leases = await open_leases(session)
+        leases.update(await _timer_owners(session))
+        registered = dict(
+            (await session.execute(select(Process.owner, Process.heartbeat_at))).all()
+        )
+        me = this_process()
+        stale = {o for o, beat in registered.items() if o != me and beat < now - dead_after}
+        owners = sorted(stale | {o for o in leases | set(registered) if is_dead(o)})
         done = Reclaimed(owners)
         if not owners:
             return done
         # Ran out a moment ago: claimable by the very next claim, even under a frozen test clock.
         expired = now - timedelta(seconds=1)
         done.inbox = await expire_inbox_leases(session, owners, expired)
+        await session.execute(
+            update(SlaTimer)
+            .where(SlaTimer.lease_owner.in_(owners))
+            .values(lease_until=expired, lease_owner=None)
+        )
         for row in await outbox_held_by(session, owners):
             await _settle_unknown_send(session, rules, now, row, done, expired)
+        await session.execute(delete(Process).where(Process.owner.in_(owners)))
     log.info(
         "leases.reclaimed owners=%s inbox=%d outbox=%d not_resent=%d resent_replies=%d",
         ",".join(owners),
@@ -138,6 +174,74 @@ async def reclaim_dead_leases(
         done.resent_replies,
     )
     return done
+
+
+async def _timer_owners(session: AsyncSession) -> set[str]:
+    found = await session.scalars(
+        select(SlaTimer.lease_owner).where(SlaTimer.lease_owner.is_not(None)).distinct()
+    )
+    return {o for o in found.all() if o}
+
+
+class Heartbeat:
+    """This desk's row in ``processes``: registered at start, beaten every second, removed at
+    a clean stop; and, on each beat, the takeover of whatever dead desks held."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        rules: Rules,
+        clock: Clock,
+        *,
+        every: float = HEARTBEAT_EVERY,
+        dead_after: timedelta = DEAD_AFTER,
+        on_takeover: Callable[[], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._rules = rules
+        self._clock = clock
+        self._every = every
+        self._dead_after = dead_after
+        self.on_takeover = on_takeover
+        self.owner = this_process()
+
+    async def beat(self) -> None:
+        """Say we are alive; registers again if another desk took us for dead meanwhile."""
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            row = await session.get(Process, self.owner)
+            if row is None:
+                host, pid, _ = self.owner.rsplit(":", 2)
+                session.add(
+                    Process(
+                        owner=self.owner, host=host, pid=int(pid), started_at=now, heartbeat_at=now
+                    )
+                )
+            else:
+                row.heartbeat_at = now
+
+    async def reap(self) -> Reclaimed:
+        done = await reclaim_dead_leases(
+            self._sessions, self._rules, self._clock.now(), dead_after=self._dead_after
+        )
+        if done.owners and self.on_takeover is not None:
+            self.on_takeover()
+        return done
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.beat()
+                await self.reap()
+            except Exception as exc:  # the database is away: the loops say so; try again
+                log.warning("leases.heartbeat_failed error=%s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._every)
+
+    async def leave(self) -> None:
+        """At a clean stop: nothing is held any more, so no one needs to wait for us."""
+        async with self._sessions.begin() as session:
+            await session.execute(delete(Process).where(Process.owner == self.owner))
 
 
 async def _settle_unknown_send(

@@ -65,6 +65,9 @@ class Outbound(BaseModel):
     # the removal of such a keyboard once it has served.
     ask_contact: str | None = None
     remove_keyboard: bool = False
+    # The outbox row being sent, set by the outbox (not stored in the row): a Slack post carries
+    # it in its message metadata, so the desk can find a post whose outcome it never heard.
+    outbox_id: int | None = None
 
 
 class Delivery(BaseModel):

@@ -19,8 +19,9 @@ What is guaranteed:
   settles that row: a notice the desk wrote itself (acknowledgement, welcome, reopened, rating
   prompt or thanks) is *not* sent again (at most once: status ``unknown``, and the thread says
   the customer may not have got it); an agent's reply *is* sent again (at least once: losing an
-  answer is worse, and the thread says it may arrive twice); Slack posts are sent again. A lease
-  held by a process on another host is waited out (60 seconds).
+  answer is worse, and the thread says it may arrive twice). A Slack post carries its row id
+  in message metadata and is looked for in the channel or thread before it is posted again, so
+  it reaches Slack once. A process on another host is taken over once its heartbeat is 5 s old.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
@@ -58,6 +60,11 @@ from storage.models import Identity, Message, OutboxRow, Ticket
 from storage.queues import outbox_claim
 
 log = logging.getLogger("deskbot.outbox")
+
+# A database that blinks (a dropped connection, a failover, SQLite busy) while the outcome of a
+# send is recorded: tried again after these pauses, about 6 seconds in all.
+_RECORD_PAUSES = (0.1, 0.3, 0.6, 1.0, 2.0, 2.0)
+_DB_ERRORS = (DBAPIError, OSError, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +199,9 @@ class OutboxSender:
         self._idle_poll = idle_poll
         self.wakeup = asyncio.Event()
         self.sent = 0
+        # Sent, but the database could not record it (see _finish): recorded, not re-sent,
+        # when the row comes back to this process.
+        self._unrecorded: dict[int, Delivery] = {}
         slack = senders.get("slack")
         self._recovery = (
             CardRecovery(sessions, slack, rules, clock, self._pace) if slack is not None else None
@@ -267,6 +277,9 @@ class OutboxSender:
         queued: datetime | None = None,
     ) -> int:
         out = Outbound.model_validate(payload)
+        if row_id in self._unrecorded:
+            await self._finish(row_id, attempt, out, message_id, delivery=self._unrecorded[row_id])
+            return 1
         if out.kind == "slack_card" and queued is not None:
             out = held_back_note(out, self._clock.now() - queued)
         slack_channel, card_ts = cards.get(out.ticket_id or -1, (None, None))
@@ -297,7 +310,13 @@ class OutboxSender:
                 error=BadRequest(f"{out.channel} is not configured"),
             )
             return 1
+        if out.channel == "slack":
+            out = out.model_copy(update={"outbox_id": row_id})
         try:
+            found = await self._already_posted(sender, row_id, attempt, out)
+            if found is not None:
+                await self._finish(row_id, attempt, out, message_id, delivery=found)
+                return 1
             delivery = await self._send(sender, row_id, out, recoverable=current_card)
         except RetryAfter as exc:
             self._metrics.deliveries.labels(out.channel, "retry_after").inc()
@@ -348,6 +367,42 @@ class OutboxSender:
             )
             return await self._recovery.recover(row_id, out, exc)
 
+    async def _already_posted(
+        self, sender: ChannelSender, row_id: int, attempt: int, out: Outbound
+    ) -> Delivery | None:
+        """Before posting again into Slack what may be there already, look for it.
+
+        A row claimed again after an attempt whose outcome is unknown (its process died, or the
+        call timed out, while Slack held the answer) may already be in Slack. Every post carries
+        its row id in message metadata, so the post is looked for first and, when found,
+        recorded as sent instead of posted twice. A Slack that cannot answer (5xx, 429) makes the
+        row wait and try again rather than post blind; one that refuses the lookup (a missing
+        ``channels:history`` scope, a thread that is gone) lets the post go ahead as before.
+        """
+        find = getattr(sender, "find_posted", None)
+        if attempt <= 1 or find is None:
+            return None
+        try:
+            found: Delivery | None = await find(out)
+        except (RetryAfter, Unavailable):
+            raise
+        except DeliveryError as exc:
+            log.warning(
+                "outbox.lookup_refused id=%d kind=%s error=%s: posting again",
+                row_id,
+                out.kind,
+                exc.detail,
+            )
+            return None
+        if found is not None:
+            log.info(
+                "outbox.found_posted id=%d kind=%s ts=%s: recorded, not posted again",
+                row_id,
+                out.kind,
+                found.platform_message_id,
+            )
+        return found
+
     async def _pace(self, out: Outbound) -> None:
         """Wait until the desk's own rate limit lets ``out`` go (used outside the claim loop)."""
         for _ in range(100):  # a bucket refills within seconds; never spin forever
@@ -382,12 +437,78 @@ class OutboxSender:
         delivery: Delivery | None = None,
         error: DeliveryError | None = None,
     ) -> None:
+        """Record a row's outcome, retrying a database that blinks.
+
+        After a successful send this commit is all that stands between one delivery and two: if
+        it is lost, the row's lease runs out and it is sent again. So a failed commit is tried
+        again for a few seconds (a dropped connection, a failover, SQLite busy); if the database
+        stays away, the delivery is remembered in this process, so that when the row comes back
+        to us it is recorded instead of sent again, and an ERROR says what may happen.
+        """
         result = "sent" if error is None else type(error).__name__.lower()
+        recorded: str | None = None
+        for pause in (*_RECORD_PAUSES, None):
+            try:
+                recorded = await self._record(row_id, attempt, out, message_id, delivery, error)
+                break
+            except _DB_ERRORS as exc:
+                if pause is None:
+                    if delivery is not None:
+                        self._unrecorded[row_id] = delivery
+                    log.error(
+                        "outbox.unrecorded id=%d channel=%s kind=%s result=%s error=%s: the "
+                        "database could not record the outcome; it is recorded when the row "
+                        "comes back to this process, another process may send it again",
+                        row_id,
+                        out.channel,
+                        out.kind,
+                        result,
+                        type(exc).__name__,
+                    )
+                    return
+                log.warning(
+                    "outbox.record_retry id=%d error=%s retry_in=%.1f",
+                    row_id,
+                    type(exc).__name__,
+                    pause,
+                )
+                await asyncio.sleep(pause)
+        self._unrecorded.pop(row_id, None)
+        if recorded is None:
+            return  # lease lost; the other worker's outcome stands
         self._metrics.deliveries.labels(out.channel, result).inc()
+        # Logged only once committed: "sent" in the log means "sent" in the database.
+        if error is None:
+            self.sent += 1
+            log.info("outbox.sent id=%d channel=%s kind=%s", row_id, out.channel, out.kind)
+        else:
+            log.warning(
+                "outbox.failed id=%d channel=%s kind=%s error=%s",
+                row_id,
+                out.channel,
+                out.kind,
+                recorded,
+            )
+
+    async def _record(
+        self,
+        row_id: int,
+        attempt: int,
+        out: Outbound,
+        message_id: int | None,
+        delivery: Delivery | None,
+        error: DeliveryError | None,
+    ) -> str | None:
+        """One transaction recording the outcome; None when the lease was lost meanwhile."""
+        wake = False
         async with self._sessions.begin() as session:
             row = await session.get(OutboxRow, row_id, with_for_update=True)
-            if row is None or row.status != "sending" or row.attempts != attempt:
-                return  # lease lost; the other worker's outcome stands
+            if row is None or row.attempts != attempt:
+                return None
+            if row.status == "sent" and delivery is not None:
+                return "sent"  # an earlier try did commit; only its answer was lost
+            if row.status != "sending":
+                return None
             now = self._clock.now()
             row.lease_until = None
             message = await session.get(Message, message_id) if message_id else None
@@ -407,25 +528,20 @@ class OutboxSender:
                         desk.react(ticket, message.slack_ts, self._rules.slack.relayed_reaction)
                         # An agent's reply counts for the SLA once the platform accepted it.
                         await SlaKeeper(desk).refresh(ticket)
-                self.sent += 1
-                log.info("outbox.sent id=%d channel=%s kind=%s", row_id, out.channel, out.kind)
+                outcome = "sent"
             else:
                 row.status = "failed"
                 row.last_error = f"{type(error).__name__}: {error.detail}"[:2000]
-                log.warning(
-                    "outbox.failed id=%d channel=%s kind=%s error=%s",
-                    row_id,
-                    out.channel,
-                    out.kind,
-                    row.last_error,
-                )
+                outcome = row.last_error
                 if message is not None:
                     message.delivery = "failed"
                     message.delivery_error = row.last_error
                 if ticket is not None and out.channel != "slack":
                     await self._report_failure(desk, ticket, message, error)
-            if await queue_effects(session, desk, f"outbox:{row_id}"):
-                self.wakeup.set()
+            wake = await queue_effects(session, desk, f"outbox:{row_id}") > 0
+        if wake:
+            self.wakeup.set()
+        return outcome
 
     async def _report_failure(
         self, desk: Desk, ticket: Ticket, message: Message | None, error: DeliveryError

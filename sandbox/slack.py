@@ -8,10 +8,15 @@ chat.update in an archived channel; ``thread_not_found`` for a reply under a del
 block actions and slash commands signed with the v0 scheme; an event the desk does not
 acknowledge with 2xx is delivered again with ``X-Slack-Retry-Num``; slash commands and actions
 carry a ``response_url`` the stand-in hosts (5 uses, 30 minutes).
+
+Message ``metadata`` as Slack keeps it: chat.postMessage takes ``{"event_type",
+"event_payload"}`` (``invalid_metadata_format`` otherwise), and conversations.history and
+conversations.replies return it only when asked with ``include_all_metadata``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -86,6 +91,9 @@ class SlackStandIn:
         self._changed = Waiter()
         self._retry_base = retry_base_delay
         self._deliverer = Deliverer(timeout=3)  # Slack gives an app 3 s to acknowledge
+        self._holds: dict[str, int] = {}  # method → how many answers to hold back
+        self._release = asyncio.Event()
+        self._release.set()
 
     def install(self, app: web.Application, prefix: str) -> None:
         app.router.add_post(prefix + "/api/{method}", self.handle)
@@ -172,6 +180,16 @@ class SlackStandIn:
     ) -> None:
         """The next ``times`` calls of ``method`` fail: an HTTP status, or 200 with ``error``."""
         self.failures.add(method, status=status, retry_after=retry_after, error=error, times=times)
+
+    def hold_after_accept(self, method: str, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` are carried out (a message is posted) but
+        their HTTP answers are held back until :meth:`release_held`: the moment in which a
+        client that dies cannot know that Slack accepted its message."""
+        self._holds[method] = times
+        self._release.clear()
+
+    def release_held(self) -> None:
+        self._release.set()
 
     async def delete_message(self, channel: str, ts: str) -> None:
         """Someone deletes a message, as with chat.delete; a card goes with its whole thread.
@@ -488,6 +506,8 @@ class SlackStandIn:
             "usergroups.users.list": self._usergroup_members,
             "conversations.info": self._conversation_info,
             "conversations.open": self._conversation_open,
+            "conversations.history": self._history,
+            "conversations.replies": self._replies,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
         }.get(method)
@@ -510,6 +530,9 @@ class SlackStandIn:
             return web.json_response({"ok": False, "error": exc.error})
         if isinstance(result, web.Response):
             return result
+        if self._holds.get(method, 0) > 0:
+            self._holds[method] -= 1
+            await self._release.wait()
         return web.json_response({"ok": True, **result})
 
     async def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -568,6 +591,7 @@ class SlackStandIn:
         thread_ts = params.get("thread_ts") or None
         if thread_ts is not None and self._find(channel, str(thread_ts)) is None:
             raise SlackError("thread_not_found")
+        metadata = self._metadata(params)
         if self._bucket is not None:
             wait = self._bucket.take(channel)
             if wait > 0:
@@ -589,9 +613,73 @@ class SlackStandIn:
             message["blocks"] = blocks
         if thread_ts is not None:
             message["thread_ts"] = str(thread_ts)
+        shown = dict(message)
+        if metadata is not None:
+            message["metadata"] = metadata
         self.channels[channel].append(message)
         await self._changed.notify()
-        return {"channel": channel, "ts": ts, "message": message}
+        return {"channel": channel, "ts": ts, "message": shown}
+
+    @staticmethod
+    def _metadata(params: dict[str, Any]) -> dict[str, Any] | None:
+        raw = params.get("metadata")
+        if raw in (None, ""):
+            return None
+        try:
+            metadata = json_field(raw)
+        except ValueError:
+            raise SlackError("invalid_metadata_format") from None
+        if (
+            not isinstance(metadata, dict)
+            or not isinstance(metadata.get("event_type"), str)
+            or not metadata["event_type"]
+            or not isinstance(metadata.get("event_payload", {}), dict)
+        ):
+            raise SlackError("invalid_metadata_format")
+        return {
+            "event_type": metadata["event_type"],
+            "event_payload": metadata.get("event_payload", {}),
+        }
+
+    @staticmethod
+    def _listed(messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+        """A page of messages as the history methods return them (metadata only when asked)."""
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        try:
+            limit = min(max(int(params.get("limit") or 100), 1), 999)
+            oldest = float(params.get("oldest") or 0)
+            latest = float(params.get("latest") or 0) or float("inf")
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        inclusive = str(params.get("inclusive", "")).lower() in ("1", "true")
+        picked = [
+            m
+            for m in messages
+            if (
+                oldest <= float(m["ts"]) <= latest
+                if inclusive
+                else oldest < float(m["ts"]) < latest
+            )
+        ]
+        page = picked[:limit]
+        shown = [
+            m if with_metadata else {k: v for k, v in m.items() if k != "metadata"} for m in page
+        ]
+        return {"messages": shown, "has_more": len(picked) > limit}
+
+    async def _history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """conversations.history: a channel's top-level messages, newest first."""
+        channel = self._channel(params)
+        return self._listed(list(reversed(self.messages(channel))), params)
+
+    async def _replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        """conversations.replies: the parent, then its replies oldest first."""
+        channel = self._channel(params)
+        ts = str(params.get("ts") or "")
+        parent = self._find(channel, ts)
+        if parent is None:
+            raise SlackError("thread_not_found")
+        return self._listed([parent, *self.thread(channel, ts)], params)
 
     async def _update(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)

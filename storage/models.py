@@ -287,3 +287,15 @@ class OutboxRow(Base):
     platform_message_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class Process(Base):
+    """A running desk and its last heartbeat; a stale one is dead and its leases are taken."""
+
+    __tablename__ = "processes"
+    __table_args__ = (Index("ix_processes_heartbeat", "heartbeat_at"),)
+    owner: Mapped[str] = mapped_column(String(120), primary_key=True)  # host:pid:boot id
+    host: Mapped[str] = mapped_column(String(80))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]

@@ -342,3 +342,33 @@ async def test_telegram_set_my_commands_checks_commands_and_language(
         }
     finally:
         await bot.session.close()
+
+
+async def test_slack_keeps_message_metadata_and_shows_it_only_when_asked(
+    standins: StandIns,
+) -> None:
+    client = AsyncWebClient(token="xoxb-right", base_url=standins.slack_api_base)
+    tag = {"event_type": "deskbot_outbox", "event_payload": {"outbox_id": 7}}
+    card = await client.chat_postMessage(channel="C0SUPPORT", text="card", metadata=tag)
+    reply = await client.chat_postMessage(
+        channel="C0SUPPORT", text="in thread", thread_ts=card["ts"], metadata=tag
+    )
+    with pytest.raises(SlackApiError) as caught:
+        await client.chat_postMessage(
+            channel="C0SUPPORT", text="x", metadata={"event_payload": {"a": 1}}
+        )
+    assert caught.value.response["error"] == "invalid_metadata_format"
+
+    plain = await client.conversations_history(channel="C0SUPPORT")
+    assert [m["ts"] for m in plain["messages"]] == [card["ts"]]
+    assert "metadata" not in plain["messages"][0]
+    full = await client.conversations_history(channel="C0SUPPORT", include_all_metadata=True)
+    assert full["messages"][0]["metadata"] == tag
+    thread = await client.conversations_replies(
+        channel="C0SUPPORT", ts=card["ts"], include_all_metadata=True
+    )
+    assert [m["ts"] for m in thread["messages"]] == [card["ts"], reply["ts"]]
+    assert thread["messages"][1]["metadata"] == tag
+    with pytest.raises(SlackApiError) as caught:
+        await client.conversations_replies(channel="C0SUPPORT", ts="1.000009")
+    assert caught.value.response["error"] == "thread_not_found"
