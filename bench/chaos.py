@@ -137,6 +137,7 @@ class Result:
     replies_doubled: list[str] = field(default_factory=list)
     unhealthy: list[int] = field(default_factory=list)
     quiet_after: float | None = None
+    quiet_after_input: float | None = None  # from the last thing a customer or agent did
     forwarded: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -169,7 +170,8 @@ class Result:
             f"  unhealthy desks at the end: {self.unhealthy or 'none'}",
             "  quiet "
             + (
-                f"{self.quiet_after:.1f} s after the last fault"
+                f"{self.quiet_after:.1f} s after the last fault,"
+                f" {self.quiet_after_input or 0:.1f} s after the last input"
                 if self.quiet_after is not None
                 else "never (timed out)"
             ),
@@ -403,8 +405,10 @@ async def run(
                     await standins.slack.agent_clicks(
                         card["channel"], card["ts"], "ticket_resolve", AGENT
                     )
+        last_input = time.monotonic()
         quiet = await _quiet(database_url, timeout=120)
         result.quiet_after = time.monotonic() - last_fault if quiet else None
+        result.quiet_after_input = time.monotonic() - last_input if quiet else None
         for platform, ident in who:
             if platform != "telegram":
                 continue
