@@ -45,6 +45,7 @@ from adapters._common import (
     too_large,
     unavailable,
 )
+from adapters.slack_people import DisplayNames
 from bot.events import AgentAction, AgentMessage, Channel, Event, Ignored, SlashCommand
 from bot.inbox import Inbox
 from bot.outbound import (
@@ -258,6 +259,7 @@ class SlackAdapter:
             timeout=request_timeout,
             retry_handlers=[],
         )
+        self.names = DisplayNames(self.client)
         self._auth: AsyncSlackResponse | None = None
         self._auth_lock = asyncio.Lock()
         self._started = False
@@ -388,7 +390,17 @@ class SlackAdapter:
         app.shortcut(anything)(self._on_other)
         app.view(anything)(self._on_other)
 
+    async def _named(self, event: Event) -> Event:
+        """An agent's event with their display name (users.info, cached): the desk shows
+        people names, not Slack ids."""
+        if isinstance(event, AgentMessage | AgentAction):
+            self._ensure_session()
+            name = await self.names.get(event.user_id, event.user_name)
+            return event.model_copy(update={"user_name": name})
+        return event
+
     async def _accept(self, event: Event, raw: Mapping[str, Any]) -> None:
+        event = await self._named(event)
         await self._inbox.accept([event], raw)
         log.info("slack.event_accepted kind=%s external_id=%s", event.kind, event.external_id)
 

@@ -58,6 +58,7 @@ class CardView:
     waiting_reason: str | None = None  # why nobody has it yet
     transfer_to: tuple[str, ...] = ()  # the other teams, for the Transfer menu
     sla: Mapping[str, Any] | None = None  # the SLA clocks as last computed (tickets.sla)
+    assignee_name: str | None = None  # their Slack display name, when the desk knows it
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -76,6 +77,12 @@ def model_line(model: Mapping[str, Any] | None) -> str | None:
 def escape(text: str) -> str:
     # Slack mrkdwn treats these three as control characters.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def person(user_id: str, name: str | None = None) -> str:
+    """An agent as people see them: their display name (bold, escaped), or a mention when the
+    desk has not learnt the name (Slack renders a mention as the name too)."""
+    return f"*{escape(name)}*" if name else f"<@{user_id}>"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -122,20 +129,23 @@ def card_text(v: CardView) -> str:
 
 def _resolved_state(v: CardView) -> str:
     """Who resolved it, and who had it when that was someone else."""
+    assignee = person(v.assignee_id, v.assignee_name) if v.assignee_id else ""
     if v.resolved_by is None:  # resolved before the desk recorded who did it
-        return "Resolved" + (f" · assigned to <@{v.assignee_id}>" if v.assignee_id else "")
-    state = f"Resolved by <@{v.resolved_by}>"
-    if v.assignee_id and v.assignee_id != v.resolved_by:
-        state += f" · assigned to <@{v.assignee_id}>"
-    return state
+        return "Resolved" + (f" · assigned to {assignee}" if assignee else "")
+    if v.resolved_by == v.assignee_id:
+        return f"Resolved by {assignee}"
+    return f"Resolved by {person(v.resolved_by)}" + (
+        f" · assigned to {assignee}" if assignee else ""
+    )
 
 
 def card_blocks(v: CardView) -> list[dict[str, Any]]:
     given = "Assigned to" if v.assigned_by == "desk" else "Claimed by"
+    who = person(v.assignee_id, v.assignee_name) if v.assignee_id else ""
     state = {
         "new": "New, unclaimed" + (f" · {v.waiting_reason}" if v.waiting_reason else ""),
-        "open": f"{given} <@{v.assignee_id}>" if v.assignee_id else "Open",
-        "pending": f"Waiting on the customer · <@{v.assignee_id}>" if v.assignee_id else "Pending",
+        "open": f"{given} {who}" if who else "Open",
+        "pending": f"Waiting on the customer · {who}" if who else "Pending",
         "resolved": _resolved_state(v),
         "closed": "Closed",
     }.get(v.status, v.status)

@@ -115,6 +115,7 @@ class AgentMessage(_Event):
     ts: str
     thread_ts: str | None = None
     text: str = ""
+    user_name: str = ""  # their Slack display name, when the adapter could read it
 
 
 class AgentAction(_Event):

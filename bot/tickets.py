@@ -23,6 +23,7 @@ from bot.cards import (
     card_text,
     conversation_summary,
     escape,
+    person,
     quoted_blocks,
     said_blocks,
 )
@@ -269,6 +270,7 @@ class Desk:
             waiting_reason=ticket.waiting_reason,
             transfer_to=tuple(t for t in self.rules.teams if t != ticket.team),
             sla=ticket.sla,
+            assignee_name=ticket.assignee_name,
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:
@@ -676,10 +678,10 @@ class Desk:
         is_note = any(text.lower().startswith(p) for p in self.rules.slack.note_prefixes)
         claimed = False
         if not is_note and ticket.assignee_id is None:
-            self._assign(ticket, ev.user_id, "", "replied in the thread", "replied")
+            self._assign(ticket, ev.user_id, ev.user_name, "replied in the thread", "replied")
             self.set_status(ticket, "open", ev.user_id, "agent replied")
             # Said in the thread as the Claim button says it, so everyone sees who took it.
-            self.thread(ticket, f"🙋 <@{ev.user_id}> claimed this ticket.")
+            self.thread(ticket, f"🙋 {person(ev.user_id, ev.user_name)} claimed this ticket.")
             claimed = True
         if is_note or ticket.assignee_id != ev.user_id or not text:
             self.s.add(
@@ -749,7 +751,8 @@ class Desk:
                 if ticket.status == "new":
                     self.set_status(ticket, "open", ev.user_id, "claimed")
                 took = f" (it had been given to <@{was}> automatically)" if was else ""
-                self.thread(ticket, f"🙋 <@{ev.user_id}> claimed this ticket{took}.")
+                who = person(ev.user_id, ev.user_name)
+                self.thread(ticket, f"🙋 {who} claimed this ticket{took}.")
                 await self.refresh_card(ticket)
             return
         if ticket.status in ACTIVE:
@@ -784,7 +787,7 @@ class Desk:
                 ),
                 message=prompt,
             )
-            self.thread(ticket, f"✅ <@{ev.user_id}> resolved this ticket.")
+            self.thread(ticket, f"✅ {person(ev.user_id, ev.user_name)} resolved this ticket.")
             await self.refresh_card(ticket)
             await self._capacity_freed(ticket.assignee_id)
             self.decided("tickets.resolved ticket=%d by=%s", ticket.id, ev.user_id)

@@ -654,7 +654,7 @@ class SlackStandIn:
                 "real_name": name.title(),
                 "is_bot": False,
                 "deleted": False,
-                "profile": {"display_name": name, "real_name": name.title()},
+                "profile": {"display_name": name.title(), "real_name": name.title()},
             }
         }
 
