@@ -21,7 +21,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -64,6 +64,15 @@ log = logging.getLogger("deskbot.adapters.slack")
 ROUTE = "/slack/events"
 DESK_COMMAND = "/desk"
 ACTIONS = {"ticket_claim": "claim", "ticket_resolve": "resolve", "ticket_transfer": "transfer"}
+# The card's controls (bot/controls.py): static selects carry "<ticket>:<choice>" in each option;
+# the users and multi-select menus take the ticket from their block_id ("controls.<ticket>.<rev>").
+CONTROLS: dict[str, Literal["priority", "status", "intent", "reassign", "tags"]] = {
+    "ticket_priority": "priority",
+    "ticket_status": "status",
+    "ticket_intent": "intent",
+    "ticket_reassign": "reassign",
+    "ticket_tags": "tags",
+}
 # Message subtypes that are a person saying something; every other subtype is bookkeeping.
 AGENT_SUBTYPES = (None, "thread_broadcast", "file_share")
 # ok:false errors that mean "Slack had a bad moment", not "your request is wrong".
@@ -131,6 +140,8 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
     )
     conversation = f"slack:{channel}:{message_ts}" if channel and message_ts else "slack:ignored"
     action_id = as_str(action.get("action_id"))
+    if action_id in CONTROLS:
+        return _parse_control(body, action, external_id, conversation, channel, message_ts)
     kind = ACTIONS.get(action_id)
     if kind is None:
         return _ignored(external_id, conversation, f"action {action_id or 'unknown'}")
@@ -153,6 +164,60 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
         user_name=as_str(user.get("name")) or as_str(user.get("username")),
         slack_channel=channel,
         message_ts=message_ts,
+        response_url=as_str(body.get("response_url")) or None,
+    )
+
+
+def _parse_control(
+    body: Mapping[str, Any],
+    action: Mapping[str, Any],
+    external_id: str,
+    conversation: str,
+    channel: str,
+    message_ts: str,
+) -> Event:
+    """One of the card's menus → AgentAction; anything malformed or forged → Ignored."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    action_id = as_str(action.get("action_id"))
+    kind = CONTROLS[action_id]
+    block = as_str(action.get("block_id")).split(".")
+    from_block = block[1] if len(block) == 3 and block[0] == "controls" else ""
+    value: str | None = None
+    values: tuple[str, ...] = ()
+    number = from_block
+    if kind == "reassign":
+        value = as_str(action.get("selected_user")) or None
+    elif kind == "tags":
+        chosen = action.get("selected_options")
+        pairs = [
+            as_str(as_mapping(o).get("value")).partition(":")
+            for o in (chosen if isinstance(chosen, list) else [])
+        ]
+        if any(n != number or not tag for n, _, tag in pairs):
+            return _ignored(external_id, conversation, f"action {action_id} with bad value")
+        values = tuple(tag for _, _, tag in pairs)
+    else:
+        number, _, picked = as_str(
+            as_mapping(action.get("selected_option")).get("value")
+        ).partition(":")
+        value = picked or None
+    if not number.isdigit() or (kind != "tags" and not value):
+        return _ignored(external_id, conversation, f"action {action_id} with bad value")
+    if not channel or not message_ts or not user_id:
+        return _ignored(external_id, conversation, f"action {action_id} outside a message")
+    return AgentAction(
+        external_id=external_id,
+        conversation=conversation,
+        action=kind,
+        ticket_id=int(number),
+        user_id=user_id,
+        user_name=as_str(user.get("name")) or as_str(user.get("username")),
+        slack_channel=channel,
+        message_ts=message_ts,
+        value=value,
+        values=values,
+        response_url=as_str(body.get("response_url")) or None,
     )
 
 
@@ -395,8 +460,10 @@ class SlackAdapter:
         people names, not Slack ids."""
         if isinstance(event, AgentMessage | AgentAction):
             self._ensure_session()
-            name = await self.names.get(event.user_id, event.user_name)
-            return event.model_copy(update={"user_name": name})
+            update = {"user_name": await self.names.get(event.user_id, event.user_name)}
+            if isinstance(event, AgentAction) and event.action == "reassign" and event.value:
+                update["target_name"] = await self.names.get(event.value)
+            return event.model_copy(update=update)
         return event
 
     async def _accept(self, event: Event, raw: Mapping[str, Any]) -> None:
@@ -509,7 +576,11 @@ class SlackAdapter:
         webhook = AsyncWebhookClient(
             url=message.destination, timeout=self._timeout, retry_handlers=[]
         )
-        resp = await webhook.send(text=message.text, blocks=blocks, response_type="ephemeral")
+        # Ephemeral: only the person who typed the command or used the control sees it; from a
+        # message's button, replace_original=False keeps the card itself as it is.
+        resp = await webhook.send(
+            text=message.text, blocks=blocks, response_type="ephemeral", replace_original=False
+        )
         if resp.status_code == 200:
             return Delivery()
         if resp.status_code == 429:

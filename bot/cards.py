@@ -24,7 +24,9 @@ from slack_sdk.models.blocks import (
     RichTextQuoteElement,
     RichTextSectionElement,
     SectionBlock,
+    StaticMultiSelectElement,
     StaticSelectElement,
+    UserSelectElement,
 )
 from slack_sdk.models.blocks.basic_components import Option
 
@@ -59,6 +61,11 @@ class CardView:
     transfer_to: tuple[str, ...] = ()  # the other teams, for the Transfer menu
     sla: Mapping[str, Any] | None = None  # the SLA clocks as last computed (tickets.sla)
     assignee_name: str | None = None  # their Slack display name, when the desk knows it
+    tags: tuple[str, ...] = ()  # the ticket's tags (bot/controls.py)
+    intent_label: str | None = None  # the intent an agent corrected the model's to
+    tag_choices: tuple[str, ...] = ()  # rules.yaml's tags, for the Tags menu
+    intent_choices: tuple[str, ...] = ()  # the known intents, for the Correct intent menu
+    revision: str = ""  # makes the menus' block_ids new on each update (see controls_block)
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -140,7 +147,9 @@ def _resolved_state(v: CardView) -> str:
 
 
 def card_blocks(v: CardView) -> list[dict[str, Any]]:
-    given = "Assigned to" if v.assigned_by == "desk" else "Claimed by"
+    # "Claimed" when they took it themselves; the desk's choice or a colleague's reassignment
+    # is "Assigned".
+    given = "Assigned to" if v.assigned_by not in (None, v.assignee_id) else "Claimed by"
     who = person(v.assignee_id, v.assignee_name) if v.assignee_id else ""
     state = {
         "new": "New, unclaimed" + (f" · {v.waiting_reason}" if v.waiting_reason else ""),
@@ -155,6 +164,10 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
         state += " · ⚠️ customer unreachable (blocked the bot)"
     if v.team:
         state = f"Team *{v.team}* · {state}"
+    if v.tags:
+        state += " · 🏷️ " + ", ".join(escape(t) for t in v.tags)
+    if v.intent_label:
+        state += f" · intent corrected to *{escape(v.intent_label)}*"
     header = (
         f"{PRIORITY_ICON.get(v.priority, '')} *#{v.ticket_id}* · *{escape(v.customer_name)}* "
         f"via {CHANNEL_NAME.get(v.channel, v.channel)} · priority *{v.priority}*"
@@ -205,8 +218,72 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
             )
         )
     if buttons:
-        blocks.append(ActionsBlock(block_id="actions", elements=buttons))
+        actions_id = f"actions.{v.revision}" if v.revision else "actions"
+        blocks.append(ActionsBlock(block_id=actions_id, elements=buttons))
+    if v.status in ("new", "open", "pending"):
+        blocks.append(controls_block(v))
     return [b.to_dict() for b in blocks]
+
+
+PRIORITIES = ("urgent", "high", "normal", "low")
+STATUSES = {"open": "Open", "pending": "Waiting on customer", "resolved": "Resolved"}
+MENU_LIMIT = 100  # options in one Slack menu
+
+
+def controls_block(v: CardView) -> ActionsBlock:
+    """Priority, status, reassign, tags and Correct intent. Slack keeps what a person picked
+    in a menu for as long as the block_id stays the same, so each update of the card gives
+    the block a new one (``revision``): the menus then show what the desk did, including after
+    a refused change."""
+    tid = v.ticket_id
+
+    def option(value: str, text: str) -> Option:
+        return Option(text=text, value=f"{tid}:{value}")
+
+    priorities = [option(p, f"{PRIORITY_ICON[p]} {p.title()}") for p in PRIORITIES]
+    statuses = [option(k, text) for k, text in STATUSES.items()]
+    current = v.status if v.status in STATUSES else None
+    elements: list[StaticSelectElement | UserSelectElement | StaticMultiSelectElement] = [
+        StaticSelectElement(
+            placeholder="Priority",
+            action_id="ticket_priority",
+            options=priorities,
+            initial_option=next((o for o in priorities if o.value == f"{tid}:{v.priority}"), None),
+        ),
+        StaticSelectElement(
+            placeholder="Status",
+            action_id="ticket_status",
+            options=statuses,
+            initial_option=next((o for o in statuses if o.value == f"{tid}:{current}"), None),
+        ),
+        UserSelectElement(
+            placeholder="Reassign…", action_id="ticket_reassign", initial_user=v.assignee_id
+        ),
+    ]
+    if v.tag_choices:
+        tags = [option(t, t) for t in v.tag_choices[:MENU_LIMIT]]
+        chosen = [o for o in tags if o.value.partition(":")[2] in v.tags]
+        elements.append(
+            StaticMultiSelectElement(
+                placeholder="Tags",
+                action_id="ticket_tags",
+                options=tags,
+                initial_options=chosen or None,
+            )
+        )
+    if v.intent_choices:
+        intents = [option(i, i) for i in v.intent_choices[:MENU_LIMIT]]
+        elements.append(
+            StaticSelectElement(
+                placeholder="Correct intent",
+                action_id="ticket_intent",
+                options=intents,
+                initial_option=next(
+                    (o for o in intents if o.value == f"{tid}:{v.intent_label}"), None
+                ),
+            )
+        )
+    return ActionsBlock(block_id=f"controls.{tid}.{v.revision or '0'}", elements=elements)
 
 
 # -- the conversation so far, for a card posted anew (re-posted or transferred) -------------

@@ -28,6 +28,7 @@ from bot.cards import (
     said_blocks,
 )
 from bot.classifier import Classification
+from bot.controls import CONTROL_ACTIONS, Controls, known_intents, ticket_labels
 from bot.events import (
     AgentAction,
     AgentMessage,
@@ -252,6 +253,8 @@ class Desk:
                 )
             )
         )
+        tags, intent_label = await ticket_labels(self.s, ticket.id)
+        model_intent = (ticket.classification or {}).get("intent")
         return CardView(
             ticket_id=ticket.id,
             customer_name=customer.name,
@@ -271,6 +274,14 @@ class Desk:
             transfer_to=tuple(t for t in self.rules.teams if t != ticket.team),
             sla=ticket.sla,
             assignee_name=ticket.assignee_name,
+            tags=tags,
+            intent_label=intent_label,
+            tag_choices=self.rules.tags,
+            intent_choices=known_intents(
+                self.rules, model_intent if isinstance(model_intent, str) else None
+            ),
+            # New menus' block_ids on every update (bot/controls.py says why).
+            revision=f"{int(self.now.timestamp() * 1000):x}",
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:
@@ -740,6 +751,9 @@ class Desk:
             return
         if ev.action == "transfer":
             await self._transfer(ticket, ev.user_id, ev.team or "")
+            return
+        if ev.action in CONTROL_ACTIONS:
+            await Controls(self).apply(ticket, ev)
             return
         if ev.action == "claim":
             # A person's claim wins over an automatic assignment (even one made a moment ago,
