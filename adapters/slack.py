@@ -21,7 +21,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -47,6 +47,7 @@ from adapters._common import (
     too_large,
     unavailable,
 )
+from adapters.slack_people import DisplayNames
 from bot.events import AgentAction, AgentMessage, Channel, Event, Ignored, SlashCommand
 from bot.inbox import Inbox, storable
 from bot.outbound import (
@@ -81,6 +82,15 @@ def outbox_metadata(message: Outbound) -> dict[str, Any] | None:
 
 DESK_COMMAND = "/desk"
 ACTIONS = {"ticket_claim": "claim", "ticket_resolve": "resolve", "ticket_transfer": "transfer"}
+# The card's controls (bot/controls.py): static selects carry "<ticket>:<choice>" in each option;
+# the users and multi-select menus take the ticket from their block_id ("controls.<ticket>.<rev>").
+CONTROLS: dict[str, Literal["priority", "status", "intent", "reassign", "tags"]] = {
+    "ticket_priority": "priority",
+    "ticket_status": "status",
+    "ticket_intent": "intent",
+    "ticket_reassign": "reassign",
+    "ticket_tags": "tags",
+}
 # Message subtypes that are a person saying something; every other subtype is bookkeeping.
 AGENT_SUBTYPES = (None, "thread_broadcast", "file_share")
 # ok:false errors that mean "Slack had a bad moment", not "your request is wrong".
@@ -152,6 +162,8 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
         # The confirmed "Forget customer" button: the same /desk command with "confirm", so the
         # role check, the audit and the answer are the command's own.
         return _forget_confirmed(body, external_id, user_id, channel, as_str(action.get("value")))
+    if action_id in CONTROLS:
+        return _parse_control(body, action, external_id, conversation, channel, message_ts)
     kind = ACTIONS.get(action_id)
     if kind is None:
         return _ignored(external_id, conversation, f"action {action_id or 'unknown'}")
@@ -193,6 +205,59 @@ def _forget_confirmed(
         slack_channel=channel,
         response_url=as_str(body.get("response_url")) or None,
         team_domain=as_str(as_mapping(body.get("team")).get("domain")),
+    )
+
+
+def _parse_control(
+    body: Mapping[str, Any],
+    action: Mapping[str, Any],
+    external_id: str,
+    conversation: str,
+    channel: str,
+    message_ts: str,
+) -> Event:
+    """One of the card's menus → AgentAction; anything malformed or forged → Ignored."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    action_id = as_str(action.get("action_id"))
+    kind = CONTROLS[action_id]
+    block = as_str(action.get("block_id")).split(".")
+    from_block = block[1] if len(block) == 3 and block[0] == "controls" else ""
+    value: str | None = None
+    values: tuple[str, ...] = ()
+    number = from_block
+    if kind == "reassign":
+        value = as_str(action.get("selected_user")) or None
+    elif kind == "tags":
+        chosen = action.get("selected_options")
+        pairs = [
+            as_str(as_mapping(o).get("value")).partition(":")
+            for o in (chosen if isinstance(chosen, list) else [])
+        ]
+        if any(n != number or not tag for n, _, tag in pairs):
+            return _ignored(external_id, conversation, f"action {action_id} with bad value")
+        values = tuple(tag for _, _, tag in pairs)
+    else:
+        number, _, picked = as_str(
+            as_mapping(action.get("selected_option")).get("value")
+        ).partition(":")
+        value = picked or None
+    if not number.isdigit() or (kind != "tags" and not value):
+        return _ignored(external_id, conversation, f"action {action_id} with bad value")
+    if not channel or not message_ts or not user_id:
+        return _ignored(external_id, conversation, f"action {action_id} outside a message")
+    return AgentAction(
+        external_id=external_id,
+        conversation=conversation,
+        action=kind,
+        ticket_id=int(number),
+        user_id=user_id,
+        user_name=as_str(user.get("name")) or as_str(user.get("username")),
+        slack_channel=channel,
+        message_ts=message_ts,
+        value=value,
+        values=values,
+        response_url=as_str(body.get("response_url")) or None,
     )
 
 
@@ -319,6 +384,7 @@ class SlackAdapter:
             timeout=request_timeout,
             retry_handlers=[],
         )
+        self.names = DisplayNames(self.client)
         self._auth: AsyncSlackResponse | None = None
         self._auth_lock = asyncio.Lock()
         self._started = False
@@ -485,7 +551,19 @@ class SlackAdapter:
         app.shortcut(anything)(self._on_other)
         app.view(anything)(self._on_other)
 
+    async def _named(self, event: Event) -> Event:
+        """An agent's event with their display name (users.info, cached): the desk shows
+        people names, not Slack ids."""
+        if isinstance(event, AgentMessage | AgentAction):
+            self._ensure_session()
+            update = {"user_name": await self.names.get(event.user_id, event.user_name)}
+            if isinstance(event, AgentAction) and event.action == "reassign" and event.value:
+                update["target_name"] = await self.names.get(event.value)
+            return event.model_copy(update=update)
+        return event
+
     async def _accept(self, event: Event, raw: Mapping[str, Any]) -> None:
+        event = await self._named(event)
         try:
             await self._inbox.accept([event], raw)
         except Exception as exc:
@@ -659,7 +737,11 @@ class SlackAdapter:
         webhook = AsyncWebhookClient(
             url=message.destination, timeout=self._timeout, retry_handlers=[]
         )
-        resp = await webhook.send(text=message.text, blocks=blocks, response_type="ephemeral")
+        # Ephemeral: only the person who typed the command or used the control sees it; from a
+        # message's button, replace_original=False keeps the card itself as it is.
+        resp = await webhook.send(
+            text=message.text, blocks=blocks, response_type="ephemeral", replace_original=False
+        )
         if resp.status_code == 200:
             return Delivery()
         if resp.status_code == 429:

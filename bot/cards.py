@@ -24,7 +24,9 @@ from slack_sdk.models.blocks import (
     RichTextQuoteElement,
     RichTextSectionElement,
     SectionBlock,
+    StaticMultiSelectElement,
     StaticSelectElement,
+    UserSelectElement,
 )
 from slack_sdk.models.blocks.basic_components import Option
 
@@ -58,6 +60,12 @@ class CardView:
     waiting_reason: str | None = None  # why nobody has it yet
     transfer_to: tuple[str, ...] = ()  # the other teams, for the Transfer menu
     sla: Mapping[str, Any] | None = None  # the SLA clocks as last computed (tickets.sla)
+    assignee_name: str | None = None  # their Slack display name, when the desk knows it
+    tags: tuple[str, ...] = ()  # the ticket's tags (bot/controls.py)
+    intent_label: str | None = None  # the intent an agent corrected the model's to
+    tag_choices: tuple[str, ...] = ()  # rules.yaml's tags, for the Tags menu
+    intent_choices: tuple[str, ...] = ()  # the known intents, for the Correct intent menu
+    revision: str = ""  # makes the menus' block_ids new on each update (see controls_block)
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -90,6 +98,12 @@ def model_line(model: Mapping[str, Any] | None) -> str | None:
 def escape(text: str) -> str:
     # Slack mrkdwn treats these three as control characters.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def person(user_id: str, name: str | None = None) -> str:
+    """An agent as people see them: their display name (bold, escaped), or a mention when the
+    desk has not learnt the name (Slack renders a mention as the name too)."""
+    return f"*{escape(name)}*" if name else f"<@{user_id}>"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -136,20 +150,25 @@ def card_text(v: CardView) -> str:
 
 def _resolved_state(v: CardView) -> str:
     """Who resolved it, and who had it when that was someone else."""
+    assignee = person(v.assignee_id, v.assignee_name) if v.assignee_id else ""
     if v.resolved_by is None:  # resolved before the desk recorded who did it
-        return "Resolved" + (f" · assigned to <@{v.assignee_id}>" if v.assignee_id else "")
-    state = f"Resolved by <@{v.resolved_by}>"
-    if v.assignee_id and v.assignee_id != v.resolved_by:
-        state += f" · assigned to <@{v.assignee_id}>"
-    return state
+        return "Resolved" + (f" · assigned to {assignee}" if assignee else "")
+    if v.resolved_by == v.assignee_id:
+        return f"Resolved by {assignee}"
+    return f"Resolved by {person(v.resolved_by)}" + (
+        f" · assigned to {assignee}" if assignee else ""
+    )
 
 
 def card_blocks(v: CardView) -> list[dict[str, Any]]:
-    given = "Assigned to" if v.assigned_by == "desk" else "Claimed by"
+    # "Claimed" when they took it themselves; the desk's choice or a colleague's reassignment
+    # is "Assigned".
+    given = "Assigned to" if v.assigned_by not in (None, v.assignee_id) else "Claimed by"
+    who = person(v.assignee_id, v.assignee_name) if v.assignee_id else ""
     state = {
         "new": "New, unclaimed" + (f" · {v.waiting_reason}" if v.waiting_reason else ""),
-        "open": f"{given} <@{v.assignee_id}>" if v.assignee_id else "Open",
-        "pending": f"Waiting on the customer · <@{v.assignee_id}>" if v.assignee_id else "Pending",
+        "open": f"{given} {who}" if who else "Open",
+        "pending": f"Waiting on the customer · {who}" if who else "Pending",
         "resolved": _resolved_state(v),
         "closed": "Closed",
     }.get(v.status, v.status)
@@ -160,6 +179,10 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
     if v.team:
         state = f"Team *{v.team}* · {state}"
     name = escape(_clip(v.customer_name, 200))  # a name is whatever the platform sent
+    if v.tags:
+        state += " · 🏷️ " + ", ".join(escape(t) for t in v.tags)
+    if v.intent_label:
+        state += f" · intent corrected to *{escape(v.intent_label)}*"
     header = (
         f"{PRIORITY_ICON.get(v.priority, '')} *#{v.ticket_id}* · *{name}* "
         f"via {CHANNEL_NAME.get(v.channel, v.channel)} · priority *{v.priority}*"
@@ -210,8 +233,72 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
             )
         )
     if buttons:
-        blocks.append(ActionsBlock(block_id="actions", elements=buttons))
+        actions_id = f"actions.{v.revision}" if v.revision else "actions"
+        blocks.append(ActionsBlock(block_id=actions_id, elements=buttons))
+    if v.status in ("new", "open", "pending"):
+        blocks.append(controls_block(v))
     return [b.to_dict() for b in blocks]
+
+
+PRIORITIES = ("urgent", "high", "normal", "low")
+STATUSES = {"open": "Open", "pending": "Waiting on customer", "resolved": "Resolved"}
+MENU_LIMIT = 100  # options in one Slack menu
+
+
+def controls_block(v: CardView) -> ActionsBlock:
+    """Priority, status, reassign, tags and Correct intent. Slack keeps what a person picked
+    in a menu for as long as the block_id stays the same, so each update of the card gives
+    the block a new one (``revision``): the menus then show what the desk did, including after
+    a refused change."""
+    tid = v.ticket_id
+
+    def option(value: str, text: str) -> Option:
+        return Option(text=text, value=f"{tid}:{value}")
+
+    priorities = [option(p, f"{PRIORITY_ICON[p]} {p.title()}") for p in PRIORITIES]
+    statuses = [option(k, text) for k, text in STATUSES.items()]
+    current = v.status if v.status in STATUSES else None
+    elements: list[StaticSelectElement | UserSelectElement | StaticMultiSelectElement] = [
+        StaticSelectElement(
+            placeholder="Priority",
+            action_id="ticket_priority",
+            options=priorities,
+            initial_option=next((o for o in priorities if o.value == f"{tid}:{v.priority}"), None),
+        ),
+        StaticSelectElement(
+            placeholder="Status",
+            action_id="ticket_status",
+            options=statuses,
+            initial_option=next((o for o in statuses if o.value == f"{tid}:{current}"), None),
+        ),
+        UserSelectElement(
+            placeholder="Reassign…", action_id="ticket_reassign", initial_user=v.assignee_id
+        ),
+    ]
+    if v.tag_choices:
+        tags = [option(t, t) for t in v.tag_choices[:MENU_LIMIT]]
+        chosen = [o for o in tags if o.value.partition(":")[2] in v.tags]
+        elements.append(
+            StaticMultiSelectElement(
+                placeholder="Tags",
+                action_id="ticket_tags",
+                options=tags,
+                initial_options=chosen or None,
+            )
+        )
+    if v.intent_choices:
+        intents = [option(i, i) for i in v.intent_choices[:MENU_LIMIT]]
+        elements.append(
+            StaticSelectElement(
+                placeholder="Correct intent",
+                action_id="ticket_intent",
+                options=intents,
+                initial_option=next(
+                    (o for o in intents if o.value == f"{tid}:{v.intent_label}"), None
+                ),
+            )
+        )
+    return ActionsBlock(block_id=f"controls.{tid}.{v.revision or '0'}", elements=elements)
 
 
 # -- the conversation so far, for a card posted anew (re-posted or transferred) -------------

@@ -127,6 +127,7 @@ class AgentMessage(_Event):
     ts: str
     thread_ts: str | None = None
     text: str = ""
+    user_name: str = ""  # their Slack display name, when the adapter could read it
 
 
 class AgentAction(_Event):
@@ -134,14 +135,19 @@ class AgentAction(_Event):
 
     kind: Literal["agent_action"] = "agent_action"
     channel: Literal["slack"] = "slack"
-    action: Literal["claim", "resolve", "transfer"]
+    action: Literal[
+        "claim", "resolve", "transfer", "priority", "status", "reassign", "tags", "intent"
+    ]
     ticket_id: int
     user_id: str
     user_name: str = ""
     slack_channel: str
     message_ts: str
     team: str | None = None  # transfer: the team chosen
-    response_url: str | None = None  # for a private answer to the person who clicked
+    value: str | None = None  # priority, status, intent: the option; reassign: the user id
+    values: tuple[str, ...] = ()  # tags: every tag now chosen (none clears them)
+    target_name: str = ""  # reassign: the chosen agent's display name
+    response_url: str | None = None  # where an ephemeral answer to the clicker goes
 
 
 class SlashCommand(_Event):

@@ -327,6 +327,19 @@ class Rules(_Strict):
     roles: Roles = Field(default_factory=Roles)
     reports: Reports = Field(default_factory=Reports)
     retention: Retention = Field(default_factory=Retention)
+    # Labels agents put on tickets with the card's Tags menu. Slack shows at most 100 options in
+    # one menu and 75 characters of each, so the file may not hold more.
+    tags: tuple[str, ...] = Field(default=(), max_length=100)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_fit_a_menu(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in value:
+            if not tag.strip() or len(tag) > 75:
+                raise ValueError(f"{tag!r}: a tag is 1 to 75 characters (a Slack menu option)")
+        if len(set(value)) != len(value):
+            raise ValueError("a tag is listed twice")
+        return value
 
     @property
     def all_teams(self) -> dict[str, Team]:

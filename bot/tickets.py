@@ -23,10 +23,12 @@ from bot.cards import (
     card_text,
     conversation_summary,
     escape,
+    person,
     quoted_blocks,
     said_blocks,
 )
 from bot.classifier import Classification
+from bot.controls import CONTROL_ACTIONS, Controls, known_intents, ticket_labels
 from bot.events import (
     AgentAction,
     AgentMessage,
@@ -270,6 +272,8 @@ class Desk:
                 )
             )
         )
+        tags, intent_label = await ticket_labels(self.s, ticket.id)
+        model_intent = (ticket.classification or {}).get("intent")
         return CardView(
             ticket_id=ticket.id,
             customer_name=customer.name,
@@ -288,6 +292,15 @@ class Desk:
             waiting_reason=ticket.waiting_reason,
             transfer_to=tuple(t for t in self.rules.teams if t != ticket.team),
             sla=ticket.sla,
+            assignee_name=ticket.assignee_name,
+            tags=tags,
+            intent_label=intent_label,
+            tag_choices=self.rules.tags,
+            intent_choices=known_intents(
+                self.rules, model_intent if isinstance(model_intent, str) else None
+            ),
+            # New menus' block_ids on every update (bot/controls.py says why).
+            revision=f"{int(self.now.timestamp() * 1000):x}",
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:
@@ -707,10 +720,10 @@ class Desk:
         is_note = any(text.lower().startswith(p) for p in self.rules.slack.note_prefixes)
         claimed = False
         if not is_note and ticket.assignee_id is None:
-            self._assign(ticket, ev.user_id, "", "replied in the thread", "replied")
+            self._assign(ticket, ev.user_id, ev.user_name, "replied in the thread", "replied")
             self.set_status(ticket, "open", ev.user_id, "agent replied")
             # Said in the thread as the Claim button says it, so everyone sees who took it.
-            self.thread(ticket, f"🙋 <@{ev.user_id}> claimed this ticket.")
+            self.thread(ticket, f"🙋 {person(ev.user_id, ev.user_name)} claimed this ticket.")
             claimed = True
         if is_note or ticket.assignee_id != ev.user_id or not text:
             self.s.add(
@@ -818,6 +831,9 @@ class Desk:
                 return
             await self._transfer(ticket, ev.user_id, target)
             return
+        if ev.action in CONTROL_ACTIONS:
+            await Controls(self).apply(ticket, ev)
+            return
         if ev.action == "claim":
             # A person's claim wins over an automatic assignment (even one made a moment ago,
             # while the card still showed Claim), never over another person's claim.
@@ -828,7 +844,8 @@ class Desk:
                 if ticket.status == "new":
                     self.set_status(ticket, "open", ev.user_id, "claimed")
                 took = f" (it had been given to <@{was}> automatically)" if was else ""
-                self.thread(ticket, f"🙋 <@{ev.user_id}> claimed this ticket{took}.")
+                who = person(ev.user_id, ev.user_name)
+                self.thread(ticket, f"🙋 {who} claimed this ticket{took}.")
                 await self.refresh_card(ticket)
             return
         if ticket.status in ACTIVE:
@@ -865,7 +882,7 @@ class Desk:
                 ),
                 message=prompt,
             )
-            self.thread(ticket, f"✅ <@{ev.user_id}> resolved this ticket.")
+            self.thread(ticket, f"✅ {person(ev.user_id, ev.user_name)} resolved this ticket.")
             await self.refresh_card(ticket)
             await self._capacity_freed(ticket.assignee_id)
             self.decided("tickets.resolved ticket=%d by=%s", ticket.id, ev.user_id)

@@ -377,6 +377,8 @@ class Control:
                     "received": wa.received,
                 },
                 "slack": channels,
+                # What the desk told one agent alone (refused card controls), per agent.
+                "slack_ephemeral": {uid: slack.ephemerals(uid) for uid in AGENTS},
             }
         )
 
@@ -490,7 +492,12 @@ class Control:
         if d["action_id"] not in buttons:
             has = f"it has {', '.join(buttons)}" if buttons else "it has no buttons now"
             raise _bad(f"the card {card['ts']} has no button {d['action_id']!r}; {has}")
-        value = d.get("value")  # a menu's choice (the Transfer menu), not for buttons
+        value = d.get("value")  # a menu's choice (an option's value, or a user), not for buttons
+        values = d.get("values")  # a multi-select's choices (the Tags menu)
+        if values is not None and (
+            not isinstance(values, list) or not all(isinstance(v, str) for v in values)
+        ):
+            raise _bad(f"values must be a list of option values, got {values!r}")
         try:
             status = await self.s.slack.agent_clicks(
                 channel,
@@ -498,6 +505,7 @@ class Control:
                 str(d["action_id"]),
                 _user(d["user"]),
                 None if value is None else str(value),
+                values,
             )
         except ValueError as exc:
             raise _bad(str(exc)) from None

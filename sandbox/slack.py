@@ -53,6 +53,24 @@ AGENTS = {
 }
 
 
+MAX_OPTIONS = 100  # options in one menu
+
+
+def _check_menu(element: Mapping[str, Any]) -> None:
+    """Slack refuses a menu with more than 100 options, or whose initial choice is not one."""
+    kind = element.get("type")
+    if kind not in ("static_select", "multi_static_select"):
+        return
+    options = element.get("options") or []
+    if not options or len(options) > MAX_OPTIONS:
+        raise SlackError("invalid_blocks")
+    values = [o.get("value") for o in options]
+    initial = [element["initial_option"]] if element.get("initial_option") else []
+    initial += element.get("initial_options") or []
+    if any(o.get("value") not in values for o in initial):
+        raise SlackError("invalid_blocks")
+
+
 class SlackError(Exception):
     def __init__(self, error: str) -> None:
         super().__init__(error)
@@ -77,6 +95,7 @@ class SlackStandIn:
         self.failures = Failures()
         self.channels: dict[str, list[dict[str, Any]]] = {c: [] for c in CHANNELS}
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url id → posts
+        self.response_users: dict[str, str] = {}  # response_url id → who clicked
         self.calls: list[str] = []
         self.presences: dict[str, str] = {}  # user → "away"; everyone else is "active"
         # User groups (S…) and their members, for usergroups.users.list; None plays a free
@@ -313,10 +332,17 @@ class SlackStandIn:
         return f"{self.base_url}/slack/response/{rid}"
 
     async def agent_clicks(
-        self, channel: str, message_ts: str, action_id: str, user: str, value: str | None = None
+        self,
+        channel: str,
+        message_ts: str,
+        action_id: str,
+        user: str,
+        value: str | None = None,
+        values: list[str] | None = None,
     ) -> int:
-        """An agent clicks a button on a message, or picks ``value`` in one of its menus
-        (static_select); returns the desk's HTTP status."""
+        """An agent clicks a button on a message, or picks in one of its menus: ``value`` is
+        the option of a static_select or the user of a users_select, ``values`` the options
+        of a multi_static_select (empty clears it). Returns the desk's HTTP status."""
         message = self._find(channel, message_ts)
         if message is None:
             raise ValueError(f"no message {message_ts} in {channel}")
@@ -332,21 +358,42 @@ class SlackStandIn:
         )
         if button is None:
             raise ValueError(f"message {message_ts} has no button {action_id!r}")
+        kind = button.get("type", "button")
         action: dict[str, Any] = {
-            "type": button.get("type", "button"),
+            "type": kind,
             "action_id": action_id,
             "block_id": block.get("block_id", "b"),
             "action_ts": f"{time.time():.6f}",
         }
-        if button.get("type") == "static_select":
-            options = button.get("options") or []
+        options = button.get("options") or []
+        state: dict[str, Any] = {"type": kind}
+        if kind == "static_select":
             chosen = next((o for o in options if o.get("value") == value), None)
             if chosen is None:
-                values = ", ".join(str(o.get("value")) for o in options)
-                raise ValueError(f"menu {action_id!r} has no option {value!r}; it has {values}")
-            action["selected_option"] = chosen
+                listed = ", ".join(str(o.get("value")) for o in options)
+                raise ValueError(f"menu {action_id!r} has no option {value!r}; it has {listed}")
+            action["selected_option"] = state["selected_option"] = chosen
+        elif kind == "users_select":
+            if value not in AGENTS:  # Slack's menu only lists the workspace's people
+                raise ValueError(
+                    f"menu {action_id!r} lists people ({', '.join(AGENTS)}), not {value!r}"
+                )
+            action["selected_user"] = state["selected_user"] = value
+            if button.get("initial_user"):
+                action["initial_user"] = button["initial_user"]
+        elif kind == "multi_static_select":
+            picked = []
+            for v in values or []:
+                found = next((o for o in options if o.get("value") == v), None)
+                if found is None:
+                    listed = ", ".join(str(o.get("value")) for o in options)
+                    raise ValueError(f"menu {action_id!r} has no option {v!r}; it has {listed}")
+                picked.append(found)
+            action["selected_options"] = state["selected_options"] = picked
         else:
             action["value"] = button.get("value", "")
+        response_url = self._response_url()
+        self.response_users[response_url.rsplit("/", 1)[1]] = user
         payload = {
             "type": "block_actions",
             "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
@@ -357,7 +404,10 @@ class SlackStandIn:
             "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
             "message": {k: v for k, v in message.items() if k != "reactions"},
-            "response_url": self._response_url(),
+            "state": {"values": {action["block_id"]: {action_id: state}}}
+            if kind != "button"
+            else {"values": {}},
+            "response_url": response_url,
             "actions": [action],
         }
         body = urlencode({"payload": json.dumps(payload)}).encode()
@@ -460,6 +510,16 @@ class SlackStandIn:
             self.responses[rid].append({"ack": ack})
         await self._changed.wait_for(lambda: bool(self.responses[rid]), timeout)
         return self.responses[rid]
+
+    def ephemerals(self, user: str) -> list[str]:
+        """What the desk told ``user`` alone (ephemeral answers to their clicks), oldest first."""
+        return [
+            str(post.get("text", ""))
+            for rid, posts in self.responses.items()
+            if self.response_users.get(rid) == user
+            for post in posts
+            if post.get("response_type") == "ephemeral"
+        ]
 
     async def respond(self, request: web.Request) -> web.StreamResponse:
         """A response_url: at most five posts within thirty minutes, as Slack allows."""
@@ -566,6 +626,16 @@ class SlackStandIn:
             raise SlackError("invalid_blocks")
         if len(blocks) > MAX_BLOCKS:
             raise SlackError("invalid_blocks")
+        ids = [b["block_id"] for b in blocks if b.get("block_id")]
+        if len(ids) != len(set(ids)) or any(len(str(i)) > 255 for i in ids):
+            raise SlackError("invalid_blocks")
+        for b in blocks:
+            if b["type"] == "actions":
+                elements = b.get("elements") or []
+                if not elements or len(elements) > 25:
+                    raise SlackError("invalid_blocks")
+                for e in elements:
+                    _check_menu(e)
         return blocks
 
     def dm_channel(self, user: str) -> str:
@@ -810,7 +880,7 @@ class SlackStandIn:
                 "real_name": name.title(),
                 "is_bot": False,
                 "deleted": False,
-                "profile": {"display_name": name, "real_name": name.title()},
+                "profile": {"display_name": name.title(), "real_name": name.title()},
             }
         }
 

@@ -114,21 +114,21 @@ async def test_the_card_names_who_resolved_it_not_only_the_assignee(desk: Harnes
     # Carol is a supervisor (roles: in rules.yaml): she may resolve Bob's ticket.
     ticket = await resolved_ticket(desk, claimer="U0BOB", resolver="U0CAROL")
     assert ticket.resolved_by == "U0CAROL" and ticket.assignee_id == "U0BOB"
-    assert state_of(last_card(desk)) == "Resolved by <@U0CAROL> · assigned to <@U0BOB>"
+    assert state_of(last_card(desk)) == "Resolved by <@U0CAROL> · assigned to *Bob*"
     thread = [o.text for o in desk.slack.sent if o.kind == "slack_thread"]
-    assert "✅ <@U0CAROL> resolved this ticket." in thread
+    assert "✅ *Carol* resolved this ticket." in thread
 
     # Reopened: nobody has resolved it any more; it is Bob's again.
     await step(desk, desk.customer("it still hasn't come"))
     ticket = await desk.ticket()
     assert ticket.status == "open" and ticket.resolved_by is None
-    assert state_of(last_card(desk)) == "Claimed by <@U0BOB>"
+    assert state_of(last_card(desk)) == "Claimed by *Bob*"
 
 
 async def test_a_fellow_agent_cannot_resolve_someone_elses_ticket(desk: Harness) -> None:
     ticket = await resolved_ticket(desk, claimer="U0BOB", resolver="U0ALICE")
     assert ticket.status == "open" and ticket.resolved_by is None
-    assert state_of(last_card(desk)) == "Claimed by <@U0BOB>"
+    assert state_of(last_card(desk)) == "Claimed by *Bob*"
     async with desk.sessions() as s:
         (entry,) = (await s.scalars(select(AuditEntry))).all()
     assert (entry.actor, entry.action, entry.target) == (
@@ -141,7 +141,7 @@ async def test_a_fellow_agent_cannot_resolve_someone_elses_ticket(desk: Harness)
 
 async def test_the_assignee_resolving_is_named_once(desk: Harness) -> None:
     await resolved_ticket(desk, claimer="U0CAROL", resolver="U0CAROL")
-    assert state_of(last_card(desk)) == "Resolved by <@U0CAROL>"
+    assert state_of(last_card(desk)) == "Resolved by *Carol*"
 
 
 # -- item 5: one rating per resolve -------------------------------------------------------------
@@ -211,7 +211,7 @@ async def test_a_rating_survives_a_reopen_until_the_next_resolve(desk: Harness) 
     await step(desk, press(desk, data[1]))
     await step(desk, desk.customer("actually, one more question"))
     assert [o.kind for o in desk.telegram.sent].count("edit_buttons") == 1  # gone already
-    assert state_of(last_card(desk)) == "Claimed by <@U0ALICE> · rated 2/5"
+    assert state_of(last_card(desk)) == "Claimed by *Alice* · rated 2/5"
     await step(desk, press(desk, data[4]))
     assert (await desk.ticket()).rating == 2
     await step(desk, desk.action(ticket, "resolve"))

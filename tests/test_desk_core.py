@@ -100,7 +100,7 @@ class Harness:
             action=action,
             ticket_id=ticket.id,
             user_id=user,
-            user_name="alice",
+            user_name=user.removeprefix("U0").title(),  # the display name users.info gives
             slack_channel="C0SUPPORT",
             message_ts=ticket.slack_ts or "",
         )

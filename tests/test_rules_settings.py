@@ -16,7 +16,8 @@ ROOT = Path(__file__).parent.parent
 
 def test_shipped_rules_equal_the_defaults() -> None:
     # rules.yaml spells out every default; if they drift apart the README lies about one.
-    # Its teams, routing, calendars, SLA and roles are an example (the sandbox's), not defaults.
+    # Its teams, routing, calendars, SLA, roles and tags are an example (the sandbox's), not
+    # defaults.
     shipped = load_rules(ROOT / "rules.yaml")
     defaults = parse_rules({"version": 1})
     assert shipped.teams and shipped.routing and shipped.sla and "office" in shipped.calendars
@@ -28,6 +29,7 @@ def test_shipped_rules_equal_the_defaults() -> None:
         "sla": None,
         "roles": Roles(),
         "retention": Retention(),
+        "tags": (),
     }
     assert shipped.model_copy(update=example) == defaults
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import DeskApp
 from bot.classifier import Classifier
-from bot.rules import load_rules
+from bot.rules import Rules, load_rules
 from bot.settings import Settings, SlackSettings, TelegramSettings, WhatsAppSettings
 from sandbox import StandIns
 from storage.models import Ticket
@@ -152,6 +152,7 @@ async def running_stack(
     *,
     telegram_webhook: str | None = None,
     classifier: Classifier | None = None,
+    rules: Rules = RULES,
 ) -> AsyncIterator[Stack]:
     """Stand-ins and a started desk on ``database_url``; both stopped on the way out.
 
@@ -161,7 +162,7 @@ async def running_stack(
     port: int = standins.desk_port  # type: ignore[attr-defined]
     hook = f"http://127.0.0.1:{port}{telegram_webhook}" if telegram_webhook else None
     settings = desk_settings(standins, database_url, port, telegram_webhook=hook)
-    desk = DeskApp(settings, RULES, classifier=classifier, idle_poll=0.05)
+    desk = DeskApp(settings, rules, classifier=classifier, idle_poll=0.05)
     await desk.start()
     try:
         yield Stack(standins, desk, database_url)

@@ -33,7 +33,7 @@ async def test_telegram_customer_whole_loop(stack: Stack) -> None:
     await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0ALICE")
 
     async def claimed() -> bool:
-        return "Claimed by <@U0ALICE>" in _block_text(stack.cards()[0])
+        return "Claimed by *Alice*" in _block_text(stack.cards()[0])
 
     await eventually(claimed, "the card to show the claim")
     assert "ticket_claim" not in _block_text(stack.cards()[0])

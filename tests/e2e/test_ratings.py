@@ -34,11 +34,11 @@ async def test_telegram_resolver_is_named_and_a_rating_is_given_once(stack: Stac
     await tg.customer_says(42, "My order never arrived", first_name="Ann")
     card = await stack.card()
     await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0BOB")
-    await card_state(stack, "Claimed by <@U0BOB>")
+    await card_state(stack, "Claimed by *Bob*")
     # Carol is a supervisor: she may resolve Bob's ticket (a fellow agent may not).
     await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0CAROL")
-    await card_state(stack, "Resolved by <@U0CAROL> · assigned to <@U0BOB>")
-    await stack.thread_has(card["ts"], "<@U0CAROL> resolved this ticket.")
+    await card_state(stack, "Resolved by <@U0CAROL> · assigned to *Bob*")
+    await stack.thread_has(card["ts"], "*Carol* resolved this ticket.")
 
     prompt = (await tg.wait_for_sent(42, 2))[1]
     buttons = [b["callback_data"] for row in prompt["reply_markup"]["inline_keyboard"] for b in row]
@@ -52,16 +52,16 @@ async def test_telegram_resolver_is_named_and_a_rating_is_given_once(stack: Stac
     await eventually(keyboard_gone, "the rating buttons to be taken off the prompt")
     with pytest.raises(ValueError, match="has no button"):
         await tg.customer_presses(42, prompt["message_id"], buttons[0])
-    await card_state(stack, "Resolved by <@U0CAROL> · assigned to <@U0BOB> · rated 4/5")
+    await card_state(stack, "Resolved by <@U0CAROL> · assigned to *Bob* · rated 4/5")
 
     # Reopened (back to Bob, who is available now) and resolved again: a new prompt, and its
     # rating counts.
     await slack.slash_command("/desk", "available", "U0BOB", SUPPORT)
     await tg.customer_says(42, "It came, but broken", first_name="Ann")
-    await card_state(stack, "Claimed by <@U0BOB> · rated 4/5")
+    await card_state(stack, "Claimed by *Bob* · rated 4/5")
     assert (await stack.ticket(1)).resolved_by is None
     await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0BOB")
-    await card_state(stack, "Resolved by <@U0BOB>")
+    await card_state(stack, "Resolved by *Bob*")
     again = [m for m in await tg.wait_for_sent(42, 5) if m.get("reply_markup")][-1]
     fresh = [b["callback_data"] for row in again["reply_markup"]["inline_keyboard"] for b in row]
     assert again["message_id"] != prompt["message_id"] and fresh != buttons
@@ -107,7 +107,7 @@ async def test_whatsapp_a_second_tap_is_answered_and_not_counted(stack: Stack) -
     already = (await wa.wait_for_sent("15551234567", 4))[3]
     assert already["text"]["body"] == "You already rated ticket #1, thank you."
     assert (await stack.ticket(1)).rating == 5
-    await card_state(stack, "Resolved by <@U0BOB> · rated 5/5")
+    await card_state(stack, "Resolved by *Bob* · rated 5/5")
 
 
 async def test_a_reply_on_an_unclaimed_ticket_says_who_claimed_it(stack: Stack) -> None:
@@ -115,8 +115,8 @@ async def test_a_reply_on_an_unclaimed_ticket_says_who_claimed_it(stack: Stack) 
     await tg.customer_says(9, "Is anyone there?", first_name="Ivo")
     card = await stack.card()
     await slack.agent_replies(SUPPORT, card["ts"], "U0BOB", "Yes, Bob here.")
-    await stack.thread_has(card["ts"], "🙋 <@U0BOB> claimed this ticket.")
-    await card_state(stack, "Waiting on the customer · <@U0BOB>")
+    await stack.thread_has(card["ts"], "🙋 *Bob* claimed this ticket.")
+    await card_state(stack, "Waiting on the customer · *Bob*")
     assert (await tg.wait_for_sent(9, 2))[1]["text"] == "Yes, Bob here."
 
 

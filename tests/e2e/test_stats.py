@@ -123,16 +123,16 @@ async def test_changing_another_agents_ticket_is_in_the_audit_trail(stack: Stack
     await tg.customer_says(21, "My parcel is late", first_name="Ida")
     card = await stack.card()
     await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0BOB")
-    await stack.thread_has(card["ts"], "🙋 <@U0BOB> claimed this ticket.")
+    await stack.thread_has(card["ts"], "🙋 *Bob* claimed this ticket.")
     await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0CAROL")  # a supervisor
-    await stack.thread_has(card["ts"], "✅ <@U0CAROL> resolved this ticket.")
+    await stack.thread_has(card["ts"], "✅ *Carol* resolved this ticket.")
     # Bob's own ticket, resolved by Bob: nobody else's business, nothing audited.
     await tg.customer_says(22, "And my other parcel?", first_name="Ida")
     second = await stack.card(2)
     await slack.agent_clicks(SUPPORT, second["ts"], "ticket_claim", "U0BOB")
-    await stack.thread_has(second["ts"], "🙋 <@U0BOB> claimed this ticket.")
+    await stack.thread_has(second["ts"], "🙋 *Bob* claimed this ticket.")
     await slack.agent_clicks(SUPPORT, second["ts"], "ticket_resolve", "U0BOB")
-    await stack.thread_has(second["ts"], "✅ <@U0BOB> resolved this ticket.")
+    await stack.thread_has(second["ts"], "✅ *Bob* resolved this ticket.")
 
     assert await audit_rows(stack) == [("U0CAROL", "resolved", "ticket #1")]
     trail = str((await answer(stack, "audit today", "U0CAROL"))["text"])
@@ -158,7 +158,7 @@ async def test_a_fellow_agent_is_told_privately_and_nothing_changes(stack: Stack
     await tg.customer_says(23, "My parcel is still not here", first_name="Ola")
     card = await stack.card()
     await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0BOB")
-    await stack.thread_has(card["ts"], "🙋 <@U0BOB> claimed this ticket.")
+    await stack.thread_has(card["ts"], "🙋 *Bob* claimed this ticket.")
     assert await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0ALICE") == 200
 
     async def told() -> str | None:
