@@ -563,7 +563,10 @@ class SlackAdapter:
         return event
 
     async def _accept(self, event: Event, raw: Mapping[str, Any]) -> None:
-        event = await self._named(event)
+        try:
+            event = await self._named(event)
+        except Exception as exc:  # a name is a nicety: the event is stored without it
+            log.warning("slack.naming_failed kind=%s error=%s", event.kind, type(exc).__name__)
         try:
             await self._inbox.accept([event], raw)
         except Exception as exc:

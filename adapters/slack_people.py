@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters._common import as_mapping, as_str
 
 log = logging.getLogger("deskbot.adapters.slack")
+USER_ID = re.compile(r"[UW][A-Z0-9]{1,20}")
 
 NAME_TTL_SECONDS = 3600.0  # a renamed agent shows under the new name within the hour
 FAILED_TTL_SECONDS = 60.0  # after a failed look-up, do not ask again for a minute
@@ -66,7 +68,9 @@ class DisplayNames:
         return None
 
     async def get(self, user_id: str, fallback: str = "") -> str:
-        if not user_id:
+        if not USER_ID.fullmatch(user_id):
+            # Not a Slack user id (a forged or broken payload): nothing to ask Slack about, and
+            # never an unbounded string in a request, nor a cache entry per junk value.
             return fallback
         hit = self.cached(user_id)
         if hit is not None:

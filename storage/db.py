@@ -34,6 +34,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args["server_settings"] = {"search_path": str(schema)}
         kwargs["connect_args"] = connect_args
+    if parsed.get_backend_name() == "postgresql":
+        # A connection the server dropped (a restart, a failover, pg_terminate_backend) is
+        # found at checkout and replaced, instead of failing the work that drew it: without
+        # this, a dispatcher burned its retries on dead pooled connections (bench.chaos).
+        kwargs.setdefault("pool_pre_ping", True)
     if parsed.get_backend_name() == "sqlite":
         # SQLite has one writer at a time, and a writer that finds the lock taken waits in
         # SQLite's busy handler, which sleeps in steps of up to 100 ms. One connection per

@@ -48,3 +48,11 @@ async def test_names_are_cached_until_the_ttl_and_failures_fall_back() -> None:
     assert await names.get("U2", "bob") == "bob"  # Slack could not say: the payload's name
     assert await names.get("U2", "bob") == "bob"
     assert client.calls == 3  # a failure is not retried on every event
+
+
+async def test_a_value_that_is_no_user_id_is_never_looked_up() -> None:
+    client = _Client()
+    names = DisplayNames(client)  # type: ignore[arg-type]
+    for junk in ("", "[{}, 'x']", "U" + "X" * 5000, "alice"):
+        assert await names.get(junk, "fallback") == "fallback"
+    assert client.calls == 0

@@ -32,7 +32,8 @@ async def test_help_mine_queue_and_status_answer_differently(stack: Stack) -> No
 
     status = await desk(stack, "")
     assert status.startswith("*Desk status* · 2 active tickets")
-    assert await desk(stack, "status") == status
+    # The same answer, but for the last line's inbox lag, which moves between two asks.
+    assert (await desk(stack, "status")).splitlines()[:-1] == status.splitlines()[:-1]
 
     mine = await desk(stack, "mine")
     # The sandbox workspace is "sandbox": the link is the card's permalink.

@@ -100,7 +100,12 @@ async def test_stats_after_tickets_are_answered_resolved_and_rated_through_the_l
         await tg.customer_presses(chat, prompt["message_id"], keys[stars - 1])
         assert (await tg.wait_for_sent(chat, 4))[3]["text"] == f"Thank you! You rated us {stars}/5."
     await tg.customer_says(13, "Nobody has answered me yet", first_name="C13")
-    await stack.card(3)
+
+    async def third_card() -> bool:
+        return len(stack.cards()) == 3
+
+    # Behind the thread posts and card updates above: Slack takes about one a second per channel.
+    await eventually(third_card, "the third ticket's card", timeout=30)
 
     async def rated_twice() -> bool:
         async with stack.sessions() as s:
