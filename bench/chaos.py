@@ -138,6 +138,9 @@ class Result:
     unhealthy: list[int] = field(default_factory=list)
     quiet_after: float | None = None
     quiet_after_input: float | None = None  # from the last thing a customer or agent did
+    # Slack posts waiting when the last input was made: they go out at Slack's pace of about
+    # one message a second per channel, which is most of the time to quiet.
+    slack_waiting: int = 0
     forwarded: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -172,6 +175,8 @@ class Result:
             + (
                 f"{self.quiet_after:.1f} s after the last fault,"
                 f" {self.quiet_after_input or 0:.1f} s after the last input"
+                f" ({self.slack_waiting} Slack posts were waiting then, paced at one a second"
+                " per channel)"
                 if self.quiet_after is not None
                 else "never (timed out)"
             ),
@@ -251,6 +256,25 @@ async def _cut_connections(server_url: str, database: str) -> int:
 def _plain(url: str) -> str:
     """An asyncpg connection string from a SQLAlchemy URL."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _slack_waiting(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as s:
+            return (
+                await s.scalar(
+                    select(func.count())
+                    .select_from(OutboxRow)
+                    .where(
+                        OutboxRow.channel == "slack",
+                        OutboxRow.status.in_(("pending", "sending")),
+                    )
+                )
+                or 0
+            )
+    finally:
+        await engine.dispose()
 
 
 async def _quiet(database_url: str, timeout: float) -> bool:
@@ -406,6 +430,8 @@ async def run(
                         card["channel"], card["ts"], "ticket_resolve", AGENT
                     )
         last_input = time.monotonic()
+        with contextlib.suppress(Exception):
+            result.slack_waiting = await _slack_waiting(database_url)
         quiet = await _quiet(database_url, timeout=120)
         result.quiet_after = time.monotonic() - last_fault if quiet else None
         result.quiet_after_input = time.monotonic() - last_input if quiet else None

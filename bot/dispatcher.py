@@ -43,12 +43,15 @@ from bot.rules import Rules
 from bot.selfservice import STATUS_BUTTON, StatusRequest, answer_status, status_request_of
 from bot.sla_keeper import SlaKeeper
 from bot.supervisor import Answer, desk_command
-from bot.tickets import Desk, StatusTooEarly, queue_effects
+from bot.tickets import Desk, TooEarly, queue_effects
 from nlp.language import detect_language
 from storage.models import Identity, InboxRow
 from storage.queues import inbox_add, inbox_claim
 
 log = logging.getLogger("deskbot.dispatcher")
+# How long an event that came too early (bot.tickets.TooEarly) may wait: 30 tries, 2 s apart.
+TOO_EARLY_ATTEMPTS = 30
+TOO_EARLY_STEP = timedelta(seconds=2)
 
 
 class DbInbox:
@@ -228,14 +231,27 @@ class Dispatcher:
             desk.fx.log_decisions()  # committed: now they happened
             self.processed += 1
         except Exception as exc:
-            if isinstance(exc, StatusTooEarly):
-                log.info("dispatcher.status_too_early inbox_id=%d attempt=%d", row_id, attempt)
+            too_early = isinstance(exc, TooEarly)
+            if too_early:
+                log.info(
+                    "dispatcher.too_early inbox_id=%d attempt=%d kind=%s",
+                    row_id,
+                    attempt,
+                    type(exc).__name__,
+                )
             else:
                 log.exception("dispatcher.event_failed inbox_id=%d attempt=%d", row_id, attempt)
-            failed = attempt >= self._max_attempts
             # Left leased for a growing pause, then claimed again: a retry with backoff that
-            # keeps the conversation's later events waiting behind it, in order.
-            retry_at = self._clock.now() + self._retry_base * 2 ** (attempt - 1)
+            # keeps the conversation's later events waiting behind it, in order. An event that
+            # came too early waits for what it is about for up to about a minute (a dead
+            # process's send is taken over in seconds), in steps of at most two seconds.
+            pause = self._retry_base * 2 ** (attempt - 1)
+            if too_early:
+                failed = attempt >= TOO_EARLY_ATTEMPTS
+                pause = min(pause, TOO_EARLY_STEP)
+            else:
+                failed = attempt >= self._max_attempts
+            retry_at = self._clock.now() + pause
             async with self._sessions.begin() as session:
                 await session.execute(
                     update(InboxRow)

@@ -57,8 +57,20 @@ RATEABLE = ("resolved", "closed")
 EDITABLE_BUTTONS = frozenset({"telegram"})
 
 
-class StatusTooEarly(Exception):
+class TooEarly(Exception):
+    """An event about something this desk is still recording (another transaction, or a send
+    whose outcome a dead process left unknown): the dispatcher tries it again shortly."""
+
+
+class StatusTooEarly(TooEarly):
     """A delivery status arrived while the send it reports on is still being recorded."""
+
+
+class CardTooEarly(TooEarly):
+    """An agent wrote in a card's thread before the card's ts was recorded (Slack answered
+    the post, but the transaction that records it has not committed yet, or its process died
+    and the card is about to be found by its metadata). Dropping the message would lose the
+    agent's reply without a trace."""
 
 
 DELIVERY_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
@@ -235,6 +247,23 @@ class Desk:
             select(Ticket)
             .where(Ticket.slack_channel == slack_channel, Ticket.slack_ts == thread_ts)
             .with_for_update()
+        )
+
+    async def _card_in_flight(self, slack_channel: str) -> bool:
+        """Is a card being posted to this channel whose ts is not recorded yet?"""
+        return (
+            await self.s.scalar(
+                select(OutboxRow.id)
+                .join(Ticket, Ticket.id == OutboxRow.ticket_id)
+                .where(
+                    Ticket.slack_channel == slack_channel,
+                    Ticket.slack_ts.is_(None),
+                    OutboxRow.channel == "slack",
+                    OutboxRow.status.in_(("pending", "sending")),
+                )
+                .limit(1)
+            )
+            is not None
         )
 
     # -- history and cards -------------------------------------------------------------------
@@ -715,7 +744,9 @@ class Desk:
             return  # not in a thread: chatter in the channel, not about a ticket
         ticket = await self.ticket_by_card(ev.slack_channel, ev.thread_ts)
         if ticket is None:
-            return
+            if await self._card_in_flight(ev.slack_channel):
+                raise CardTooEarly(f"{ev.slack_channel} {ev.thread_ts}")
+            return  # a thread that is not a card's: chatter, not about a ticket
         text = ev.text.strip()
         is_note = any(text.lower().startswith(p) for p in self.rules.slack.note_prefixes)
         claimed = False

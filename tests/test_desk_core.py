@@ -299,3 +299,55 @@ async def test_blocked_customer_is_shown_on_the_thread_and_not_retried(desk: Har
         assert row[1].attempts == 1
         msg = await s.scalar(select(Message).where(Message.direction == "out"))
         assert msg is not None and msg.delivery == "failed"
+
+
+async def test_reply_in_a_card_thread_before_the_card_is_recorded_waits_and_is_relayed(
+    desk: Harness,
+) -> None:
+    """Slack can deliver an agent's reply in a card's thread before the transaction that
+    records the card's ts has committed (or while a dead process's post is being taken over).
+    The reply waits for the card instead of being dropped as chatter."""
+    desk.slack.failures.append(Unavailable("503"))  # the card's post is held back
+    await desk.inbox.accept([desk.customer("hello, my order is late")], {})
+    await desk.settle()
+    ticket = await desk.ticket()
+    assert ticket.slack_ts is None and desk.slack.sent == []
+    early = AgentMessage(
+        external_id="EvEarly",
+        conversation="slack:C0SUPPORT:1000.0001",
+        slack_channel="C0SUPPORT",
+        user_id="U0ALICE",
+        ts="1000.0002",
+        thread_ts="1000.0001",  # the ts Slack gives the card once it is posted
+        text="Sorry Ann, sending a new one today",
+    )
+    await desk.inbox.accept([early], {})
+    await desk.settle()
+    async with desk.sessions() as s:
+        row = await s.scalar(select(InboxRow).where(InboxRow.external_id == "EvEarly"))
+        assert row is not None and row.status == "processing"
+        assert (row.error or "").startswith("CardTooEarly")
+    for _ in range(5):  # the card goes out, and the waiting reply finds it
+        desk.clock.advance(seconds=2)
+        await desk.settle()
+    ticket = await desk.ticket()
+    assert ticket.slack_ts == "1000.0001"
+    assert desk.telegram.sent[-1].text == "Sorry Ann, sending a new one today"
+    assert ticket.assignee_id == "U0ALICE"
+
+
+async def test_a_thread_that_is_no_card_is_not_waited_for(desk: Harness) -> None:
+    chatter = AgentMessage(
+        external_id="EvChat",
+        conversation="slack:C0SUPPORT:77.0001",
+        slack_channel="C0SUPPORT",
+        user_id="U0ALICE",
+        ts="77.0002",
+        thread_ts="77.0001",
+        text="lunch?",
+    )
+    await desk.inbox.accept([chatter], {})
+    await desk.settle()
+    async with desk.sessions() as s:
+        row = await s.scalar(select(InboxRow).where(InboxRow.external_id == "EvChat"))
+        assert row is not None and row.status == "done"
