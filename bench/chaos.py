@@ -141,6 +141,8 @@ class Result:
     # Slack posts waiting when the last input was made: they go out at Slack's pace of about
     # one message a second per channel, which is most of the time to quiet.
     slack_waiting: int = 0
+    # 429s the stand-ins gave because the desks together went faster than a platform allows.
+    paced_429s: dict[str, int] = field(default_factory=dict)
     forwarded: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -153,6 +155,7 @@ class Result:
             or self.out_of_order
             or self.replies_lost
             or self.unhealthy
+            or any(self.paced_429s.values())
         ) and (self.quiet_after is not None)
 
     def summary(self) -> str:
@@ -170,6 +173,7 @@ class Result:
             f"  agent replies lost: {len(self.replies_lost)};"
             f" delivered twice (at-least-once by design): {len(self.replies_doubled)}"
             + (f" {self.replies_doubled[:5]}" if self.replies_doubled else ""),
+            f"  429s from the platforms' limits (the fleet's own pace): {self.paced_429s}",
             f"  unhealthy desks at the end: {self.unhealthy or 'none'}",
             "  quiet "
             + (
@@ -347,7 +351,7 @@ async def run(
         whatsapp_app_secret=WA_SECRET,
         slack_bot_token=SLACK_TOKEN,
         slack_signing_secret=SLACK_SECRET,
-        rate_limits=False,
+        rate_limits=True,  # the platforms' real limits: the fleet must keep them together
         retry_base_delay=0.2,
     )
     await standins.start()
@@ -488,6 +492,7 @@ async def run(
                     result.replies_doubled.append(f"c{n} x{replies}")
         result.unhealthy = [d.port for d in desks if not await _healthy(d.port)]
         result.forwarded = dict(balancer.forwarded)
+        result.paced_429s = standins.paced_refusals()
         return result
     finally:
         for desk in desks:

@@ -31,7 +31,6 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +51,8 @@ from bot.outbound import (
     RetryAfter,
     Unavailable,
 )
+from bot.ratelimit import Limiter, SharedBuckets
+from bot.ratelimit import RateLimits as RateLimits  # where callers have always found it
 from bot.recovery import CardRecovery, card_is_gone
 from bot.rules import Rules
 from bot.sla_keeper import SlaKeeper
@@ -65,75 +66,6 @@ log = logging.getLogger("deskbot.outbox")
 # send is recorded: tried again after these pauses, about 6 seconds in all.
 _RECORD_PAUSES = (0.1, 0.3, 0.6, 1.0, 2.0, 2.0)
 _DB_ERRORS = (DBAPIError, OSError, asyncio.TimeoutError)
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    per_second: float
-    burst: int
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimits:
-    """The platforms' published limits (see the README); the desk keeps under them itself."""
-
-    telegram_chat: Rate = Rate(1.0, 3)
-    telegram_total: Rate = Rate(30.0, 30)
-    slack_channel: Rate = Rate(1.0, 5)
-    whatsapp_number: Rate = Rate(80.0, 80)
-
-    @classmethod
-    def lifted(cls) -> RateLimits:
-        big = Rate(1e6, 1_000_000)
-        return cls(big, big, big, big)
-
-
-class TokenBucket:
-    def __init__(self, rate: Rate) -> None:
-        self.rate = rate
-        self.tokens = float(rate.burst)
-        self.stamp = time.monotonic()
-
-    def wait_time(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.rate.burst, self.tokens + (now - self.stamp) * self.rate.per_second)
-        self.stamp = now
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate.per_second
-
-    def take(self) -> None:
-        self.tokens -= 1
-
-
-@dataclass
-class Limiter:
-    limits: RateLimits
-    buckets: dict[str, TokenBucket] = field(default_factory=dict)
-
-    def _keys(self, out: Outbound, slack_channel: str | None) -> list[tuple[str, Rate]]:
-        if out.kind in ("answer_callback", "slack_reaction", "slack_response"):
-            return []  # other methods, other (looser) limits
-        if out.channel == "telegram":
-            return [
-                (f"tg:{out.destination}", self.limits.telegram_chat),
-                ("tg:*", self.limits.telegram_total),
-            ]
-        if out.channel == "whatsapp":
-            return [("wa:*", self.limits.whatsapp_number)]
-        return [(f"slack:{slack_channel or out.destination}", self.limits.slack_channel)]
-
-    def reserve(self, out: Outbound, slack_channel: str | None = None) -> float:
-        """Take a token from every bucket the message counts against, or say how long to wait."""
-        buckets = []
-        for key, rate in self._keys(out, slack_channel):
-            bucket = self.buckets.get(key)
-            if bucket is None:
-                bucket = self.buckets[key] = TokenBucket(rate)
-            buckets.append(bucket)
-        wait = max((b.wait_time() for b in buckets), default=0.0)
-        if wait == 0.0:
-            for b in buckets:
-                b.take()
-        return wait
 
 
 HELD_NOTE_AFTER = timedelta(seconds=10)
@@ -185,6 +117,7 @@ class OutboxSender:
         max_attempts: int = 10,
         idle_poll: float = 0.5,
         owner: str | None = None,
+        shared_limits: bool | None = None,
     ) -> None:
         self._sessions = sessions
         self._senders = senders
@@ -192,7 +125,13 @@ class OutboxSender:
         self._rules = rules
         self._clock = clock
         self._metrics = metrics
-        self._limiter = Limiter(limits or RateLimits())
+        # Several processes share one database only on PostgreSQL: there the platforms' budgets
+        # are kept in it, so the fleet together stays within them (bot/ratelimit.py).
+        if shared_limits is None:
+            shared_limits = sessions.kw["bind"].dialect.name == "postgresql"
+        self._limiter = Limiter(
+            limits or RateLimits(), SharedBuckets(sessions) if shared_limits else None
+        )
         self._lease = lease
         self._batch = batch_size
         self._max_attempts = max_attempts
@@ -296,7 +235,7 @@ class OutboxSender:
                 )
                 return 1
             out = out.model_copy(update={"reply_to": card_ts})
-        wait = self._limiter.reserve(out, slack_channel)
+        wait = await self._limiter.reserve(out, slack_channel)
         if wait > 0:
             await self._reschedule(row_id, attempt, wait, None, count_attempt=False)
             return 0
@@ -406,7 +345,7 @@ class OutboxSender:
     async def _pace(self, out: Outbound) -> None:
         """Wait until the desk's own rate limit lets ``out`` go (used outside the claim loop)."""
         for _ in range(100):  # a bucket refills within seconds; never spin forever
-            wait = self._limiter.reserve(out, out.destination)
+            wait = await self._limiter.reserve(out, out.destination)
             if wait <= 0:
                 return
             await asyncio.sleep(wait)

@@ -148,6 +148,15 @@ class StandIns:
 
     # -- the state file ------------------------------------------------------------------------
 
+    def paced_refusals(self) -> dict[str, int]:
+        """Per platform: calls refused with 429 because the desk went faster than the limit
+        (failures a test asks for are not counted). A desk that keeps its pace causes none."""
+        return {
+            "telegram": self.telegram.paced_refusals(),
+            "whatsapp": self.whatsapp.paced_refusals(),
+            "slack": self.slack.paced_refusals_total(),
+        }
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,

@@ -45,12 +45,16 @@ class Buckets:
     def __init__(self, per_second: float, burst: int) -> None:
         self._rate = (per_second, burst)
         self._by_key: dict[str, Bucket] = {}
+        self.refused = 0  # calls answered 429 because the caller outpaced the limit
 
     def take(self, key: str) -> float:
         bucket = self._by_key.get(key)
         if bucket is None:
             bucket = self._by_key[key] = Bucket(*self._rate)
-        return bucket.take()
+        wait = bucket.take()
+        if wait > 0:
+            self.refused += 1
+        return wait
 
 
 @dataclass

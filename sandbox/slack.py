@@ -107,12 +107,22 @@ class SlackStandIn:
         self._clock = Ids(1)  # the counter part of every ts
         self._ids = Ids(1)  # event ids and trigger ids
         self._bucket = Buckets(1.0, 10) if rate_limits else None
+        # chat.update is Tier 3: 50+ a minute per workspace, with bursts.
+        self._update_bucket = Buckets(50 / 60, 50) if rate_limits else None
+        # Posts refused with 429 because the caller went faster than the channel's limit (not
+        # the failures a test asks for): a desk that keeps its own pace causes none.
+        self.paced_refusals: dict[str, int] = {}
         self._changed = Waiter()
         self._retry_base = retry_base_delay
         self._deliverer = Deliverer(timeout=3)  # Slack gives an app 3 s to acknowledge
         self._holds: dict[str, int] = {}  # method → how many answers to hold back
         self._release = asyncio.Event()
         self._release.set()
+
+    def paced_refusals_total(self) -> int:
+        """Calls refused with 429 because the caller outpaced the platform's limit."""
+        updates = self._update_bucket.refused if self._update_bucket is not None else 0
+        return sum(self.paced_refusals.values()) + updates
 
     def install(self, app: web.Application, prefix: str) -> None:
         app.router.add_post(prefix + "/api/{method}", self.handle)
@@ -665,6 +675,7 @@ class SlackStandIn:
         if self._bucket is not None:
             wait = self._bucket.take(channel)
             if wait > 0:
+                self.paced_refusals[channel] = self.paced_refusals.get(channel, 0) + 1
                 return web.json_response(
                     {"ok": False, "error": "ratelimited"},
                     status=429,
@@ -751,7 +762,7 @@ class SlackStandIn:
             raise SlackError("thread_not_found")
         return self._listed([parent, *self.thread(channel, ts)], params)
 
-    async def _update(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _update(self, params: dict[str, Any]) -> dict[str, Any] | web.Response:
         channel = self._channel(params)
         if channel in self.archived:
             raise SlackError("is_inactive")  # chat.update's word for an archived channel
@@ -764,6 +775,14 @@ class SlackStandIn:
         blocks = self._blocks(params)
         if not text and not blocks:
             raise SlackError("no_text")
+        if self._update_bucket is not None:
+            wait = self._update_bucket.take("chat.update")
+            if wait > 0:
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"},
+                    status=429,
+                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+                )
         message["text"] = text
         if blocks is not None:
             message["blocks"] = blocks

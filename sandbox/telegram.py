@@ -74,6 +74,11 @@ class TelegramStandIn:
         self._holds: dict[str, int] = {}  # method → how many answers to hold back
         self._release = asyncio.Event()
 
+    def paced_refusals(self) -> int:
+        """Calls refused with 429 because the caller outpaced the platform's limit."""
+        buckets = (self._chat_buckets, self._total_bucket)
+        return sum(b.refused for b in buckets if b is not None)
+
     def install(self, app: web.Application, prefix: str) -> None:
         app.router.add_route("*", prefix + "/bot{token}/{method}", self.handle)
 

@@ -76,6 +76,10 @@ class WhatsAppStandIn:
         self._retry_base = retry_base_delay
         self._deliverer = Deliverer(timeout=10)
 
+    def paced_refusals(self) -> int:
+        """Calls refused with 429 because the caller outpaced the platform's limit."""
+        return self._bucket.refused if self._bucket is not None else 0
+
     def install(self, app: web.Application, prefix: str) -> None:
         app.router.add_post(prefix + "/{version}/{phone_id}/messages", self.handle)
 

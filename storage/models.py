@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -299,3 +300,13 @@ class Process(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
+
+
+class RateBucket(Base):
+    """A platform rate limit's token bucket, shared by the processes of a fleet on PostgreSQL
+    (bot/ratelimit.py): ``slack:C0…`` per channel, ``tg:<chat>``, ``tg:*``, ``wa:*``."""
+
+    __tablename__ = "rate_buckets"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    stamp: Mapped[datetime]  # the database's clock when ``tokens`` was last worked out

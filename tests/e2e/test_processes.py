@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.app import DeskApp
@@ -77,6 +78,42 @@ async def test_two_desks_share_the_work_without_doubles(database_url: str) -> No
         # Every inbox row was processed by exactly one of the two desks.
         print(f"desk a processed {a.dispatcher.processed}, desk b {b.dispatcher.processed}")
         assert a.dispatcher.processed + b.dispatcher.processed == processed
+    finally:
+        await b.stop()
+        await a.stop()
+        await standins.stop()
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_two_desks_keep_one_pace_into_a_slack_channel(database_url: str) -> None:
+    """Slack allows about one message a second per channel. Two desks each keeping that pace
+    on their own would post twice as fast and lean on 429s; sharing the budget in PostgreSQL,
+    together they get no 429 from the channel's limit while a burst of cards goes out."""
+    standins = await start_standins(rate_limits=True)
+    port_a: int = standins.desk_port  # type: ignore[attr-defined]
+    settings_a = desk_settings(standins, database_url, port_a)
+    settings_b = dataclasses.replace(settings_a, http_port=free_port(), telegram=None)
+    a = DeskApp(settings_a, RULES, idle_poll=0.02)  # the platforms' real limits
+    b = DeskApp(settings_b, RULES, idle_poll=0.02)
+    await a.start()
+    await b.start()
+    customers = [f"1555020{n:04d}" for n in range(24)]
+    try:
+        await asyncio.gather(
+            *(standins.whatsapp.customer_says(c, f"{c} needs help", name=c) for c in customers)
+        )
+        stack = Stack(standins, a, database_url)
+
+        async def all_cards() -> bool:
+            return len(stack.cards()) == len(customers)
+
+        await eventually(all_cards, "a card for every customer", timeout=40)
+        assert a.outbox is not None and b.outbox is not None
+        print(f"messages sent by desk a: {a.outbox.sent}, by desk b: {b.outbox.sent}")
+        assert a.outbox.sent > 0 and b.outbox.sent > 0  # both desks took part
+        assert standins.slack.paced_refusals.get(SUPPORT, 0) == 0
     finally:
         await b.stop()
         await a.stop()
