@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +25,7 @@ from bot.roles import GroupRefresher
 from bot.rules import Rules
 from bot.scheduler import AssignmentSweeper, PresencePoller, SlaScheduler
 from bot.settings import Settings, desk_tz
-from storage.db import create_engine, migrate, ping, session_factory
+from storage.db import create_engine, migrate, ping, problem, session_factory
 from storage.queues import inbox_lag_seconds, outbox_backlog
 
 log = logging.getLogger("deskbot")
@@ -91,6 +92,7 @@ class DeskApp:
             "deskbot_outbox_backlog", "Outbound messages not yet delivered", registry=self.registry
         )
         self._stop = asyncio.Event()
+        self._db_down: tuple[datetime, str] | None = None  # since when, and what
         self._tasks: set[asyncio.Task[None]] = set()
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker[AsyncSession] | None = None
@@ -248,15 +250,32 @@ class DeskApp:
             self.inbox.arrived.set()
 
     async def _healthz(self, _request: web.Request) -> web.Response:
+        """200 when the database answers and every adapter and loop works; otherwise 503 with
+        what is wrong and since when, for as long as it lasts."""
         assert self.engine is not None
         checks: dict[str, Any] = {}
         try:
             await asyncio.wait_for(ping(self.engine), timeout=3)
+            self._db_down = None
             checks["database"] = "ok"
         except Exception as exc:
-            checks["database"] = f"error: {type(exc).__name__}"
+            if self._db_down is None:
+                self._db_down = (self.clock.now(), problem(exc))
+            checks["database"] = self._db_down[1]
+            checks["database_down_since"] = self._db_down[0].isoformat(timespec="seconds")
         checks["adapters"] = {a.channel: a.started for a in self.adapters}
-        healthy = checks["database"] == "ok" and all(checks["adapters"].values())
+        loops = {"dispatcher": self.dispatcher, "outbox": self.outbox}
+        checks["loops"] = {
+            name: "ok"
+            if loop is None or loop.failing is None
+            else f"{loop.failing[1]} (since {loop.failing[0].isoformat(timespec='seconds')})"
+            for name, loop in loops.items()
+        }
+        healthy = (
+            checks["database"] == "ok"
+            and all(checks["adapters"].values())
+            and all(v == "ok" for v in checks["loops"].values())
+        )
         return web.json_response(checks, status=200 if healthy else 503)
 
     async def _metrics(self, _request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -45,6 +45,7 @@ from bot.sla_keeper import SlaKeeper
 from bot.supervisor import Answer, desk_command
 from bot.tickets import Desk, TooEarly, queue_effects
 from nlp.language import detect_language
+from storage.db import problem
 from storage.models import Identity, InboxRow
 from storage.queues import inbox_add, inbox_claim
 
@@ -137,13 +138,18 @@ class Dispatcher:
         self._retry_base = retry_base
         self._idle_poll = idle_poll
         self.processed = 0
+        # Since when the loop has been failing, and why (shown by /healthz); None while it works.
+        self.failing: tuple[datetime, str] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 done = await self.run_once()
-            except Exception:
+                self.failing = None
+            except Exception as exc:
                 log.exception("dispatcher.loop_error")
+                if self.failing is None:
+                    self.failing = (self._clock.now(), problem(exc))
                 done = 0
             if done == 0:
                 self._inbox.arrived.clear()

@@ -57,6 +57,7 @@ from bot.recovery import CardRecovery, card_is_gone
 from bot.rules import Rules
 from bot.sla_keeper import SlaKeeper
 from bot.tickets import Desk, queue_effects
+from storage.db import problem
 from storage.models import Identity, Message, OutboxRow, Ticket
 from storage.queues import outbox_claim
 
@@ -138,6 +139,8 @@ class OutboxSender:
         self._idle_poll = idle_poll
         self.wakeup = asyncio.Event()
         self.sent = 0
+        # Since when the loop has been failing, and why (shown by /healthz); None while it works.
+        self.failing: tuple[datetime, str] | None = None
         # Sent, but the database could not record it (see _finish): recorded, not re-sent,
         # when the row comes back to this process.
         self._unrecorded: dict[int, Delivery] = {}
@@ -150,8 +153,11 @@ class OutboxSender:
         while not stop.is_set():
             try:
                 done = await self.run_once()
-            except Exception:
+                self.failing = None
+            except Exception as exc:
                 log.exception("outbox.loop_error")
+                if self.failing is None:
+                    self.failing = (self._clock.now(), problem(exc))
                 done = 0
             if done == 0:
                 self.wakeup.clear()

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
 from bot.outbound import Outbound
+from bot.repeat import repeat
 from bot.rules import Rules
 from bot.tickets import Desk
 from storage.models import (
@@ -285,9 +286,13 @@ async def forget(desk: Desk, customer: Customer) -> Held:
     outbox = list((await s.scalars(select(OutboxRow).where(or_(*theirs)))).all())
     # Exports of this customer sent to supervisors carried all of it in the row's payload.
     exports = await s.scalars(
-        select(OutboxRow).where(OutboxRow.channel == "slack", OutboxRow.ticket_id.is_(None))
+        select(OutboxRow).where(
+            OutboxRow.channel == "slack",
+            OutboxRow.ticket_id.is_(None),
+            OutboxRow.payload["file_name"].as_string() == export_name(customer),
+        )
     )
-    outbox += [r for r in exports if (r.payload or {}).get("file_name") == export_name(customer)]
+    outbox += list(exports)
     slack_posts: list[tuple[str, str]] = []
     for row in outbox:
         payload = row.payload or {}
@@ -367,7 +372,5 @@ class RawPurger:
         return purged
 
     async def run(self, stop: asyncio.Event) -> None:
-        from bot.scheduler import repeat  # the scheduler imports the desk, which imports us
-
         if self._rules.retention.raw_days is not None:
             await repeat(self.run_once, stop, self.interval, "retention")

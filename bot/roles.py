@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
+from bot.repeat import repeat
 from bot.rules import GROUP_ID, Rules
 from storage.models import RoleGroup
 
@@ -108,8 +109,5 @@ class GroupRefresher:
             pass  # another process stored the same group at the same moment
 
     async def run(self, stop: asyncio.Event) -> None:
-        # Imported here: the scheduler imports the desk (bot.tickets), which imports this module.
-        from bot.scheduler import repeat
-
         if self._rules.roles.groups:
             await repeat(self.run_once, stop, self.interval, "roles")

@@ -20,36 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.assignment import Assigner
 from bot.clock import Clock
 from bot.leases import this_process
+from bot.repeat import repeat
 from bot.rules import Rules
 from bot.sla_keeper import SlaKeeper
 from bot.tickets import Desk, queue_effects
 from storage.models import Agent, SlaTimer, Ticket
 
 log = logging.getLogger("deskbot.scheduler")
-
-
-async def repeat(
-    step: Callable[[], Awaitable[object]],
-    stop: asyncio.Event,
-    interval: float,
-    name: str,
-    *,
-    wakeup: asyncio.Event | None = None,
-) -> None:
-    """Run ``step`` every ``interval`` seconds (sooner when ``wakeup`` is set) until ``stop``;
-    a failing pass is logged and the next one runs as usual."""
-    while not stop.is_set():
-        try:
-            await step()
-        except Exception:
-            log.exception("scheduler.%s_failed", name)
-        events = [stop] if wakeup is None else [stop, wakeup]
-        if wakeup is not None:
-            wakeup.clear()
-        waiters = [asyncio.ensure_future(e.wait()) for e in events]
-        await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-        for w in waiters:
-            w.cancel()
 
 
 class AssignmentSweeper:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,17 @@ async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest migration. Safe to call from every process at start."""
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
+
+
+_CREDENTIALS = re.compile(r"://[^/@\s]*@")
+
+
+def problem(exc: BaseException) -> str:
+    """A database error as an operator may read it in /healthz: its kind and message, without
+    credentials (a URL's user:password part is masked), on one line, at most 200 characters."""
+    text = " ".join(str(exc).split())
+    text = _CREDENTIALS.sub("://***@", text)
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,12 +27,12 @@ from bot.cards import PRIORITY_ICON, escape
 from bot.clock import Clock
 from bot.leases import this_process
 from bot.outbound import Outbound
+from bot.repeat import repeat
 from bot.reports.command import current_agents
 from bot.reports.metrics import Period, report
 from bot.reports.render import duration, metric_lines, title
 from bot.rules import Digest as DigestRules
 from bot.rules import Rules
-from bot.scheduler import repeat
 from bot.tickets import Desk, queue_effects
 from storage.models import Digest, SlaFiring, Ticket, TicketEvent
 
@@ -123,17 +123,16 @@ async def compose(
         for e, t in ratings[:LISTED]
     ]
 
-    # The oldest-unanswered count needs the whole set, not the first few.
+    # The oldest-unanswered count needs the whole set, not the first few: counted in SQL.
     total_waiting = len(unanswered)
     if total_waiting > LISTED:
-        total_waiting = len(
-            (
-                await session.scalars(
-                    select(Ticket.id).where(
-                        Ticket.status.in_(OPEN), Ticket.first_response_at.is_(None)
-                    )
-                )
-            ).all()
+        total_waiting = (
+            await session.scalar(
+                select(func.count())
+                .select_from(Ticket)
+                .where(Ticket.status.in_(OPEN), Ticket.first_response_at.is_(None))
+            )
+            or 0
         )
     head = f"Daily digest · {day:%a %-d %b %Y} ({tz.key})"
     sections = [

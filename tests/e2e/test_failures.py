@@ -162,6 +162,7 @@ async def test_healthz_and_metrics(stack: Stack) -> None:
     assert health == {
         "database": "ok",
         "adapters": {"telegram": True, "whatsapp": True, "slack": True},
+        "loops": {"dispatcher": "ok", "outbox": "ok"},
     }
     await stack.standins.telegram.customer_says(5, "hi", first_name="Mo")
     await stack.card()
