@@ -11,18 +11,11 @@ row stuck, and still turn the next good message into a ticket.
 from __future__ import annotations
 
 import asyncio
-import gzip
-import hashlib
-import hmac
 import itertools
 import json
 import logging
-import time
-import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -30,6 +23,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from bench.hostile import (
+    DEEP,
+    PATHS,
+    Secrets,
+    broken,
+    dumps,
+    paths,
+    replaced,
+    sign_for,
+    signed_request,
+    telegram_update,
+    templates,
+)
 from bot.app import DeskApp
 from bot.outbox import RateLimits
 from storage.models import InboxRow
@@ -48,222 +54,15 @@ from .conftest import (
 
 EXAMPLES = 200
 TG_SECRET = "tg-secret_1"
-DEEP = "\x1edeep\x1e"  # a placeholder the body builder swaps for deep nesting
-_ids = itertools.count(10_000)
-
-# -- what a hostile value can be ---------------------------------------------------------------
-
-hostile_text = st.one_of(
-    st.text(st.characters(codec=None, exclude_categories=()), max_size=40),  # surrogates too
-    st.sampled_from(["\x00", "a\x00b", "\ud800", "\udfff x", "\u202e\u200b", "ｈｅｌｌｏ" * 30]),
-    st.just("x" * 70_000),
+SECRETS = Secrets(
+    telegram=TG_SECRET,
+    whatsapp=WA_SECRET,
+    slack=SLACK_SECRET,
+    phone_number_id=WA_PHONE_ID,
+    slack_channel=SUPPORT,
 )
-hostile_number = st.one_of(
-    st.integers(min_value=-(2**80), max_value=2**80),
-    st.sampled_from([2**63, -(2**63) - 1, 2**64, 10**30, 0, -1]),
-    st.floats(allow_nan=True, allow_infinity=True),
-)
-hostile_leaf = st.one_of(st.none(), st.booleans(), hostile_number, hostile_text, st.just(DEEP))
-hostile_value = st.recursive(
-    hostile_leaf,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(hostile_text, inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-
-
-def paths(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [at]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found += paths(v, (*at, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found += paths(v, (*at, i))
-    return found
-
-
-def replaced(doc: Any, path: tuple[Any, ...], new: Any, *, drop: bool = False) -> Any:
-    if not path:
-        return new
-    copy: Any = dict(doc) if isinstance(doc, dict) else list(doc)
-    head, rest = path[0], path[1:]
-    if drop and not rest:
-        if isinstance(copy, dict):
-            copy.pop(head, None)
-        else:
-            copy.pop(head)
-        return copy
-    copy[head] = replaced(copy[head], rest, new, drop=drop)
-    return copy
-
-
-def dumps(doc: Any, depth: int) -> bytes:
-    text = json.dumps(doc, allow_nan=True)
-    return text.replace(json.dumps(DEEP), "[" * depth + "]" * depth).encode()
-
-
-@st.composite
-def broken(draw: st.DrawFn, template: Any) -> tuple[bytes, dict[str, str]]:
-    """A hostile body made from ``template`` and the extra headers to send it with."""
-    doc = template
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(paths(doc)))
-        how = draw(st.sampled_from(["replace", "replace", "drop", "add"]))
-        if how == "drop" and path:
-            doc = replaced(doc, path, None, drop=True)
-        elif how == "add" and isinstance(doc, dict):
-            doc = {**doc, draw(hostile_text): draw(hostile_value)}
-        else:
-            doc = replaced(doc, path, draw(hostile_value))
-    depth = draw(st.sampled_from([10, 900, 5_000, 100_000]))
-    body = dumps(doc, depth)
-    headers: dict[str, str] = {}
-    match draw(
-        st.sampled_from(
-            ["plain"] * 6 + ["truncated", "latin1", "gzip", "bad-gzip", "deflate", "br", "bogus"]
-        )
-    ):
-        case "truncated":
-            body = body[: draw(st.integers(0, max(len(body) - 1, 0)))]
-        case "latin1":
-            body = body.replace(b"e", b"\xe9")
-        case "gzip":
-            body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
-        case "bad-gzip":
-            headers["Content-Encoding"] = "gzip"
-        case "deflate":
-            body, headers["Content-Encoding"] = zlib.compress(body), "deflate"
-        case "br":
-            headers["Content-Encoding"] = "br"
-        case "bogus":
-            headers["Content-Encoding"] = "x-fuzz"
-    return body, headers
-
-
-# -- the endpoints and their valid payloads -----------------------------------------------------
-
-
-def telegram_update(chat: int, text: str) -> dict[str, Any]:
-    n = next(_ids)
-    person = {"id": chat, "is_bot": False, "first_name": "Fuzz"}
-    return {
-        "update_id": n,
-        "message": {
-            "message_id": n,
-            "date": int(time.time()),
-            "chat": {"id": chat, "type": "private", "first_name": "Fuzz"},
-            "from": person,
-            "text": text,
-        },
-    }
-
-
-def whatsapp_envelope(wa_id: str, text: str) -> dict[str, Any]:
-    message = {
-        "from": wa_id,
-        "id": f"wamid.FUZZ{next(_ids)}",
-        "timestamp": str(int(time.time())),
-        "type": "text",
-        "text": {"body": text},
-    }
-    value = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550783881", "phone_number_id": WA_PHONE_ID},
-        "contacts": [{"profile": {"name": "Fuzz"}, "wa_id": wa_id}],
-        "messages": [message],
-        "statuses": [{"id": "wamid.X", "status": "read", "timestamp": "1", "recipient_id": wa_id}],
-    }
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
-    }
-
-
-def slack_event() -> dict[str, Any]:
-    return {
-        "token": "sandbox-verification-token",
-        "team_id": "T0SANDBOX",
-        "api_app_id": "A0DESKBOT",
-        "type": "event_callback",
-        "event_id": f"EvFUZZ{next(_ids)}",
-        "event_time": int(time.time()),
-        "authorizations": [{"team_id": "T0SANDBOX", "user_id": "U0DESKBOT", "is_bot": True}],
-        "event": {
-            "type": "message",
-            "channel": SUPPORT,
-            "user": "U0ALICE",
-            "text": "hello",
-            "ts": "1700000000.000200",
-            "thread_ts": "1700000000.000100",
-            "channel_type": "channel",
-        },
-    }
-
-
-def slack_action() -> dict[str, Any]:
-    return {
-        "type": "block_actions",
-        "user": {"id": "U0ALICE", "username": "alice", "team_id": "T0SANDBOX"},
-        "api_app_id": "A0DESKBOT",
-        "token": "sandbox-verification-token",
-        "trigger_id": f"{next(_ids)}.abcdef012345",
-        "team": {"id": "T0SANDBOX"},
-        "channel": {"id": SUPPORT, "name": "support"},
-        "container": {"type": "message", "message_ts": "1.000001", "channel_id": SUPPORT},
-        "message": {"ts": "1.000001", "text": "card"},
-        "actions": [
-            {
-                "type": "button",
-                "action_id": "claim",
-                "block_id": "b",
-                "value": "1",
-                "action_ts": "1",
-            }
-        ],
-    }
-
-
-def slack_command() -> dict[str, Any]:
-    return {
-        "token": "sandbox-verification-token",
-        "team_id": "T0SANDBOX",
-        "team_domain": "sandbox",
-        "channel_id": SUPPORT,
-        "channel_name": "support",
-        "user_id": "U0ALICE",
-        "user_name": "alice",
-        "command": "/desk",
-        "text": "help",
-        "api_app_id": "A0DESKBOT",
-        "trigger_id": f"{next(_ids)}.abcdef012345",
-    }
-
-
-def slack_headers(body: bytes) -> dict[str, str]:
-    ts = str(int(time.time()))
-    base = f"v0:{ts}:".encode() + body
-    sig = "v0=" + hmac.new(SLACK_SECRET.encode(), base, hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig}
-
-
-def as_form(body: bytes, *, payload: bool) -> bytes:
-    """A JSON body as Slack's form encoding: ``payload=<json>``, or the command's fields."""
-    if payload:
-        return urlencode(
-            {"payload": body.decode("utf-8", "surrogateescape")}, errors="surrogateescape"
-        ).encode()
-    try:
-        fields = json.loads(body)
-    except (ValueError, RecursionError):
-        return body  # not even JSON any more: sent as it is, a broken form
-    if not isinstance(fields, dict):
-        return body
-    return urlencode(
-        {str(k): json.dumps(v) if not isinstance(v, str) else v for k, v in fields.items()},
-        errors="surrogatepass",
-    ).encode()
+TEMPLATES = templates(SECRETS)
+GOOD_CHATS = itertools.count(900_000)
 
 
 # -- the desk under test --------------------------------------------------------------------------
@@ -308,51 +107,17 @@ class Poster:
             return resp.status
 
 
-def sign_for(endpoint: str, body: bytes) -> dict[str, str]:
-    match endpoint:
-        case "telegram":
-            return {
-                "Content-Type": "application/json",
-                "X-Telegram-Bot-Api-Secret-Token": TG_SECRET,
-            }
-        case "whatsapp":
-            sig = "sha256=" + hmac.new(WA_SECRET.encode(), body, hashlib.sha256).hexdigest()
-            return {"Content-Type": "application/json", "X-Hub-Signature-256": sig}
-        case "slack_event":
-            return {"Content-Type": "application/json", **slack_headers(body)}
-        case _:
-            return {"Content-Type": "application/x-www-form-urlencoded", **slack_headers(body)}
-
-
-PATHS = {
-    "telegram": "/telegram/webhook",
-    "whatsapp": "/whatsapp/webhook",
-    "slack_event": "/slack/events",
-    "slack_action": "/slack/events",
-    "slack_command": "/slack/events",
-}
-TEMPLATES: dict[str, Callable[[], Any]] = {
-    "telegram": lambda: telegram_update(777_001, "my parcel is late"),
-    "whatsapp": lambda: whatsapp_envelope("15550009999", "my parcel is late"),
-    "slack_event": slack_event,
-    "slack_action": slack_action,
-    "slack_command": slack_command,
-}
-
-
 async def hostile_round(poster: Poster, endpoint: str, body: bytes, extra: dict[str, str]) -> None:
-    if endpoint in ("slack_action", "slack_command"):
-        body = as_form(body, payload=endpoint == "slack_action")
-    headers = {**sign_for(endpoint, body), **extra}
-    status = await poster.post(PATHS[endpoint], body, headers)
+    path, body, headers = signed_request(endpoint, body, extra, SECRETS)
+    status = await poster.post(path, body, headers)
     assert status < 500, f"{endpoint} answered {status} to {body[:300]!r} {extra}"
 
 
 async def desk_still_works(stack: Stack, poster: Poster, caplog: pytest.LogCaptureFixture) -> None:
     """After the storm: a good message becomes a ticket, no row is stuck, no traceback."""
-    chat = next(_ids)
+    chat = next(GOOD_CHATS)
     body = json.dumps(telegram_update(chat, f"good message {chat}")).encode()
-    assert await poster.post(PATHS["telegram"], body, sign_for("telegram", body)) == 200
+    assert await poster.post(PATHS["telegram"], body, sign_for("telegram", body, SECRETS)) == 200
 
     async def carded() -> bool:
         return any(f"good message {chat}" in json.dumps(c) for c in stack.cards())
