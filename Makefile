@@ -31,8 +31,9 @@ lint: $(STAMP)
 test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider
 
+# Figures beside a reference measured in the same run; JSON and a PNG plot in bench-results/.
 bench: $(STAMP)
-	$(BIN)/python -m bench.loop
+	$(BIN)/python -m bench.loop --json bench-results/loop.json --plot bench-results/loop.png
 
 # The sandbox page used in headless Chromium as a person would (needs /usr/bin/chromium:
 # apt-get install chromium); saves docs/sandbox.png.

@@ -1,21 +1,34 @@
 """How fast the loop turns customer messages into Slack posts, measured with the stand-ins.
 
     .venv/bin/python -m bench.loop [--messages 300] [--latency-samples 40] [--database URL]
+        [--json bench-results/loop.json] [--plot bench-results/loop.png]
 
-Prints figures; asserts nothing. The stand-ins' and the desk's rate limits are lifted, so this
-measures the desk (webhook/poll → inbox → dispatcher → outbox → Slack), not Telegram's limits.
+Prints figures, each beside a reference measured in the same run on the same machine (the same
+database doing nothing but one-row insert transactions, the floor under any desk built on it);
+asserts nothing. The stand-ins' and the desk's rate limits are lifted, so this measures the desk
+(webhook/poll → inbox → dispatcher → outbox → Slack), not the platforms' limits. ``--json``
+writes every figure and sample; ``--plot`` draws the latency distribution and the cards posted
+over time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
+import platform
 import secrets
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 
 from bot.app import DeskApp
 from bot.outbox import RateLimits
@@ -41,12 +54,116 @@ async def _wait_cards(standins: StandIns, marker: str, n: int, timeout: float) -
         raise TimeoutError(f"only {_cards_with(standins, marker)}/{n} cards arrived")
 
 
-async def run(messages: int, samples: int, database: str | None, channel: str) -> None:
+@dataclass
+class LoopResult:
+    channel: str
+    database: str
+    messages: int
+    latencies_ms: list[float] = field(default_factory=list)
+    burst_seconds: float = 0.0
+    sent_seconds: float = 0.0
+    timeline: list[tuple[float, int]] = field(default_factory=list)  # (s since burst, cards)
+    reference_inserts_per_s: float = 0.0  # one-row insert transactions, same database
+    machine: dict[str, Any] = field(default_factory=dict)
+    measured_at: str = ""
+
+    @property
+    def throughput(self) -> float:
+        return self.messages / self.burst_seconds if self.burst_seconds else 0.0
+
+    def median(self) -> float:
+        return statistics.median(self.latencies_ms)
+
+    def p90(self) -> float:
+        return sorted(self.latencies_ms)[int(0.9 * (len(self.latencies_ms) - 1))]
+
+    def summary(self) -> str:
+        per_ticket = self.reference_inserts_per_s / self.throughput if self.throughput else 0
+        return "\n".join(
+            [
+                f"loop benchmark: {self.channel} → Slack, database {self.database},"
+                " rate limits lifted",
+                f"  latency (idle, n={len(self.latencies_ms)}): median {self.median():.1f} ms,"
+                f" p90 {self.p90():.1f} ms, max {max(self.latencies_ms):.1f} ms",
+                f"  throughput: {self.messages} customer messages → {self.messages} Slack cards"
+                f" in {self.burst_seconds:.2f} s = {self.throughput:.1f} msg/s"
+                f" (customers finished sending after {self.sent_seconds:.2f} s)",
+                f"  reference: the same database alone does {self.reference_inserts_per_s:.0f}"
+                f" one-row insert transactions/s, so a new ticket costs about"
+                f" {per_ticket:.0f} of them",
+            ]
+        )
+
+
+async def reference_inserts(url: str, seconds: float = 2.0) -> float:
+    """One-row insert transactions per second on this database, through the desk's own engine
+    settings: the floor under anything built on it."""
+    from storage.db import create_engine
+
+    engine = create_engine(url)
+    table = Table(
+        f"bench_ref_{secrets.token_hex(4)}",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("payload", String(200)),
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.create)
+        done, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            async with engine.begin() as conn:
+                await conn.execute(insert(table).values(payload="x" * 120))
+            done += 1
+        rate = done / (time.perf_counter() - t0)
+        async with engine.begin() as conn:
+            await conn.run_sync(table.drop)
+        return rate
+    finally:
+        await engine.dispose()
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
+
+
+def plot(result: LoopResult, out: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    left.hist(result.latencies_ms, bins=20, color="#4C78A8")
+    left.axvline(result.median(), color="#E45756", label=f"median {result.median():.0f} ms")
+    left.set_title(f"message → card, idle desk (n={len(result.latencies_ms)})")
+    left.set_xlabel("ms")
+    left.set_ylabel("messages")
+    left.legend()
+    if result.timeline:
+        xs, ys = zip(*result.timeline, strict=True)
+        right.plot(xs, ys, color="#4C78A8")
+    right.set_title(f"{result.messages} at once: {result.throughput:.0f} msg/s")
+    right.set_xlabel("seconds since the burst began")
+    right.set_ylabel("cards in Slack")
+    fig.suptitle(f"deskbot loop · {result.channel} → Slack · {result.database}")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+
+
+async def run(messages: int, samples: int, database: str | None, channel: str) -> LoopResult:
     port = 18080
     standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
     await standins.start()
     with tempfile.TemporaryDirectory() as tmp:
         db = database or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        reference = await reference_inserts(db)
         desk = DeskApp(
             sandbox_settings(standins, desk_port=port, database_url=db),
             parse_rules({"version": 1}),
@@ -76,20 +193,32 @@ async def run(messages: int, samples: int, database: str | None, channel: str) -
                 *(say(samples + i, f"burst-{i}- my order is late") for i in range(messages))
             )
             sent = time.perf_counter() - t0
-            await _wait_cards(standins, "burst-", messages, 600)
+            timeline: list[tuple[float, int]] = []
+
+            def progress() -> bool:
+                n = _cards_with(standins, "burst-")
+                if not timeline or timeline[-1][1] != n:
+                    timeline.append((round(time.perf_counter() - t0, 3), n))
+                return n >= messages
+
+            if not await standins.slack.wait_for(progress, 600):
+                raise TimeoutError(f"only {_cards_with(standins, 'burst-')}/{messages} cards")
             elapsed = time.perf_counter() - t0
         finally:
             await desk.stop()
             await standins.stop()
     kind = desk.engine.dialect.name if desk.engine else "?"
-    print(f"loop benchmark: {channel} → Slack, database {kind}, rate limits lifted")
-    print(
-        f"  latency (idle, n={samples}): median {statistics.median(latencies):.1f} ms, "
-        f"p90 {sorted(latencies)[int(0.9 * (samples - 1))]:.1f} ms, max {max(latencies):.1f} ms"
-    )
-    print(
-        f"  throughput: {messages} customer messages → {messages} Slack cards in {elapsed:.2f} s"
-        f" = {messages / elapsed:.1f} msg/s (customers finished sending after {sent:.2f} s)"
+    return LoopResult(
+        channel=channel,
+        database=kind,
+        messages=messages,
+        latencies_ms=[round(x, 2) for x in latencies],
+        burst_seconds=elapsed,
+        sent_seconds=sent,
+        timeline=timeline,
+        reference_inserts_per_s=reference,
+        machine=machine(),
+        measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 
 
@@ -122,13 +251,12 @@ async def _drop_schema(url: str, schema: str) -> None:
     await admin.dispose()
 
 
-async def _run(messages: int, samples: int, database: str | None, channel: str) -> None:
+async def _run(messages: int, samples: int, database: str | None, channel: str) -> LoopResult:
     if database is None or not database.startswith("postgresql"):
-        await run(messages, samples, database, channel)
-        return
+        return await run(messages, samples, database, channel)
     schema, url = await _fresh_schema(database)
     try:
-        await run(messages, samples, url, channel)
+        return await run(messages, samples, url, channel)
     finally:
         await _drop_schema(database, schema)
 
@@ -139,9 +267,24 @@ def main() -> None:
     p.add_argument("--latency-samples", type=int, default=40)
     p.add_argument("--database", default=None)
     p.add_argument("--channel", choices=["telegram", "whatsapp"], default="telegram")
+    p.add_argument("--json", type=Path, default=None, help="write every figure and sample here")
+    p.add_argument("--plot", type=Path, default=None, help="draw the figures into this PNG")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_run(a.messages, a.latency_samples, a.database, a.channel))
+    result = asyncio.run(_run(a.messages, a.latency_samples, a.database, a.channel))
+    print(result.summary())
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        figures = {
+            "median_ms": result.median(),
+            "p90_ms": result.p90(),
+            "throughput_msg_s": result.throughput,
+        }
+        a.json.write_text(json.dumps({**asdict(result), **figures}, indent=2) + "\n")
+        print(f"  wrote {a.json}")
+    if a.plot is not None:
+        plot(result, a.plot)
+        print(f"  wrote {a.plot}")
 
 
 if __name__ == "__main__":
