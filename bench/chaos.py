@@ -190,6 +190,21 @@ class Result:
         return "\n".join(lines)
 
 
+def make_standins(desk_url: str, *, rate_limits: bool) -> StandIns:
+    """The three stand-ins, with the secrets the desks of these benchmarks are started with."""
+    return StandIns(
+        desk_url=desk_url,
+        telegram_token=TELEGRAM_TOKEN,
+        whatsapp_access_token=WA_TOKEN,
+        whatsapp_phone_number_id=WA_PHONE_ID,
+        whatsapp_app_secret=WA_SECRET,
+        slack_bot_token=SLACK_TOKEN,
+        slack_signing_secret=SLACK_SECRET,
+        rate_limits=rate_limits,
+        retry_base_delay=0.2,
+    )
+
+
 def _desk_env(standins: StandIns, database_url: str, port: int, balancer: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -343,17 +358,8 @@ async def run(
 
     balancer_port = free_port()
     balancer_url = f"http://127.0.0.1:{balancer_port}"
-    standins = StandIns(
-        desk_url=balancer_url,
-        telegram_token=TELEGRAM_TOKEN,
-        whatsapp_access_token=WA_TOKEN,
-        whatsapp_phone_number_id=WA_PHONE_ID,
-        whatsapp_app_secret=WA_SECRET,
-        slack_bot_token=SLACK_TOKEN,
-        slack_signing_secret=SLACK_SECRET,
-        rate_limits=True,  # the platforms' real limits: the fleet must keep them together
-        retry_base_delay=0.2,
-    )
+    # The platforms' real limits: the fleet must keep them together.
+    standins = make_standins(balancer_url, rate_limits=True)
     await standins.start()
     desks = [Desk(free_port()) for _ in range(processes)]
     balancer = Balancer([d.port for d in desks])

@@ -36,18 +36,16 @@ from sqlalchemy.engine import make_url
 
 from bench.chaos import (
     SLACK_SECRET,
-    SLACK_TOKEN,
-    TELEGRAM_TOKEN,
     TG_SECRET,
     WA_PHONE_ID,
     WA_SECRET,
-    WA_TOKEN,
     Desk,
     _desk_env,
     _kill,
     _plain,
     _start_desk,
     free_port,
+    make_standins,
 )
 from bench.hostile import (
     PATHS,
@@ -58,7 +56,6 @@ from bench.hostile import (
     telegram_update,
     templates,
 )
-from sandbox import StandIns
 from storage.db import create_engine, session_factory
 from storage.models import InboxRow, Message
 
@@ -164,17 +161,7 @@ async def run(requests: int, server_url: str | None = None, seed: int = 0) -> Fu
         database_url = f"sqlite+aiosqlite:///{workdir / 'desk.db'}"
     desk = Desk(free_port())
     desk_url = f"http://127.0.0.1:{desk.port}"
-    standins = StandIns(
-        desk_url=desk_url,
-        telegram_token=TELEGRAM_TOKEN,
-        whatsapp_access_token=WA_TOKEN,
-        whatsapp_phone_number_id=WA_PHONE_ID,
-        whatsapp_app_secret=WA_SECRET,
-        slack_bot_token=SLACK_TOKEN,
-        slack_signing_secret=SLACK_SECRET,
-        rate_limits=False,
-        retry_base_delay=0.2,
-    )
+    standins = make_standins(desk_url, rate_limits=False)
     await standins.start()
     try:
         env = _desk_env(standins, database_url, desk.port, desk_url)
