@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -79,6 +80,7 @@ class FuzzResult:
     stuck: int = 0
     inbox: Counter[str] = field(default_factory=Counter)
     good_message_ticketed: bool = False
+    workdir: Path = Path()
 
     @property
     def ok(self) -> bool:
@@ -149,8 +151,8 @@ async def _ticketed(database_url: str, text: str, timeout: float) -> bool:
 
 
 async def run(requests: int, server_url: str | None = None, seed: int = 0) -> FuzzResult:
-    result = FuzzResult()
     workdir = Path(tempfile.mkdtemp(prefix="deskbot-fuzz-"))
+    result = FuzzResult(workdir=workdir)
     name = f"fuzz_{uuid.uuid4().hex[:10]}"
     if server_url:
         conn = await asyncpg.connect(_plain(server_url))
@@ -242,6 +244,10 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args.requests, args.database, args.seed))
     print(result.summary())
+    if result.ok:
+        shutil.rmtree(result.workdir, ignore_errors=True)
+    else:
+        print(f"  the desk's log and database are kept in {result.workdir}")
     raise SystemExit(0 if result.ok else 1)
 
 
