@@ -48,6 +48,7 @@ def sandbox_settings(standins: StandIns, *, desk_port: int, database_url: str) -
         http_host="127.0.0.1",
         http_port=desk_port,
         model=os.environ.get("DESK_MODEL") or "local",
+        rules_path=Path(os.environ.get("DESK_RULES") or "rules.yaml"),
         telegram=TelegramSettings(
             bot_token=standins.telegram_token,
             api_base=standins.telegram_api_base,
