@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 from sqlalchemy import func, select
 
 from bot.classifier import RulesClassifier
@@ -17,7 +18,7 @@ from bot.rules import KbRules, Rules
 from nlp.encoder import Encoder
 from storage.models import KbSuggestion, Message, Ticket
 
-from .conftest import RULES, ROOT, SUPPORT, Stack, eventually, running_stack
+from .conftest import ROOT, RULES, SUPPORT, Stack, eventually, running_stack
 
 QUESTION = "how do I cancel my subscription?"
 ARTICLE = "Cancel your subscription"
@@ -211,3 +212,60 @@ async def test_suggest_articles_and_send_one_to_the_customer(database_url: str) 
         async with stack.sessions() as s:
             out = await s.scalar(select(Message).where(Message.direction == "out"))
         assert out is not None and out.author == "U0ALICE" and out.text == sent["text"]
+
+
+async def test_the_sandbox_control_api_clicks_send_to_customer_and_shares_a_contact(
+    database_url: str,
+) -> None:
+    """What the sandbox page does, over its control API: the customer presses the
+    suggestion's button, the agent clicks "Send to customer" in their private answer, and a
+    Telegram customer shares their phone number to finish /link."""
+    async with kb_stack(database_url) as stack, aiohttp.ClientSession() as http:
+        base = stack.standins.url
+        tg = stack.standins.telegram
+
+        async def post(path: str, body: dict[str, Any]) -> Any:
+            async with http.post(base + path, json=body) as r:
+                assert r.status == 200, await r.text()
+                return await r.json()
+
+        await post("/control/telegram/customer_says", {"chat_id": 506, "text": QUESTION})
+        answer = (await tg.wait_for_sent(506, 1))[0]
+        await post(
+            "/control/telegram/customer_presses",
+            {"chat_id": 506, "message_id": answer["message_id"], "data": "kb:person:1"},
+        )
+        card = await stack.card(1)
+        await post(
+            "/control/slack/agent_clicks",
+            {
+                "channel": SUPPORT,
+                "message_ts": card["ts"],
+                "action_id": "ticket_kb_suggest",
+                "user": "U0BOB",
+            },
+        )
+
+        async def offered() -> list[Any]:
+            async with http.get(base + "/control/state") as r:
+                return list((await r.json())["slack_answers"]["U0BOB"])
+
+        assert "Cancel your subscription" in str(await eventually(offered, "the answer in state"))
+        said = await post(
+            "/control/slack/answer_clicks", {"action_id": "kb_send.1", "user": "U0BOB"}
+        )
+        assert said[0]["text"] == "Sent “Cancel your subscription” to the customer of ticket #1."
+        assert (await tg.wait_for_sent(506, 3))[2]["text"].startswith("This may answer")
+
+        await post("/control/telegram/customer_says", {"chat_id": 507, "text": "/link"})
+        await tg.wait_for_sent(507, 1)
+        shared = await post(
+            "/control/telegram/customer_shares_contact", {"chat_id": 507, "phone": "+15550001234"}
+        )
+        assert shared["message_id"] in [m["message_id"] for m in tg.received]
+        reply = (await tg.wait_for_sent(507, 2))[1]
+        assert reply["text"] == "Thanks, your number is saved."  # no WhatsApp customer has it
+        async with http.post(
+            base + "/control/telegram/customer_shares_contact", json={"chat_id": 507, "phone": "x"}
+        ) as r:
+            assert r.status == 400
