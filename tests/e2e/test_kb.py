@@ -12,13 +12,24 @@ from typing import Any
 import aiohttp
 from sqlalchemy import func, select
 
+from bot.app import DeskApp
 from bot.classifier import RulesClassifier
 from bot.kb import KnowledgeBase
 from bot.rules import KbRules, Rules
 from nlp.encoder import Encoder
 from storage.models import KbSuggestion, Message, Ticket
 
-from .conftest import ROOT, RULES, SUPPORT, Stack, eventually, running_stack
+from .conftest import (
+    ROOT,
+    RULES,
+    SUPPORT,
+    Stack,
+    desk_settings,
+    eventually,
+    running_stack,
+    start_standins,
+)
+from .test_privacy import everything_stored
 
 QUESTION = "how do I cancel my subscription?"
 ARTICLE = "Cancel your subscription"
@@ -269,3 +280,67 @@ async def test_the_sandbox_control_api_clicks_send_to_customer_and_shares_a_cont
             base + "/control/telegram/customer_shares_contact", json={"chat_id": 507, "phone": "x"}
         ) as r:
             assert r.status == 400
+
+
+async def test_a_suggestion_survives_a_restart_of_the_desk(database_url: str) -> None:
+    """The suggestion is a row, not a thought: a desk stopped between the suggestion and the
+    customer's answer (and a new one started on the same database) makes the ticket from it,
+    and the new desk's index comes from the database, with nothing re-embedded."""
+    standins = await start_standins()
+    port: int = standins.desk_port  # type: ignore[attr-defined]
+    settings = desk_settings(standins, database_url, port)
+    tg = standins.telegram
+    try:
+        first = DeskApp(
+            settings, RULES, idle_poll=0.05, knowledge=KnowledgeBase(ROOT / "kb", encoder())
+        )
+        await first.start()
+        try:
+            await tg.customer_says(508, QUESTION, first_name="Gus")
+            answer = (await tg.wait_for_sent(508, 1))[0]
+        finally:
+            await first.stop()
+        knowledge = KnowledgeBase(ROOT / "kb", encoder())
+        second = DeskApp(settings, RULES, idle_poll=0.05, knowledge=knowledge)
+        await second.start()
+        try:
+            assert second.sessions is not None
+            report = await knowledge.sync(second.sessions, second.clock.now())
+            assert (report.added, report.changed, report.unchanged) == (0, 0, len(knowledge.index))
+            await tg.customer_presses(508, answer["message_id"], "kb:person:1")
+            ack = (await tg.wait_for_sent(508, 2))[1]
+            assert ack["text"].startswith("Thanks, we got your message. Your ticket number is #1")
+            async with second.sessions() as s:
+                ticket = await s.scalar(select(Ticket))
+            assert ticket is not None and ticket.subject == QUESTION
+        finally:
+            await second.stop()
+    finally:
+        await standins.stop()
+
+
+async def test_forgetting_a_customer_erases_the_question_a_suggestion_held(
+    database_url: str,
+) -> None:
+    async with kb_stack(database_url) as stack:
+        tg = stack.standins.telegram
+        await tg.customer_says(509, "how do I cancel my subscription? I'm Hannelore", "Hannelore")
+        answer = (await tg.wait_for_sent(509, 1))[0]
+        assert "Cancel your subscription" in answer["text"]
+        await stack.standins.slack.slash_command("/desk", "forget c1 confirm", "U0CAROL", SUPPORT)
+
+        async def forgotten() -> bool:
+            async with stack.sessions() as s:
+                row = await s.scalar(select(KbSuggestion))
+            return row is not None and row.outcome == "forgotten"
+
+        await eventually(forgotten, "the pending suggestion forgotten")
+        assert "Hannelore" not in await everything_stored(stack)
+        # A tap on the old suggestion makes no ticket for a forgotten customer.
+        query = await tg.customer_presses(509, answer["message_id"], "kb:person:1")
+
+        async def tap_answered() -> bool:
+            return any(a["callback_query_id"] == query for a in tg.answered_callbacks)
+
+        await eventually(tap_answered, "the tap answered")
+        assert await tickets(stack) == 0
