@@ -91,6 +91,9 @@ async def test_a_deflected_question_opens_no_ticket(database_url: str) -> None:
         assert await tickets(stack) == 0
         assert await suggestions(stack) == [("cancel-subscription", "solved", None)]
         assert stack.cards() == []  # no card: the agents never see it
+        answers = await stack.standins.slack.slash_command("/desk", "stats", "U0CAROL", SUPPORT)
+        stats = next(a["text"] for a in answers if "text" in a and "Desk figures" in a["text"])
+        assert "knowledge base: 1 suggested · 1 deflected (no ticket) · 0 went on" in stats
 
 
 async def test_talk_to_a_person_makes_the_ticket_with_the_suggestion_on_its_card(
