@@ -54,7 +54,9 @@ async def make_knowledge(
     from bot.model import ModelClassifier
 
     encoder = classifier.encoder if isinstance(classifier, ModelClassifier) else None
-    return await KnowledgeBase.load(kb_folder(rules, settings.rules_path), encoder)
+    return await KnowledgeBase.load(
+        kb_folder(rules, settings.rules_path), encoder, settings.encoder_dir
+    )
 
 
 async def serve(

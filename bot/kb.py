@@ -78,11 +78,14 @@ class KnowledgeBase:
         self.index = Index()
 
     @classmethod
-    async def load(cls, folder: Path, encoder: Encoder | None = None) -> KnowledgeBase:
+    async def load(
+        cls, folder: Path, encoder: Encoder | None = None, encoder_dir: str | None = None
+    ) -> KnowledgeBase:
         """``encoder``: the model's, when the desk runs it (one encoder in memory); otherwise
-        the same int8 encoder the shipped heads use is loaded for the knowledge base alone."""
+        the int8 encoder of ``encoder_dir`` (``DESK_ENCODER``, default all-MiniLM-L6-v2, as
+        the shipped heads use it) is loaded for the knowledge base alone."""
         if encoder is None:
-            encoder = await asyncio.to_thread(Encoder.load, quantize=True)
+            encoder = await asyncio.to_thread(Encoder.load, encoder_dir, quantize=True)
         return cls(folder, encoder)
 
     def article(self, slug: str) -> Article | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +52,9 @@ async def _index(rules_path: Path) -> int:
     engine = create_engine(settings.database_url)
     try:
         await migrate(engine)
-        knowledge = await KnowledgeBase.load(kb_folder(rules, rules_path))
+        knowledge = await KnowledgeBase.load(
+            kb_folder(rules, rules_path), encoder_dir=settings.encoder_dir
+        )
         report = await knowledge.sync(session_factory(engine), datetime.now(UTC))
     finally:
         await engine.dispose()
@@ -101,7 +104,7 @@ def _eval(rules_path: Path, tune: Path, held_out: Path, as_json: bool) -> int:
     if not articles:
         print(f"deskbot kb eval: no articles in {folder}", file=sys.stderr)
         return 2
-    encoder = Encoder.load(quantize=True)
+    encoder = Encoder.load(os.environ.get("DESK_ENCODER") or None, quantize=True)
     index = Index(
         articles, unit(encoder.sentence(encoder.encode([a.embedding_text() for a in articles])))
     )
@@ -155,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--held-out", type=Path, help="default: <kb>/questions/held_out.yaml")
     ev.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    import os
 
     rules_path = args.rules or Path(os.environ.get("DESK_RULES") or "rules.yaml")
     try:

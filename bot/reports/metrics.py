@@ -520,7 +520,9 @@ async def report(
     agents: Iterable[str] = (),
 ) -> dict[str, Any]:
     histories = await load_histories(session, period.start, period.end)
-    return build(histories, period, now, by, agents)
+    figures = build(histories, period, now, by, agents)
+    figures["self_service"] = await self_service(session, period.start, period.end)
+    return figures
 
 
 async def self_service(session: AsyncSession, start: datetime, end: datetime) -> dict[str, int]:
