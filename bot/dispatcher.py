@@ -49,10 +49,10 @@ from bot.selfservice import (
 )
 from bot.sla_keeper import SlaKeeper
 from bot.supervisor import Answer, desk_command
-from bot.tickets import Desk, StatusTooEarly, queue_effects
+from bot.tickets import ACTIVE, Desk, StatusTooEarly, queue_effects
 from nlp.kb import Hit
 from nlp.language import detect_language
-from storage.models import Identity, InboxRow
+from storage.models import Identity, InboxRow, Ticket
 from storage.queues import inbox_add, inbox_claim
 
 log = logging.getLogger("deskbot.dispatcher")
@@ -328,6 +328,15 @@ class Dispatcher:
             return []
         if event.attachments or customers.is_link_request(event):
             return []
+        async with self._sessions() as session:
+            latest = await session.scalar(
+                select(Ticket)
+                .where(Ticket.channel == event.channel, Ticket.chat_id == event.chat_id)
+                .order_by(Ticket.id.desc())
+                .limit(1)
+            )
+        if latest is not None and latest.status in ACTIVE:
+            return []  # it joins that ticket: no need to encode it for the knowledge base
         language = knowledge.search_language(
             choose_language(event.sender.language, detected), self._rules.texts.default_language
         )
