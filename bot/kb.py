@@ -36,7 +36,7 @@ from bot.rules import Rules, Texts
 from bot.selfservice import choose_language, primary
 from bot.tickets import ACTIVE, EDITABLE_BUTTONS, Desk
 from nlp.encoder import Encoder
-from nlp.kb import Article, Hit, Index, read_articles, unit
+from nlp.kb import EXTRACT_CHARS, Article, Hit, Index, extract, read_articles, unit
 from storage.models import Customer, KbArticle, KbSuggestion, Message, Ticket
 
 log = logging.getLogger("deskbot.kb")
@@ -213,9 +213,18 @@ async def pending_suggestion(desk: Desk, channel: str, chat_id: str) -> KbSugges
     )
 
 
+# A WhatsApp message with reply buttons carries at most 1024 characters (protocols.md); the
+# extract gives way so that the title and the link always fit whole.
+BODY_MAX = 1024
+
+
 def answer_text(texts: Texts, article: Article) -> str:
     link = f"\n{article.url}" if article.url else ""
-    return texts.kb_answer.format(title=article.title, extract=article.extract, link=link)
+    frame = texts.kb_answer.format(title=article.title, extract="", link=link)
+    room = max(BODY_MAX - len(frame), 60)
+    return texts.kb_answer.format(
+        title=article.title, extract=extract(article.body, min(room, EXTRACT_CHARS)), link=link
+    )
 
 
 async def before_ticket(

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.calendars import ALWAYS, Calendar
 from bot.routing import DEFAULT_TEAM, Availability, Route, Team
@@ -77,6 +84,13 @@ class Texts(_Strict):
         if not 1 <= len(value) <= 20:
             raise ValueError("a button title: 1 to 20 characters (WhatsApp's limit)")
         return value
+
+    @model_validator(mode="after")
+    def _buttons_differ(self) -> Texts:
+        # WhatsApp refuses two reply buttons with the same title in one message.
+        if self.kb_solved == self.kb_person:
+            raise ValueError("kb_solved and kb_person must differ (two buttons of one message)")
+        return self
 
     @field_validator("status_word")
     @classmethod

@@ -159,3 +159,45 @@ async def test_the_index_is_stored_and_only_changed_articles_are_embedded_again(
         assert [a.slug for a in kb.index.articles] == ["reset-password", "track-order"]
     finally:
         await engine.dispose()
+
+
+def test_the_answer_fits_a_whatsapp_body_with_its_title_and_link_whole() -> None:
+    from bot.kb import answer_text
+
+    texts = RULES.texts.for_language("en")
+    long = Article(
+        "long",
+        "A title " * 30,
+        "en",
+        (),
+        "https://help.example.com/" + "x" * 400,
+        "Word " * 600,
+        "0" * 64,
+    )
+    text = answer_text(texts, long)
+    assert len(text) <= 1024
+    assert text.endswith(long.url or "") and long.title in text
+
+
+def test_the_two_buttons_must_have_different_titles() -> None:
+    from bot.rules import RulesError, parse_rules
+
+    with pytest.raises(RulesError, match="kb_solved and kb_person must differ"):
+        parse_rules(
+            {
+                "version": 1,
+                "texts": {
+                    "languages": {
+                        "en": {
+                            "welcome": "w",
+                            "ack": "a",
+                            "resolved": "r",
+                            "rating_thanks": "t",
+                            "reopened": "o",
+                            "kb_solved": "OK",
+                            "kb_person": "OK",
+                        }
+                    }
+                },
+            }
+        )
