@@ -142,6 +142,12 @@ def _cmd_check(_args: argparse.Namespace) -> int:
         for name, team in rules.all_teams.items()
     )
     print(f"{settings.rules_path} ok (version {rules.version}; teams: {teams})")
+    if rules.kb.enabled:
+        from nlp.kb import read_articles
+
+        folder = kb_folder(rules, settings.rules_path)
+        articles = read_articles(folder)  # a broken article stops here, named
+        print(f"{folder} ok ({len(articles)} knowledge-base articles)")
     return 0
 
 

@@ -201,3 +201,33 @@ def test_the_two_buttons_must_have_different_titles() -> None:
                 },
             }
         )
+
+
+def test_kb_eval_picks_the_shipped_threshold_on_the_tune_set(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The default kb.suggest_at is what `deskbot kb eval` chooses on the tune questions."""
+    import json
+
+    from bot.kb_cli import main
+
+    assert main(["--rules", str(ROOT / "rules.yaml"), "eval", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["chosen_on_tune"] == RULES.kb.suggest_at == result["configured"]
+    held = result["held_out_at_configured"]
+    assert held["answerable"] >= 30 and held["unanswerable"] >= 15
+    assert held["right_share"] >= 0.4 and held["wrong_share"] <= 0.05
+
+
+def test_kb_index_stores_the_articles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.kb_cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DESK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
+    assert main(["--rules", str(ROOT / "rules.yaml"), "index"]) == 0
+    first = capsys.readouterr().out
+    assert "15 articles (en, es, ru, zh); 15 added, 0 changed, 0 removed, 0 unchanged" in first
+    assert main(["--rules", str(ROOT / "rules.yaml"), "index"]) == 0
+    assert "0 added, 0 changed, 0 removed, 15 unchanged" in capsys.readouterr().out
