@@ -340,6 +340,8 @@ class Dispatcher:
         language = knowledge.search_language(
             choose_language(event.sender.language, detected), self._rules.texts.default_language
         )
+        if language not in self._rules.kb.languages:
+            return []  # the encoder does not read this language well enough to answer alone
         return await knowledge.search(event.text, language, 1)
 
     async def _kb_for_ticket(self, ticket_id: int) -> list[Hit]:

@@ -64,17 +64,23 @@ async def _index(rules_path: Path) -> int:
 
 
 def score_questions(
-    encoder: Encoder, index: Index, questions: list[Question], default_language: str
+    encoder: Encoder,
+    index: Index,
+    questions: list[Question],
+    default_language: str,
+    deflect_in: tuple[str, ...] | None = None,
 ) -> list[Scored]:
     """Each question as the desk would see it from a WhatsApp customer (no language hint):
-    the detected language when an article is in it, else the default."""
+    the detected language when an article is in it, else the default; a question in a language
+    outside ``deflect_in`` (kb.languages; None: all) is never answered before a ticket."""
     vectors = unit(encoder.sentence(encoder.encode([q.text for q in questions])))
     languages = index.languages()
     out = []
     for q, v in zip(questions, vectors, strict=True):
         detected = detect_language(q.text)
         language = detected if detected in languages else default_language
-        hits = index.search(v, language, 1)
+        gated = deflect_in is not None and language not in deflect_in
+        hits = [] if gated else index.search(v, language, 1)
         out.append(
             Scored(q, hits[0].article.slug if hits else None, hits[0].score if hits else 0.0)
         )
@@ -97,7 +103,9 @@ def _table(title: str, rows: list[Figures], chosen: float) -> str:
     return "\n".join(lines)
 
 
-def _eval(rules_path: Path, tune: Path, held_out: Path, as_json: bool) -> int:
+def _eval(
+    rules_path: Path, tune: Path, held_out: Path, as_json: bool, all_languages: bool = False
+) -> int:
     rules = _rules(rules_path)
     folder = kb_folder(rules, rules_path)
     articles = read_articles(folder)
@@ -109,12 +117,14 @@ def _eval(rules_path: Path, tune: Path, held_out: Path, as_json: bool) -> int:
         articles, unit(encoder.sentence(encoder.encode([a.embedding_text() for a in articles])))
     )
     default = rules.texts.default_language
-    tuned = score_questions(encoder, index, read_questions(tune), default)
-    held = score_questions(encoder, index, read_questions(held_out), default)
+    gate = None if all_languages else rules.kb.languages
+    tuned = score_questions(encoder, index, read_questions(tune), default, gate)
+    held = score_questions(encoder, index, read_questions(held_out), default, gate)
     chosen = choose_threshold(tuned, THRESHOLDS)
     configured = rules.kb.suggest_at
     result: dict[str, Any] = {
         "articles": len(articles),
+        "languages": "all" if gate is None else list(gate),
         "chosen_on_tune": chosen.threshold,
         "configured": configured,
         "tune": [figures(tuned, t).as_dict() for t in THRESHOLDS],
@@ -126,7 +136,8 @@ def _eval(rules_path: Path, tune: Path, held_out: Path, as_json: bool) -> int:
         return 0
     print(
         f"{len(articles)} articles in {folder}; tune {tune.name} ({len(tuned)} questions),"
-        f" held out {held_out.name} ({len(held)} questions)"
+        f" held out {held_out.name} ({len(held)} questions); answered before a ticket in: "
+        + ("every language (--all-languages)" if gate is None else ", ".join(gate))
     )
     print(
         _table(
@@ -157,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--tune", type=Path, help="default: <kb>/questions/tune.yaml")
     ev.add_argument("--held-out", type=Path, help="default: <kb>/questions/held_out.yaml")
     ev.add_argument("--json", action="store_true")
+    ev.add_argument(
+        "--all-languages",
+        action="store_true",
+        help="measure as if kb.languages listed every language of the articles",
+    )
     args = parser.parse_args(argv)
 
     rules_path = args.rules or Path(os.environ.get("DESK_RULES") or "rules.yaml")
@@ -169,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             args.tune or folder / "questions" / "tune.yaml",
             args.held_out or folder / "questions" / "held_out.yaml",
             args.json,
+            args.all_languages,
         )
     except (ArticleError, RulesError, SettingsError, EncoderError, OSError) as exc:
         print(f"deskbot kb: {exc}", file=sys.stderr)

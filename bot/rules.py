@@ -304,7 +304,11 @@ class KbRules(_Strict):
 
     enabled: bool = True
     dir: str = "kb"  # the articles' folder, relative to rules.yaml
-    suggest_at: float = Field(default=0.6, ge=0, le=1)
+    suggest_at: float = Field(default=0.45, ge=0, le=1)
+    # The languages whose questions are answered before a ticket: those the encoder reads well.
+    # The shipped all-MiniLM-L6-v2 is English (the model's heads are gated the same way); other
+    # languages' articles still serve agents through "Suggest articles", where a person judges.
+    languages: tuple[str, ...] = ("en",)
     agent_suggestions: int = Field(default=3, ge=1, le=10)  # "Suggest articles" on the card
 
 

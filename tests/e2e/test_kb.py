@@ -347,3 +347,28 @@ async def test_forgetting_a_customer_erases_the_question_a_suggestion_held(
 
         await eventually(tap_answered, "the tap answered")
         assert await tickets(stack) == 0
+
+
+async def test_a_question_outside_kb_languages_becomes_a_ticket(database_url: str) -> None:
+    """The shipped encoder is English: a Chinese question is not answered by the desk alone
+    (here it would have got the password article for a refund question), until kb.languages
+    lists Chinese."""
+    question = "你好，我的退款什么时候到账？"
+    async with kb_stack(database_url) as stack:
+        wa = stack.standins.whatsapp
+        await wa.customer_says("8613800000501", question, name="Li")
+        ack = (await wa.wait_for_sent("8613800000501", 1))[0]
+        assert "工单号为 #1" in ack["interactive"]["body"]["text"]
+        assert await suggestions(stack) == []
+    chinese_too = RULES.model_copy(
+        update={"kb": RULES.kb.model_copy(update={"languages": ("en", "zh")})}
+    )
+    async with kb_stack(database_url, chinese_too) as stack:  # the same database, restarted
+        wa = stack.standins.whatsapp
+        await wa.customer_says("8613800000502", "我忘记密码了怎么办", name="Wu")
+        answer = (await wa.wait_for_sent("8613800000502", 1))[0]
+        assert answer["interactive"]["body"]["text"].startswith("这篇文章也许能解答您的问题")
+        assert [b["reply"]["title"] for b in answer["interactive"]["action"]["buttons"]] == [
+            "问题已解决",
+            "联系人工客服",
+        ]
