@@ -311,6 +311,12 @@ class KbRules(_Strict):
     languages: tuple[str, ...] = ("en",)
     agent_suggestions: int = Field(default=3, ge=1, le=10)  # "Suggest articles" on the card
 
+    @field_validator("languages")
+    @classmethod
+    def _primary_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Articles and messages are compared by primary subtag ("zh-hans" → "zh").
+        return tuple(tag.lower().split("-")[0] for tag in value)
+
 
 class TicketRules(_Strict):
     reopen_window_hours: float = Field(default=72, ge=0)
