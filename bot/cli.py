@@ -48,15 +48,18 @@ async def _make_classifier(settings: Settings, rules: Rules) -> Classifier | Non
 async def make_knowledge(
     settings: Settings, rules: Rules, classifier: Classifier | None
 ) -> KnowledgeBase | None:
-    """The knowledge base when ``kb.enabled``: with the model's encoder when it runs."""
+    """The knowledge base when ``kb.enabled`` and its folder has articles: with the model's
+    encoder when it runs (a keyword-only desk without articles loads no encoder at all)."""
     if not rules.kb.enabled:
+        return None
+    folder = kb_folder(rules, settings.rules_path)
+    if not any(folder.glob("*.md")):
+        log.info("kb.none folder=%s (no articles: no answers before tickets)", folder)
         return None
     from bot.model import ModelClassifier
 
     encoder = classifier.encoder if isinstance(classifier, ModelClassifier) else None
-    return await KnowledgeBase.load(
-        kb_folder(rules, settings.rules_path), encoder, settings.encoder_dir
-    )
+    return await KnowledgeBase.load(folder, encoder, settings.encoder_dir)
 
 
 async def serve(

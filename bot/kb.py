@@ -477,7 +477,7 @@ async def agent_action(
     if ticket is None:
         return
     if knowledge is None or not desk.rules.kb.enabled:
-        respond(desk, ev, "The knowledge base is off on this desk (kb.enabled).")
+        respond(desk, ev, "This desk has no knowledge base (kb.enabled, or no articles in kb/).")
         return
     if ev.action == "kb_suggest":
         if not hits:
