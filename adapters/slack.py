@@ -81,7 +81,15 @@ def outbox_metadata(message: Outbound) -> dict[str, Any] | None:
 
 
 DESK_COMMAND = "/desk"
-ACTIONS = {"ticket_claim": "claim", "ticket_resolve": "resolve", "ticket_transfer": "transfer"}
+ACTIONS: dict[str, Literal["claim", "resolve", "transfer", "kb_suggest", "kb_send"]] = {
+    "ticket_claim": "claim",
+    "ticket_resolve": "resolve",
+    "ticket_transfer": "transfer",
+    "ticket_kb_suggest": "kb_suggest",
+    # "Send to customer" under each suggested article: kb_send.1, kb_send.2, … (one message
+    # holds several; the value "<ticket>:<article>" says which).
+    "kb_send": "kb_send",
+}
 # The card's controls (bot/controls.py): static selects carry "<ticket>:<choice>" in each option;
 # the users and multi-select menus take the ticket from their block_id ("controls.<ticket>.<rev>").
 CONTROLS: dict[str, Literal["priority", "status", "intent", "reassign", "tags"]] = {
@@ -164,23 +172,24 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
         return _forget_confirmed(body, external_id, user_id, channel, as_str(action.get("value")))
     if action_id in CONTROLS:
         return _parse_control(body, action, external_id, conversation, channel, message_ts)
-    kind = ACTIONS.get(action_id)
+    kind = ACTIONS.get(action_id.split(".")[0])
     if kind is None:
         return _ignored(external_id, conversation, f"action {action_id or 'unknown'}")
     # A button carries the ticket number; the transfer menu's option carries "<ticket>:<team>".
     value = as_str(action.get("value")) or as_str(
         as_mapping(action.get("selected_option")).get("value")
     )
-    number, _, team = value.partition(":")
-    if not number.isdigit() or (kind == "transfer") != bool(team):
+    number, _, rest = value.partition(":")
+    if not number.isdigit() or (kind in ("transfer", "kb_send")) != bool(rest):
         return _ignored(external_id, conversation, f"action {action_id} with bad value")
     if not channel or not message_ts or not user_id:
         return _ignored(external_id, conversation, f"action {action_id} outside a message")
     return AgentAction(
         external_id=external_id,
         conversation=conversation,
-        action="claim" if kind == "claim" else "resolve" if kind == "resolve" else "transfer",
-        team=team or None,
+        action=kind,
+        team=rest if kind == "transfer" else None,
+        value=rest if kind == "kb_send" else None,
         ticket_id=int(number),
         user_id=user_id,
         user_name=as_str(user.get("name")) or as_str(user.get("username")),

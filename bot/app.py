@@ -16,6 +16,7 @@ from bot.adapter import Adapter
 from bot.classifier import Classifier, RulesClassifier
 from bot.clock import Clock, SystemClock
 from bot.dispatcher import DbInbox, Dispatcher
+from bot.kb import KnowledgeBase
 from bot.leases import Heartbeat, reclaim_dead_leases
 from bot.outbound import ChannelSender
 from bot.outbox import Metrics, OutboxSender, RateLimits
@@ -73,8 +74,11 @@ class DeskApp:
         limits: RateLimits | None = None,
         drain_seconds: float = 5.0,
         idle_poll: float = 0.5,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.settings = settings
+        # The knowledge base (bot/kb.py); its index is brought up to date at start.
+        self.knowledge = knowledge
         self.rules = rules
         self.clock = clock or SystemClock()
         self.classifier: Classifier = classifier or RulesClassifier(rules.priority)
@@ -135,6 +139,8 @@ class DeskApp:
         self.heartbeat = Heartbeat(self.sessions, self.rules, self.clock)
         await self.heartbeat.beat()
         await reclaim_dead_leases(self.sessions, self.rules, self.clock.now())
+        if self.knowledge is not None:
+            await self.knowledge.sync(self.sessions, self.clock.now())
         self.inbox = DbInbox(self.sessions, self.clock)
         self.adapters = build_adapters(self.settings, self.inbox, self.rules)
         senders: dict[str, ChannelSender] = {a.channel: a for a in self.adapters}
@@ -155,6 +161,7 @@ class DeskApp:
             self.inbox,
             outbox_wakeup=self.outbox.wakeup,
             idle_poll=self.idle_poll,
+            knowledge=self.knowledge,
         )
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_get("/healthz", self._healthz)

@@ -66,6 +66,8 @@ class CardView:
     tag_choices: tuple[str, ...] = ()  # rules.yaml's tags, for the Tags menu
     intent_choices: tuple[str, ...] = ()  # the known intents, for the Correct intent menu
     revision: str = ""  # makes the menus' block_ids new on each update (see controls_block)
+    suggested: str | None = None  # the article the customer was sent before the ticket
+    kb: bool = False  # the knowledge base is on: a "Suggest articles" button
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -206,6 +208,11 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
             elements=[
                 MarkdownTextObject(text=state),
                 *([MarkdownTextObject(text=line)] if (line := clocks_line(v.sla)) else []),
+                *(
+                    [MarkdownTextObject(text=f"📚 suggested: *{escape(_clip(v.suggested, 200))}*")]
+                    if v.suggested
+                    else []
+                ),
             ],
         ),
     ]
@@ -230,6 +237,12 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
                     Option(text=f"Team {team}", value=f"{v.ticket_id}:{team}")
                     for team in v.transfer_to[:100]
                 ],
+            )
+        )
+    if v.status in ("new", "open", "pending") and v.kb:
+        buttons.append(
+            ButtonElement(
+                text="Suggest articles", action_id="ticket_kb_suggest", value=str(v.ticket_id)
             )
         )
     if buttons:

@@ -15,10 +15,12 @@ from pathlib import Path
 from bot.app import DeskApp, StartupError
 from bot.classifier import Classifier
 from bot.clock import Clock
+from bot.kb import KnowledgeBase, kb_folder
 from bot.reports.metrics import GROUP_KEYS
 from bot.rules import Rules, RulesError, load_rules
 from bot.settings import Settings, SettingsError, load_settings
 from nlp.encoder import EncoderError
+from nlp.kb import ArticleError
 from nlp.service import ModelError
 from storage.db import DatabaseError, create_engine, migrate
 
@@ -43,6 +45,23 @@ async def _make_classifier(settings: Settings, rules: Rules) -> Classifier | Non
     return await ModelClassifier.create(settings, rules)
 
 
+async def make_knowledge(
+    settings: Settings, rules: Rules, classifier: Classifier | None
+) -> KnowledgeBase | None:
+    """The knowledge base when ``kb.enabled`` and its folder has articles: with the model's
+    encoder when it runs (a keyword-only desk without articles loads no encoder at all)."""
+    if not rules.kb.enabled:
+        return None
+    folder = kb_folder(rules, settings.rules_path)
+    if not any(folder.glob("*.md")):
+        log.info("kb.none folder=%s (no articles: no answers before tickets)", folder)
+        return None
+    from bot.model import ModelClassifier
+
+    encoder = classifier.encoder if isinstance(classifier, ModelClassifier) else None
+    return await KnowledgeBase.load(folder, encoder, settings.encoder_dir)
+
+
 async def serve(
     settings: Settings,
     rules: Rules,
@@ -56,7 +75,8 @@ async def serve(
     ``started`` (a ``time.monotonic()`` reading) adds how long the start took to the banner.
     """
     classifier = await _make_classifier(settings, rules)
-    desk = DeskApp(settings, rules, classifier=classifier, clock=clock)
+    knowledge = await make_knowledge(settings, rules, classifier)
+    desk = DeskApp(settings, rules, classifier=classifier, clock=clock, knowledge=knowledge)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -125,6 +145,12 @@ def _cmd_check(_args: argparse.Namespace) -> int:
         for name, team in rules.all_teams.items()
     )
     print(f"{settings.rules_path} ok (version {rules.version}; teams: {teams})")
+    if rules.kb.enabled:
+        from nlp.kb import read_articles
+
+        folder = kb_folder(rules, settings.rules_path)
+        articles = read_articles(folder)  # a broken article stops here, named
+        print(f"{folder} ok ({len(articles)} knowledge-base articles)")
     return 0
 
 
@@ -182,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--format", choices=("json", "csv", "text"), default="json")
     rp.add_argument("--charts", type=Path, metavar="DIR", help="also write the PNG charts there")
     sub.add_parser("nlp", help="the local model: classify, train, eval, bench", add_help=False)
+    sub.add_parser("kb", help="the knowledge base: index, eval", add_help=False)
     sub.add_parser("sla", help="check an SLA policy: replay a timeline, due times", add_help=False)
     return parser
 
@@ -192,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         from nlp.cli import main as nlp_main
 
         return nlp_main(argv[1:])
+    if argv[:1] == ["kb"]:
+        from bot.kb_cli import main as kb_main
+
+        return kb_main(argv[1:])
     if argv[:1] == ["sla"]:
         from bot.sla_cli import main as sla_main
 
@@ -214,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         DatabaseError,
         ModelError,
         EncoderError,
+        ArticleError,
     ) as exc:
         print(f"deskbot: {exc}", file=sys.stderr)
         return 2

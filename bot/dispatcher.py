@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import customers
+from bot import customers, kb
 from bot.classifier import Classification, Classifier
 from bot.clock import Clock
 from bot.events import (
@@ -40,13 +40,20 @@ from bot.inbox import fitted, storable, unfit
 from bot.leases import this_process
 from bot.outbound import Outbound
 from bot.rules import Rules
-from bot.selfservice import STATUS_BUTTON, StatusRequest, answer_status, status_request_of
+from bot.selfservice import (
+    STATUS_BUTTON,
+    StatusRequest,
+    answer_status,
+    choose_language,
+    status_request_of,
+)
 from bot.sla_keeper import SlaKeeper
 from bot.supervisor import Answer, desk_command
-from bot.tickets import Desk, TooEarly, queue_effects
+from bot.tickets import ACTIVE, Desk, TooEarly, queue_effects
+from nlp.kb import Hit
 from nlp.language import detect_language
 from storage.db import problem
-from storage.models import Identity, InboxRow
+from storage.models import Identity, InboxRow, Ticket
 from storage.queues import inbox_add, inbox_claim
 
 log = logging.getLogger("deskbot.dispatcher")
@@ -124,8 +131,10 @@ class Dispatcher:
         retry_base: timedelta = timedelta(seconds=0.5),
         idle_poll: float = 0.5,
         owner: str | None = None,
+        knowledge: kb.KnowledgeBase | None = None,
     ) -> None:
         self._sessions = sessions
+        self._knowledge = knowledge
         self._rules = rules
         self._classifier = classifier
         self._owner = owner or this_process()
@@ -215,6 +224,7 @@ class Dispatcher:
             cls: Classification | None = None
             detected: str | None = None
             lookup: StatusRequest | None = None
+            hits: list[Hit] = []
             if isinstance(event, CustomerMessage):
                 # A status lookup opens no ticket: neither the model nor the detector needed.
                 lookup = status_request_of(event, self._rules)
@@ -222,12 +232,15 @@ class Dispatcher:
                     cls = await self._classify(event)
                     if event.text:
                         detected = await asyncio.to_thread(detect_language, event.text)
+                    hits = await self._kb_match(event, detected)
+            elif isinstance(event, AgentAction) and event.action == "kb_suggest":
+                hits = await self._kb_for_ticket(event.ticket_id)
             async with self._sessions.begin() as session:
                 row = await session.get(InboxRow, row_id, with_for_update=True)
                 if row is None or row.status != "processing" or row.attempts != attempt:
                     return  # our lease ran out and another worker has it now
                 desk = Desk(session, self._rules, self._clock.now())
-                await self._apply(desk, event, cls, detected, lookup)
+                await self._apply(desk, event, cls, detected, lookup, hits)
                 await SlaKeeper(desk).refresh_touched()
                 await self._queue(session, desk, row_id)
                 row.status = "done"
@@ -276,6 +289,7 @@ class Dispatcher:
         cls: Classification | None,
         detected: str | None = None,
         lookup: StatusRequest | None = None,
+        hits: list[Hit] | None = None,
     ) -> None:
         match event:
             case CustomerMessage() if customers.is_link_request(event):
@@ -290,6 +304,9 @@ class Dispatcher:
                 await answer_status(desk, event, StatusRequest(None))
             case CustomerMessage():
                 assert cls is not None
+                hit = hits[0] if hits else None
+                if await kb.before_ticket(desk, event, cls, detected, hit):
+                    return  # answered from the knowledge base: no ticket (yet)
                 ticket = await desk.customer_message(event, cls, detected)
                 log.info(
                     "dispatcher.customer_message ticket=%d channel=%s", ticket.id, event.channel
@@ -298,12 +315,16 @@ class Dispatcher:
                 await desk.customer_start(event)
             case CustomerEdit():
                 await desk.customer_edit(event)
+            case CustomerButton() if kb.is_kb_button(event.data):
+                await kb.customer_button(desk, event)
             case CustomerButton():
                 await desk.customer_button(event)
             case DeliveryStatus():
                 await desk.delivery_status(event)
             case AgentMessage():
                 await desk.agent_message(event)
+            case AgentAction() if event.action in kb.KB_ACTIONS:
+                await kb.agent_action(desk, event, self._knowledge, hits or [])
             case AgentAction():
                 await desk.agent_action(event)
             case SlashCommand():
@@ -320,6 +341,41 @@ class Dispatcher:
                     )
             case Ignored():
                 pass
+
+    async def _kb_match(self, event: CustomerMessage, detected: str | None) -> list[Hit]:
+        """The best article for a message that may open a conversation; outside the
+        transaction, like the model (one encoder call, a few milliseconds)."""
+        knowledge = self._knowledge
+        if knowledge is None or not self._rules.kb.enabled or not event.text.strip():
+            return []
+        if event.attachments or customers.is_link_request(event):
+            return []
+        async with self._sessions() as session:
+            latest = await session.scalar(
+                select(Ticket)
+                .where(Ticket.channel == event.channel, Ticket.chat_id == event.chat_id)
+                .order_by(Ticket.id.desc())
+                .limit(1)
+            )
+        if latest is not None and latest.status in ACTIVE:
+            return []  # it joins that ticket: no need to encode it for the knowledge base
+        language = knowledge.search_language(
+            choose_language(event.sender.language, detected), self._rules.texts.default_language
+        )
+        if language not in self._rules.kb.languages:
+            return []  # the encoder does not read this language well enough to answer alone
+        return await knowledge.search(event.text, language, 1)
+
+    async def _kb_for_ticket(self, ticket_id: int) -> list[Hit]:
+        knowledge = self._knowledge
+        if knowledge is None or not self._rules.kb.enabled:
+            return []
+        said = await kb.conversation_text(self._sessions, ticket_id)
+        if said is None:
+            return []
+        text, language = said
+        where = knowledge.search_language(language, self._rules.texts.default_language)
+        return await knowledge.search(text, where, self._rules.kb.agent_suggestions)
 
     async def _queue(self, session: AsyncSession, desk: Desk, inbox_id: int) -> None:
         # Deterministic keys: if this step is ever redone, it cannot queue twice.

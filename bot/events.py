@@ -136,7 +136,16 @@ class AgentAction(_Event):
     kind: Literal["agent_action"] = "agent_action"
     channel: Literal["slack"] = "slack"
     action: Literal[
-        "claim", "resolve", "transfer", "priority", "status", "reassign", "tags", "intent"
+        "claim",
+        "resolve",
+        "transfer",
+        "priority",
+        "status",
+        "reassign",
+        "tags",
+        "intent",
+        "kb_suggest",  # "Suggest articles" on the card (bot/kb.py)
+        "kb_send",  # "Send to customer" under a suggested article; value: the article's slug
     ]
     ticket_id: int
     user_id: str

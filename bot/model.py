@@ -11,6 +11,7 @@ from bot.settings import Settings
 from nlp.priority import PriorityRules, Signals, decide
 
 if TYPE_CHECKING:
+    from nlp.encoder import Encoder
     from nlp.service import TextAnalyser
 
 
@@ -59,6 +60,11 @@ class ModelClassifier:
         # stored as a score: the card then says "not applied (zh)".
         details = {k: v for k, v in a.as_dict().items() if v is not None and k != "model_version"}
         return Classification(d.priority, d.reasons, a.model_version, details)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder the model runs; the knowledge base embeds with the same one."""
+        return self._analyser.encoder
 
     async def close(self) -> None:
         await self._analyser.close()

@@ -31,6 +31,7 @@ from storage.models import (
     Customer,
     Identity,
     InboxRow,
+    KbSuggestion,
     Message,
     OutboxRow,
     Ticket,
@@ -120,6 +121,13 @@ async def export(session: AsyncSession, customer: Customer) -> dict[str, Any]:
             .order_by(InboxRow.id)
         )
     ).all()
+    suggested = (
+        await session.scalars(
+            select(KbSuggestion)
+            .where(KbSuggestion.customer_id == customer.id)
+            .order_by(KbSuggestion.id)
+        )
+    ).all()
     return {
         "customer": {
             "id": customer.id,
@@ -181,6 +189,20 @@ async def export(session: AsyncSession, customer: Customer) -> dict[str, Any]:
                 ],
             }
             for t in tickets
+        ],
+        "kb_suggestions": [
+            {
+                "channel": k.channel,
+                "article": k.article,
+                "title": k.title,
+                "score": k.score,
+                "message": (k.event or {}).get("text"),
+                "outcome": k.outcome,
+                "ticket": k.ticket_id,
+                "created_at": _when(k.created_at),
+                "decided_at": _when(k.decided_at),
+            }
+            for k in suggested
         ],
         "platform_payloads": [
             {
@@ -277,6 +299,18 @@ async def forget(desk: Desk, customer: Customer) -> Held:
         update(InboxRow)
         .where(InboxRow.conversation.in_(conversations))
         .values(payload={}, raw={}, error=None)
+    )
+    # Knowledge-base suggestions held their first message; which article, the score and the
+    # outcome stay (the deflection figures). One still pending can no longer become a ticket.
+    await s.execute(
+        update(KbSuggestion)
+        .where(KbSuggestion.customer_id == customer.id, KbSuggestion.outcome == "pending")
+        .values(outcome="forgotten", decided_at=desk.now)
+    )
+    await s.execute(
+        update(KbSuggestion)
+        .where(KbSuggestion.customer_id == customer.id)
+        .values(event={}, classification={}, chat_id="forgotten")
     )
     # Pending work for them is cancelled (a reply to a forgotten person cannot be sent); sent
     # rows keep only what a delivery report needs, not what was said.

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.calendars import ALWAYS, Calendar
 from bot.routing import DEFAULT_TEAM, Availability, Route, Team
@@ -24,7 +31,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-PLACEHOLDERS = frozenset({"ticket", "rating", "tickets", "state", "updated"})
+PLACEHOLDERS = frozenset(
+    {"ticket", "rating", "tickets", "state", "updated", "title", "extract", "link"}
+)
 
 
 class Texts(_Strict):
@@ -61,13 +70,27 @@ class Texts(_Strict):
     state_pending: str = "waiting for your reply"
     state_resolved: str = "resolved"
     state_closed: str = "closed"
+    # The knowledge base's answer before a ticket (README, "Answers from the knowledge base"):
+    # {title}, {extract} and {link} (the article's url on a line of its own, or nothing).
+    kb_answer: str = "This may answer your question:\n\n{title}\n{extract}{link}"
+    kb_solved: str = "That solved it"  # button titles: at most 20 characters (WhatsApp)
+    kb_person: str = "Talk to a person"
+    kb_thanks: str = "Glad it helped! Write here any time if you need anything else."
+    kb_spent: str = "Thanks, we already have your answer to that suggestion."
 
-    @field_validator("my_tickets")
+    @field_validator("my_tickets", "kb_solved", "kb_person")
     @classmethod
     def _fits_a_button(cls, value: str) -> str:
         if not 1 <= len(value) <= 20:
             raise ValueError("a button title: 1 to 20 characters (WhatsApp's limit)")
         return value
+
+    @model_validator(mode="after")
+    def _buttons_differ(self) -> Texts:
+        # WhatsApp refuses two reply buttons with the same title in one message.
+        if self.kb_solved == self.kb_person:
+            raise ValueError("kb_solved and kb_person must differ (two buttons of one message)")
+        return self
 
     @field_validator("status_word")
     @classmethod
@@ -110,6 +133,11 @@ def _chinese() -> Texts:
         rating_already="您已为工单 #{ticket} 评过分，谢谢！",
         rating_expired="工单 #{ticket} 的这次评分已失效。",
         status_word="状态",
+        kb_answer="这篇文章也许能解答您的问题：\n\n{title}\n{extract}{link}",
+        kb_solved="问题已解决",
+        kb_person="联系人工客服",
+        kb_thanks="很高兴能帮到您！如需其他帮助，随时在这里留言。",
+        kb_spent="谢谢，我们已经收到您对这条建议的回复。",
         my_tickets="我的工单",
         status_list="您的工单：\n{tickets}",
         status_line="#{ticket}：{state}（最后更新 {updated}）",
@@ -137,6 +165,11 @@ def _spanish() -> Texts:
         rating_already="Ya valoró el ticket #{ticket}, gracias.",
         rating_expired="Esa solicitud de valoración del ticket #{ticket} ya no está abierta.",
         status_word="estado",
+        kb_answer="Esto puede responder a su pregunta:\n\n{title}\n{extract}{link}",
+        kb_solved="Resuelto, gracias",
+        kb_person="Hablar con alguien",
+        kb_thanks="¡Nos alegra haberle ayudado! Escríbanos aquí cuando lo necesite.",
+        kb_spent="Gracias, ya tenemos su respuesta a esa sugerencia.",
         my_tickets="Mis tickets",
         status_list="Sus tickets:\n{tickets}",
         status_line="#{ticket}: {state} (última actualización {updated})",
@@ -165,6 +198,11 @@ def _russian() -> Texts:
         rating_already="Вы уже оценили обращение #{ticket}, спасибо.",
         rating_expired="Этот запрос оценки обращения #{ticket} больше не действует.",
         status_word="статус",
+        kb_answer="Возможно, это ответ на ваш вопрос:\n\n{title}\n{extract}{link}",
+        kb_solved="Вопрос решён",
+        kb_person="Позвать оператора",
+        kb_thanks="Рады, что помогли! Пишите сюда, если понадобится что-то ещё.",
+        kb_spent="Спасибо, ваш ответ на эту подсказку уже получен.",
         my_tickets="Мои обращения",
         status_list="Ваши обращения:\n{tickets}",
         status_line="#{ticket}: {state} (обновлено {updated})",
@@ -200,6 +238,11 @@ LATER_TEXTS = (
     "state_pending",
     "state_resolved",
     "state_closed",
+    "kb_answer",
+    "kb_solved",
+    "kb_person",
+    "kb_thanks",
+    "kb_spent",
 )
 
 
@@ -252,6 +295,27 @@ class StatusLookupRules(_Strict):
     max_lookups: int = Field(default=10, ge=1)  # per customer within window_minutes...
     window_minutes: float = Field(default=15, gt=0)  # ...then "try again later"
     list_limit: int = Field(default=10, ge=1, le=50)  # the most recent tickets listed
+
+
+class KbRules(_Strict):
+    """Answers from the knowledge base before a ticket (README, "Answers from the knowledge
+    base"). ``suggest_at`` is the cosine similarity a question needs with an article; measured
+    with ``deskbot kb eval``."""
+
+    enabled: bool = True
+    dir: str = "kb"  # the articles' folder, relative to rules.yaml
+    suggest_at: float = Field(default=0.45, ge=0, le=1)
+    # The languages whose questions are answered before a ticket: those the encoder reads well.
+    # The shipped all-MiniLM-L6-v2 is English (the model's heads are gated the same way); other
+    # languages' articles still serve agents through "Suggest articles", where a person judges.
+    languages: tuple[str, ...] = ("en",)
+    agent_suggestions: int = Field(default=3, ge=1, le=10)  # "Suggest articles" on the card
+
+    @field_validator("languages")
+    @classmethod
+    def _primary_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Articles and messages are compared by primary subtag ("zh-hans" → "zh").
+        return tuple(tag.lower().split("-")[0] for tag in value)
 
 
 class TicketRules(_Strict):
@@ -313,6 +377,7 @@ class Rules(_Strict):
     slack: SlackRules = Field(default_factory=SlackRules)
     tickets: TicketRules = Field(default_factory=TicketRules)
     status_lookup: StatusLookupRules = Field(default_factory=StatusLookupRules)
+    kb: KbRules = Field(default_factory=KbRules)
     texts: CustomerTexts = Field(default_factory=CustomerTexts)
     priority: PriorityRules = Field(default_factory=PriorityRules)
     # Company intents from a few example phrases each, used by the local model (DESK_MODEL=local).

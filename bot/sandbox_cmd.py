@@ -48,6 +48,7 @@ def sandbox_settings(standins: StandIns, *, desk_port: int, database_url: str) -
         http_host="127.0.0.1",
         http_port=desk_port,
         model=os.environ.get("DESK_MODEL") or "local",
+        rules_path=Path(os.environ.get("DESK_RULES") or "rules.yaml"),
         telegram=TelegramSettings(
             bot_token=standins.telegram_token,
             api_base=standins.telegram_api_base,
@@ -228,7 +229,7 @@ deskbot sandbox is running: the real desk, with pretend Telegram, WhatsApp and S
 
 Or with curl:
   # a Telegram customer writes
-  curl -s {c}/telegram/customer_says -d '{{"chat_id": 42, "text": "My order never came"}}'
+  curl -s {c}/telegram/customer_says -d '{{"chat_id": 42, "text": "My order arrived damaged"}}'
   # the ticket card in #support (note its ts), and the customer's chat
   curl -s {c}/slack/messages?channel=C0SUPPORT
   curl -s {c}/telegram/sent?chat_id=42
@@ -241,6 +242,12 @@ Or with curl:
        "action_id": "ticket_resolve", "user": "U0ALICE"}}'
   # a WhatsApp customer writes
   curl -s {c}/whatsapp/customer_says -d '{{"wa_id": "15551234567", "text": "Hi there"}}'
+  # a question the knowledge base (kb/) answers, with "That solved it" / "Talk to a person";
+  # MID and the button's data (kb:solved:N) are in /telegram/sent?chat_id=43
+  curl -s {c}/telegram/customer_says -d '{{"chat_id": 43, \\
+       "text": "how do I cancel my subscription?"}}'
+  curl -s {c}/telegram/customer_presses -d '{{"chat_id": 43, "message_id": MID, \\
+       "data": "kb:solved:N"}}'
 
 Ctrl-C stops it; `make sandbox` again continues where you left off.
 """

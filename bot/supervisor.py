@@ -29,8 +29,15 @@ from bot.outbound import Outbound
 from bot.reports.charts import chart_data
 from bot.reports.command import current_agents
 from bot.reports.export import tickets_csv
-from bot.reports.metrics import GROUP_KEYS, PeriodError, build, load_histories, parse_period
-from bot.reports.render import metric_lines, slack_blocks, title
+from bot.reports.metrics import (
+    GROUP_KEYS,
+    PeriodError,
+    build,
+    load_histories,
+    parse_period,
+    self_service,
+)
+from bot.reports.render import metric_lines, self_service_line, slack_blocks, title
 from bot.roles import has_role
 from bot.settings import desk_tz
 from storage.models import AuditEntry, Customer, Ticket
@@ -245,6 +252,7 @@ async def _stats(inv: Invocation) -> str:
     agents = current_agents(inv.desk.rules)
     histories = await load_histories(inv.session, period.start, period.end)
     figures = build(histories, period, inv.now, by, agents)
+    figures["self_service"] = await self_service(inv.session, period.start, period.end)
     if inv.channel:
         # The charts' numbers come from the same histories as the figures, so the pictures can
         # never disagree with the answer; the outbox sender draws and uploads them.
@@ -262,7 +270,11 @@ async def _stats(inv: Invocation) -> str:
         "desk.stats user=%s from=%s to=%s", inv.user_id, figures["from"], figures["to"]
     )
     text = "\n".join(
-        [f"*{escape(title(figures))}*", *map(escape, metric_lines(figures["metrics"]))]
+        [
+            f"*{escape(title(figures))}*",
+            *map(escape, metric_lines(figures["metrics"])),
+            *([escape(kb)] if (kb := self_service_line(figures)) else []),
+        ]
     )
     return Answer(text, slack_blocks(figures))
 

@@ -45,7 +45,16 @@ from bot.routing import TicketFacts, choose_team, language_from_script
 from bot.rules import Rules
 from bot.selfservice import choose_language, my_tickets_button
 from bot.sla_keeper import SlaKeeper
-from storage.models import AuditEntry, Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
+from storage.models import (
+    AuditEntry,
+    Customer,
+    Identity,
+    KbSuggestion,
+    Message,
+    OutboxRow,
+    Ticket,
+    TicketEvent,
+)
 from storage.queues import outbox_add
 
 log = logging.getLogger("deskbot.tickets")
@@ -330,6 +339,13 @@ class Desk:
             ),
             # New menus' block_ids on every update (bot/controls.py says why).
             revision=f"{int(self.now.timestamp() * 1000):x}",
+            suggested=await self.s.scalar(
+                select(KbSuggestion.title)
+                .where(KbSuggestion.ticket_id == ticket.id)
+                .order_by(KbSuggestion.id.desc())
+                .limit(1)
+            ),
+            kb=self.rules.kb.enabled,
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:

@@ -271,6 +271,7 @@ class Control:
         r.add_get("/control/state", self.state)
         r.add_post("/control/telegram/customer_says", self.tg_says)
         r.add_post("/control/telegram/customer_presses", self.tg_presses)
+        r.add_post("/control/telegram/customer_shares_contact", self.tg_contact)
         r.add_get("/control/telegram/sent", self.tg_sent)
         r.add_post("/control/whatsapp/customer_says", self.wa_says)
         r.add_post("/control/whatsapp/customer_presses", self.wa_presses)
@@ -278,6 +279,7 @@ class Control:
         r.add_get("/control/slack/messages", self.slack_messages)
         r.add_post("/control/slack/agent_replies", self.slack_replies)
         r.add_post("/control/slack/agent_clicks", self.slack_clicks)
+        r.add_post("/control/slack/answer_clicks", self.slack_answer_clicks)
         r.add_post("/control/slack/slash_command", self.slack_command)
         r.add_get("/control/slack/files", self.slack_files)
         r.add_get("/control/slack/files/{file_id}", self.slack_file)
@@ -388,6 +390,17 @@ class Control:
                 "slack": channels,
                 # What the desk told one agent alone (refused card controls), per agent.
                 "slack_ephemeral": {uid: slack.ephemerals(uid) for uid in AGENTS},
+                # The latest of those answers with buttons (Suggest articles), per agent.
+                "slack_answers": {
+                    uid: [
+                        post
+                        for rid, posts in slack.responses.items()
+                        if slack.response_users.get(rid) == uid
+                        for post in posts
+                        if post.get("blocks")
+                    ][-1:]
+                    for uid in AGENTS
+                },
             }
         )
 
@@ -416,6 +429,24 @@ class Control:
         except ValueError as exc:
             raise _bad(str(exc)) from None
         return web.json_response({"callback_query_id": qid})
+
+    async def tg_contact(self, request: web.Request) -> web.StreamResponse:
+        """The customer taps Telegram's "share my phone number" button (``own``, the default),
+        or sends someone else's contact card (``own: false``), as for /link."""
+        d = await self._body(request, "chat_id", "phone")
+        phone = d["phone"]
+        if not isinstance(phone, str) or not PHONE_RE.fullmatch(phone.strip()):
+            raise _bad(f"phone must be a phone number like +15551234567, got {phone!r}")
+        own = d.get("own", True)
+        if not isinstance(own, bool):
+            raise _bad(f"own must be true or false, got {own!r}")
+        mid = await self.s.telegram.customer_shares_contact(
+            _chat_id(d["chat_id"]),
+            phone.strip(),
+            own=own,
+            first_name=_name(d.get("first_name"), "first_name") or "Customer",
+        )
+        return web.json_response({"message_id": mid})
 
     async def tg_sent(self, request: web.Request) -> web.StreamResponse:
         if not request.query.get("chat_id"):
@@ -520,6 +551,32 @@ class Control:
             raise _bad(str(exc)) from None
         return web.json_response({"desk_status": status})
 
+    async def slack_answer_clicks(self, request: web.Request) -> web.StreamResponse:
+        """An agent clicks a button in the latest answer the desk gave them alone (e.g. "Send
+        to customer" under "Suggest articles"); returns what the desk answered that click."""
+        d = await self._body(request, "action_id", "user")
+        user, action = _user(d["user"]), str(d["action_id"])
+        channel = self._channel(d.get("channel") or "C0SUPPORT")
+        slack = self.s.slack
+        answers = [
+            post
+            for rid, posts in slack.responses.items()
+            if slack.response_users.get(rid) == user
+            for post in posts
+            if any(
+                e.get("action_id") == action
+                for b in post.get("blocks") or []
+                for e in b.get("elements") or []
+            )
+        ]
+        if not answers:
+            raise _bad(f"no answer to {user} has a button {action!r}")
+        try:
+            said = await slack.clicks_in_answer(channel, answers[-1], action, user)
+        except (ValueError, AssertionError) as exc:
+            raise _bad(str(exc)) from None
+        return web.json_response(said)
+
     async def clock_advance(self, request: web.Request) -> web.StreamResponse:
         """Fast-forward the desk's clock (``deskbot sandbox`` only), e.g. to watch an SLA."""
         d = await self._body(request, "minutes")
@@ -557,6 +614,11 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
         "/control/telegram/customer_presses",
         '{"chat_id": 42, "message_id": 7, "data": "rate:1:5"}',
     ),
+    (
+        "POST",
+        "/control/telegram/customer_shares_contact",
+        '{"chat_id": 42, "phone": "+15551234567", "own"?: true, "first_name"?: "Ann"}',
+    ),
     ("GET", "/control/telegram/sent", "?chat_id=42"),
     (
         "POST",
@@ -586,6 +648,11 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
         "/control/slack/slash_command",
         '{"command": "/desk", "text"?: "mine", "user": "U0ALICE", "channel": "C0SUPPORT"}',
     ),
+    (
+        "POST",
+        "/control/slack/answer_clicks",
+        '{"action_id": "kb_send.1", "user": "U0ALICE", "channel"?: "C0SUPPORT"}',
+    ),
     ("GET", "/control/slack/files", ""),
     ("GET", "/control/slack/files/{id}", ""),
     ("POST", "/control/clock/advance", '{"minutes": 30}'),
@@ -595,6 +662,7 @@ TS_RE = re.compile(r"^\d+\.\d+$")
 COMMAND_RE = re.compile(r"^/[a-z0-9_-]+$")
 SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
+PHONE_RE = re.compile(r"^\+?[0-9][0-9 ()-]{5,20}$")
 WA_ID_RE = re.compile(r"^[1-9]\d{5,14}$")
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -243,6 +244,53 @@ class StatusLookup(Base):
     asked: Mapped[int | None] = mapped_column(BigInteger)  # the number asked; None: the list
     answer: Mapped[str] = mapped_column(String(20))  # list | found | unknown | not_theirs | limited
     at: Mapped[datetime]
+
+
+class KbArticle(Base):
+    """One knowledge-base article as indexed: its vector, and the hash of the file it came
+    from, so a start re-embeds only what changed (bot/kb.py)."""
+
+    __tablename__ = "kb_articles"
+    slug: Mapped[str] = mapped_column(String(80), primary_key=True)
+    title: Mapped[str] = mapped_column(String(300))
+    language: Mapped[str] = mapped_column(String(20))
+    tags: Mapped[list[Any]]
+    url: Mapped[str | None] = mapped_column(String(500))
+    body: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    encoder: Mapped[str] = mapped_column(String(40))  # fingerprint/precision the vector is of
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, unit length
+    indexed_at: Mapped[datetime]
+
+
+class KbSuggestion(Base):
+    """An article offered to a customer before a ticket, and what came of it.
+
+    ``outcome``: pending (waiting for their answer), solved (a deflection: no ticket),
+    person ("Talk to a person"), wrote_again (a further message). ``event`` and
+    ``classification`` are the first message as the dispatcher read it, so the ticket made
+    later starts with exactly that message, priority and all."""
+
+    __tablename__ = "kb_suggestions"
+    __table_args__ = (
+        Index("ix_kb_suggestions_chat", "channel", "chat_id", "outcome"),
+        Index("ix_kb_suggestions_ticket", "ticket_id"),
+        Index("ix_kb_suggestions_outcome_at", "outcome", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    channel: Mapped[str] = mapped_column(String(20))
+    chat_id: Mapped[str] = mapped_column(String(200))
+    article: Mapped[str] = mapped_column(String(80))  # slug
+    title: Mapped[str] = mapped_column(String(300))
+    score: Mapped[float] = mapped_column(Float)
+    event: Mapped[dict[str, Any]]
+    classification: Mapped[dict[str, Any]]
+    language: Mapped[str | None] = mapped_column(String(20))
+    outcome: Mapped[str] = mapped_column(String(20))  # pending|solved|person|wrote_again
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    created_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
 
 
 class InboxRow(Base):

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from bot.reports.metrics import build, day_range, load_histories
+from bot.reports.metrics import build, day_range, load_histories, self_service
 from bot.reports.render import RENDER
 from bot.rules import Rules
 from storage.db import create_engine, session_factory
@@ -37,6 +37,7 @@ async def print_report(
     try:
         async with session_factory(engine)() as session:
             histories = await load_histories(session, period.start, period.end)
+            kb = await self_service(session, period.start, period.end)
     finally:
         await engine.dispose()
     agents = current_agents(rules)
@@ -45,4 +46,6 @@ async def print_report(
         from bot.reports.charts import chart_data, draw_async
 
         drawn = await draw_async(chart_data(histories, period, now, agents))
-    return RENDER[fmt](build(histories, period, now, by, agents)), drawn
+    figures = build(histories, period, now, by, agents)
+    figures["self_service"] = kb
+    return RENDER[fmt](figures), drawn

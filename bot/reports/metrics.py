@@ -25,10 +25,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Message, SlaFiring, Ticket, TicketEvent
+from storage.models import KbSuggestion, Message, SlaFiring, Ticket, TicketEvent
 
 GROUP_KEYS = ("agent", "channel", "priority", "intent", "team", "language")
 ACCEPTED = ("sent", "delivered", "read")  # the customer's platform took the message
@@ -520,4 +520,26 @@ async def report(
     agents: Iterable[str] = (),
 ) -> dict[str, Any]:
     histories = await load_histories(session, period.start, period.end)
-    return build(histories, period, now, by, agents)
+    figures = build(histories, period, now, by, agents)
+    figures["self_service"] = await self_service(session, period.start, period.end)
+    return figures
+
+
+async def self_service(session: AsyncSession, start: datetime, end: datetime) -> dict[str, int]:
+    """Knowledge-base suggestions made in [start, end) and what came of them: ``deflected``
+    (the customer pressed "That solved it": no ticket), ``to_a_person`` (they asked for a
+    person or wrote again: a ticket), ``unanswered`` (still pending)."""
+    rows = (
+        await session.execute(
+            select(KbSuggestion.outcome, func.count())
+            .where(KbSuggestion.created_at >= start, KbSuggestion.created_at < end)
+            .group_by(KbSuggestion.outcome)
+        )
+    ).all()
+    counts = {str(outcome): int(n) for outcome, n in rows}
+    return {
+        "kb_suggested": sum(counts.values()),
+        "deflected": counts.get("solved", 0),
+        "to_a_person": counts.get("person", 0) + counts.get("wrote_again", 0),
+        "unanswered": counts.get("pending", 0),
+    }

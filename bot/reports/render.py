@@ -63,6 +63,17 @@ def metric_lines(m: dict[str, Any]) -> list[str]:
     ]
 
 
+def self_service_line(report: dict[str, Any]) -> str | None:
+    """The knowledge base's share of the period, when it suggested anything."""
+    ss = report.get("self_service") or {}
+    if not ss.get("kb_suggested"):
+        return None
+    return (
+        f"knowledge base: {ss['kb_suggested']} suggested · {ss['deflected']} deflected"
+        f" (no ticket) · {ss['to_a_person']} went on to a ticket · {ss['unanswered']} unanswered"
+    )
+
+
 def title(report: dict[str, Any]) -> str:
     span = report["from"] if report["from"] == report["to"] else f"{report['from']}..{report['to']}"
     by = f" by {report['by']}" if report["by"] else ""
@@ -80,6 +91,8 @@ def group_label(group: dict[str, Any]) -> str:
 
 def to_text(report: dict[str, Any]) -> str:
     lines = [title(report), *("  " + line for line in metric_lines(report["metrics"]))]
+    if kb := self_service_line(report):
+        lines.append("  " + kb)
     for group in report["groups"]:
         lines.append("")
         lines.append(group_label(group))
@@ -143,7 +156,11 @@ def slack_blocks(report: dict[str, Any], max_groups: int = 20) -> list[dict[str,
             "type": "section",
             "text": {
                 "type": "mrkdwn",
-                "text": "\n".join(escape(x) for x in metric_lines(report["metrics"])),
+                "text": "\n".join(
+                    escape(x)
+                    for x in [*metric_lines(report["metrics"]), self_service_line(report)]
+                    if x
+                ),
             },
         },
     ]

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import DeskApp
 from bot.classifier import Classifier
+from bot.kb import KnowledgeBase
 from bot.rules import Rules, load_rules
 from bot.settings import Settings, SlackSettings, TelegramSettings, WhatsAppSettings
 from sandbox import StandIns
@@ -153,6 +154,7 @@ async def running_stack(
     telegram_webhook: str | None = None,
     classifier: Classifier | None = None,
     rules: Rules = RULES,
+    knowledge: KnowledgeBase | None = None,
 ) -> AsyncIterator[Stack]:
     """Stand-ins and a started desk on ``database_url``; both stopped on the way out.
 
@@ -162,7 +164,7 @@ async def running_stack(
     port: int = standins.desk_port  # type: ignore[attr-defined]
     hook = f"http://127.0.0.1:{port}{telegram_webhook}" if telegram_webhook else None
     settings = desk_settings(standins, database_url, port, telegram_webhook=hook)
-    desk = DeskApp(settings, rules, classifier=classifier, idle_poll=0.05)
+    desk = DeskApp(settings, rules, classifier=classifier, idle_poll=0.05, knowledge=knowledge)
     await desk.start()
     try:
         yield Stack(standins, desk, database_url)

@@ -119,7 +119,7 @@ async def test_a_second_sandbox_continues_where_the_first_stopped(
     # SQLite: the sandbox's own file in the working folder; PostgreSQL: DESK_DATABASE_URL.
     env_db = database_url if backend == "postgresql" else None
     first = await _start(tmp_path, 1, sandboxes, env_db)
-    await first.call("/telegram/customer_says", {"chat_id": 42, "text": "My order never came"})
+    await first.call("/telegram/customer_says", {"chat_id": 42, "text": "My order arrived damaged"})
     assert (await _texts_to(first, 42, 1))[0].endswith("#1; an agent will reply here.")
     banner1 = await first.stop()
 
