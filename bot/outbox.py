@@ -139,6 +139,8 @@ class Limiter:
 
 
 HELD_NOTE_AFTER = timedelta(seconds=10)
+# Kinds that go to the ticket's card or under it: the card's channel and ts are filled in late.
+ABOUT_THE_CARD = ("slack_thread", "slack_thread_file", "slack_card_update")
 
 
 def held_back_note(card: Outbound, held: timedelta) -> Outbound:
@@ -288,10 +290,10 @@ class OutboxSender:
         # A thread message or card update without reply_to is about the ticket's card as it is
         # when sent; one with reply_to names an older card on purpose (a transfer freezes it).
         current_card = out.reply_to is None
-        if out.kind in ("slack_thread", "slack_card_update") and slack_channel and current_card:
+        if out.kind in ABOUT_THE_CARD and slack_channel and current_card:
             # Where the card is now: it may have been re-posted elsewhere since this was queued.
             out = out.model_copy(update={"destination": slack_channel})
-        if out.kind in ("slack_thread", "slack_card_update") and current_card:
+        if out.kind in ABOUT_THE_CARD and current_card:
             if card_ts is None:
                 await self._finish(
                     row_id, attempt, out, message_id, error=BadRequest("the card was never posted")
