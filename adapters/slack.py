@@ -874,8 +874,26 @@ class SlackAdapter:
         return Delivery(platform_message_id=_first_file_id(resp))
 
     async def _delete_file(self, message: Outbound) -> Delivery:
-        """files.delete of a file the desk uploaded (a forgotten customer's)."""
+        """A forgotten customer's file the desk uploaded: the messages that shared it (their
+        text is the customer's caption) are overwritten with ``text`` first, found with
+        files.info, then the file is deleted (files.delete; deleting a file leaves the text of
+        the message that carried it)."""
         file_id = _need_reply_to(message)
+        try:
+            info = await self.client.files_info(file=file_id)
+        except SlackApiError as exc:
+            if exc.response.get("error") in ("file_deleted", "file_not_found"):
+                return Delivery(platform_message_id=file_id)
+            raise
+        shares = as_mapping(as_mapping(info.get("file")).get("shares"))
+        for scope in ("public", "private"):
+            for channel, posts in as_mapping(shares.get(scope)).items():
+                for post in posts if isinstance(posts, list) else []:
+                    ts = as_str(as_mapping(post).get("ts"))
+                    if ts:
+                        await self.client.chat_update(
+                            channel=channel, ts=ts, text=message.text or "erased"
+                        )
         try:
             await self.client.files_delete(file=file_id)
         except SlackApiError as exc:

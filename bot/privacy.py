@@ -338,7 +338,11 @@ async def forget(desk: Desk, customer: Customer) -> Held:
     for channel, file_id in slack_files:
         desk.fx.say(
             Outbound(
-                channel="slack", kind="slack_file_delete", destination=channel, reply_to=file_id
+                channel="slack",
+                kind="slack_file_delete",
+                destination=channel,
+                reply_to=file_id,
+                text=ERASED,  # over the message that shared it (the customer's caption)
             )
         )
     return before

@@ -573,6 +573,7 @@ class SlackStandIn:
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
             "files.delete": self._delete_file,
+            "files.info": self._file_info,
         }.get(method)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
@@ -867,6 +868,7 @@ class SlackStandIn:
             self.channels[channel].append(message)
             for meta, _item in metas:
                 meta["channels"].append(channel)
+                self._record_share(meta, channel, ts, thread_ts)
         await self._changed.notify()
         return {"files": [{"id": f["id"], "title": f["title"]} for f in shared]}
 
@@ -952,6 +954,30 @@ class SlackStandIn:
         if team != TEAM or meta is None or meta["content"] is None:
             return web.Response(status=404, text="file not found")
         return web.Response(body=meta["content"], content_type="application/octet-stream")
+
+    @staticmethod
+    def _record_share(meta: dict[str, Any], channel: str, ts: str, thread_ts: Any | None) -> None:
+        """Where a file was shared, as files.info reports it (``shares.public``)."""
+        share: dict[str, Any] = {"ts": ts}
+        if thread_ts is not None:
+            share["thread_ts"] = str(thread_ts)
+        meta.setdefault("shares", {}).setdefault(channel, []).append(share)
+
+    async def _file_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        meta = self.files.get(str(params.get("file") or ""))
+        if meta is None or meta.get("deleted"):
+            raise SlackError("file_not_found" if meta is None else "file_deleted")
+        return {
+            "file": {
+                "id": meta["id"],
+                "name": meta["name"],
+                "title": meta["title"],
+                "size": meta.get("size"),
+                "channels": list(meta["channels"]),
+                "shares": {"public": meta.get("shares", {})},
+            },
+            "comments": [],
+        }
 
     async def _delete_file(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = str(params.get("file") or "")

@@ -243,3 +243,25 @@ async def test_url_private_needs_the_bot_token(stack: Stack) -> None:
             assert resp.content_type == "text/html"
         async with http.get(url, headers={"Authorization": f"Bearer {slack.bot_token}"}) as resp:
             assert await resp.read() == PDF
+
+
+async def test_forgetting_a_customer_deletes_their_files_from_slack(stack: Stack) -> None:
+    tg, slack = stack.standins.telegram, stack.standins.slack
+    await tg.customer_says(66, "My passport scan", first_name="Vera")
+    card = await stack.card()
+    await tg.customer_sends_photo(66, "passport of Vera Nowak", "Vera", content=PNG)
+    [shared] = await _thread_files(stack, card["ts"], 1)
+    file_id = shared["files"][0]["id"]
+
+    answers = await slack.slash_command("/desk", "forget 1", "U0CAROL", SUPPORT)
+    asked = [a for a in answers if "text" in a][-1]
+    await slack.clicks_in_answer(SUPPORT, asked, "desk_forget", "U0CAROL")
+
+    async def deleted() -> bool:
+        return bool(slack.files[file_id].get("deleted"))
+
+    await eventually(deleted, "files.delete of the customer's photo")
+    assert slack.files[file_id]["content"] == b""
+    shown = str(slack.thread(SUPPORT, card["ts"]))
+    assert "Vera Nowak" not in shown
+    assert "files.info" in slack.calls  # the caption's message was found and overwritten
