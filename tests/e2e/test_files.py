@@ -9,6 +9,7 @@ checked first, and a file that cannot go is said in the thread.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import aiohttp
@@ -265,3 +266,47 @@ async def test_forgetting_a_customer_deletes_their_files_from_slack(stack: Stack
     shown = str(slack.thread(SUPPORT, card["ts"]))
     assert "Vera Nowak" not in shown
     assert "files.info" in slack.calls  # the caption's message was found and overwritten
+
+
+async def test_the_sandbox_control_api_sends_files_both_ways(stack: Stack) -> None:
+    """What the page's 📎 buttons do: a customer's file and an agent's file, as JSON requests."""
+    tg = stack.standins.telegram
+    base = stack.standins.url
+    async with aiohttp.ClientSession() as http:
+
+        async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            async with http.post(base + path, json=body) as resp:
+                assert resp.status == 200, await resp.text()
+                answer: dict[str, Any] = await resp.json()
+                return answer
+
+        await post(
+            "/control/telegram/customer_sends_file",
+            {
+                "chat_id": 67,
+                "kind": "document",
+                "file_name": "receipt.pdf",
+                "content_base64": base64.b64encode(PDF).decode(),
+                "caption": "my receipt",
+                "first_name": "Ola",
+            },
+        )
+        card = await stack.card()
+        [shared] = await _thread_files(stack, card["ts"], 1)
+        assert _uploaded(stack, shared) == PDF
+        await stack.standins.slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0ALICE")
+
+        async def claimed() -> bool:
+            return (await stack.ticket(1)).assignee_id == "U0ALICE"
+
+        await eventually(claimed, "Alice's claim")
+        await post(
+            "/control/slack/agent_shares_file",
+            {"channel": SUPPORT, "thread_ts": card["ts"], "user": "U0ALICE", "file_name": "a.png"},
+        )
+        sent = await tg.wait_for_sent(67, 2)
+        assert "photo" in sent[1]  # the page's made-up PNG, sent with sendPhoto
+        async with http.post(
+            base + "/control/whatsapp/customer_sends_file", json={"wa_id": "15550003333"}
+        ) as resp:
+            assert resp.status == 400 and "kind must be one of image, document" in await resp.text()
