@@ -55,16 +55,18 @@ class Plan:
 
     kind: str = ""
     refused: str | None = None
+    limit: str = ""  # the limit that refused it, for people ("20 MB")
 
 
 def inbound_plan(channel: str, kind: str, size: int | None) -> Plan:
     """A customer's file on ``channel``: can the desk fetch it and put it into Slack?"""
     if channel == "telegram" and size is not None and size > TELEGRAM_DOWNLOAD_MAX:
         return Plan(
-            refused=f"Telegram lets bots download files up to {TELEGRAM_DOWNLOAD_MAX // MB} MB"
+            refused=f"Telegram lets bots download files up to {TELEGRAM_DOWNLOAD_MAX // MB} MB",
+            limit=f"{TELEGRAM_DOWNLOAD_MAX // MB} MB",
         )
     if size is not None and size > SLACK_UPLOAD_MAX:
-        return Plan(refused="Slack takes files up to 1 GB")
+        return Plan(refused="Slack takes files up to 1 GB", limit="1 GB")
     return Plan(kind=kind)
 
 

@@ -467,7 +467,7 @@ class Desk:
         self._record_inbound(ticket, ev, attachments)
         ticket.updated_at = self.now
         if ev.attachments:
-            self._customer_files(ticket, customer.name, ev, caption=ev.text)
+            await self._customer_files(ticket, customer.name, ev, caption=ev.text)
             return
         self.thread(
             ticket,
@@ -475,10 +475,12 @@ class Desk:
             blocks=said_blocks(customer.name, ev.text),
         )
 
-    def _customer_files(self, ticket: Ticket, name: str, ev: CustomerMessage, caption: str) -> None:
+    async def _customer_files(
+        self, ticket: Ticket, name: str, ev: CustomerMessage, caption: str
+    ) -> None:
         """Each of the customer's files into the card's thread (the first with their caption),
         fetched from the platform by the outbox when it sends; a file no limit lets through is
-        said in the thread instead, never dropped."""
+        said in the thread instead, never dropped, and the customer is told in their language."""
         for a in ev.attachments:
             said = f"*{escape(name)}:* {escape(caption)}" if caption else ""
             plan = inbound_plan(ev.channel, a.kind, a.size)
@@ -487,9 +489,11 @@ class Desk:
                     ticket,
                     (said + "\n" if said else "")
                     + f"⚠️ {escape(name)} sent {escape(describe(a.kind, a.name, a.size))} that"
-                    f" could not be relayed here: {plan.refused}. Ask them to send it another"
-                    " way (a smaller file, or a link).",
+                    f" could not be relayed here: {plan.refused}. They were asked to send a"
+                    " smaller file or a link.",
                 )
+                texts = await self.texts_for(ticket)
+                self.tell_customer(ticket, texts.file_too_big.format(limit=plan.limit))
                 self.decided(
                     "tickets.file_refused ticket=%d direction=in kind=%s", ticket.id, a.kind
                 )
@@ -564,7 +568,7 @@ class Desk:
         await SlaKeeper(self).refresh(ticket)  # so the card shows its clocks from the start
         await self.post_card(ticket)
         if ev.attachments:  # the card shows the caption; the files go into its thread
-            self._customer_files(ticket, customer.name, ev, caption="")
+            await self._customer_files(ticket, customer.name, ev, caption="")
         if choice.agent is not None:  # the mention is how the agent hears of it
             self.thread(ticket, f"👤 {_cap(choice.reason)}.")
         return ticket

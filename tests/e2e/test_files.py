@@ -152,7 +152,7 @@ async def test_files_over_the_limits_are_said_in_the_thread_never_dropped(stack:
     tg, slack = stack.standins.telegram, stack.standins.slack
 
     async def say() -> None:
-        await tg.customer_says(63, "Here is the video of the fault", first_name="Max")
+        await tg.customer_says(63, "Aquí está el vídeo del fallo", "Max", language_code="es")
 
     card = await _claimed_ticket(stack, say)
 
@@ -164,6 +164,8 @@ async def test_files_over_the_limits_are_said_in_the_thread_never_dropped(stack:
     assert "fault.mp4" in refused["text"] and "25.0 MB" in refused["text"]
     assert "20 MB" in refused["text"] and "the fault" in refused["text"]
     assert "getfile" not in tg.calls
+    told_customer = (await tg.wait_for_sent(63, 2))[1]["text"]  # in their language
+    assert told_customer.startswith("No pudimos recibir su archivo") and "20 MB" in told_customer
     async with stack.sessions() as s:  # the desk still records what the customer sent
         kept = await s.scalar(select(Message).where(Message.text == "the fault"))
     assert kept is not None and kept.attachments[0]["size"] == 25 * MB
@@ -181,8 +183,8 @@ async def test_files_over_the_limits_are_said_in_the_thread_never_dropped(stack:
     await eventually(crossed, "the ❌ on the file that did not go")
     # A reply after it arrives, and nothing else did (the outbox keeps a chat's order).
     await slack.agent_replies(SUPPORT, card["ts"], "U0ALICE", "Please use a download link")
-    sent = await tg.wait_for_sent(63, 2)
-    assert sent[1]["text"] == "Please use a download link"
+    sent = await tg.wait_for_sent(63, 3)
+    assert sent[2]["text"] == "Please use a download link"
     assert not any("document" in m or "photo" in m for m in tg.sent_to(63))
 
 
