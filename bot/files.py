@@ -27,7 +27,8 @@ WHATSAPP_IMAGE_MAX = 5 * MB
 WHATSAPP_DOCUMENT_MAX = 100 * MB
 SLACK_UPLOAD_MAX = 1024 * MB
 
-TELEGRAM_PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
+# GIFs go as documents: as a photo Telegram would keep only a still frame.
+TELEGRAM_PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 WHATSAPP_IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
 PLATFORM = {"telegram": "Telegram", "whatsapp": "WhatsApp", "slack": "Slack"}
 

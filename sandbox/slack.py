@@ -874,6 +874,9 @@ class SlackStandIn:
 
     # -- files agents share: file_share events, url_private (bot token), files.delete ----------
 
+    # An app installed without files:read: its token gets the sign-in page for url_private.
+    files_read_granted = True
+
     def _install_files(self, app: web.Application, prefix: str) -> None:
         app.router.add_get(prefix + "/files-pri/{team_file}/{name}", self.download_private)
 
@@ -947,7 +950,11 @@ class SlackStandIn:
         self.calls.append("url_private")
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip()
-        if not token or not hmac.compare_digest(token.encode(), self.bot_token.encode()):
+        if (
+            not token
+            or not hmac.compare_digest(token.encode(), self.bot_token.encode())
+            or not self.files_read_granted
+        ):
             return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
         team, _, file_id = request.match_info["team_file"].partition("-")
         meta = self.files.get(file_id)

@@ -312,3 +312,27 @@ async def test_the_sandbox_control_api_sends_files_both_ways(stack: Stack) -> No
             base + "/control/whatsapp/customer_sends_file", json={"wa_id": "15550003333"}
         ) as resp:
             assert resp.status == 400 and "kind must be one of image, document" in await resp.text()
+
+
+async def test_without_files_read_the_thread_says_the_file_did_not_go(stack: Stack) -> None:
+    tg, slack = stack.standins.telegram, stack.standins.slack
+    slack.files_read_granted = False  # Slack then serves its sign-in page, with HTTP 200
+
+    async def say() -> None:
+        await tg.customer_says(68, "the manual please", first_name="Bo")
+
+    card = await _claimed_ticket(stack, say)
+    shared_ts = await slack.agent_shares_file(
+        SUPPORT, card["ts"], "U0ALICE", "manual.pdf", PDF, mimetype="application/pdf"
+    )
+    [told] = await stack.thread_has(card["ts"], "Not delivered: the file manual.pdf")
+    assert "files:read" in told["text"]
+
+    async def crossed() -> bool:
+        return "x" in slack.reactions(SUPPORT, shared_ts)
+
+    await eventually(crossed, "the ❌ on the file the customer did not get")
+    assert not any("document" in m for m in tg.sent_to(68))  # no HTML page sent as the manual
+    async with stack.sessions() as s:
+        row = await s.scalar(select(Message).where(Message.direction == "out"))
+    assert row is not None and row.delivery == "failed"
