@@ -22,6 +22,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -830,8 +831,9 @@ class SlackAdapter:
         """An agent's file: ``url_private`` with the bot token in the Authorization header
         (scope files:read). Without a token that works Slack answers 200 with its HTML sign-in
         page rather than an error, so an HTML answer for a file that is not HTML is refused."""
-        if not ref.url:
-            raise BadRequest("the file has no url_private")
+        if not ref.url or not self._slack_file_url(ref.url):
+            # The bot token goes with the request: only ever to Slack's own file host.
+            raise BadRequest("the file's url_private is not on Slack's file host")
         self._ensure_session()
         session = self.client.session
         assert session is not None
@@ -855,6 +857,21 @@ class SlackAdapter:
         return FileContent(
             data=data, name=name, mime_type=ref.mime_type or "application/octet-stream"
         )
+
+    def _slack_file_url(self, url: str) -> bool:
+        """Is ``url`` on Slack's file host (``files.`` + the Web API's domain: files.slack.com,
+        files.slack-gov.com), or on the Web API's own host and port (a stand-in)?"""
+        try:
+            target, api = urlsplit(url), urlsplit(self._settings.api_base)
+            same = (target.scheme, target.hostname, target.port) == (
+                api.scheme,
+                api.hostname,
+                api.port,
+            )
+        except ValueError:  # a port that is not a number
+            return False
+        domain = ".".join((api.hostname or "").split(".")[-2:])
+        return same or (target.scheme == "https" and target.hostname == f"files.{domain}")
 
     async def _upload_to_thread(self, message: Outbound) -> Delivery:
         """A customer's file into the card's thread with ``text`` as its message:

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import mimetypes
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -63,6 +64,7 @@ log = logging.getLogger("deskbot.adapters.whatsapp")
 
 ROUTE = "/whatsapp/webhook"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+MEDIA_ID = re.compile(r"[0-9A-Za-z_-]{1,128}")  # Graph media ids are digits
 
 # Graph error codes (protocols.md §2.3).
 RATE_LIMIT_CODES = frozenset({130429, 131056, 4, 80007})
@@ -421,6 +423,8 @@ class WhatsAppAdapter:
         """A customer's media: ``GET /{media-id}`` gives a short-lived URL (and the size, checked
         against Slack's limit before the download), then ``GET`` that URL with the same bearer
         token gives the bytes."""
+        if not MEDIA_ID.fullmatch(ref.file_id):  # from a webhook: never let it shape the URL
+            raise BadRequest("not a WhatsApp media id")
         try:
             session = self._client()
             async with session.get(f"{self._api_base}/{ref.file_id}", headers=self._auth) as resp:

@@ -88,3 +88,23 @@ def test_a_file_share_event_carries_its_files() -> None:
     [f] = event.files
     assert (f.id, f.name, f.mimetype, f.size) == ("F1", "guide.pdf", "application/pdf", 1234)
     assert f.url_private.endswith("/download/guide.pdf")
+
+
+def test_the_bot_token_goes_only_to_slacks_file_host() -> None:
+    from adapters.slack import SlackAdapter
+    from bot.settings import SlackSettings
+
+    def allowed(api_base: str, url: str) -> bool:
+        adapter = object.__new__(SlackAdapter)
+        adapter._settings = SlackSettings(bot_token="xoxb-1", signing_secret="s", api_base=api_base)
+        return adapter._slack_file_url(url)
+
+    slack = "https://slack.com/api/"
+    assert allowed(slack, "https://files.slack.com/files-pri/T1-F1/a.pdf")
+    assert allowed("https://slack-gov.com/api/", "https://files.slack-gov.com/files-pri/T1-F1/a")
+    assert allowed("http://127.0.0.1:5001/slack/api/", "http://127.0.0.1:5001/slack/files-pri/x")
+    assert not allowed(slack, "https://evil.example/files-pri/T1-F1/a.pdf")
+    assert not allowed(slack, "http://files.slack.com/files-pri/T1-F1/a.pdf")  # not https
+    assert not allowed(slack, "https://files.slack.com.evil.example/a")
+    assert not allowed("http://127.0.0.1:5001/slack/api/", "http://127.0.0.1:5002/x")
+    assert not allowed(slack, "https://files.slack.com:99999/a")
