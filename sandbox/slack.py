@@ -12,6 +12,11 @@ carry a ``response_url`` the stand-in hosts (5 uses, 30 minutes).
 Message ``metadata`` as Slack keeps it: chat.postMessage takes ``{"event_type",
 "event_payload"}`` (``invalid_metadata_format`` otherwise), and conversations.history and
 conversations.replies return it only when asked with ``include_all_metadata``.
+
+Files: uploads (files.getUploadURLExternal, the upload URL, files.completeUploadExternal with
+``thread_ts``), files.info with where a file was shared, files.delete (only the bot's own), and
+agents' ``file_share`` messages whose ``url_private`` serves the bytes only to the bot token
+(anyone else gets Slack's sign-in page, HTTP 200).
 """
 
 from __future__ import annotations
@@ -980,6 +985,8 @@ class SlackStandIn:
                 "name": meta["name"],
                 "title": meta["title"],
                 "size": meta.get("size"),
+                "user": meta.get("user", BOT_USER),
+                "url_private": self._private_url(meta["id"], meta["name"]),
                 "channels": list(meta["channels"]),
                 "shares": {"public": meta.get("shares", {})},
             },
@@ -993,6 +1000,8 @@ class SlackStandIn:
             raise SlackError("file_not_found")
         if meta.get("deleted"):
             raise SlackError("file_deleted")
+        if meta.get("user", BOT_USER) != BOT_USER:  # a bot token deletes only its own files
+            raise SlackError("cant_delete_file")
         meta["deleted"] = True
         meta["content"] = b""
         for messages in self.channels.values():

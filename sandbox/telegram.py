@@ -4,6 +4,9 @@ Strict where the real one is: a wrong token is 401, an unknown method 404, sendi
 never wrote is 400 ``chat not found``, a blocked chat is 403, too many messages are 429 with
 ``retry_after``, a second poller or a poll while a webhook is set is 409. Updates wait until a
 later ``getUpdates`` offset confirms them, so a desk that dies mid-batch sees them again.
+Files: ``getFile`` (400 ``invalid file_id``, ``file is too big`` over 20 MB) and the file
+endpoint ``{base}/file/bot<token>/<file_path>``; ``sendPhoto``/``sendDocument`` take multipart
+uploads (``attach://`` too): ``PHOTO_SAVE_FILE_INVALID`` over 10 MB, 413 over 50 MB.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ Like Meta's: a wrong token is 401 with an OAuthException envelope (code 190), ba
 400 code 100, too many messages are 429 with code 130429, and sends are accepted first and
 reported later in signed ``statuses`` webhooks (``sent``, ``delivered``, or ``failed`` with 131047
 outside the 24-hour window, 131026 for an unreachable number). Webhooks the desk does not answer
-with 200 are delivered again with backoff.
+with 200 are delivered again with backoff. Media: ``GET /{media-id}`` gives a download URL that
+serves the bytes for five minutes to the same bearer token; ``POST /{phone-id}/media`` takes a
+multipart upload within each type's limit (131053 over it); image and document messages must
+name a known media id.
 """
 
 from __future__ import annotations
