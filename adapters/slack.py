@@ -22,6 +22,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -48,12 +49,22 @@ from adapters._common import (
     unavailable,
 )
 from adapters.slack_people import DisplayNames
-from bot.events import AgentAction, AgentMessage, Channel, Event, Ignored, SlashCommand
+from bot.events import (
+    AgentAction,
+    AgentMessage,
+    Channel,
+    Event,
+    Ignored,
+    SlackFile,
+    SlashCommand,
+)
 from bot.inbox import Inbox, storable
 from bot.outbound import (
     BadRequest,
     Delivery,
     DeliveryError,
+    FileContent,
+    FileRef,
     Outbound,
     RetryAfter,
     Unavailable,
@@ -146,7 +157,29 @@ def parse_event_callback(body: Mapping[str, Any]) -> Event:
         ts=ts,
         thread_ts=thread_ts,
         text=as_str(event.get("text")),
+        files=shared_files(event),
     )
+
+
+def shared_files(event: Mapping[str, Any]) -> tuple[SlackFile, ...]:
+    """The files of a ``file_share`` message (files:read lets the desk download them)."""
+    found = []
+    for item in event.get("files") or []:
+        f = as_mapping(item)
+        file_id = as_str(f.get("id"))
+        if not file_id:
+            continue
+        size = f.get("size")
+        found.append(
+            SlackFile(
+                id=file_id,
+                name=as_str(f.get("name")) or as_str(f.get("title")),
+                mimetype=as_str(f.get("mimetype")) or None,
+                size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+                url_private=as_str(f.get("url_private_download")) or as_str(f.get("url_private")),
+            )
+        )
+    return tuple(found)
 
 
 def parse_block_actions(body: Mapping[str, Any]) -> Event:
@@ -740,6 +773,10 @@ class SlackAdapter:
                 return await self._upload_charts(message)
             case "slack_file":
                 return await self._upload_file(message)
+            case "slack_thread_file":
+                return await self._upload_to_thread(message)
+            case "slack_file_delete":
+                return await self._delete_file(message)
             case _:
                 raise BadRequest(f"slack cannot send {message.kind}")
 
@@ -796,6 +833,99 @@ class SlackAdapter:
             title=message.file_title or message.file_name,
         )
         return Delivery(platform_message_id=_first_file_id(resp))
+
+    # -- files both ways (customer files into threads, agent files out) ------------------------
+
+    async def fetch_file(self, ref: FileRef) -> FileContent:
+        """An agent's file: ``url_private`` with the bot token in the Authorization header
+        (scope files:read). Without a token that works Slack answers 200 with its HTML sign-in
+        page rather than an error, so an HTML answer for a file that is not HTML is refused."""
+        if not ref.url or not self._slack_file_url(ref.url):
+            # The bot token goes with the request: only ever to Slack's own file host.
+            raise BadRequest("the file's url_private is not on Slack's file host")
+        self._ensure_session()
+        session = self.client.session
+        assert session is not None
+        try:
+            async with session.get(
+                ref.url, headers={"Authorization": f"Bearer {self._settings.bot_token}"}
+            ) as resp:
+                if resp.status == 429:
+                    raise RetryAfter(_retry_after(resp.headers), "ratelimited")
+                if resp.status >= 500:
+                    raise Unavailable(f"file download http {resp.status}")
+                if resp.status >= 400:
+                    raise BadRequest(f"file download http {resp.status}")
+                html = resp.content_type == "text/html"
+                data = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
+        if html and not (ref.mime_type or "").startswith("text/html"):
+            raise BadRequest("Slack answered with its sign-in page: is files:read granted?")
+        name = ref.name or ref.file_id
+        return FileContent(
+            data=data, name=name, mime_type=ref.mime_type or "application/octet-stream"
+        )
+
+    def _slack_file_url(self, url: str) -> bool:
+        """Is ``url`` on Slack's file host (``files.`` + the Web API's domain: files.slack.com,
+        files.slack-gov.com), or on the Web API's own host and port (a stand-in)?"""
+        try:
+            target, api = urlsplit(url), urlsplit(self._settings.api_base)
+            same = (target.scheme, target.hostname, target.port) == (
+                api.scheme,
+                api.hostname,
+                api.port,
+            )
+        except ValueError:  # a port that is not a number
+            return False
+        domain = ".".join((api.hostname or "").split(".")[-2:])
+        return same or (target.scheme == "https" and target.hostname == f"files.{domain}")
+
+    async def _upload_to_thread(self, message: Outbound) -> Delivery:
+        """A customer's file into the card's thread with ``text`` as its message:
+        files_upload_v2 = files.getUploadURLExternal, the bytes to the upload URL,
+        files.completeUploadExternal with channel_id and thread_ts (scope files:write)."""
+        if message.content is None:
+            raise BadRequest("slack_thread_file needs the file's content")
+        content = message.content
+        resp = await self.client.files_upload_v2(
+            channel=message.destination,
+            thread_ts=_need_reply_to(message),
+            initial_comment=message.text or None,
+            content=content.data,
+            filename=content.name,
+            title=content.name,
+        )
+        return Delivery(platform_message_id=_first_file_id(resp))
+
+    async def _delete_file(self, message: Outbound) -> Delivery:
+        """A forgotten customer's file the desk uploaded: the messages that shared it (their
+        text is the customer's caption) are overwritten with ``text`` first, found with
+        files.info, then the file is deleted (files.delete; deleting a file leaves the text of
+        the message that carried it)."""
+        file_id = _need_reply_to(message)
+        try:
+            info = await self.client.files_info(file=file_id)
+        except SlackApiError as exc:
+            if exc.response.get("error") in ("file_deleted", "file_not_found"):
+                return Delivery(platform_message_id=file_id)
+            raise
+        shares = as_mapping(as_mapping(info.get("file")).get("shares"))
+        for scope in ("public", "private"):
+            for channel, posts in as_mapping(shares.get(scope)).items():
+                for post in posts if isinstance(posts, list) else []:
+                    ts = as_str(as_mapping(post).get("ts"))
+                    if ts:
+                        await self.client.chat_update(
+                            channel=channel, ts=ts, text=message.text or "erased"
+                        )
+        try:
+            await self.client.files_delete(file=file_id)
+        except SlackApiError as exc:
+            if exc.response.get("error") not in ("file_deleted", "file_not_found"):
+                raise
+        return Delivery(platform_message_id=file_id)
 
 
 def _first_file_id(resp: AsyncSlackResponse) -> str | None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import io
 import logging
+import mimetypes
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +41,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import (
     BotCommand,
+    BufferedInputFile,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -74,11 +77,14 @@ from bot.events import (
     Ignored,
     Sender,
 )
+from bot.files import TELEGRAM_DOWNLOAD_MAX
 from bot.inbox import Inbox
 from bot.outbound import (
     BadRequest,
     Delivery,
     DeliveryError,
+    FileContent,
+    FileRef,
     Forbidden,
     Outbound,
     RetryAfter,
@@ -93,7 +99,8 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # What we ask Telegram for. Anything else that still arrives is recorded as Ignored.
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 BUTTONS_PER_ROW = 5
-NOT_MODIFIED = "message is not modified"  # editMessage*: the message already looks like that
+NOT_MODIFIED = "message is not modified"
+CAPTION_MAX = 1024  # editMessage*: the message already looks like that
 
 # --------------------------------------------------------------------------------------------
 # Pure parsing: one update → one event
@@ -590,6 +597,8 @@ class TelegramAdapter:
                     return Delivery()
                 case "edit_buttons":
                     return await self._edit_buttons(message)
+                case "file":
+                    return await self._send_file(message)
                 case _:
                     raise BadRequest(f"telegram cannot send {message.kind}")
         except DeliveryError:
@@ -599,6 +608,48 @@ class TelegramAdapter:
             error.detail = self._scrub(error.detail)
             error.args = (error.detail,)
             raise error from exc
+
+    # -- files -------------------------------------------------------------------------------
+
+    async def fetch_file(self, ref: FileRef) -> FileContent:
+        """A customer's file: getFile, then the bytes from the file endpoint (the token is in
+        its URL). Telegram lets bots download up to 20 MB; over that getFile answers "file is
+        too big", checked here first when the size is known."""
+        if ref.size is not None and ref.size > TELEGRAM_DOWNLOAD_MAX:
+            raise BadRequest("file is too big (Telegram lets bots download up to 20 MB)")
+        try:
+            found = await self.bot.get_file(ref.file_id)
+            if found.file_size is not None and found.file_size > TELEGRAM_DOWNLOAD_MAX:
+                raise BadRequest("file is too big (Telegram lets bots download up to 20 MB)")
+            if not found.file_path:
+                raise BadRequest("getFile gave no file_path")
+            buffer = io.BytesIO()
+            await self.bot.download_file(found.file_path, destination=buffer)
+        except DeliveryError:
+            raise
+        except (TelegramAPIError, ClientDecodeError, aiohttp.ClientError, TimeoutError) as exc:
+            error = map_telegram_error(exc)
+            error.detail = self._scrub(error.detail)
+            error.args = (error.detail,)
+            raise error from exc
+        name = ref.name or found.file_path.rsplit("/", 1)[-1] or f"{ref.kind}"
+        mime = ref.mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return FileContent(data=buffer.getvalue(), name=name, mime_type=mime)
+
+    async def _send_file(self, message: Outbound) -> Delivery:
+        """An agent's file to the customer, uploaded multipart: sendPhoto or sendDocument as
+        bot.files decided from Telegram's limits (photo 10 MB, document 50 MB)."""
+        if message.file is None or message.content is None:
+            raise BadRequest("file needs the file and its content")
+        content = message.content
+        upload = BufferedInputFile(content.data, filename=content.name)
+        caption = message.text[:CAPTION_MAX] or None
+        chat = chat_ref(message.destination)
+        if message.file.kind == "photo":
+            sent = await self.bot.send_photo(chat_id=chat, photo=upload, caption=caption)
+        else:
+            sent = await self.bot.send_document(chat_id=chat, document=upload, caption=caption)
+        return Delivery(platform_message_id=str(sent.message_id))
 
     async def _edit_buttons(self, message: Outbound) -> Delivery:
         if not message.reply_to or not message.reply_to.isdigit():

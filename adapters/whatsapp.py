@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import mimetypes
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -43,11 +45,14 @@ from bot.events import (
     Ignored,
     Sender,
 )
+from bot.files import SLACK_UPLOAD_MAX
 from bot.inbox import Inbox
 from bot.outbound import (
     BadRequest,
     Delivery,
     DeliveryError,
+    FileContent,
+    FileRef,
     Forbidden,
     Outbound,
     RetryAfter,
@@ -59,6 +64,7 @@ log = logging.getLogger("deskbot.adapters.whatsapp")
 
 ROUTE = "/whatsapp/webhook"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+MEDIA_ID = re.compile(r"[0-9A-Za-z_-]{1,128}")  # Graph media ids are digits
 
 # Graph error codes (protocols.md §2.3).
 RATE_LIMIT_CODES = frozenset({130429, 131056, 4, 80007})
@@ -405,13 +411,105 @@ class WhatsAppAdapter:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self._session
 
+    @property
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._settings.access_token}"}
+
+    @property
+    def _api_base(self) -> str:
+        return self._settings.api_base.rstrip("/")
+
+    async def fetch_file(self, ref: FileRef) -> FileContent:
+        """A customer's media: ``GET /{media-id}`` gives a short-lived URL (and the size, checked
+        against Slack's limit before the download), then ``GET`` that URL with the same bearer
+        token gives the bytes."""
+        if not MEDIA_ID.fullmatch(ref.file_id):  # from a webhook: never let it shape the URL
+            raise BadRequest("not a WhatsApp media id")
+        try:
+            session = self._client()
+            async with session.get(f"{self._api_base}/{ref.file_id}", headers=self._auth) as resp:
+                status, headers = resp.status, dict(resp.headers)
+                try:
+                    info: Any = await resp.json(content_type=None)
+                except ValueError:
+                    info = None
+            if status >= 400:
+                raise map_graph_error(status, info, headers)
+            url = as_str(as_mapping(info).get("url"))
+            if not url:
+                raise BadRequest("the media has no download url")
+            size = as_mapping(info).get("file_size")
+            if isinstance(size, int) and size > SLACK_UPLOAD_MAX:
+                raise BadRequest("the file is over Slack's 1 GB limit")
+            async with session.get(url, headers=self._auth) as resp:
+                if resp.status >= 400:
+                    try:
+                        error: Any = await resp.json(content_type=None)
+                    except ValueError:
+                        error = None
+                    raise map_graph_error(resp.status, error, dict(resp.headers))
+                data = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
+        mime = as_str(as_mapping(info).get("mime_type")) or ref.mime_type
+        mime = mime or "application/octet-stream"
+        name = ref.name or f"{ref.kind}{mimetypes.guess_extension(mime) or ''}"
+        return FileContent(data=data, name=name, mime_type=mime)
+
+    async def _post(self, url: str, **kwargs: Any) -> Any:
+        """POST to the Graph API; the JSON answer, or the typed error of its envelope."""
+        try:
+            async with self._client().post(url, headers=self._auth, **kwargs) as resp:
+                status = resp.status
+                resp_headers = dict(resp.headers)
+                try:
+                    data: Any = await resp.json(content_type=None)
+                except ValueError:
+                    data = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
+        if status >= 400:
+            raise map_graph_error(status, data, resp_headers)
+        return data
+
+    async def _media_body(self, message: Outbound) -> dict[str, Any]:
+        """An agent's file: uploaded first (``POST /{phone-number-id}/media``, multipart), then
+        sent by its media id as an image or a document, as bot.files decided from the limits."""
+        if message.file is None or message.content is None:
+            raise BadRequest("file needs the file and its content")
+        content = message.content
+        form = aiohttp.FormData()
+        form.add_field("messaging_product", "whatsapp")
+        form.add_field("type", content.mime_type)
+        form.add_field("file", content.data, filename=content.name, content_type=content.mime_type)
+        url = f"{self._api_base}/{self._settings.phone_number_id}/media"
+        media_id = as_str(as_mapping(await self._post(url, data=form)).get("id"))
+        if not media_id:
+            raise Unavailable("the media upload gave no id")
+        kind = "image" if message.file.kind == "image" else "document"
+        media: dict[str, Any] = {"id": media_id}
+        if kind == "document":
+            media["filename"] = content.name
+        if message.text:
+            media["caption"] = _clip(message.text, BODY_MAX)
+        return {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": message.destination,
+            "type": kind,
+            kind: media,
+        }
+
     async def send(self, message: Outbound) -> Delivery:
         if message.kind == "answer_callback":
             return Delivery()  # WhatsApp buttons need no answer
-        if message.kind != "text":
+        if message.kind == "file":
+            payload = await self._media_body(message)
+        elif message.kind == "text":
+            payload = message_body(message)
+        else:
             raise BadRequest(f"whatsapp cannot send {message.kind}")
-        payload = message_body(message)
-        headers = {"Authorization": f"Bearer {self._settings.access_token}"}
+        headers = self._auth
         try:
             async with self._client().post(
                 self.messages_url, json=payload, headers=headers

@@ -41,6 +41,16 @@ class Attachment(_Frozen):
     size: int | None = None
 
 
+class SlackFile(_Frozen):
+    """A file an agent shared in Slack (a ``file_share`` message's ``files`` entry)."""
+
+    id: str
+    name: str = ""
+    mimetype: str | None = None
+    size: int | None = None
+    url_private: str = ""  # fetched with the bot token in the Authorization header
+
+
 class _Event(_Frozen):
     channel: Channel
     external_id: str  # dedupe key within the channel
@@ -128,6 +138,7 @@ class AgentMessage(_Event):
     thread_ts: str | None = None
     text: str = ""
     user_name: str = ""  # their Slack display name, when the adapter could read it
+    files: tuple[SlackFile, ...] = ()  # a file_share message: what the agent shared
 
 
 class AgentAction(_Event):

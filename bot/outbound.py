@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.events import Channel
 
@@ -32,7 +32,38 @@ OutboundKind = Literal[
     "slack_post",  # Slack: a top-level message in a channel (an escalation for the whole team)
     "slack_charts",  # Slack: the PNG charts of ``chart`` (drawn by the sender) into a channel
     "slack_file",  # Slack: ``text`` as the file ``file_name`` in the DM with user ``destination``
+    "slack_thread_file",  # Slack: the file ``file`` (a customer's) into the card's thread
+    "slack_file_delete",  # Slack: files.delete of file ``reply_to`` (forgetting a customer)
+    "file",  # customer: the file ``file`` (an agent's), ``text`` as its caption
 ]
+
+
+class FileRef(BaseModel):
+    """Where a relayed file is, not its bytes: the outbox fetches them when it sends.
+
+    ``source`` is the platform holding the file (Telegram file_id, WhatsApp media id, Slack
+    ``url_private``). ``kind`` is what it is there (photo, document, ...) for a file going to
+    Slack, and how it is sent (photo/document on Telegram, image/document on WhatsApp) for a
+    file going to a customer: decided, with the size limits, by :mod:`bot.files`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    source: Channel
+    file_id: str
+    kind: str
+    name: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    url: str | None = None  # Slack: url_private
+
+
+class FileContent(BaseModel):
+    """A relayed file's bytes, fetched by the outbox just before the send (never stored)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    data: bytes
+    name: str
+    mime_type: str
 
 
 class Outbound(BaseModel):
@@ -59,6 +90,9 @@ class Outbound(BaseModel):
     # The outbox row carries these numbers, not the PNGs: rows stay small, the charts are drawn
     # from the very figures the answer showed, and drawing happens in the sender, off the loop.
     chart: dict[str, Any] | None = None
+    file: FileRef | None = None  # file, slack_thread_file
+    # The bytes of ``file``, filled in by the outbox at send time; never written to the row.
+    content: FileContent | None = Field(default=None, exclude=True)
     file_name: str | None = None  # slack_file
     file_title: str | None = None  # slack_file
     # Telegram text: a reply keyboard with one "share my phone number" button labelled so, or

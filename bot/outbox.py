@@ -40,12 +40,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
+from bot.files import PLATFORM, describe
 from bot.leases import this_process
 from bot.outbound import (
     BadRequest,
     ChannelSender,
     Delivery,
     DeliveryError,
+    FileContent,
     Forbidden,
     Outbound,
     RetryAfter,
@@ -70,6 +72,8 @@ _DB_ERRORS = (DBAPIError, OSError, asyncio.TimeoutError)
 
 
 HELD_NOTE_AFTER = timedelta(seconds=10)
+# Kinds that go to the ticket's card or under it: the card's channel and ts are filled in late.
+ABOUT_THE_CARD = ("slack_thread", "slack_thread_file", "slack_card_update")
 
 
 def held_back_note(card: Outbound, held: timedelta) -> Outbound:
@@ -231,10 +235,10 @@ class OutboxSender:
         # A thread message or card update without reply_to is about the ticket's card as it is
         # when sent; one with reply_to names an older card on purpose (a transfer freezes it).
         current_card = out.reply_to is None
-        if out.kind in ("slack_thread", "slack_card_update") and slack_channel and current_card:
+        if out.kind in ABOUT_THE_CARD and slack_channel and current_card:
             # Where the card is now: it may have been re-posted elsewhere since this was queued.
             out = out.model_copy(update={"destination": slack_channel})
-        if out.kind in ("slack_thread", "slack_card_update") and current_card:
+        if out.kind in ABOUT_THE_CARD and current_card:
             if card_ts is None:
                 await self._finish(
                     row_id, attempt, out, message_id, error=BadRequest("the card was never posted")
@@ -258,6 +262,8 @@ class OutboxSender:
         if out.channel == "slack":
             out = out.model_copy(update={"outbox_id": row_id})
         try:
+            if out.file is not None and out.content is None:
+                out = await self._with_file(out)
             found = await self._already_posted(sender, row_id, attempt, out)
             if found is not None:
                 await self._finish(row_id, attempt, out, message_id, delivery=found)
@@ -294,6 +300,39 @@ class OutboxSender:
             return 1
         await self._finish(row_id, attempt, out, message_id, delivery=delivery)
         return 1
+
+    async def _with_file(self, out: Outbound) -> Outbound:
+        """The file's bytes, fetched from the platform holding it now, at send time: the desk
+        stores no copy (forgetting a customer has no file to chase), and a retried row fetches
+        again. A customer's file that cannot be fetched for good (gone, over the platform's
+        limit) becomes a line in the thread saying so; an agent's file that cannot be fetched
+        fails the row, which the thread reports as any undelivered message."""
+        ref = out.file
+        assert ref is not None
+        fetch = getattr(self._senders.get(ref.source), "fetch_file", None)
+        try:
+            if fetch is None:
+                raise BadRequest(f"{ref.source} is not configured")
+            content: FileContent = await fetch(ref)
+        except (RetryAfter, Unavailable):
+            raise
+        except DeliveryError as exc:
+            if out.kind != "slack_thread_file":
+                raise
+            log.warning(
+                "outbox.file_unfetchable ticket=%s source=%s error=%s",
+                out.ticket_id,
+                ref.source,
+                exc.detail,
+            )
+            notice = (
+                f"⚠️ The customer's {describe(ref.kind, ref.name, ref.size)} could not be"
+                f" fetched from {PLATFORM.get(ref.source, ref.source)}: {exc.detail}. Ask them"
+                " to send it again, or another way."
+            )
+            text = f"{out.text}\n{notice}" if out.text else notice
+            return out.model_copy(update={"kind": "slack_thread", "file": None, "text": text})
+        return out.model_copy(update={"content": content})
 
     async def _send(
         self, sender: ChannelSender, row_id: int, out: Outbound, *, recoverable: bool
@@ -503,7 +542,11 @@ class OutboxSender:
             why = "the customer has blocked the bot, so they can't receive messages"
         else:
             why = f"the platform refused it ({error.detail})"
-        what = f'"{message.text[:200]}"' if message is not None else "A message to the customer"
+        if message is not None and not message.text and message.attachments:
+            shared = message.attachments[0]
+            what = f"the file {shared.get('name') or shared.get('id') or ''}".rstrip()
+        else:
+            what = f'"{message.text[:200]}"' if message is not None else "A message to the customer"
         desk.thread(ticket, f"⚠️ Not delivered: {what}. Reason: {why}. It will not be retried.")
         if message is not None and message.slack_ts:
             desk.react(ticket, message.slack_ts, self._rules.slack.failed_reaction)

@@ -4,7 +4,9 @@ Forgetting keeps what the reports count and nothing that names or quotes the per
 keep their timestamps, status, priority, team, assignee, intent and rating (so last month's
 figures do not change), while names, usernames, phone numbers, platform ids, message texts and
 attachments, edits, raw platform payloads in the inbox and what the outbox carried to them are
-erased. In Slack, the ticket cards are redrawn without the name and the first message, and every
+erased. The desk keeps no copy of a customer's files (the outbox fetches them from the platform
+when it sends); the copies it uploaded into Slack threads are deleted with ``files.delete``.
+In Slack, the ticket cards are redrawn without the name and the first message, and every
 message the desk posted in their threads is replaced by a note with ``chat.update``. Messages
 that agents wrote in those threads are theirs, and Slack lets an app edit only its own: the
 README says so, and the confirmation lists how many there are.
@@ -328,6 +330,7 @@ async def forget(desk: Desk, customer: Customer) -> Held:
     )
     outbox += list(exports)
     slack_posts: list[tuple[str, str]] = []
+    slack_files: list[tuple[str, str]] = []
     for row in outbox:
         payload = row.payload or {}
         if (
@@ -337,6 +340,14 @@ async def forget(desk: Desk, customer: Customer) -> Held:
             and row.platform_message_id
         ):
             slack_posts.append((str(payload.get("destination", "")), row.platform_message_id))
+        if (
+            row.status == "sent"
+            and row.channel == "slack"
+            and payload.get("kind") == "slack_thread_file"
+            and row.platform_message_id
+        ):
+            # The customer's file the desk put into Slack (the desk keeps no copy of its own).
+            slack_files.append((str(payload.get("destination", "")), row.platform_message_id))
         if row.status in ("pending", "sending"):
             row.status = "failed"
             row.last_error = "cancelled: the customer's data was erased"
@@ -361,6 +372,16 @@ async def forget(desk: Desk, customer: Customer) -> Held:
                 reply_to=ts,
                 text=ERASED,
                 blocks=({"type": "section", "text": {"type": "mrkdwn", "text": f"_{ERASED}_"}},),
+            )
+        )
+    for channel, file_id in slack_files:
+        desk.fx.say(
+            Outbound(
+                channel="slack",
+                kind="slack_file_delete",
+                destination=channel,
+                reply_to=file_id,
+                text=ERASED,  # over the message that shared it (the customer's caption)
             )
         )
     return before

@@ -32,7 +32,7 @@ class _Strict(BaseModel):
 
 
 PLACEHOLDERS = frozenset(
-    {"ticket", "rating", "tickets", "state", "updated", "title", "extract", "link"}
+    {"ticket", "rating", "tickets", "state", "updated", "title", "extract", "link", "limit"}
 )
 
 
@@ -77,6 +77,12 @@ class Texts(_Strict):
     kb_person: str = "Talk to a person"
     kb_thanks: str = "Glad it helped! Write here any time if you need anything else."
     kb_spent: str = "Thanks, we already have your answer to that suggestion."
+    # A file the customer sent that the desk cannot pass on (over the platform's limit for
+    # bots); ``{limit}`` is the limit, e.g. "20 MB".
+    file_too_big: str = (
+        "We could not receive your file: files can be at most {limit} here. Please send a"
+        " smaller one, or a link to it."
+    )
 
     @field_validator("my_tickets", "kb_solved", "kb_person")
     @classmethod
@@ -145,6 +151,7 @@ def _chinese() -> Texts:
         status_none="您还没有工单。直接在这里留言，我们会为您创建。",
         status_unknown="没有找到您的工单 #{ticket}。发送“状态”查看您的所有工单。",
         status_limited="您刚才查询得太频繁了，请几分钟后再试。",
+        file_too_big="我们无法接收您的文件：这里的文件最大为 {limit}。请发送较小的文件或文件链接。",
         state_new="已收到，等待客服处理",
         state_open="客服正在处理",
         state_pending="等待您的回复",
@@ -179,6 +186,8 @@ def _spanish() -> Texts:
         "sus tickets.",
         status_limited="Ha consultado muchos tickets en poco tiempo. Inténtelo de nuevo en unos "
         "minutos.",
+        file_too_big="No pudimos recibir su archivo: aquí los archivos pueden tener como máximo"
+        " {limit}. Envíe uno más pequeño o un enlace.",
         state_new="recibido, esperando a un agente",
         state_open="un agente lo está atendiendo",
         state_pending="esperando su respuesta",
@@ -211,6 +220,8 @@ def _russian() -> Texts:
         status_unknown="Мы не нашли у вас обращения #{ticket}. Отправьте «статус», чтобы увидеть "
         "свои обращения.",
         status_limited="Вы сделали слишком много запросов. Попробуйте снова через несколько минут.",
+        file_too_big="Мы не смогли получить ваш файл: здесь файлы не больше {limit}. Пришлите"
+        " файл поменьше или ссылку на него.",
         state_new="получено, ждёт оператора",
         state_open="оператор работает над ним",
         state_pending="ждём вашего ответа",
@@ -233,6 +244,7 @@ LATER_TEXTS = (
     "status_none",
     "status_unknown",
     "status_limited",
+    "file_too_big",
     "state_new",
     "state_open",
     "state_pending",

@@ -38,8 +38,10 @@ from bot.events import (
     CustomerStart,
     DeliveryStatus,
     Sender,
+    SlackFile,
 )
-from bot.outbound import Button, Outbound
+from bot.files import describe, inbound_plan, outbound_plan
+from bot.outbound import Button, FileRef, Outbound
 from bot.roles import has_role
 from bot.routing import TicketFacts, choose_team, language_from_script
 from bot.rules import Rules
@@ -509,12 +511,56 @@ class Desk:
         customer = await self.s.get_one(Customer, ticket.customer_id)
         self._record_inbound(ticket, ev, attachments)
         ticket.updated_at = self.now
-        said = _with_attachments(ev.text, attachments)
+        if ev.attachments:
+            await self._customer_files(ticket, customer.name, ev, caption=ev.text)
+            return
         self.thread(
             ticket,
-            f"*{escape(customer.name)}:* {escape(said)}",
-            blocks=said_blocks(customer.name, said),
+            f"*{escape(customer.name)}:* {escape(ev.text)}",
+            blocks=said_blocks(customer.name, ev.text),
         )
+
+    async def _customer_files(
+        self, ticket: Ticket, name: str, ev: CustomerMessage, caption: str
+    ) -> None:
+        """Each of the customer's files into the card's thread (the first with their caption),
+        fetched from the platform by the outbox when it sends; a file no limit lets through is
+        said in the thread instead, never dropped, and the customer is told in their language."""
+        for a in ev.attachments:
+            said = f"*{escape(name)}:* {escape(caption)}" if caption else ""
+            plan = inbound_plan(ev.channel, a.kind, a.size)
+            if plan.refused is not None:
+                self.thread(
+                    ticket,
+                    (said + "\n" if said else "")
+                    + f"⚠️ {escape(name)} sent {escape(describe(a.kind, a.name, a.size))} that"
+                    f" could not be relayed here: {plan.refused}. They were asked to send a"
+                    " smaller file or a link.",
+                )
+                texts = await self.texts_for(ticket)
+                self.tell_customer(ticket, texts.file_too_big.format(limit=plan.limit))
+                self.decided(
+                    "tickets.file_refused ticket=%d direction=in kind=%s", ticket.id, a.kind
+                )
+            else:
+                self.fx.say(
+                    Outbound(
+                        channel="slack",
+                        kind="slack_thread_file",
+                        destination=ticket.slack_channel,
+                        ticket_id=ticket.id,
+                        text=said or f"*{escape(name)}* sent {escape(describe(a.kind, a.name))}.",
+                        file=FileRef(
+                            source=ev.channel,
+                            file_id=a.file_id,
+                            kind=a.kind,
+                            name=a.name,
+                            mime_type=a.mime_type,
+                            size=a.size,
+                        ),
+                    )
+                )
+            caption = ""
 
     async def _new_ticket(
         self,
@@ -566,6 +612,8 @@ class Desk:
         choice = await Assigner(self).assign(ticket, announce=False)
         await SlaKeeper(self).refresh(ticket)  # so the card shows its clocks from the start
         await self.post_card(ticket)
+        if ev.attachments:  # the card shows the caption; the files go into its thread
+            await self._customer_files(ticket, customer.name, ev, caption="")
         if choice.agent is not None:  # the mention is how the agent hears of it
             self.thread(ticket, f"👤 {_cap(choice.reason)}.")
         return ticket
@@ -772,7 +820,7 @@ class Desk:
             # Said in the thread as the Claim button says it, so everyone sees who took it.
             self.thread(ticket, f"🙋 {person(ev.user_id, ev.user_name)} claimed this ticket.")
             claimed = True
-        if is_note or ticket.assignee_id != ev.user_id or not text:
+        if is_note or ticket.assignee_id != ev.user_id or not (text or ev.files):
             self.s.add(
                 Message(
                     ticket_id=ticket.id,
@@ -781,6 +829,9 @@ class Desk:
                     channel="slack",
                     slack_ts=ev.ts,
                     text=ev.text,
+                    attachments=[
+                        f.model_dump(mode="json", exclude={"url_private"}) for f in ev.files
+                    ],
                     created_at=self.now,
                 )
             )
@@ -788,31 +839,93 @@ class Desk:
             if claimed:
                 await self.refresh_card(ticket)
             return
-        msg = Message(
-            ticket_id=ticket.id,
-            direction="out",
-            author=ev.user_id,
-            channel=ticket.channel,
-            slack_ts=ev.ts,
-            text=text,
-            delivery="pending",
-            created_at=self.now,
-        )
-        self.s.add(msg)
-        await self.s.flush()
+        files = self._agent_files(ticket, ev)
+        if not text and not files:  # every file was refused, and the thread says so
+            if claimed:
+                await self.refresh_card(ticket)
+            return
+        if text:
+            msg = Message(
+                ticket_id=ticket.id,
+                direction="out",
+                author=ev.user_id,
+                channel=ticket.channel,
+                slack_ts=ev.ts,
+                text=text,
+                delivery="pending",
+                created_at=self.now,
+            )
+            self.s.add(msg)
+            await self.s.flush()
+            name = ticket.assignee_name
+            shown = f"{name}: {text}" if self.rules.texts.show_agent_name and name else text
+            self.tell_customer(ticket, shown, message=msg)
+        for f, ref in files:
+            file_msg = Message(
+                ticket_id=ticket.id,
+                direction="out",
+                author=ev.user_id,
+                channel=ticket.channel,
+                slack_ts=ev.ts,
+                text="",
+                attachments=[f.model_dump(mode="json", exclude={"url_private"})],
+                delivery="pending",
+                created_at=self.now,
+            )
+            self.s.add(file_msg)
+            await self.s.flush()
+            self.fx.say(
+                Outbound(
+                    channel=ticket.channel,
+                    kind="file",
+                    destination=ticket.chat_id,
+                    ticket_id=ticket.id,
+                    file=ref,
+                ),
+                file_msg,
+            )
         if ticket.first_response_at is None:
             ticket.first_response_at = self.now
         freed = ticket.status in ("new", "open")
         if freed:
             self.set_status(ticket, "pending", ev.user_id, "agent replied; waiting on customer")
         ticket.updated_at = self.now
-        name = ticket.assignee_name
-        shown = f"{name}: {text}" if self.rules.texts.show_agent_name and name else text
-        self.tell_customer(ticket, shown, message=msg)
         await self.refresh_card(ticket)
         if freed:  # waiting on the customer does not count against capacity
             await self._capacity_freed(ticket.assignee_id)
         self.decided("tickets.reply_relayed ticket=%d agent=%s", ticket.id, ev.user_id)
+
+    def _agent_files(self, ticket: Ticket, ev: AgentMessage) -> list[tuple[SlackFile, FileRef]]:
+        """The files the assignee shared that the customer's platform takes, each with how it
+        is sent; one over the platform's limit is said in the thread, never silently dropped."""
+        accepted: list[tuple[SlackFile, FileRef]] = []
+        for f in ev.files:
+            plan = outbound_plan(ticket.channel, f.mimetype, f.size)
+            if plan.refused is not None or not f.url_private:
+                why = plan.refused or "Slack gave no download link for it"
+                self.thread(
+                    ticket,
+                    f"⚠️ Not sent to the customer: {escape(describe('file', f.name, f.size))}."
+                    f" {why}. Share a smaller file, or a link.",
+                )
+                self.react(ticket, ev.ts, self.rules.slack.failed_reaction)
+                self.decided(
+                    "tickets.file_refused ticket=%d direction=out channel=%s",
+                    ticket.id,
+                    ticket.channel,
+                )
+                continue
+            ref = FileRef(
+                source="slack",
+                file_id=f.id,
+                kind=plan.kind,
+                name=f.name or None,
+                mime_type=f.mimetype,
+                size=f.size,
+                url=f.url_private,
+            )
+            accepted.append((f, ref))
+        return accepted
 
     def _assign(self, ticket: Ticket, user_id: str, name: str, reason: str, code: str) -> None:
         """``reason`` goes to the history for people; ``code`` is the log's one-word reason."""

@@ -14,6 +14,7 @@ benchmark give no path and start empty every time.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import mimetypes
@@ -228,7 +229,9 @@ class StandIns:
             self.load()
             for standin in (self.telegram, self.whatsapp, self.slack):
                 standin._changed.on_change = self._changed
-        app = web.Application(client_max_size=8 * 1024 * 1024)
+        # Big enough for WhatsApp's 100 MB documents: the stand-ins answer an oversized upload
+        # with the platform's own error rather than aiohttp's 413.
+        app = web.Application(client_max_size=110 * 1024 * 1024)
         self.telegram.install(app, "/telegram")
         self.whatsapp.install(app, "/whatsapp")
         self.slack.install(app, "/slack")
@@ -240,6 +243,7 @@ class StandIns:
         bound = int(self._runner.addresses[0][1])
         self.url = f"http://{host}:{bound}"
         self.slack.base_url = self.url
+        self.whatsapp.base_url = self.url
         self._started = True
         return self.url
 
@@ -284,6 +288,9 @@ class Control:
         r.add_get("/control/slack/files", self.slack_files)
         r.add_get("/control/slack/files/{file_id}", self.slack_file)
         r.add_post("/control/clock/advance", self.clock_advance)
+        r.add_post("/control/telegram/customer_sends_file", self.tg_sends_file)
+        r.add_post("/control/whatsapp/customer_sends_file", self.wa_sends_file)
+        r.add_post("/control/slack/agent_shares_file", self.slack_shares_file)
         # Last, so it only sees what no route above took: a typo or the wrong method.
         r.add_route("*", "/control/{tail:.*}", self.unknown)
 
@@ -510,6 +517,63 @@ class Control:
             headers={"Content-Disposition": f'inline; filename="{_safe_name(meta["name"])}"'},
         )
 
+    # -- files both ways ------------------------------------------------------------------------
+
+    async def tg_sends_file(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "chat_id")
+        kind = _file_kind(d.get("kind"), ("photo", "document"))
+        name, content, size = _file(d, "photo.png" if kind == "photo" else "file.pdf")
+        chat_id = _chat_id(d["chat_id"])
+        first = _name(d.get("first_name"), "first_name") or "Customer"
+        caption = str(d.get("caption") or "")
+        if kind == "photo":
+            mid = await self.s.telegram.customer_sends_photo(
+                chat_id, caption, first, content=content
+            )
+        else:
+            mid = await self.s.telegram.customer_sends_document(
+                chat_id,
+                name,
+                content,
+                mime_type=_mimetype(name),
+                caption=caption,
+                first_name=first,
+                size=size,
+            )
+        return web.json_response({"message_id": mid})
+
+    async def wa_sends_file(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "wa_id")
+        kind = _file_kind(d.get("kind"), ("image", "document"))
+        name, content, _size = _file(d, "photo.png" if kind == "image" else "file.pdf")
+        wamid = await self.s.whatsapp.customer_sends_media(
+            _wa_id(d["wa_id"]),
+            kind,
+            content,
+            mime_type=_mimetype(name),
+            filename=name,
+            caption=str(d.get("caption") or ""),
+            name=_name(d.get("name"), "name"),
+        )
+        return web.json_response({"id": wamid})
+
+    async def slack_shares_file(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "channel", "thread_ts", "user")
+        channel = self._channel(d["channel"])
+        self._card(channel, d["thread_ts"], "thread_ts")
+        name, content, size = _file(d, "file.pdf")
+        ts = await self.s.slack.agent_shares_file(
+            channel,
+            str(d["thread_ts"]),
+            _user(d["user"]),
+            name,
+            content,
+            mimetype=_mimetype(name),
+            text=str(d.get("text") or ""),
+            size=size,
+        )
+        return web.json_response({"ts": ts})
+
     async def slack_replies(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "channel", "thread_ts", "user", "text")
         channel = self._channel(d["channel"])
@@ -656,6 +720,24 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("GET", "/control/slack/files", ""),
     ("GET", "/control/slack/files/{id}", ""),
     ("POST", "/control/clock/advance", '{"minutes": 30}'),
+    (
+        "POST",
+        "/control/telegram/customer_sends_file",
+        '{"chat_id": 42, "kind": "photo" | "document", "file_name"?: "invoice.pdf",'
+        ' "content_base64"?: "...", "size"?: 26214400, "caption"?: "...", "first_name"?: "Ann"}',
+    ),
+    (
+        "POST",
+        "/control/whatsapp/customer_sends_file",
+        '{"wa_id": "15551234567", "kind": "image" | "document", "file_name"?: "invoice.pdf",'
+        ' "content_base64"?: "...", "caption"?: "...", "name"?: "Sheena"}',
+    ),
+    (
+        "POST",
+        "/control/slack/agent_shares_file",
+        '{"channel": "C0SUPPORT", "thread_ts": "TS", "user": "U0ALICE", "file_name"?: "guide.pdf",'
+        ' "content_base64"?: "...", "size"?: 62914560, "text"?: "..."}',
+    ),
 )
 USAGE = {path: usage for _, path, usage in ENDPOINTS}
 TS_RE = re.compile(r"^\d+\.\d+$")
@@ -664,6 +746,43 @@ SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 PHONE_RE = re.compile(r"^\+?[0-9][0-9 ()-]{5,20}$")
 WA_ID_RE = re.compile(r"^[1-9]\d{5,14}$")
+
+
+# A 1×1 PNG: the file a person sends from the page when they pick none.
+TINY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+MAX_CLAIMED_SIZE = 2 * 1024**3
+
+
+def _file_kind(value: Any, kinds: tuple[str, ...]) -> str:
+    if value in kinds:
+        return str(value)
+    raise _bad(f"kind must be one of {', '.join(kinds)}, got {value!r}")
+
+
+def _file(d: Mapping[str, Any], default_name: str) -> tuple[str, bytes, int | None]:
+    """(file name, bytes, claimed size) from a control request: ``content_base64`` or a tiny
+    made-up file; ``size`` claims a bigger size than the bytes (to try the platforms' limits
+    without making a huge file)."""
+    name = _name(d.get("file_name"), "file_name") or default_name
+    raw = d.get("content_base64")
+    if raw in (None, ""):
+        content = TINY_PNG if name.lower().endswith(".png") else b"%PDF-1.4 sandbox file\n"
+    elif isinstance(raw, str):
+        try:
+            content = base64.b64decode(raw, validate=True)
+        except ValueError:
+            raise _bad("content_base64 must be base64") from None
+    else:
+        raise _bad(f"content_base64 must be a base64 string, got {type(raw).__name__}")
+    size = d.get("size")
+    if size is None:
+        return name, content, None
+    claimed = _whole(size, "size", "bytes the file claims to have")
+    if not len(content) <= claimed <= MAX_CLAIMED_SIZE:
+        raise _bad(f"size must be at least the content's {len(content)} bytes and at most 2 GB")
+    return name, content, claimed
 
 
 def _mimetype(name: str) -> str:

@@ -117,6 +117,18 @@ async def request_params(request: web.Request) -> dict[str, Any]:
     return params
 
 
+async def multipart_files(request: web.Request) -> dict[str, tuple[str, bytes]]:
+    """The file parts of a multipart request (field → (file name, bytes)); aiohttp caches the
+    parsed form, so this may follow :func:`request_params`."""
+    form = await request.post()
+    found: dict[str, tuple[str, bytes]] = {}
+    for key, value in form.items():
+        if isinstance(value, web.FileField):
+            value.file.seek(0)
+            found[key] = (value.filename or key, value.file.read())
+    return found
+
+
 def json_field(value: Any) -> Any:
     """A nested object sent as a JSON string inside a form field, or as JSON already."""
     if isinstance(value, str):

@@ -12,6 +12,11 @@ carry a ``response_url`` the stand-in hosts (5 uses, 30 minutes).
 Message ``metadata`` as Slack keeps it: chat.postMessage takes ``{"event_type",
 "event_payload"}`` (``invalid_metadata_format`` otherwise), and conversations.history and
 conversations.replies return it only when asked with ``include_all_metadata``.
+
+Files: uploads (files.getUploadURLExternal, the upload URL, files.completeUploadExternal with
+``thread_ts``), files.info with where a file was shared, files.delete (only the bot's own), and
+agents' ``file_share`` messages whose ``url_private`` serves the bytes only to the bot token
+(anyone else gets Slack's sign-in page, HTTP 200).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
@@ -39,6 +44,7 @@ APP_ID = "A0DESKBOT"
 MAX_BLOCKS = 50
 MAX_TEXT = 40_000
 MAX_UPLOAD_BYTES = 1024**3  # files.getUploadURLExternal refuses more than 1 GB
+SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in</body></html>"
 RESPONSE_URL_USES = 5
 RESPONSE_URL_SECONDS = 30 * 60
 CHANNELS = {"C0SUPPORT": "support", "C0VIP": "vip", "C0BILLING": "billing", "C0ZH": "support-zh"}
@@ -129,6 +135,7 @@ class SlackStandIn:
         app.router.add_get(prefix + "/api/{method}", self.handle)
         app.router.add_post(prefix + "/response/{rid}", self.respond)
         app.router.add_post(prefix + "/upload/{file_id}", self.receive_upload)
+        self._install_files(app, prefix)
 
     async def close(self) -> None:
         await self._deliverer.close()
@@ -580,6 +587,8 @@ class SlackStandIn:
             "conversations.replies": self._replies,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
+            "files.delete": self._delete_file,
+            "files.info": self._file_info,
         }.get(method)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
@@ -883,8 +892,146 @@ class SlackStandIn:
             self.channels[channel].append(message)
             for meta, _item in metas:
                 meta["channels"].append(channel)
+                self._record_share(meta, channel, ts, thread_ts)
         await self._changed.notify()
         return {"files": [{"id": f["id"], "title": f["title"]} for f in shared]}
+
+    # -- files agents share: file_share events, url_private (bot token), files.delete ----------
+
+    # An app installed without files:read: its token gets the sign-in page for url_private.
+    files_read_granted = True
+
+    def _install_files(self, app: web.Application, prefix: str) -> None:
+        app.router.add_get(prefix + "/files-pri/{team_file}/{name}", self.download_private)
+
+    def _private_url(self, file_id: str, name: str) -> str:
+        return f"{self.base_url}/slack/files-pri/{TEAM}-{file_id}/{quote(name)}"
+
+    async def agent_shares_file(
+        self,
+        channel: str,
+        thread_ts: str,
+        user: str,
+        name: str,
+        content: bytes,
+        *,
+        mimetype: str = "application/octet-stream",
+        text: str = "",
+        size: int | None = None,
+    ) -> str:
+        """An agent uploads a file into a thread (a ``file_share`` message); returns its ts.
+        ``size`` claims a size other than ``content``'s (a file over a limit without making
+        one); Slack reports the size in the event, so the desk can check it first."""
+        file_id = f"F0{next(self._ids):08d}"
+        url = self._private_url(file_id, name)
+        shown_size = len(content) if size is None else size
+        self.files[file_id] = {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "length": shown_size,
+            "size": shown_size,
+            "content": content,
+            "channels": [channel],
+            "user": user,
+        }
+        file_obj = {
+            "id": file_id,
+            "created": int(time.time()),
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1] if "." in name else "binary",
+            "user": user,
+            "size": shown_size,
+            "mode": "hosted",
+            "is_external": False,
+            "url_private": url,
+            "url_private_download": url + "?download=1",
+        }
+        ts = self._ts()
+        message = {
+            "type": "message",
+            "subtype": "file_share",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "thread_ts": thread_ts,
+            "files": [file_obj],
+            "upload": True,
+            "display_as_bot": False,
+        }
+        self.channels.setdefault(channel, []).append(message)
+        await self._changed.notify()
+        await self._event(
+            {**message, "channel": channel, "event_ts": ts, "channel_type": "channel"}
+        )
+        return ts
+
+    async def download_private(self, request: web.Request) -> web.StreamResponse:
+        """``url_private``: the bytes only with a valid token in the Authorization header;
+        otherwise Slack answers 200 with its HTML sign-in page (not an error status)."""
+        self.calls.append("url_private")
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip()
+        if (
+            not token
+            or not hmac.compare_digest(token.encode(), self.bot_token.encode())
+            or not self.files_read_granted
+        ):
+            return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
+        team, _, file_id = request.match_info["team_file"].partition("-")
+        meta = self.files.get(file_id)
+        if team != TEAM or meta is None or meta["content"] is None:
+            return web.Response(status=404, text="file not found")
+        return web.Response(body=meta["content"], content_type="application/octet-stream")
+
+    @staticmethod
+    def _record_share(meta: dict[str, Any], channel: str, ts: str, thread_ts: Any | None) -> None:
+        """Where a file was shared, as files.info reports it (``shares.public``)."""
+        share: dict[str, Any] = {"ts": ts}
+        if thread_ts is not None:
+            share["thread_ts"] = str(thread_ts)
+        meta.setdefault("shares", {}).setdefault(channel, []).append(share)
+
+    async def _file_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        meta = self.files.get(str(params.get("file") or ""))
+        if meta is None or meta.get("deleted"):
+            raise SlackError("file_not_found" if meta is None else "file_deleted")
+        return {
+            "file": {
+                "id": meta["id"],
+                "name": meta["name"],
+                "title": meta["title"],
+                "size": meta.get("size"),
+                "user": meta.get("user", BOT_USER),
+                "url_private": self._private_url(meta["id"], meta["name"]),
+                "channels": list(meta["channels"]),
+                "shares": {"public": meta.get("shares", {})},
+            },
+            "comments": [],
+        }
+
+    async def _delete_file(self, params: dict[str, Any]) -> dict[str, Any]:
+        file_id = str(params.get("file") or "")
+        meta = self.files.get(file_id)
+        if meta is None:
+            raise SlackError("file_not_found")
+        if meta.get("deleted"):
+            raise SlackError("file_deleted")
+        if meta.get("user", BOT_USER) != BOT_USER:  # a bot token deletes only its own files
+            raise SlackError("cant_delete_file")
+        meta["deleted"] = True
+        meta["content"] = b""
+        for messages in self.channels.values():
+            for m in messages:
+                if any(f.get("id") == file_id for f in m.get("files") or []):
+                    m["files"] = [
+                        {"id": file_id, "mode": "tombstone"} if f.get("id") == file_id else f
+                        for f in m["files"]
+                    ]
+        await self._changed.notify()
+        return {}
 
     async def _user_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = str(params.get("user", ""))

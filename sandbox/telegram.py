@@ -4,6 +4,9 @@ Strict where the real one is: a wrong token is 401, an unknown method 404, sendi
 never wrote is 400 ``chat not found``, a blocked chat is 403, too many messages are 429 with
 ``retry_after``, a second poller or a poll while a webhook is set is 409. Updates wait until a
 later ``getUpdates`` offset confirms them, so a desk that dies mid-batch sees them again.
+Files: ``getFile`` (400 ``invalid file_id``, ``file is too big`` over 20 MB) and the file
+endpoint ``{base}/file/bot<token>/<file_path>``; ``sendPhoto``/``sendDocument`` take multipart
+uploads (``attach://`` too): ``PHOTO_SAVE_FILE_INVALID`` over 10 MB, 413 over 50 MB.
 """
 
 from __future__ import annotations
@@ -17,10 +20,25 @@ from typing import Any
 
 from aiohttp import web
 
-from ._common import Buckets, Deliverer, Failures, Ids, Waiter, json_field, request_params
+from ._common import (
+    Buckets,
+    Deliverer,
+    Failures,
+    Ids,
+    Waiter,
+    json_field,
+    multipart_files,
+    request_params,
+)
 
 SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 MAX_TEXT = 4096
+MAX_CAPTION = 1024
+MB = 1024 * 1024
+MAX_DOWNLOAD = 20 * MB  # getFile: "file is too big" above this
+MAX_PHOTO = 10 * MB  # sendPhoto
+MAX_UPLOAD = 50 * MB  # sendDocument and any multipart upload
+UPLOADS = "__uploads__"  # the multipart files of a request, kept beside its fields
 BOT_USER = {"id": 7000001, "is_bot": True, "first_name": "Desk", "username": "deskbot_sandbox_bot"}
 
 
@@ -60,6 +78,7 @@ class TelegramStandIn:
         self.webhook: dict[str, Any] | None = None
         self.commands: dict[str, list[dict[str, str]]] = {}  # language_code ("" = default) → menu
         self.calls: list[str] = []  # method names, in order
+        self.files: dict[str, dict[str, Any]] = {}  # file_id → file_path, content, file_size
         self._known_chats: dict[int, dict[str, Any]] = {}
         self._callbacks: set[str] = set()
         self._update_ids = Ids(100_001)
@@ -81,6 +100,7 @@ class TelegramStandIn:
 
     def install(self, app: web.Application, prefix: str) -> None:
         app.router.add_route("*", prefix + "/bot{token}/{method}", self.handle)
+        app.router.add_get(prefix + "/file/bot{token}/{path:.+}", self.download)
 
     async def close(self) -> None:
         self._release.set()
@@ -190,15 +210,31 @@ class TelegramStandIn:
         return int(message["message_id"])
 
     async def customer_sends_photo(
-        self, chat_id: int, caption: str = "", first_name: str = "Customer"
+        self,
+        chat_id: int,
+        caption: str = "",
+        first_name: str = "Customer",
+        *,
+        content: bytes = b"",
     ) -> int:
-        """The customer sends a photo (with an optional caption); returns the message id."""
+        """The customer sends a photo (with an optional caption); returns the message id.
+        ``content`` is the largest size's bytes (a few made-up bytes when not given)."""
         chat = self._chat(chat_id, first_name)
         n = next(self._message_ids)
-        sizes = [
-            {"file_id": f"AgAC-{n}-{w}", "file_unique_id": f"AQAD{n}{w}", "width": w, "height": w}
-            for w in (90, 320, 1280)
-        ]
+        sizes = []
+        for w in (90, 320, 1280):
+            data = content if w == 1280 and content else f"JPEG {n} {w}x{w}".encode()
+            file_id = f"AgAC-{n}-{w}"
+            self._store_file(file_id, f"photos/file_{n}_{w}.jpg", data, len(data))
+            sizes.append(
+                {
+                    "file_id": file_id,
+                    "file_unique_id": f"AQAD{n}{w}",
+                    "width": w,
+                    "height": w,
+                    "file_size": len(data),
+                }
+            )
         message: dict[str, Any] = {
             "message_id": n,
             "date": int(time.time()),
@@ -211,6 +247,146 @@ class TelegramStandIn:
         self.received.append(message)
         await self._push({"message": message})
         return n
+
+    async def customer_sends_document(
+        self,
+        chat_id: int,
+        name: str,
+        content: bytes,
+        *,
+        mime_type: str = "application/octet-stream",
+        caption: str = "",
+        first_name: str = "Customer",
+        size: int | None = None,
+    ) -> int:
+        """The customer sends a file; returns the message id. ``size`` claims a size other than
+        ``content``'s (a file over a limit without making one)."""
+        chat = self._chat(chat_id, first_name)
+        n = next(self._message_ids)
+        file_id = f"BQAC-{n}"
+        real_size = len(content) if size is None else size
+        self._store_file(file_id, f"documents/file_{n}_{name}", content, real_size)
+        message: dict[str, Any] = {
+            "message_id": n,
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {"id": chat_id, "is_bot": False, "first_name": first_name},
+            "document": {
+                "file_id": file_id,
+                "file_unique_id": f"AgAD{n}",
+                "file_name": name,
+                "mime_type": mime_type,
+                "file_size": real_size,
+            },
+        }
+        if caption:
+            message["caption"] = caption
+        self.received.append(message)
+        await self._push({"message": message})
+        return n
+
+    # -- files: getFile, the file endpoint, sendPhoto / sendDocument ----------------------------
+
+    def _store_file(self, file_id: str, path: str, content: bytes, size: int) -> None:
+        self.files[file_id] = {"file_path": path, "content": content, "file_size": size}
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        """``{base}/file/bot<token>/<file_path>``: the bytes of a file getFile described."""
+        if request.match_info["token"] != self.token:
+            return TelegramError(401, "Unauthorized").response()
+        path = request.match_info["path"]
+        found = next((f for f in self.files.values() if f["file_path"] == path), None)
+        if found is None or found["file_size"] > MAX_DOWNLOAD:
+            return TelegramError(404, "Not Found").response()
+        return web.Response(body=found["content"], content_type="application/octet-stream")
+
+    async def _get_file(self, params: dict[str, Any]) -> Any:
+        file_id = str(params.get("file_id") or "")
+        found = self.files.get(file_id)
+        if found is None:
+            raise TelegramError(400, "Bad Request: invalid file_id")
+        if found["file_size"] > MAX_DOWNLOAD:
+            raise TelegramError(400, "Bad Request: file is too big")
+        return {
+            "file_id": file_id,
+            "file_unique_id": "U" + file_id,
+            "file_size": found["file_size"],
+            "file_path": found["file_path"],
+        }
+
+    def _upload(self, params: dict[str, Any], field: str) -> tuple[str, bytes]:
+        """The file of ``field``: a multipart part of that name, ``attach://<part>``, or the
+        file_id of a file Telegram has. Returns (file name, bytes)."""
+        uploads: dict[str, tuple[str, bytes]] = params.get(UPLOADS) or {}
+        value = params.get(field)
+        if field in uploads:
+            return uploads[field]
+        if isinstance(value, str) and value.startswith("attach://"):
+            part = uploads.get(value.removeprefix("attach://"))
+            if part is None:
+                raise TelegramError(400, f"Bad Request: file {field} not found in the request")
+            return part
+        if isinstance(value, str) and value in self.files:
+            known = self.files[value]
+            return known["file_path"].rsplit("/", 1)[-1], known["content"]
+        if not value:
+            raise TelegramError(400, f'Bad Request: parameter "{field}" is required')
+        raise TelegramError(400, "Bad Request: wrong file identifier/HTTP URL specified")
+
+    async def _send_file(self, params: dict[str, Any], field: str, limit: int) -> Any:
+        chat = self._chat_for(params)
+        name, content = self._upload(params, field)
+        if not content:
+            raise TelegramError(400, "Bad Request: file must be non-empty")
+        if len(content) > MAX_UPLOAD:
+            raise TelegramError(413, "Request Entity Too Large")
+        if len(content) > limit:
+            raise TelegramError(400, "Bad Request: PHOTO_SAVE_FILE_INVALID")
+        caption = str(params.get("caption") or "")
+        if len(caption) > MAX_CAPTION:
+            raise TelegramError(400, "Bad Request: message caption is too long")
+        self._limit(int(chat["id"]))
+        n = next(self._message_ids)
+        file_id = f"{'AgAC' if field == 'photo' else 'BQAC'}-sent-{n}"
+        self._store_file(file_id, f"{field}s/sent_{n}_{name}", content, len(content))
+        message: dict[str, Any] = {
+            "message_id": n,
+            "date": int(time.time()),
+            "chat": chat,
+            "from": BOT_USER,
+        }
+        if field == "photo":
+            message["photo"] = [
+                {
+                    "file_id": file_id,
+                    "file_unique_id": "U" + file_id,
+                    "width": 1280,
+                    "height": 1280,
+                    "file_size": len(content),
+                }
+            ]
+        else:
+            message["document"] = {
+                "file_id": file_id,
+                "file_unique_id": "U" + file_id,
+                "file_name": name,
+                "file_size": len(content),
+            }
+        if caption:
+            message["caption"] = caption
+        self.sent.append(message)
+        await self._changed.notify()
+        return message
+
+    async def _send_photo(self, params: dict[str, Any]) -> Any:
+        return await self._send_file(params, "photo", MAX_PHOTO)
+
+    async def _send_document(self, params: dict[str, Any]) -> Any:
+        return await self._send_file(params, "document", MAX_UPLOAD)
+
+    def file_content(self, file_id: str) -> bytes:
+        """The bytes of a file the bot sent or a customer sent (tests look at what arrived)."""
+        return bytes(self.files[file_id]["content"])
 
     async def customer_edits(self, chat_id: int, message_id: int, text: str) -> None:
         chat = self._known_chats[chat_id]
@@ -303,6 +479,8 @@ class TelegramStandIn:
             params = await request_params(request)
         except (ValueError, UnicodeDecodeError):
             return TelegramError(400, "Bad Request: can't parse request body").response()
+        if request.content_type == "multipart/form-data":
+            params[UPLOADS] = await multipart_files(request)
         handler = {
             "getme": self._get_me,
             "getupdates": self._get_updates,
@@ -314,6 +492,9 @@ class TelegramStandIn:
             "editmessagereplymarkup": self._edit_reply_markup,
             "sendchataction": self._chat_action,
             "setmycommands": self._set_my_commands,
+            "getfile": self._get_file,
+            "sendphoto": self._send_photo,
+            "senddocument": self._send_document,
         }.get(method)
         if handler is None:
             return TelegramError(404, "Not Found: method not found").response()

@@ -4,7 +4,10 @@ Like Meta's: a wrong token is 401 with an OAuthException envelope (code 190), ba
 400 code 100, too many messages are 429 with code 130429, and sends are accepted first and
 reported later in signed ``statuses`` webhooks (``sent``, ``delivered``, or ``failed`` with 131047
 outside the 24-hour window, 131026 for an unreachable number). Webhooks the desk does not answer
-with 200 are delivered again with backoff.
+with 200 are delivered again with backoff. Media: ``GET /{media-id}`` gives a download URL that
+serves the bytes for five minutes to the same bearer token; ``POST /{phone-id}/media`` takes a
+multipart upload within each type's limit (131053 over it); image and document messages must
+name a known media id.
 """
 
 from __future__ import annotations
@@ -22,6 +25,34 @@ from aiohttp import web
 from ._common import Buckets, Deliverer, Failures, Ids, Waiter
 
 WINDOW_SECONDS = 24 * 3600
+MEDIA_URL_SECONDS = 5 * 60
+LOOKASIDE = "/lookaside/whatsapp_business/attachments"
+MB = 1024 * 1024
+# Meta's media limits by type (Cloud API "Supported media types").
+MEDIA_LIMITS = {
+    "image/jpeg": 5 * MB,
+    "image/png": 5 * MB,
+    "image/webp": 100 * 1024,  # stickers
+    "audio/aac": 16 * MB,
+    "audio/mp4": 16 * MB,
+    "audio/mpeg": 16 * MB,
+    "audio/amr": 16 * MB,
+    "audio/ogg": 16 * MB,
+    "video/mp4": 16 * MB,
+    "video/3gpp": 16 * MB,
+}
+DOCUMENT_MAX = 100 * MB
+
+
+def media_limit(mime: str) -> int | None:
+    """The most bytes WhatsApp takes for ``mime``; documents of any other type up to 100 MB."""
+    if mime in MEDIA_LIMITS:
+        return MEDIA_LIMITS[mime]
+    if mime.startswith(("application/", "text/")):
+        return DOCUMENT_MAX
+    return None
+
+
 WABA_ID = "102290129340398"
 WAMID_PREFIX = "wamid.SANDBOX"
 
@@ -75,6 +106,11 @@ class WhatsAppStandIn:
         self._changed = Waiter()
         self._retry_base = retry_base_delay
         self._deliverer = Deliverer(timeout=10)
+        self.base_url = ""  # where the stand-in is served, for media URLs
+        self._prefix = ""
+        self.media: dict[str, dict[str, Any]] = {}  # media id → content, mime_type, filename
+        self._media_ids = Ids(1_037_543_291_543_636)
+        self._downloads: dict[str, tuple[str, float]] = {}  # URL key → (media id, expiry)
 
     def paced_refusals(self) -> int:
         """Calls refused with 429 because the caller outpaced the platform's limit."""
@@ -82,6 +118,10 @@ class WhatsAppStandIn:
 
     def install(self, app: web.Application, prefix: str) -> None:
         app.router.add_post(prefix + "/{version}/{phone_id}/messages", self.handle)
+        app.router.add_post(prefix + "/{version}/{phone_id}/media", self.upload_media)
+        app.router.add_get(prefix + "/{version}/{media_id}", self.media_info)
+        app.router.add_get(prefix + LOOKASIDE + "/{key}", self.media_download)
+        self._prefix = prefix
 
     async def close(self) -> None:
         await self._deliverer.close()
@@ -231,6 +271,134 @@ class WhatsAppStandIn:
         }
         return await self._inbound(wa_id, None, message)
 
+    async def customer_sends_media(
+        self,
+        wa_id: str,
+        kind: str,
+        content: bytes,
+        *,
+        mime_type: str,
+        filename: str | None = None,
+        caption: str = "",
+        name: str | None = None,
+    ) -> str:
+        """The customer sends an image or a document (``kind``); returns its wamid."""
+        media_id = self.store_media(content, mime_type, filename)
+        media: dict[str, Any] = {
+            "id": media_id,
+            "mime_type": mime_type,
+            "sha256": hashlib.sha256(content).hexdigest(),
+        }
+        if filename and kind == "document":
+            media["filename"] = filename
+        if caption:
+            media["caption"] = caption
+        return await self._inbound(wa_id, name, {"type": kind, kind: media})
+
+    # -- media: GET /{media-id}, its download URL (bearer token), POST /{phone-id}/media ------
+
+    def store_media(self, content: bytes, mime_type: str, filename: str | None = None) -> str:
+        media_id = str(next(self._media_ids))
+        self.media[media_id] = {
+            "content": content,
+            "mime_type": mime_type,
+            "filename": filename,
+            "sha256": hashlib.sha256(content).hexdigest(),
+        }
+        return media_id
+
+    def _authorized(self, request: web.Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        return hmac.compare_digest(auth.encode(), f"Bearer {self.access_token}".encode())
+
+    @staticmethod
+    def _bad_token() -> web.Response:
+        return GraphError(401, 190, "Error validating access token: Session has expired").response()
+
+    async def media_info(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return self._bad_token()
+        media_id = request.match_info["media_id"]
+        found = self.media.get(media_id)
+        if found is None:
+            return GraphError(
+                400,
+                100,
+                f"Unsupported get request. Object with ID '{media_id}' does not exist",
+            ).response()
+        # A download URL valid for five minutes, as Meta's are.
+        key = secrets.token_urlsafe(16)
+        self._downloads[key] = (media_id, time.monotonic() + MEDIA_URL_SECONDS)
+        return web.json_response(
+            {
+                "messaging_product": "whatsapp",
+                "url": f"{self.base_url}{self._prefix}{LOOKASIDE}/{key}?mid={media_id}",
+                "mime_type": found["mime_type"],
+                "sha256": found["sha256"],
+                "file_size": len(found["content"]),
+                "id": media_id,
+            }
+        )
+
+    async def media_download(self, request: web.Request) -> web.StreamResponse:
+        """The media URL: bytes only with the same bearer token, within five minutes."""
+        if not self._authorized(request):
+            return self._bad_token()
+        entry = self._downloads.get(request.match_info["key"])
+        if entry is None or entry[1] < time.monotonic():
+            return web.Response(status=404, text="URL signature expired")
+        found = self.media[entry[0]]
+        return web.Response(body=found["content"], content_type=found["mime_type"])
+
+    async def upload_media(self, request: web.Request) -> web.StreamResponse:
+        """``POST /{phone-id}/media`` (multipart: messaging_product, type, file) → ``{"id"}``,
+        refused with 131053 over the limit of the file's type."""
+        if not self._authorized(request):
+            return self._bad_token()
+        if request.match_info["phone_id"] != self.phone_number_id:
+            return GraphError(
+                400,
+                100,
+                "Unsupported post request. Object with ID "
+                f"'{request.match_info['phone_id']}' does not exist",
+            ).response()
+        if request.content_type != "multipart/form-data":
+            return GraphError(
+                400, 100, "Invalid parameter", "the upload must be multipart"
+            ).response()
+        form = await request.post()
+        if form.get("messaging_product") != "whatsapp":
+            return GraphError(
+                400, 100, "Invalid parameter", "messaging_product must be whatsapp"
+            ).response()
+        part = form.get("file")
+        if not isinstance(part, web.FileField):
+            return GraphError(
+                400, 100, "Invalid parameter", "The parameter file is required"
+            ).response()
+        content = part.file.read()
+        mime = str(form.get("type") or part.content_type or "")
+        limit = media_limit(mime)
+        if limit is None:
+            return GraphError(
+                400, 131053, "Media upload error", f"Unsupported media type {mime!r}"
+            ).response()
+        if len(content) > limit:
+            return GraphError(
+                400,
+                131053,
+                "Media upload error",
+                f"The file is {len(content)} bytes; {mime} media can be at most {limit} bytes",
+            ).response()
+        media_id = self.store_media(content, mime, part.filename)
+        await self._changed.notify()
+        return web.json_response({"id": media_id})
+
+    def media_of(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """What a sent image/document message carried: the media (bytes, type, file name)."""
+        kind = str(message.get("type"))
+        return self.media[str(message[kind]["id"])]
+
     def make_unreachable(self, wa_id: str) -> None:
         """The number left WhatsApp: sends are accepted, then fail with 131026."""
         self.unreachable.add(wa_id)
@@ -345,6 +513,14 @@ class WhatsAppStandIn:
                     raise bad("list needs a button; row titles at most 24 characters")
             else:
                 raise bad(f"interactive type {interactive.get('type')!r} is not supported here")
+        elif kind in ("image", "document"):
+            media = body.get(kind)
+            if not isinstance(media, dict) or not (media.get("id") or media.get("link")):
+                raise bad(f"{kind} needs an id or a link")
+            if media.get("id") and str(media["id"]) not in self.media:
+                raise bad(f"{kind}.id is not a media id of this business")
+            if len(str(media.get("caption", ""))) > 1024:
+                raise bad(f"{kind}.caption is longer than 1024 characters")
         else:
             raise bad(f"message type {kind!r} is not supported by the sandbox")
 
