@@ -90,6 +90,7 @@ class Sandbox:
         self.log = folder / "sandbox.log"
         self.proc: subprocess.Popen[bytes] | None = None
         shutil.copy(ROOT / "rules.yaml", folder / "rules.yaml")
+        shutil.copytree(ROOT / "kb", folder / "kb")  # the articles, beside rules.yaml
 
     def command(self) -> list[str]:
         deskbot = Path(sys.executable).with_name("deskbot")
@@ -301,11 +302,14 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
     def whatsapp_status() -> str:
         log = page.locator("#wa-log")
         log.get_by_role("button", name="My tickets").last.click()
-        listed = log.locator(".bubble.them").nth(1)
-        expect(listed).to_contain_text("Your tickets:")
+        # Found by their text: WhatsApp's timestamps are whole seconds, so two answers within
+        # one second may be listed in either order.
+        listed = log.locator(".bubble.them", has_text="Your tickets:")
         expect(listed).to_contain_text("#2: ")
         check.wa_says("#1")  # the Telegram customer's ticket: answered like a missing one
-        expect(log.locator(".bubble.them").nth(2)).to_contain_text("We found no ticket #1 of yours")
+        expect(
+            log.locator(".bubble.them", has_text="We found no ticket #1 of yours")
+        ).to_have_count(1)
         return listed.locator(".text").inner_text()
 
     check.step("the WhatsApp customer presses My tickets and looks up a number", whatsapp_status)
@@ -340,21 +344,21 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         card = check.card(TG_NAME)
         card.get_by_role("button", name="Claim").click()
         expect(card.locator(".chip.s-open")).to_have_text("Claimed")
-        expect(card).to_contain_text("Claimed by @Alice")
-        expect(card.locator(".thread")).to_contain_text("@Alice claimed this ticket")
+        expect(card).to_contain_text("Claimed by Alice")
+        expect(card.locator(".thread")).to_contain_text("Alice claimed this ticket")
         assert "<@U0ALICE>" not in card.inner_text() and "U0ALICE" not in card.inner_text()
         return card.locator(".blk.context").last.inner_text()
 
     check.step("Alice claims the Telegram card", claims)
 
     def drafts() -> str:
-        box = check.card(TG_NAME).locator("form.replyform input")
+        box = check.card(TG_NAME).locator("form.replyform input[type=text]")
         box.press_sequentially(REPLY[:12])
         page.wait_for_timeout(2500)  # a few refreshes of the page while she types
         expect(box).to_have_value(REPLY[:12])
         page.reload()
         expect(page.locator("#online")).to_have_text("sandbox running")
-        box = check.card(TG_NAME).locator("form.replyform input")
+        box = check.card(TG_NAME).locator("form.replyform input[type=text]")
         expect(box).to_have_value(REPLY[:12])
         return "kept through refreshes and a reload"
 
@@ -362,7 +366,7 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
 
     def replies() -> str:
         card = check.card(TG_NAME)
-        box = card.locator("form.replyform input")
+        box = card.locator("form.replyform input[type=text]")
         box.press("End")
         box.press_sequentially(REPLY[12:])
         box.press("Enter")
@@ -398,6 +402,24 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         return answer.locator(".answer").inner_text().splitlines()[0]
 
     check.step("/desk answers, rendered as mrkdwn", desk_status)
+
+    def deflects() -> str:
+        page.get_by_role("button", name="+ New customer").first.click()
+        page.locator("#tg-name").fill("Kim")
+        page.locator("#tg-lang").select_option("en")
+        check.tg_says("How do I reset my password? I forgot it")
+        log = page.locator("#tg-log")
+        answer = log.locator(".bubble.them", has_text="This may answer your question").last
+        expect(answer).to_contain_text("Reset your password")
+        answer.get_by_role("button", name="That solved it").click()
+        expect(log.locator(".bubble.them").last).to_contain_text("Glad it helped")
+        page.wait_for_timeout(1500)  # a card, if one were made, would show by now
+        expect(page.locator("#cards article.card", has_text="Kim")).to_have_count(0)
+        page.locator("#tg-convs .conv", has_text=TG_NAME).click()  # back to the first customer
+        expect(page.locator("#tg-convs .conv.active")).to_contain_text(TG_NAME)
+        return "answered from the knowledge base: no ticket, no card"
+
+    check.step("a customer's question is answered from the knowledge base", deflects)
 
     def sorts_and_filters() -> str:
         shown = page.locator("#cards article.card")
