@@ -48,7 +48,16 @@ from adapters._common import (
     unavailable,
 )
 from adapters.slack_people import DisplayNames
-from bot.events import AgentAction, AgentMessage, Channel, Event, Ignored, SlashCommand
+from bot.events import (
+    AgentAction,
+    AgentMessage,
+    Channel,
+    Event,
+    HomeEvent,
+    Ignored,
+    SlashCommand,
+)
+from bot.home import ACTION_AVAILABILITY, ACTION_CLAIM
 from bot.inbox import Inbox, storable
 from bot.outbound import (
     BadRequest,
@@ -259,6 +268,65 @@ def _parse_control(
         values=values,
         response_url=as_str(body.get("response_url")) or None,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# App Home (bot/home.py): the tab being opened, and its buttons
+
+
+def parse_home_opened(body: Mapping[str, Any]) -> Event:
+    """``app_home_opened`` → HomeEvent("opened") for the Home tab; the Messages and About
+    tabs fire the same event and are ignored."""
+    event = as_mapping(body.get("event"))
+    event_id = as_str(body.get("event_id")) or digest_id("event", body)
+    user = as_str(event.get("user"))
+    conversation = f"slack:home:{user}" if user else "slack:ignored"
+    if as_str(event.get("tab")) != "home":
+        return _ignored(event_id, conversation, f"app_home_opened tab {event.get('tab')!r}")
+    if not user:
+        return _ignored(event_id, conversation, "app_home_opened without a user")
+    return HomeEvent(external_id=event_id, conversation=conversation, action="opened", user_id=user)
+
+
+def parse_home_action(body: Mapping[str, Any]) -> Event:
+    """A button on the Home tab (container type ``view``) → HomeEvent, else Ignored."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    actions = body.get("actions")
+    action = as_mapping(actions[0]) if isinstance(actions, list) and actions else {}
+    action_ts = as_str(action.get("action_ts"))
+    external_id = f"action:{action_ts}:{user_id}" if action_ts else digest_id("action", body)
+    # One conversation per person: their Home's events are handled in the order they came.
+    conversation = f"slack:home:{user_id}" if user_id else "slack:ignored"
+    action_id = as_str(action.get("action_id"))
+    value = as_str(action.get("value"))
+    name = as_str(user.get("name")) or as_str(user.get("username"))
+    if not user_id:
+        return _ignored(external_id, conversation, f"home action {action_id} without a user")
+    if action_id == ACTION_AVAILABILITY and value in ("available", "away"):
+        return HomeEvent(
+            external_id=external_id,
+            conversation=conversation,
+            action="available" if value == "available" else "away",
+            user_id=user_id,
+            user_name=name,
+        )
+    if action_id == ACTION_CLAIM and value.isascii() and value.isdigit() and len(value) <= 18:
+        return HomeEvent(
+            external_id=external_id,
+            conversation=conversation,
+            action="claim",
+            user_id=user_id,
+            user_name=name,
+            ticket_id=int(value),
+        )
+    return _ignored(external_id, conversation, f"home action {action_id or 'unknown'}")
+
+
+def is_home_action(body: Mapping[str, Any]) -> bool:
+    return as_str(as_mapping(body.get("container")).get("type")) == "view" and as_str(
+        as_mapping(body.get("view")).get("type")
+    ) in ("home", "")
 
 
 def parse_slash_command(body: Mapping[str, Any]) -> Event:
@@ -554,7 +622,7 @@ class SlackAdapter:
     async def _named(self, event: Event) -> Event:
         """An agent's event with their display name (users.info, cached): the desk shows
         people names, not Slack ids."""
-        if isinstance(event, AgentMessage | AgentAction):
+        if isinstance(event, AgentMessage | AgentAction | HomeEvent):
             self._ensure_session()
             update = {"user_name": await self.names.get(event.user_id, event.user_name)}
             if isinstance(event, AgentAction) and event.action == "reassign" and event.value:
@@ -574,11 +642,17 @@ class SlackAdapter:
         log.info("slack.event_accepted kind=%s external_id=%s", event.kind, event.external_id)
 
     async def _on_event(self, body: dict[str, Any], ack: AsyncAck) -> None:
-        await self._accept(parse_event_callback(body), body)
+        if as_mapping(body.get("event")).get("type") == "app_home_opened":
+            await self._accept(parse_home_opened(body), body)
+        else:
+            await self._accept(parse_event_callback(body), body)
         await ack()
 
     async def _on_block_action(self, body: dict[str, Any], ack: AsyncAck) -> None:
-        await self._accept(parse_block_actions(body), body)
+        if is_home_action(body):
+            await self._accept(parse_home_action(body), body)
+        else:
+            await self._accept(parse_block_actions(body), body)
         await ack()
 
     async def _on_command(self, body: dict[str, Any], ack: AsyncAck) -> None:
@@ -731,6 +805,8 @@ class SlackAdapter:
                 return await self._upload_charts(message)
             case "slack_file":
                 return await self._upload_file(message)
+            case "slack_home":
+                return await self._publish_home(message)
             case _:
                 raise BadRequest(f"slack cannot send {message.kind}")
 
@@ -787,6 +863,14 @@ class SlackAdapter:
             title=message.file_title or message.file_name,
         )
         return Delivery(platform_message_id=_first_file_id(resp))
+
+    async def _publish_home(self, message: Outbound) -> Delivery:
+        """views.publish of one person's Home tab (scope: none beyond the bot token; the app
+        needs the Home tab enabled and the ``app_home_opened`` event)."""
+        resp = await self.client.views_publish(
+            user_id=message.destination, view={"type": "home", "blocks": list(message.blocks)}
+        )
+        return Delivery(platform_message_id=as_str(as_mapping(resp.get("view")).get("id")) or None)
 
 
 def _first_file_id(resp: AsyncSlackResponse) -> str | None:

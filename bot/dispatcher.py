@@ -31,11 +31,13 @@ from bot.events import (
     CustomerStart,
     DeliveryStatus,
     Event,
+    HomeEvent,
     Ignored,
     SlashCommand,
     event_from_json,
     event_to_json,
 )
+from bot.home import home_event
 from bot.inbox import fitted, storable, unfit
 from bot.leases import this_process
 from bot.outbound import Outbound
@@ -296,6 +298,8 @@ class Dispatcher:
                             blocks=text.blocks if isinstance(text, Answer) else (),
                         )
                     )
+            case HomeEvent():
+                await home_event(desk, event)
             case Ignored():
                 pass
 

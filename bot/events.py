@@ -150,6 +150,17 @@ class AgentAction(_Event):
     response_url: str | None = None  # where an ephemeral answer to the clicker goes
 
 
+class HomeEvent(_Event):
+    """Someone opened the app's Home tab, or used one of its buttons (bot/home.py)."""
+
+    kind: Literal["home"] = "home"
+    channel: Literal["slack"] = "slack"
+    action: Literal["opened", "available", "away", "claim"]
+    user_id: str
+    user_name: str = ""
+    ticket_id: int | None = None  # claim: the ticket
+
+
 class SlashCommand(_Event):
     """A supervisor or agent ran a slash command (``/desk ...``)."""
 
@@ -180,6 +191,7 @@ Event = Annotated[
     | AgentMessage
     | AgentAction
     | SlashCommand
+    | HomeEvent
     | Ignored,
     Field(discriminator="kind"),
 ]

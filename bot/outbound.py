@@ -32,6 +32,7 @@ OutboundKind = Literal[
     "slack_post",  # Slack: a top-level message in a channel (an escalation for the whole team)
     "slack_charts",  # Slack: the PNG charts of ``chart`` (drawn by the sender) into a channel
     "slack_file",  # Slack: ``text`` as the file ``file_name`` in the DM with user ``destination``
+    "slack_home",  # Slack: views.publish of user ``destination``'s Home, drawn when sent
 ]
 
 

@@ -116,6 +116,8 @@ NORMAL_RANK = 2
 def destination_key(out: Outbound) -> str:
     """Order key of the outbox: one customer chat, or one ticket's card and thread."""
     if out.channel == "slack":
+        if out.kind == "slack_home":
+            return f"slack:home:{out.destination}"  # bot.home.home_key
         if out.ticket_id is not None:
             return f"slack:ticket:{out.ticket_id}"
         return f"slack:{out.destination}"
@@ -125,6 +127,10 @@ def destination_key(out: Outbound) -> str:
 async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> int:
     """Write what ``desk`` wants said to the outbox, in the caller's transaction; ``key``
     makes the rows' idempotency keys, so a step that is redone cannot queue twice."""
+    # Imported here: bot.home reads card links from bot.supervisor, which imports this module.
+    from bot.home import HOME_DEBOUNCE, queue_refreshes
+
+    await queue_refreshes(desk)
     now = desk.now
     rows: list[dict[str, Any]] = []
     for n, (out, message) in enumerate(desk.fx.items):
@@ -145,7 +151,10 @@ async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> int:
                 "message_id": message.id if message is not None else None,
                 "status": "pending",
                 "attempts": 0,
-                "next_attempt_at": now,
+                # A Home waits a moment, so that changes close together publish it once.
+                "next_attempt_at": now + HOME_DEBOUNCE
+                if out.kind == "slack_home" and out.destination not in desk.home_now
+                else now,
                 "created_at": now,
             }
         )
@@ -161,6 +170,10 @@ class Desk:
         self.now = now
         self.fx = Effects()
         self.touched: set[int] = set()  # tickets this step changed: their SLA clocks are redone
+        # Whose App Home this step changed (bot/home.py): people, and teams whose members'.
+        self.home_people: set[str] = set()
+        self.home_teams: set[str] = set()
+        self.home_now: set[str] = set()  # people at their Home tab right now: no debounce
 
     def decided(self, fmt: str, *args: object) -> None:
         """Log a decision at INFO after the commit: structured names, ids, never message text."""
@@ -243,6 +256,13 @@ class Desk:
         self, ticket: Ticket, kind: str, actor: str, old: Any, new: Any, reason: str = ""
     ) -> None:
         self.touched.add(ticket.id)
+        self.home_teams.add(ticket.team)
+        if kind == "assignee":
+            self.home_people.update(str(v) for v in (old, new) if v is not None)
+        elif kind == "team" and old is not None:
+            self.home_teams.add(str(old))
+        if ticket.assignee_id:
+            self.home_people.add(ticket.assignee_id)
         self.s.add(
             TicketEvent(
                 ticket_id=ticket.id,

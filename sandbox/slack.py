@@ -37,6 +37,7 @@ BOT_USER = "U0DESKBOT"
 BOT_ID = "B0DESKBOT"
 APP_ID = "A0DESKBOT"
 MAX_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100  # a Home tab or a modal
 MAX_TEXT = 40_000
 MAX_UPLOAD_BYTES = 1024**3  # files.getUploadURLExternal refuses more than 1 GB
 RESPONSE_URL_USES = 5
@@ -113,6 +114,11 @@ class SlackStandIn:
         self._holds: dict[str, int] = {}  # method → how many answers to hold back
         self._release = asyncio.Event()
         self._release.set()
+        # App Home: each person's published view, and how many publishes each got.
+        self.homes: dict[str, dict[str, Any]] = {}
+        self.home_publishes: dict[str, int] = {}
+        # views.publish is Tier 4 (100+ a minute): about 2 a second with a burst of 20.
+        self._views_bucket = Buckets(2.0, 20) if rate_limits else None
 
     def install(self, app: web.Application, prefix: str) -> None:
         app.router.add_post(prefix + "/api/{method}", self.handle)
@@ -570,6 +576,7 @@ class SlackStandIn:
             "conversations.replies": self._replies,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
+            "views.publish": self._views_publish,
         }.get(method)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
@@ -612,7 +619,7 @@ class SlackStandIn:
         return channel
 
     @staticmethod
-    def _blocks(params: dict[str, Any]) -> list[dict[str, Any]] | None:
+    def _blocks(params: dict[str, Any], limit: int = MAX_BLOCKS) -> list[dict[str, Any]] | None:
         raw = params.get("blocks")
         if raw in (None, "", "null"):
             return None
@@ -624,7 +631,7 @@ class SlackStandIn:
             isinstance(b, dict) and b.get("type") for b in blocks
         ):
             raise SlackError("invalid_blocks")
-        if len(blocks) > MAX_BLOCKS:
+        if len(blocks) > limit:
             raise SlackError("invalid_blocks")
         ids = [b["block_id"] for b in blocks if b.get("block_id")]
         if len(ids) != len(set(ids)) or any(len(str(i)) > 255 for i in ids):
@@ -866,6 +873,120 @@ class SlackStandIn:
                 meta["channels"].append(channel)
         await self._changed.notify()
         return {"files": [{"id": f["id"], "title": f["title"]} for f in shared]}
+
+    # -- App Home --------------------------------------------------------------------------------
+
+    async def _views_publish(self, params: dict[str, Any]) -> dict[str, Any] | web.Response:
+        """views.publish: a user's Home tab; ``invalid_arguments`` for a view that is not a
+        Home, ``invalid_blocks`` past 100 blocks, 429 past the Tier 4 pace."""
+        user = str(params.get("user_id", ""))
+        if user not in AGENTS:
+            raise SlackError("user_not_found")
+        try:
+            view = json_field(params.get("view"))
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        if not isinstance(view, dict) or view.get("type") != "home":
+            raise SlackError("invalid_arguments")
+        blocks = self._blocks({"blocks": view.get("blocks")}, MAX_VIEW_BLOCKS) or []
+        for block in blocks:
+            text = (block.get("text") or {}).get("text", "")
+            if block["type"] == "section" and len(str(text)) > 3000:
+                raise SlackError("invalid_blocks")
+        if self._views_bucket is not None:
+            wait = self._views_bucket.take("views.publish")
+            if wait > 0:
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"},
+                    status=429,
+                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+                )
+        view_id = self.homes.get(user, {}).get("id") or f"V{next(self._ids):010d}"
+        published = {
+            "id": view_id,
+            "team_id": TEAM,
+            "type": "home",
+            "blocks": blocks,
+            "hash": secrets.token_hex(8),
+            "app_id": APP_ID,
+            "bot_id": BOT_ID,
+        }
+        self.homes[user] = published
+        self.home_publishes[user] = self.home_publishes.get(user, 0) + 1
+        await self._changed.notify()
+        return {"view": published}
+
+    def home_text(self, user: str) -> str:
+        """Everything a person's Home tab shows, as text (mrkdwn and button labels)."""
+        lines: list[str] = []
+        for block in self.homes.get(user, {}).get("blocks", []):
+            if block.get("text"):
+                lines.append(str(block["text"].get("text", "")))
+            for element in block.get("elements") or []:
+                lines.append(str(element.get("text", "")))
+            accessory = block.get("accessory")
+            if accessory and accessory.get("type") == "button":
+                lines.append(f"[{accessory['text']['text']}]")
+        return "\n".join(lines)
+
+    async def opens_home(self, user: str) -> int:
+        """``user`` opens the app's Home tab: the signed ``app_home_opened`` event."""
+        event: dict[str, Any] = {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": self.dm_channel(user),
+            "tab": "home",
+            "event_ts": f"{time.time():.6f}",
+        }
+        if user in self.homes:  # Slack includes the view last published, if any
+            event["view"] = self.homes[user]
+        return await self._event(event)
+
+    async def clicks_home(self, user: str, action_id: str, value: str | None = None) -> int:
+        """``user`` clicks a button of their Home tab (the one with ``value``, when several
+        share ``action_id``): a signed block_actions with a ``view`` container and, as Slack
+        sends from a view, no response_url. Returns the desk's HTTP status."""
+        view = self.homes.get(user)
+        if view is None:
+            raise ValueError(f"{user} has no Home published")
+        found: tuple[dict[str, Any], dict[str, Any]] | None = None
+        for block in view["blocks"]:
+            candidates = [block.get("accessory") or {}, *(block.get("elements") or [])]
+            for element in candidates:
+                if element.get("action_id") == action_id and (
+                    value is None or element.get("value") == value
+                ):
+                    found = (block, element)
+                    break
+            if found:
+                break
+        if found is None:
+            raise ValueError(f"{user}'s Home has no button {action_id!r} {value or ''}")
+        block, button = found
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
+            "api_app_id": APP_ID,
+            "token": "sandbox-verification-token",
+            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
+            "team": {"id": TEAM},
+            "container": {"type": "view", "view_id": view["id"]},
+            "view": view,
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": block.get("block_id", "b"),
+                    "value": button.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, _ = await self._deliverer.attempt(
+            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        )
+        return status
 
     async def _user_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = str(params.get("user", ""))

@@ -160,6 +160,16 @@ class Agent(Base):
     updated_at: Mapped[datetime]
 
 
+class HomeView(Base):
+    """Someone who opened the app's Home tab: the desk keeps their Home current from then on
+    (views.publish on every change that concerns them), and nobody else's."""
+
+    __tablename__ = "home_views"
+    user_id: Mapped[str] = mapped_column(String(40), primary_key=True)  # Slack user id
+    opened_at: Mapped[datetime]
+    published_at: Mapped[datetime | None]
+
+
 class TeamPointer(Base):
     """Round robin's place in each team's rotation: the last agent given a ticket."""
 
