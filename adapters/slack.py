@@ -18,6 +18,7 @@ API call and maps ``SlackApiError`` and transport errors to the desk's typed err
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -48,13 +49,22 @@ from adapters._common import (
     unavailable,
 )
 from adapters.slack_people import DisplayNames
+from bot.composer import (
+    REPLY_CALLBACK,
+    REPLY_MACRO,
+    REPLY_TEXT,
+    SHORTCUT_CALLBACK,
+    loading_view,
+)
 from bot.events import (
     AgentAction,
     AgentMessage,
+    AgentReply,
     Channel,
     Event,
     HomeEvent,
     Ignored,
+    ReplyModal,
     SlashCommand,
 )
 from bot.home import ACTION_AVAILABILITY, ACTION_CLAIM
@@ -147,6 +157,7 @@ def parse_event_callback(body: Mapping[str, Any]) -> Event:
         ts=ts,
         thread_ts=thread_ts,
         text=as_str(event.get("text")),
+        broadcast=subtype == "thread_broadcast",
     )
 
 
@@ -327,6 +338,138 @@ def is_home_action(body: Mapping[str, Any]) -> bool:
     return as_str(as_mapping(body.get("container")).get("type")) == "view" and as_str(
         as_mapping(body.get("view")).get("type")
     ) in ("home", "")
+
+
+# --------------------------------------------------------------------------------------------
+# The Reply modal and the "Send to customer" shortcut (bot/composer.py)
+
+REPLY_ACTION = "ticket_reply"
+
+
+def _modal_state(view: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(typed text, the text box's block_id revision, the macro picked) from a view's state."""
+    values = as_mapping(as_mapping(view.get("state")).get("values"))
+    text: str | None = None
+    revision: str | None = None
+    macro: str | None = None
+    for block_id, actions in values.items():
+        for action_id, state in as_mapping(actions).items():
+            state = as_mapping(state)
+            if action_id == REPLY_TEXT:
+                text = as_str(state.get("value"))
+                revision = str(block_id).partition(".")[2] or None
+            elif action_id == REPLY_MACRO:
+                macro = as_str(as_mapping(state.get("selected_option")).get("value")) or None
+    return text, revision, macro
+
+
+def _modal_ticket(view: Mapping[str, Any]) -> int | None:
+    try:
+        meta = json.loads(as_str(view.get("private_metadata")) or "{}")
+    except ValueError:
+        return None
+    number = meta.get("ticket") if isinstance(meta, dict) else None
+    return number if isinstance(number, int) and 0 < number < 2**62 else None
+
+
+def is_reply_modal(body: Mapping[str, Any]) -> bool:
+    return as_str(as_mapping(body.get("view")).get("callback_id")) == REPLY_CALLBACK
+
+
+def parse_reply_modal_action(body: Mapping[str, Any]) -> Event:
+    """A macro picked, or text typed, in the Reply modal → ReplyModal (the desk redraws it)."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    view = as_mapping(body.get("view"))
+    actions = body.get("actions")
+    action = as_mapping(actions[0]) if isinstance(actions, list) and actions else {}
+    external_id = f"action:{as_str(action.get('action_ts'))}:{user_id}"
+    view_id = as_str(view.get("id"))
+    conversation = f"slack:view:{view_id}" if view_id else "slack:ignored"
+    ticket = _modal_ticket(view)
+    if ticket is None or not user_id or not view_id or not action.get("action_ts"):
+        return _ignored(digest_id("action", body), conversation, "reply modal action malformed")
+    text, revision, macro = _modal_state(view)
+    action_id = as_str(action.get("action_id"))
+    if action_id == REPLY_MACRO:
+        macro = as_str(as_mapping(action.get("selected_option")).get("value")) or None
+    elif action_id == REPLY_TEXT:
+        text = as_str(action.get("value"))
+    else:
+        return _ignored(external_id, conversation, f"reply modal action {action_id}")
+    return ReplyModal(
+        external_id=external_id,
+        conversation=conversation,
+        ticket_id=ticket,
+        user_id=user_id,
+        user_name=as_str(user.get("name")) or as_str(user.get("username")),
+        view_id=view_id,
+        macro=macro,
+        text=text,
+        picked=action_id == REPLY_MACRO,
+        revision=revision,
+    )
+
+
+def parse_reply_submission(body: Mapping[str, Any]) -> Event:
+    """The Reply modal's Send → AgentReply with the text as the agent saw it."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    view = as_mapping(body.get("view"))
+    view_id = as_str(view.get("id"))
+    external_id = f"view:{view_id}:{as_str(view.get('hash'))}" if view_id else ""
+    conversation = f"slack:view:{view_id}" if view_id else "slack:ignored"
+    ticket = _modal_ticket(view)
+    text, _, macro = _modal_state(view)
+    if ticket is None or not user_id or not view_id or text is None:
+        return _ignored(digest_id("view", body), conversation, "reply submission malformed")
+    return AgentReply(
+        external_id=external_id,
+        conversation=conversation,
+        source="modal",
+        ticket_id=ticket,
+        user_id=user_id,
+        user_name=as_str(user.get("name")) or as_str(user.get("username")),
+        text=text,
+        macro=macro,
+    )
+
+
+def parse_send_shortcut(body: Mapping[str, Any]) -> Event:
+    """The message shortcut "Send to customer" on a thread message → AgentReply."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    message = as_mapping(body.get("message"))
+    channel = as_str(as_mapping(body.get("channel")).get("id"))
+    ts = as_str(message.get("ts"))
+    thread_ts = as_str(message.get("thread_ts")) or None
+    external_id = f"shortcut:{as_str(body.get('action_ts'))}:{user_id}"
+    conversation = f"slack:{channel}:{thread_ts or ts}" if channel and ts else "slack:ignored"
+    if as_str(body.get("callback_id")) != SHORTCUT_CALLBACK:
+        return _ignored(digest_id("shortcut", body), conversation, "shortcut not ours")
+    if not user_id or not channel or not ts or not body.get("action_ts"):
+        return _ignored(digest_id("shortcut", body), conversation, "shortcut malformed")
+    return AgentReply(
+        external_id=external_id,
+        conversation=conversation,
+        source="shortcut",
+        user_id=user_id,
+        user_name=as_str(user.get("name")) or as_str(user.get("username")),
+        text=as_str(message.get("text")),
+        slack_channel=channel,
+        thread_ts=thread_ts,
+        ts=ts,
+        response_url=as_str(body.get("response_url")) or None,
+    )
+
+
+def _action_id(body: Mapping[str, Any]) -> str:
+    actions = body.get("actions")
+    return (
+        as_str(as_mapping(actions[0]).get("action_id"))
+        if isinstance(actions, list) and actions
+        else ""
+    )
 
 
 def parse_slash_command(body: Mapping[str, Any]) -> Event:
@@ -616,13 +759,13 @@ class SlackAdapter:
         app.event(anything)(self._on_event)
         app.block_action(anything)(self._on_block_action)
         app.command(anything)(self._on_command)
-        app.shortcut(anything)(self._on_other)
-        app.view(anything)(self._on_other)
+        app.shortcut(anything)(self._on_shortcut)
+        app.view(anything)(self._on_view)
 
     async def _named(self, event: Event) -> Event:
         """An agent's event with their display name (users.info, cached): the desk shows
         people names, not Slack ids."""
-        if isinstance(event, AgentMessage | AgentAction | HomeEvent):
+        if isinstance(event, AgentMessage | AgentAction | HomeEvent | ReplyModal | AgentReply):
             self._ensure_session()
             update = {"user_name": await self.names.get(event.user_id, event.user_name)}
             if isinstance(event, AgentAction) and event.action == "reassign" and event.value:
@@ -649,8 +792,12 @@ class SlackAdapter:
         await ack()
 
     async def _on_block_action(self, body: dict[str, Any], ack: AsyncAck) -> None:
-        if is_home_action(body):
+        if is_reply_modal(body):
+            await self._accept(parse_reply_modal_action(body), body)
+        elif is_home_action(body):
             await self._accept(parse_home_action(body), body)
+        elif _action_id(body) == REPLY_ACTION:
+            await self._accept(await self._open_reply(body), body)
         else:
             await self._accept(parse_block_actions(body), body)
         await ack()
@@ -663,6 +810,67 @@ class SlackAdapter:
         else:
             # The answer comes through the outbox via response_url; an empty ack shows nothing.
             await ack()
+
+    async def _open_reply(self, body: dict[str, Any]) -> Event:
+        """The card's Reply: open the modal now, while the trigger_id lives (3 s, once); the
+        desk fills it through the outbox. This is the one Web API call made inside a request,
+        because Slack allows no other way."""
+        user_id = as_str(as_mapping(body.get("user")).get("id"))
+        actions = body.get("actions")
+        action = as_mapping(actions[0]) if isinstance(actions, list) and actions else {}
+        value = as_str(action.get("value"))
+        external_id = f"action:{as_str(action.get('action_ts'))}:{user_id}"
+        trigger = as_str(body.get("trigger_id"))
+        if not (value.isascii() and value.isdigit() and len(value) <= 18) or not trigger:
+            return _ignored(digest_id("action", body), "slack:ignored", "reply with bad value")
+        self._ensure_session()
+        try:
+            resp = await asyncio.wait_for(
+                self.client.views_open(trigger_id=trigger, view=loading_view(int(value))), 2.0
+            )
+        except (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("slack.views_open_failed error=%s", type(exc).__name__)
+            return _ignored(external_id, "slack:ignored", "views.open failed")
+        view_id = as_str(as_mapping(resp.get("view")).get("id"))
+        if not view_id:
+            return _ignored(external_id, "slack:ignored", "views.open gave no view id")
+        return ReplyModal(
+            external_id=external_id,
+            conversation=f"slack:view:{view_id}",
+            ticket_id=int(value),
+            user_id=user_id,
+            user_name=as_str(as_mapping(body.get("user")).get("name")),
+            view_id=view_id,
+        )
+
+    async def _on_view(self, body: dict[str, Any], ack: AsyncAck) -> None:
+        if as_str(body.get("type")) == "view_submission" and is_reply_modal(body):
+            event = parse_reply_submission(body)
+            if isinstance(event, AgentReply) and not event.text.strip():
+                # Said in the modal, which stays open: nothing is stored.
+                block = next(
+                    (
+                        b
+                        for b, a in as_mapping(
+                            as_mapping(as_mapping(body.get("view")).get("state")).get("values")
+                        ).items()
+                        if REPLY_TEXT in as_mapping(a)
+                    ),
+                    REPLY_TEXT,
+                )
+                await ack(response_action="errors", errors={block: "Write something to send."})
+                return
+            await self._accept(event, body)
+            await ack()  # closes the modal
+            return
+        await self._on_other(body, ack)
+
+    async def _on_shortcut(self, body: dict[str, Any], ack: AsyncAck) -> None:
+        if as_str(body.get("type")) == "message_action":
+            await self._accept(parse_send_shortcut(body), body)
+            await ack()
+            return
+        await self._on_other(body, ack)
 
     async def _on_other(self, body: dict[str, Any], ack: AsyncAck) -> None:
         await self._accept(parse_other(body), body)
@@ -807,6 +1015,11 @@ class SlackAdapter:
                 return await self._upload_file(message)
             case "slack_home":
                 return await self._publish_home(message)
+            case "slack_view_update":
+                if not message.view:
+                    raise BadRequest("slack_view_update needs the view")
+                await self.client.views_update(view_id=message.destination, view=dict(message.view))
+                return Delivery(platform_message_id=message.destination)
             case _:
                 raise BadRequest(f"slack cannot send {message.kind}")
 

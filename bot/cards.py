@@ -66,6 +66,7 @@ class CardView:
     tag_choices: tuple[str, ...] = ()  # rules.yaml's tags, for the Tags menu
     intent_choices: tuple[str, ...] = ()  # the known intents, for the Correct intent menu
     revision: str = ""  # makes the menus' block_ids new on each update (see controls_block)
+    reply_button: bool = False  # slack.relay: composer shows Reply
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -216,6 +217,11 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
             ButtonElement(
                 text="Claim", action_id="ticket_claim", value=str(v.ticket_id), style="primary"
             )
+        )
+    if v.status in ("new", "open", "pending") and v.reply_button:
+        # slack.relay: composer: the one way (with the message shortcut) to the customer.
+        buttons.append(
+            ButtonElement(text="Reply", action_id="ticket_reply", value=str(v.ticket_id))
         )
     if v.status in ("new", "open", "pending"):
         buttons.append(

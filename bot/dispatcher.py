@@ -21,9 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import customers
 from bot.classifier import Classification, Classifier
 from bot.clock import Clock
+from bot.composer import agent_reply, reply_modal
 from bot.events import (
     AgentAction,
     AgentMessage,
+    AgentReply,
     CustomerButton,
     CustomerContact,
     CustomerEdit,
@@ -33,6 +35,7 @@ from bot.events import (
     Event,
     HomeEvent,
     Ignored,
+    ReplyModal,
     SlashCommand,
     event_from_json,
     event_to_json,
@@ -300,6 +303,10 @@ class Dispatcher:
                     )
             case HomeEvent():
                 await home_event(desk, event)
+            case ReplyModal():
+                await reply_modal(desk, event)
+            case AgentReply():
+                await agent_reply(desk, event)
             case Ignored():
                 pass
 

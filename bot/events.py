@@ -128,6 +128,7 @@ class AgentMessage(_Event):
     thread_ts: str | None = None
     text: str = ""
     user_name: str = ""  # their Slack display name, when the adapter could read it
+    broadcast: bool = False  # "Also send to #channel" (thread_broadcast): said to colleagues
 
 
 class AgentAction(_Event):
@@ -161,6 +162,41 @@ class HomeEvent(_Event):
     ticket_id: int | None = None  # claim: the ticket
 
 
+class ReplyModal(_Event):
+    """The Reply modal was opened (the adapter opened it with the trigger_id, empty), or an
+    agent picked a macro or typed in it: the desk draws it again (views.update)."""
+
+    kind: Literal["reply_modal"] = "reply_modal"
+    channel: Literal["slack"] = "slack"
+    ticket_id: int
+    user_id: str
+    user_name: str = ""
+    view_id: str
+    macro: str | None = None  # the macro picked, if any
+    text: str | None = None  # what is typed so far (None: nothing yet)
+    picked: bool = False  # this event is the pick of ``macro``: its text goes into the box
+    revision: str | None = None  # the text box's block_id suffix as Slack shows it now
+
+
+class AgentReply(_Event):
+    """An agent sends something to the customer deliberately: the Reply modal's Send
+    (``ticket_id``, ``macro``), or the "Send to customer" shortcut on a thread message
+    (``slack_channel``, ``thread_ts``, ``ts``)."""
+
+    kind: Literal["agent_reply"] = "agent_reply"
+    channel: Literal["slack"] = "slack"
+    source: Literal["modal", "shortcut"]
+    user_id: str
+    user_name: str = ""
+    text: str
+    ticket_id: int | None = None
+    macro: str | None = None
+    slack_channel: str = ""
+    thread_ts: str | None = None
+    ts: str | None = None  # the shortcut's message
+    response_url: str | None = None
+
+
 class SlashCommand(_Event):
     """A supervisor or agent ran a slash command (``/desk ...``)."""
 
@@ -192,6 +228,8 @@ Event = Annotated[
     | AgentAction
     | SlashCommand
     | HomeEvent
+    | ReplyModal
+    | AgentReply
     | Ignored,
     Field(discriminator="kind"),
 ]

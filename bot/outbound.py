@@ -33,6 +33,7 @@ OutboundKind = Literal[
     "slack_charts",  # Slack: the PNG charts of ``chart`` (drawn by the sender) into a channel
     "slack_file",  # Slack: ``text`` as the file ``file_name`` in the DM with user ``destination``
     "slack_home",  # Slack: views.publish of user ``destination``'s Home, drawn when sent
+    "slack_view_update",  # Slack: views.update of view ``destination`` with ``view``
 ]
 
 
@@ -60,6 +61,7 @@ class Outbound(BaseModel):
     # The outbox row carries these numbers, not the PNGs: rows stay small, the charts are drawn
     # from the very figures the answer showed, and drawing happens in the sender, off the loop.
     chart: dict[str, Any] | None = None
+    view: dict[str, Any] | None = None  # slack_view_update: the whole view (a modal)
     file_name: str | None = None  # slack_file
     file_title: str | None = None  # slack_file
     # Telegram text: a reply keyboard with one "share my phone number" button labelled so, or

@@ -8,6 +8,7 @@ anywhere rolls the whole step back and the inbox row is simply processed again.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -321,6 +322,7 @@ class Desk:
             ),
             # New menus' block_ids on every update (bot/controls.py says why).
             revision=f"{int(self.now.timestamp() * 1000):x}",
+            reply_button=self.rules.slack.relay == "composer",
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:
@@ -730,6 +732,11 @@ class Desk:
 
     # -- agents ------------------------------------------------------------------------------
 
+    def is_note(self, text: str) -> bool:
+        """A note by prefix, however it starts: whitespace, quotes, a Slack quote (``>``,
+        sent as ``&gt;``) or formatting before the prefix do not make it a reply."""
+        return is_note_text(text, self.rules.slack.note_prefixes)
+
     async def agent_message(self, ev: AgentMessage) -> None:
         if ev.thread_ts is None or ev.thread_ts == ev.ts:
             return  # not in a thread: chatter in the channel, not about a ticket
@@ -737,15 +744,19 @@ class Desk:
         if ticket is None:
             return
         text = ev.text.strip()
-        is_note = any(text.lower().startswith(p) for p in self.rules.slack.note_prefixes)
+        is_note = self.is_note(text)
+        # Composer mode: the thread is the team's; the customer gets only what is sent with
+        # Reply or the "Send to customer" shortcut. A message also sent to the channel is
+        # addressed to colleagues, in either mode.
+        internal = is_note or ev.broadcast or self.rules.slack.relay == "composer"
         claimed = False
-        if not is_note and ticket.assignee_id is None:
+        if not internal and ticket.assignee_id is None:
             self._assign(ticket, ev.user_id, ev.user_name, "replied in the thread", "replied")
             self.set_status(ticket, "open", ev.user_id, "agent replied")
             # Said in the thread as the Claim button says it, so everyone sees who took it.
             self.thread(ticket, f"🙋 {person(ev.user_id, ev.user_name)} claimed this ticket.")
             claimed = True
-        if is_note or ticket.assignee_id != ev.user_id or not text:
+        if internal or ticket.assignee_id != ev.user_id or not text:
             self.s.add(
                 Message(
                     ticket_id=ticket.id,
@@ -761,12 +772,19 @@ class Desk:
             if claimed:
                 await self.refresh_card(ticket)
             return
+        await self.relay(ticket, ev.user_id, text, slack_ts=ev.ts)
+
+    async def relay(
+        self, ticket: Ticket, user_id: str, text: str, *, slack_ts: str | None = None
+    ) -> Message:
+        """Send ``text`` by ``user_id`` (the ticket's assignee) to the customer: a message row,
+        the customer's copy, the first response, waiting on the customer, the card."""
         msg = Message(
             ticket_id=ticket.id,
             direction="out",
-            author=ev.user_id,
+            author=user_id,
             channel=ticket.channel,
-            slack_ts=ev.ts,
+            slack_ts=slack_ts,
             text=text,
             delivery="pending",
             created_at=self.now,
@@ -777,15 +795,19 @@ class Desk:
             ticket.first_response_at = self.now
         freed = ticket.status in ("new", "open")
         if freed:
-            self.set_status(ticket, "pending", ev.user_id, "agent replied; waiting on customer")
+            self.set_status(ticket, "pending", user_id, "agent replied; waiting on customer")
         ticket.updated_at = self.now
-        name = ticket.assignee_name
-        shown = f"{name}: {text}" if self.rules.texts.show_agent_name and name else text
-        self.tell_customer(ticket, shown, message=msg)
+        self.tell_customer(ticket, self.customer_copy(ticket, text), message=msg)
         await self.refresh_card(ticket)
         if freed:  # waiting on the customer does not count against capacity
             await self._capacity_freed(ticket.assignee_id)
-        self.decided("tickets.reply_relayed ticket=%d agent=%s", ticket.id, ev.user_id)
+        self.decided("tickets.reply_relayed ticket=%d agent=%s", ticket.id, user_id)
+        return msg
+
+    def customer_copy(self, ticket: Ticket, text: str) -> str:
+        """Exactly what the customer gets for ``text`` (the Reply modal previews this)."""
+        name = ticket.assignee_name
+        return f"{name}: {text}" if self.rules.texts.show_agent_name and name else text
 
     def _assign(self, ticket: Ticket, user_id: str, name: str, reason: str, code: str) -> None:
         """``reason`` goes to the history for people; ``code`` is the log's one-word reason."""
@@ -972,6 +994,14 @@ class Desk:
         """The agent holds one open ticket fewer: give waiting tickets of their teams out."""
         if agent is not None:
             await Assigner(self).fill(self.rules.teams_of(agent))
+
+
+NOTE_LEAD = re.compile(r"^(?:\s|&gt;|>|[\"'`“”‘’«»„*_~])+")
+
+
+def is_note_text(text: str, prefixes: Sequence[str]) -> bool:
+    bare = NOTE_LEAD.sub("", text).lower()
+    return any(bare.startswith(p.lower()) or text.strip().lower().startswith(p) for p in prefixes)
 
 
 def _cap(text: str) -> str:
