@@ -1087,6 +1087,7 @@ class SlackStandIn:
             for element in block.get("elements") or []:
                 lines.append(str(element.get("text", "")))
             if block["type"] == "input":
+                lines.append(str((block.get("label") or {}).get("text", "")))
                 lines.append(self._input_value(modal, block))
         return "\n".join(lines)
 
