@@ -61,6 +61,7 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     language: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime]
+    note: Mapped[str | None] = mapped_column(Text)  # agents' free text (the History modal)
 
 
 class Identity(Base):

@@ -1,4 +1,4 @@
-"""Who has the app's Home tab open
+"""Who has the app's Home tab open; agents' note about a customer
 
 Revision ID: 0009
 Revises: 0008
@@ -7,6 +7,8 @@ Create Date: 2026-12-04 06:55:00
 - ``home_views``: one row per Slack user who opened the desk's App Home. Their Home is
   published again (debounced) on every change that concerns them; people who never looked at it
   cost no views.publish calls.
+- ``customers.note``: the free text agents keep about a customer (the card's History modal);
+  exported with the customer's data and erased when they are forgotten.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ def upgrade() -> None:
         sa.Column("published_at", When, nullable=True),
         sa.PrimaryKeyConstraint("user_id"),
     )
+    op.add_column("customers", sa.Column("note", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("customers") as batch:
+        batch.drop_column("note")
     op.drop_table("home_views")
