@@ -61,12 +61,16 @@ from bot.events import (
     AgentMessage,
     AgentReply,
     Channel,
+    CustomerNote,
     Event,
+    HistoryModal,
     HomeEvent,
     Ignored,
     ReplyModal,
     SlashCommand,
 )
+from bot.history import HISTORY_CALLBACK, NOTE_ACTION
+from bot.history import loading_view as history_loading
 from bot.home import ACTION_AVAILABILITY, ACTION_CLAIM
 from bot.inbox import Inbox, storable
 from bot.outbound import (
@@ -344,6 +348,7 @@ def is_home_action(body: Mapping[str, Any]) -> bool:
 # The Reply modal and the "Send to customer" shortcut (bot/composer.py)
 
 REPLY_ACTION = "ticket_reply"
+HISTORY_ACTION = "ticket_history"
 
 
 def _modal_state(view: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -432,6 +437,39 @@ def parse_reply_submission(body: Mapping[str, Any]) -> Event:
         user_name=as_str(user.get("name")) or as_str(user.get("username")),
         text=text,
         macro=macro,
+    )
+
+
+def parse_note_submission(body: Mapping[str, Any]) -> Event:
+    """The History modal's "Save note" → CustomerNote."""
+    user_id = as_str(as_mapping(body.get("user")).get("id"))
+    view = as_mapping(body.get("view"))
+    view_id = as_str(view.get("id"))
+    conversation = f"slack:view:{view_id}" if view_id else "slack:ignored"
+    try:
+        meta = json.loads(as_str(view.get("private_metadata")) or "{}")
+    except ValueError:
+        meta = {}
+    ticket = meta.get("ticket") if isinstance(meta, dict) else None
+    customer = meta.get("customer") if isinstance(meta, dict) else None
+    values = as_mapping(as_mapping(view.get("state")).get("values"))
+    note = as_mapping(as_mapping(values.get("note")).get(NOTE_ACTION))
+    if (
+        not isinstance(ticket, int)
+        or not isinstance(customer, int)
+        or not 0 < ticket < 2**62
+        or not 0 < customer < 2**62
+        or not user_id
+        or not view_id
+    ):
+        return _ignored(digest_id("view", body), conversation, "note submission malformed")
+    return CustomerNote(
+        external_id=f"view:{view_id}:{as_str(view.get('hash'))}",
+        conversation=conversation,
+        ticket_id=ticket,
+        customer_id=customer,
+        user_id=user_id,
+        text=as_str(note.get("value")),
     )
 
 
@@ -796,8 +834,8 @@ class SlackAdapter:
             await self._accept(parse_reply_modal_action(body), body)
         elif is_home_action(body):
             await self._accept(parse_home_action(body), body)
-        elif _action_id(body) == REPLY_ACTION:
-            await self._accept(await self._open_reply(body), body)
+        elif _action_id(body) in (REPLY_ACTION, HISTORY_ACTION):
+            await self._accept(await self._open_modal(body), body)
         else:
             await self._accept(parse_block_actions(body), body)
         await ack()
@@ -811,10 +849,11 @@ class SlackAdapter:
             # The answer comes through the outbox via response_url; an empty ack shows nothing.
             await ack()
 
-    async def _open_reply(self, body: dict[str, Any]) -> Event:
-        """The card's Reply: open the modal now, while the trigger_id lives (3 s, once); the
-        desk fills it through the outbox. This is the one Web API call made inside a request,
-        because Slack allows no other way."""
+    async def _open_modal(self, body: dict[str, Any]) -> Event:
+        """The card's Reply or History: open the modal now, while the trigger_id lives (3 s,
+        once); the desk fills it through the outbox. This is the one Web API call made inside
+        a request, because Slack allows no other way."""
+        history = _action_id(body) == HISTORY_ACTION
         user_id = as_str(as_mapping(body.get("user")).get("id"))
         actions = body.get("actions")
         action = as_mapping(actions[0]) if isinstance(actions, list) and actions else {}
@@ -825,8 +864,9 @@ class SlackAdapter:
             return _ignored(digest_id("action", body), "slack:ignored", "reply with bad value")
         self._ensure_session()
         try:
+            view = history_loading(int(value)) if history else loading_view(int(value))
             resp = await asyncio.wait_for(
-                self.client.views_open(trigger_id=trigger, view=loading_view(int(value))), 2.0
+                self.client.views_open(trigger_id=trigger, view=view), 2.0
             )
         except (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("slack.views_open_failed error=%s", type(exc).__name__)
@@ -834,6 +874,15 @@ class SlackAdapter:
         view_id = as_str(as_mapping(resp.get("view")).get("id"))
         if not view_id:
             return _ignored(external_id, "slack:ignored", "views.open gave no view id")
+        if history:
+            return HistoryModal(
+                external_id=external_id,
+                conversation=f"slack:view:{view_id}",
+                ticket_id=int(value),
+                user_id=user_id,
+                view_id=view_id,
+                team_domain=as_str(as_mapping(body.get("team")).get("domain")),
+            )
         return ReplyModal(
             external_id=external_id,
             conversation=f"slack:view:{view_id}",
@@ -862,6 +911,13 @@ class SlackAdapter:
                 return
             await self._accept(event, body)
             await ack()  # closes the modal
+            return
+        if (
+            as_str(body.get("type")) == "view_submission"
+            and as_str(as_mapping(body.get("view")).get("callback_id")) == HISTORY_CALLBACK
+        ):
+            await self._accept(parse_note_submission(body), body)
+            await ack()
             return
         await self._on_other(body, ack)
 

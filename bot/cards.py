@@ -67,6 +67,7 @@ class CardView:
     intent_choices: tuple[str, ...] = ()  # the known intents, for the Correct intent menu
     revision: str = ""  # makes the menus' block_ids new on each update (see controls_block)
     reply_button: bool = False  # slack.relay: composer shows Reply
+    story: str | None = None  # "3rd ticket in 30 days · last rating 2/5 · also on WhatsApp"
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -198,6 +199,11 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
                 *([MarkdownTextObject(text=escape(line))] if (line := model_line(v.model)) else []),
             ],
         ),
+        *(
+            [ContextBlock(block_id="story", elements=[MarkdownTextObject(text="🧾 " + v.story)])]
+            if v.story
+            else []
+        ),
         RichTextBlock(
             block_id="message",
             elements=[RichTextQuoteElement(elements=[_verbatim(v.first_message)])],
@@ -226,6 +232,10 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
     if v.status in ("new", "open", "pending"):
         buttons.append(
             ButtonElement(text="Resolve", action_id="ticket_resolve", value=str(v.ticket_id))
+        )
+    if v.status in ("new", "open", "pending"):
+        buttons.append(
+            ButtonElement(text="History", action_id="ticket_history", value=str(v.ticket_id))
         )
     if v.status in ("new", "open", "pending") and v.transfer_to:
         buttons.append(

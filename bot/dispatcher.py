@@ -30,9 +30,11 @@ from bot.events import (
     CustomerContact,
     CustomerEdit,
     CustomerMessage,
+    CustomerNote,
     CustomerStart,
     DeliveryStatus,
     Event,
+    HistoryModal,
     HomeEvent,
     Ignored,
     ReplyModal,
@@ -40,6 +42,7 @@ from bot.events import (
     event_from_json,
     event_to_json,
 )
+from bot.history import customer_note, history_modal
 from bot.home import home_event
 from bot.inbox import fitted, storable, unfit
 from bot.leases import this_process
@@ -307,6 +310,10 @@ class Dispatcher:
                 await reply_modal(desk, event)
             case AgentReply():
                 await agent_reply(desk, event)
+            case HistoryModal():
+                await history_modal(desk, event)
+            case CustomerNote():
+                await customer_note(desk, event)
             case Ignored():
                 pass
 

@@ -178,6 +178,28 @@ class ReplyModal(_Event):
     revision: str | None = None  # the text box's block_id suffix as Slack shows it now
 
 
+class HistoryModal(_Event):
+    """The History modal was opened (empty, by the adapter): the desk fills it."""
+
+    kind: Literal["history_modal"] = "history_modal"
+    channel: Literal["slack"] = "slack"
+    ticket_id: int
+    user_id: str
+    view_id: str
+    team_domain: str = ""  # the workspace's subdomain, for links to cards
+
+
+class CustomerNote(_Event):
+    """The History modal's "Save note": the agents' note about a customer."""
+
+    kind: Literal["customer_note"] = "customer_note"
+    channel: Literal["slack"] = "slack"
+    ticket_id: int
+    customer_id: int
+    user_id: str
+    text: str
+
+
 class AgentReply(_Event):
     """An agent sends something to the customer deliberately: the Reply modal's Send
     (``ticket_id``, ``macro``), or the "Send to customer" shortcut on a thread message
@@ -230,6 +252,8 @@ Event = Annotated[
     | HomeEvent
     | ReplyModal
     | AgentReply
+    | HistoryModal
+    | CustomerNote
     | Ignored,
     Field(discriminator="kind"),
 ]

@@ -283,6 +283,8 @@ class Desk:
             ticket.updated_at = self.now
 
     async def card_view(self, ticket: Ticket) -> CardView:
+        from bot.history import story_line  # bot.history reads links from bot.supervisor
+
         customer = await self.s.get_one(Customer, ticket.customer_id)
         blocked = bool(
             await self.s.scalar(
@@ -323,6 +325,7 @@ class Desk:
             # New menus' block_ids on every update (bot/controls.py says why).
             revision=f"{int(self.now.timestamp() * 1000):x}",
             reply_button=self.rules.slack.relay == "composer",
+            story=await story_line(self.s, ticket),
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:

@@ -415,7 +415,7 @@ class SlackStandIn:
             "api_app_id": APP_ID,
             "token": "sandbox-verification-token",
             "trigger_id": self._trigger(user),
-            "team": {"id": TEAM},
+            "team": {"id": TEAM, "domain": "sandbox"},
             "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
             "message": {k: v for k, v in message.items() if k != "reactions"},
@@ -980,7 +980,7 @@ class SlackStandIn:
             "api_app_id": APP_ID,
             "token": "sandbox-verification-token",
             "trigger_id": self._trigger(user),
-            "team": {"id": TEAM},
+            "team": {"id": TEAM, "domain": "sandbox"},
             "container": {"type": "view", "view_id": view["id"]},
             "view": view,
             "actions": [
@@ -1113,7 +1113,7 @@ class SlackStandIn:
             "api_app_id": APP_ID,
             "token": "sandbox-verification-token",
             "trigger_id": self._trigger(modal["user"]),
-            "team": {"id": TEAM},
+            "team": {"id": TEAM, "domain": "sandbox"},
             "container": {"type": "view", "view_id": view_id},
             "view": self._public(view_id),
             "actions": [{**action, "action_ts": f"{time.time():.6f}"}],
@@ -1196,7 +1196,7 @@ class SlackStandIn:
         view = self._public(view_id) | {"state": {"values": values}}
         payload = {
             "type": "view_submission",
-            "team": {"id": TEAM},
+            "team": {"id": TEAM, "domain": "sandbox"},
             "user": {
                 "id": modal["user"],
                 "username": AGENTS.get(modal["user"], ""),
@@ -1230,7 +1230,7 @@ class SlackStandIn:
             "callback_id": callback_id,
             "token": "sandbox-verification-token",
             "action_ts": f"{time.time():.6f}",
-            "team": {"id": TEAM},
+            "team": {"id": TEAM, "domain": "sandbox"},
             "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
             "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
             "message": {k: v for k, v in message.items() if k != "reactions"},
