@@ -1046,8 +1046,8 @@ class SlackStandIn:
 
     async def _views_update(self, params: dict[str, Any]) -> dict[str, Any]:
         view_id = str(params.get("view_id", ""))
-        if view_id not in self.modals:
-            raise SlackError("not_found")
+        if view_id not in self.modals or self.modals[view_id].get("closed"):
+            raise SlackError("not_found")  # a closed modal is gone: Slack cannot update it
         old = self.modals[view_id]
         if params.get("hash") and params["hash"] != old["hash"]:
             raise SlackError("hash_conflict")
@@ -1088,11 +1088,11 @@ class SlackStandIn:
                 lines.append(str(element.get("text", "")))
             if block["type"] == "input":
                 lines.append(str((block.get("label") or {}).get("text", "")))
-                lines.append(self._input_value(modal, block))
+                lines.append(self.input_value(modal, block))
         return "\n".join(lines)
 
     @staticmethod
-    def _input_value(modal: dict[str, Any], block: dict[str, Any]) -> str:
+    def input_value(modal: dict[str, Any], block: dict[str, Any]) -> str:
         element = block.get("element") or {}
         typed = (modal["state"]["values"].get(block.get("block_id")) or {}).get(
             element.get("action_id"), {}
