@@ -49,7 +49,7 @@ def test_a_wrong_macro_is_named_at_start_up(macro: dict[str, object], error: str
 def test_macro_names_are_unique_and_one_menu_holds_them_all() -> None:
     with pytest.raises(RulesError, match=re.escape("macros.1.name: 'a' is used by another macro")):
         _rules({"name": "a", "text": {"en": "x"}}, {"name": "a", "text": {"en": "y"}})
-    many = [{"name": f"m{n}", "text": {"en": "x"}} for n in range(101)]
+    many: list[dict[str, object]] = [{"name": f"m{n}", "text": {"en": "x"}} for n in range(101)]
     with pytest.raises(RulesError, match="macros"):
         _rules(*many)
 
