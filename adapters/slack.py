@@ -497,6 +497,7 @@ def parse_send_shortcut(body: Mapping[str, Any]) -> Event:
         slack_channel=channel,
         thread_ts=thread_ts,
         ts=ts,
+        from_bot=bool(message.get("bot_id")) or not as_str(message.get("user")),
         response_url=as_str(body.get("response_url")) or None,
     )
 

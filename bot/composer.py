@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from bot.controls import may_act, ticket_labels
 from bot.events import AgentAction, AgentReply, ReplyModal
 from bot.macros import Macro, fill, find
 from bot.outbound import Outbound
-from storage.models import Customer, Ticket
+from storage.models import Customer, Message, Ticket
 
 if TYPE_CHECKING:
     from bot.tickets import Desk
@@ -218,7 +220,16 @@ async def agent_reply(desk: Desk, ev: AgentReply) -> None:
         return
     text = ev.text.strip()
     why = None
-    if not await may_act(desk.s, desk.rules, ticket.team, ev.user_id):
+    sent_before = ev.ts is not None and await desk.s.scalar(
+        select(Message.id).where(
+            Message.ticket_id == ticket.id, Message.slack_ts == ev.ts, Message.direction == "out"
+        )
+    )
+    if ev.from_bot:
+        why = "only a person's message can be sent to the customer, not the desk's own"
+    elif sent_before:
+        why = "this message was sent to the customer already"
+    elif not await may_act(desk.s, desk.rules, ticket.team, ev.user_id):
         why = f"you are not an agent of team *{ticket.team}*"
     elif ticket.status not in ACTIVE:
         why = f"ticket #{ticket.id} is {ticket.status}"

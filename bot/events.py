@@ -216,6 +216,7 @@ class AgentReply(_Event):
     slack_channel: str = ""
     thread_ts: str | None = None
     ts: str | None = None  # the shortcut's message
+    from_bot: bool = False  # the shortcut was used on an app's message (the desk's own)
     response_url: str | None = None
 
 

@@ -103,6 +103,20 @@ async def test_composer_mode_sends_only_what_is_sent_deliberately(composer: Stac
         return "white_check_mark" in slack.reactions(SUPPORT, chosen)
 
     await eventually(relayed, "the relayed reaction on the message sent with the shortcut")
+    # The same message again, or the desk's own message (the customer's words in the thread):
+    # refused, privately.
+    await slack.message_shortcut(SUPPORT, chosen, "U0ALICE")
+    desks_own = next(m for m in slack.thread(SUPPORT, card["ts"]) if m.get("bot_id"))
+    await slack.message_shortcut(SUPPORT, desks_own["ts"], "U0ALICE")
+
+    async def told() -> list[str] | None:
+        said = slack.ephemerals("U0ALICE")
+        return said if len(said) >= 2 else None
+
+    assert await eventually(told, "two refusals") == [
+        "Not sent: this message was sent to the customer already.",
+        "Not sent: only a person's message can be sent to the customer, not the desk's own.",
+    ]
     # Nothing else ever reached the customer.
     assert texts(stack, 42)[1:] == [expected, "Tu reembolso ya salió."]
 
