@@ -66,13 +66,14 @@ def test_the_reply_modals_send_and_its_picks() -> None:
 
 
 def test_the_send_to_customer_shortcut() -> None:
-    body = {
+    message = {"ts": "2.000002", "thread_ts": "1.000001", "user": "U0A", "text": "Hi"}
+    body: dict[str, Any] = {
         "type": "message_action",
         "callback_id": "send_to_customer",
         "action_ts": "5.5",
         "user": {"id": "U0A", "username": "a"},
         "channel": {"id": "C0SUPPORT"},
-        "message": {"ts": "2.000002", "thread_ts": "1.000001", "user": "U0A", "text": "Hi"},
+        "message": message,
         "response_url": "https://hooks.slack.test/r/2",
     }
     event = parse_send_shortcut(body)
@@ -83,7 +84,7 @@ def test_the_send_to_customer_shortcut() -> None:
         "Hi",
         False,
     )
-    bots = parse_send_shortcut({**body, "message": {**body["message"], "bot_id": "B1"}})
+    bots = parse_send_shortcut({**body, "message": {**message, "bot_id": "B1"}})
     assert isinstance(bots, AgentReply) and bots.from_bot
     assert isinstance(parse_send_shortcut({**body, "callback_id": "theirs"}), Ignored)
     assert isinstance(parse_send_shortcut({**body, "message": {}}), Ignored)
