@@ -105,3 +105,18 @@ async def test_changes_close_together_publish_the_home_once(stack: Stack) -> Non
     # Six new tickets within the debounce window (2 s): one or two publishes, not six.
     assert slack.home_publishes["U0ALICE"] - opened <= 2
     assert await home_rows(stack, "U0ALICE") <= 3
+
+
+async def test_a_transfer_moves_the_ticket_from_one_teams_homes_to_the_others(
+    stack: Stack,
+) -> None:
+    slack, tg = stack.standins.slack, stack.standins.telegram
+    await slack.opens_home("U0ALICE")  # support and vip
+    await slack.opens_home("U0DAN")  # billing
+    await tg.customer_says(44, "My parcel never came", first_name="Ann")
+    card = await stack.card()
+    await home_shows(stack, "U0ALICE", "*Waiting in your teams* (1)")
+    await home_shows(stack, "U0DAN", "*Waiting in your teams* (0)")
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_transfer", "U0CAROL", "1:billing")
+    await home_shows(stack, "U0DAN", "*Waiting in your teams* (1)", "Ann")
+    await home_shows(stack, "U0ALICE", "*Waiting in your teams* (0)")
