@@ -75,12 +75,13 @@ def reply_view(
     text: str,
     macro: str | None,
     revision: str,
+    agent_name: str = "",
 ) -> dict[str, Any]:
-    """The filled Reply modal."""
+    """The filled Reply modal; ``agent_name`` is who the customer will see it from."""
     macros = desk.rules.macros
     language = ticket.language or customer.language or desk.rules.texts.default_language
     channel = {"telegram": "Telegram", "whatsapp": "WhatsApp"}.get(ticket.channel, ticket.channel)
-    preview = desk.customer_copy(ticket, text) if text.strip() else ""
+    preview = desk.customer_copy(ticket, text.strip(), agent_name) if text.strip() else ""
     shown = preview if len(preview) <= 2900 else preview[:2900] + "…"
     blocks: list[dict[str, Any]] = [
         {
@@ -189,18 +190,23 @@ async def reply_modal(desk: Desk, ev: ReplyModal) -> None:
     customer = await desk.s.get_one(Customer, ticket.customer_id)
     text = ev.text or ""
     macro = find(desk.rules.macros, ev.macro)
-    revision = "0"
+    # Whoever sends becomes the assignee of an unassigned ticket: the name the customer sees.
+    agent = ticket.assignee_name if ticket.assignee_id not in (None, ev.user_id) else None
+    agent = agent or ev.user_name or ticket.assignee_name or ""
+    # Typing keeps the text box's block_id (Slack then keeps the box as typed); a picked macro
+    # gets a new one, so Slack shows the macro's text.
+    revision = ev.revision or "0"
     if ev.picked and macro is not None:
-        agent = ev.user_name or ticket.assignee_name or ""
         text = macro_text(desk, macro, ticket, customer, agent)
         revision = f"{int(desk.now.timestamp() * 1000):x}"
-    elif ev.text is None:
-        revision = "0"
-    else:
-        # Typing: keep the block_id Slack has (from the view's state), so the box keeps focus.
-        revision = ev.revision or "0"
     view = reply_view(
-        desk, ticket, customer, text=text, macro=macro.name if macro else None, revision=revision
+        desk,
+        ticket,
+        customer,
+        text=text,
+        macro=macro.name if macro else None,
+        revision=revision,
+        agent_name=agent,
     )
     desk.fx.say(
         Outbound(channel="slack", kind="slack_view_update", destination=ev.view_id, view=view)

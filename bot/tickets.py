@@ -807,9 +807,9 @@ class Desk:
         self.decided("tickets.reply_relayed ticket=%d agent=%s", ticket.id, user_id)
         return msg
 
-    def customer_copy(self, ticket: Ticket, text: str) -> str:
+    def customer_copy(self, ticket: Ticket, text: str, name: str | None = None) -> str:
         """Exactly what the customer gets for ``text`` (the Reply modal previews this)."""
-        name = ticket.assignee_name
+        name = name or ticket.assignee_name
         return f"{name}: {text}" if self.rules.texts.show_agent_name and name else text
 
     def _assign(self, ticket: Ticket, user_id: str, name: str, reason: str, code: str) -> None:

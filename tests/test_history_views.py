@@ -115,6 +115,12 @@ async def test_the_reply_modal_previews_exactly_what_the_customer_gets(engine: A
         view = reply_view(
             desk, ticket, customer, text="Hola ``` <b>", macro="Refund on its way", revision="a1"
         )
+        ticket.assignee_id = ticket.assignee_name = None  # sending will make Alice its assignee
+        unassigned = reply_view(
+            desk, ticket, customer, text=" Hola ", macro=None, revision="0", agent_name="Alice"
+        )
+    shown = next(b for b in unassigned["blocks"] if b.get("block_id") == "preview")
+    assert shown["text"]["text"].endswith("```Alice: Hola```")
     text = json.dumps(view, ensure_ascii=False)
     assert len(view["title"]["text"]) <= 24 and view["submit"]["text"] == "Send"
     assert "language *es*" in text
