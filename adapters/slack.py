@@ -377,6 +377,23 @@ def _modal_ticket(view: Mapping[str, Any]) -> int | None:
     return number if isinstance(number, int) and 0 < number < 2**62 else None
 
 
+CARD_CONVERSATION = re.compile(r"slack:[A-Z0-9]{1,20}:\d{1,12}\.\d{1,8}")
+
+
+def _modal_conversation(view: Mapping[str, Any]) -> str:
+    """The card's conversation the modal carries (bot.composer.loading_view), so its events
+    are stored, ordered and erased with the card's; else one of the modal's own."""
+    try:
+        meta = json.loads(as_str(view.get("private_metadata")) or "{}")
+    except ValueError:
+        meta = {}
+    conv = as_str(meta.get("conv")) if isinstance(meta, dict) else ""
+    if CARD_CONVERSATION.fullmatch(conv):
+        return conv
+    view_id = as_str(view.get("id"))
+    return f"slack:view:{view_id}" if view_id else "slack:ignored"
+
+
 def is_reply_modal(body: Mapping[str, Any]) -> bool:
     return as_str(as_mapping(body.get("view")).get("callback_id")) == REPLY_CALLBACK
 
@@ -390,7 +407,7 @@ def parse_reply_modal_action(body: Mapping[str, Any]) -> Event:
     action = as_mapping(actions[0]) if isinstance(actions, list) and actions else {}
     external_id = f"action:{as_str(action.get('action_ts'))}:{user_id}"
     view_id = as_str(view.get("id"))
-    conversation = f"slack:view:{view_id}" if view_id else "slack:ignored"
+    conversation = _modal_conversation(view)
     ticket = _modal_ticket(view)
     if ticket is None or not user_id or not view_id or not action.get("action_ts"):
         return _ignored(digest_id("action", body), conversation, "reply modal action malformed")
@@ -423,7 +440,7 @@ def parse_reply_submission(body: Mapping[str, Any]) -> Event:
     view = as_mapping(body.get("view"))
     view_id = as_str(view.get("id"))
     external_id = f"view:{view_id}:{as_str(view.get('hash'))}" if view_id else ""
-    conversation = f"slack:view:{view_id}" if view_id else "slack:ignored"
+    conversation = _modal_conversation(view)
     ticket = _modal_ticket(view)
     text, _, macro = _modal_state(view)
     if ticket is None or not user_id or not view_id or text is None:
@@ -445,7 +462,7 @@ def parse_note_submission(body: Mapping[str, Any]) -> Event:
     user_id = as_str(as_mapping(body.get("user")).get("id"))
     view = as_mapping(body.get("view"))
     view_id = as_str(view.get("id"))
-    conversation = f"slack:view:{view_id}" if view_id else "slack:ignored"
+    conversation = _modal_conversation(view)
     try:
         meta = json.loads(as_str(view.get("private_metadata")) or "{}")
     except ValueError:
@@ -863,9 +880,12 @@ class SlackAdapter:
         trigger = as_str(body.get("trigger_id"))
         if not (value.isascii() and value.isdigit() and len(value) <= 18) or not trigger:
             return _ignored(digest_id("action", body), "slack:ignored", "reply with bad value")
+        container = as_mapping(body.get("container"))
+        card = f"slack:{as_str(container.get('channel_id'))}:{as_str(container.get('message_ts'))}"
+        conv = card if CARD_CONVERSATION.fullmatch(card) else None
         self._ensure_session()
         try:
-            view = history_loading(int(value)) if history else loading_view(int(value))
+            view = history_loading(int(value), conv) if history else loading_view(int(value), conv)
             resp = await asyncio.wait_for(
                 self.client.views_open(trigger_id=trigger, view=view), 2.0
             )
@@ -875,10 +895,11 @@ class SlackAdapter:
         view_id = as_str(as_mapping(resp.get("view")).get("id"))
         if not view_id:
             return _ignored(external_id, "slack:ignored", "views.open gave no view id")
+        conversation = conv or f"slack:view:{view_id}"
         if history:
             return HistoryModal(
                 external_id=external_id,
-                conversation=f"slack:view:{view_id}",
+                conversation=conversation,
                 ticket_id=int(value),
                 user_id=user_id,
                 view_id=view_id,
@@ -886,7 +907,7 @@ class SlackAdapter:
             )
         return ReplyModal(
             external_id=external_id,
-            conversation=f"slack:view:{view_id}",
+            conversation=conversation,
             ticket_id=int(value),
             user_id=user_id,
             user_name=as_str(as_mapping(body.get("user")).get("name")),

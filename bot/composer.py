@@ -36,12 +36,19 @@ MAX_REPLY = 3000  # a plain_text_input's max_length; also a section's text limit
 ACTIVE = ("new", "open", "pending")
 
 
-def loading_view(ticket_id: int) -> dict[str, Any]:
-    """What the adapter opens with the trigger_id: no database needed, so it is quick."""
+def card_conversation(ticket: Ticket) -> str | None:
+    """The inbox conversation of the ticket's card (what its buttons' events are keyed by)."""
+    return f"slack:{ticket.slack_channel}:{ticket.slack_ts}" if ticket.slack_ts else None
+
+
+def loading_view(ticket_id: int, conversation: str | None = None) -> dict[str, Any]:
+    """What the adapter opens with the trigger_id: no database needed, so it is quick. The
+    modal carries the card's conversation, so that everything done in it is stored (and, when
+    the customer is forgotten, erased) with the card's other events."""
     return {
         "type": "modal",
         "callback_id": REPLY_CALLBACK,
-        "private_metadata": json.dumps({"ticket": ticket_id}),
+        "private_metadata": json.dumps({"ticket": ticket_id, "conv": conversation}),
         "title": {"type": "plain_text", "text": f"Reply to #{ticket_id}"[:24]},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
@@ -148,7 +155,9 @@ def reply_view(
     return {
         "type": "modal",
         "callback_id": REPLY_CALLBACK,
-        "private_metadata": json.dumps({"ticket": ticket.id, "macro": macro}),
+        "private_metadata": json.dumps(
+            {"ticket": ticket.id, "macro": macro, "conv": card_conversation(ticket)}
+        ),
         "title": {"type": "plain_text", "text": f"Reply to #{ticket.id}"[:24]},
         "submit": {"type": "plain_text", "text": "Send"},
         "close": {"type": "plain_text", "text": "Cancel"},
@@ -209,7 +218,13 @@ async def reply_modal(desk: Desk, ev: ReplyModal) -> None:
         agent_name=agent,
     )
     desk.fx.say(
-        Outbound(channel="slack", kind="slack_view_update", destination=ev.view_id, view=view)
+        Outbound(
+            channel="slack",
+            kind="slack_view_update",
+            destination=ev.view_id,
+            view=view,
+            ticket_id=ticket.id,  # what a forgotten customer's erasure finds it by
+        )
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cards import CHANNEL_NAME, PRIORITY_ICON, escape, slack_date
+from bot.composer import card_conversation
 from bot.controls import may_act
 from bot.events import CustomerNote, HistoryModal
 from bot.outbound import Outbound
@@ -86,11 +87,11 @@ async def story_line(s: AsyncSession, ticket: Ticket) -> str | None:
     return " · ".join(parts) or None
 
 
-def loading_view(ticket_id: int) -> dict[str, Any]:
+def loading_view(ticket_id: int, conversation: str | None = None) -> dict[str, Any]:
     return {
         "type": "modal",
         "callback_id": HISTORY_CALLBACK,
-        "private_metadata": json.dumps({"ticket": ticket_id}),
+        "private_metadata": json.dumps({"ticket": ticket_id, "conv": conversation}),
         "title": {"type": "plain_text", "text": "Customer history"},
         "close": {"type": "plain_text", "text": "Close"},
         "blocks": [
@@ -189,7 +190,9 @@ async def history_view(s: AsyncSession, ticket: Ticket, team_domain: str) -> dic
     return {
         "type": "modal",
         "callback_id": HISTORY_CALLBACK,
-        "private_metadata": json.dumps({"ticket": ticket.id, "customer": customer.id}),
+        "private_metadata": json.dumps(
+            {"ticket": ticket.id, "customer": customer.id, "conv": card_conversation(ticket)}
+        ),
         "title": {"type": "plain_text", "text": "Customer history"},
         "submit": {"type": "plain_text", "text": "Save note"},
         "close": {"type": "plain_text", "text": "Close"},
@@ -203,7 +206,13 @@ async def history_modal(desk: Desk, ev: HistoryModal) -> None:
         return
     view = await history_view(desk.s, ticket, ev.team_domain)
     desk.fx.say(
-        Outbound(channel="slack", kind="slack_view_update", destination=ev.view_id, view=view)
+        Outbound(
+            channel="slack",
+            kind="slack_view_update",
+            destination=ev.view_id,
+            view=view,
+            ticket_id=ticket.id,  # what a forgotten customer's erasure finds it by
+        )
     )
 
 

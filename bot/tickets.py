@@ -119,6 +119,8 @@ def destination_key(out: Outbound) -> str:
     if out.channel == "slack":
         if out.kind == "slack_home":
             return f"slack:home:{out.destination}"  # bot.home.home_key
+        if out.kind == "slack_view_update":  # a modal: not behind the card's thread posts
+            return f"slack:view:{out.destination}"
         if out.ticket_id is not None:
             return f"slack:ticket:{out.ticket_id}"
         return f"slack:{out.destination}"

@@ -37,6 +37,13 @@ def test_the_reply_modals_send_and_its_picks() -> None:
     assert isinstance(sent, AgentReply)
     assert (sent.ticket_id, sent.text, sent.macro, sent.source) == (7, "Hi Ann", "Refund", "modal")
     assert is_reply_modal({"view": _view({}, {})})
+    # Stored with the card's events (ordered with them, erased with the customer), unless the
+    # metadata names no card.
+    conv = {"ticket": 7, "conv": "slack:C0SUPPORT:1700000000.000001"}
+    on_card = parse_reply_submission({**body, "view": _view(conv, TEXT)})
+    assert on_card.conversation == "slack:C0SUPPORT:1700000000.000001"
+    elsewhere = parse_reply_submission({**body, "view": _view({"ticket": 7, "conv": "x"}, TEXT)})
+    assert elsewhere.conversation == "slack:view:V1"
     for forged in ('{"ticket": "7"}', '{"ticket": -1}', "not json", '{"ticket": 1e30}'):
         assert isinstance(parse_reply_submission({**body, "view": _view(forged, TEXT)}), Ignored)
     action = {

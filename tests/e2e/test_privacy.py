@@ -47,6 +47,17 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     keys = [b["callback_data"] for row in prompt["reply_markup"]["inline_keyboard"] for b in row]
     await tg.customer_presses(81, prompt["message_id"], keys[3])
     await tg.wait_for_sent(81, 4)
+    # An agent's note about her (the History modal) is hers too: exported, then erased.
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_history", "U0BOB")
+
+    async def history() -> str | None:
+        modal = slack.modal_of("U0BOB")
+        return modal["id"] if modal and modal.get("submit") else None
+
+    view_id = await eventually(history, "the History modal")
+    await slack.types_in_modal(view_id, "Deliveries to 5 Elm Street only")
+    await slack.submits_modal(view_id)
+    await stack.thread_has(card["ts"], "updated the note about this customer")
     before = await everything_stored(stack)
     assert all(secret in before for secret in SECRETS)
 
@@ -61,6 +72,7 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     (shared,) = (await eventually(exported, "the JSON in Carol's DM"))[0]["files"]
     data = json.loads(slack.files[shared["id"]]["content"])
     assert data["customer"]["name"] == "Annabel"
+    assert data["customer"]["note"] == "Deliveries to 5 Elm Street only"
     assert data["identities"][0]["chat_id"] == "81"
     said = [m["text"] for m in data["tickets"][0]["messages"] if m["direction"] == "in"]
     assert said == ["Deliver to 5 Elm Street, call +44 7700 900123", "Thanks, Annabel here again"]
@@ -102,6 +114,7 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     async with stack.sessions() as s:
         trail = (await s.scalars(select(AuditEntry).order_by(AuditEntry.id))).all()
     assert [(e.actor, e.action, e.target) for e in trail] == [
+        ("U0BOB", "customer-note", "customer c1"),
         ("U0CAROL", "customer-export", "customer c1"),
         ("U0BOB", "refused", "/desk forget"),
         ("U0CAROL", "forgot", "customer c1"),
