@@ -18,6 +18,7 @@ API call and maps ``SlackApiError`` and transport errors to the desk's typed err
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -49,15 +50,30 @@ from adapters._common import (
     unavailable,
 )
 from adapters.slack_people import DisplayNames
+from bot.composer import (
+    REPLY_CALLBACK,
+    REPLY_MACRO,
+    REPLY_TEXT,
+    SHORTCUT_CALLBACK,
+    loading_view,
+)
 from bot.events import (
     AgentAction,
     AgentMessage,
+    AgentReply,
     Channel,
+    CustomerNote,
     Event,
+    HistoryModal,
+    HomeEvent,
     Ignored,
+    ReplyModal,
     SlackFile,
     SlashCommand,
 )
+from bot.history import HISTORY_CALLBACK, NOTE_ACTION
+from bot.history import loading_view as history_loading
+from bot.home import ACTION_AVAILABILITY, ACTION_CLAIM
 from bot.inbox import Inbox, storable
 from bot.outbound import (
     BadRequest,
@@ -158,6 +174,7 @@ def parse_event_callback(body: Mapping[str, Any]) -> Event:
         thread_ts=thread_ts,
         text=as_str(event.get("text")),
         files=shared_files(event),
+        broadcast=subtype == "thread_broadcast",
     )
 
 
@@ -300,6 +317,249 @@ def _parse_control(
         value=value,
         values=values,
         response_url=as_str(body.get("response_url")) or None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# App Home (bot/home.py): the tab being opened, and its buttons
+
+
+def parse_home_opened(body: Mapping[str, Any]) -> Event:
+    """``app_home_opened`` → HomeEvent("opened") for the Home tab; the Messages and About
+    tabs fire the same event and are ignored."""
+    event = as_mapping(body.get("event"))
+    event_id = as_str(body.get("event_id")) or digest_id("event", body)
+    user = as_str(event.get("user"))
+    conversation = f"slack:home:{user}" if user else "slack:ignored"
+    if as_str(event.get("tab")) != "home":
+        return _ignored(event_id, conversation, f"app_home_opened tab {event.get('tab')!r}")
+    if not user:
+        return _ignored(event_id, conversation, "app_home_opened without a user")
+    return HomeEvent(external_id=event_id, conversation=conversation, action="opened", user_id=user)
+
+
+def parse_home_action(body: Mapping[str, Any]) -> Event:
+    """A button on the Home tab (container type ``view``) → HomeEvent, else Ignored."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    actions = body.get("actions")
+    action = as_mapping(actions[0]) if isinstance(actions, list) and actions else {}
+    action_ts = as_str(action.get("action_ts"))
+    external_id = f"action:{action_ts}:{user_id}" if action_ts else digest_id("action", body)
+    # One conversation per person: their Home's events are handled in the order they came.
+    conversation = f"slack:home:{user_id}" if user_id else "slack:ignored"
+    action_id = as_str(action.get("action_id"))
+    value = as_str(action.get("value"))
+    name = as_str(user.get("name")) or as_str(user.get("username"))
+    if not user_id:
+        return _ignored(external_id, conversation, f"home action {action_id} without a user")
+    if action_id == ACTION_AVAILABILITY and value in ("available", "away"):
+        return HomeEvent(
+            external_id=external_id,
+            conversation=conversation,
+            action="available" if value == "available" else "away",
+            user_id=user_id,
+            user_name=name,
+        )
+    if action_id == ACTION_CLAIM and value.isascii() and value.isdigit() and len(value) <= 18:
+        return HomeEvent(
+            external_id=external_id,
+            conversation=conversation,
+            action="claim",
+            user_id=user_id,
+            user_name=name,
+            ticket_id=int(value),
+        )
+    return _ignored(external_id, conversation, f"home action {action_id or 'unknown'}")
+
+
+def is_home_action(body: Mapping[str, Any]) -> bool:
+    return as_str(as_mapping(body.get("container")).get("type")) == "view" and as_str(
+        as_mapping(body.get("view")).get("type")
+    ) in ("home", "")
+
+
+# --------------------------------------------------------------------------------------------
+# The Reply modal and the "Send to customer" shortcut (bot/composer.py)
+
+REPLY_ACTION = "ticket_reply"
+HISTORY_ACTION = "ticket_history"
+
+
+def _modal_state(view: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(typed text, the text box's block_id revision, the macro picked) from a view's state."""
+    values = as_mapping(as_mapping(view.get("state")).get("values"))
+    text: str | None = None
+    revision: str | None = None
+    macro: str | None = None
+    for block_id, actions in values.items():
+        for action_id, state in as_mapping(actions).items():
+            state = as_mapping(state)
+            if action_id == REPLY_TEXT:
+                text = as_str(state.get("value"))
+                revision = str(block_id).partition(".")[2] or None
+            elif action_id == REPLY_MACRO:
+                macro = as_str(as_mapping(state.get("selected_option")).get("value")) or None
+    return text, revision, macro
+
+
+def _modal_ticket(view: Mapping[str, Any]) -> int | None:
+    try:
+        meta = json.loads(as_str(view.get("private_metadata")) or "{}")
+    except ValueError:
+        return None
+    number = meta.get("ticket") if isinstance(meta, dict) else None
+    return number if isinstance(number, int) and 0 < number < 2**62 else None
+
+
+CARD_CONVERSATION = re.compile(r"slack:[A-Z0-9]{1,20}:\d{1,12}\.\d{1,8}")
+
+
+def _modal_conversation(view: Mapping[str, Any]) -> str:
+    """The card's conversation the modal carries (bot.composer.loading_view), so its events
+    are stored, ordered and erased with the card's; else one of the modal's own."""
+    try:
+        meta = json.loads(as_str(view.get("private_metadata")) or "{}")
+    except ValueError:
+        meta = {}
+    conv = as_str(meta.get("conv")) if isinstance(meta, dict) else ""
+    if CARD_CONVERSATION.fullmatch(conv):
+        return conv
+    view_id = as_str(view.get("id"))
+    return f"slack:view:{view_id}" if view_id else "slack:ignored"
+
+
+def is_reply_modal(body: Mapping[str, Any]) -> bool:
+    return as_str(as_mapping(body.get("view")).get("callback_id")) == REPLY_CALLBACK
+
+
+def parse_reply_modal_action(body: Mapping[str, Any]) -> Event:
+    """A macro picked, or text typed, in the Reply modal → ReplyModal (the desk redraws it)."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    view = as_mapping(body.get("view"))
+    actions = body.get("actions")
+    action = as_mapping(actions[0]) if isinstance(actions, list) and actions else {}
+    external_id = f"action:{as_str(action.get('action_ts'))}:{user_id}"
+    view_id = as_str(view.get("id"))
+    conversation = _modal_conversation(view)
+    ticket = _modal_ticket(view)
+    if ticket is None or not user_id or not view_id or not action.get("action_ts"):
+        return _ignored(digest_id("action", body), conversation, "reply modal action malformed")
+    text, revision, macro = _modal_state(view)
+    action_id = as_str(action.get("action_id"))
+    if action_id == REPLY_MACRO:
+        macro = as_str(as_mapping(action.get("selected_option")).get("value")) or None
+    elif action_id == REPLY_TEXT:
+        text = as_str(action.get("value"))
+    else:
+        return _ignored(external_id, conversation, f"reply modal action {action_id}")
+    return ReplyModal(
+        external_id=external_id,
+        conversation=conversation,
+        ticket_id=ticket,
+        user_id=user_id,
+        user_name=as_str(user.get("name")) or as_str(user.get("username")),
+        view_id=view_id,
+        macro=macro,
+        text=text,
+        picked=action_id == REPLY_MACRO,
+        revision=revision,
+    )
+
+
+def parse_reply_submission(body: Mapping[str, Any]) -> Event:
+    """The Reply modal's Send → AgentReply with the text as the agent saw it."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    view = as_mapping(body.get("view"))
+    view_id = as_str(view.get("id"))
+    external_id = f"view:{view_id}:{as_str(view.get('hash'))}" if view_id else ""
+    conversation = _modal_conversation(view)
+    ticket = _modal_ticket(view)
+    text, _, macro = _modal_state(view)
+    if ticket is None or not user_id or not view_id or text is None:
+        return _ignored(digest_id("view", body), conversation, "reply submission malformed")
+    return AgentReply(
+        external_id=external_id,
+        conversation=conversation,
+        source="modal",
+        ticket_id=ticket,
+        user_id=user_id,
+        user_name=as_str(user.get("name")) or as_str(user.get("username")),
+        text=text,
+        macro=macro,
+    )
+
+
+def parse_note_submission(body: Mapping[str, Any]) -> Event:
+    """The History modal's "Save note" → CustomerNote."""
+    user_id = as_str(as_mapping(body.get("user")).get("id"))
+    view = as_mapping(body.get("view"))
+    view_id = as_str(view.get("id"))
+    conversation = _modal_conversation(view)
+    try:
+        meta = json.loads(as_str(view.get("private_metadata")) or "{}")
+    except ValueError:
+        meta = {}
+    ticket = meta.get("ticket") if isinstance(meta, dict) else None
+    customer = meta.get("customer") if isinstance(meta, dict) else None
+    values = as_mapping(as_mapping(view.get("state")).get("values"))
+    note = as_mapping(as_mapping(values.get("note")).get(NOTE_ACTION))
+    if (
+        not isinstance(ticket, int)
+        or not isinstance(customer, int)
+        or not 0 < ticket < 2**62
+        or not 0 < customer < 2**62
+        or not user_id
+        or not view_id
+    ):
+        return _ignored(digest_id("view", body), conversation, "note submission malformed")
+    return CustomerNote(
+        external_id=f"view:{view_id}:{as_str(view.get('hash'))}",
+        conversation=conversation,
+        ticket_id=ticket,
+        customer_id=customer,
+        user_id=user_id,
+        text=as_str(note.get("value")),
+    )
+
+
+def parse_send_shortcut(body: Mapping[str, Any]) -> Event:
+    """The message shortcut "Send to customer" on a thread message → AgentReply."""
+    user = as_mapping(body.get("user"))
+    user_id = as_str(user.get("id"))
+    message = as_mapping(body.get("message"))
+    channel = as_str(as_mapping(body.get("channel")).get("id"))
+    ts = as_str(message.get("ts"))
+    thread_ts = as_str(message.get("thread_ts")) or None
+    external_id = f"shortcut:{as_str(body.get('action_ts'))}:{user_id}"
+    conversation = f"slack:{channel}:{thread_ts or ts}" if channel and ts else "slack:ignored"
+    if as_str(body.get("callback_id")) != SHORTCUT_CALLBACK:
+        return _ignored(digest_id("shortcut", body), conversation, "shortcut not ours")
+    if not user_id or not channel or not ts or not body.get("action_ts"):
+        return _ignored(digest_id("shortcut", body), conversation, "shortcut malformed")
+    return AgentReply(
+        external_id=external_id,
+        conversation=conversation,
+        source="shortcut",
+        user_id=user_id,
+        user_name=as_str(user.get("name")) or as_str(user.get("username")),
+        text=as_str(message.get("text")),
+        slack_channel=channel,
+        thread_ts=thread_ts,
+        ts=ts,
+        from_bot=bool(message.get("bot_id")) or not as_str(message.get("user")),
+        response_url=as_str(body.get("response_url")) or None,
+    )
+
+
+def _action_id(body: Mapping[str, Any]) -> str:
+    actions = body.get("actions")
+    return (
+        as_str(as_mapping(actions[0]).get("action_id"))
+        if isinstance(actions, list) and actions
+        else ""
     )
 
 
@@ -590,13 +850,13 @@ class SlackAdapter:
         app.event(anything)(self._on_event)
         app.block_action(anything)(self._on_block_action)
         app.command(anything)(self._on_command)
-        app.shortcut(anything)(self._on_other)
-        app.view(anything)(self._on_other)
+        app.shortcut(anything)(self._on_shortcut)
+        app.view(anything)(self._on_view)
 
     async def _named(self, event: Event) -> Event:
         """An agent's event with their display name (users.info, cached): the desk shows
         people names, not Slack ids."""
-        if isinstance(event, AgentMessage | AgentAction):
+        if isinstance(event, AgentMessage | AgentAction | HomeEvent | ReplyModal | AgentReply):
             self._ensure_session()
             update = {"user_name": await self.names.get(event.user_id, event.user_name)}
             if isinstance(event, AgentAction) and event.action == "reassign" and event.value:
@@ -616,11 +876,21 @@ class SlackAdapter:
         log.info("slack.event_accepted kind=%s external_id=%s", event.kind, event.external_id)
 
     async def _on_event(self, body: dict[str, Any], ack: AsyncAck) -> None:
-        await self._accept(parse_event_callback(body), body)
+        if as_mapping(body.get("event")).get("type") == "app_home_opened":
+            await self._accept(parse_home_opened(body), body)
+        else:
+            await self._accept(parse_event_callback(body), body)
         await ack()
 
     async def _on_block_action(self, body: dict[str, Any], ack: AsyncAck) -> None:
-        await self._accept(parse_block_actions(body), body)
+        if is_reply_modal(body):
+            await self._accept(parse_reply_modal_action(body), body)
+        elif is_home_action(body):
+            await self._accept(parse_home_action(body), body)
+        elif _action_id(body) in (REPLY_ACTION, HISTORY_ACTION):
+            await self._accept(await self._open_modal(body), body)
+        else:
+            await self._accept(parse_block_actions(body), body)
         await ack()
 
     async def _on_command(self, body: dict[str, Any], ack: AsyncAck) -> None:
@@ -631,6 +901,89 @@ class SlackAdapter:
         else:
             # The answer comes through the outbox via response_url; an empty ack shows nothing.
             await ack()
+
+    async def _open_modal(self, body: dict[str, Any]) -> Event:
+        """The card's Reply or History: open the modal now, while the trigger_id lives (3 s,
+        once); the desk fills it through the outbox. This is the one Web API call made inside
+        a request, because Slack allows no other way."""
+        history = _action_id(body) == HISTORY_ACTION
+        user_id = as_str(as_mapping(body.get("user")).get("id"))
+        actions = body.get("actions")
+        action = as_mapping(actions[0]) if isinstance(actions, list) and actions else {}
+        value = as_str(action.get("value"))
+        external_id = f"action:{as_str(action.get('action_ts'))}:{user_id}"
+        trigger = as_str(body.get("trigger_id"))
+        if not (value.isascii() and value.isdigit() and len(value) <= 18) or not trigger:
+            return _ignored(digest_id("action", body), "slack:ignored", "reply with bad value")
+        container = as_mapping(body.get("container"))
+        card = f"slack:{as_str(container.get('channel_id'))}:{as_str(container.get('message_ts'))}"
+        conv = card if CARD_CONVERSATION.fullmatch(card) else None
+        self._ensure_session()
+        try:
+            view = history_loading(int(value), conv) if history else loading_view(int(value), conv)
+            resp = await asyncio.wait_for(
+                self.client.views_open(trigger_id=trigger, view=view), 2.0
+            )
+        except (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("slack.views_open_failed error=%s", type(exc).__name__)
+            return _ignored(external_id, "slack:ignored", "views.open failed")
+        view_id = as_str(as_mapping(resp.get("view")).get("id"))
+        if not view_id:
+            return _ignored(external_id, "slack:ignored", "views.open gave no view id")
+        conversation = conv or f"slack:view:{view_id}"
+        if history:
+            return HistoryModal(
+                external_id=external_id,
+                conversation=conversation,
+                ticket_id=int(value),
+                user_id=user_id,
+                view_id=view_id,
+                team_domain=as_str(as_mapping(body.get("team")).get("domain")),
+            )
+        return ReplyModal(
+            external_id=external_id,
+            conversation=conversation,
+            ticket_id=int(value),
+            user_id=user_id,
+            user_name=as_str(as_mapping(body.get("user")).get("name")),
+            view_id=view_id,
+        )
+
+    async def _on_view(self, body: dict[str, Any], ack: AsyncAck) -> None:
+        if as_str(body.get("type")) == "view_submission" and is_reply_modal(body):
+            event = parse_reply_submission(body)
+            if isinstance(event, AgentReply) and not event.text.strip():
+                # Said in the modal, which stays open: nothing is stored.
+                block = next(
+                    (
+                        b
+                        for b, a in as_mapping(
+                            as_mapping(as_mapping(body.get("view")).get("state")).get("values")
+                        ).items()
+                        if REPLY_TEXT in as_mapping(a)
+                    ),
+                    REPLY_TEXT,
+                )
+                await ack(response_action="errors", errors={block: "Write something to send."})
+                return
+            await self._accept(event, body)
+            await ack()  # closes the modal
+            return
+        if (
+            as_str(body.get("type")) == "view_submission"
+            and as_str(as_mapping(body.get("view")).get("callback_id")) == HISTORY_CALLBACK
+        ):
+            await self._accept(parse_note_submission(body), body)
+            await ack()
+            return
+        await self._on_other(body, ack)
+
+    async def _on_shortcut(self, body: dict[str, Any], ack: AsyncAck) -> None:
+        if as_str(body.get("type")) == "message_action":
+            await self._accept(parse_send_shortcut(body), body)
+            await ack()
+            return
+        await self._on_other(body, ack)
 
     async def _on_other(self, body: dict[str, Any], ack: AsyncAck) -> None:
         await self._accept(parse_other(body), body)
@@ -777,6 +1130,13 @@ class SlackAdapter:
                 return await self._upload_to_thread(message)
             case "slack_file_delete":
                 return await self._delete_file(message)
+            case "slack_home":
+                return await self._publish_home(message)
+            case "slack_view_update":
+                if not message.view:
+                    raise BadRequest("slack_view_update needs the view")
+                await self.client.views_update(view_id=message.destination, view=dict(message.view))
+                return Delivery(platform_message_id=message.destination)
             case _:
                 raise BadRequest(f"slack cannot send {message.kind}")
 
@@ -926,6 +1286,14 @@ class SlackAdapter:
             if exc.response.get("error") not in ("file_deleted", "file_not_found"):
                 raise
         return Delivery(platform_message_id=file_id)
+
+    async def _publish_home(self, message: Outbound) -> Delivery:
+        """views.publish of one person's Home tab (scope: none beyond the bot token; the app
+        needs the Home tab enabled and the ``app_home_opened`` event)."""
+        resp = await self.client.views_publish(
+            user_id=message.destination, view={"type": "home", "blocks": list(message.blocks)}
+        )
+        return Delivery(platform_message_id=as_str(as_mapping(resp.get("view")).get("id")) or None)
 
 
 def _first_file_id(resp: AsyncSlackResponse) -> str | None:

@@ -207,6 +207,7 @@ class Assigner:
         agent.available = available
         agent.away_since = None if available else (agent.away_since if not was else now)
         agent.updated_at = now
+        self.desk.home_people.add(agent_id)  # their Home shows the toggle
         if available:
             given = await self.fill(teams)
             more = f"; {given} waiting ticket(s) assigned" if given else ""

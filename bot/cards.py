@@ -68,6 +68,8 @@ class CardView:
     revision: str = ""  # makes the menus' block_ids new on each update (see controls_block)
     suggested: str | None = None  # the article the customer was sent before the ticket
     kb: bool = False  # the knowledge base is on: a "Suggest articles" button
+    reply_button: bool = False  # slack.relay: composer shows Reply
+    story: str | None = None  # "3rd ticket in 30 days · last rating 2/5 · also on WhatsApp"
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -199,6 +201,11 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
                 *([MarkdownTextObject(text=escape(line))] if (line := model_line(v.model)) else []),
             ],
         ),
+        *(
+            [ContextBlock(block_id="story", elements=[MarkdownTextObject(text="🧾 " + v.story)])]
+            if v.story
+            else []
+        ),
         RichTextBlock(
             block_id="message",
             elements=[RichTextQuoteElement(elements=[_verbatim(v.first_message)])],
@@ -224,9 +231,18 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
                 text="Claim", action_id="ticket_claim", value=str(v.ticket_id), style="primary"
             )
         )
+    if v.status in ("new", "open", "pending") and v.reply_button:
+        # slack.relay: composer: the one way (with the message shortcut) to the customer.
+        buttons.append(
+            ButtonElement(text="Reply", action_id="ticket_reply", value=str(v.ticket_id))
+        )
     if v.status in ("new", "open", "pending"):
         buttons.append(
             ButtonElement(text="Resolve", action_id="ticket_resolve", value=str(v.ticket_id))
+        )
+    if v.status in ("new", "open", "pending"):
+        buttons.append(
+            ButtonElement(text="History", action_id="ticket_history", value=str(v.ticket_id))
         )
     if v.status in ("new", "open", "pending") and v.transfer_to:
         buttons.append(

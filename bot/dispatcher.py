@@ -21,21 +21,29 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import customers, kb
 from bot.classifier import Classification, Classifier
 from bot.clock import Clock
+from bot.composer import agent_reply, reply_modal
 from bot.events import (
     AgentAction,
     AgentMessage,
+    AgentReply,
     CustomerButton,
     CustomerContact,
     CustomerEdit,
     CustomerMessage,
+    CustomerNote,
     CustomerStart,
     DeliveryStatus,
     Event,
+    HistoryModal,
+    HomeEvent,
     Ignored,
+    ReplyModal,
     SlashCommand,
     event_from_json,
     event_to_json,
 )
+from bot.history import customer_note, history_modal
+from bot.home import home_event
 from bot.inbox import fitted, storable, unfit
 from bot.leases import this_process
 from bot.outbound import Outbound
@@ -339,6 +347,16 @@ class Dispatcher:
                             blocks=text.blocks if isinstance(text, Answer) else (),
                         )
                     )
+            case HomeEvent():
+                await home_event(desk, event)
+            case ReplyModal():
+                await reply_modal(desk, event)
+            case AgentReply():
+                await agent_reply(desk, event)
+            case HistoryModal():
+                await history_modal(desk, event)
+            case CustomerNote():
+                await customer_note(desk, event)
             case Ignored():
                 pass
 

@@ -139,6 +139,7 @@ class AgentMessage(_Event):
     text: str = ""
     user_name: str = ""  # their Slack display name, when the adapter could read it
     files: tuple[SlackFile, ...] = ()  # a file_share message: what the agent shared
+    broadcast: bool = False  # "Also send to #channel" (thread_broadcast): said to colleagues
 
 
 class AgentAction(_Event):
@@ -168,6 +169,75 @@ class AgentAction(_Event):
     values: tuple[str, ...] = ()  # tags: every tag now chosen (none clears them)
     target_name: str = ""  # reassign: the chosen agent's display name
     response_url: str | None = None  # where an ephemeral answer to the clicker goes
+
+
+class HomeEvent(_Event):
+    """Someone opened the app's Home tab, or used one of its buttons (bot/home.py)."""
+
+    kind: Literal["home"] = "home"
+    channel: Literal["slack"] = "slack"
+    action: Literal["opened", "available", "away", "claim"]
+    user_id: str
+    user_name: str = ""
+    ticket_id: int | None = None  # claim: the ticket
+
+
+class ReplyModal(_Event):
+    """The Reply modal was opened (the adapter opened it with the trigger_id, empty), or an
+    agent picked a macro or typed in it: the desk draws it again (views.update)."""
+
+    kind: Literal["reply_modal"] = "reply_modal"
+    channel: Literal["slack"] = "slack"
+    ticket_id: int
+    user_id: str
+    user_name: str = ""
+    view_id: str
+    macro: str | None = None  # the macro picked, if any
+    text: str | None = None  # what is typed so far (None: nothing yet)
+    picked: bool = False  # this event is the pick of ``macro``: its text goes into the box
+    revision: str | None = None  # the text box's block_id suffix as Slack shows it now
+
+
+class HistoryModal(_Event):
+    """The History modal was opened (empty, by the adapter): the desk fills it."""
+
+    kind: Literal["history_modal"] = "history_modal"
+    channel: Literal["slack"] = "slack"
+    ticket_id: int
+    user_id: str
+    view_id: str
+    team_domain: str = ""  # the workspace's subdomain, for links to cards
+
+
+class CustomerNote(_Event):
+    """The History modal's "Save note": the agents' note about a customer."""
+
+    kind: Literal["customer_note"] = "customer_note"
+    channel: Literal["slack"] = "slack"
+    ticket_id: int
+    customer_id: int
+    user_id: str
+    text: str
+
+
+class AgentReply(_Event):
+    """An agent sends something to the customer deliberately: the Reply modal's Send
+    (``ticket_id``, ``macro``), or the "Send to customer" shortcut on a thread message
+    (``slack_channel``, ``thread_ts``, ``ts``)."""
+
+    kind: Literal["agent_reply"] = "agent_reply"
+    channel: Literal["slack"] = "slack"
+    source: Literal["modal", "shortcut"]
+    user_id: str
+    user_name: str = ""
+    text: str
+    ticket_id: int | None = None
+    macro: str | None = None
+    slack_channel: str = ""
+    thread_ts: str | None = None
+    ts: str | None = None  # the shortcut's message
+    from_bot: bool = False  # the shortcut was used on an app's message (the desk's own)
+    response_url: str | None = None
 
 
 class SlashCommand(_Event):
@@ -200,6 +270,11 @@ Event = Annotated[
     | AgentMessage
     | AgentAction
     | SlashCommand
+    | HomeEvent
+    | ReplyModal
+    | AgentReply
+    | HistoryModal
+    | CustomerNote
     | Ignored,
     Field(discriminator="kind"),
 ]

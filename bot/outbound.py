@@ -35,6 +35,8 @@ OutboundKind = Literal[
     "slack_thread_file",  # Slack: the file ``file`` (a customer's) into the card's thread
     "slack_file_delete",  # Slack: files.delete of file ``reply_to`` (forgetting a customer)
     "file",  # customer: the file ``file`` (an agent's), ``text`` as its caption
+    "slack_home",  # Slack: views.publish of user ``destination``'s Home, drawn when sent
+    "slack_view_update",  # Slack: views.update of view ``destination`` with ``view``
 ]
 
 
@@ -93,6 +95,7 @@ class Outbound(BaseModel):
     file: FileRef | None = None  # file, slack_thread_file
     # The bytes of ``file``, filled in by the outbox at send time; never written to the row.
     content: FileContent | None = Field(default=None, exclude=True)
+    view: dict[str, Any] | None = None  # slack_view_update: the whole view (a modal)
     file_name: str | None = None  # slack_file
     file_title: str | None = None  # slack_file
     # Telegram text: a reply keyboard with one "share my phone number" button labelled so, or

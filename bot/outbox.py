@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
 from bot.files import PLATFORM, describe
+from bot.home import home_view
 from bot.leases import this_process
 from bot.outbound import (
     BadRequest,
@@ -60,7 +61,7 @@ from bot.rules import Rules
 from bot.sla_keeper import SlaKeeper
 from bot.tickets import Desk, queue_effects
 from storage.db import problem
-from storage.models import Identity, Message, OutboxRow, Ticket
+from storage.models import HomeView, Identity, Message, OutboxRow, Ticket
 from storage.queues import outbox_claim
 
 log = logging.getLogger("deskbot.outbox")
@@ -261,6 +262,8 @@ class OutboxSender:
             return 1
         if out.channel == "slack":
             out = out.model_copy(update={"outbox_id": row_id})
+        if out.kind == "slack_home":
+            out = await self._draw_home(out, sender)
         try:
             if out.file is not None and out.content is None:
                 out = await self._with_file(out)
@@ -333,6 +336,19 @@ class OutboxSender:
             text = f"{out.text}\n{notice}" if out.text else notice
             return out.model_copy(update={"kind": "slack_thread", "file": None, "text": text})
         return out.model_copy(update={"content": content})
+
+    async def _draw_home(self, out: Outbound, sender: ChannelSender) -> Outbound:
+        """A Home is drawn when it is sent, from the database as it is then (bot/home.py)."""
+        domain = ""
+        find_domain = getattr(sender, "workspace_domain", None)
+        if find_domain is not None:
+            try:
+                domain = await find_domain()
+            except Exception:  # links then open the channel instead of the card
+                domain = ""
+        async with self._sessions() as session:
+            view = await home_view(session, self._rules, out.destination, self._clock.now(), domain)
+        return out.model_copy(update={"blocks": tuple(view["blocks"])})
 
     async def _send(
         self, sender: ChannelSender, row_id: int, out: Outbound, *, recoverable: bool
@@ -505,6 +521,10 @@ class OutboxSender:
                 row.platform_message_id = delivery.platform_message_id
                 if out.kind == "slack_card" and ticket is not None:
                     ticket.slack_ts = delivery.platform_message_id
+                if out.kind == "slack_home":
+                    home = await session.get(HomeView, out.destination)
+                    if home is not None:
+                        home.published_at = now
                 if message is not None:
                     message.platform_message_id = delivery.platform_message_id
                     message.delivery = "sent"

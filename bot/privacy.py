@@ -135,6 +135,7 @@ async def export(session: AsyncSession, customer: Customer) -> dict[str, Any]:
             "id": customer.id,
             "name": customer.name,
             "language": customer.language,
+            "note": customer.note,  # what agents wrote about them (the History modal)
             "created_at": _when(customer.created_at),
         },
         "identities": [
@@ -275,6 +276,7 @@ async def forget(desk: Desk, customer: Customer) -> Held:
     ids = [t.id for t in tickets]
 
     customer.name = FORGOTTEN_NAME
+    customer.note = None  # agents' words about them go too
     for ident in identities:
         # The platform's id is the person (a WhatsApp id is their phone number); a new message
         # from them starts a new customer, which is what forgetting means.

@@ -44,6 +44,9 @@ class RateLimits:
     slack_channel: Rate = Rate(1.0, 5)  # chat.postMessage: about one a second per channel
     slack_updates: Rate = Rate(50 / 60, 10)  # chat.update: Tier 3, 50+ a minute per workspace
     whatsapp_number: Rate = Rate(80.0, 80)
+    # views.publish and views.update are Tier 4 (100+ a minute for the workspace); Homes are
+    # debounced besides.
+    slack_views: Rate = Rate(1.5, 20)
     unlimited: bool = False  # tests and benchmarks: no limits, and nothing shared to keep
 
     @classmethod
@@ -55,6 +58,7 @@ class RateLimits:
             slack_channel=big,
             slack_updates=big,
             whatsapp_number=big,
+            slack_views=big,
             unlimited=True,
         )
 
@@ -141,6 +145,8 @@ class Limiter:
             ]
         if out.channel == "whatsapp":
             return [("wa:*", self.limits.whatsapp_number)]
+        if out.kind in ("slack_home", "slack_view_update"):
+            return [("slack:views", self.limits.slack_views)]
         if out.kind == "slack_card_update":
             return [("slack:update:*", self.limits.slack_updates)]
         return [(f"slack:{slack_channel or out.destination}", self.limits.slack_channel)]

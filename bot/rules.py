@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from bot.calendars import ALWAYS, Calendar
+from bot.macros import MAX_MACROS, Macro
 from bot.routing import DEFAULT_TEAM, Availability, Route, Team
 from bot.sla import SlaPolicy
 from nlp.priority import PriorityRules
@@ -297,6 +298,10 @@ class SlackRules(_Strict):
     relayed_reaction: str = "white_check_mark"  # on an agent message once the customer has it
     note_reaction: str = "memo"  # on an agent message kept internal
     failed_reaction: str = "x"  # on an agent message the customer did not get
+    # thread: the assignee's thread replies go to the customer (notes by prefix stay inside).
+    # composer: every thread message stays inside; the customer gets only what an agent sends
+    # with the card's Reply button or the "Send to customer" message shortcut.
+    relay: Literal["thread", "composer"] = "thread"
 
 
 class StatusLookupRules(_Strict):
@@ -407,6 +412,8 @@ class Rules(_Strict):
     # Labels agents put on tickets with the card's Tags menu. Slack shows at most 100 options in
     # one menu and 75 characters of each, so the file may not hold more.
     tags: tuple[str, ...] = Field(default=(), max_length=100)
+    # Canned replies for the Reply modal (bot/macros.py).
+    macros: tuple[Macro, ...] = Field(default=(), max_length=MAX_MACROS)
 
     @field_validator("tags")
     @classmethod
@@ -486,6 +493,22 @@ def _cross_references(rules: Rules) -> list[str]:
                 "(list them under some team's agents)"
             )
     problems.extend(_sla_references(rules))
+    problems.extend(_macro_references(rules))
+    return problems
+
+
+def _macro_references(rules: Rules) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for n, macro in enumerate(rules.macros):
+        if macro.name in seen:
+            problems.append(f"macros.{n}.name: {macro.name!r} is used by another macro")
+        seen.add(macro.name)
+        for tag in macro.actions.add_tags:
+            if tag not in rules.tags:
+                problems.append(
+                    f"macros.{n}.actions.add_tags: unknown tag {tag!r} (list it under tags:)"
+                )
     return problems
 
 

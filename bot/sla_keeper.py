@@ -146,6 +146,10 @@ class SlaKeeper:
         if raised and depth < 3:
             # A raised priority re-targets the running clocks: run the engine again.
             await self.refresh(ticket, depth=depth + 1)
+        if ticket.sla != before:  # the Homes show SLA due times (bot/home.py)
+            self.desk.home_teams.add(ticket.team)
+            if ticket.assignee_id:
+                self.desk.home_people.add(ticket.assignee_id)
         if ticket.sla != before and depth == 0 and ticket.slack_ts is not None:
             await self.desk.refresh_card(ticket)  # the card shows the clocks
 

@@ -8,6 +8,7 @@ anywhere rolls the whole step back and the inbox row is simply processed again.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -139,6 +140,10 @@ NORMAL_RANK = 2
 def destination_key(out: Outbound) -> str:
     """Order key of the outbox: one customer chat, or one ticket's card and thread."""
     if out.channel == "slack":
+        if out.kind == "slack_home":
+            return f"slack:home:{out.destination}"  # bot.home.home_key
+        if out.kind == "slack_view_update":  # a modal: not behind the card's thread posts
+            return f"slack:view:{out.destination}"
         if out.ticket_id is not None:
             return f"slack:ticket:{out.ticket_id}"
         return f"slack:{out.destination}"
@@ -148,6 +153,10 @@ def destination_key(out: Outbound) -> str:
 async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> int:
     """Write what ``desk`` wants said to the outbox, in the caller's transaction; ``key``
     makes the rows' idempotency keys, so a step that is redone cannot queue twice."""
+    # Imported here: bot.home reads card links from bot.supervisor, which imports this module.
+    from bot.home import HOME_DEBOUNCE, queue_refreshes
+
+    await queue_refreshes(desk)
     now = desk.now
     rows: list[dict[str, Any]] = []
     for n, (out, message) in enumerate(desk.fx.items):
@@ -168,7 +177,10 @@ async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> int:
                 "message_id": message.id if message is not None else None,
                 "status": "pending",
                 "attempts": 0,
-                "next_attempt_at": now,
+                # A Home waits a moment, so that changes close together publish it once.
+                "next_attempt_at": now + HOME_DEBOUNCE
+                if out.kind == "slack_home" and out.destination not in desk.home_now
+                else now,
                 "created_at": now,
             }
         )
@@ -184,6 +196,10 @@ class Desk:
         self.now = now
         self.fx = Effects()
         self.touched: set[int] = set()  # tickets this step changed: their SLA clocks are redone
+        # Whose App Home this step changed (bot/home.py): people, and teams whose members'.
+        self.home_people: set[str] = set()
+        self.home_teams: set[str] = set()
+        self.home_now: set[str] = set()  # people at their Home tab right now: no debounce
 
     def decided(self, fmt: str, *args: object) -> None:
         """Log a decision at INFO after the commit: structured names, ids, never message text."""
@@ -283,6 +299,13 @@ class Desk:
         self, ticket: Ticket, kind: str, actor: str, old: Any, new: Any, reason: str = ""
     ) -> None:
         self.touched.add(ticket.id)
+        self.home_teams.add(ticket.team)
+        if kind == "assignee":
+            self.home_people.update(str(v) for v in (old, new) if v is not None)
+        elif kind == "team" and old is not None:
+            self.home_teams.add(str(old))
+        if ticket.assignee_id:
+            self.home_people.add(ticket.assignee_id)
         self.s.add(
             TicketEvent(
                 ticket_id=ticket.id,
@@ -302,6 +325,8 @@ class Desk:
             ticket.updated_at = self.now
 
     async def card_view(self, ticket: Ticket) -> CardView:
+        from bot.history import story_line  # bot.history reads links from bot.supervisor
+
         customer = await self.s.get_one(Customer, ticket.customer_id)
         blocked = bool(
             await self.s.scalar(
@@ -348,6 +373,8 @@ class Desk:
                 .limit(1)
             ),
             kb=self.rules.kb.enabled,
+            reply_button=self.rules.slack.relay == "composer",
+            story=await story_line(self.s, ticket),
         )
 
     async def refresh_card(self, ticket: Ticket) -> None:
@@ -803,6 +830,11 @@ class Desk:
 
     # -- agents ------------------------------------------------------------------------------
 
+    def is_note(self, text: str) -> bool:
+        """A note by prefix, however it starts: whitespace, quotes, a Slack quote (``>``,
+        sent as ``&gt;``) or formatting before the prefix do not make it a reply."""
+        return is_note_text(text, self.rules.slack.note_prefixes)
+
     async def agent_message(self, ev: AgentMessage) -> None:
         if ev.thread_ts is None or ev.thread_ts == ev.ts:
             return  # not in a thread: chatter in the channel, not about a ticket
@@ -812,15 +844,19 @@ class Desk:
                 raise CardTooEarly(f"{ev.slack_channel} {ev.thread_ts}")
             return  # a thread that is not a card's: chatter, not about a ticket
         text = ev.text.strip()
-        is_note = any(text.lower().startswith(p) for p in self.rules.slack.note_prefixes)
+        is_note = self.is_note(text)
+        # Composer mode: the thread is the team's; the customer gets only what is sent with
+        # Reply or the "Send to customer" shortcut. A message also sent to the channel is
+        # addressed to colleagues, in either mode.
+        internal = is_note or ev.broadcast or self.rules.slack.relay == "composer"
         claimed = False
-        if not is_note and ticket.assignee_id is None:
+        if not internal and ticket.assignee_id is None:
             self._assign(ticket, ev.user_id, ev.user_name, "replied in the thread", "replied")
             self.set_status(ticket, "open", ev.user_id, "agent replied")
             # Said in the thread as the Claim button says it, so everyone sees who took it.
             self.thread(ticket, f"🙋 {person(ev.user_id, ev.user_name)} claimed this ticket.")
             claimed = True
-        if is_note or ticket.assignee_id != ev.user_id or not (text or ev.files):
+        if internal or ticket.assignee_id != ev.user_id or not (text or ev.files):
             self.s.add(
                 Message(
                     ticket_id=ticket.id,
@@ -844,29 +880,41 @@ class Desk:
             if claimed:
                 await self.refresh_card(ticket)
             return
+        await self.relay(ticket, ev.user_id, text, slack_ts=ev.ts, files=files)
+
+    async def relay(
+        self,
+        ticket: Ticket,
+        user_id: str,
+        text: str,
+        *,
+        slack_ts: str | None = None,
+        files: Sequence[tuple[SlackFile, FileRef]] = (),
+    ) -> None:
+        """Send ``text`` and ``files`` by ``user_id`` (the ticket's assignee) to the customer:
+        a message row each, the customer's copies, the first response, waiting on the
+        customer, the card."""
         if text:
             msg = Message(
                 ticket_id=ticket.id,
                 direction="out",
-                author=ev.user_id,
+                author=user_id,
                 channel=ticket.channel,
-                slack_ts=ev.ts,
+                slack_ts=slack_ts,
                 text=text,
                 delivery="pending",
                 created_at=self.now,
             )
             self.s.add(msg)
             await self.s.flush()
-            name = ticket.assignee_name
-            shown = f"{name}: {text}" if self.rules.texts.show_agent_name and name else text
-            self.tell_customer(ticket, shown, message=msg)
+            self.tell_customer(ticket, self.customer_copy(ticket, text), message=msg)
         for f, ref in files:
             file_msg = Message(
                 ticket_id=ticket.id,
                 direction="out",
-                author=ev.user_id,
+                author=user_id,
                 channel=ticket.channel,
-                slack_ts=ev.ts,
+                slack_ts=slack_ts,
                 text="",
                 attachments=[f.model_dump(mode="json", exclude={"url_private"})],
                 delivery="pending",
@@ -888,12 +936,17 @@ class Desk:
             ticket.first_response_at = self.now
         freed = ticket.status in ("new", "open")
         if freed:
-            self.set_status(ticket, "pending", ev.user_id, "agent replied; waiting on customer")
+            self.set_status(ticket, "pending", user_id, "agent replied; waiting on customer")
         ticket.updated_at = self.now
         await self.refresh_card(ticket)
         if freed:  # waiting on the customer does not count against capacity
             await self._capacity_freed(ticket.assignee_id)
-        self.decided("tickets.reply_relayed ticket=%d agent=%s", ticket.id, ev.user_id)
+        self.decided("tickets.reply_relayed ticket=%d agent=%s", ticket.id, user_id)
+
+    def customer_copy(self, ticket: Ticket, text: str, name: str | None = None) -> str:
+        """Exactly what the customer gets for ``text`` (the Reply modal previews this)."""
+        name = name or ticket.assignee_name
+        return f"{name}: {text}" if self.rules.texts.show_agent_name and name else text
 
     def _agent_files(self, ticket: Ticket, ev: AgentMessage) -> list[tuple[SlackFile, FileRef]]:
         """The files the assignee shared that the customer's platform takes, each with how it
@@ -1112,6 +1165,14 @@ class Desk:
         """The agent holds one open ticket fewer: give waiting tickets of their teams out."""
         if agent is not None:
             await Assigner(self).fill(self.rules.teams_of(agent))
+
+
+NOTE_LEAD = re.compile(r"^(?:\s|&gt;|>|[\"'`“”‘’«»„*_~])+")
+
+
+def is_note_text(text: str, prefixes: Sequence[str]) -> bool:
+    bare = NOTE_LEAD.sub("", text).lower()
+    return any(bare.startswith(p.lower()) or text.strip().lower().startswith(p) for p in prefixes)
 
 
 def _cap(text: str) -> str:

@@ -285,6 +285,13 @@ class Control:
         r.add_post("/control/slack/agent_clicks", self.slack_clicks)
         r.add_post("/control/slack/answer_clicks", self.slack_answer_clicks)
         r.add_post("/control/slack/slash_command", self.slack_command)
+        r.add_post("/control/slack/opens_home", self.slack_opens_home)
+        r.add_post("/control/slack/clicks_home", self.slack_clicks_home)
+        r.add_post("/control/slack/modal_types", self.slack_modal_types)
+        r.add_post("/control/slack/modal_picks", self.slack_modal_picks)
+        r.add_post("/control/slack/modal_submits", self.slack_modal_submits)
+        r.add_post("/control/slack/modal_closes", self.slack_modal_closes)
+        r.add_post("/control/slack/message_shortcut", self.slack_message_shortcut)
         r.add_get("/control/slack/files", self.slack_files)
         r.add_get("/control/slack/files/{file_id}", self.slack_file)
         r.add_post("/control/clock/advance", self.clock_advance)
@@ -408,6 +415,9 @@ class Control:
                     ][-1:]
                     for uid in AGENTS
                 },
+                # Each agent's App Home as last published, and the modal they have open.
+                "slack_home": {uid: slack.homes[uid] for uid in AGENTS if uid in slack.homes},
+                "slack_modal": {uid: self._modal(uid) for uid in AGENTS if slack.modal_of(uid)},
             }
         )
 
@@ -641,6 +651,80 @@ class Control:
             raise _bad(str(exc)) from None
         return web.json_response(said)
 
+    # -- App Home, modals and the message shortcut ----------------------------------------------
+
+    def _modal(self, user: str) -> dict[str, Any]:
+        slack = self.s.slack
+        modal = slack.modal_of(user) or {}
+        inputs = {
+            b["block_id"]: slack.input_value(modal, b)
+            for b in modal.get("blocks", [])
+            if b["type"] == "input"
+        }
+        return {k: v for k, v in modal.items() if k != "state"} | {"values": inputs}
+
+    def _view_id(self, value: Any) -> str:
+        if not isinstance(value, str) or value not in self.s.slack.modals:
+            raise _bad(
+                f"no open modal {value!r}; the open ones are under slack_modal in /control/state"
+            )
+        if self.s.slack.modals[value].get("closed"):
+            raise _bad(f"the modal {value} is closed")
+        return value
+
+    async def slack_opens_home(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "user")
+        status = await self.s.slack.opens_home(_user(d["user"]))
+        return web.json_response({"desk_status": status})
+
+    async def slack_clicks_home(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "user", "action_id")
+        value = d.get("value")
+        try:
+            status = await self.s.slack.clicks_home(
+                _user(d["user"]), str(d["action_id"]), None if value is None else str(value)
+            )
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        return web.json_response({"desk_status": status})
+
+    async def slack_modal_types(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "view_id")
+        text = d.get("text")
+        if not isinstance(text, str) or len(text) > 3000:
+            raise _bad("text must be a string of at most 3000 characters")
+        status = await self.s.slack.types_in_modal(self._view_id(d["view_id"]), text)
+        return web.json_response({"desk_status": status})
+
+    async def slack_modal_picks(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "view_id", "action_id", "value")
+        try:
+            status = await self.s.slack.picks_in_modal(
+                self._view_id(d["view_id"]), str(d["action_id"]), str(d["value"])
+            )
+        except (ValueError, StopIteration) as exc:
+            raise _bad(f"no such menu or option: {exc}") from None
+        return web.json_response({"desk_status": status})
+
+    async def slack_modal_submits(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "view_id")
+        status, body = await self.s.slack.submits_modal(self._view_id(d["view_id"]))
+        return web.json_response({"desk_status": status, "body": body})
+
+    async def slack_modal_closes(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "view_id")
+        self.s.slack.modals[self._view_id(d["view_id"])]["closed"] = True
+        return web.json_response({"closed": True})
+
+    async def slack_message_shortcut(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "channel", "ts", "user")
+        channel = self._channel(d["channel"])
+        try:
+            status = await self.s.slack.message_shortcut(channel, str(d["ts"]), _user(d["user"]))
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        return web.json_response({"desk_status": status})
+
     async def clock_advance(self, request: web.Request) -> web.StreamResponse:
         """Fast-forward the desk's clock (``deskbot sandbox`` only), e.g. to watch an SLA."""
         d = await self._body(request, "minutes")
@@ -716,6 +800,25 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
         "POST",
         "/control/slack/answer_clicks",
         '{"action_id": "kb_send.1", "user": "U0ALICE", "channel"?: "C0SUPPORT"}',
+    ),
+    ("POST", "/control/slack/opens_home", '{"user": "U0ALICE"}'),
+    (
+        "POST",
+        "/control/slack/clicks_home",
+        '{"user": "U0ALICE", "action_id": "home_claim", "value"?: "12"}',
+    ),
+    ("POST", "/control/slack/modal_types", '{"view_id": "V…", "text": "..."}'),
+    (
+        "POST",
+        "/control/slack/modal_picks",
+        '{"view_id": "V…", "action_id": "reply_macro", "value": "Refund on its way"}',
+    ),
+    ("POST", "/control/slack/modal_submits", '{"view_id": "V…"}'),
+    ("POST", "/control/slack/modal_closes", '{"view_id": "V…"}'),
+    (
+        "POST",
+        "/control/slack/message_shortcut",
+        '{"channel": "C0SUPPORT", "ts": "TS", "user": "U0ALICE"}',
     ),
     ("GET", "/control/slack/files", ""),
     ("GET", "/control/slack/files/{id}", ""),

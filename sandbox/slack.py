@@ -42,6 +42,7 @@ BOT_USER = "U0DESKBOT"
 BOT_ID = "B0DESKBOT"
 APP_ID = "A0DESKBOT"
 MAX_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100  # a Home tab or a modal
 MAX_TEXT = 40_000
 MAX_UPLOAD_BYTES = 1024**3  # files.getUploadURLExternal refuses more than 1 GB
 SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in</body></html>"
@@ -75,6 +76,10 @@ def _check_menu(element: Mapping[str, Any]) -> None:
     initial += element.get("initial_options") or []
     if any(o.get("value") not in values for o in initial):
         raise SlackError("invalid_blocks")
+
+
+def _user_obj(user: str) -> dict[str, str]:
+    return {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM}
 
 
 class SlackError(Exception):
@@ -124,6 +129,16 @@ class SlackStandIn:
         self._holds: dict[str, int] = {}  # method → how many answers to hold back
         self._release = asyncio.Event()
         self._release.set()
+        # App Home: each person's published view, and how many publishes each got.
+        self.homes: dict[str, dict[str, Any]] = {}
+        # Modals: the open ones by view id (with "user" and "state"), and every trigger_id
+        # handed out (created, who, used): Slack's live 3 seconds and work once.
+        self.modals: dict[str, dict[str, Any]] = {}
+        self._triggers: dict[str, tuple[float, str, bool]] = {}
+        self.trigger_seconds = 3.0
+        self.home_publishes: dict[str, int] = {}
+        # views.publish is Tier 4 (100+ a minute): about 2 a second with a burst of 20.
+        self._views_bucket = Buckets(2.0, 20) if rate_limits else None
 
     def paced_refusals_total(self) -> int:
         """Calls refused with 429 because the caller outpaced the platform's limit."""
@@ -416,8 +431,8 @@ class SlackStandIn:
             "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
             "api_app_id": APP_ID,
             "token": "sandbox-verification-token",
-            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
-            "team": {"id": TEAM},
+            "trigger_id": self._trigger(user),
+            "team": {"id": TEAM, "domain": "sandbox"},
             "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
             "message": {k: v for k, v in message.items() if k != "reactions"},
@@ -467,7 +482,7 @@ class SlackStandIn:
             "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
             "api_app_id": APP_ID,
             "token": "sandbox-verification-token",
-            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
+            "trigger_id": self._trigger(user),
             "team": {"id": TEAM, "domain": "sandbox"},
             "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
             # Ephemeral messages are not stored by Slack: the payload has no "message".
@@ -515,7 +530,7 @@ class SlackStandIn:
             "text": text,
             "api_app_id": APP_ID,
             "response_url": url,
-            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
+            "trigger_id": self._trigger(user),
         }
         body = urlencode(form).encode()
         status, ack = await self._deliverer.attempt(
@@ -589,6 +604,9 @@ class SlackStandIn:
             "files.completeUploadExternal": self._complete_upload,
             "files.delete": self._delete_file,
             "files.info": self._file_info,
+            "views.publish": self._views_publish,
+            "views.open": self._views_open,
+            "views.update": self._views_update,
         }.get(method)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
@@ -631,7 +649,7 @@ class SlackStandIn:
         return channel
 
     @staticmethod
-    def _blocks(params: dict[str, Any]) -> list[dict[str, Any]] | None:
+    def _blocks(params: dict[str, Any], limit: int = MAX_BLOCKS) -> list[dict[str, Any]] | None:
         raw = params.get("blocks")
         if raw in (None, "", "null"):
             return None
@@ -643,7 +661,7 @@ class SlackStandIn:
             isinstance(b, dict) and b.get("type") for b in blocks
         ):
             raise SlackError("invalid_blocks")
-        if len(blocks) > MAX_BLOCKS:
+        if len(blocks) > limit:
             raise SlackError("invalid_blocks")
         ids = [b["block_id"] for b in blocks if b.get("block_id")]
         if len(ids) != len(set(ids)) or any(len(str(i)) > 255 for i in ids):
@@ -1032,6 +1050,403 @@ class SlackStandIn:
                     ]
         await self._changed.notify()
         return {}
+
+    # -- App Home --------------------------------------------------------------------------------
+
+    async def _views_publish(self, params: dict[str, Any]) -> dict[str, Any] | web.Response:
+        """views.publish: a user's Home tab; ``invalid_arguments`` for a view that is not a
+        Home, ``invalid_blocks`` past 100 blocks, 429 past the Tier 4 pace."""
+        user = str(params.get("user_id", ""))
+        if user not in AGENTS:
+            raise SlackError("user_not_found")
+        try:
+            view = json_field(params.get("view"))
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        if not isinstance(view, dict) or view.get("type") != "home":
+            raise SlackError("invalid_arguments")
+        blocks = self._blocks({"blocks": view.get("blocks")}, MAX_VIEW_BLOCKS) or []
+        for block in blocks:
+            text = (block.get("text") or {}).get("text", "")
+            if block["type"] == "section" and len(str(text)) > 3000:
+                raise SlackError("invalid_blocks")
+        if self._views_bucket is not None:
+            wait = self._views_bucket.take("views.publish")
+            if wait > 0:
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"},
+                    status=429,
+                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+                )
+        view_id = self.homes.get(user, {}).get("id") or f"V{next(self._ids):010d}"
+        published = {
+            "id": view_id,
+            "team_id": TEAM,
+            "type": "home",
+            "blocks": blocks,
+            "hash": secrets.token_hex(8),
+            "app_id": APP_ID,
+            "bot_id": BOT_ID,
+        }
+        self.homes[user] = published
+        self.home_publishes[user] = self.home_publishes.get(user, 0) + 1
+        await self._changed.notify()
+        return {"view": published}
+
+    def home_text(self, user: str) -> str:
+        """Everything a person's Home tab shows, as text (mrkdwn and button labels)."""
+        lines: list[str] = []
+        for block in self.homes.get(user, {}).get("blocks", []):
+            if block.get("text"):
+                lines.append(str(block["text"].get("text", "")))
+            for element in block.get("elements") or []:
+                lines.append(str(element.get("text", "")))
+            accessory = block.get("accessory")
+            if accessory and accessory.get("type") == "button":
+                lines.append(f"[{accessory['text']['text']}]")
+        return "\n".join(lines)
+
+    async def opens_home(self, user: str) -> int:
+        """``user`` opens the app's Home tab: the signed ``app_home_opened`` event."""
+        event: dict[str, Any] = {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": self.dm_channel(user),
+            "tab": "home",
+            "event_ts": f"{time.time():.6f}",
+        }
+        if user in self.homes:  # Slack includes the view last published, if any
+            event["view"] = self.homes[user]
+        return await self._event(event)
+
+    async def clicks_home(self, user: str, action_id: str, value: str | None = None) -> int:
+        """``user`` clicks a button of their Home tab (the one with ``value``, when several
+        share ``action_id``): a signed block_actions with a ``view`` container and, as Slack
+        sends from a view, no response_url. Returns the desk's HTTP status."""
+        view = self.homes.get(user)
+        if view is None:
+            raise ValueError(f"{user} has no Home published")
+        found: tuple[dict[str, Any], dict[str, Any]] | None = None
+        for block in view["blocks"]:
+            candidates = [block.get("accessory") or {}, *(block.get("elements") or [])]
+            for element in candidates:
+                if element.get("action_id") == action_id and (
+                    value is None or element.get("value") == value
+                ):
+                    found = (block, element)
+                    break
+            if found:
+                break
+        if found is None:
+            raise ValueError(f"{user}'s Home has no button {action_id!r} {value or ''}")
+        block, button = found
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
+            "api_app_id": APP_ID,
+            "token": "sandbox-verification-token",
+            "trigger_id": self._trigger(user),
+            "team": {"id": TEAM, "domain": "sandbox"},
+            "container": {"type": "view", "view_id": view["id"]},
+            "view": view,
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": block.get("block_id", "b"),
+                    "value": button.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, _ = await self._deliverer.attempt(
+            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        )
+        return status
+
+    # -- Modals and shortcuts ----------------------------------------------------------------------
+
+    def _trigger(self, user: str) -> str:
+        trigger = f"{next(self._ids)}.{secrets.token_hex(6)}"
+        self._triggers[trigger] = (time.monotonic(), user, False)
+        return trigger
+
+    def _modal_view(self, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            view = json_field(params.get("view"))
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            raise SlackError("invalid_arguments")
+        title = (view.get("title") or {}).get("text", "")
+        if not title or len(title) > 24:  # Slack: a modal's title is at most 24 characters
+            raise SlackError("invalid_arguments")
+        if len(str(view.get("private_metadata") or "")) > 3000:
+            raise SlackError("invalid_arguments")
+        blocks = self._blocks({"blocks": view.get("blocks")}, MAX_VIEW_BLOCKS) or []
+        if any(b["type"] == "input" for b in blocks) and not view.get("submit"):
+            raise SlackError("invalid_arguments")  # a modal with inputs needs a submit button
+        return {**view, "blocks": blocks}
+
+    async def _views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        trigger = str(params.get("trigger_id", ""))
+        issued = self._triggers.get(trigger)
+        if issued is None:
+            raise SlackError("invalid_trigger_id")
+        created, user, used = issued
+        if used or time.monotonic() - created > self.trigger_seconds:
+            raise SlackError("expired_trigger_id")
+        view = self._modal_view(params)
+        self._triggers[trigger] = (created, user, True)
+        view_id = f"V{next(self._ids):010d}"
+        self.modals[view_id] = {
+            **view,
+            "id": view_id,
+            "hash": secrets.token_hex(8),
+            "user": user,
+            "state": {"values": {}},
+        }
+        await self._changed.notify()
+        return {"view": self._public(view_id)}
+
+    async def _views_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        view_id = str(params.get("view_id", ""))
+        if view_id not in self.modals or self.modals[view_id].get("closed"):
+            raise SlackError("not_found")  # a closed modal is gone: Slack cannot update it
+        old = self.modals[view_id]
+        if params.get("hash") and params["hash"] != old["hash"]:
+            raise SlackError("hash_conflict")
+        view = self._modal_view(params)
+        # Slack keeps what a person typed in an input whose block_id stays the same.
+        ids = {b.get("block_id") for b in view["blocks"]}
+        state = {k: v for k, v in old["state"]["values"].items() if k in ids}
+        self.modals[view_id] = {
+            **view,
+            "id": view_id,
+            "hash": secrets.token_hex(8),
+            "user": old["user"],
+            "state": {"values": state},
+        }
+        await self._changed.notify()
+        return {"view": self._public(view_id)}
+
+    def _public(self, view_id: str) -> dict[str, Any]:
+        return {k: v for k, v in self.modals[view_id].items() if k not in ("user", "closed")} | {
+            "team_id": TEAM,
+            "app_id": APP_ID,
+            "bot_id": BOT_ID,
+        }
+
+    def modal_of(self, user: str) -> dict[str, Any] | None:
+        """The modal ``user`` has open (the latest), or None."""
+        mine = [m for m in self.modals.values() if m["user"] == user and not m.get("closed")]
+        return mine[-1] if mine else None
+
+    def modal_text(self, view_id: str) -> str:
+        """What the modal shows: its texts, the input's value (typed, or its initial value)."""
+        modal = self.modals[view_id]
+        lines: list[str] = []
+        for block in modal["blocks"]:
+            if block.get("text"):
+                lines.append(str(block["text"].get("text", "")))
+            for element in block.get("elements") or []:
+                lines.append(str(element.get("text", "")))
+            if block["type"] == "input":
+                lines.append(str((block.get("label") or {}).get("text", "")))
+                lines.append(self.input_value(modal, block))
+        return "\n".join(lines)
+
+    @staticmethod
+    def input_value(modal: dict[str, Any], block: dict[str, Any]) -> str:
+        element = block.get("element") or {}
+        typed = (modal["state"]["values"].get(block.get("block_id")) or {}).get(
+            element.get("action_id"), {}
+        )
+        if "value" in typed:
+            return str(typed["value"] or "")
+        return str(element.get("initial_value") or "")
+
+    async def _view_action(self, view_id: str, action: dict[str, Any]) -> int:
+        modal = self.modals[view_id]
+        payload = {
+            "type": "block_actions",
+            "user": {
+                "id": modal["user"],
+                "username": AGENTS.get(modal["user"], ""),
+                "team_id": TEAM,
+            },
+            "api_app_id": APP_ID,
+            "token": "sandbox-verification-token",
+            "trigger_id": self._trigger(modal["user"]),
+            "team": {"id": TEAM, "domain": "sandbox"},
+            "container": {"type": "view", "view_id": view_id},
+            "view": self._public(view_id),
+            "actions": [{**action, "action_ts": f"{time.time():.6f}"}],
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, _ = await self._deliverer.attempt(
+            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        )
+        return status
+
+    async def types_in_modal(self, view_id: str, text: str) -> int:
+        """The person types ``text`` in the modal's text box (replacing what was there); an
+        input with dispatch_action sends a block_actions, as Slack does while one types."""
+        modal = self.modals[view_id]
+        block = next(b for b in modal["blocks"] if b["type"] == "input")
+        element = block["element"]
+        modal["state"]["values"][block["block_id"]] = {
+            element["action_id"]: {"type": element["type"], "value": text}
+        }
+        if not block.get("dispatch_action"):
+            return 200
+        return await self._view_action(
+            view_id,
+            {
+                "type": element["type"],
+                "action_id": element["action_id"],
+                "block_id": block["block_id"],
+                "value": text,
+            },
+        )
+
+    async def picks_in_modal(self, view_id: str, action_id: str, value: str) -> int:
+        modal = self.modals[view_id]
+        block, menu = next(
+            (b, e)
+            for b in modal["blocks"]
+            for e in b.get("elements") or []
+            if e.get("action_id") == action_id
+        )
+        chosen = next((o for o in menu.get("options") or [] if o["value"] == value), None)
+        if chosen is None:
+            raise ValueError(f"menu {action_id!r} has no option {value!r}")
+        modal["state"]["values"][block["block_id"]] = {
+            action_id: {"type": menu["type"], "selected_option": chosen}
+        }
+        return await self._view_action(
+            view_id,
+            {
+                "type": menu["type"],
+                "action_id": action_id,
+                "block_id": block["block_id"],
+                "selected_option": chosen,
+            },
+        )
+
+    async def submits_modal(self, view_id: str) -> tuple[int, str]:
+        """The person presses the modal's submit button: a signed ``view_submission`` with the
+        state of every input. A 200 with an empty body closes the modal, as in Slack; a
+        ``response_action: errors`` keeps it open. Returns (status, body)."""
+        modal = self.modals[view_id]
+        values = dict(modal["state"]["values"])
+        for block in modal["blocks"]:
+            if block["type"] == "input" and block["block_id"] not in values:
+                element = block["element"]
+                values[block["block_id"]] = {
+                    element["action_id"]: {
+                        "type": element["type"],
+                        "value": element.get("initial_value") or None,
+                    }
+                }
+        for block in modal["blocks"]:  # selects keep their initial option as state
+            for element in block.get("elements") or []:
+                if element.get("initial_option") and block["block_id"] not in values:
+                    values[block["block_id"]] = {
+                        element["action_id"]: {
+                            "type": element["type"],
+                            "selected_option": element["initial_option"],
+                        }
+                    }
+        view = self._public(view_id) | {"state": {"values": values}}
+        payload = {
+            "type": "view_submission",
+            "team": {"id": TEAM, "domain": "sandbox"},
+            "user": {
+                "id": modal["user"],
+                "username": AGENTS.get(modal["user"], ""),
+                "team_id": TEAM,
+            },
+            "api_app_id": APP_ID,
+            "token": "sandbox-verification-token",
+            "trigger_id": self._trigger(modal["user"]),
+            "view": view,
+            "response_urls": [],
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, text = await self._deliverer.attempt(
+            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        )
+        if status == 200 and not text.strip():
+            modal["closed"] = True
+        return status, text
+
+    async def message_shortcut(
+        self, channel: str, ts: str, user: str, callback_id: str = "send_to_customer"
+    ) -> int:
+        """The person runs a message shortcut on message ``ts``: a signed ``message_action``."""
+        message = self._find(channel, ts)
+        if message is None:
+            raise ValueError(f"no message {ts} in {channel}")
+        response_url = self._response_url()
+        self.response_users[response_url.rsplit("/", 1)[1]] = user
+        payload = {
+            "type": "message_action",
+            "callback_id": callback_id,
+            "token": "sandbox-verification-token",
+            "action_ts": f"{time.time():.6f}",
+            "team": {"id": TEAM, "domain": "sandbox"},
+            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
+            "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
+            "message": {k: v for k, v in message.items() if k != "reactions"},
+            "message_ts": ts,
+            "trigger_id": self._trigger(user),
+            "response_url": response_url,
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, _ = await self._deliverer.attempt(
+            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        )
+        return status
+
+    async def edits_message(self, channel: str, ts: str, user: str, text: str) -> int:
+        """An agent edits their message: Slack sends a ``message_changed`` event."""
+        message = self._find(channel, ts)
+        if message is None:
+            raise ValueError(f"no message {ts} in {channel}")
+        previous = dict(message)
+        message["text"] = text
+        message["edited"] = {"user": user, "ts": self._ts()}
+        await self._changed.notify()
+        return await self._event(
+            {
+                "type": "message",
+                "subtype": "message_changed",
+                "channel": channel,
+                "hidden": True,
+                "ts": self._ts(),
+                "message": {k: v for k, v in message.items() if k != "reactions"},
+                "previous_message": {k: v for k, v in previous.items() if k != "reactions"},
+                "event_ts": self._ts(),
+            }
+        )
+
+    async def agent_broadcasts(self, channel: str, thread_ts: str, user: str, text: str) -> str:
+        """A thread reply with "Also send to #channel" ticked (subtype ``thread_broadcast``)."""
+        ts = self._ts()
+        message = {
+            "type": "message",
+            "subtype": "thread_broadcast",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "thread_ts": thread_ts,
+        }
+        self.channels.setdefault(channel, []).append(message)
+        await self._changed.notify()
+        await self._event({**message, "channel": channel, "event_ts": ts})
+        return ts
 
     async def _user_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = str(params.get("user", ""))

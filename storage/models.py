@@ -63,6 +63,7 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     language: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime]
+    note: Mapped[str | None] = mapped_column(Text)  # agents' free text (the History modal)
 
 
 class Identity(Base):
@@ -160,6 +161,16 @@ class Agent(Base):
     presence: Mapped[str | None] = mapped_column(String(10))  # Slack's, when polled
     last_assigned_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+class HomeView(Base):
+    """Someone who opened the app's Home tab: the desk keeps their Home current from then on
+    (views.publish on every change that concerns them), and nobody else's."""
+
+    __tablename__ = "home_views"
+    user_id: Mapped[str] = mapped_column(String(40), primary_key=True)  # Slack user id
+    opened_at: Mapped[datetime]
+    published_at: Mapped[datetime | None]
 
 
 class TeamPointer(Base):

@@ -35,6 +35,7 @@ def test_new_card_shows_priority_reasons_message_and_both_buttons() -> None:
     assert [(a["action_id"], a["value"]) for a in actions] == [
         ("ticket_claim", "12"),
         ("ticket_resolve", "12"),
+        ("ticket_history", "12"),  # the customer's whole story (bot/history.py)
     ]
     # The fallback text is mrkdwn: escaped, so a name or message can't mention or link.
     assert card_text(_view()).startswith("#12 URGENT · Ann &lt;script&gt; (Telegram): Outage!")

@@ -16,8 +16,8 @@ ROOT = Path(__file__).parent.parent
 
 def test_shipped_rules_equal_the_defaults() -> None:
     # rules.yaml spells out every default; if they drift apart the README lies about one.
-    # Its teams, routing, calendars, SLA, roles and tags are an example (the sandbox's), not
-    # defaults.
+    # Its teams, routing, calendars, SLA, roles, tags and macros are an example (the
+    # sandbox's), not defaults.
     shipped = load_rules(ROOT / "rules.yaml")
     defaults = parse_rules({"version": 1})
     assert shipped.teams and shipped.routing and shipped.sla and "office" in shipped.calendars
@@ -30,6 +30,7 @@ def test_shipped_rules_equal_the_defaults() -> None:
         "roles": Roles(),
         "retention": Retention(),
         "tags": (),
+        "macros": (),
     }
     assert shipped.model_copy(update=example) == defaults
 

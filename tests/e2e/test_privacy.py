@@ -42,6 +42,18 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     await tg.wait_for_sent(81, 2)
     await tg.customer_says(81, "Thanks, Annabel here again", "Annabel")
     await stack.thread_has(card["ts"], "Annabel here again")
+    # An agent's note about her (the History modal, on the card while the ticket is open) is
+    # hers too: exported, then erased.
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_history", "U0BOB")
+
+    async def history() -> str | None:
+        modal = slack.modal_of("U0BOB")
+        return modal["id"] if modal and modal.get("submit") else None
+
+    view_id = await eventually(history, "the History modal")
+    await slack.types_in_modal(view_id, "Deliveries to 5 Elm Street only")
+    await slack.submits_modal(view_id)
+    await stack.thread_has(card["ts"], "updated the note about this customer")
     await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0BOB")
     prompt = (await tg.wait_for_sent(81, 3))[2]
     keys = [b["callback_data"] for row in prompt["reply_markup"]["inline_keyboard"] for b in row]
@@ -61,6 +73,7 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     (shared,) = (await eventually(exported, "the JSON in Carol's DM"))[0]["files"]
     data = json.loads(slack.files[shared["id"]]["content"])
     assert data["customer"]["name"] == "Annabel"
+    assert data["customer"]["note"] == "Deliveries to 5 Elm Street only"
     assert data["identities"][0]["chat_id"] == "81"
     said = [m["text"] for m in data["tickets"][0]["messages"] if m["direction"] == "in"]
     assert said == ["Deliver to 5 Elm Street, call +44 7700 900123", "Thanks, Annabel here again"]
@@ -102,6 +115,7 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     async with stack.sessions() as s:
         trail = (await s.scalars(select(AuditEntry).order_by(AuditEntry.id))).all()
     assert [(e.actor, e.action, e.target) for e in trail] == [
+        ("U0BOB", "customer-note", "customer c1"),
         ("U0CAROL", "customer-export", "customer c1"),
         ("U0BOB", "refused", "/desk forget"),
         ("U0CAROL", "forgot", "customer c1"),
