@@ -1,0 +1,76 @@
+"""``deskbot nlp train --fine-tune``: the encoder itself is adapted (PyTorch, at training time
+only) and the result is one model folder, encoder, ONNX graph, head and card, that the desk
+runs with ONNX Runtime alone. One training step on a tiny set keeps this test cheap."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nlp.cli import main
+from tests.nlp.test_abstention import EXAMPLES
+from tests.nlp.test_no_torch import BLOCKED
+
+pytestmark = pytest.mark.model
+ROOT = Path(__file__).resolve().parents[2]
+
+CLASSIFY = (
+    BLOCKED
+    + """
+sys.stdin = io.StringIO(sys.argv[1])
+from nlp.cli import main
+code = main(["classify", "--rules", "no-such-rules.yaml"])
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+print(json.dumps({"code": code, "loaded": loaded}))
+"""
+)
+
+
+def test_one_step_makes_a_model_folder_the_desk_runs_without_pytorch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = tmp_path / "intents.csv"
+    with examples.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "intent"])
+        for intent, phrases in EXAMPLES.items():
+            writer.writerows([p, intent] for p in phrases)
+    out = tmp_path / "ours"
+    args = ["train", "--fine-tune", "--intents", str(examples), "--label-column", "intent"]
+    code = main([*args, "--out", str(out), "--max-steps", "1"])
+    assert code == 0
+    said = capsys.readouterr()
+    assert f"use it with DESK_MODEL_DIR={out}" in said.out
+    assert "fine-tuning (classify)" in said.err  # the progress bar
+
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    assert meta["encoder_dir"] == "encoder"
+    assert meta["fine_tune"]["steps"] == 1
+    assert meta["heads"]["intent"]["labels"] == sorted(EXAMPLES)
+    assert 0 < meta["other_below"] <= 0.5
+    assert "cross-validation" in meta["other_calibration"]["method"]
+    graphs = list((out / "encoder" / "onnx").iterdir())
+    assert [g.name.endswith("-int8.onnx") for g in graphs] == [True]  # the float32 one removed
+    assert "## The encoder" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+
+    lines = "\n".join(json.dumps({"text": t}) for t in ("I lost my card", "how do I top up"))
+    done = subprocess.run(
+        [sys.executable, "-c", CLASSIFY, lines + "\n"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DESK_MODEL_DIR": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    *rows, status = [json.loads(line) for line in done.stdout.splitlines()]
+    assert status == {"code": 0, "loaded": []}
+    assert all(meta["version"] in r["model_version"] for r in rows)
+    assert all(r["best_intent"] in EXAMPLES for r in rows)
+    assert all(r["sentiment"] in ("negative", "neutral", "positive") for r in rows)
