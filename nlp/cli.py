@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also a model folder from `train --fine-tune` (repeatable)",
     )
+    e.add_argument(
+        "--skip-shipped", action="store_true", help="only the --fine-tuned folders' figures"
+    )
     x = sub.add_parser("export", help="write the encoder's ONNX graphs (make does this at install)")
     x.add_argument(
         "--encoder", type=Path, help="an encoder folder (default: DESK_ENCODER or MiniLM)"
@@ -118,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         from nlp import evaluate
         from nlp.service import DEFAULT_HEADS
 
-        if not args.fine_tuned or args.heads or not args.skip_banking77:
+        if not args.skip_shipped:
             evaluate.run(sys.stdout, args.heads or DEFAULT_HEADS, banking=not args.skip_banking77)
         for folder in args.fine_tuned:
             evaluate.fine_tuned(sys.stdout, folder)

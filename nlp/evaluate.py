@@ -363,5 +363,8 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
             accuracy_target="≥ 0.99",
             read=_read(bitext.texts),
         )
+    if not figures:
+        out.write("nothing to measure it on: it was trained on none of the shared sets\n")
+        return {}
     _print(out, f"fine-tuned: {folder.name}", figures)
     return {f.name: f.value for f in figures}

@@ -74,3 +74,68 @@ def test_one_step_makes_a_model_folder_the_desk_runs_without_pytorch(
     assert all(meta["version"] in r["model_version"] for r in rows)
     assert all(r["best_intent"] in EXAMPLES for r in rows)
     assert all(r["sentiment"] in ("negative", "neutral", "positive") for r in rows)
+
+
+def _tiny_data(root: Path) -> None:
+    """The shared sets' formats with a few made-up lines each: enough for every step of
+    ``--defaults --fine-tune`` to run, not to learn anything worth measuring."""
+    moods = {
+        "negative": ["this is awful", "worst service ever", "I hate the delays", "so bad"],
+        "neutral": ["the shop opens at nine", "a parcel came today", "it is tuesday", "ok"],
+        "positive": ["love it", "great support, thanks", "best day ever", "so happy now"],
+    }
+    semeval = root / "semeval2017_task4a_en"
+    semeval.mkdir(parents=True)
+    lines = [
+        f"{i}{k}\t{label}\t{text} {i}"
+        for i in range(6)
+        for k, (label, texts) in enumerate(moods.items())
+        for text in texts
+    ]
+    (semeval / "twitter-2013train-A.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ekman = root / "goemotions" / "ekman"
+    ekman.mkdir(parents=True)
+    (ekman / "labels.txt").write_text("anger\njoy\nneutral\n", encoding="utf-8")
+    rows = [
+        f"{t} {i}\t{k}\tid{i}" for i in range(8) for k, t in enumerate(("grr angry", "yay", "hm"))
+    ]
+    for name in ("train.tsv", "dev.tsv"):
+        (ekman / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    bitext = root / "bitext_customer_service"
+    bitext.mkdir()
+    with (bitext / "Bitext_Sample_Customer_Service_Training_Dataset.csv").open(
+        "w", newline="", encoding="utf-8"
+    ) as f:
+        writer = csv.writer(f)
+        writer.writerow(["utterance", "intent"])
+        for intent, phrases in EXAMPLES.items():
+            writer.writerows([f"{p} please", intent] for p in phrases * 4)
+    tweeteval = root / "tweeteval_sentiment"
+    tweeteval.mkdir()
+    (tweeteval / "mapping.txt").write_text("0\tnegative\n1\tneutral\n2\tpositive\n")
+    (tweeteval / "val_text.txt").write_text("terrible\nfine\nwonderful\n", encoding="utf-8")
+    (tweeteval / "val_labels.txt").write_text("0\n1\n2\n", encoding="utf-8")
+
+
+def test_defaults_fine_tuned_is_a_whole_model_for_desk_model_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tiny_data(tmp_path / "data")
+    monkeypatch.setenv("DESK_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "whole"
+    args = ["train", "--defaults", "--fine-tune", "--examples", "40", "--max-steps", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    assert meta["encoder_dir"] == "encoder"
+    assert set(meta["fine_tune"]["examples"]) == {"sentiment", "intent"}
+    assert {p.name for p in out.glob("*.npz")} == {"sentiment.npz", "anger.npz", "intent.npz"}
+
+    from nlp.service import TextAnalyser
+
+    monkeypatch.setenv("DESK_MODEL_DIR", str(out))
+    analyser = TextAnalyser.load()
+    assert analyser.encoder.path == out / "encoder"
+    assert analyser.intent_encoder is None  # one encoder reads everything
+    (a,) = analyser.analyse_batch(["I lost my card and I am furious"])
+    assert a.model_version.startswith(meta["version"])
+    assert a.best_intent in EXAMPLES and a.sentiment in ("negative", "neutral", "positive")
