@@ -340,8 +340,10 @@ def company_model(
         },
     )
     _write_meta(out, meta)
-    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
-    (out / "MODEL_CARD.md").write_text(card + _fine_tune_card(meta), encoding="utf-8")
+    from nlp.train import _company_card
+
+    card = _company_card(meta, dict(counts)) + _fine_tune_card(meta)
+    (out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     return meta
 
 

@@ -5,6 +5,7 @@ runs with ONNX Runtime alone. One training step on a tiny set keeps this test ch
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -57,7 +58,14 @@ def test_one_step_makes_a_model_folder_the_desk_runs_without_pytorch(
     assert "cross-validation" in meta["other_calibration"]["method"]
     graphs = list((out / "encoder" / "onnx").iterdir())
     assert [g.name.endswith("-int8.onnx") for g in graphs] == [True]  # the float32 one removed
-    assert "## The encoder" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "## The encoder" in card and "train --fine-tune --intents" in card
+
+    from nlp import evaluate
+
+    report = io.StringIO()
+    assert evaluate.fine_tuned(report, out) == {}  # trained on none of the shared sets
+    assert "nothing to measure it on" in report.getvalue()
 
     lines = "\n".join(json.dumps({"text": t}) for t in ("I lost my card", "how do I top up"))
     done = subprocess.run(
