@@ -284,7 +284,7 @@ def _fine_tune(args: argparse.Namespace) -> int:
     if args.defaults:
         out = args.out or Path("models/default-fine-tuned")
         meta = default_model(
-            base, out, examples=args.examples, epochs=args.epochs or 2.0, max_steps=args.max_steps
+            base, out, examples=args.examples, epochs=args.epochs or 1.0, max_steps=args.max_steps
         )
         print(f"wrote {out} ({meta['version']}); use it with DESK_MODEL_DIR={out}")
         return 0
