@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["nlp", "train"] and "--from-desk" in argv:
+        from bot.learn import main as learn_main  # reads the desk's database: not nlp/'s job
+
+        return learn_main(argv[2:])
     if argv[:1] == ["nlp"]:
         from nlp.cli import main as nlp_main
 

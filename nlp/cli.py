@@ -32,6 +32,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--int8", action="store_true", help="on the int8-quantised encoder")
     t.add_argument(
+        "--fine-tune",
+        action="store_true",
+        help="adapt the encoder itself (PyTorch) and write a model folder with its ONNX graph",
+    )
+    t.add_argument(
+        "--method",
+        choices=("classify", "pairs"),
+        default="classify",
+        help="with --fine-tune: cross-entropy (default, measured best) or SetFit-style pairs",
+    )
+    t.add_argument("--epochs", type=float, help="with --fine-tune: passes over the examples")
+    t.add_argument("--max-steps", type=int, help="with --fine-tune: stop after N steps")
+    t.add_argument(
+        "--examples",
+        type=int,
+        default=10_000,
+        help="with --defaults --fine-tune: examples to fine-tune on (sentiment and intents)",
+    )
+    t.add_argument(
+        "--from-desk",
+        action="store_true",
+        help="a company head from the agents' intent corrections (`deskbot nlp train "
+        "--from-desk [--database URL] [--out DIR]`, run through `deskbot`)",
+    )
+    t.add_argument("--database", help="with --from-desk: the desk's database URL")
+    t.add_argument(
         "--languages",
         action="store_true",
         help="rebuild the character n-gram heads for other languages (nlp/heads/languages)",
@@ -44,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="accuracy, macro-F1 and per-class figures")
     e.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
     e.add_argument("--skip-banking77", action="store_true", help="skip the company-head runs")
+    e.add_argument(
+        "--fine-tuned",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also a model folder from `train --fine-tune` (repeatable)",
+    )
+    e.add_argument(
+        "--skip-shipped", action="store_true", help="only the --fine-tuned folders' figures"
+    )
     x = sub.add_parser("export", help="write the encoder's ONNX graphs (make does this at install)")
     x.add_argument(
         "--encoder", type=Path, help="an encoder folder (default: DESK_ENCODER or MiniLM)"
@@ -84,7 +121,10 @@ def _run(args: argparse.Namespace) -> int:
         from nlp import evaluate
         from nlp.service import DEFAULT_HEADS
 
-        evaluate.run(sys.stdout, args.heads or DEFAULT_HEADS, banking=not args.skip_banking77)
+        if not args.skip_shipped:
+            evaluate.run(sys.stdout, args.heads or DEFAULT_HEADS, banking=not args.skip_banking77)
+        for folder in args.fine_tuned:
+            evaluate.fine_tuned(sys.stdout, folder)
         return 0
     from nlp import bench
 
@@ -196,6 +236,11 @@ def _train(args: argparse.Namespace) -> int:
             print(f"{name}: {figures}")
         print(f"wrote {args.out or SHIPPED} ({meta['version']})")
         return 0
+    if args.from_desk:  # `deskbot` hands it to bot/learn.py, which reads the desk's database
+        print("deskbot nlp train --from-desk: run it as `deskbot nlp train …`", file=sys.stderr)
+        return 2
+    if args.fine_tune:
+        return _fine_tune(args)
     if args.defaults:
         meta = train_defaults(Encoder.load(quantize=args.int8), args.out or DEFAULT_HEADS)
         print(f"wrote {args.out or DEFAULT_HEADS} ({meta['version']})")
@@ -223,6 +268,55 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     intents = meta["heads"]["intent"]["labels"]
     print(f"wrote {args.out} ({meta['version']}): {len(intents)} intents, {len(texts)} examples")
+    return 0
+
+
+def _fine_tune(args: argparse.Namespace) -> int:
+    """A model folder with the encoder adapted (PyTorch for training only)."""
+    import os
+
+    from nlp import data
+    from nlp.encoder import default_encoder_dir
+    from nlp.finetune import company_model, default_model
+
+    configured = os.environ.get("DESK_ENCODER")
+    base = Path(configured) if configured else default_encoder_dir()
+    if args.defaults:
+        out = args.out or Path("models/default-fine-tuned")
+        meta = default_model(
+            base, out, examples=args.examples, epochs=args.epochs or 1.0, max_steps=args.max_steps
+        )
+        print(f"wrote {out} ({meta['version']}); use it with DESK_MODEL_DIR={out}")
+        return 0
+    if args.intents is None or args.out is None:
+        print(
+            "deskbot nlp train --fine-tune: --intents FILE.csv and --out DIR (or --defaults) "
+            "are required",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        texts, labels = data.read_csv(args.intents, args.text_column, args.label_column)
+        meta = company_model(
+            base,
+            texts,
+            labels,
+            args.out,
+            source=str(args.intents),
+            per_class=args.per_class,
+            seed=args.seed,
+            method=args.method,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"deskbot nlp train: {exc}", file=sys.stderr)
+        return 2
+    intents = meta["heads"]["intent"]["labels"]
+    print(
+        f"wrote {args.out} ({meta['version']}): {len(intents)} intents, encoder fine-tuned in "
+        f"{meta['fine_tune']['seconds']:.0f} s; use it with DESK_MODEL_DIR={args.out}"
+    )
     return 0
 
 

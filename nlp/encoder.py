@@ -174,10 +174,14 @@ def onnx_dir() -> Path:
 
 
 def onnx_path(folder: Path, layers: tuple[int, ...], quantize: bool) -> Path:
-    """One file per encoder, layer choice and precision: the fingerprint names the encoder."""
+    """One file per encoder, layer choice and precision: the fingerprint names the encoder.
+
+    An encoder folder with an ``onnx/`` folder of its own (a fine-tuned model folder, whose
+    graph is written when it is made) keeps its graphs there, so it moves as one folder."""
     tag = "_".join(str(n) for n in layers)
     kind = "int8" if quantize else "f32"
-    return onnx_dir() / f"encoder-{_fingerprint(folder)}-L{tag}-{kind}.onnx"
+    where = folder / "onnx" if (folder / "onnx").is_dir() else onnx_dir()
+    return where / f"encoder-{_fingerprint(folder)}-L{tag}-{kind}.onnx"
 
 
 def export_onnx(folder: Path, layers: tuple[int, ...], *, quantize: bool = False) -> Path:
@@ -380,4 +384,7 @@ def _fingerprint(folder: Path) -> str:
     weights = folder / "model.safetensors"
     if weights.is_file():
         parts.append(str(weights.stat().st_size))
+    tuned = config.get("deskbot_fine_tuned")
+    if isinstance(tuned, dict):  # fine-tuned weights have the base's size: name them apart
+        parts.append(str(tuned.get("weights", "")))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]

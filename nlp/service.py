@@ -244,8 +244,10 @@ class TextAnalyser:
         language_heads: LanguageHeads | None = None,
         max_batch: int = 32,
         max_wait: float = 0.002,
+        intent_encoder: Encoder | None = None,
     ) -> None:
         self.encoder = encoder
+        self.intent_encoder = intent_encoder
         self._sentiment = sentiment
         self._anger = anger
         self._intent = intent
@@ -274,16 +276,29 @@ class TextAnalyser:
         English, the only language of their encoder and training data). Other languages get
         the character n-gram heads of ``language_dir`` (``DESK_LANGUAGE_HEADS``, default the
         shipped ``nlp/heads/languages``) where there is one for them."""
+        model_dir = os.environ.get("DESK_MODEL_DIR")
+        if model_dir and not heads_dir and not intent_dir:
+            # A model folder from `deskbot nlp train --fine-tune`: the whole model (it has
+            # sentiment and anger heads) or a company's intents on their own encoder.
+            if (Path(model_dir) / "sentiment.npz").is_file():
+                heads_dir = model_dir
+            else:
+                intent_dir = model_dir
         heads = Path(heads_dir or os.environ.get("DESK_HEADS") or DEFAULT_HEADS)
         meta = read_meta(heads)
-        encoder = encoder_for(heads, meta, encoder_dir)
+        encoder = encoder_for(heads, meta, encoder_dir or own_encoder(heads, meta))
         intent = load_head(heads, "intent")
         version = str(meta["version"])
         other_below = float(meta.get("other_below", 0.5))
+        intent_encoder: Encoder | None = None
         if intent_dir:
             company = Path(intent_dir)
             company_meta = read_meta(company)
-            _check_encoder(company, company_meta, encoder)
+            own = own_encoder(company, company_meta)
+            if own is not None:  # fine-tuned for these intents: they read their own encoder
+                intent_encoder = encoder_for(company, company_meta, own)
+            else:
+                _check_encoder(company, company_meta, encoder)
             intent = load_head(company, "intent")
             version += "+" + str(company_meta["version"])
             other_below = float(company_meta.get("other_below", other_below))
@@ -310,6 +325,7 @@ class TextAnalyser:
             version=version + ("/int8" if encoder.quantized else ""),
             languages=[str(x) for x in meta.get("languages", ["en"])],
             language_heads=language_heads,
+            intent_encoder=intent_encoder,
         )
 
     async def start(self) -> None:
@@ -348,7 +364,10 @@ class TextAnalyser:
         vectors = self.encoder.encode([texts[i] for i in rows])
         sentiment = self._sentiment.proba(vectors)
         anger = self._anger.proba(vectors)[:, self._anger.labels.index("anger")]
-        intents = self._intent.proba(vectors)
+        if self.intent_encoder is not None:
+            intents = self._intent.proba(self.intent_encoder.encode([texts[i] for i in rows]))
+        else:
+            intents = self._intent.proba(vectors)
         sentences = self.encoder.sentence(vectors)
         for k, row in enumerate(rows):
             scores = {
@@ -419,10 +438,18 @@ class TextAnalyser:
                 )
 
 
+def own_encoder(folder: Path, meta: Mapping[str, Any]) -> Path | None:
+    """The encoder a fine-tuned model folder carries (``encoder_dir`` in its meta.json)."""
+    inside = meta.get("encoder_dir")
+    return folder / str(inside) if inside else None
+
+
 def encoder_for(
     heads: Path, meta: Mapping[str, Any], encoder_dir: str | Path | None = None
 ) -> Encoder:
-    """The encoder as the heads in ``heads`` were trained on it: precision, layers, identity."""
+    """The encoder as the heads in ``heads`` were trained on it: precision, layers, identity
+    (the folder's own, for a fine-tuned model folder, unless ``encoder_dir`` says otherwise)."""
+    encoder_dir = encoder_dir or own_encoder(heads, meta)
     layers = tuple(int(n) for n in meta["layers"]) if "layers" in meta else None
     encoder = Encoder.load(encoder_dir, quantize=bool(meta.get("quantized", False)), layers=layers)
     _check_encoder(heads, meta, encoder)

@@ -160,14 +160,28 @@ def train_intent_head(
     return head, {"other_below": round(threshold, 6), "other_calibration": calibration}
 
 
-def train_defaults(encoder: Encoder, out: Path = DEFAULT_HEADS) -> dict[str, Any]:
-    """Sentiment (SemEval pool), anger (GoEmotions) and the 27 Bitext intents."""
-    validation = data.tweeteval("tweeteval_sentiment")
-    # TweetEval's validation tweets were drawn from this pool: keep them out of training.
-    held = {" ".join(t.casefold().split()) for t in validation.texts}
-    pool = data.semeval_pool(exclude=held)
+def train_defaults(
+    encoder: Encoder,
+    out: Path = DEFAULT_HEADS,
+    *,
+    pool: data.Split | None = None,
+    anger_limit: int | None = None,
+) -> dict[str, Any]:
+    """Sentiment (SemEval pool, or ``pool``), anger (GoEmotions, the first ``anger_limit``
+    examples if given) and the 27 Bitext intents."""
+    if pool is None:
+        validation = data.tweeteval("tweeteval_sentiment")
+        # TweetEval's validation tweets were drawn from this pool: keep them out of training.
+        held = {" ".join(t.casefold().split()) for t in validation.texts}
+        pool = data.semeval_pool(exclude=held)
     sentiment = train_calibrated(encoder, pool, c=SENTIMENT_C, balanced=True)
     anger_train, anger_dev = data.goemotions_anger("train"), data.goemotions_anger("dev")
+    if anger_limit is not None:
+        anger_train = data.Split(
+            anger_train.name + f"/first-{anger_limit}",
+            anger_train.texts[:anger_limit],
+            anger_train.labels[:anger_limit],
+        )
     anger = fit_head(
         embed(encoder, anger_train.texts),
         anger_train.labels,

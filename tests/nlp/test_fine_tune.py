@@ -1,0 +1,149 @@
+"""``deskbot nlp train --fine-tune``: the encoder itself is adapted (PyTorch, at training time
+only) and the result is one model folder, encoder, ONNX graph, head and card, that the desk
+runs with ONNX Runtime alone. One training step on a tiny set keeps this test cheap."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nlp.cli import main
+from tests.nlp.test_abstention import EXAMPLES
+from tests.nlp.test_no_torch import BLOCKED
+
+pytestmark = pytest.mark.model
+ROOT = Path(__file__).resolve().parents[2]
+
+CLASSIFY = (
+    BLOCKED
+    + """
+sys.stdin = io.StringIO(sys.argv[1])
+from nlp.cli import main
+code = main(["classify", "--rules", "no-such-rules.yaml"])
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+print(json.dumps({"code": code, "loaded": loaded}))
+"""
+)
+
+
+def test_one_step_makes_a_model_folder_the_desk_runs_without_pytorch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = tmp_path / "intents.csv"
+    with examples.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "intent"])
+        for intent, phrases in EXAMPLES.items():
+            writer.writerows([p, intent] for p in phrases)
+    out = tmp_path / "ours"
+    args = ["train", "--fine-tune", "--intents", str(examples), "--label-column", "intent"]
+    code = main([*args, "--out", str(out), "--max-steps", "1"])
+    assert code == 0
+    said = capsys.readouterr()
+    assert f"use it with DESK_MODEL_DIR={out}" in said.out
+    assert "fine-tuning (classify)" in said.err  # the progress bar
+
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    assert meta["encoder_dir"] == "encoder"
+    assert meta["fine_tune"]["steps"] == 1
+    assert meta["heads"]["intent"]["labels"] == sorted(EXAMPLES)
+    assert 0 < meta["other_below"] <= 0.5
+    assert "cross-validation" in meta["other_calibration"]["method"]
+    graphs = list((out / "encoder" / "onnx").iterdir())
+    assert [g.name.endswith("-int8.onnx") for g in graphs] == [True]  # the float32 one removed
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "## The encoder" in card and "train --fine-tune --intents" in card
+
+    from nlp import evaluate
+
+    report = io.StringIO()
+    assert evaluate.fine_tuned(report, out) == {}  # trained on none of the shared sets
+    assert "nothing to measure it on" in report.getvalue()
+
+    lines = "\n".join(json.dumps({"text": t}) for t in ("I lost my card", "how do I top up"))
+    done = subprocess.run(
+        [sys.executable, "-c", CLASSIFY, lines + "\n"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DESK_MODEL_DIR": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    *rows, status = [json.loads(line) for line in done.stdout.splitlines()]
+    assert status == {"code": 0, "loaded": []}
+    assert all(meta["version"] in r["model_version"] for r in rows)
+    assert all(r["best_intent"] in EXAMPLES for r in rows)
+    assert all(r["sentiment"] in ("negative", "neutral", "positive") for r in rows)
+
+
+def _tiny_data(root: Path) -> None:
+    """The shared sets' formats with a few made-up lines each: enough for every step of
+    ``--defaults --fine-tune`` to run, not to learn anything worth measuring."""
+    moods = {
+        "negative": ["this is awful", "worst service ever", "I hate the delays", "so bad"],
+        "neutral": ["the shop opens at nine", "a parcel came today", "it is tuesday", "ok"],
+        "positive": ["love it", "great support, thanks", "best day ever", "so happy now"],
+    }
+    semeval = root / "semeval2017_task4a_en"
+    semeval.mkdir(parents=True)
+    lines = [
+        f"{i}{k}\t{label}\t{text} {i}"
+        for i in range(6)
+        for k, (label, texts) in enumerate(moods.items())
+        for text in texts
+    ]
+    (semeval / "twitter-2013train-A.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ekman = root / "goemotions" / "ekman"
+    ekman.mkdir(parents=True)
+    (ekman / "labels.txt").write_text("anger\njoy\nneutral\n", encoding="utf-8")
+    rows = [
+        f"{t} {i}\t{k}\tid{i}" for i in range(8) for k, t in enumerate(("grr angry", "yay", "hm"))
+    ]
+    for name in ("train.tsv", "dev.tsv"):
+        (ekman / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    bitext = root / "bitext_customer_service"
+    bitext.mkdir()
+    with (bitext / "Bitext_Sample_Customer_Service_Training_Dataset.csv").open(
+        "w", newline="", encoding="utf-8"
+    ) as f:
+        writer = csv.writer(f)
+        writer.writerow(["utterance", "intent"])
+        for intent, phrases in EXAMPLES.items():
+            writer.writerows([f"{p} please", intent] for p in phrases * 4)
+    tweeteval = root / "tweeteval_sentiment"
+    tweeteval.mkdir()
+    (tweeteval / "mapping.txt").write_text("0\tnegative\n1\tneutral\n2\tpositive\n")
+    (tweeteval / "val_text.txt").write_text("terrible\nfine\nwonderful\n", encoding="utf-8")
+    (tweeteval / "val_labels.txt").write_text("0\n1\n2\n", encoding="utf-8")
+
+
+def test_defaults_fine_tuned_is_a_whole_model_for_desk_model_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tiny_data(tmp_path / "data")
+    monkeypatch.setenv("DESK_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "whole"
+    args = ["train", "--defaults", "--fine-tune", "--examples", "40", "--max-steps", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    assert meta["encoder_dir"] == "encoder"
+    assert set(meta["fine_tune"]["examples"]) == {"sentiment", "intent"}
+    assert {p.name for p in out.glob("*.npz")} == {"sentiment.npz", "anger.npz", "intent.npz"}
+
+    from nlp.service import TextAnalyser
+
+    monkeypatch.setenv("DESK_MODEL_DIR", str(out))
+    analyser = TextAnalyser.load()
+    assert analyser.encoder.path == out / "encoder"
+    assert analyser.intent_encoder is None  # one encoder reads everything
+    (a,) = analyser.analyse_batch(["I lost my card and I am furious"])
+    assert a.model_version.startswith(meta["version"])
+    assert a.best_intent in EXAMPLES and a.sentiment in ("negative", "neutral", "positive")
