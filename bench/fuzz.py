@@ -31,7 +31,6 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -51,7 +50,7 @@ from bench.chaos import (
 from bench.hostile import (
     PATHS,
     Secrets,
-    broken,
+    payloads,
     sign_for,
     signed_request,
     telegram_update,
@@ -194,7 +193,7 @@ async def run(requests: int, server_url: str | None = None, seed: int = 0) -> Fu
                     derandomize=seed == 0,
                     suppress_health_check=list(HealthCheck),
                 )
-                @given(case=st.builds(made[endpoint]).flatmap(broken))
+                @given(case=payloads(made[endpoint]))
                 def storm(case: tuple[bytes, dict[str, str]]) -> None:
                     asyncio.run_coroutine_threadsafe(post(endpoint, *case), loop).result(60)
 
@@ -206,7 +205,7 @@ async def run(requests: int, server_url: str | None = None, seed: int = 0) -> Fu
 
             # A good message after the storm.
             text = f"good message after the fuzz {uuid.uuid4().hex[:6]}"
-            body = json.dumps(telegram_update(990_001, text)).encode()
+            body = json.dumps(telegram_update(990_001, text, n=2**30 + 1)).encode()
             async with http.post(
                 desk_url + PATHS["telegram"], data=body, headers=sign_for("telegram", body, SECRETS)
             ) as resp:

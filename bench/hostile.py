@@ -132,8 +132,8 @@ def broken(draw: st.DrawFn, template: Any) -> tuple[bytes, dict[str, str]]:
 # -- the endpoints and their valid payloads -----------------------------------------------------
 
 
-def telegram_update(chat: int, text: str) -> dict[str, Any]:
-    n = next(_ids)
+def telegram_update(chat: int, text: str, n: int | None = None) -> dict[str, Any]:
+    n = next(_ids) if n is None else n
     person = {"id": chat, "is_bot": False, "first_name": "Fuzz"}
     return {
         "update_id": n,
@@ -147,10 +147,13 @@ def telegram_update(chat: int, text: str) -> dict[str, Any]:
     }
 
 
-def whatsapp_envelope(wa_id: str, text: str, phone_number_id: str) -> dict[str, Any]:
+def whatsapp_envelope(
+    wa_id: str, text: str, phone_number_id: str, n: int | None = None
+) -> dict[str, Any]:
+    n = next(_ids) if n is None else n
     message = {
         "from": wa_id,
-        "id": f"wamid.FUZZ{next(_ids)}",
+        "id": f"wamid.FUZZ{n}",
         "timestamp": str(int(time.time())),
         "type": "text",
         "text": {"body": text},
@@ -168,13 +171,14 @@ def whatsapp_envelope(wa_id: str, text: str, phone_number_id: str) -> dict[str, 
     }
 
 
-def slack_event(channel: str) -> dict[str, Any]:
+def slack_event(channel: str, n: int | None = None) -> dict[str, Any]:
+    n = next(_ids) if n is None else n
     return {
         "token": "sandbox-verification-token",
         "team_id": "T0SANDBOX",
         "api_app_id": "A0DESKBOT",
         "type": "event_callback",
-        "event_id": f"EvFUZZ{next(_ids)}",
+        "event_id": f"EvFUZZ{n}",
         "event_time": int(time.time()),
         "authorizations": [{"team_id": "T0SANDBOX", "user_id": "U0DESKBOT", "is_bot": True}],
         "event": {
@@ -189,13 +193,14 @@ def slack_event(channel: str) -> dict[str, Any]:
     }
 
 
-def slack_action(channel: str) -> dict[str, Any]:
+def slack_action(channel: str, n: int | None = None) -> dict[str, Any]:
+    n = next(_ids) if n is None else n
     return {
         "type": "block_actions",
         "user": {"id": "U0ALICE", "username": "alice", "team_id": "T0SANDBOX"},
         "api_app_id": "A0DESKBOT",
         "token": "sandbox-verification-token",
-        "trigger_id": f"{next(_ids)}.abcdef012345",
+        "trigger_id": f"{n}.abcdef012345",
         "team": {"id": "T0SANDBOX"},
         "channel": {"id": channel, "name": "support"},
         "container": {"type": "message", "message_ts": "1.000001", "channel_id": channel},
@@ -212,7 +217,8 @@ def slack_action(channel: str) -> dict[str, Any]:
     }
 
 
-def slack_command(channel: str) -> dict[str, Any]:
+def slack_command(channel: str, n: int | None = None) -> dict[str, Any]:
+    n = next(_ids) if n is None else n
     return {
         "token": "sandbox-verification-token",
         "team_id": "T0SANDBOX",
@@ -224,7 +230,7 @@ def slack_command(channel: str) -> dict[str, Any]:
         "command": "/desk",
         "text": "help",
         "api_app_id": "A0DESKBOT",
-        "trigger_id": f"{next(_ids)}.abcdef012345",
+        "trigger_id": f"{n}.abcdef012345",
     }
 
 
@@ -281,17 +287,23 @@ PATHS = {
 }
 
 
-def templates(secrets: Secrets) -> dict[str, Callable[[], Any]]:
-    """A valid payload of each endpoint, made fresh (new ids) on every call."""
+def templates(secrets: Secrets) -> dict[str, Callable[[int], Any]]:
+    """A valid payload of each endpoint, given the number its ids are made from (drawn by
+    hypothesis, so that replaying an example makes the very same body)."""
     return {
-        "telegram": lambda: telegram_update(777_001, "my parcel is late"),
-        "whatsapp": lambda: whatsapp_envelope(
-            "15550009999", "my parcel is late", secrets.phone_number_id
+        "telegram": lambda n: telegram_update(777_001, "my parcel is late", n),
+        "whatsapp": lambda n: whatsapp_envelope(
+            "15550009999", "my parcel is late", secrets.phone_number_id, n
         ),
-        "slack_event": lambda: slack_event(secrets.slack_channel),
-        "slack_action": lambda: slack_action(secrets.slack_channel),
-        "slack_command": lambda: slack_command(secrets.slack_channel),
+        "slack_event": lambda n: slack_event(secrets.slack_channel, n),
+        "slack_action": lambda n: slack_action(secrets.slack_channel, n),
+        "slack_command": lambda n: slack_command(secrets.slack_channel, n),
     }
+
+
+def payloads(template: Callable[[int], Any]) -> st.SearchStrategy[tuple[bytes, dict[str, str]]]:
+    """Hostile bodies made from ``template``, each with fresh ids."""
+    return st.integers(10_000, 2**30 - 1).map(template).flatmap(broken)
 
 
 def signed_request(
