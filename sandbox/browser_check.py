@@ -264,9 +264,9 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         page.goto(sandbox.url)
         expect(page.locator("#online")).to_have_text("sandbox running")
         tabs = page.locator("#tabs [role=tab]")
-        expect(tabs).to_have_count(4)
+        expect(tabs).to_have_count(5)  # the four teams' channels and the agent's App Home
         names = [t.split()[0] for t in tabs.all_inner_texts()]
-        assert names == ["#support", "#vip", "#billing", "#support-zh"], names
+        assert names == ["#support", "#vip", "#billing", "#support-zh", "🏠"], names
         return ", ".join(names)
 
     check.step("the page opens and shows every Slack channel", opens)
@@ -350,6 +350,34 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         return card.locator(".blk.context").last.inner_text()
 
     check.step("Alice claims the Telegram card", claims)
+
+    def history() -> str:
+        page.locator("#agent").select_option(label="Carol")  # team zh's agent
+        card = check.card(TG_NAME)
+        card.get_by_role("button", name="History").click()
+        modal = page.locator("#modal")
+        expect(modal).to_be_visible()
+        expect(modal).to_contain_text(TG_NAME)
+        page.locator("#modal-text").fill("Prefers Chinese; parcels to the office")
+        page.locator("#modal-submit").click()
+        expect(modal).to_be_hidden()
+        expect(card.locator(".thread")).to_contain_text("updated the note about this customer")
+        page.locator("#agent").select_option(label="Alice")
+        return "the customer's story in a modal; the note saved"
+
+    check.step("Carol opens the customer's History and writes a note", history)
+
+    def home() -> str:
+        channel = page.locator("#tabs [role=tab][aria-selected=true]").get_attribute("data-channel")
+        page.locator("#tabs [role=tab][data-channel=home]").click()
+        mine = page.locator("#cards .card.home")
+        expect(mine).to_contain_text(TG_NAME)  # her open ticket, claimed a moment ago
+        shown = mine.inner_text().splitlines()[0]
+        page.locator(f"#tabs [role=tab][data-channel={channel}]").click()
+        expect(check.card(TG_NAME)).to_have_count(1)
+        return shown
+
+    check.step("Alice's App Home lists the ticket she took", home)
 
     def drafts() -> str:
         box = check.card(TG_NAME).locator("form.replyform input[type=text]")
