@@ -33,6 +33,9 @@ class Surges(BaseModel):
     window_minutes: float = Field(default=10, gt=0, le=24 * 60)
     min_tickets: int = Field(default=5, ge=2, le=1000)
     similarity: float = Field(default=0.8, gt=0, le=1)
+    # The incident card is brought up to date, and newly attached tickets listed in its thread,
+    # at most once per this many seconds (Slack allows about one post a second per channel).
+    update_seconds: float = Field(default=5, ge=1, le=300)
 
 
 @dataclass(frozen=True)

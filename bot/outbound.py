@@ -68,6 +68,10 @@ class Outbound(BaseModel):
     # The outbox row being sent, set by the outbox (not stored in the row): a Slack post carries
     # it in its message metadata, so the desk can find a post whose outcome it never heard.
     outbox_id: int | None = None
+    # About an incident's card (bot/surges.py): the card and its lists are rendered when sent,
+    # from the incident as it is then; ``incident_bucket`` names the time slice a list covers.
+    incident_id: int | None = None
+    incident_bucket: int | None = None
 
 
 class Delivery(BaseModel):

@@ -55,8 +55,10 @@ from bot.outbound import (
 from bot.recovery import CardRecovery, card_is_gone
 from bot.rules import Rules
 from bot.sla_keeper import SlaKeeper
+from bot.surges import NothingToSay, NotPosted
+from bot.surges import render as render_incident
 from bot.tickets import Desk, queue_effects
-from storage.models import Identity, Message, OutboxRow, Ticket
+from storage.models import Identity, Incident, Message, OutboxRow, Ticket
 from storage.queues import outbox_claim
 
 log = logging.getLogger("deskbot.outbox")
@@ -280,6 +282,17 @@ class OutboxSender:
         if row_id in self._unrecorded:
             await self._finish(row_id, attempt, out, message_id, delivery=self._unrecorded[row_id])
             return 1
+        if out.incident_id is not None:
+            # An incident's card and lists are drawn now, from the incident as it is now.
+            try:
+                async with self._sessions() as session:
+                    out = await render_incident(session, self._rules, out)
+            except NothingToSay:
+                await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
+                return 1
+            except NotPosted as exc:
+                await self._finish(row_id, attempt, out, message_id, error=BadRequest(str(exc)))
+                return 1
         if out.kind == "slack_card" and queued is not None:
             out = held_back_note(out, self._clock.now() - queued)
         slack_channel, card_ts = cards.get(out.ticket_id or -1, (None, None))
@@ -519,7 +532,11 @@ class OutboxSender:
                 row.status = "sent"
                 row.sent_at = now
                 row.platform_message_id = delivery.platform_message_id
-                if out.kind == "slack_card" and ticket is not None:
+                if out.kind == "slack_card" and out.incident_id is not None:
+                    incident = await session.get(Incident, out.incident_id)
+                    if incident is not None:
+                        incident.slack_ts = delivery.platform_message_id
+                elif out.kind == "slack_card" and ticket is not None:
                     ticket.slack_ts = delivery.platform_message_id
                 if message is not None:
                     message.platform_message_id = delivery.platform_message_id

@@ -74,8 +74,21 @@ class Effects:
     # Log lines of the decisions taken, written once the step's transaction committed: a step
     # that rolls back (and is retried) decided nothing.
     decisions: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
+    # By item index: an idempotency key of its own (rows that many steps may ask for, queued
+    # once: an incident card's update per time slice), when it is due, and its claim rank.
+    timing: dict[int, tuple[str | None, datetime | None, int | None]] = field(default_factory=dict)
 
-    def say(self, out: Outbound, message: Message | None = None) -> None:
+    def say(
+        self,
+        out: Outbound,
+        message: Message | None = None,
+        *,
+        key: str | None = None,
+        due: datetime | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if key is not None or due is not None or rank is not None:
+            self.timing[len(self.items)] = (key, due, rank)
         self.items.append((out, message))
 
     def log_decisions(self) -> None:
@@ -116,6 +129,8 @@ NORMAL_RANK = 2
 def destination_key(out: Outbound) -> str:
     """Order key of the outbox: one customer chat, or one ticket's card and thread."""
     if out.channel == "slack":
+        if out.incident_id is not None:  # after the incident card, in the order said
+            return f"slack:incident:{out.incident_id}"
         if out.ticket_id is not None:
             return f"slack:ticket:{out.ticket_id}"
         return f"slack:{out.destination}"
@@ -134,10 +149,11 @@ async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> int:
         if out.kind == "slack_card" and out.ticket_id is not None:
             ticket = await session.get(Ticket, out.ticket_id)  # in the session already
             rank = PRIORITY_RANK.get(ticket.priority, NORMAL_RANK) if ticket else NORMAL_RANK
+        own_key, due, own_rank = desk.fx.timing.get(n, (None, None, None))
         rows.append(
             {
-                "idempotency_key": f"{key}:{n}",
-                "rank": rank,
+                "idempotency_key": own_key or f"{key}:{n}",
+                "rank": rank if own_rank is None else own_rank,
                 "channel": out.channel,
                 "destination_key": destination_key(out),
                 "payload": out.model_dump(mode="json"),
@@ -145,7 +161,7 @@ async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> int:
                 "message_id": message.id if message is not None else None,
                 "status": "pending",
                 "attempts": 0,
-                "next_attempt_at": now,
+                "next_attempt_at": due or now,
                 "created_at": now,
             }
         )
@@ -310,6 +326,8 @@ class Desk:
         self, ticket: Ticket, kind: Literal["slack_card", "slack_card_update"] = "slack_card"
     ) -> None:
         """The ticket's card as it is now: a new card in its channel, or an update of it."""
+        if ticket.incident_only:
+            return  # shown on its incident's card only
         view = await self.card_view(ticket)
         self.fx.say(
             Outbound(
@@ -323,7 +341,22 @@ class Desk:
         )
 
     def thread(self, ticket: Ticket, text: str, blocks: Sequence[dict[str, Any]] = ()) -> None:
-        """Post in the card's thread. ``text`` is mrkdwn (and the fallback when ``blocks``)."""
+        """Post in the card's thread. ``text`` is mrkdwn (and the fallback when ``blocks``).
+        A ticket shown only on an incident's card speaks in the incident's thread."""
+        if ticket.incident_only and ticket.incident_id is not None:
+            label = {"type": "context", "elements": [{"type": "mrkdwn", "text": f"#{ticket.id}"}]}
+            self.fx.say(
+                Outbound(
+                    channel="slack",
+                    kind="slack_thread",
+                    destination=ticket.slack_channel,
+                    ticket_id=ticket.id,
+                    incident_id=ticket.incident_id,
+                    text=f"#{ticket.id} · {text}",
+                    blocks=(label, *blocks) if blocks else (),
+                )
+            )
+            return
         self.fx.say(
             Outbound(
                 channel="slack",
@@ -513,11 +546,16 @@ class Desk:
         self.history(ticket, "team", AUTO, None, team.team, team.reason)
         self._record_inbound(ticket, ev, attachments)
         texts = await self.texts_for(ticket)
+        from bot.surges import IncidentDesk  # bot.surges renders with bot.tickets' helpers
+
+        incident = await IncidentDesk(self).place(ticket, cls)
         self.tell_customer(
             ticket,
-            texts.ack.format(ticket=ticket.id),
+            (texts.incident_ack if incident is not None else texts.ack).format(ticket=ticket.id),
             buttons=my_tickets_button(self.rules, texts),
         )
+        if ticket.incident_only:
+            return ticket  # its incident's card and thread show it; the incident is answered
         choice = await Assigner(self).assign(ticket, announce=False)
         await SlaKeeper(self).refresh(ticket)  # so the card shows its clocks from the start
         await self.post_card(ticket)
