@@ -136,7 +136,17 @@ class AgentAction(_Event):
     kind: Literal["agent_action"] = "agent_action"
     channel: Literal["slack"] = "slack"
     action: Literal[
-        "claim", "resolve", "transfer", "priority", "status", "reassign", "tags", "intent"
+        "claim",
+        "resolve",
+        "transfer",
+        "priority",
+        "status",
+        "reassign",
+        "tags",
+        "intent",
+        "incident_resolve",
+        "incident_close",
+        "incident_reply",
     ]
     ticket_id: int
     user_id: str
@@ -148,6 +158,10 @@ class AgentAction(_Event):
     values: tuple[str, ...] = ()  # tags: every tag now chosen (none clears them)
     target_name: str = ""  # reassign: the chosen agent's display name
     response_url: str | None = None  # where an ephemeral answer to the clicker goes
+    # Incident actions (bot/surges.py): the incident, and for incident_reply the reply by
+    # language ("en" → text); ``ticket_id`` is 0 for them.
+    incident_id: int | None = None
+    texts: dict[str, str] = Field(default_factory=dict)
 
 
 class SlashCommand(_Event):

@@ -55,7 +55,7 @@ from bot.outbound import (
 from bot.recovery import CardRecovery, card_is_gone
 from bot.rules import Rules
 from bot.sla_keeper import SlaKeeper
-from bot.surges import NothingToSay, NotPosted
+from bot.surges import IncidentDesk, NothingToSay, NotPosted
 from bot.surges import render as render_incident
 from bot.tickets import Desk, queue_effects
 from storage.models import Identity, Incident, Message, OutboxRow, Ticket
@@ -555,6 +555,11 @@ class OutboxSender:
                     message.delivery_error = row.last_error
                 if ticket is not None and out.channel != "slack":
                     await self._report_failure(desk, ticket, message, error)
+            if message is not None and message.purpose == "incident_reply" and ticket is not None:
+                # Progress of a Reply to all affected, on the incident card (throttled).
+                incident = await session.get(Incident, ticket.incident_id or -1)
+                if incident is not None:
+                    IncidentDesk(desk).card_soon(incident)
             wake = await queue_effects(session, desk, f"outbox:{row_id}") > 0
         if wake:
             self.wakeup.set()

@@ -251,6 +251,104 @@ class IncidentDesk:
             due=due,
         )
 
+    # -- agents' actions -------------------------------------------------------------------
+
+    async def action(self, ev: Any) -> None:
+        """An agent's Reply to all affected, Resolve incident or Close (an AgentAction)."""
+        await incident_action(self, ev)
+
+    def finish(self, inc: Incident, status: str, user_id: str) -> None:
+        inc.status = status
+        inc.closed_at = self.d.now
+        inc.closed_by = user_id
+        inc.updated_at = self.d.now
+        self.card_now(inc)
+        self.d.decided("surges.incident_%s incident=%d by=%s", status, inc.id, user_id)
+
+    def card_now(self, inc: Incident) -> None:
+        """An update of the card at once (a person's action: they want to see it)."""
+        self.d.fx.say(
+            Outbound(
+                channel="slack",
+                kind="slack_card_update",
+                destination=inc.slack_channel,
+                incident_id=inc.id,
+            )
+        )
+
+    async def release(self, ticket: Ticket, inc: Incident, actor: str, why: str) -> None:
+        """Take a ticket out of its incident; one shown only there gets a card of its own,
+        with the conversation so far in its thread."""
+        from bot.assignment import Assigner
+        from bot.cards import conversation_summary
+        from bot.sla_keeper import SlaKeeper
+
+        only = ticket.incident_only
+        ticket.incident_id = None
+        ticket.incident_only = False
+        ticket.updated_at = self.d.now
+        self.d.history(ticket, "incident", actor, f"#{inc.id}", None, why)
+        self.d.decided("surges.detached ticket=%d incident=%d by=%s", ticket.id, inc.id, actor)
+        if not only or ticket.status not in ACTIVE:
+            return
+        await Assigner(self.d).assign(ticket, announce=False)
+        await SlaKeeper(self.d).refresh(ticket)
+        await self.d.post_card(ticket)
+        customer = await self.s.get_one(Customer, ticket.customer_id)
+        said = (
+            await self.s.scalars(
+                select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id)
+            )
+        ).all()
+        head = f"🧩 Out of incident #{inc.id}: {escape(why)}."
+        self.d.thread(ticket, conversation_summary(customer.name, said, head=head))
+
+    async def reply_all(self, inc: Incident, user_id: str, texts: dict[str, str]) -> None:
+        """One message per attached customer, in their language, on their own channel: each
+        an outbox row exactly like an agent's reply in a ticket's thread."""
+        default = self.rules.texts.default_language
+        fallback = texts.get(default) or next((t for t in texts.values() if t.strip()), "")
+        if not fallback.strip():
+            return
+        members = await _members(self.s, inc)
+        inc.reply_at = self.d.now
+        by_language: dict[str, int] = {}
+        for ticket in members:
+            language = (ticket.language or default).lower().split("-")[0]
+            if not (texts.get(language) or "").strip():
+                language = default  # no text in their language: the default language's
+            text = (texts.get(language) or fallback).strip()
+            by_language[language] = by_language.get(language, 0) + 1
+            msg = Message(
+                ticket_id=ticket.id,
+                direction="out",
+                author=user_id,
+                channel=ticket.channel,
+                text=text,
+                delivery="pending",
+                purpose="incident_reply",
+                created_at=self.d.now,
+            )
+            self.s.add(msg)
+            await self.s.flush()
+            if ticket.first_response_at is None:
+                ticket.first_response_at = self.d.now
+            if ticket.status in ("new", "open"):
+                self.d.set_status(
+                    ticket, "pending", user_id, f"reply to all affected (incident #{inc.id})"
+                )
+            ticket.updated_at = self.d.now
+            self.d.history(ticket, "incident_reply", user_id, None, f"#{inc.id}", "")
+            self.d.tell_customer(ticket, text, message=msg)
+        self.card_now(inc)
+        lines = [f"📣 <@{user_id}> replied to all {len(members)} affected customers:"]
+        for language, count in sorted(by_language.items()):
+            lines.append(f"*{language}* ({count}): {escape(texts.get(language) or fallback)}")
+        self.say_in_thread(inc, "\n".join(lines))
+        self.d.decided(
+            "surges.reply_all incident=%d by=%s customers=%d", inc.id, user_id, len(members)
+        )
+
     def say_in_thread(self, inc: Incident, text: str) -> None:
         self.d.fx.say(
             Outbound(
@@ -392,3 +490,144 @@ async def incident_card(
         merged_into=inc.merged_into,
     )
     return incident_text(view), tuple(incident_blocks(view))
+
+
+# -- what agents do with an incident ---------------------------------------------------------
+
+ACTIVE = ("new", "open", "pending")
+
+
+async def _members(s: AsyncSession, inc: Incident, active_only: bool = False) -> list[Ticket]:
+    stmt = select(Ticket).where(Ticket.incident_id == inc.id).order_by(Ticket.id)
+    if active_only:
+        stmt = stmt.where(Ticket.status.in_(ACTIVE))
+    return list((await s.scalars(stmt.with_for_update())).all())
+
+
+async def _may_act(desk: Desk, inc: Incident, user_id: str) -> bool:
+    from bot.roles import has_role
+
+    team = desk.rules.team(inc.team)
+    if not team.agents or user_id in team.agents or team.lead == user_id:
+        return True
+    return await has_role(desk.s, desk.rules, user_id, "supervisor")
+
+
+def _refuse(desk: Desk, response_url: str | None, text: str) -> None:
+    if response_url:
+        desk.fx.say(
+            Outbound(channel="slack", kind="slack_response", destination=response_url, text=text)
+        )
+
+
+async def incident_action(idesk: IncidentDesk, ev: Any) -> None:
+    desk = idesk.d
+    inc = await desk.s.get(Incident, ev.incident_id, with_for_update=True)
+    if inc is None:
+        return
+    if inc.status != "open":
+        _refuse(desk, ev.response_url, f"Incident #{inc.id} is {inc.status} already.")
+        return
+    if not await _may_act(desk, inc, ev.user_id):
+        _refuse(
+            desk,
+            ev.response_url,
+            f"Incident #{inc.id} belongs to team {inc.team}: only its agents, its lead or a"
+            " supervisor can act on it. Nothing was done.",
+        )
+        return
+    who = f"<@{ev.user_id}>"
+    if ev.action == "incident_reply":
+        await idesk.reply_all(inc, ev.user_id, dict(ev.texts))
+    elif ev.action == "incident_resolve":
+        members = await _members(desk.s, inc, active_only=True)
+        for ticket in members:
+            await desk.resolve(ticket, ev.user_id, ev.user_name, f"incident #{inc.id} resolved")
+        idesk.finish(inc, "resolved", ev.user_id)
+        idesk.say_in_thread(
+            inc, f"✅ {who} resolved the incident and its {len(members)} open tickets."
+        )
+    elif ev.action == "incident_close":
+        members = await _members(desk.s, inc, active_only=True)
+        for ticket in members:
+            await idesk.release(ticket, inc, ev.user_id, f"incident #{inc.id} closed")
+        idesk.finish(inc, "closed", ev.user_id)
+        idesk.say_in_thread(
+            inc,
+            f"🗂️ {who} closed the incident without resolving its tickets; its {len(members)}"
+            " open tickets are handled one by one now (those without a card got one).",
+        )
+
+
+INCIDENT_HELP = (
+    "agents: `detach 123` (ticket #123 leaves its incident and gets its own card),"
+    " `attach 123 7` (ticket #123 joins incident #7), `merge 7 8` (incident #7 into #8)"
+)
+
+
+async def incident_command(desk: Desk, user_id: str, args: str) -> str:
+    """``/desk incident detach|attach|merge``: the by-hand changes to incidents."""
+    words = args.lower().replace("#", "").split()
+    if not words or not all(w.isdigit() for w in words[1:]):
+        return f"`/desk incident`: {INCIDENT_HELP}."
+    verb, numbers = words[0], [int(w) for w in words[1:]]
+    idesk = IncidentDesk(desk)
+    who = f"<@{user_id}>"
+    if verb == "detach" and len(numbers) == 1:
+        ticket = await desk.s.get(Ticket, numbers[0], with_for_update=True)
+        if ticket is None or ticket.incident_id is None:
+            return f"Ticket #{numbers[0]} is not part of an incident; nothing was done."
+        inc = await desk.s.get_one(Incident, ticket.incident_id, with_for_update=True)
+        if not await _may_act(desk, inc, user_id):
+            return f"Incident #{inc.id} is team {inc.team}'s; nothing was done."
+        await idesk.release(ticket, inc, user_id, f"detached by {who}")
+        idesk.card_now(inc)
+        idesk.say_in_thread(inc, f"🧩 {who} detached ticket #{ticket.id}; it has its own card.")
+        return f"Ticket #{ticket.id} left incident #{inc.id}."
+    if verb == "attach" and len(numbers) == 2:
+        ticket = await desk.s.get(Ticket, numbers[0], with_for_update=True)
+        target = await desk.s.get(Incident, numbers[1], with_for_update=True)
+        if ticket is None or target is None or target.status != "open":
+            return "No such ticket, or no such open incident; nothing was done."
+        inc = target
+        if not await _may_act(desk, inc, user_id):
+            return f"Incident #{inc.id} is team {inc.team}'s; nothing was done."
+        if ticket.incident_id == inc.id:
+            return f"Ticket #{ticket.id} is part of incident #{inc.id} already."
+        if ticket.incident_id is not None:
+            old = await desk.s.get_one(Incident, ticket.incident_id, with_for_update=True)
+            desk.history(ticket, "incident", user_id, f"#{old.id}", None, "moved by hand")
+            ticket.incident_id = None
+            idesk.card_now(old)
+        # It keeps the card it has; one shown only on the other incident stays card-less.
+        await idesk.attach(inc, ticket, user_id, f"attached by {who}", only=ticket.incident_only)
+        if not ticket.incident_only:
+            desk.thread(ticket, f"🚨 {who} attached this ticket to incident #{inc.id}.")
+        idesk.card_now(inc)
+        return f"Ticket #{ticket.id} is part of incident #{inc.id} now."
+    if verb == "merge" and len(numbers) == 2 and numbers[0] != numbers[1]:
+        a = await desk.s.get(Incident, numbers[0], with_for_update=True)
+        b = await desk.s.get(Incident, numbers[1], with_for_update=True)
+        if a is None or b is None or a.status != "open" or b.status != "open":
+            return "Both incidents must exist and be open; nothing was done."
+        if not (await _may_act(desk, a, user_id) and await _may_act(desk, b, user_id)):
+            return "Only the incidents' teams can merge them; nothing was done."
+        moved = await _members(desk.s, a)
+        for ticket in moved:
+            desk.history(ticket, "incident", user_id, f"#{a.id}", None, f"merged into #{b.id}")
+            await idesk.attach(
+                b, ticket, user_id, f"incident #{a.id} merged by {who}", only=ticket.incident_only
+            )
+        a.status = "merged"
+        a.merged_into = b.id
+        a.closed_at = desk.now
+        a.closed_by = user_id
+        idesk.card_now(a)
+        idesk.card_now(b)
+        idesk.say_in_thread(a, f"🔀 {who} merged this incident into incident #{b.id}.")
+        idesk.say_in_thread(
+            b, f"🔀 {who} merged incident #{a.id} into this one ({len(moved)} tickets)."
+        )
+        desk.decided("surges.merged incident=%d into=%d by=%s", a.id, b.id, user_id)
+        return f"Incident #{a.id} ({len(moved)} tickets) is part of incident #{b.id} now."
+    return f"`/desk incident`: {INCIDENT_HELP}."

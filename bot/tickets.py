@@ -859,6 +859,11 @@ class Desk:
         return False
 
     async def agent_action(self, ev: AgentAction) -> None:
+        if ev.incident_id is not None:
+            from bot.surges import IncidentDesk
+
+            await IncidentDesk(self).action(ev)
+            return
         ticket = await self.s.get(Ticket, ev.ticket_id, with_for_update=True)
         if ticket is None:
             return
@@ -889,11 +894,18 @@ class Desk:
         if ticket.status in ACTIVE:
             if not await self.may_override(ticket, ev, "resolved"):
                 return
+            await self.resolve(ticket, ev.user_id, ev.user_name)
+
+    async def resolve(
+        self, ticket: Ticket, user_id: str, user_name: str, why: str = "resolved from Slack"
+    ) -> None:
+        """Resolve an active ticket: the closing message with its rating prompt, a thread line."""
+        if ticket.status in ACTIVE:
             if ticket.assignee_id is None:
-                self._assign(ticket, ev.user_id, ev.user_name, "resolved it", "resolved")
-            self.set_status(ticket, "resolved", ev.user_id, "resolved from Slack")
+                self._assign(ticket, user_id, user_name, "resolved it", "resolved")
+            self.set_status(ticket, "resolved", user_id, why)
             ticket.resolved_at = self.now
-            ticket.resolved_by = ev.user_id
+            ticket.resolved_by = user_id
             ticket.rating = None  # each resolve asks anew; earlier ratings stay in the history
             texts = await self.texts_for(ticket)
             text = texts.resolved.format(ticket=ticket.id)
@@ -920,10 +932,11 @@ class Desk:
                 ),
                 message=prompt,
             )
-            self.thread(ticket, f"✅ {person(ev.user_id, ev.user_name)} resolved this ticket.")
+            if not ticket.incident_only:  # the incident's thread says it once for them all
+                self.thread(ticket, f"✅ {person(user_id, user_name)} resolved this ticket.")
             await self.refresh_card(ticket)
             await self._capacity_freed(ticket.assignee_id)
-            self.decided("tickets.resolved ticket=%d by=%s", ticket.id, ev.user_id)
+            self.decided("tickets.resolved ticket=%d by=%s", ticket.id, user_id)
 
     async def _transfer(self, ticket: Ticket, by: str, target: str) -> None:
         """Move an active ticket to another team. Its card is posted in that team's channel

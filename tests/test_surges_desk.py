@@ -7,6 +7,7 @@ import json
 
 from sqlalchemy import select
 
+from bot.events import AgentAction, SlashCommand
 from storage.models import Incident, Ticket, TicketEvent
 
 from .test_desk_core import Harness, desk  # noqa: F401  (the fixture)
@@ -33,7 +34,7 @@ async def test_a_surge_becomes_one_incident_card_and_later_tickets_join_it(desk:
     assert len(incident_cards) == 1 and len(cards) == 6  # + the parcel's own card
     card = incident_cards[0]
     assert "Incident · 5 customers since" in card.text and "outage since this morning" in card.text
-    assert "Reply to all affected" in json.dumps(card.blocks)
+    assert "Reply to all affected" in json.dumps(card.blocks, ensure_ascii=False)
     acks = {o.destination: o.text for o in desk.telegram.sent}
     assert "We know about this problem" in acks["104"]
     assert "We know about this problem" not in acks["105"]
@@ -76,3 +77,131 @@ def card_ts(desk: Harness) -> str:
 
 def acks_of(desk: Harness) -> dict[str, str]:
     return {o.destination: o.text for o in desk.telegram.sent}
+
+
+def incident_action(desk: Harness, inc_id: int, action: str, **kw: object) -> AgentAction:
+    n = next(desk.seq)
+    return AgentAction(
+        external_id=f"action:{n}",
+        conversation=f"slack:C0SUPPORT:incident{inc_id}",
+        action=action,  # type: ignore[arg-type]
+        ticket_id=0,
+        incident_id=inc_id,
+        user_id="U0ALICE",
+        user_name="Alice",
+        slack_channel="C0SUPPORT",
+        message_ts="1.1",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def command(desk: Harness, text: str) -> SlashCommand:
+    return SlashCommand(
+        external_id=f"command:{next(desk.seq)}",
+        conversation="slack:C0SUPPORT:commands",
+        command="/desk",
+        text=text,
+        user_id="U0ALICE",
+        slack_channel="C0SUPPORT",
+        response_url="https://hooks.slack.test/r/1",
+    )
+
+
+async def an_incident(desk: Harness, n: int = 7) -> int:
+    for k in range(n):
+        spanish = k == n - 1
+        text = "La aplicación no funciona, hay un outage desde esta mañana" if spanish else OUTAGE
+        ev = desk.customer(f"{text} ({k})", chat=str(300 + k), language="es" if spanish else "en")
+        await desk.inbox.accept([ev], {})
+    await desk.settle()
+    desk.clock.advance(seconds=7)
+    await desk.settle()
+    async with desk.sessions() as s:
+        return (await s.scalars(select(Incident.id))).one()
+
+
+async def test_reply_to_all_reaches_each_customer_once_in_their_language(desk: Harness) -> None:  # noqa: F811
+    inc = await an_incident(desk)
+    before = len(desk.telegram.sent)
+    texts = {"en": "Fixed: the app works again.", "es": "Arreglado: la app funciona."}
+    reply = incident_action(desk, inc, "incident_reply", texts=texts)
+    await desk.inbox.accept([reply], {})
+    await desk.inbox.accept([reply], {})  # Slack's retry of the same submission
+    await desk.settle()
+    desk.clock.advance(seconds=7)
+    await desk.settle()
+    sent = desk.telegram.sent[before:]
+    assert sorted(o.destination for o in sent) == [str(300 + k) for k in range(7)]
+    assert {o.text for o in sent if o.destination == "306"} == {texts["es"]}
+    assert {o.text for o in sent if o.destination != "306"} == {texts["en"]}
+    card = [o for o in desk.slack.sent if o.kind == "slack_card_update" and o.incident_id][-1]
+    assert "7 sent · 0 failed · 0 blocked" in json.dumps(card.blocks, ensure_ascii=False)
+    thread = [o.text for o in desk.slack.sent if o.kind == "slack_thread" and o.incident_id]
+    assert any("replied to all 7 affected" in t and "*es* (1)" in t for t in thread)
+    async with desk.sessions() as s:
+        statuses = set((await s.scalars(select(Ticket.status))).all())
+        assert statuses == {"pending"}
+
+    # Resolve incident: every ticket resolved, each customer gets the closing message + rating.
+    before = len(desk.telegram.sent)
+    await desk.inbox.accept([incident_action(desk, inc, "incident_resolve")], {})
+    await desk.settle()
+    closing = desk.telegram.sent[before:]
+    assert len(closing) == 7 and all(len(o.buttons) == 5 for o in closing)
+    async with desk.sessions() as s:
+        assert set((await s.scalars(select(Ticket.status))).all()) == {"resolved"}
+        assert (await s.get_one(Incident, inc)).status == "resolved"
+        by = (
+            await s.scalars(
+                select(TicketEvent.actor).where(
+                    TicketEvent.kind == "status", TicketEvent.to_value == "resolved"
+                )
+            )
+        ).all()
+        assert len(by) == 7 and set(by) == {"U0ALICE"}
+
+
+async def test_detach_attach_merge_and_close(desk: Harness) -> None:  # noqa: F811
+    inc = await an_incident(desk, 6)
+    async with desk.sessions() as s:
+        only = (
+            await s.scalars(select(Ticket.id).where(Ticket.incident_only).order_by(Ticket.id))
+        ).all()
+    cards_before = len([o for o in desk.slack.sent if o.kind == "slack_card"])
+    await desk.inbox.accept([command(desk, f"incident detach {only[0]}")], {})
+    await desk.settle()
+    cards = [o for o in desk.slack.sent if o.kind == "slack_card"]
+    assert len(cards) == cards_before + 1 and cards[-1].ticket_id == only[0]
+
+    # A second incident (another keyword), merged into the first.
+    for k in range(5):
+        ev = desk.customer(f"We were hacked? fraud on my card ({k})", chat=str(400 + k))
+        await desk.inbox.accept([ev], {})
+    await desk.settle()
+    async with desk.sessions() as s:
+        other = (await s.scalars(select(Incident.id).where(Incident.id != inc))).one()
+    await desk.inbox.accept([command(desk, f"incident merge {other} {inc}")], {})
+    await desk.inbox.accept([command(desk, f"incident attach {only[0]} {inc}")], {})
+    await desk.settle()
+    async with desk.sessions() as s:
+        assert (await s.get_one(Incident, other)).status == "merged"
+        members = (await s.scalars(select(Ticket).where(Ticket.incident_id == inc))).all()
+        assert len(members) == 6 + 5
+        events = (
+            await s.scalars(
+                select(TicketEvent).where(
+                    TicketEvent.kind == "incident", TicketEvent.actor == "U0ALICE"
+                )
+            )
+        ).all()
+        assert len(events) >= 1 + 5 * 2 + 1  # detach, merge (out + in), attach
+
+    # Close without resolving: the tickets shown only on the incident get cards of their own.
+    card_less = [t.id for t in members if t.incident_only]
+    await desk.inbox.accept([incident_action(desk, inc, "incident_close")], {})
+    await desk.settle()
+    posted = {o.ticket_id for o in desk.slack.sent if o.kind == "slack_card"}
+    assert set(card_less) <= posted
+    async with desk.sessions() as s:
+        assert (await s.get_one(Incident, inc)).status == "closed"
+        assert set((await s.scalars(select(Ticket.status))).all()) <= {"new", "open"}
