@@ -4,13 +4,22 @@ a surge of alike new tickets becomes one incident card; later ones are attached 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.events import AgentAction, SlashCommand
 from storage.models import Incident, Ticket, TicketEvent
 
-from .test_desk_core import Harness, desk  # noqa: F401  (the fixture)
+from .test_desk_core import Harness, make_harness
+
+
+@pytest.fixture
+async def desk(engine: AsyncEngine) -> AsyncIterator[Harness]:
+    yield make_harness(engine)
+
 
 OUTAGE = "The app is down for me, outage since this morning"
 
@@ -21,7 +30,7 @@ async def burst(desk: Harness, texts: list[str], start: int = 100) -> None:
     await desk.settle()
 
 
-async def test_a_surge_becomes_one_incident_card_and_later_tickets_join_it(desk: Harness) -> None:  # noqa: F811
+async def test_a_surge_becomes_one_incident_card_and_later_tickets_join_it(desk: Harness) -> None:
     await burst(desk, [f"{OUTAGE} ({n})" for n in range(4)])
     cards = [o for o in desk.slack.sent if o.kind == "slack_card"]
     assert len(cards) == 4  # under min_tickets (5): cards of their own, as before
@@ -55,9 +64,7 @@ async def test_a_surge_becomes_one_incident_card_and_later_tickets_join_it(desk:
         (inc,) = (await s.scalars(select(Incident))).all()
         attached = (await s.scalars(select(Ticket).where(Ticket.incident_id == inc.id))).all()
         assert len(attached) == 15 and sum(t.incident_only for t in attached) == 11
-        events = (
-            await s.scalars(select(TicketEvent).where(TicketEvent.kind == "incident"))
-        ).all()
+        events = (await s.scalars(select(TicketEvent).where(TicketEvent.kind == "incident"))).all()
         assert len(events) == 15 and {e.actor for e in events} == {"desk"}
 
     # A follow-up of an attached customer goes into the incident's thread, labelled.
@@ -69,9 +76,7 @@ async def test_a_surge_becomes_one_incident_card_and_later_tickets_join_it(desk:
 
 
 def card_ts(desk: Harness) -> str:
-    n = next(
-        i for i, o in enumerate(desk.slack.sent) if o.kind == "slack_card" and o.incident_id
-    )
+    n = next(i for i, o in enumerate(desk.slack.sent) if o.kind == "slack_card" and o.incident_id)
     return f"{1000 + n}.0001"
 
 
@@ -120,7 +125,7 @@ async def an_incident(desk: Harness, n: int = 7) -> int:
         return (await s.scalars(select(Incident.id))).one()
 
 
-async def test_reply_to_all_reaches_each_customer_once_in_their_language(desk: Harness) -> None:  # noqa: F811
+async def test_reply_to_all_reaches_each_customer_once_in_their_language(desk: Harness) -> None:
     inc = await an_incident(desk)
     before = len(desk.telegram.sent)
     texts = {"en": "Fixed: the app works again.", "es": "Arreglado: la app funciona."}
@@ -161,7 +166,7 @@ async def test_reply_to_all_reaches_each_customer_once_in_their_language(desk: H
         assert len(by) == 7 and set(by) == {"U0ALICE"}
 
 
-async def test_detach_attach_merge_and_close(desk: Harness) -> None:  # noqa: F811
+async def test_detach_attach_merge_and_close(desk: Harness) -> None:
     inc = await an_incident(desk, 6)
     async with desk.sessions() as s:
         only = (
