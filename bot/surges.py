@@ -14,6 +14,7 @@ without one ``chat.update`` per attached ticket.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -140,6 +141,10 @@ class IncidentDesk:
         recent = [
             Seen(r.ticket_id, r.at, r.team, r.keyword, r.intent, _vec(r.vector)) for r in rows
         ]
+        # Decided in lock order, which may differ from the order of the steps' clocks: a step
+        # that waited for the lock counts what committed meanwhile, later clocks included.
+        latest = max((r.at for r in recent), default=new.at)
+        new = dataclasses.replace(new, at=max(new.at, latest))
         decision = decide(new, recent, [], self.cfg)
         if decision.action != "open":
             return None
@@ -631,3 +636,28 @@ async def incident_command(desk: Desk, user_id: str, args: str) -> str:
         desk.decided("surges.merged incident=%d into=%d by=%s", a.id, b.id, user_id)
         return f"Incident #{a.id} ({len(moved)} tickets) is part of incident #{b.id} now."
     return f"`/desk incident`: {INCIDENT_HELP}."
+
+
+async def incident_languages(
+    sessions: Any, rules: Rules, incident_id: int
+) -> dict[str, int] | None:
+    """How many of an open incident's customers speak each language the desk has texts in
+    (others are counted under the default language): the Reply to all affected modal."""
+    default = rules.texts.default_language
+    async with sessions() as session:
+        inc = await session.get(Incident, incident_id)
+        if inc is None or inc.status != "open":
+            return None
+        rows = (
+            await session.execute(
+                select(Ticket.language, func.count())
+                .where(Ticket.incident_id == incident_id)
+                .group_by(Ticket.language)
+            )
+        ).all()
+    counts: dict[str, int] = {}
+    for language, n in rows:
+        tag = (language or default).lower().split("-")[0]
+        tag = tag if tag in rules.texts.languages else default
+        counts[tag] = counts.get(tag, 0) + int(n)
+    return counts

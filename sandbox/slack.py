@@ -77,6 +77,21 @@ class SlackError(Exception):
         self.error = error
 
 
+def _check_view(view: Mapping[str, Any]) -> None:
+    """Slack's limits on a modal: a title of at most 24 characters, at most 100 blocks,
+    private_metadata of at most 3000 characters."""
+    title = (view.get("title") or {}).get("text", "")
+    if not title or len(title) > 24:
+        raise SlackError("invalid_arguments")
+    if len(view.get("blocks") or []) > 100:
+        raise SlackError("invalid_arguments")
+    if len(view.get("private_metadata") or "") > 3000:
+        raise SlackError("invalid_arguments")
+    for key in ("submit", "close"):
+        if len((view.get(key) or {}).get("text", "")) > 24:
+            raise SlackError("invalid_arguments")
+
+
 class SlackStandIn:
     def __init__(
         self,
@@ -113,6 +128,11 @@ class SlackStandIn:
         self._holds: dict[str, int] = {}  # method → how many answers to hold back
         self._release = asyncio.Event()
         self._release.set()
+        # trigger_id → when it was given out; Slack lets an app open one view with it, within
+        # 3 seconds (then expired_trigger_id; used twice: exchanged_trigger_id).
+        self._triggers: dict[str, float] = {}
+        self._used_triggers: set[str] = set()
+        self.views: dict[str, dict[str, Any]] = {}  # view id → the open modal, and who sees it
 
     def install(self, app: web.Application, prefix: str) -> None:
         app.router.add_post(prefix + "/api/{method}", self.handle)
@@ -325,6 +345,66 @@ class SlackStandIn:
         )
         return ts
 
+    def _trigger(self) -> str:
+        trigger = f"{next(self._ids)}.{secrets.token_hex(6)}"
+        self._triggers[trigger] = time.monotonic()
+        return trigger
+
+    async def _views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        trigger = str(params.get("trigger_id") or "")
+        view = json_field(params.get("view"))
+        if trigger not in self._triggers:
+            raise SlackError("invalid_trigger_id")
+        if trigger in self._used_triggers:
+            raise SlackError("exchanged_trigger_id")
+        if time.monotonic() - self._triggers[trigger] > 3.0:
+            raise SlackError("expired_trigger_id")
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            raise SlackError("invalid_arguments")
+        _check_view(view)
+        self._used_triggers.add(trigger)
+        view_id = f"V{next(self._ids):09d}"
+        opened = {**view, "id": view_id, "hash": secrets.token_hex(6), "state": {"values": {}}}
+        self.views[view_id] = opened
+        await self._changed.notify()
+        return {"view": opened}
+
+    async def agent_submits(
+        self, view_id: str, user: str, values: Mapping[str, Mapping[str, str]] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """An agent presses a modal's submit button, having typed ``values`` (block_id →
+        action_id → text in its plain_text_input elements). Returns the desk's status and its
+        answer (``response_action``); an ``update`` replaces the view, as Slack does."""
+        view = self.views.get(view_id)
+        if view is None:
+            raise ValueError(f"no open view {view_id}")
+        state = {
+            block: {a: {"type": "plain_text_input", "value": text} for a, text in acts.items()}
+            for block, acts in (values or {}).items()
+        }
+        payload = {
+            "type": "view_submission",
+            "team": {"id": TEAM},
+            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
+            "api_app_id": APP_ID,
+            "token": "sandbox-verification-token",
+            "trigger_id": self._trigger(),
+            "view": {**view, "state": {"values": state}},
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, text = await self._deliverer.attempt(
+            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        )
+        answer: dict[str, Any] = json.loads(text) if text.strip() else {}
+        if status == 200 and answer.get("response_action") == "update":
+            new = answer.get("view") or {}
+            _check_view(new)
+            self.views[view_id] = {**new, "id": view_id, "hash": secrets.token_hex(6)}
+        elif status == 200 and answer.get("response_action") != "errors":
+            self.views.pop(view_id, None)  # submitted: Slack closes the modal
+        await self._changed.notify()
+        return status, answer
+
     def _response_url(self) -> str:
         rid = secrets.token_hex(8)
         self._response_urls[rid] = (time.monotonic(), 0)
@@ -399,7 +479,7 @@ class SlackStandIn:
             "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
             "api_app_id": APP_ID,
             "token": "sandbox-verification-token",
-            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
+            "trigger_id": self._trigger(),
             "team": {"id": TEAM},
             "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
@@ -450,7 +530,7 @@ class SlackStandIn:
             "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
             "api_app_id": APP_ID,
             "token": "sandbox-verification-token",
-            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
+            "trigger_id": self._trigger(),
             "team": {"id": TEAM, "domain": "sandbox"},
             "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
             # Ephemeral messages are not stored by Slack: the payload has no "message".
@@ -498,7 +578,7 @@ class SlackStandIn:
             "text": text,
             "api_app_id": APP_ID,
             "response_url": url,
-            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
+            "trigger_id": self._trigger(),
         }
         body = urlencode(form).encode()
         status, ack = await self._deliverer.attempt(
@@ -560,6 +640,7 @@ class SlackStandIn:
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
+            "views.open": self._views_open,
             "reactions.add": self._react,
             "users.info": self._user_info,
             "users.getPresence": self._get_presence,

@@ -89,14 +89,14 @@ def incident_action(desk: Harness, inc_id: int, action: str, **kw: object) -> Ag
     return AgentAction(
         external_id=f"action:{n}",
         conversation=f"slack:C0SUPPORT:incident{inc_id}",
-        action=action,  # type: ignore[arg-type]
+        action=action,
         ticket_id=0,
         incident_id=inc_id,
         user_id="U0ALICE",
         user_name="Alice",
         slack_channel="C0SUPPORT",
         message_ts="1.1",
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
