@@ -308,6 +308,13 @@ class IncidentDesk:
         head = f"🧩 Out of incident #{inc.id}: {escape(why)}."
         self.d.thread(ticket, conversation_summary(customer.name, said, head=head))
 
+    async def reopened(self, ticket: Ticket) -> None:
+        """A ticket shown only on an incident that the customer reopened: alone from now on."""
+        inc = await self.s.get(Incident, ticket.incident_id or -1, with_for_update=True)
+        if inc is None or inc.status == "open":
+            return  # still part of an open incident (merged or attached again by hand)
+        await self.release(ticket, inc, "customer", "the customer wrote again after it ended")
+
     async def reply_all(self, inc: Incident, user_id: str, texts: dict[str, str]) -> None:
         """One message per attached customer, in their language, on their own channel: each
         an outbox row exactly like an agent's reply in a ticket's thread."""

@@ -462,6 +462,11 @@ class Desk:
             )
             ticket.resolved_at = None
             ticket.resolved_by = None
+            if ticket.incident_only:
+                # Its incident was resolved: the ticket goes on alone, with a card of its own.
+                from bot.surges import IncidentDesk
+
+                await IncidentDesk(self).reopened(ticket)
             prompt = await self.latest_prompt(ticket.id)
             if prompt is not None and ticket.rating is None:  # still has its buttons
                 self.remove_buttons(ticket, prompt.platform_message_id)

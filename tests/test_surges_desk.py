@@ -165,6 +165,23 @@ async def test_reply_to_all_reaches_each_customer_once_in_their_language(desk: H
         ).all()
         assert len(by) == 7 and set(by) == {"U0ALICE"}
 
+    # A customer of the resolved incident writes again: their ticket reopens with its own card.
+    await desk.inbox.accept([desk.customer("Still broken for me", chat="305")], {})
+    await desk.settle()
+    card = [o for o in desk.slack.sent if o.kind == "slack_card"][-1]
+    async with desk.sessions() as s:
+        reopened = (await s.scalars(select(Ticket).where(Ticket.chat_id == "305"))).one()
+        assert (reopened.status, reopened.incident_id, reopened.incident_only) == (
+            "open",  # back to whoever resolved it
+            None,
+            False,
+        )
+    assert card.incident_id is None and card.ticket_id == reopened.id
+    said = [
+        o.text for o in desk.slack.sent if o.ticket_id == reopened.id and o.kind == "slack_thread"
+    ]
+    assert any("Still broken for me" in t for t in said)
+
 
 async def test_detach_attach_merge_and_close(desk: Harness) -> None:
     inc = await an_incident(desk, 6)
