@@ -69,9 +69,9 @@ class Outbound(BaseModel):
     # it in its message metadata, so the desk can find a post whose outcome it never heard.
     outbox_id: int | None = None
     # About an incident's card (bot/surges.py): the card and its lists are rendered when sent,
-    # from the incident as it is then; ``incident_bucket`` names the time slice a list covers.
+    # from the incident as it is then; ``incident_list``: the list of tickets attached since.
     incident_id: int | None = None
-    incident_bucket: int | None = None
+    incident_list: bool = False
 
 
 class Delivery(BaseModel):

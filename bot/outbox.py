@@ -285,8 +285,8 @@ class OutboxSender:
         if out.incident_id is not None:
             # An incident's card and lists are drawn now, from the incident as it is now.
             try:
-                async with self._sessions() as session:
-                    out = await render_incident(session, self._rules, out)
+                async with self._sessions.begin() as session:
+                    out = await render_incident(session, self._rules, out, row_id)
             except NothingToSay:
                 await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
                 return 1
@@ -557,9 +557,11 @@ class OutboxSender:
                     await self._report_failure(desk, ticket, message, error)
             if message is not None and message.purpose == "incident_reply" and ticket is not None:
                 # Progress of a Reply to all affected, on the incident card (throttled).
-                incident = await session.get(Incident, ticket.incident_id or -1)
+                incident = await session.get(
+                    Incident, ticket.incident_id or -1, with_for_update=True
+                )
                 if incident is not None:
-                    IncidentDesk(desk).card_soon(incident)
+                    await IncidentDesk(desk).card_soon(incident)
             wake = await queue_effects(session, desk, f"outbox:{row_id}") > 0
         if wake:
             self.wakeup.set()

@@ -7,21 +7,22 @@ one writer anyway) the ticket is matched against the team's open incidents and i
 tickets, so two processes never open two incidents for one surge.
 
 The incident card and the lists of attached tickets in its thread are *rendered when sent*
-(:func:`render`): the outbox row only names the incident, and one row per incident per
-``surges.update_seconds`` (an idempotency key made of the time bucket) keeps the card current
-without one ``chat.update`` per attached ticket.
+(:func:`render`): the outbox row only names the incident, and at most one pending update and
+one pending list per incident, each due ``surges.update_seconds`` after it was queued, keep the
+card current without one ``chat.update`` (or one thread post) per attached ticket.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cards import CHANNEL_NAME, escape
@@ -29,7 +30,7 @@ from bot.classifier import Classification
 from bot.incidents import OpenIncident, Seen, centroid, decide
 from bot.outbound import Outbound
 from bot.rules import Rules
-from storage.models import Customer, Incident, Message, SurgeSignature, Ticket, TicketEvent
+from storage.models import Customer, Incident, Message, OutboxRow, SurgeSignature, Ticket
 from storage.queues import lock_key_row
 
 if TYPE_CHECKING:
@@ -60,17 +61,6 @@ def signature(cls: Classification, rules: Rules) -> tuple[str | None, str | None
     ):
         intent = None
     return urgent_keyword(cls.reasons), intent
-
-
-def bucket(at: datetime, seconds: float) -> int:
-    return int(at.timestamp() // seconds)
-
-
-def bucket_bounds(n: int, seconds: float) -> tuple[datetime, datetime]:
-    return (
-        datetime.fromtimestamp(n * seconds, UTC),
-        datetime.fromtimestamp((n + 1) * seconds, UTC),
-    )
 
 
 def _vec(data: Sequence[Any] | None) -> np.ndarray | None:
@@ -218,43 +208,59 @@ class IncidentDesk:
             if mixed is not None:
                 inc.centroid = [float(x) for x in mixed]
         inc.updated_at = self.d.now
-        self.card_soon(inc)
-        self.list_soon(inc)
+        ticket.incident_listed = None  # listed in this incident's thread by the next list post
+        await self.card_soon(inc)
+        await self.list_soon(inc)
         self.d.decided("surges.attached ticket=%d incident=%d by=%s", ticket.id, inc.id, actor)
 
-    def _due(self) -> tuple[int, datetime]:
-        n = bucket(self.d.now, self.cfg.update_seconds)
-        # A second past the bucket's end: a step that committed late in the bucket is in.
-        return n, bucket_bounds(n, self.cfg.update_seconds)[1] + timedelta(seconds=1)
+    async def _soon(self, inc: Incident, what: str, out: Outbound) -> None:
+        """Queue ``out`` in ``update_seconds``, unless one like it is still waiting: at most one
+        card update and one list post per incident are pending at a time. The incident row is
+        locked by whoever calls this (and by the outbox when it draws the post), so a post drawn
+        before this step commits cannot miss what the step did: either it waits for the commit,
+        or it was claimed already and this step queues the next one."""
+        mark = f"{inc.id}:{what}"
+        if mark in self.d.fx.soon:
+            return
+        waiting = await self.s.scalar(
+            select(OutboxRow.id)
+            .where(
+                OutboxRow.destination_key == f"slack:incident:{inc.id}",
+                OutboxRow.status == "pending",
+                OutboxRow.idempotency_key.like(f"incident:{inc.id}:{what}:%"),
+            )
+            .limit(1)
+        )
+        self.d.fx.soon.add(mark)
+        if waiting is not None:
+            return
+        self.d.fx.say(
+            out,
+            # Unique: a step that commits queues it once; one rolled back queued nothing.
+            key=f"incident:{inc.id}:{what}:{uuid.uuid4().hex}",
+            due=self.d.now + timedelta(seconds=self.cfg.update_seconds),
+        )
 
-    def card_soon(self, inc: Incident) -> None:
+    async def card_soon(self, inc: Incident) -> None:
         """Bring the incident card up to date, at most once per ``update_seconds``."""
-        n, due = self._due()
-        self.d.fx.say(
-            Outbound(
-                channel="slack",
-                kind="slack_card_update",
-                destination=inc.slack_channel,
-                incident_id=inc.id,
-            ),
-            key=f"incident:{inc.id}:update:{n}",
-            due=due,
+        out = Outbound(
+            channel="slack",
+            kind="slack_card_update",
+            destination=inc.slack_channel,
+            incident_id=inc.id,
         )
+        await self._soon(inc, "update", out)
 
-    def list_soon(self, inc: Incident) -> None:
-        """List the tickets attached during this time bucket in the incident's thread."""
-        n, due = self._due()
-        self.d.fx.say(
-            Outbound(
-                channel="slack",
-                kind="slack_thread",
-                destination=inc.slack_channel,
-                incident_id=inc.id,
-                incident_bucket=n,
-            ),
-            key=f"incident:{inc.id}:list:{n}",
-            due=due,
+    async def list_soon(self, inc: Incident) -> None:
+        """List the tickets attached since the last list, in one post in the incident's thread."""
+        out = Outbound(
+            channel="slack",
+            kind="slack_thread",
+            destination=inc.slack_channel,
+            incident_id=inc.id,
+            incident_list=True,
         )
+        await self._soon(inc, "list", out)
 
     # -- agents' actions -------------------------------------------------------------------
 
@@ -389,8 +395,11 @@ class NotPosted(Exception):
     """The incident card has no ts yet (or never got one)."""
 
 
-async def render(session: AsyncSession, rules: Rules, out: Outbound) -> Outbound:
-    inc = await session.get(Incident, out.incident_id)
+async def render(session: AsyncSession, rules: Rules, out: Outbound, row_id: int) -> Outbound:
+    """Draw an incident post, in the caller's transaction: the incident row is locked (see
+    :meth:`IncidentDesk._soon`), and a list post claims the tickets it names (``row_id``), so
+    a retried post names the same ones and no ticket is listed twice or never."""
+    inc = await session.get(Incident, out.incident_id, with_for_update=True)
     if inc is None:
         raise NotPosted(f"incident {out.incident_id} is gone")
     if out.kind == "slack_card":
@@ -404,19 +413,17 @@ async def render(session: AsyncSession, rules: Rules, out: Outbound) -> Outbound
     if out.kind == "slack_card_update":
         text, blocks = await incident_card(session, rules, inc)
         return out.model_copy(update={**where, "text": text, "blocks": blocks})
-    if out.kind == "slack_thread" and out.incident_bucket is not None:
-        start, end = bucket_bounds(out.incident_bucket, rules.surges.update_seconds)
+    if out.kind == "slack_thread" and out.incident_list:
+        await session.execute(
+            update(Ticket)
+            .where(Ticket.incident_id == inc.id, Ticket.incident_listed.is_(None))
+            .values(incident_listed=row_id)
+        )
         rows = (
             await session.execute(
                 select(Ticket.id, Ticket.channel, Customer.name, Ticket.subject)
-                .join(TicketEvent, TicketEvent.ticket_id == Ticket.id)
                 .join(Customer, Customer.id == Ticket.customer_id)
-                .where(
-                    TicketEvent.kind == "incident",
-                    TicketEvent.to_value == f"#{inc.id}",
-                    TicketEvent.at >= start,
-                    TicketEvent.at < end,
-                )
+                .where(Ticket.incident_id == inc.id, Ticket.incident_listed == row_id)
                 .order_by(Ticket.id)
             )
         ).all()

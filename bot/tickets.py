@@ -77,6 +77,7 @@ class Effects:
     # By item index: an idempotency key of its own (rows that many steps may ask for, queued
     # once: an incident card's update per time slice), when it is due, and its claim rank.
     timing: dict[int, tuple[str | None, datetime | None, int | None]] = field(default_factory=dict)
+    soon: set[str] = field(default_factory=set)  # incident posts queued (bot/surges.py)
 
     def say(
         self,

@@ -118,6 +118,8 @@ class Ticket(Base):
         ForeignKey("incidents.id", name="fk_tickets_incident"), index=True
     )
     incident_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The outbox row of the incident thread's list post that named it (once per incident).
+    incident_listed: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Incident(Base):

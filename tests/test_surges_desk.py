@@ -55,7 +55,7 @@ async def test_a_surge_becomes_one_incident_card_and_later_tickets_join_it(desk:
     assert len([o for o in desk.slack.sent if o.kind == "slack_card"]) == 6
     updates = [o for o in desk.slack.sent if o.kind == "slack_card_update" and o.incident_id]
     assert updates and "15 customers" in updates[-1].text
-    lists = [o for o in desk.slack.sent if o.kind == "slack_thread" and o.incident_bucket]
+    lists = [o for o in desk.slack.sent if o.kind == "slack_thread" and o.incident_list]
     assert 1 <= len(lists) <= 3 and sum(o.text.count("• #") for o in lists) == 15
     assert all(o.reply_to == card_ts(desk) for o in lists)
     for n in range(10):
@@ -166,11 +166,14 @@ async def test_reply_to_all_reaches_each_customer_once_in_their_language(desk: H
         assert len(by) == 7 and set(by) == {"U0ALICE"}
 
     # A customer of the resolved incident writes again: their ticket reopens with its own card.
-    await desk.inbox.accept([desk.customer("Still broken for me", chat="305")], {})
+    async with desk.sessions() as s:
+        chat = (await s.scalars(select(Ticket.chat_id).where(Ticket.incident_only))).first()
+    assert chat is not None
+    await desk.inbox.accept([desk.customer("Still broken for me", chat=chat)], {})
     await desk.settle()
     card = [o for o in desk.slack.sent if o.kind == "slack_card"][-1]
     async with desk.sessions() as s:
-        reopened = (await s.scalars(select(Ticket).where(Ticket.chat_id == "305"))).one()
+        reopened = (await s.scalars(select(Ticket).where(Ticket.chat_id == chat))).one()
         assert (reopened.status, reopened.incident_id, reopened.incident_only) == (
             "open",  # back to whoever resolved it
             None,

@@ -11,7 +11,8 @@ Create Date: 2026-12-04 07:10:00
 - ``surge_locks``: one row per team, locked while a new ticket of the team is matched, so two
   processes never open two incidents for the same surge.
 - ``tickets.incident_id``, ``tickets.incident_only``: the incident a ticket is attached to, and
-  whether it is shown only there (no card of its own).
+  whether it is shown only there (no card of its own); ``tickets.incident_listed``: the outbox
+  row of the thread post that listed it.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("incident_only", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+        batch.add_column(sa.Column("incident_listed", sa.BigInteger(), nullable=True))
         batch.create_foreign_key("fk_tickets_incident", "incidents", ["incident_id"], ["id"])
         batch.create_index("ix_tickets_incident_id", ["incident_id"])
 
@@ -86,6 +88,7 @@ def downgrade() -> None:
     with op.batch_alter_table("tickets") as batch:
         batch.drop_index("ix_tickets_incident_id")
         batch.drop_constraint("fk_tickets_incident", type_="foreignkey")
+        batch.drop_column("incident_listed")
         batch.drop_column("incident_only")
         batch.drop_column("incident_id")
     op.drop_table("surge_locks")
