@@ -286,7 +286,9 @@ class OutboxSender:
             # An incident's card and lists are drawn now, from the incident as it is now.
             try:
                 async with self._sessions.begin() as session:
-                    out = await render_incident(session, self._rules, out, row_id)
+                    out = await render_incident(
+                        session, self._rules, out, row_id, self._clock.now()
+                    )
             except NothingToSay:
                 await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
                 return 1

@@ -18,7 +18,7 @@ import dataclasses
 import re
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,14 +31,14 @@ from bot.incidents import OpenIncident, Seen, centroid, decide
 from bot.outbound import Outbound
 from bot.rules import Rules
 from storage.models import Customer, Incident, Message, OutboxRow, SurgeSignature, Ticket
-from storage.queues import lock_key_row
+from storage.queues import lock_key_row, outbox_add
 
 if TYPE_CHECKING:
     from bot.tickets import Desk
 
 KEYWORD_REASON = re.compile(r"^keyword '(.+)' → urgent$")
 EXAMPLES = 3
-LIST_LIMIT = 40  # tickets named in one thread post; the rest are counted
+LIST_LIMIT = 40  # tickets named in one thread post (about 4,000 characters); more: more posts
 SUMMARY_LIMIT = 80
 
 
@@ -395,7 +395,9 @@ class NotPosted(Exception):
     """The incident card has no ts yet (or never got one)."""
 
 
-async def render(session: AsyncSession, rules: Rules, out: Outbound, row_id: int) -> Outbound:
+async def render(
+    session: AsyncSession, rules: Rules, out: Outbound, row_id: int, now: datetime
+) -> Outbound:
     """Draw an incident post, in the caller's transaction: the incident row is locked (see
     :meth:`IncidentDesk._soon`), and a list post claims the tickets it names (``row_id``), so
     a retried post names the same ones and no ticket is listed twice or never."""
@@ -414,11 +416,46 @@ async def render(session: AsyncSession, rules: Rules, out: Outbound, row_id: int
         text, blocks = await incident_card(session, rules, inc)
         return out.model_copy(update={**where, "text": text, "blocks": blocks})
     if out.kind == "slack_thread" and out.incident_list:
-        await session.execute(
-            update(Ticket)
-            .where(Ticket.incident_id == inc.id, Ticket.incident_listed.is_(None))
-            .values(incident_listed=row_id)
-        )
+        already = (
+            await session.scalars(select(Ticket.id).where(Ticket.incident_listed == row_id))
+        ).all()
+        if not already:  # first drawing: claim the next batch (a retry names the same ones)
+            batch = (
+                await session.scalars(
+                    select(Ticket.id)
+                    .where(Ticket.incident_id == inc.id, Ticket.incident_listed.is_(None))
+                    .order_by(Ticket.id)
+                    .limit(LIST_LIMIT)
+                )
+            ).all()
+            if batch:
+                await session.execute(
+                    update(Ticket).where(Ticket.id.in_(batch)).values(incident_listed=row_id)
+                )
+                left = await session.scalar(
+                    select(Ticket.id)
+                    .where(Ticket.incident_id == inc.id, Ticket.incident_listed.is_(None))
+                    .limit(1)
+                )
+                if left is not None:  # more than one post holds: the next batch follows
+                    await outbox_add(
+                        session,
+                        [
+                            {
+                                "idempotency_key": f"incident:{inc.id}:list:{uuid.uuid4().hex}",
+                                "rank": 2,
+                                "channel": "slack",
+                                "destination_key": f"slack:incident:{inc.id}",
+                                "payload": out.model_copy(update={"outbox_id": None}).model_dump(
+                                    mode="json"
+                                ),
+                                "status": "pending",
+                                "attempts": 0,
+                                "next_attempt_at": now,
+                                "created_at": now,
+                            }
+                        ],
+                    )
         rows = (
             await session.execute(
                 select(Ticket.id, Ticket.channel, Customer.name, Ticket.subject)
@@ -432,12 +469,10 @@ async def render(session: AsyncSession, rules: Rules, out: Outbound, row_id: int
         lines = [
             f"• #{tid} · {escape(name[:80])} via {CHANNEL_NAME.get(ch, ch)}: "
             f"{escape(_summary(subject))}"
-            for tid, ch, name, subject in rows[:LIST_LIMIT]
+            for tid, ch, name, subject in rows
         ]
-        more = len(rows) - LIST_LIMIT
         head = f"📎 {len(rows)} ticket{'s' if len(rows) != 1 else ''} attached:"
-        tail = [f"…and {more} more (see `/desk` or the tickets' history)."] if more > 0 else []
-        return out.model_copy(update={**where, "text": "\n".join([head, *lines, *tail])})
+        return out.model_copy(update={**where, "text": "\n".join([head, *lines])})
     return out.model_copy(update=where)
 
 
