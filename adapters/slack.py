@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -75,6 +75,16 @@ from bot.history import HISTORY_CALLBACK, NOTE_ACTION
 from bot.history import loading_view as history_loading
 from bot.home import ACTION_AVAILABILITY, ACTION_CLAIM
 from bot.inbox import Inbox, storable
+from bot.incident_cards import (
+    CLOSE,
+    CONFIRM_VIEW,
+    REPLY_ALL,
+    REPLY_VIEW,
+    RESOLVE,
+    preview_modal,
+    reply_modal,
+    submitted_texts,
+)
 from bot.outbound import (
     BadRequest,
     Delivery,
@@ -222,6 +232,24 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
         return _forget_confirmed(body, external_id, user_id, channel, as_str(action.get("value")))
     if action_id in CONTROLS:
         return _parse_control(body, action, external_id, conversation, channel, message_ts)
+    if action_id in (RESOLVE, CLOSE, REPLY_ALL):
+        number = as_str(action.get("value"))
+        if not number.isdigit() or not user_id or not channel:
+            return _ignored(external_id, conversation, f"action {action_id} with bad value")
+        if action_id == REPLY_ALL:  # the adapter opens the modal; its submission is the event
+            return _ignored(external_id, conversation, f"action {action_id}: modal opened")
+        return AgentAction(
+            external_id=external_id,
+            conversation=f"slack:incident:{number}",
+            action="incident_resolve" if action_id == RESOLVE else "incident_close",
+            ticket_id=0,
+            incident_id=int(number),
+            user_id=user_id,
+            user_name=as_str(user.get("name")) or as_str(user.get("username")),
+            slack_channel=channel,
+            message_ts=message_ts,
+            response_url=as_str(body.get("response_url")) or None,
+        )
     kind = ACTIONS.get(action_id.split(".")[0])
     if kind is None:
         return _ignored(external_id, conversation, f"action {action_id or 'unknown'}")
@@ -584,6 +612,41 @@ def parse_slash_command(body: Mapping[str, Any]) -> Event:
     )
 
 
+def incident_of(view: Mapping[str, Any]) -> dict[str, Any]:
+    """The incident modal's private_metadata (JSON the desk wrote), or {}."""
+    try:
+        meta = json.loads(as_str(view.get("private_metadata")) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(meta, dict) or not isinstance(meta.get("incident"), int):
+        return {}
+    return meta
+
+
+def parse_reply_confirmed(body: Mapping[str, Any]) -> Event:
+    """The preview of a Reply to all affected, submitted: the texts go to every customer."""
+    view = as_mapping(body.get("view"))
+    meta = incident_of(view)
+    user = as_mapping(body.get("user"))
+    # One submission per view: Slack retrying the same one is the same event.
+    external_id = f"view:{as_str(view.get('id'))}" if view.get("id") else digest_id("view", body)
+    texts = meta.get("texts")
+    if not meta or not isinstance(texts, dict) or not as_str(user.get("id")):
+        return _ignored(external_id, "slack:ignored", "incident reply without its texts")
+    return AgentAction(
+        external_id=external_id,
+        conversation=f"slack:incident:{meta['incident']}",
+        action="incident_reply",
+        ticket_id=0,
+        incident_id=meta["incident"],
+        user_id=as_str(user.get("id")),
+        user_name=as_str(user.get("name")) or as_str(user.get("username")),
+        slack_channel="",
+        message_ts="",
+        texts={str(k): as_str(v) for k, v in texts.items() if as_str(v)},
+    )
+
+
 def parse_other(body: Mapping[str, Any]) -> Event:
     """Shortcuts, view submissions and other interactivity the desk does not use."""
     kind = as_str(body.get("type")) or "unknown"
@@ -707,6 +770,10 @@ class SlackAdapter:
             process_before_response=True,
             authorize=authorize,
         )
+        # Set by the app: how many of an incident's customers speak each language (the
+        # Reply to all affected modal asks for a text per language), and the default one.
+        self.incident_languages: Callable[[int], Awaitable[dict[str, int] | None]] | None = None
+        self.default_language = "en"
         self._register(self.app)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -891,7 +958,62 @@ class SlackAdapter:
             await self._accept(await self._open_modal(body), body)
         else:
             await self._accept(parse_block_actions(body), body)
+            actions = body.get("actions")
+            first = as_mapping(actions[0]) if isinstance(actions, list) and actions else {}
+            if as_str(first.get("action_id")) == REPLY_ALL:
+                # views.open must come within 3 s of the click (the trigger_id expires): here,
+                # in the request, not through the outbox.
+                await self._open_reply_modal(body, as_str(first.get("value")))
         await ack()
+
+    async def _open_reply_modal(self, body: Mapping[str, Any], value: str) -> None:
+        trigger = as_str(body.get("trigger_id"))
+        if not value.isdigit() or not trigger or self.incident_languages is None:
+            return
+        counts = await self.incident_languages(int(value))
+        if counts is None:
+            return  # the incident is no longer open; its card says so (updated)
+        self._ensure_session()
+        try:
+            await self.client.views_open(
+                trigger_id=trigger,
+                view=reply_modal(int(value), counts, self.default_language),
+            )
+        except SlackApiError as exc:
+            log.warning("slack.views_open_failed error=%s", exc.response.get("error"))
+
+    async def _on_incident_view(self, body: dict[str, Any], ack: AsyncAck) -> None:
+        """Reply to all affected: the modal's text per language, its preview, the send."""
+        view = as_mapping(body.get("view"))
+        callback = as_str(view.get("callback_id"))
+        if as_str(body.get("type")) != "view_submission" or callback not in (
+            REPLY_VIEW,
+            CONFIRM_VIEW,
+        ):
+            await self._on_other(body, ack)
+            return
+        if callback == CONFIRM_VIEW:
+            await self._accept(parse_reply_confirmed(body), body)
+            await ack()  # closes the modal
+            return
+        meta = incident_of(view)
+        values = as_mapping(as_mapping(view.get("state")).get("values"))
+        texts = submitted_texts(dict(values))
+        default = self.default_language
+        if not meta:
+            await ack()
+            return
+        if default not in texts:
+            await ack(
+                response_action="errors",
+                errors={f"text.{default}": "Write the text most customers will read."},
+            )
+            return
+        counts = meta.get("counts") if isinstance(meta.get("counts"), dict) else {}
+        await ack(
+            response_action="update",
+            view=preview_modal(meta["incident"], dict(counts or {}), texts, default),
+        )
 
     async def _on_command(self, body: dict[str, Any], ack: AsyncAck) -> None:
         event = parse_slash_command(body)
@@ -976,7 +1098,7 @@ class SlackAdapter:
             await self._accept(parse_note_submission(body), body)
             await ack()
             return
-        await self._on_other(body, ack)
+        await self._on_incident_view(body, ack)
 
     async def _on_shortcut(self, body: dict[str, Any], ack: AsyncAck) -> None:
         if as_str(body.get("type")) == "message_action":

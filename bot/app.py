@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Coroutine
 from datetime import datetime
@@ -26,6 +27,7 @@ from bot.roles import GroupRefresher
 from bot.rules import Rules
 from bot.scheduler import AssignmentSweeper, PresencePoller, SlaScheduler
 from bot.settings import Settings, desk_tz
+from bot.surges import incident_languages
 from storage.db import create_engine, migrate, ping, problem, session_factory
 from storage.queues import inbox_lag_seconds, outbox_backlog
 
@@ -192,6 +194,10 @@ class DeskApp:
         self.spawn(self.heartbeat.run(self._stop), "heartbeat")
         slack = next((a for a in self.adapters if a.channel == "slack"), None)
         if slack is not None:
+            slack.incident_languages = functools.partial(  # type: ignore[attr-defined]
+                incident_languages, self.sessions, self.rules
+            )
+            slack.default_language = self.rules.texts.default_language  # type: ignore[attr-defined]
             groups = GroupRefresher(
                 self.sessions,
                 self.rules,

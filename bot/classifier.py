@@ -14,6 +14,7 @@ class Classification:
     reasons: tuple[str, ...]
     model_version: str
     details: dict[str, Any] = field(default_factory=dict)  # intent, sentiment, … if known
+    vector: tuple[float, ...] | None = None  # the encoder's sentence vector, when it ran
 
 
 class Classifier(Protocol):

@@ -158,6 +158,9 @@ class AgentAction(_Event):
         "intent",
         "kb_suggest",  # "Suggest articles" on the card (bot/kb.py)
         "kb_send",  # "Send to customer" under a suggested article; value: the article's slug
+        "incident_resolve",
+        "incident_close",
+        "incident_reply",
     ]
     ticket_id: int
     user_id: str
@@ -169,6 +172,10 @@ class AgentAction(_Event):
     values: tuple[str, ...] = ()  # tags: every tag now chosen (none clears them)
     target_name: str = ""  # reassign: the chosen agent's display name
     response_url: str | None = None  # where an ephemeral answer to the clicker goes
+    # Incident actions (bot/surges.py): the incident, and for incident_reply the reply by
+    # language ("en" → text); ``ticket_id`` is 0 for them.
+    incident_id: int | None = None
+    texts: dict[str, str] = Field(default_factory=dict)
 
 
 class HomeEvent(_Event):

@@ -59,7 +59,7 @@ class ModelClassifier:
         # What the model did not read (heads not applied to this language) is left out, not
         # stored as a score: the card then says "not applied (zh)".
         details = {k: v for k, v in a.as_dict().items() if v is not None and k != "model_version"}
-        return Classification(d.priority, d.reasons, a.model_version, details)
+        return Classification(d.priority, d.reasons, a.model_version, details, a.vector)
 
     @property
     def encoder(self) -> Encoder:

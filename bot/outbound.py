@@ -105,6 +105,10 @@ class Outbound(BaseModel):
     # The outbox row being sent, set by the outbox (not stored in the row): a Slack post carries
     # it in its message metadata, so the desk can find a post whose outcome it never heard.
     outbox_id: int | None = None
+    # About an incident's card (bot/surges.py): the card and its lists are rendered when sent,
+    # from the incident as it is then; ``incident_list``: the list of tickets attached since.
+    incident_id: int | None = None
+    incident_list: bool = False
 
 
 class Delivery(BaseModel):

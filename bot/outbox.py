@@ -59,9 +59,11 @@ from bot.ratelimit import RateLimits as RateLimits  # where callers have always 
 from bot.recovery import CardRecovery, card_is_gone
 from bot.rules import Rules
 from bot.sla_keeper import SlaKeeper
+from bot.surges import IncidentDesk, NothingToSay, NotPosted
+from bot.surges import render as render_incident
 from bot.tickets import Desk, queue_effects
 from storage.db import problem
-from storage.models import HomeView, Identity, Message, OutboxRow, Ticket
+from storage.models import HomeView, Identity, Incident, Message, OutboxRow, Ticket
 from storage.queues import outbox_claim
 
 log = logging.getLogger("deskbot.outbox")
@@ -230,6 +232,19 @@ class OutboxSender:
         if row_id in self._unrecorded:
             await self._finish(row_id, attempt, out, message_id, delivery=self._unrecorded[row_id])
             return 1
+        if out.incident_id is not None:
+            # An incident's card and lists are drawn now, from the incident as it is now.
+            try:
+                async with self._sessions.begin() as session:
+                    out = await render_incident(
+                        session, self._rules, out, row_id, self._clock.now()
+                    )
+            except NothingToSay:
+                await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
+                return 1
+            except NotPosted as exc:
+                await self._finish(row_id, attempt, out, message_id, error=BadRequest(str(exc)))
+                return 1
         if out.kind == "slack_card" and queued is not None:
             out = held_back_note(out, self._clock.now() - queued)
         slack_channel, card_ts = cards.get(out.ticket_id or -1, (None, None))
@@ -519,7 +534,11 @@ class OutboxSender:
                 row.status = "sent"
                 row.sent_at = now
                 row.platform_message_id = delivery.platform_message_id
-                if out.kind == "slack_card" and ticket is not None:
+                if out.kind == "slack_card" and out.incident_id is not None:
+                    incident = await session.get(Incident, out.incident_id)
+                    if incident is not None:
+                        incident.slack_ts = delivery.platform_message_id
+                elif out.kind == "slack_card" and ticket is not None:
                     ticket.slack_ts = delivery.platform_message_id
                 if out.kind == "slack_home":
                     home = await session.get(HomeView, out.destination)
@@ -542,6 +561,13 @@ class OutboxSender:
                     message.delivery_error = row.last_error
                 if ticket is not None and out.channel != "slack":
                     await self._report_failure(desk, ticket, message, error)
+            if message is not None and message.purpose == "incident_reply" and ticket is not None:
+                # Progress of a Reply to all affected, on the incident card (throttled).
+                incident = await session.get(
+                    Incident, ticket.incident_id or -1, with_for_update=True
+                )
+                if incident is not None:
+                    await IncidentDesk(desk).card_soon(incident)
             wake = await queue_effects(session, desk, f"outbox:{row_id}") > 0
         if wake:
             self.wakeup.set()

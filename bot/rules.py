@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from bot.calendars import ALWAYS, Calendar
+from bot.incidents import Surges
 from bot.macros import MAX_MACROS, Macro
 from bot.routing import DEFAULT_TEAM, Availability, Route, Team
 from bot.sla import SlaPolicy
@@ -52,6 +53,11 @@ class Texts(_Strict):
     # built-in translations used when a known language leaves them out.
     rating_already: str = "You already rated ticket #{ticket}, thank you."
     rating_expired: str = "That rating request for ticket #{ticket} is no longer open."
+    # The acknowledgement of a ticket attached to an incident (many customers, one problem).
+    incident_ack: str = (
+        "Thanks, we got your message (ticket #{ticket}). We know about this problem and our "
+        "team is working on it; we will write to you here as soon as we know more."
+    )
     # Status lookups (README, "Customers help themselves"): the word customers may write before
     # a ticket number ("status 123"), the button under the acknowledgement, and the answers.
     status_word: str = "status"
@@ -139,6 +145,8 @@ def _chinese() -> Texts:
         reopened="工单 #{ticket} 已重新打开，客服会尽快回复您。",
         rating_already="您已为工单 #{ticket} 评过分，谢谢！",
         rating_expired="工单 #{ticket} 的这次评分已失效。",
+        incident_ack="我们已收到您的消息（工单 #{ticket}）。我们已知晓这个问题，团队正在处理；"
+        "一有进展会在这里通知您。",
         status_word="状态",
         kb_answer="这篇文章也许能解答您的问题：\n\n{title}\n{extract}{link}",
         kb_solved="问题已解决",
@@ -172,6 +180,9 @@ def _spanish() -> Texts:
         reopened="El ticket #{ticket} vuelve a estar abierto; un agente le atenderá en breve.",
         rating_already="Ya valoró el ticket #{ticket}, gracias.",
         rating_expired="Esa solicitud de valoración del ticket #{ticket} ya no está abierta.",
+        incident_ack="Gracias, hemos recibido su mensaje (ticket #{ticket}). Conocemos este "
+        "problema y nuestro equipo está trabajando en él; le escribiremos aquí en cuanto sepamos "
+        "más.",
         status_word="estado",
         kb_answer="Esto puede responder a su pregunta:\n\n{title}\n{extract}{link}",
         kb_solved="Resuelto, gracias",
@@ -207,6 +218,8 @@ def _russian() -> Texts:
         reopened="Обращение #{ticket} снова открыто; оператор скоро ответит вам.",
         rating_already="Вы уже оценили обращение #{ticket}, спасибо.",
         rating_expired="Этот запрос оценки обращения #{ticket} больше не действует.",
+        incident_ack="Спасибо, мы получили ваше сообщение (обращение #{ticket}). Мы знаем об этой "
+        "проблеме, команда уже работает над ней; мы напишем вам здесь, как только узнаем больше.",
         status_word="статус",
         kb_answer="Возможно, это ответ на ваш вопрос:\n\n{title}\n{extract}{link}",
         kb_solved="Вопрос решён",
@@ -235,6 +248,7 @@ BUILT_IN = {"en": _english, "zh": _chinese, "es": _spanish, "ru": _russian}
 # Texts added after the first release: a rules file that predates them gets the built-in
 # wording in its own language rather than English.
 LATER_TEXTS = (
+    "incident_ack",
     "rating_already",
     "rating_expired",
     "status_word",
@@ -414,6 +428,8 @@ class Rules(_Strict):
     tags: tuple[str, ...] = Field(default=(), max_length=100)
     # Canned replies for the Reply modal (bot/macros.py).
     macros: tuple[Macro, ...] = Field(default=(), max_length=MAX_MACROS)
+    # Incidents: many alike new tickets at once become one incident card (bot/surges.py).
+    surges: Surges = Field(default_factory=Surges)
 
     @field_validator("tags")
     @classmethod

@@ -104,8 +104,8 @@ class SlaKeeper:
     async def refresh(self, ticket: Ticket, *, depth: int = 0) -> None:
         """Run the engine up to now; record and act on what fired; set the next timer."""
         policy = self.policy(ticket)
-        if policy is None:
-            return
+        if policy is None or ticket.incident_only:
+            return  # a ticket shown only on an incident: the incident is what agents answer
         # Whoever redoes a ticket's clocks holds its row: two processes never both record a
         # firing (and the second one's query below sees what the first committed).
         await self.s.execute(select(Ticket.id).where(Ticket.id == ticket.id).with_for_update())

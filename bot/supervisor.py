@@ -40,6 +40,7 @@ from bot.reports.metrics import (
 from bot.reports.render import metric_lines, self_service_line, slack_blocks, title
 from bot.roles import has_role
 from bot.settings import desk_tz
+from bot.surges import INCIDENT_HELP, incident_command
 from storage.models import AuditEntry, Customer, Ticket
 from storage.queues import inbox_lag_seconds, outbox_backlog
 
@@ -506,6 +507,12 @@ async def _unlink(inv: Invocation) -> str:
     )
 
 
+async def _incident(inv: Invocation) -> str:
+    if not await is_agent(inv):
+        return refuse(inv, "/desk incident", "agent")
+    return await incident_command(inv.desk, inv.user_id, inv.args)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "status": Subcommand(
         "the desk in numbers: active tickets by state and priority, inbox lag, outbox backlog"
@@ -557,6 +564,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "admins: erase a customer's personal data (`123` or `c45`), after a confirmation",
         _forget,
     ),
+    "incident": Subcommand(INCIDENT_HELP, _incident),
     "help": Subcommand("this list", _help),
 }
 

@@ -98,8 +98,22 @@ class Effects:
     # Log lines of the decisions taken, written once the step's transaction committed: a step
     # that rolls back (and is retried) decided nothing.
     decisions: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
+    # By item index: an idempotency key of its own (rows that many steps may ask for, queued
+    # once: an incident card's update per time slice), when it is due, and its claim rank.
+    timing: dict[int, tuple[str | None, datetime | None, int | None]] = field(default_factory=dict)
+    soon: set[str] = field(default_factory=set)  # incident posts queued (bot/surges.py)
 
-    def say(self, out: Outbound, message: Message | None = None) -> None:
+    def say(
+        self,
+        out: Outbound,
+        message: Message | None = None,
+        *,
+        key: str | None = None,
+        due: datetime | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if key is not None or due is not None or rank is not None:
+            self.timing[len(self.items)] = (key, due, rank)
         self.items.append((out, message))
 
     def log_decisions(self) -> None:
@@ -144,6 +158,8 @@ def destination_key(out: Outbound) -> str:
             return f"slack:home:{out.destination}"  # bot.home.home_key
         if out.kind == "slack_view_update":  # a modal: not behind the card's thread posts
             return f"slack:view:{out.destination}"
+        if out.incident_id is not None:  # after the incident card, in the order said
+            return f"slack:incident:{out.incident_id}"
         if out.ticket_id is not None:
             return f"slack:ticket:{out.ticket_id}"
         return f"slack:{out.destination}"
@@ -166,10 +182,11 @@ async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> int:
         if out.kind == "slack_card" and out.ticket_id is not None:
             ticket = await session.get(Ticket, out.ticket_id)  # in the session already
             rank = PRIORITY_RANK.get(ticket.priority, NORMAL_RANK) if ticket else NORMAL_RANK
+        own_key, due, own_rank = desk.fx.timing.get(n, (None, None, None))
         rows.append(
             {
-                "idempotency_key": f"{key}:{n}",
-                "rank": rank,
+                "idempotency_key": own_key or f"{key}:{n}",
+                "rank": rank if own_rank is None else own_rank,
                 "channel": out.channel,
                 "destination_key": destination_key(out),
                 "payload": out.model_dump(mode="json"),
@@ -178,9 +195,12 @@ async def queue_effects(session: AsyncSession, desk: Desk, key: str) -> int:
                 "status": "pending",
                 "attempts": 0,
                 # A Home waits a moment, so that changes close together publish it once.
-                "next_attempt_at": now + HOME_DEBOUNCE
-                if out.kind == "slack_home" and out.destination not in desk.home_now
-                else now,
+                "next_attempt_at": due
+                or (
+                    now + HOME_DEBOUNCE
+                    if out.kind == "slack_home" and out.destination not in desk.home_now
+                    else now
+                ),
                 "created_at": now,
             }
         )
@@ -384,6 +404,8 @@ class Desk:
         self, ticket: Ticket, kind: Literal["slack_card", "slack_card_update"] = "slack_card"
     ) -> None:
         """The ticket's card as it is now: a new card in its channel, or an update of it."""
+        if ticket.incident_only:
+            return  # shown on its incident's card only
         view = await self.card_view(ticket)
         self.fx.say(
             Outbound(
@@ -397,7 +419,22 @@ class Desk:
         )
 
     def thread(self, ticket: Ticket, text: str, blocks: Sequence[dict[str, Any]] = ()) -> None:
-        """Post in the card's thread. ``text`` is mrkdwn (and the fallback when ``blocks``)."""
+        """Post in the card's thread. ``text`` is mrkdwn (and the fallback when ``blocks``).
+        A ticket shown only on an incident's card speaks in the incident's thread."""
+        if ticket.incident_only and ticket.incident_id is not None:
+            label = {"type": "context", "elements": [{"type": "mrkdwn", "text": f"#{ticket.id}"}]}
+            self.fx.say(
+                Outbound(
+                    channel="slack",
+                    kind="slack_thread",
+                    destination=ticket.slack_channel,
+                    ticket_id=ticket.id,
+                    incident_id=ticket.incident_id,
+                    text=f"#{ticket.id} · {text}",
+                    blocks=(label, *blocks) if blocks else (),
+                )
+            )
+            return
         self.fx.say(
             Outbound(
                 channel="slack",
@@ -503,6 +540,11 @@ class Desk:
             )
             ticket.resolved_at = None
             ticket.resolved_by = None
+            if ticket.incident_only:
+                # Its incident was resolved: the ticket goes on alone, with a card of its own.
+                from bot.surges import IncidentDesk
+
+                await IncidentDesk(self).reopened(ticket)
             prompt = await self.latest_prompt(ticket.id)
             if prompt is not None and ticket.rating is None:  # still has its buttons
                 self.remove_buttons(ticket, prompt.platform_message_id)
@@ -631,11 +673,16 @@ class Desk:
         self.history(ticket, "team", AUTO, None, team.team, team.reason)
         self._record_inbound(ticket, ev, attachments)
         texts = await self.texts_for(ticket)
+        from bot.surges import IncidentDesk  # bot.surges renders with bot.tickets' helpers
+
+        incident = await IncidentDesk(self).place(ticket, cls)
         self.tell_customer(
             ticket,
-            texts.ack.format(ticket=ticket.id),
+            (texts.incident_ack if incident is not None else texts.ack).format(ticket=ticket.id),
             buttons=my_tickets_button(self.rules, texts),
         )
+        if ticket.incident_only:
+            return ticket  # its incident's card and thread show it; the incident is answered
         choice = await Assigner(self).assign(ticket, announce=False)
         await SlaKeeper(self).refresh(ticket)  # so the card shows its clocks from the start
         await self.post_card(ticket)
@@ -1034,6 +1081,11 @@ class Desk:
         return False
 
     async def agent_action(self, ev: AgentAction) -> None:
+        if ev.incident_id is not None:
+            from bot.surges import IncidentDesk
+
+            await IncidentDesk(self).action(ev)
+            return
         ticket = await self.s.get(Ticket, ev.ticket_id, with_for_update=True)
         if ticket is None:
             return
@@ -1064,11 +1116,18 @@ class Desk:
         if ticket.status in ACTIVE:
             if not await self.may_override(ticket, ev, "resolved"):
                 return
+            await self.resolve(ticket, ev.user_id, ev.user_name)
+
+    async def resolve(
+        self, ticket: Ticket, user_id: str, user_name: str, why: str = "resolved from Slack"
+    ) -> None:
+        """Resolve an active ticket: the closing message with its rating prompt, a thread line."""
+        if ticket.status in ACTIVE:
             if ticket.assignee_id is None:
-                self._assign(ticket, ev.user_id, ev.user_name, "resolved it", "resolved")
-            self.set_status(ticket, "resolved", ev.user_id, "resolved from Slack")
+                self._assign(ticket, user_id, user_name, "resolved it", "resolved")
+            self.set_status(ticket, "resolved", user_id, why)
             ticket.resolved_at = self.now
-            ticket.resolved_by = ev.user_id
+            ticket.resolved_by = user_id
             ticket.rating = None  # each resolve asks anew; earlier ratings stay in the history
             texts = await self.texts_for(ticket)
             text = texts.resolved.format(ticket=ticket.id)
@@ -1095,10 +1154,11 @@ class Desk:
                 ),
                 message=prompt,
             )
-            self.thread(ticket, f"✅ {person(ev.user_id, ev.user_name)} resolved this ticket.")
+            if not ticket.incident_only:  # the incident's thread says it once for them all
+                self.thread(ticket, f"✅ {person(user_id, user_name)} resolved this ticket.")
             await self.refresh_card(ticket)
             await self._capacity_freed(ticket.assignee_id)
-            self.decided("tickets.resolved ticket=%d by=%s", ticket.id, ev.user_id)
+            self.decided("tickets.resolved ticket=%d by=%s", ticket.id, user_id)
 
     async def _transfer(self, ticket: Ticket, by: str, target: str) -> None:
         """Move an active ticket to another team. Its card is posted in that team's channel

@@ -178,6 +178,9 @@ class Analysis:
     best_intent: str | None = None
     language: str | None = None
     applied: bool = True
+    # The encoder's unit-length sentence vector (incident detection compares these); not part
+    # of as_dict: it is a few hundred floats, kept apart from what the card shows.
+    vector: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -390,6 +393,7 @@ class TextAnalyser:
                 model_version=self.version,
                 best_intent=top,
                 language=languages[row],
+                vector=tuple(round(float(x), 5) for x in sentences[k]),
             )
         return out
 

@@ -88,6 +88,21 @@ class SlackError(Exception):
         self.error = error
 
 
+def _check_view(view: Mapping[str, Any]) -> None:
+    """Slack's limits on a modal: a title of at most 24 characters, at most 100 blocks,
+    private_metadata of at most 3000 characters."""
+    title = (view.get("title") or {}).get("text", "")
+    if not title or len(title) > 24:
+        raise SlackError("invalid_arguments")
+    if len(view.get("blocks") or []) > 100:
+        raise SlackError("invalid_arguments")
+    if len(view.get("private_metadata") or "") > 3000:
+        raise SlackError("invalid_arguments")
+    for key in ("submit", "close"):
+        if len((view.get(key) or {}).get("text", "")) > 24:
+            raise SlackError("invalid_arguments")
+
+
 class SlackStandIn:
     def __init__(
         self,
@@ -356,6 +371,48 @@ class SlackStandIn:
             {**message, "channel": channel, "event_ts": ts, "channel_type": "channel"}
         )
         return ts
+
+    async def agent_submits(
+        self, view_id: str, user: str, values: Mapping[str, Mapping[str, str]] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """An agent presses a modal's submit button, having typed ``values`` (block_id →
+        action_id → text in its plain_text_input elements). Returns the desk's status and its
+        answer (``response_action``); an ``update`` replaces the view, as Slack does."""
+        view = self.modals.get(view_id)
+        if view is None or view.get("closed"):
+            raise ValueError(f"no open view {view_id}")
+        state = {
+            block: {a: {"type": "plain_text_input", "value": text} for a, text in acts.items()}
+            for block, acts in (values or {}).items()
+        }
+        payload = {
+            "type": "view_submission",
+            "team": {"id": TEAM, "domain": "sandbox"},
+            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
+            "api_app_id": APP_ID,
+            "token": "sandbox-verification-token",
+            "trigger_id": self._trigger(user),
+            "view": self._public(view_id) | {"state": {"values": state}},
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, text = await self._deliverer.attempt(
+            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        )
+        answer: dict[str, Any] = json.loads(text) if text.strip() else {}
+        if status == 200 and answer.get("response_action") == "update":
+            new = answer.get("view") or {}
+            _check_view(new)
+            self.modals[view_id] = {
+                **new,
+                "id": view_id,
+                "hash": secrets.token_hex(8),
+                "user": view["user"],
+                "state": {"values": {}},
+            }
+        elif status == 200 and answer.get("response_action") != "errors":
+            view["closed"] = True  # submitted: Slack closes the modal
+        await self._changed.notify()
+        return status, answer
 
     def _response_url(self) -> str:
         rid = secrets.token_hex(8)
@@ -1195,7 +1252,9 @@ class SlackStandIn:
         if issued is None:
             raise SlackError("invalid_trigger_id")
         created, user, used = issued
-        if used or time.monotonic() - created > self.trigger_seconds:
+        if used:
+            raise SlackError("exchanged_trigger_id")  # a trigger_id opens one view only
+        if time.monotonic() - created > self.trigger_seconds:
             raise SlackError("expired_trigger_id")
         view = self._modal_view(params)
         self._triggers[trigger] = (created, user, True)

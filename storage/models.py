@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -114,6 +115,58 @@ class Ticket(Base):
     first_response_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     resolved_by: Mapped[str | None] = mapped_column(String(40))  # who pressed Resolve
+    # The incident it is attached to (bot/surges.py); ``incident_only``: shown only there, no
+    # card of its own.
+    incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", name="fk_tickets_incident"), index=True
+    )
+    incident_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The outbox row of the incident thread's list post that named it (once per incident).
+    incident_listed: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Incident(Base):
+    """Many customers writing about the same thing at once: one card for them all."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (Index("ix_incidents_team_status", "team", "status"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    team: Mapped[str] = mapped_column(String(60))
+    slack_channel: Mapped[str] = mapped_column(String(40))
+    slack_ts: Mapped[str | None] = mapped_column(String(40))  # its card, once posted
+    status: Mapped[str] = mapped_column(String(12))  # open|resolved|closed|merged
+    keyword: Mapped[str | None] = mapped_column(String(200))  # the urgent keyword shared
+    intent: Mapped[str | None] = mapped_column(String(100))
+    centroid: Mapped[list[Any] | None] = mapped_column(JSON)  # mean vector of its tickets
+    summary: Mapped[str] = mapped_column(Text, default="")
+    why: Mapped[str] = mapped_column(Text, default="")
+    opened_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(40))
+    merged_into: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+    reply_at: Mapped[datetime | None]  # the latest Reply to all affected: progress counts from it
+
+
+class SurgeSignature(Base):
+    """What detection knows of a new ticket, shared by processes and restarts."""
+
+    __tablename__ = "surge_signatures"
+    __table_args__ = (Index("ix_surge_signatures_team_at", "team", "at"),)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    team: Mapped[str] = mapped_column(String(60))
+    at: Mapped[datetime]
+    keyword: Mapped[str | None] = mapped_column(String(200))
+    intent: Mapped[str | None] = mapped_column(String(100))
+    vector: Mapped[list[Any] | None] = mapped_column(JSON)
+
+
+class SurgeLock(Base):
+    """Locked (FOR UPDATE) while a team's new ticket is matched: one decision at a time."""
+
+    __tablename__ = "surge_locks"
+    team: Mapped[str] = mapped_column(String(60), primary_key=True)
+    updated_at: Mapped[datetime]
 
 
 class Message(Base):

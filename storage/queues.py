@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from storage.models import InboxRow, OutboxRow
+from storage.models import InboxRow, OutboxRow, SurgeLock
 
 INBOX_OPEN = ("pending", "processing")
 OUTBOX_OPEN = ("pending", "sending")
@@ -200,3 +200,14 @@ async def release_outbox(
     if next_attempt_at is not None:
         values["next_attempt_at"] = next_attempt_at
     await session.execute(update(OutboxRow).where(OutboxRow.id == row_id).values(**values))
+
+
+async def lock_key_row(session: AsyncSession, team: str, now: datetime) -> None:
+    """Hold the team's ``surge_locks`` row until the transaction ends (made on first use), so
+    incident decisions for one team are taken one at a time, across processes."""
+    await session.execute(
+        _insert(session)(SurgeLock)
+        .values(team=team, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["team"])
+    )
+    await session.execute(select(SurgeLock.team).where(SurgeLock.team == team).with_for_update())

@@ -604,3 +604,47 @@ def test_a_transfer_without_a_team_or_a_button_with_one_is_ignored() -> None:
     claim = payload("slack", "block_actions_claim")
     claim["actions"][0]["value"] = "42:billing"
     assert isinstance(parse_block_actions(claim), Ignored)
+
+
+def test_incident_buttons_and_the_reply_modal_become_agent_actions() -> None:
+    import json as _json
+
+    from adapters.slack import parse_reply_confirmed
+    from bot.incident_cards import preview_modal, reply_modal, submitted_texts
+
+    def click(action_id: str, value: str) -> dict[str, object]:
+        return {
+            "type": "block_actions",
+            "user": {"id": "U0ALICE", "username": "alice"},
+            "channel": {"id": "C0SUPPORT"},
+            "container": {"message_ts": "1.5", "channel_id": "C0SUPPORT"},
+            "actions": [{"action_id": action_id, "value": value, "action_ts": "9.1"}],
+        }
+
+    ev = parse_block_actions(click("incident_resolve", "7"))
+    assert isinstance(ev, AgentAction)
+    assert (ev.action, ev.incident_id, ev.ticket_id) == ("incident_resolve", 7, 0)
+    assert isinstance(parse_block_actions(click("incident_close", "x7")), Ignored)
+    assert isinstance(parse_block_actions(click("incident_reply_all", "7")), Ignored)
+
+    modal = reply_modal(7, {"en": 30, "es": 2}, "en")
+    inputs = [b for b in modal["blocks"] if b["type"] == "input"]
+    assert [(b["block_id"], b["optional"]) for b in inputs] == [
+        ("text.en", False),
+        ("text.es", True),
+    ]
+    typed = {"text.en": {"text": {"value": " Fixed. "}}, "text.es": {"text": {"value": ""}}}
+    texts = submitted_texts(typed)
+    assert texts == {"en": "Fixed."}
+    preview = preview_modal(7, {"en": 30, "es": 2}, texts, "en")
+    assert "32 customers will read" in _json.dumps(preview["blocks"])  # es falls back to en
+    body = {
+        "type": "view_submission",
+        "user": {"id": "U0ALICE", "username": "alice"},
+        "view": {"id": "V1", "callback_id": "incident_reply_confirm", **preview},
+    }
+    ev = parse_reply_confirmed(body)
+    assert isinstance(ev, AgentAction) and ev.action == "incident_reply"
+    assert (ev.incident_id, ev.texts, ev.external_id) == (7, {"en": "Fixed."}, "view:V1")
+    forged = {**body, "view": {"id": "V2", "private_metadata": "not json"}}
+    assert isinstance(parse_reply_confirmed(forged), Ignored)

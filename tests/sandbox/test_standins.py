@@ -372,3 +372,29 @@ async def test_slack_keeps_message_metadata_and_shows_it_only_when_asked(
     with pytest.raises(SlackApiError) as caught:
         await client.conversations_replies(channel="C0SUPPORT", ts="1.000009")
     assert caught.value.response["error"] == "thread_not_found"
+
+
+async def test_slack_views_open_takes_a_fresh_trigger_once(
+    standins: StandIns, desk: FakeDesk
+) -> None:
+    client = AsyncWebClient(token="xoxb-right", base_url=standins.slack_api_base)
+    view = {"type": "modal", "title": {"type": "plain_text", "text": "Reply"}, "blocks": []}
+    with pytest.raises(SlackApiError) as caught:
+        await client.views_open(trigger_id="12.made-up", view=view)
+    assert caught.value.response["error"] == "invalid_trigger_id"
+    slack = standins.slack
+    fresh, old = slack._trigger("U0ALICE"), slack._trigger("U0ALICE")
+    given, user, used = slack._triggers[old]
+    slack._triggers[old] = (given - 4, user, used)  # given out four seconds ago: Slack allows 3
+    with pytest.raises(SlackApiError) as caught:
+        await client.views_open(trigger_id=old, view=view)
+    assert caught.value.response["error"] == "expired_trigger_id"
+    too_long = {**view, "title": {"type": "plain_text", "text": "Reply to all affected now!"}}
+    with pytest.raises(SlackApiError) as caught:
+        await client.views_open(trigger_id=fresh, view=too_long)
+    assert caught.value.response["error"] == "invalid_arguments"
+    opened = await client.views_open(trigger_id=fresh, view=view)
+    assert opened["view"]["id"] in slack.modals
+    with pytest.raises(SlackApiError) as caught:
+        await client.views_open(trigger_id=fresh, view=view)
+    assert caught.value.response["error"] == "exchanged_trigger_id"

@@ -1,0 +1,39 @@
+"""A surge end to end with the stand-ins' real rate limits (bench/surge_burst.py at CI size):
+one incident card instead of a card per customer, urgent unrelated tickets seen at once, Reply
+to all affected through the modal reaching each affected customer exactly once, Resolve incident
+resolving them all; and the same with two desks on one PostgreSQL database. The 300-message
+version is ``python -m bench.surge_burst`` (README, "Surges and incidents")."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.surge_burst import run_burst
+
+OUTAGE, OTHER, URGENT = 40, 12, 3
+
+
+async def check(database_url: str, processes: int) -> None:
+    got = await run_burst(
+        database_url, outage=OUTAGE, other=OTHER, urgent=URGENT, processes=processes, timeout=120
+    )
+    print("\n".join(got.lines()))
+    assert got.incidents == 1 and got.incident_cards == 1
+    # Before the incident opened, min_tickets - 1 outage tickets got cards; then none.
+    assert got.own_cards == OTHER + 4
+    assert got.urgent_visible_s is not None and got.urgent_visible_s < 10
+    assert got.all_visible_s is not None
+    assert (got.replied, got.replied_twice, got.reply_to_others) == (OUTAGE, 0, 0)
+    assert got.resolved == OUTAGE and got.resolve_s is not None
+    # One card per unrelated ticket and one for the outage, not one per outage customer.
+    assert got.slack_posts < OUTAGE + OTHER
+
+
+async def test_a_surge_is_one_incident_answered_in_one_go(database_url: str) -> None:
+    await check(database_url, processes=1)
+
+
+async def test_a_surge_with_two_desks_on_postgresql(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several desks share PostgreSQL; SQLite serves one")
+    await check(database_url, processes=2)
