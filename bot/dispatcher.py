@@ -155,6 +155,9 @@ class Dispatcher:
         self._retry_base = retry_base
         self._idle_poll = idle_poll
         self.processed = 0
+        # Retries that could not be written (the database was away): row id → (attempt, what
+        # to write), written by the next run_once that reaches the database.
+        self._unsettled: dict[int, tuple[int, dict[str, Any]]] = {}
         # Since when the loop has been failing, and why (shown by /healthz); None while it works.
         self.failing: tuple[datetime, str] | None = None
 
@@ -180,6 +183,9 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """Claim one batch of conversation heads and process them concurrently."""
+        for row_id, (attempt, outcome) in list(self._unsettled.items()):
+            await self._settle(row_id, attempt, outcome)  # raises while the database is away
+            del self._unsettled[row_id]
         async with self._sessions.begin() as session:
             rows = await inbox_claim(
                 session,
@@ -279,16 +285,35 @@ class Dispatcher:
             else:
                 failed = attempt >= self._max_attempts
             retry_at = self._clock.now() + pause
-            async with self._sessions.begin() as session:
-                await session.execute(
-                    update(InboxRow)
-                    .where(InboxRow.id == row_id, InboxRow.attempts == attempt)
-                    .values(
-                        status="failed" if failed else "processing",
-                        lease_until=None if failed else retry_at,
-                        error=f"{type(exc).__name__}: {exc}"[:2000],
-                    )
+            outcome = {
+                "status": "failed" if failed else "processing",
+                "lease_until": None if failed else retry_at,
+                "error": f"{type(exc).__name__}: {exc}"[:2000],
+            }
+            try:
+                await self._settle(row_id, attempt, outcome)
+            except Exception as again:
+                # The database is away: the row stays leased to this process for the whole
+                # lease (a minute), and the conversation's later messages wait behind it. Let it
+                # go as soon as the database answers again instead (run_once).
+                self._unsettled[row_id] = (attempt, outcome)
+                log.warning(
+                    "dispatcher.retry_unrecorded inbox_id=%d error=%s",
+                    row_id,
+                    type(again).__name__,
                 )
+
+    async def _settle(self, row_id: int, attempt: int, outcome: dict[str, Any]) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(InboxRow)
+                .where(
+                    InboxRow.id == row_id,
+                    InboxRow.attempts == attempt,
+                    InboxRow.status == "processing",
+                )
+                .values(**outcome)
+            )
 
     async def _apply(
         self,
