@@ -1439,6 +1439,23 @@ class SlackStandIn:
         )
         if status == 200 and not text.strip():
             modal["closed"] = True
+        elif status == 200:
+            try:
+                answer = json.loads(text)
+            except ValueError:
+                answer = {"response_action": "errors"}  # not JSON: Slack shows an error
+            if answer.get("response_action") == "update":  # the next step of a modal
+                new = self._modal_view({"view": answer.get("view")})
+                self.modals[view_id] = {
+                    **new,
+                    "id": view_id,
+                    "hash": secrets.token_hex(8),
+                    "user": modal["user"],
+                    "state": {"values": {}},
+                }
+            elif answer.get("response_action") in ("clear", None):
+                modal["closed"] = True
+        await self._changed.notify()
         return status, text
 
     async def message_shortcut(
