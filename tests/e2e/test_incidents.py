@@ -33,7 +33,9 @@ async def test_a_surge_is_one_incident_answered_in_one_go(database_url: str) -> 
     await check(database_url, processes=1)
 
 
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 async def test_a_surge_with_two_desks_on_postgresql(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("several desks share PostgreSQL; SQLite serves one")
+    """Several desks share PostgreSQL (SQLite serves one process)."""
     await check(database_url, processes=2)
