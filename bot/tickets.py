@@ -942,33 +942,11 @@ class Desk:
         a message row each, the customer's copies, the first response, waiting on the
         customer, the card."""
         if text:
-            msg = Message(
-                ticket_id=ticket.id,
-                direction="out",
-                author=user_id,
-                channel=ticket.channel,
-                slack_ts=slack_ts,
-                text=text,
-                delivery="pending",
-                created_at=self.now,
-            )
-            self.s.add(msg)
-            await self.s.flush()
+            msg = await self._outgoing(ticket, user_id, slack_ts, text=text)
             self.tell_customer(ticket, self.customer_copy(ticket, text), message=msg)
         for f, ref in files:
-            file_msg = Message(
-                ticket_id=ticket.id,
-                direction="out",
-                author=user_id,
-                channel=ticket.channel,
-                slack_ts=slack_ts,
-                text="",
-                attachments=[f.model_dump(mode="json", exclude={"url_private"})],
-                delivery="pending",
-                created_at=self.now,
-            )
-            self.s.add(file_msg)
-            await self.s.flush()
+            attachment = f.model_dump(mode="json", exclude={"url_private"})
+            file_msg = await self._outgoing(ticket, user_id, slack_ts, attachments=[attachment])
             self.fx.say(
                 Outbound(
                     channel=ticket.channel,
@@ -989,6 +967,31 @@ class Desk:
         if freed:  # waiting on the customer does not count against capacity
             await self._capacity_freed(ticket.assignee_id)
         self.decided("tickets.reply_relayed ticket=%d agent=%s", ticket.id, user_id)
+
+    async def _outgoing(
+        self,
+        ticket: Ticket,
+        user_id: str,
+        slack_ts: str | None,
+        *,
+        text: str = "",
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> Message:
+        """A message from the agent to the customer, pending delivery (flushed: it has an id)."""
+        msg = Message(
+            ticket_id=ticket.id,
+            direction="out",
+            author=user_id,
+            channel=ticket.channel,
+            slack_ts=slack_ts,
+            text=text,
+            attachments=attachments or [],
+            delivery="pending",
+            created_at=self.now,
+        )
+        self.s.add(msg)
+        await self.s.flush()
+        return msg
 
     def customer_copy(self, ticket: Ticket, text: str, name: str | None = None) -> str:
         """Exactly what the customer gets for ``text`` (the Reply modal previews this)."""
