@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from alembic.config import Config
 from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+from sqlalchemy.orm import Session
+
+from storage import inline_sqlite
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same in every deskbot process.
@@ -47,21 +51,34 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # (measured: loop throughput 23 → see the README).
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 0)
+        if inline_sqlite_enabled():
+            # Statements run on the event loop's thread instead of aiosqlite's (see
+            # storage/inline_sqlite.py for why, and what it trades away).
+            path = parsed.database or ":memory:"
+            kwargs.setdefault("async_creator", lambda: inline_sqlite.connect(path))
     engine = create_async_engine(parsed, **kwargs)
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine)
     return engine
 
 
+def inline_sqlite_enabled() -> bool:
+    """SQLite statements run inline unless ``DESK_SQLITE_THREAD=1`` asks for aiosqlite's thread."""
+    return os.environ.get("DESK_SQLITE_THREAD", "") not in ("1", "true", "yes")
+
+
 def _tune_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transactions into our own hands (see _on_begin) and set WAL once per connection.
-        dbapi_conn.isolation_level = None
+        inline = isinstance(dbapi_conn.driver_connection, inline_sqlite.InlineConnection)
+        if not inline:
+            dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=10000")
+        if not inline:  # an inline connection waits for a lock outside SQLite, never inside
+            cur.execute("PRAGMA busy_timeout=10000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -72,8 +89,46 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class HoldingSession(Session):
+    """A session that holds every object it has loaded or added until the session ends.
+
+    SQLAlchemy's identity map references objects weakly, so a row a step loaded, or a ticket it
+    created, and then stopped referencing was read again by the next ``session.get`` of it (a
+    new ticket was SELECTed twice after its INSERT). The desk's sessions are short, one step
+    each, so holding what they touched costs little; SQLAlchemy's documentation gives this
+    recipe ("Session Referencing Behavior").
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.info["held"] = set()
+
+
+def _hold(session: Session, instance: object) -> None:
+    session.info["held"].add(instance)
+
+
+def _let_go(session: Session, instance: object) -> None:
+    session.info["held"].discard(instance)
+
+
+for _to_persistent in (
+    "pending_to_persistent",
+    "deleted_to_persistent",
+    "detached_to_persistent",
+    "loaded_as_persistent",
+):
+    event.listen(HoldingSession, _to_persistent, _hold)
+for _from_persistent in (
+    "persistent_to_detached",
+    "persistent_to_deleted",
+    "persistent_to_transient",
+):
+    event.listen(HoldingSession, _from_persistent, _let_go)
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=HoldingSession)
 
 
 def _alembic_config(connection: Connection) -> Config:
