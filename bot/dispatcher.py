@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,6 +69,33 @@ log = logging.getLogger("deskbot.dispatcher")
 # How long an event that came too early (bot.tickets.TooEarly) may wait: 30 tries, 2 s apart.
 TOO_EARLY_ATTEMPTS = 30
 TOO_EARLY_STEP = timedelta(seconds=2)
+
+
+Claim = tuple[int, int, dict[str, Any]]  # an inbox row's id, attempt and payload
+
+
+@dataclass
+class Prepared:
+    """An event, with what was worked out for it before its transaction."""
+
+    event: Event
+    cls: Classification | None = None
+    detected: str | None = None
+    lookup: StatusRequest | None = None
+    hits: list[Hit] = field(default_factory=list)
+
+
+def _settling(row_id: int, attempt: int, outcome: dict[str, Any]) -> Any:
+    """The update that writes a retry's outcome, if the row is still ours."""
+    return (
+        update(InboxRow)
+        .where(
+            InboxRow.id == row_id,
+            InboxRow.attempts == attempt,
+            InboxRow.status == "processing",
+        )
+        .values(**outcome)
+    )
 
 
 class DbInbox:
@@ -154,6 +182,7 @@ class Dispatcher:
         self._max_attempts = max_attempts
         self._retry_base = retry_base
         self._idle_poll = idle_poll
+        self._one_writer = sessions.kw["bind"].dialect.name == "sqlite"
         self.processed = 0
         # Retries that could not be written (the database was away): row id → (attempt, what
         # to write), written by the next run_once that reaches the database.
@@ -182,7 +211,7 @@ class Dispatcher:
                     w.cancel()
 
     async def run_once(self) -> int:
-        """Claim one batch of conversation heads and process them concurrently."""
+        """Claim one batch of conversation heads and process them."""
         for row_id, (attempt, outcome) in list(self._unsettled.items()):
             await self._settle(row_id, attempt, outcome)  # raises while the database is away
             del self._unsettled[row_id]
@@ -197,8 +226,21 @@ class Dispatcher:
             claims = [(row.id, row.attempts, row.payload) for row in rows]
         if not claims:
             return 0
-        # Different conversations: safe to run side by side (SQLite serialises the writes).
-        await asyncio.gather(*(self._process(*claim) for claim in claims))
+        # Outside any transaction, for the whole batch at once: the model (whose micro-batcher
+        # then encodes the batch in one pass), the language detector and the knowledge base, so
+        # a slow step never holds a database lock.
+        prepared = await asyncio.gather(
+            *(self._prepare(payload) for _, _, payload in claims), return_exceptions=True
+        )
+        # SQLite has one writer at a time, so the batch is one transaction (one commit instead
+        # of one per event), each event in a savepoint of its own: a failing event is rolled
+        # back alone. On PostgreSQL processes write side by side, so there each event commits
+        # alone and holds its locks (a team's round-robin pointer, say) only for its own step.
+        size = len(claims) if self._one_writer else 1
+        for i in range(0, len(claims), size):
+            await self._process(
+                list(zip(claims[i : i + size], prepared[i : i + size], strict=True))
+            )
         if self._outbox_wakeup is not None:
             self._outbox_wakeup.set()
         return len(claims)
@@ -230,100 +272,128 @@ class Dispatcher:
                 )
         return await self._classifier.classify(event.text, customer_key=key, recent_tickets=recent)
 
-    async def _process(self, row_id: int, attempt: int, payload: dict[str, Any]) -> None:
+    async def _prepare(self, payload: dict[str, Any]) -> Prepared:
+        """What an event needs from outside the database transaction."""
+        event = event_from_json(payload)
+        prep = Prepared(event)
+        if isinstance(event, CustomerMessage):
+            # A status lookup opens no ticket: neither the model nor the detector needed.
+            prep.lookup = status_request_of(event, self._rules)
+            if prep.lookup is None:
+                prep.cls = await self._classify(event)
+                if event.text:
+                    # A few milliseconds: in a thread all the same.
+                    prep.detected = await asyncio.to_thread(detect_language, event.text)
+                prep.hits = await self._kb_match(event, prep.detected)
+        elif isinstance(event, AgentAction) and event.action == "kb_suggest":
+            prep.hits = await self._kb_for_ticket(event.ticket_id)
+        return prep
+
+    async def _process(self, group: list[tuple[Claim, Prepared | BaseException]]) -> None:
+        """Apply a group of claimed events in one transaction, each in a savepoint; an event
+        that fails is rolled back alone and its retry is written in the same transaction."""
+        done: list[Desk] = []
         try:
-            event = event_from_json(payload)
-            # The model runs outside the transaction, so a slow batch never holds a DB lock;
-            # so does the language detector (a few milliseconds, in a thread all the same).
-            cls: Classification | None = None
-            detected: str | None = None
-            lookup: StatusRequest | None = None
-            hits: list[Hit] = []
-            if isinstance(event, CustomerMessage):
-                # A status lookup opens no ticket: neither the model nor the detector needed.
-                lookup = status_request_of(event, self._rules)
-                if lookup is None:
-                    cls = await self._classify(event)
-                    if event.text:
-                        detected = await asyncio.to_thread(detect_language, event.text)
-                    hits = await self._kb_match(event, detected)
-            elif isinstance(event, AgentAction) and event.action == "kb_suggest":
-                hits = await self._kb_for_ticket(event.ticket_id)
             async with self._sessions.begin() as session:
-                row = await session.get(InboxRow, row_id, with_for_update=True)
-                if row is None or row.status != "processing" or row.attempts != attempt:
-                    return  # our lease ran out and another worker has it now
-                desk = Desk(session, self._rules, self._clock.now())
-                await self._apply(desk, event, cls, detected, lookup, hits)
-                await SlaKeeper(desk).refresh_touched()
-                await self._queue(session, desk, row_id)
-                row.status = "done"
-                row.processed_at = desk.now
-                row.lease_until = None
-                row.error = None
-            desk.fx.log_decisions()  # committed: now they happened
-            self.processed += 1
+                ids = [row_id for (row_id, _, _), _ in group]
+                rows = {
+                    row.id: row
+                    for row in await session.scalars(
+                        select(InboxRow).where(InboxRow.id.in_(ids)).with_for_update()
+                    )
+                }
+                retries: list[tuple[int, int, dict[str, Any]]] = []
+                for (row_id, attempt, _), prep in group:
+                    row = rows.get(row_id)
+                    if row is None or row.status != "processing" or row.attempts != attempt:
+                        continue  # our lease ran out and another worker has it now
+                    try:
+                        if isinstance(prep, BaseException):
+                            raise prep
+                        async with session.begin_nested():
+                            desk = Desk(session, self._rules, self._clock.now())
+                            await self._apply(desk, prep)
+                            await SlaKeeper(desk).refresh_touched()
+                            await self._queue(session, desk, row_id)
+                            row.status = "done"
+                            row.processed_at = desk.now
+                            row.lease_until = None
+                            row.error = None
+                        done.append(desk)
+                    except Exception as exc:
+                        retries.append((row_id, attempt, self._retry(row_id, attempt, exc)))
+                for row_id, attempt, outcome in retries:
+                    await session.execute(_settling(row_id, attempt, outcome))
         except Exception as exc:
-            too_early = isinstance(exc, TooEarly)
-            if too_early:
-                log.info(
-                    "dispatcher.too_early inbox_id=%d attempt=%d kind=%s",
-                    row_id,
-                    attempt,
-                    type(exc).__name__,
-                )
-            else:
-                log.exception("dispatcher.event_failed inbox_id=%d attempt=%d", row_id, attempt)
-            # Left leased for a growing pause, then claimed again: a retry with backoff that
-            # keeps the conversation's later events waiting behind it, in order. An event that
-            # came too early waits for what it is about for up to about a minute (a dead
-            # process's send is taken over in seconds), in steps of at most two seconds.
-            pause = self._retry_base * 2 ** (attempt - 1)
-            if too_early:
-                failed = attempt >= TOO_EARLY_ATTEMPTS
-                pause = min(pause, TOO_EARLY_STEP)
-            else:
-                failed = attempt >= self._max_attempts
-            retry_at = self._clock.now() + pause
-            outcome = {
-                "status": "failed" if failed else "processing",
-                "lease_until": None if failed else retry_at,
-                "error": f"{type(exc).__name__}: {exc}"[:2000],
-            }
-            try:
-                await self._settle(row_id, attempt, outcome)
-            except Exception as again:
-                # The database is away: the row stays leased to this process for the whole
-                # lease (a minute), and the conversation's later messages wait behind it. Let it
-                # go as soon as the database answers again instead (run_once).
-                self._unsettled[row_id] = (attempt, outcome)
-                log.warning(
-                    "dispatcher.retry_unrecorded inbox_id=%d error=%s",
-                    row_id,
-                    type(again).__name__,
-                )
+            # The transaction itself failed (its commit, or the database went away): nothing of
+            # it stands, so every event in it is retried.
+            for (row_id, attempt, _), _prep in group:
+                await self._retry_later(row_id, attempt, self._retry(row_id, attempt, exc))
+            return
+        for desk in done:
+            desk.fx.log_decisions()  # committed: now they happened
+        self.processed += len(done)
+
+    def _retry(self, row_id: int, attempt: int, exc: BaseException) -> dict[str, Any]:
+        """Log a failed event and say how its row is retried.
+
+        Left leased for a growing pause, then claimed again: a retry with backoff that keeps
+        the conversation's later events waiting behind it, in order. An event that came too
+        early waits for what it is about for up to about a minute (a dead process's send is
+        taken over in seconds), in steps of at most two seconds."""
+        too_early = isinstance(exc, TooEarly)
+        if too_early:
+            log.info(
+                "dispatcher.too_early inbox_id=%d attempt=%d kind=%s",
+                row_id,
+                attempt,
+                type(exc).__name__,
+            )
+        else:
+            log.error(
+                "dispatcher.event_failed inbox_id=%d attempt=%d",
+                row_id,
+                attempt,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        pause = self._retry_base * 2 ** (attempt - 1)
+        if too_early:
+            failed = attempt >= TOO_EARLY_ATTEMPTS
+            pause = min(pause, TOO_EARLY_STEP)
+        else:
+            failed = attempt >= self._max_attempts
+        return {
+            "status": "failed" if failed else "processing",
+            "lease_until": None if failed else self._clock.now() + pause,
+            "error": f"{type(exc).__name__}: {exc}"[:2000],
+        }
+
+    async def _retry_later(self, row_id: int, attempt: int, outcome: dict[str, Any]) -> None:
+        try:
+            await self._settle(row_id, attempt, outcome)
+        except Exception as again:
+            # The database is away: the row stays leased to this process for the whole lease
+            # (a minute), and the conversation's later messages wait behind it. Let it go as
+            # soon as the database answers again instead (run_once).
+            self._unsettled[row_id] = (attempt, outcome)
+            log.warning(
+                "dispatcher.retry_unrecorded inbox_id=%d error=%s",
+                row_id,
+                type(again).__name__,
+            )
 
     async def _settle(self, row_id: int, attempt: int, outcome: dict[str, Any]) -> None:
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(InboxRow)
-                .where(
-                    InboxRow.id == row_id,
-                    InboxRow.attempts == attempt,
-                    InboxRow.status == "processing",
-                )
-                .values(**outcome)
-            )
+            await session.execute(_settling(row_id, attempt, outcome))
 
-    async def _apply(
-        self,
-        desk: Desk,
-        event: Event,
-        cls: Classification | None,
-        detected: str | None = None,
-        lookup: StatusRequest | None = None,
-        hits: list[Hit] | None = None,
-    ) -> None:
+    async def _apply(self, desk: Desk, prep: Prepared) -> None:
+        event, cls, detected, lookup, hits = (
+            prep.event,
+            prep.cls,
+            prep.detected,
+            prep.lookup,
+            prep.hits,
+        )
         match event:
             case CustomerMessage() if customers.is_link_request(event):
                 await customers.offer_link(desk, event)
