@@ -31,6 +31,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -100,6 +101,20 @@ def held_back_note(card: Outbound, held: timedelta) -> Outbound:
     return card.model_copy(update={"blocks": (*card.blocks, note)})
 
 
+@dataclass
+class _Outcome:
+    """A delivery's outcome, waiting to be recorded (OutboxSender._recorded)."""
+
+    row_id: int
+    attempt: int
+    out: Outbound
+    message_id: int | None
+    delivery: Delivery | None
+    error: DeliveryError | None
+    recorded: bool = False
+    result: str | BaseException | None = None
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.deliveries = Counter(
@@ -151,6 +166,10 @@ class OutboxSender:
         # Sent, but the database could not record it (see _finish): recorded, not re-sent,
         # when the row comes back to this process.
         self._unrecorded: dict[int, Delivery] = {}
+        # Outcomes waiting to be recorded together (see _recorded), on SQLite.
+        self._one_writer = sessions.kw["bind"].dialect.name == "sqlite"
+        self._to_record: list[_Outcome] = []
+        self._recording = asyncio.Lock()
         slack = senders.get("slack")
         self._recovery = (
             CardRecovery(sessions, slack, rules, clock, self._pace) if slack is not None else None
@@ -464,7 +483,9 @@ class OutboxSender:
         recorded: str | None = None
         for pause in (*_RECORD_PAUSES, None):
             try:
-                recorded = await self._record(row_id, attempt, out, message_id, delivery, error)
+                recorded = await self._recorded(
+                    _Outcome(row_id, attempt, out, message_id, delivery, error)
+                )
                 break
             except _DB_ERRORS as exc:
                 if pause is None:
@@ -505,73 +526,123 @@ class OutboxSender:
                 recorded,
             )
 
-    async def _record(
-        self,
-        row_id: int,
-        attempt: int,
-        out: Outbound,
-        message_id: int | None,
-        delivery: Delivery | None,
-        error: DeliveryError | None,
-    ) -> str | None:
-        """One transaction recording the outcome; None when the lease was lost meanwhile."""
+    async def _recorded(self, item: _Outcome) -> str | None:
+        """Record an outcome, in one transaction with the others waiting to be recorded.
+
+        On SQLite (one writer at a time) outcomes that finish while a recording transaction
+        runs are recorded together by the next one, each in a savepoint of its own: a group
+        commit, so a burst costs one commit per group instead of one per delivery, while a
+        single delivery is recorded at once. On PostgreSQL each outcome is its own transaction,
+        as several processes record side by side and must not hold each other's locks.
+        """
+        if not self._one_writer:
+            [result] = await self._record([item])
+            if isinstance(result, BaseException):
+                raise result
+            return result
+        self._to_record.append(item)
+        async with self._recording:
+            if not item.recorded:
+                group, self._to_record = self._to_record, []
+                try:
+                    results = await self._record(group)
+                except BaseException as exc:
+                    results = [exc] * len(group)
+                for waiting, result in zip(group, results, strict=True):
+                    waiting.recorded, waiting.result = True, result
+        if isinstance(item.result, BaseException):
+            raise item.result
+        return item.result
+
+    async def _record(self, items: list[_Outcome]) -> list[str | BaseException | None]:
+        """One transaction recording the outcomes, each in a savepoint; an outcome is None when
+        the lease was lost meanwhile, or the exception that recording it raised."""
+        results: list[str | BaseException | None] = []
         wake = False
         async with self._sessions.begin() as session:
-            row = await session.get(OutboxRow, row_id, with_for_update=True)
-            if row is None or row.attempts != attempt:
-                return None
-            if row.status == "sent" and delivery is not None:
-                return "sent"  # an earlier try did commit; only its answer was lost
-            if row.status != "sending":
-                return None
-            now = self._clock.now()
-            row.lease_until = None
-            message = await session.get(Message, message_id) if message_id else None
-            ticket = await session.get(Ticket, out.ticket_id) if out.ticket_id else None
-            desk = Desk(session, self._rules, now)
-            if error is None:
-                assert delivery is not None
-                row.status = "sent"
-                row.sent_at = now
-                row.platform_message_id = delivery.platform_message_id
-                if out.kind == "slack_card" and out.incident_id is not None:
-                    incident = await session.get(Incident, out.incident_id)
-                    if incident is not None:
-                        incident.slack_ts = delivery.platform_message_id
-                elif out.kind == "slack_card" and ticket is not None:
-                    ticket.slack_ts = delivery.platform_message_id
-                if out.kind == "slack_home":
-                    home = await session.get(HomeView, out.destination)
-                    if home is not None:
-                        home.published_at = now
-                if message is not None:
-                    message.platform_message_id = delivery.platform_message_id
-                    message.delivery = "sent"
-                    if message.slack_ts and ticket is not None:
-                        desk.react(ticket, message.slack_ts, self._rules.slack.relayed_reaction)
-                        # An agent's reply counts for the SLA once the platform accepted it.
-                        await SlaKeeper(desk).refresh(ticket)
-                outcome = "sent"
-            else:
-                row.status = "failed"
-                row.last_error = f"{type(error).__name__}: {error.detail}"[:2000]
-                outcome = row.last_error
-                if message is not None:
-                    message.delivery = "failed"
-                    message.delivery_error = row.last_error
-                if ticket is not None and out.channel != "slack":
-                    await self._report_failure(desk, ticket, message, error)
-            if message is not None and message.purpose == "incident_reply" and ticket is not None:
-                # Progress of a Reply to all affected, on the incident card (throttled).
-                incident = await session.get(
-                    Incident, ticket.incident_id or -1, with_for_update=True
-                )
-                if incident is not None:
-                    await IncidentDesk(desk).card_soon(incident)
-            wake = await queue_effects(session, desk, f"outbox:{row_id}") > 0
+            # What the outcomes touch, read (and their rows locked) in three statements rather
+            # than three for each; the session holds them for the gets below.
+            await session.scalars(
+                select(OutboxRow)
+                .where(OutboxRow.id.in_([i.row_id for i in items]))
+                .with_for_update()
+            )
+            tickets = {i.out.ticket_id for i in items if i.out.ticket_id}
+            if tickets:
+                await session.scalars(select(Ticket).where(Ticket.id.in_(tickets)))
+            messages = {i.message_id for i in items if i.message_id}
+            if messages:
+                await session.scalars(select(Message).where(Message.id.in_(messages)))
+            for item in items:
+                try:
+                    async with session.begin_nested():
+                        outcome, queued = await self._record_one(session, item)
+                    results.append(outcome)
+                    wake = wake or queued
+                except _DB_ERRORS:
+                    raise  # the transaction is lost: every outcome in it is tried again
+                except Exception as exc:
+                    results.append(exc)
         if wake:
             self.wakeup.set()
-        return outcome
+        return results
+
+    async def _record_one(self, session: AsyncSession, item: _Outcome) -> tuple[str | None, bool]:
+        """Record one outcome; returns it (None when the lease was lost) and whether anything
+        was queued."""
+        row_id, attempt, out, message_id = item.row_id, item.attempt, item.out, item.message_id
+        delivery, error = item.delivery, item.error
+        row = await session.get(OutboxRow, row_id)  # read and locked by _record
+        if row is None or row.attempts != attempt:
+            return None, False
+        if row.status == "sent" and delivery is not None:
+            return "sent", False  # an earlier try did commit; only its answer was lost
+        if row.status != "sending":
+            return None, False
+        message = await session.get(Message, message_id) if message_id else None
+        ticket = await session.get(Ticket, out.ticket_id) if out.ticket_id else None
+        now = self._clock.now()
+        row.lease_until = None  # after the gets: their autoflush would write it on its own
+        desk = Desk(session, self._rules, now)
+        if error is None:
+            assert delivery is not None
+            row.status = "sent"
+            row.sent_at = now
+            row.platform_message_id = delivery.platform_message_id
+            if out.kind == "slack_card" and out.incident_id is not None:
+                incident = await session.get(Incident, out.incident_id)
+                if incident is not None:
+                    incident.slack_ts = delivery.platform_message_id
+            elif out.kind == "slack_card" and ticket is not None:
+                ticket.slack_ts = delivery.platform_message_id
+            if out.kind == "slack_home":
+                home = await session.get(HomeView, out.destination)
+                if home is not None:
+                    home.published_at = now
+            if message is not None:
+                message.platform_message_id = delivery.platform_message_id
+                message.delivery = "sent"
+                if message.slack_ts and ticket is not None:
+                    desk.react(ticket, message.slack_ts, self._rules.slack.relayed_reaction)
+                    # An agent's reply counts for the SLA once the platform accepted it.
+                    await SlaKeeper(desk).refresh(ticket)
+            outcome = "sent"
+        else:
+            row.status = "failed"
+            row.last_error = f"{type(error).__name__}: {error.detail}"[:2000]
+            outcome = row.last_error
+            if message is not None:
+                message.delivery = "failed"
+                message.delivery_error = row.last_error
+            if ticket is not None and out.channel != "slack":
+                await self._report_failure(desk, ticket, message, error)
+        if message is not None and message.purpose == "incident_reply" and ticket is not None:
+            # Progress of a Reply to all affected, on the incident card (throttled).
+            incident = await session.get(Incident, ticket.incident_id or -1, with_for_update=True)
+            if incident is not None:
+                await IncidentDesk(desk).card_soon(incident)
+        queued = await queue_effects(session, desk, f"outbox:{row_id}") > 0
+        return outcome, queued
 
     async def _report_failure(
         self, desk: Desk, ticket: Ticket, message: Message | None, error: DeliveryError
