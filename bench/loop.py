@@ -62,6 +62,7 @@ class LoopResult:
     latencies_ms: list[float] = field(default_factory=list)
     burst_seconds: float = 0.0
     sent_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time during the burst (desk and stand-ins)
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (s since burst, cards)
     reference_inserts_per_s: float = 0.0  # one-row insert transactions, same database
     machine: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +89,9 @@ class LoopResult:
                 f"  throughput: {self.messages} customer messages → {self.messages} Slack cards"
                 f" in {self.burst_seconds:.2f} s = {self.throughput:.1f} msg/s"
                 f" (customers finished sending after {self.sent_seconds:.2f} s)",
+                f"  CPU: {1000 * self.cpu_seconds / self.messages:.1f} ms of this process's CPU"
+                " time per message in the burst (desk and stand-ins; less sensitive to other"
+                " work on the machine than the rate)",
                 f"  reference: the same database alone does {self.reference_inserts_per_s:.0f}"
                 f" one-row insert transactions/s, so a new ticket costs about"
                 f" {per_ticket:.0f} of them",
@@ -188,6 +192,7 @@ async def run(messages: int, samples: int, database: str | None, channel: str) -
                 await _wait_cards(standins, marker, 1, 30)
                 latencies.append((time.perf_counter() - t0) * 1000)
             # Throughput: a burst from many customers at once.
+            cpu0 = time.process_time()
             t0 = time.perf_counter()
             await asyncio.gather(
                 *(say(samples + i, f"burst-{i}- my order is late") for i in range(messages))
@@ -204,6 +209,7 @@ async def run(messages: int, samples: int, database: str | None, channel: str) -
             if not await standins.slack.wait_for(progress, 600):
                 raise TimeoutError(f"only {_cards_with(standins, 'burst-')}/{messages} cards")
             elapsed = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
         finally:
             await desk.stop()
             await standins.stop()
@@ -215,6 +221,7 @@ async def run(messages: int, samples: int, database: str | None, channel: str) -
         latencies_ms=[round(x, 2) for x in latencies],
         burst_seconds=elapsed,
         sent_seconds=sent,
+        cpu_seconds=cpu,
         timeline=timeline,
         reference_inserts_per_s=reference,
         machine=machine(),
