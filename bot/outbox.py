@@ -541,6 +541,9 @@ class OutboxSender:
                 raise result
             return result
         self._to_record.append(item)
+        # Let the deliveries whose answers are in already add theirs: on SQLite nothing below
+        # waits, so without this pause every group would be one outcome.
+        await asyncio.sleep(0)
         async with self._recording:
             if not item.recorded:
                 group, self._to_record = self._to_record, []

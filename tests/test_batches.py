@@ -1,0 +1,175 @@
+"""Batched writes: a failing event or outcome is rolled back alone, and on SQLite a burst costs
+one commit per batch, not one per message; SQLite statements never freeze the event loop while
+another connection holds the lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.tickets import Desk
+from storage.db import create_engine, migrate
+from storage.models import InboxRow, Message, OutboxRow, Ticket
+from tests.test_desk_core import Harness, make_harness
+
+
+@contextmanager
+def commits(engine: AsyncEngine) -> Iterator[list[int]]:
+    """Counts the transactions committed on ``engine`` while the block runs."""
+    seen: list[int] = []
+
+    def on_commit(_conn: Any) -> None:
+        seen.append(1)
+
+    event.listen(engine.sync_engine, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "commit", on_commit)
+
+
+@pytest.fixture
+async def desk(engine: AsyncEngine) -> AsyncIterator[Harness]:
+    yield make_harness(engine)
+
+
+async def _write(desk: Harness, texts: list[str]) -> None:
+    events = [desk.customer(text, chat=str(100 + i)) for i, text in enumerate(texts)]
+    assert await desk.inbox.accept(events, {}) == len(texts)
+
+
+async def test_a_failing_event_in_a_batch_is_rolled_back_alone(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Desk.customer_message
+
+    async def faulty(self: Desk, ev: Any, *args: Any, **kwargs: Any) -> Ticket:
+        if "boom" in ev.text:
+            await real(self, ev, *args, **kwargs)  # it wrote a ticket before it failed
+            raise RuntimeError("boom")
+        return await real(self, ev, *args, **kwargs)
+
+    monkeypatch.setattr(Desk, "customer_message", faulty)
+    await _write(desk, ["my parcel is late", "boom goes the desk", "refund please"])
+    assert await desk.dispatcher.run_once() == 3
+
+    async with desk.sessions() as s:
+        subjects = sorted((await s.scalars(select(Ticket.subject))).all())
+        rows = {r.payload["text"]: r for r in await s.scalars(select(InboxRow))}
+        said = sorted((await s.scalars(select(Message.text))).all())
+    # The other two became tickets; nothing of the failed one's work stands.
+    assert subjects == ["my parcel is late", "refund please"]
+    assert said == ["my parcel is late", "refund please"]
+    assert rows["my parcel is late"].status == "done"
+    assert rows["refund please"].status == "done"
+    failed = rows["boom goes the desk"]
+    assert (failed.status, failed.attempts, failed.error) == ("processing", 1, "RuntimeError: boom")
+
+    # Once the fault is gone it is retried after its pause, and becomes a ticket too.
+    monkeypatch.setattr(Desk, "customer_message", real)
+    desk.clock.advance(seconds=1)
+    await desk.settle()
+    async with desk.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Ticket)) == 3
+        assert await s.scalar(select(InboxRow.status).where(InboxRow.id == failed.id)) == "done"
+    assert len([m for m in desk.slack.sent if m.kind == "slack_card"]) == 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_burst_costs_one_commit_per_batch_on_sqlite(
+    desk: Harness, engine: AsyncEngine
+) -> None:
+    await _write(desk, [f"order {i} has not arrived" for i in range(12)])
+    with commits(engine) as dispatched:
+        assert await desk.dispatcher.run_once() == 12
+    # The claim, then the twelve events in one transaction.
+    assert len(dispatched) == 2
+
+    with commits(engine) as delivered:
+        await desk.outbox.run_once()
+    async with desk.sessions() as s:
+        statuses = (await s.scalars(select(OutboxRow.status))).all()
+    assert len(statuses) == 24 and set(statuses) == {"sent"}  # an ack and a card each
+    # The claim, then the 24 outcomes recorded together rather than one commit each.
+    assert len(delivered) <= 3
+    assert len(desk.telegram.sent) == 12
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_on_postgresql_each_event_commits_alone(desk: Harness, engine: AsyncEngine) -> None:
+    await _write(desk, [f"order {i} has not arrived" for i in range(4)])
+    with commits(engine) as dispatched:
+        assert await desk.dispatcher.run_once() == 4
+    assert len(dispatched) == 1 + 4  # the claim, then one per event: no lock held for a batch
+
+
+async def test_a_recorded_outcome_that_fails_leaves_the_others_recorded(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _write(desk, ["first", "second"])
+    await desk.dispatcher.run_once()
+    real = desk.outbox._record_one
+    broken: list[int] = []
+
+    async def faulty(session: Any, item: Any) -> Any:
+        if item.out.channel == "telegram" and not broken:
+            broken.append(item.row_id)
+            raise RuntimeError("a bug while recording")
+        return await real(session, item)
+
+    monkeypatch.setattr(desk.outbox, "_record_one", faulty)
+    with pytest.raises(RuntimeError, match="a bug while recording"):
+        await desk.outbox.run_once()
+    for _ in range(100):  # the other deliveries go on while the failure is raised
+        async with desk.sessions() as s:
+            rows = {r.id: r for r in await s.scalars(select(OutboxRow))}
+        if sum(r.status == "sending" for r in rows.values()) <= 1:
+            break
+        await asyncio.sleep(0.02)
+    assert broken and rows[broken[0]].status == "sending"  # left for its lease, not lost
+    assert {r.status for i, r in rows.items() if i != broken[0]} == {"sent"}
+
+
+async def test_sqlite_waits_for_another_writer_without_freezing_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    await migrate(engine)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    async def release() -> None:
+        await asyncio.sleep(0.3)
+        other.execute("COMMIT")
+
+    ticker = asyncio.create_task(tick())
+    releaser = asyncio.create_task(release())
+    try:
+        t0 = time.perf_counter()
+        async with engine.begin() as conn:  # BEGIN IMMEDIATE: refused, tried again
+            await conn.execute(select(func.count()).select_from(InboxRow))
+        waited = time.perf_counter() - t0
+    finally:
+        ticker.cancel()
+        await releaser
+        other.close()
+        await engine.dispose()
+    assert waited >= 0.25  # it did wait for the other writer…
+    assert ticks >= 20  # …while the loop went on (a lock waited for inside SQLite would not)
