@@ -27,6 +27,7 @@ What is guaranteed:
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
 import time
@@ -159,6 +160,10 @@ class OutboxSender:
         self._batch = batch_size
         self._max_attempts = max_attempts
         self._idle_poll = idle_poll
+        # When the rows this process put off (for a rate limit, a retry) are due, on the
+        # monotonic clock: the loop wakes then rather than at its next poll, so a channel paced
+        # at one post a second gets one a second, not one every 1.5.
+        self._put_off: list[float] = []  # a heap
         self.wakeup = asyncio.Event()
         self.sent = 0
         # Since when the loop has been failing, and why (shown by /healthz); None while it works.
@@ -189,7 +194,7 @@ class OutboxSender:
                 self.wakeup.clear()
                 waiters = [asyncio.ensure_future(e.wait()) for e in (self.wakeup, stop)]
                 await asyncio.wait(
-                    waiters, timeout=self._idle_poll, return_when=asyncio.FIRST_COMPLETED
+                    waiters, timeout=self._pause(), return_when=asyncio.FIRST_COMPLETED
                 )
                 for w in waiters:
                     w.cancel()
@@ -459,7 +464,20 @@ class OutboxSender:
                 row.last_error = error
             if not count_attempt:
                 row.attempts -= 1
-        self.wakeup.set() if seconds <= 0 else None
+        if seconds <= 0:
+            self.wakeup.set()
+        else:
+            heapq.heappush(self._put_off, time.monotonic() + seconds)
+
+    def _pause(self) -> float:
+        """How long the idle loop may sleep: until its next poll, or the soonest row it put
+        off, whichever comes first."""
+        now = time.monotonic()
+        while self._put_off and self._put_off[0] <= now:
+            heapq.heappop(self._put_off)
+        if not self._put_off:
+            return self._idle_poll
+        return min(self._idle_poll, self._put_off[0] - now)
 
     async def _finish(
         self,

@@ -173,3 +173,21 @@ async def test_sqlite_waits_for_another_writer_without_freezing_the_loop(tmp_pat
         await engine.dispose()
     assert waited >= 0.25  # it did wait for the other writer…
     assert ticks >= 20  # …while the loop went on (a lock waited for inside SQLite would not)
+
+
+async def test_the_outbox_wakes_when_a_row_it_put_off_is_due(desk: Harness) -> None:
+    """A row put off for a rate limit is tried again when it is due, not at the next poll
+    (half a second by default): a channel paced at one post a second then gets one a second."""
+    await _write(desk, ["my parcel is late"])
+    await desk.dispatcher.run_once()
+    async with desk.sessions.begin() as s:
+        [row] = (await s.scalars(select(OutboxRow).where(OutboxRow.channel == "telegram"))).all()
+        row.status, row.attempts = "sending", 1
+    assert desk.outbox._pause() == 0.5  # nothing put off: the idle poll
+    await desk.outbox._reschedule(row.id, 1, 0.2, None, count_attempt=False)
+    assert 0.1 < desk.outbox._pause() <= 0.2
+    async with desk.sessions() as s:
+        again = await s.get_one(OutboxRow, row.id)
+    assert (again.status, again.attempts) == ("pending", 0)  # a pause is not an attempt
+    await asyncio.sleep(0.21)
+    assert desk.outbox._pause() == 0.5  # it came due: back to polling
