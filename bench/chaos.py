@@ -297,9 +297,13 @@ async def _slack_waiting(database_url: str) -> int:
 
 
 async def _quiet(database_url: str, timeout: float) -> bool:
+    """Wait until nothing is left to do. ``timeout`` is how long the desk may go without
+    finishing anything: a long run leaves minutes of Slack posts paced at one a second per
+    channel (and card updates at 50 a minute), which is progress, not a stuck desk."""
     engine = create_engine(database_url)
     sessions = session_factory(engine)
     deadline = time.monotonic() + timeout
+    fewest: int | None = None
     try:
         while time.monotonic() < deadline:
             try:
@@ -316,6 +320,9 @@ async def _quiet(database_url: str, timeout: float) -> bool:
                     )
                 if not inbox and not outbox:
                     return True
+                left = (inbox or 0) + (outbox or 0)
+                if fewest is None or left < fewest:
+                    fewest, deadline = left, time.monotonic() + timeout
             except Exception:  # the database may still be recovering from the cut
                 pass
             await asyncio.sleep(0.25)
