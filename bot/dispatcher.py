@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -69,6 +70,9 @@ log = logging.getLogger("deskbot.dispatcher")
 # How long an event that came too early (bot.tickets.TooEarly) may wait: 30 tries, 2 s apart.
 TOO_EARLY_ATTEMPTS = 30
 TOO_EARLY_STEP = timedelta(seconds=2)
+# How long one SQLite transaction of the dispatcher keeps taking events (seconds): the one
+# writer is held about this long at most, so a webhook's inbox write never waits much longer.
+BATCH_BUDGET = 0.010
 
 
 Claim = tuple[int, int, dict[str, Any]]  # an inbox row's id, attempt and payload
@@ -232,15 +236,17 @@ class Dispatcher:
         prepared = await asyncio.gather(
             *(self._prepare(payload) for _, _, payload in claims), return_exceptions=True
         )
-        # SQLite has one writer at a time, so the batch is one transaction (one commit instead
-        # of one per event), each event in a savepoint of its own: a failing event is rolled
-        # back alone. On PostgreSQL processes write side by side, so there each event commits
-        # alone and holds its locks (a team's round-robin pointer, say) only for its own step.
-        size = len(claims) if self._one_writer else 1
-        for i in range(0, len(claims), size):
-            await self._process(
-                list(zip(claims[i : i + size], prepared[i : i + size], strict=True))
-            )
+        # SQLite has one writer at a time, so events share a transaction (one commit for
+        # several), each in a savepoint of its own: a failing event is rolled back alone. A
+        # transaction takes events for at most BATCH_BUDGET, then commits and lets the loop
+        # answer webhooks, whose inbox writes wait for the one writer meanwhile. On PostgreSQL
+        # processes write side by side, so there each event commits alone and holds its locks
+        # (a team's round-robin pointer, say) only for its own step.
+        pending = list(zip(claims, prepared, strict=True))
+        while pending:
+            pending = pending[await self._process(pending) :]
+            if pending:
+                await asyncio.sleep(0)
         if self._outbox_wakeup is not None:
             self._outbox_wakeup.set()
         return len(claims)
@@ -289,13 +295,17 @@ class Dispatcher:
             prep.hits = await self._kb_for_ticket(event.ticket_id)
         return prep
 
-    async def _process(self, group: list[tuple[Claim, Prepared | BaseException]]) -> None:
-        """Apply a group of claimed events in one transaction, each in a savepoint; an event
-        that fails is rolled back alone and its retry is written in the same transaction."""
+    async def _process(self, items: list[tuple[Claim, Prepared | BaseException]]) -> int:
+        """Apply claimed events in one transaction, each in a savepoint, for as long as the
+        budget allows (at least one); an event that fails is rolled back alone and its retry
+        written in the same transaction. Returns how many events it took."""
+        budget = BATCH_BUDGET if self._one_writer else 0.0
+        started = time.monotonic()
+        taken = 0
         done: list[Desk] = []
         try:
             async with self._sessions.begin() as session:
-                ids = [row_id for (row_id, _, _), _ in group]
+                ids = [row_id for (row_id, _, _), _ in items]
                 rows = {
                     row.id: row
                     for row in await session.scalars(
@@ -303,7 +313,10 @@ class Dispatcher:
                     )
                 }
                 retries: list[tuple[int, int, dict[str, Any]]] = []
-                for (row_id, attempt, _), prep in group:
+                for (row_id, attempt, _), prep in items:
+                    if taken and time.monotonic() - started >= budget:
+                        break
+                    taken += 1
                     row = rows.get(row_id)
                     if row is None or row.status != "processing" or row.attempts != attempt:
                         continue  # our lease ran out and another worker has it now
@@ -326,13 +339,14 @@ class Dispatcher:
                     await session.execute(_settling(row_id, attempt, outcome))
         except Exception as exc:
             # The transaction itself failed (its commit, or the database went away): nothing of
-            # it stands, so every event in it is retried.
-            for (row_id, attempt, _), _prep in group:
+            # it stands, so every event it took is retried.
+            for (row_id, attempt, _), _prep in items[:taken]:
                 await self._retry_later(row_id, attempt, self._retry(row_id, attempt, exc))
-            return
+            return taken
         for desk in done:
             desk.fx.log_decisions()  # committed: now they happened
         self.processed += len(done)
+        return taken
 
     def _retry(self, row_id: int, attempt: int, exc: BaseException) -> dict[str, Any]:
         """Log a failed event and say how its row is retried.

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import dispatcher
 from bot.tickets import Desk
 from storage.db import create_engine, migrate
 from storage.models import InboxRow, Message, OutboxRow, Ticket
@@ -42,8 +43,8 @@ async def desk(engine: AsyncEngine) -> AsyncIterator[Harness]:
     yield make_harness(engine)
 
 
-async def _write(desk: Harness, texts: list[str]) -> None:
-    events = [desk.customer(text, chat=str(100 + i)) for i, text in enumerate(texts)]
+async def _write(desk: Harness, texts: list[str], first: int = 0) -> None:
+    events = [desk.customer(text, chat=str(100 + i)) for i, text in enumerate(texts, first)]
     assert await desk.inbox.accept(events, {}) == len(texts)
 
 
@@ -86,22 +87,32 @@ async def test_a_failing_event_in_a_batch_is_rolled_back_alone(
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_burst_costs_one_commit_per_batch_on_sqlite(
-    desk: Harness, engine: AsyncEngine
+    desk: Harness, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A transaction takes events for BATCH_BUDGET (10 ms); here, on a slow machine, for long
+    # enough to take them all, then for no time at all (one event each).
+    monkeypatch.setattr(dispatcher, "BATCH_BUDGET", 60.0)
     await _write(desk, [f"order {i} has not arrived" for i in range(12)])
     with commits(engine) as dispatched:
         assert await desk.dispatcher.run_once() == 12
-    # The claim, then the twelve events in one transaction.
-    assert len(dispatched) == 2
+    assert len(dispatched) == 2  # the claim, then the twelve events in one transaction
+
+    monkeypatch.setattr(dispatcher, "BATCH_BUDGET", 0.0)
+    await _write(desk, [f"order {i} is still missing" for i in range(12, 15)], first=12)
+    with commits(engine) as one_by_one:
+        assert await desk.dispatcher.run_once() == 3
+    assert len(one_by_one) == 1 + 3
+    async with desk.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Ticket)) == 15
 
     with commits(engine) as delivered:
         await desk.outbox.run_once()
     async with desk.sessions() as s:
         statuses = (await s.scalars(select(OutboxRow.status))).all()
-    assert len(statuses) == 24 and set(statuses) == {"sent"}  # an ack and a card each
-    # The claim, then the 24 outcomes recorded together rather than one commit each.
+    assert len(statuses) == 30 and set(statuses) == {"sent"}  # an ack and a card each
+    # The claim, then the 30 outcomes recorded together rather than one commit each.
     assert len(delivered) <= 3
-    assert len(desk.telegram.sent) == 12
+    assert len(desk.telegram.sent) == 15
 
 
 @pytest.mark.parametrize(
