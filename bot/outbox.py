@@ -567,8 +567,12 @@ class OutboxSender:
                 group, self._to_record = self._to_record, []
                 try:
                     results = await self._record(group)
-                except BaseException as exc:
+                except Exception as exc:
                     results = [exc] * len(group)
+                except BaseException:
+                    # Cancelled (a shutdown): the others' outcomes are still theirs to record.
+                    self._to_record = [i for i in group if i is not item] + self._to_record
+                    raise
                 for waiting, result in zip(group, results, strict=True):
                     waiting.recorded, waiting.result = True, result
         if isinstance(item.result, BaseException):
