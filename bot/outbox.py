@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -164,6 +164,10 @@ class OutboxSender:
         # monotonic clock: the loop wakes then rather than at its next poll, so a channel paced
         # at one post a second gets one a second, not one every 1.5.
         self._put_off: list[float] = []  # a heap
+        # In the batch being delivered: rows the rate limits refused, per bucket, and the rows
+        # to put back with their pauses (see _deliver).
+        self._refused: dict[str, int] = {}
+        self._put_back: list[tuple[int, int, float]] = []
         self.wakeup = asyncio.Event()
         self.sent = 0
         # Since when the loop has been failing, and why (shown by /healthz); None while it works.
@@ -235,13 +239,41 @@ class OutboxSender:
                     cards[tid] = (ch, ts)
         if not claims:
             return 0
-        results = await asyncio.gather(
-            *(
-                self._deliver(rid, att, payload, mid, cards, queued)
-                for rid, att, payload, mid, queued in claims
+        self._refused, self._put_back = {}, []
+        try:
+            results = await asyncio.gather(
+                *(
+                    self._deliver(rid, att, payload, mid, cards, queued)
+                    for rid, att, payload, mid, queued in claims
+                )
             )
-        )
+        finally:
+            if self._put_back:
+                await self._put_off_paced(self._put_back)
         return sum(results)
+
+    async def _put_off_paced(self, rows: list[tuple[int, int, float]]) -> None:
+        """Rows the rate limits held back (id, attempt, seconds): pending again, due when
+        their turn comes, without counting an attempt; one transaction for all of them."""
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            for row_id, attempt, seconds in rows:
+                await session.execute(
+                    update(OutboxRow)
+                    .where(
+                        OutboxRow.id == row_id,
+                        OutboxRow.status == "sending",
+                        OutboxRow.attempts == attempt,
+                    )
+                    .values(
+                        status="pending",
+                        lease_until=None,
+                        next_attempt_at=now + timedelta(seconds=seconds),
+                        attempts=OutboxRow.attempts - 1,
+                    )
+                )
+        for _, _, seconds in rows:
+            heapq.heappush(self._put_off, time.monotonic() + seconds)
 
     async def _deliver(
         self,
@@ -287,7 +319,13 @@ class OutboxSender:
             out = out.model_copy(update={"reply_to": card_ts})
         wait = await self._limiter.reserve(out, slack_channel)
         if wait > 0:
-            await self._reschedule(row_id, attempt, wait, None, count_attempt=False)
+            # Put back once the batch is done, all in one transaction; the rows of one channel
+            # refused in this batch are spaced out at its rate instead of all coming back at
+            # the same moment to be refused again.
+            key, spacing = self._limiter.pacing(out, slack_channel)
+            nth = self._refused.get(key, 0)
+            self._refused[key] = nth + 1
+            self._put_back.append((row_id, attempt, wait + nth * spacing))
             return 0
         sender = self._senders.get(out.channel)
         if sender is None:
