@@ -157,6 +157,14 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return round(found["VmRSS"], 1), round(found["VmHWM"], 1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far (/proc/PID/stat)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def write_rules(folder: Path, vip: list[str]) -> Path:
     """rules.yaml as shipped, with the knowledge base and surges off and ``vip`` customers."""
     rules = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
@@ -459,6 +467,8 @@ class SustainedResult:
     cards_over_time: list[tuple[float, int]] = field(default_factory=list)
     rss_mb: float = 0.0
     peak_mb: float = 0.0
+    desk_cpu_s: float = 0.0  # the desk's CPU time from the first message due to quiet
+    wall_s: float = 0.0
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_during: list[tuple[float, float]] = field(default_factory=list)  # t, 1-min load
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -515,7 +525,9 @@ class SustainedResult:
             f" {outbox_max[2]} at {outbox_max[0]:.0f} s"
             f" (end: {self.backlog[-1][1] if self.backlog else 0},"
             f" {self.backlog[-1][2] if self.backlog else 0})",
-            f"  desk process: RSS {self.rss_mb:.0f} MB at the end, peak {self.peak_mb:.0f} MB;"
+            f"  desk process: CPU {self.desk_cpu_s:.0f} s in {self.wall_s:.0f} s"
+            f" ({self.desk_cpu_s / self.wall_s if self.wall_s else 0:.0%} of a core);"
+            f" RSS {self.rss_mb:.0f} MB at the end, peak {self.peak_mb:.0f} MB;"
             f" ready in {self.desk_ready_s:.1f} s; log: {self.desk_errors} ERROR lines,"
             f" {self.desk_tracebacks} tracebacks",
             f"  load average: before {self.load_before}, max 1-min during"
@@ -586,6 +598,7 @@ async def sustained(
             )
 
             await backlog.counts()  # connected before the clock starts
+            cpu0 = cpu_seconds(desk.process.pid)
             t0 = time.monotonic()
             stop_sampling = asyncio.Event()
 
@@ -646,6 +659,8 @@ async def sustained(
             )
             if await backlog.quiet(drain_timeout):
                 result.quiet_after_s = round(time.monotonic() - last_due, 1)
+            result.desk_cpu_s = round(cpu_seconds(desk.process.pid) - cpu0, 1)
+            result.wall_s = round(time.monotonic() - t0, 1)
             await asyncio.sleep(1.0)  # the last statuses webhooks
             stop_sampling.set()
             await sampler
@@ -747,6 +762,7 @@ class BurstResult:
     quiet_s: float | None = None
     post_times: dict[str, list[float]] = field(default_factory=dict)
     rss_mb: float = 0.0
+    desk_cpu_s: float = 0.0  # the desk's CPU time from the burst to quiet
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     desk_errors: int = 0
@@ -786,7 +802,8 @@ class BurstResult:
             f" {self.updates}",
             f"  cards {self.cards} for {self.tickets} tickets; lost {self.lost}, shown twice"
             f" {self.doubled}",
-            f"  desk process RSS {self.rss_mb:.0f} MB; log: {self.desk_errors} ERROR lines,"
+            f"  desk process: CPU {self.desk_cpu_s:.1f} s until quiet, RSS {self.rss_mb:.0f} MB;"
+            f" log: {self.desk_errors} ERROR lines,"
             f" {self.desk_tracebacks} tracebacks; load average before {self.load_before},"
             f" after {self.load_after} ({self.machine.get('cpus')} CPUs)",
             f"  result: {'OK' if self.ok else 'FAILED'}",
@@ -854,6 +871,7 @@ async def burst(
             result.load_before = loadavg()
             await desk.start()
             assert desk.process is not None
+            cpu0 = cpu_seconds(desk.process.pid)
             t0 = time.monotonic()
             clock = PostClock(standins, t0)
             clock.start()
@@ -874,6 +892,7 @@ async def burst(
                 result.all_carded_s = round(time.monotonic() - t0, 1)
             if await backlog.quiet(max(deadline - time.monotonic(), 1.0)):
                 result.quiet_s = round(time.monotonic() - t0, 1)
+            result.desk_cpu_s = round(cpu_seconds(desk.process.pid) - cpu0, 1)
             await clock.stop()
             result.cards, _, result.lost, _, result.doubled = slack_accounting(
                 standins, first_of, {}
