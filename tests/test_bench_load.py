@@ -27,7 +27,7 @@ async def test_sustained_offers_on_schedule_and_every_message_reaches_slack() ->
     assert figures["lost"] == 0 and result.doubled == 0
     assert result.quiet_after_s is not None
     # The open loop kept its schedule (the figures mean what they say).
-    assert 15 <= result.sent_rate <= 25
+    assert 10 <= result.sent_rate <= 30
     assert 0 < figures["ack_p50_ms"] <= figures["ack_p99_ms"] <= figures["ack_max_ms"]
     assert result.backlog and result.rss_mb > 50
     summary = result.summary()
