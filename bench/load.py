@@ -518,7 +518,8 @@ class SustainedResult:
             f" {dict(sorted(self.status_webhooks.items()))} (p99 {self.status_p99_ms:.1f} ms)",
             f"  offered {self.rate:g}/s, sent {self.sent_rate:.1f}/s",
             f"  Slack: {self.cards} cards for {self.customers} customers, {self.in_threads} of"
-            f" {self.follow_ups} repeat messages in their card's thread; lost"
+            f" {self.follow_ups} repeat messages in their card's thread;"
+            f" {'lost' if self.quiet_after_s is not None else 'not in Slack (desk busy)'}"
             f" {self.lost_first + self.lost_follow_ups}, shown twice {self.doubled};"
             f" desk quiet {quiet} after the last message was due",
             f"  desk backlog: inbox max {inbox_max[1]} at {inbox_max[0]:.0f} s, outbox max"
@@ -545,7 +546,7 @@ async def sustained(
     database: str | None = None,
     repeat_share: float = 0.2,
     seed: int = 1,
-    drain_timeout: float = 600.0,
+    drain_timeout: float = 1800.0,
     log_dir: Path | None = None,
 ) -> SustainedResult:
     rng = random.Random(seed)
@@ -944,6 +945,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seconds", type=float, default=300.0)
     s.add_argument("--model", choices=("local", "rules"), default="local")
     s.add_argument("--repeat-share", type=float, default=0.2)
+    s.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=1800.0,
+        help="how long to wait for the desk to finish after the offer (then count what is in"
+        " Slack)",
+    )
     s.add_argument("--plot", type=Path, default=None, help="draw the figures into this PNG")
     b = sub.add_parser("burst", help="new tickets at once under the platforms' real limits")
     b.add_argument("--tickets", type=int, default=300)
@@ -964,6 +972,7 @@ def main(argv: list[str] | None = None) -> int:
                 model=args.model,
                 database=args.database,
                 repeat_share=args.repeat_share,
+                drain_timeout=args.drain_timeout,
                 log_dir=args.logs,
             )
         )
