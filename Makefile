@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox run test lint bench browser-check
+.PHONY: sandbox run test lint bench load browser-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ test: lint
 # Figures beside a reference measured in the same run; JSON and a PNG plot in bench-results/.
 bench: $(STAMP)
 	$(BIN)/python -m bench.loop --json bench-results/loop.json --plot bench-results/loop.png
+
+# Five minutes at 50 customer messages a second (acknowledgement latency), then 300 new tickets
+# under Slack's real limits (README, "Sustained load and a burst under real limits").
+load: $(STAMP)
+	$(BIN)/python -m bench.load sustained --json bench-results/load-sustained.json --plot bench-results/load-sustained.png
+	$(BIN)/python -m bench.load burst --json bench-results/load-burst.json
 
 # The sandbox page used in headless Chromium as a person would (needs /usr/bin/chromium:
 # apt-get install chromium); saves docs/sandbox.png.
