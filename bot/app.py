@@ -154,6 +154,7 @@ class DeskApp:
             self.metrics,
             limits=self.limits,
             idle_poll=self.idle_poll,
+            turn=self.inbox.turn,
         )
         self.dispatcher = Dispatcher(
             self.sessions,

@@ -109,6 +109,18 @@ class DbInbox:
         self._sessions = sessions
         self._clock = clock
         self.arrived = asyncio.Event()  # wakes the dispatcher without polling latency
+        # Webhooks first on SQLite, whose one connection is the one writer: while a platform
+        # waits for its acknowledgement, the dispatcher and the outbox start no transaction
+        # (turn()). A burst then grows the backlog, not the platforms' timeouts and retries.
+        self._one_writer = sessions.kw["bind"].dialect.name == "sqlite"
+        self._accepting = 0
+        self._clear = asyncio.Event()
+        self._clear.set()
+
+    async def turn(self) -> None:
+        """Wait while a webhook waits to be written (SQLite; at once on PostgreSQL)."""
+        while self._one_writer and not self._clear.is_set():
+            await self._clear.wait()
 
     async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int:
         if not events:
@@ -142,8 +154,15 @@ class DbInbox:
                 log.warning(
                     "inbox.unfit channel=%s kind=%s reason=%s", ev.channel, ev.kind, unfit_why
                 )
-        async with self._sessions.begin() as session:
-            added = await inbox_add(session, rows)
+        self._accepting += 1
+        self._clear.clear()
+        try:
+            async with self._sessions.begin() as session:
+                added = await inbox_add(session, rows)
+        finally:
+            self._accepting -= 1
+            if self._accepting == 0:
+                self._clear.set()
         if added:
             self.arrived.set()
         log.info(
@@ -219,6 +238,7 @@ class Dispatcher:
         for row_id, (attempt, outcome) in list(self._unsettled.items()):
             await self._settle(row_id, attempt, outcome)  # raises while the database is away
             del self._unsettled[row_id]
+        await self._inbox.turn()
         async with self._sessions.begin() as session:
             rows = await inbox_claim(
                 session,
@@ -247,6 +267,7 @@ class Dispatcher:
             pending = pending[await self._process(pending) :]
             if pending:
                 await asyncio.sleep(0)
+                await self._inbox.turn()
         if self._outbox_wakeup is not None:
             self._outbox_wakeup.set()
         return len(claims)

@@ -31,7 +31,7 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -102,6 +102,10 @@ def held_back_note(card: Outbound, held: timedelta) -> Outbound:
     return card.model_copy(update={"blocks": (*card.blocks, note)})
 
 
+async def _at_once() -> None:
+    return None
+
+
 @dataclass
 class _Outcome:
     """A delivery's outcome, waiting to be recorded (OutboxSender._recorded)."""
@@ -142,8 +146,12 @@ class OutboxSender:
         idle_poll: float = 0.5,
         owner: str | None = None,
         shared_limits: bool | None = None,
+        turn: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._sessions = sessions
+        # Waits while a webhook waits for SQLite's one writer (DbInbox.turn): acknowledgements
+        # go first.
+        self._turn = turn or _at_once
         self._senders = senders
         self._owner = owner or this_process()
         self._rules = rules
@@ -216,6 +224,7 @@ class OutboxSender:
             return len(rows.all())
 
     async def run_once(self) -> int:
+        await self._turn()
         async with self._sessions.begin() as session:
             rows = await outbox_claim(
                 session,
@@ -255,6 +264,7 @@ class OutboxSender:
     async def _put_off_paced(self, rows: list[tuple[int, int, float]]) -> None:
         """Rows the rate limits held back (id, attempt, seconds): pending again, due when
         their turn comes, without counting an attempt; one transaction for all of them."""
+        await self._turn()
         now = self._clock.now()
         async with self._sessions.begin() as session:
             for row_id, attempt, seconds in rows:
@@ -622,6 +632,7 @@ class OutboxSender:
         the lease was lost meanwhile, or the exception that recording it raised."""
         results: list[str | BaseException | None] = []
         wake = False
+        await self._turn()
         async with self._sessions.begin() as session:
             # What the outcomes touch, read (and their rows locked) in three statements rather
             # than three for each; the session holds them for the gets below.
