@@ -82,6 +82,17 @@ def _user_obj(user: str) -> dict[str, str]:
     return {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM}
 
 
+def _button_action(block: Mapping[str, Any], button: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``actions`` entry of a click on ``button`` in ``block``."""
+    return {
+        "type": "button",
+        "action_id": button["action_id"],
+        "block_id": block.get("block_id", "b"),
+        "value": button.get("value", ""),
+        "action_ts": f"{time.time():.6f}",
+    }
+
+
 class SlackError(Exception):
     def __init__(self, error: str) -> None:
         super().__init__(error)
@@ -312,6 +323,26 @@ class SlackStandIn:
     async def deliver_raw(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         return await self._deliverer.attempt(self.events_url, body, headers)
 
+    async def _post_form(self, form: Mapping[str, str]) -> tuple[int, str]:
+        """A signed form-encoded POST to the desk, as Slack sends commands and interactions."""
+        body = urlencode(form).encode()
+        return await self.deliver_raw(body, self._signed(body, "application/x-www-form-urlencoded"))
+
+    async def _interaction(self, user: str, kind: str, **fields: Any) -> tuple[int, str]:
+        """``user`` does something interactive (``kind``: block_actions, view_submission,
+        message_action): the payload Slack builds, with a fresh trigger_id, delivered once as
+        ``payload=`` and signed. Returns the desk's status and body."""
+        payload = {
+            "type": kind,
+            "user": _user_obj(user),
+            "api_app_id": APP_ID,
+            "token": "sandbox-verification-token",
+            "trigger_id": self._trigger(user),
+            "team": {"id": TEAM, "domain": "sandbox"},
+            **fields,
+        }
+        return await self._post_form({"payload": json.dumps(payload)})
+
     async def _event(self, event: dict[str, Any], *, duplicate: bool = False) -> int:
         envelope = {
             "token": "sandbox-verification-token",
@@ -385,18 +416,8 @@ class SlackStandIn:
             block: {a: {"type": "plain_text_input", "value": text} for a, text in acts.items()}
             for block, acts in (values or {}).items()
         }
-        payload = {
-            "type": "view_submission",
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(user),
-            "view": self._public(view_id) | {"state": {"values": state}},
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, text = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        status, text = await self._interaction(
+            user, "view_submission", view=self._public(view_id) | {"state": {"values": state}}
         )
         answer: dict[str, Any] = json.loads(text) if text.strip() else {}
         if status == 200 and answer.get("response_action") == "update":
@@ -483,25 +504,17 @@ class SlackStandIn:
             action["value"] = button.get("value", "")
         response_url = self._response_url()
         self.response_users[response_url.rsplit("/", 1)[1]] = user
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(user),
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
-            "message": {k: v for k, v in message.items() if k != "reactions"},
-            "state": {"values": {action["block_id"]: {action_id: state}}}
+        status, _ = await self._interaction(
+            user,
+            "block_actions",
+            channel={"id": channel, "name": CHANNELS.get(channel, channel)},
+            container={"type": "message", "message_ts": message_ts, "channel_id": channel},
+            message={k: v for k, v in message.items() if k != "reactions"},
+            state={"values": {action["block_id"]: {action_id: state}}}
             if kind != "button"
             else {"values": {}},
-            "response_url": response_url,
-            "actions": [action],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, _ = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+            response_url=response_url,
+            actions=[action],
         )
         return status
 
@@ -534,35 +547,19 @@ class SlackStandIn:
             return []  # "Keep" in Slack's dialog: the app hears nothing
         url = self._response_url()
         rid = url.rsplit("/", 1)[1]
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(user),
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
+        status, _ = await self._interaction(
+            user,
+            "block_actions",
+            channel={"id": channel, "name": CHANNELS.get(channel, channel)},
             # Ephemeral messages are not stored by Slack: the payload has no "message".
-            "container": {
+            container={
                 "type": "message",
                 "message_ts": f"{time.time():.6f}",
                 "channel_id": channel,
                 "is_ephemeral": True,
             },
-            "response_url": url,
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "block_id": block.get("block_id", "b"),
-                    "value": button.get("value", ""),
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, _ = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+            response_url=url,
+            actions=[_button_action(block, button)],
         )
         if status != 200:
             raise AssertionError(f"the desk answered the click with HTTP {status}")
@@ -589,10 +586,7 @@ class SlackStandIn:
             "response_url": url,
             "trigger_id": self._trigger(user),
         }
-        body = urlencode(form).encode()
-        status, ack = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
-        )
+        status, ack = await self._post_form(form)
         if status != 200:
             raise AssertionError(f"the desk answered {command} with HTTP {status}")
         if ack.strip():
@@ -1197,28 +1191,12 @@ class SlackStandIn:
         if found is None:
             raise ValueError(f"{user}'s Home has no button {action_id!r} {value or ''}")
         block, button = found
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(user),
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "container": {"type": "view", "view_id": view["id"]},
-            "view": view,
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "block_id": block.get("block_id", "b"),
-                    "value": button.get("value", ""),
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, _ = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        status, _ = await self._interaction(
+            user,
+            "block_actions",
+            container={"type": "view", "view_id": view["id"]},
+            view=view,
+            actions=[_button_action(block, button)],
         )
         return status
 
@@ -1327,25 +1305,12 @@ class SlackStandIn:
         return str(element.get("initial_value") or "")
 
     async def _view_action(self, view_id: str, action: dict[str, Any]) -> int:
-        modal = self.modals[view_id]
-        payload = {
-            "type": "block_actions",
-            "user": {
-                "id": modal["user"],
-                "username": AGENTS.get(modal["user"], ""),
-                "team_id": TEAM,
-            },
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(modal["user"]),
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "container": {"type": "view", "view_id": view_id},
-            "view": self._public(view_id),
-            "actions": [{**action, "action_ts": f"{time.time():.6f}"}],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, _ = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        status, _ = await self._interaction(
+            self.modals[view_id]["user"],
+            "block_actions",
+            container={"type": "view", "view_id": view_id},
+            view=self._public(view_id),
+            actions=[{**action, "action_ts": f"{time.time():.6f}"}],
         )
         return status
 
@@ -1418,24 +1383,11 @@ class SlackStandIn:
                             "selected_option": element["initial_option"],
                         }
                     }
-        view = self._public(view_id) | {"state": {"values": values}}
-        payload = {
-            "type": "view_submission",
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "user": {
-                "id": modal["user"],
-                "username": AGENTS.get(modal["user"], ""),
-                "team_id": TEAM,
-            },
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(modal["user"]),
-            "view": view,
-            "response_urls": [],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, text = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        status, text = await self._interaction(
+            modal["user"],
+            "view_submission",
+            view=self._public(view_id) | {"state": {"values": values}},
+            response_urls=[],
         )
         if status == 200 and not text.strip():
             modal["closed"] = True
@@ -1467,22 +1419,15 @@ class SlackStandIn:
             raise ValueError(f"no message {ts} in {channel}")
         response_url = self._response_url()
         self.response_users[response_url.rsplit("/", 1)[1]] = user
-        payload = {
-            "type": "message_action",
-            "callback_id": callback_id,
-            "token": "sandbox-verification-token",
-            "action_ts": f"{time.time():.6f}",
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
-            "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
-            "message": {k: v for k, v in message.items() if k != "reactions"},
-            "message_ts": ts,
-            "trigger_id": self._trigger(user),
-            "response_url": response_url,
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, _ = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        status, _ = await self._interaction(
+            user,
+            "message_action",
+            callback_id=callback_id,
+            action_ts=f"{time.time():.6f}",
+            channel={"id": channel, "name": CHANNELS.get(channel, channel)},
+            message={k: v for k, v in message.items() if k != "reactions"},
+            message_ts=ts,
+            response_url=response_url,
         )
         return status
 
