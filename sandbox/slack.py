@@ -82,6 +82,31 @@ def _user_obj(user: str) -> dict[str, str]:
     return {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM}
 
 
+def _element(
+    message: Mapping[str, Any], action_id: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The first element of a message's blocks with ``action_id`` and its block, or ({}, None)."""
+    nothing: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
+    return next(
+        (
+            (b, e)
+            for b in message.get("blocks") or []
+            for e in b.get("elements") or []
+            if e.get("action_id") == action_id
+        ),
+        nothing,
+    )
+
+
+def _ratelimited(retry_after: int) -> web.Response:
+    """Slack's 429: ``ratelimited``, with how many seconds to wait."""
+    return web.json_response(
+        {"ok": False, "error": "ratelimited"},
+        status=429,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def _button_action(block: Mapping[str, Any], button: Mapping[str, Any]) -> dict[str, Any]:
     """The ``actions`` entry of a click on ``button`` in ``block``."""
     return {
@@ -423,13 +448,7 @@ class SlackStandIn:
         if status == 200 and answer.get("response_action") == "update":
             new = answer.get("view") or {}
             _check_view(new)
-            self.modals[view_id] = {
-                **new,
-                "id": view_id,
-                "hash": secrets.token_hex(8),
-                "user": view["user"],
-                "state": {"values": {}},
-            }
+            self._keep_modal(view_id, new, view["user"])
         elif status == 200 and answer.get("response_action") != "errors":
             view["closed"] = True  # submitted: Slack closes the modal
         await self._changed.notify()
@@ -456,16 +475,7 @@ class SlackStandIn:
         message = self._find(channel, message_ts)
         if message is None:
             raise ValueError(f"no message {message_ts} in {channel}")
-        nothing: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
-        block, button = next(
-            (
-                (b, e)
-                for b in message.get("blocks") or []
-                for e in b.get("elements") or []
-                if e.get("action_id") == action_id
-            ),
-            nothing,
-        )
+        block, button = _element(message, action_id)
         if button is None:
             raise ValueError(f"message {message_ts} has no button {action_id!r}")
         kind = button.get("type", "button")
@@ -531,16 +541,7 @@ class SlackStandIn:
         """An agent clicks a button in an ephemeral answer (what the desk posted to a
         response_url). A button with a ``confirm`` dialog sends nothing unless the agent presses
         its confirm button, as in Slack. Returns what the desk posted to the new response_url."""
-        nothing: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
-        block, button = next(
-            (
-                (b, e)
-                for b in answer.get("blocks") or []
-                for e in b.get("elements") or []
-                if e.get("action_id") == action_id
-            ),
-            nothing,
-        )
+        block, button = _element(answer, action_id)
         if button is None:
             raise ValueError(f"the answer has no button {action_id!r}")
         if button.get("confirm") and not confirm:
@@ -664,11 +665,7 @@ class SlackStandIn:
         failure = self.failures.take(method)
         if failure is not None:
             if failure.status == 429:
-                return web.json_response(
-                    {"ok": False, "error": "ratelimited"},
-                    status=429,
-                    headers={"Retry-After": str(max(1, round(failure.retry_after or 1)))},
-                )
+                return _ratelimited(max(1, round(failure.retry_after or 1)))
             if failure.status != 200:
                 return web.Response(status=failure.status, text="upstream failure")
             return web.json_response({"ok": False, "error": failure.error or "fatal_error"})
@@ -754,11 +751,7 @@ class SlackStandIn:
             wait = self._bucket.take(channel)
             if wait > 0:
                 self.paced_refusals[channel] = self.paced_refusals.get(channel, 0) + 1
-                return web.json_response(
-                    {"ok": False, "error": "ratelimited"},
-                    status=429,
-                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
-                )
+                return _ratelimited(max(1, round(wait + 0.5)))
         ts = self._ts()
         message: dict[str, Any] = {
             "type": "message",
@@ -856,11 +849,7 @@ class SlackStandIn:
         if self._update_bucket is not None:
             wait = self._update_bucket.take("chat.update")
             if wait > 0:
-                return web.json_response(
-                    {"ok": False, "error": "ratelimited"},
-                    status=429,
-                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
-                )
+                return _ratelimited(max(1, round(wait + 0.5)))
         message["text"] = text
         if blocks is not None:
             message["blocks"] = blocks
@@ -1124,11 +1113,7 @@ class SlackStandIn:
         if self._views_bucket is not None:
             wait = self._views_bucket.take("views.publish")
             if wait > 0:
-                return web.json_response(
-                    {"ok": False, "error": "ratelimited"},
-                    status=429,
-                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
-                )
+                return _ratelimited(max(1, round(wait + 0.5)))
         view_id = self.homes.get(user, {}).get("id") or f"V{next(self._ids):010d}"
         published = {
             "id": view_id,
@@ -1237,13 +1222,7 @@ class SlackStandIn:
         view = self._modal_view(params)
         self._triggers[trigger] = (created, user, True)
         view_id = f"V{next(self._ids):010d}"
-        self.modals[view_id] = {
-            **view,
-            "id": view_id,
-            "hash": secrets.token_hex(8),
-            "user": user,
-            "state": {"values": {}},
-        }
+        self._keep_modal(view_id, view, user)
         await self._changed.notify()
         return {"view": self._public(view_id)}
 
@@ -1258,15 +1237,25 @@ class SlackStandIn:
         # Slack keeps what a person typed in an input whose block_id stays the same.
         ids = {b.get("block_id") for b in view["blocks"]}
         state = {k: v for k, v in old["state"]["values"].items() if k in ids}
+        self._keep_modal(view_id, view, old["user"], state)
+        await self._changed.notify()
+        return {"view": self._public(view_id)}
+
+    def _keep_modal(
+        self,
+        view_id: str,
+        view: Mapping[str, Any],
+        user: str,
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        """The modal ``view_id`` now shows ``view`` (a new hash), with what was typed in it."""
         self.modals[view_id] = {
             **view,
             "id": view_id,
             "hash": secrets.token_hex(8),
-            "user": old["user"],
-            "state": {"values": state},
+            "user": user,
+            "state": {"values": values if values is not None else {}},
         }
-        await self._changed.notify()
-        return {"view": self._public(view_id)}
 
     def _public(self, view_id: str) -> dict[str, Any]:
         return {k: v for k, v in self.modals[view_id].items() if k not in ("user", "closed")} | {
@@ -1398,13 +1387,7 @@ class SlackStandIn:
                 answer = {"response_action": "errors"}  # not JSON: Slack shows an error
             if answer.get("response_action") == "update":  # the next step of a modal
                 new = self._modal_view({"view": answer.get("view")})
-                self.modals[view_id] = {
-                    **new,
-                    "id": view_id,
-                    "hash": secrets.token_hex(8),
-                    "user": modal["user"],
-                    "state": {"values": {}},
-                }
+                self._keep_modal(view_id, new, modal["user"])
             elif answer.get("response_action") in ("clear", None):
                 modal["closed"] = True
         await self._changed.notify()
