@@ -1196,24 +1196,9 @@ class SlackAdapter:
     async def _send(self, message: Outbound) -> Delivery:
         blocks: Sequence[dict[str, Any]] | None = list(message.blocks) or None
         match message.kind:
-            case "slack_card":
-                resp = await self.client.chat_postMessage(
-                    channel=message.destination,
-                    text=message.text,
-                    blocks=blocks,
-                    metadata=outbox_metadata(message),
-                )
-                return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
-            case "slack_post":
-                resp = await self.client.chat_postMessage(
-                    channel=message.destination,
-                    text=message.text,
-                    blocks=blocks,
-                    metadata=outbox_metadata(message),
-                )
-                return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
-            case "slack_thread":
-                thread_ts = _need_reply_to(message)
+            case "slack_card" | "slack_post" | "slack_thread":
+                # slack_sdk leaves out the arguments that are None (blocks, metadata, thread_ts).
+                thread_ts = _need_reply_to(message) if message.kind == "slack_thread" else None
                 resp = await self.client.chat_postMessage(
                     channel=message.destination,
                     text=message.text,
