@@ -118,7 +118,12 @@ def outbox_metadata(message: Outbound) -> dict[str, Any] | None:
 
 
 DESK_COMMAND = "/desk"
-ACTIONS: dict[str, Literal["claim", "resolve", "transfer", "kb_suggest", "kb_send"]] = {
+ButtonAction = Literal[
+    "claim", "resolve", "transfer", "kb_suggest", "kb_send", "incident_resolve", "incident_close"
+]
+# A button's value is the number it acts on: a ticket's, or for the incident card's buttons
+# (bot/incident_cards.py) an incident's; transfer and kb_send add ":<choice>".
+ACTIONS: dict[str, ButtonAction] = {
     "ticket_claim": "claim",
     "ticket_resolve": "resolve",
     "ticket_transfer": "transfer",
@@ -126,7 +131,10 @@ ACTIONS: dict[str, Literal["claim", "resolve", "transfer", "kb_suggest", "kb_sen
     # "Send to customer" under each suggested article: kb_send.1, kb_send.2, … (one message
     # holds several; the value "<ticket>:<article>" says which).
     "kb_send": "kb_send",
+    RESOLVE: "incident_resolve",
+    CLOSE: "incident_close",
 }
+INCIDENT_ACTIONS = ("incident_resolve", "incident_close")
 # The card's controls (bot/controls.py): static selects carry "<ticket>:<choice>" in each option;
 # the users and multi-select menus take the ticket from their block_id ("controls.<ticket>.<rev>").
 CONTROLS: dict[str, Literal["priority", "status", "intent", "reassign", "tags"]] = {
@@ -232,24 +240,8 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
         return _forget_confirmed(body, external_id, user_id, channel, as_str(action.get("value")))
     if action_id in CONTROLS:
         return _parse_control(body, action, external_id, conversation, channel, message_ts)
-    if action_id in (RESOLVE, CLOSE, REPLY_ALL):
-        number = as_str(action.get("value"))
-        if not number.isdigit() or not user_id or not channel:
-            return _ignored(external_id, conversation, f"action {action_id} with bad value")
-        if action_id == REPLY_ALL:  # the adapter opens the modal; its submission is the event
-            return _ignored(external_id, conversation, f"action {action_id}: modal opened")
-        return AgentAction(
-            external_id=external_id,
-            conversation=f"slack:incident:{number}",
-            action="incident_resolve" if action_id == RESOLVE else "incident_close",
-            ticket_id=0,
-            incident_id=int(number),
-            user_id=user_id,
-            user_name=as_str(user.get("name")) or as_str(user.get("username")),
-            slack_channel=channel,
-            message_ts=message_ts,
-            response_url=as_str(body.get("response_url")) or None,
-        )
+    if action_id == REPLY_ALL:  # the adapter opens the modal; its submission is the event
+        return _ignored(external_id, conversation, f"action {action_id}: modal opened")
     kind = ACTIONS.get(action_id.split(".")[0])
     if kind is None:
         return _ignored(external_id, conversation, f"action {action_id or 'unknown'}")
@@ -262,13 +254,15 @@ def parse_block_actions(body: Mapping[str, Any]) -> Event:
         return _ignored(external_id, conversation, f"action {action_id} with bad value")
     if not channel or not message_ts or not user_id:
         return _ignored(external_id, conversation, f"action {action_id} outside a message")
+    incident = kind in INCIDENT_ACTIONS  # acts on every ticket of the incident, not on one
     return AgentAction(
         external_id=external_id,
-        conversation=conversation,
+        conversation=f"slack:incident:{number}" if incident else conversation,
         action=kind,
         team=rest if kind == "transfer" else None,
         value=rest if kind == "kb_send" else None,
-        ticket_id=int(number),
+        ticket_id=0 if incident else int(number),
+        incident_id=int(number) if incident else None,
         user_id=user_id,
         user_name=as_str(user.get("name")) or as_str(user.get("username")),
         slack_channel=channel,
@@ -1202,24 +1196,9 @@ class SlackAdapter:
     async def _send(self, message: Outbound) -> Delivery:
         blocks: Sequence[dict[str, Any]] | None = list(message.blocks) or None
         match message.kind:
-            case "slack_card":
-                resp = await self.client.chat_postMessage(
-                    channel=message.destination,
-                    text=message.text,
-                    blocks=blocks,
-                    metadata=outbox_metadata(message),
-                )
-                return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
-            case "slack_post":
-                resp = await self.client.chat_postMessage(
-                    channel=message.destination,
-                    text=message.text,
-                    blocks=blocks,
-                    metadata=outbox_metadata(message),
-                )
-                return Delivery(platform_message_id=as_str(resp.get("ts")) or None)
-            case "slack_thread":
-                thread_ts = _need_reply_to(message)
+            case "slack_card" | "slack_post" | "slack_thread":
+                # slack_sdk leaves out the arguments that are None (blocks, metadata, thread_ts).
+                thread_ts = _need_reply_to(message) if message.kind == "slack_thread" else None
                 resp = await self.client.chat_postMessage(
                     channel=message.destination,
                     text=message.text,

@@ -82,6 +82,42 @@ def _user_obj(user: str) -> dict[str, str]:
     return {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM}
 
 
+def _element(
+    message: Mapping[str, Any], action_id: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The first element of a message's blocks with ``action_id`` and its block, or ({}, None)."""
+    nothing: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
+    return next(
+        (
+            (b, e)
+            for b in message.get("blocks") or []
+            for e in b.get("elements") or []
+            if e.get("action_id") == action_id
+        ),
+        nothing,
+    )
+
+
+def _ratelimited(retry_after: int) -> web.Response:
+    """Slack's 429: ``ratelimited``, with how many seconds to wait."""
+    return web.json_response(
+        {"ok": False, "error": "ratelimited"},
+        status=429,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def _button_action(block: Mapping[str, Any], button: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``actions`` entry of a click on ``button`` in ``block``."""
+    return {
+        "type": "button",
+        "action_id": button["action_id"],
+        "block_id": block.get("block_id", "b"),
+        "value": button.get("value", ""),
+        "action_ts": f"{time.time():.6f}",
+    }
+
+
 class SlackError(Exception):
     def __init__(self, error: str) -> None:
         super().__init__(error)
@@ -312,6 +348,27 @@ class SlackStandIn:
     async def deliver_raw(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         return await self._deliverer.attempt(self.events_url, body, headers)
 
+    async def _post_form(self, form: Mapping[str, str]) -> tuple[int, str]:
+        """A signed form-encoded POST to the desk, as Slack sends commands and interactions."""
+        body = urlencode(form).encode()
+        return await self.deliver_raw(body, self._signed(body, "application/x-www-form-urlencoded"))
+
+    async def _interaction(self, user: str, kind: str, **fields: Any) -> tuple[int, str]:
+        """``user`` does something interactive (``kind``: block_actions, view_submission,
+        message_action): the payload Slack builds, with a fresh trigger_id, delivered once as
+        ``payload=`` and signed. Returns the desk's status and body."""
+        payload: dict[str, Any] = {
+            "type": kind,
+            "user": _user_obj(user),
+            "token": "sandbox-verification-token",
+            "trigger_id": self._trigger(user),
+            "team": {"id": TEAM, "domain": "sandbox"},
+        }
+        if kind != "message_action":  # Slack's message shortcut payload has no api_app_id
+            payload["api_app_id"] = APP_ID
+        payload.update(fields)
+        return await self._post_form({"payload": json.dumps(payload)})
+
     async def _event(self, event: dict[str, Any], *, duplicate: bool = False) -> int:
         envelope = {
             "token": "sandbox-verification-token",
@@ -385,30 +442,14 @@ class SlackStandIn:
             block: {a: {"type": "plain_text_input", "value": text} for a, text in acts.items()}
             for block, acts in (values or {}).items()
         }
-        payload = {
-            "type": "view_submission",
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(user),
-            "view": self._public(view_id) | {"state": {"values": state}},
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, text = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        status, text = await self._interaction(
+            user, "view_submission", view=self._public(view_id) | {"state": {"values": state}}
         )
         answer: dict[str, Any] = json.loads(text) if text.strip() else {}
         if status == 200 and answer.get("response_action") == "update":
             new = answer.get("view") or {}
             _check_view(new)
-            self.modals[view_id] = {
-                **new,
-                "id": view_id,
-                "hash": secrets.token_hex(8),
-                "user": view["user"],
-                "state": {"values": {}},
-            }
+            self._keep_modal(view_id, new, view["user"])
         elif status == 200 and answer.get("response_action") != "errors":
             view["closed"] = True  # submitted: Slack closes the modal
         await self._changed.notify()
@@ -435,16 +476,7 @@ class SlackStandIn:
         message = self._find(channel, message_ts)
         if message is None:
             raise ValueError(f"no message {message_ts} in {channel}")
-        nothing: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
-        block, button = next(
-            (
-                (b, e)
-                for b in message.get("blocks") or []
-                for e in b.get("elements") or []
-                if e.get("action_id") == action_id
-            ),
-            nothing,
-        )
+        block, button = _element(message, action_id)
         if button is None:
             raise ValueError(f"message {message_ts} has no button {action_id!r}")
         kind = button.get("type", "button")
@@ -483,25 +515,17 @@ class SlackStandIn:
             action["value"] = button.get("value", "")
         response_url = self._response_url()
         self.response_users[response_url.rsplit("/", 1)[1]] = user
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(user),
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
-            "message": {k: v for k, v in message.items() if k != "reactions"},
-            "state": {"values": {action["block_id"]: {action_id: state}}}
+        status, _ = await self._interaction(
+            user,
+            "block_actions",
+            channel={"id": channel, "name": CHANNELS.get(channel, channel)},
+            container={"type": "message", "message_ts": message_ts, "channel_id": channel},
+            message={k: v for k, v in message.items() if k != "reactions"},
+            state={"values": {action["block_id"]: {action_id: state}}}
             if kind != "button"
             else {"values": {}},
-            "response_url": response_url,
-            "actions": [action],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, _ = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+            response_url=response_url,
+            actions=[action],
         )
         return status
 
@@ -518,51 +542,26 @@ class SlackStandIn:
         """An agent clicks a button in an ephemeral answer (what the desk posted to a
         response_url). A button with a ``confirm`` dialog sends nothing unless the agent presses
         its confirm button, as in Slack. Returns what the desk posted to the new response_url."""
-        nothing: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
-        block, button = next(
-            (
-                (b, e)
-                for b in answer.get("blocks") or []
-                for e in b.get("elements") or []
-                if e.get("action_id") == action_id
-            ),
-            nothing,
-        )
+        block, button = _element(answer, action_id)
         if button is None:
             raise ValueError(f"the answer has no button {action_id!r}")
         if button.get("confirm") and not confirm:
             return []  # "Keep" in Slack's dialog: the app hears nothing
         url = self._response_url()
         rid = url.rsplit("/", 1)[1]
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(user),
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
+        status, _ = await self._interaction(
+            user,
+            "block_actions",
+            channel={"id": channel, "name": CHANNELS.get(channel, channel)},
             # Ephemeral messages are not stored by Slack: the payload has no "message".
-            "container": {
+            container={
                 "type": "message",
                 "message_ts": f"{time.time():.6f}",
                 "channel_id": channel,
                 "is_ephemeral": True,
             },
-            "response_url": url,
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "block_id": block.get("block_id", "b"),
-                    "value": button.get("value", ""),
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, _ = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+            response_url=url,
+            actions=[_button_action(block, button)],
         )
         if status != 200:
             raise AssertionError(f"the desk answered the click with HTTP {status}")
@@ -589,10 +588,7 @@ class SlackStandIn:
             "response_url": url,
             "trigger_id": self._trigger(user),
         }
-        body = urlencode(form).encode()
-        status, ack = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
-        )
+        status, ack = await self._post_form(form)
         if status != 200:
             raise AssertionError(f"the desk answered {command} with HTTP {status}")
         if ack.strip():
@@ -670,11 +666,7 @@ class SlackStandIn:
         failure = self.failures.take(method)
         if failure is not None:
             if failure.status == 429:
-                return web.json_response(
-                    {"ok": False, "error": "ratelimited"},
-                    status=429,
-                    headers={"Retry-After": str(max(1, round(failure.retry_after or 1)))},
-                )
+                return _ratelimited(max(1, round(failure.retry_after or 1)))
             if failure.status != 200:
                 return web.Response(status=failure.status, text="upstream failure")
             return web.json_response({"ok": False, "error": failure.error or "fatal_error"})
@@ -760,11 +752,7 @@ class SlackStandIn:
             wait = self._bucket.take(channel)
             if wait > 0:
                 self.paced_refusals[channel] = self.paced_refusals.get(channel, 0) + 1
-                return web.json_response(
-                    {"ok": False, "error": "ratelimited"},
-                    status=429,
-                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
-                )
+                return _ratelimited(max(1, round(wait + 0.5)))
         ts = self._ts()
         message: dict[str, Any] = {
             "type": "message",
@@ -862,11 +850,7 @@ class SlackStandIn:
         if self._update_bucket is not None:
             wait = self._update_bucket.take("chat.update")
             if wait > 0:
-                return web.json_response(
-                    {"ok": False, "error": "ratelimited"},
-                    status=429,
-                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
-                )
+                return _ratelimited(max(1, round(wait + 0.5)))
         message["text"] = text
         if blocks is not None:
             message["blocks"] = blocks
@@ -1130,11 +1114,7 @@ class SlackStandIn:
         if self._views_bucket is not None:
             wait = self._views_bucket.take("views.publish")
             if wait > 0:
-                return web.json_response(
-                    {"ok": False, "error": "ratelimited"},
-                    status=429,
-                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
-                )
+                return _ratelimited(max(1, round(wait + 0.5)))
         view_id = self.homes.get(user, {}).get("id") or f"V{next(self._ids):010d}"
         published = {
             "id": view_id,
@@ -1197,28 +1177,12 @@ class SlackStandIn:
         if found is None:
             raise ValueError(f"{user}'s Home has no button {action_id!r} {value or ''}")
         block, button = found
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(user),
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "container": {"type": "view", "view_id": view["id"]},
-            "view": view,
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "block_id": block.get("block_id", "b"),
-                    "value": button.get("value", ""),
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, _ = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        status, _ = await self._interaction(
+            user,
+            "block_actions",
+            container={"type": "view", "view_id": view["id"]},
+            view=view,
+            actions=[_button_action(block, button)],
         )
         return status
 
@@ -1259,13 +1223,7 @@ class SlackStandIn:
         view = self._modal_view(params)
         self._triggers[trigger] = (created, user, True)
         view_id = f"V{next(self._ids):010d}"
-        self.modals[view_id] = {
-            **view,
-            "id": view_id,
-            "hash": secrets.token_hex(8),
-            "user": user,
-            "state": {"values": {}},
-        }
+        self._keep_modal(view_id, view, user)
         await self._changed.notify()
         return {"view": self._public(view_id)}
 
@@ -1280,15 +1238,25 @@ class SlackStandIn:
         # Slack keeps what a person typed in an input whose block_id stays the same.
         ids = {b.get("block_id") for b in view["blocks"]}
         state = {k: v for k, v in old["state"]["values"].items() if k in ids}
+        self._keep_modal(view_id, view, old["user"], state)
+        await self._changed.notify()
+        return {"view": self._public(view_id)}
+
+    def _keep_modal(
+        self,
+        view_id: str,
+        view: Mapping[str, Any],
+        user: str,
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        """The modal ``view_id`` now shows ``view`` (a new hash), with what was typed in it."""
         self.modals[view_id] = {
             **view,
             "id": view_id,
             "hash": secrets.token_hex(8),
-            "user": old["user"],
-            "state": {"values": state},
+            "user": user,
+            "state": {"values": values if values is not None else {}},
         }
-        await self._changed.notify()
-        return {"view": self._public(view_id)}
 
     def _public(self, view_id: str) -> dict[str, Any]:
         return {k: v for k, v in self.modals[view_id].items() if k not in ("user", "closed")} | {
@@ -1327,25 +1295,12 @@ class SlackStandIn:
         return str(element.get("initial_value") or "")
 
     async def _view_action(self, view_id: str, action: dict[str, Any]) -> int:
-        modal = self.modals[view_id]
-        payload = {
-            "type": "block_actions",
-            "user": {
-                "id": modal["user"],
-                "username": AGENTS.get(modal["user"], ""),
-                "team_id": TEAM,
-            },
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(modal["user"]),
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "container": {"type": "view", "view_id": view_id},
-            "view": self._public(view_id),
-            "actions": [{**action, "action_ts": f"{time.time():.6f}"}],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, _ = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        status, _ = await self._interaction(
+            self.modals[view_id]["user"],
+            "block_actions",
+            container={"type": "view", "view_id": view_id},
+            view=self._public(view_id),
+            actions=[{**action, "action_ts": f"{time.time():.6f}"}],
         )
         return status
 
@@ -1418,24 +1373,11 @@ class SlackStandIn:
                             "selected_option": element["initial_option"],
                         }
                     }
-        view = self._public(view_id) | {"state": {"values": values}}
-        payload = {
-            "type": "view_submission",
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "user": {
-                "id": modal["user"],
-                "username": AGENTS.get(modal["user"], ""),
-                "team_id": TEAM,
-            },
-            "api_app_id": APP_ID,
-            "token": "sandbox-verification-token",
-            "trigger_id": self._trigger(modal["user"]),
-            "view": view,
-            "response_urls": [],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, text = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        status, text = await self._interaction(
+            modal["user"],
+            "view_submission",
+            view=self._public(view_id) | {"state": {"values": values}},
+            response_urls=[],
         )
         if status == 200 and not text.strip():
             modal["closed"] = True
@@ -1446,13 +1388,7 @@ class SlackStandIn:
                 answer = {"response_action": "errors"}  # not JSON: Slack shows an error
             if answer.get("response_action") == "update":  # the next step of a modal
                 new = self._modal_view({"view": answer.get("view")})
-                self.modals[view_id] = {
-                    **new,
-                    "id": view_id,
-                    "hash": secrets.token_hex(8),
-                    "user": modal["user"],
-                    "state": {"values": {}},
-                }
+                self._keep_modal(view_id, new, modal["user"])
             elif answer.get("response_action") in ("clear", None):
                 modal["closed"] = True
         await self._changed.notify()
@@ -1467,22 +1403,15 @@ class SlackStandIn:
             raise ValueError(f"no message {ts} in {channel}")
         response_url = self._response_url()
         self.response_users[response_url.rsplit("/", 1)[1]] = user
-        payload = {
-            "type": "message_action",
-            "callback_id": callback_id,
-            "token": "sandbox-verification-token",
-            "action_ts": f"{time.time():.6f}",
-            "team": {"id": TEAM, "domain": "sandbox"},
-            "user": {"id": user, "username": AGENTS.get(user, user), "team_id": TEAM},
-            "channel": {"id": channel, "name": CHANNELS.get(channel, channel)},
-            "message": {k: v for k, v in message.items() if k != "reactions"},
-            "message_ts": ts,
-            "trigger_id": self._trigger(user),
-            "response_url": response_url,
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        status, _ = await self._deliverer.attempt(
-            self.events_url, body, self._signed(body, "application/x-www-form-urlencoded")
+        status, _ = await self._interaction(
+            user,
+            "message_action",
+            callback_id=callback_id,
+            action_ts=f"{time.time():.6f}",
+            channel={"id": channel, "name": CHANNELS.get(channel, channel)},
+            message={k: v for k, v in message.items() if k != "reactions"},
+            message_ts=ts,
+            response_url=response_url,
         )
         return status
 

@@ -624,6 +624,21 @@ def test_incident_buttons_and_the_reply_modal_become_agent_actions() -> None:
     ev = parse_block_actions(click("incident_resolve", "7"))
     assert isinstance(ev, AgentAction)
     assert (ev.action, ev.incident_id, ev.ticket_id) == ("incident_resolve", 7, 0)
+    assert (ev.conversation, ev.external_id, ev.user_id, ev.user_name) == (
+        "slack:incident:7",
+        "action:9.1:U0ALICE",
+        "U0ALICE",
+        "alice",
+    )
+    assert (ev.slack_channel, ev.message_ts, ev.team, ev.value) == ("C0SUPPORT", "1.5", None, None)
+    closed = parse_block_actions(click("incident_close", "7"))
+    assert isinstance(closed, AgentAction)
+    assert (closed.action, closed.incident_id, closed.conversation) == (
+        "incident_close",
+        7,
+        "slack:incident:7",
+    )
+    assert isinstance(parse_block_actions(click("incident_resolve", "7:x")), Ignored)
     assert isinstance(parse_block_actions(click("incident_close", "x7")), Ignored)
     assert isinstance(parse_block_actions(click("incident_reply_all", "7")), Ignored)
 
