@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .conftest import SUPPORT, Stack, eventually
 
 
@@ -20,10 +22,12 @@ async def test_help_mine_queue_and_status_answer_differently(stack: Stack) -> No
     # Found by customer: the two cards go to different teams' channels, in either order.
     first = next(c for c in stack.cards() if "Ann" in c["text"])
     second = next(c for c in stack.cards() if "Ben" in c["text"])
+    # Their numbers too: which message the desk stored first is not promised.
+    ann, ben = (int(re.findall(r"#(\d+)", c["text"])[0]) for c in (first, second))
     await slack.agent_clicks(SUPPORT, first["ts"], "ticket_claim", "U0BOB")
 
     async def claimed() -> bool:
-        return (await stack.ticket(1)).assignee_id == "U0BOB"
+        return (await stack.ticket(ann)).assignee_id == "U0BOB"
 
     await eventually(claimed, "Bob's claim")
 
@@ -40,12 +44,12 @@ async def test_help_mine_queue_and_status_answer_differently(stack: Stack) -> No
     mine = await desk(stack, "mine")
     # The sandbox workspace is "sandbox": the link is the card's permalink.
     permalink = f"https://sandbox.slack.com/archives/{SUPPORT}/p{first['ts'].replace('.', '')}"
-    assert mine.splitlines()[1].startswith(f"• <{permalink}|#1> 🔴 urgent · open · ")
+    assert mine.splitlines()[1].startswith(f"• <{permalink}|#{ann}> 🔴 urgent · open · ")
     assert len(mine.splitlines()) == 2
 
     queue = await desk(stack, "queue")
     assert queue.splitlines()[0] == "*Unclaimed tickets* · 1, oldest first"
-    assert f"p{second['ts'].replace('.', '')}|#2> 🟢 normal · waiting " in queue
+    assert f"p{second['ts'].replace('.', '')}|#{ben}> 🟢 normal · waiting " in queue
     assert "Ben" in queue
 
     unknown = await desk(stack, "dashboard")
