@@ -7,6 +7,7 @@ import asyncio
 import json
 
 from bot.app import DeskApp
+from bot.ratelimit import RateLimits
 
 from .conftest import RULES, SUPPORT, Stack, desk_settings, eventually, start_standins
 
@@ -48,9 +49,10 @@ async def test_urgent_cards_jump_the_queue_and_late_cards_say_they_waited(
             return found if len(found) == len(URGENT) else []
 
         posted = await eventually(all_urgent_posted, "the three urgent cards", timeout=15)
-        # Arrival order would put them last (16, 17, 18); the first few cards went out at once
-        # (Slack's burst) before the urgent ones arrived, then the urgent ones go first.
-        assert max(posted) <= 9, posted
+        # Arrival order would put them last (16, 17, 18); the first cards went out at once (the
+        # desk's burst for a channel, 8) before the urgent ones arrived, then the urgent ones go
+        # first (one more normal card may slip in between).
+        assert max(posted) <= RateLimits().slack_channel.burst + len(URGENT), posted
 
         async def all_posted() -> bool:
             return len(stack.cards()) == NORMAL + len(URGENT)
