@@ -391,6 +391,18 @@ async def fresh_database(url: str | None, folder: Path) -> tuple[str, str | None
     return with_schema, schema
 
 
+async def _shut_down(
+    desk: Desk, backlog: Backlog, standins: StandIns, database: str | None, schema: str | None
+) -> tuple[int, int]:
+    """Stop everything a run started; the desk log's ERROR lines and tracebacks."""
+    await desk.stop()
+    problems = desk.log_problems()
+    await backlog.close()
+    await standins.stop()
+    await drop_database(database, schema)
+    return problems
+
+
 async def drop_database(url: str | None, schema: str | None) -> None:
     if url is not None and schema is not None:
         from bench.loop import _drop_schema
@@ -679,11 +691,9 @@ async def sustained(
             result.rss_mb, result.peak_mb = memory_mb(desk.process.pid)
             result.load_after = loadavg()
         finally:
-            await desk.stop()
-            result.desk_errors, result.desk_tracebacks = desk.log_problems()
-            await backlog.close()
-            await standins.stop()
-            await drop_database(database, schema)
+            result.desk_errors, result.desk_tracebacks = await _shut_down(
+                desk, backlog, standins, database, schema
+            )
     result.measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     return result
 
@@ -911,11 +921,9 @@ async def burst(
             result.rss_mb, _ = memory_mb(desk.process.pid)
             result.load_after = loadavg()
         finally:
-            await desk.stop()
-            result.desk_errors, result.desk_tracebacks = desk.log_problems()
-            await backlog.close()
-            await standins.stop()
-            await drop_database(database, schema)
+            result.desk_errors, result.desk_tracebacks = await _shut_down(
+                desk, backlog, standins, database, schema
+            )
     result.measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     return result
 
