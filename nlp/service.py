@@ -318,6 +318,7 @@ class TextAnalyser:
         language_heads = LanguageHeads.load(languages)
         if language_heads.version:
             version += "+" + language_heads.version
+        _release_freed_memory()
         return cls(
             encoder,
             sentiment=load_head(heads, "sentiment"),
@@ -441,6 +442,24 @@ class TextAnalyser:
                     sentiment_scores=scores,
                     anger=angry,
                 )
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory freed after loading (ONNX Runtime parses each graph file, ~22 MB, into
+    buffers it frees once the session is built) back to the system: glibc keeps freed memory
+    in its heaps otherwise, and with a fine-tuned company folder there are two graphs.
+    Measured with ``python -m bench.desk_memory`` (README, "Model card")."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        return
+    trim(0)
 
 
 def own_encoder(folder: Path, meta: Mapping[str, Any]) -> Path | None:
