@@ -33,6 +33,8 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+ROUNDS = 3  # each throughput figure is the median of this many runs
+
 # Used where the labelled sets are not at hand (an installed desk without ../shared/data).
 FALLBACK = [
     "My order #A17 never arrived and nobody answers my emails",
@@ -110,12 +112,20 @@ def run(
         f"machine: {os.cpu_count()} cores, load average {load1:.1f} at the start "
         "(other work on the machine slows every figure below)\n\n"
     )
-    out.write(f"{'batch':>5} {'analyser msg/s':>15} {'bare encoder msg/s':>19} {'ratio':>6}\n")
+    out.write(
+        f"{'batch':>5} {'analyser msg/s':>15} {'bare encoder msg/s':>19} {'ratio':>6}"
+        f"   (median of {ROUNDS} rounds, the two taking turns)\n"
+    )
     rates: dict[int, float] = {}
     for batch in (1, 8, 32, 128):
         sample = texts[: max(128, min(messages, batch * 8))]
-        full = rates[batch] = _rate(analyser.analyse_batch, sample, batch)
-        bare = _rate(analyser.encoder.encode, sample, batch)
+        fulls: list[float] = []
+        bares: list[float] = []
+        for _ in range(ROUNDS):  # a shared machine's load comes and goes: take turns
+            fulls.append(_rate(analyser.analyse_batch, sample, batch))
+            bares.append(_rate(analyser.encoder.encode, sample, batch))
+        full = rates[batch] = statistics.median(fulls)
+        bare = statistics.median(bares)
         out.write(f"{batch:>5} {full:>15.0f} {bare:>19.0f} {bare / full:>6.2f}\n")
     singles = texts[:200]
     through = asyncio.run(_latency(analyser, singles))

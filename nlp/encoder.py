@@ -29,6 +29,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 Vectors = npt.NDArray[np.float32]
 
 MAX_TOKENS = 128  # MiniLM was trained on 128-token inputs; support messages rarely need more
+# Rows per ONNX Runtime call, after the texts are sorted by their token count: a batch of 32
+# mixed messages (Bitext questions and tweets) ran 128 msg/s as one call, 220 as two calls of
+# 16 and 265-284 as four of 8 (4 and 2: 280, 235), because each call is padded only to its
+# own longest text (README, "Model card").
+RUN_ROWS = 8
 
 # Every torch call of the process runs on this one thread. Each thread that starts torch work
 # gets its own OpenMP team, and two teams on two cores spin against each other: measured here,
@@ -65,7 +70,7 @@ class Encoder:
         *,
         dim: int,
         layers: tuple[int, ...],
-        forward: Callable[[list[str]], Vectors],
+        forward: Callable[[list[str], int], Vectors],
         backend: str,
         quantized: bool,
     ) -> None:
@@ -120,7 +125,7 @@ class Encoder:
             graph = onnx_path(folder, layers, quantize)
             if not graph.is_file():
                 export_onnx(folder, layers, quantize=quantize)
-            forward = _onnx_forward(graph, _fast_tokenizer(folder))
+            forward = _onnx_forward(graph, *_fast_tokenizer(folder))
         else:
             forward = _torch_forward(folder, layers, quantize)
         return cls(
@@ -136,16 +141,7 @@ class Encoder:
         return on_torch_thread(self._encode, texts, batch_size)
 
     def _encode(self, texts: list[str], batch_size: int) -> Vectors:
-        out: list[Vectors] = []
-        # Sorting by length keeps padding small inside each batch; the order is restored below.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = [texts[i] for i in order[start : start + batch_size]]
-            out.append(self._forward(chunk))
-        stacked = np.concatenate(out)
-        result = np.empty_like(stacked)
-        result[np.array(order)] = stacked
-        return result
+        return self._forward(texts, batch_size)
 
     def sentence(self, features: Vectors) -> Vectors:
         """The sentence embedding (last layer, unit length) out of :meth:`encode`'s features."""
@@ -287,26 +283,25 @@ def _features_module(model: Any, layers: tuple[int, ...]) -> Any:
     return Features().eval()
 
 
-def _fast_tokenizer(folder: Path) -> Any:
+def _fast_tokenizer(folder: Path) -> tuple[Any, int]:
     """The folder's ``tokenizer.json`` in the ``tokenizers`` library (Rust, no transformers):
-    the same ids as transformers' fast tokenizer, padded to the batch's longest text."""
+    the same ids as transformers' fast tokenizer, unpadded (:func:`_onnx_forward` pads each
+    call to its own longest text) and cut at :data:`MAX_TOKENS`."""
     from tokenizers import Tokenizer  # type: ignore[import-untyped]
 
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise EncoderError(f"{folder} has no tokenizer.json (a fast tokenizer is needed)")
     tokenizer = Tokenizer.from_file(str(path))
-    pad = tokenizer.padding or {}
-    tokenizer.enable_padding(
-        pad_id=int(pad.get("pad_id", 0)), pad_token=str(pad.get("pad_token", "[PAD]"))
-    )
+    pad = int((tokenizer.padding or {}).get("pad_id", 0))
+    tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=MAX_TOKENS)
-    return tokenizer
+    return tokenizer, pad
 
 
 def _torch_forward(
     folder: Path, layers: tuple[int, ...], quantize: bool
-) -> Callable[[list[str]], Vectors]:
+) -> Callable[[list[str], int], Vectors]:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -324,7 +319,7 @@ def _torch_forward(
                 module, {torch.nn.Linear}, dtype=torch.qint8
             )
 
-    def forward(texts: list[str]) -> Vectors:
+    def run(texts: list[str]) -> Vectors:
         with torch.inference_mode():
             batch = tokenizer(
                 texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
@@ -333,29 +328,79 @@ def _torch_forward(
             vectors: Vectors = module(**{n: batch[n] for n in names}).numpy()
             return vectors.astype(np.float32, copy=False)
 
+    def forward(texts: list[str], batch_size: int) -> Vectors:
+        # Sorting by length keeps padding small inside each batch; the order is restored.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        parts = [
+            run([texts[i] for i in order[start : start + batch_size]])
+            for start in range(0, len(order), batch_size)
+        ]
+        return _unsort(np.concatenate(parts), order)
+
     return forward
 
 
-def _onnx_forward(graph: Path, tokenizer: Any) -> Callable[[list[str]], Vectors]:
-    """ONNX Runtime on the exported graph; it reads the whole file into memory."""
+def _unsort(stacked: Vectors, order: list[int]) -> Vectors:
+    result = np.empty_like(stacked)
+    result[np.array(order)] = stacked
+    return result
+
+
+def session_options() -> Any:
+    """ONNX Runtime's settings for the encoder, each chosen by measurement on this 2-core
+    machine shared with other work (README, "Model card"): the machine's cores for one
+    operator at a time (``inter_op`` 1, sequential), and threads that sleep rather than spin
+    between operators: spinning threads fight every other process for the two cores (batch 32
+    as 8-row calls ran 177 msg/s spinning, 248 sleeping, at load average 5-8). For memory,
+    initializers are allocated outside the arena and no memory pattern is planned per input
+    shape (two encoders: 129 MB resident after use instead of 137, at the same speed within
+    the noise); the arena itself stays (without it: 2 MB less, slower)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.add_session_config_entry("session.use_device_allocator_for_initializers", "1")
+    options.enable_mem_pattern = False
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def _onnx_forward(graph: Path, tokenizer: Any, pad_id: int) -> Callable[[list[str], int], Vectors]:
+    """ONNX Runtime on the exported graph; it reads the whole file into memory.
+
+    The texts are tokenised once, unpadded, sorted by their token count and run
+    :data:`RUN_ROWS` at a time, each call padded only to its own longest text; the rows come
+    back in the callers' order. (``batch_size`` is the torch backend's; calls here are always
+    :data:`RUN_ROWS` rows.)"""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        str(graph), session_options(), providers=["CPUExecutionProvider"]
+    )
     names = [i.name for i in session.get_inputs()]
 
-    def forward(texts: list[str]) -> Vectors:
+    def forward(texts: list[str], batch_size: int) -> Vectors:
         encoded = tokenizer.encode_batch(texts)
-        columns = {
-            "input_ids": [e.ids for e in encoded],
-            "attention_mask": [e.attention_mask for e in encoded],
-            "token_type_ids": [e.type_ids for e in encoded],
-        }
-        feed = {n: np.asarray(columns[n], dtype=np.int64) for n in names}
-        vectors: Vectors = session.run(None, feed)[0]
-        return vectors.astype(np.float32, copy=False)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
+        parts: list[Vectors] = []
+        for start in range(0, len(order), RUN_ROWS):
+            rows = [encoded[i] for i in order[start : start + RUN_ROWS]]
+            width = max(1, max(len(e.ids) for e in rows))
+            columns = {n: np.zeros((len(rows), width), dtype=np.int64) for n in _INPUTS}
+            columns["input_ids"].fill(pad_id)
+            for r, e in enumerate(rows):
+                n = len(e.ids)
+                columns["input_ids"][r, :n] = e.ids
+                columns["attention_mask"][r, :n] = e.attention_mask
+                columns["token_type_ids"][r, :n] = e.type_ids
+            vectors: Vectors = session.run(None, {n: columns[n] for n in names})[0]
+            parts.append(vectors.astype(np.float32, copy=False))
+        return _unsort(np.concatenate(parts), order)
 
     return forward
 

@@ -304,8 +304,10 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
 
     A company folder trained on Banking77's 80% is measured on the other fifth and CLINC150's
     out-of-scope questions, with the target its training size sets (0.94 for the whole file,
-    0.88 for 10 per intent); a whole-model folder (``--defaults``) on TweetEval validation, on
-    the untouched twentieth of the SemEval pool it never saw, and on Bitext validation."""
+    0.88 for 10 per intent); one trained on that 80% less its tune tenth
+    (:func:`nlp.data.banking77_tune`) on the tune tenth too, where choices are made. A
+    whole-model folder (``--defaults``) on TweetEval validation, on the untouched twentieth of
+    the SemEval pool it never saw, and on Bitext validation."""
     from nlp.finetune import untouched_sentiment
     from nlp.service import own_encoder
 
@@ -319,9 +321,22 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
     figures: list[Figure] = []
     oos = embed(encoder, data.clinc_oos())
     intent = load_head(folder, "intent")
-    if "banking77" in meta["sources"].get("intent", ""):
+    source = str(meta["sources"].get("intent", ""))
+    if "banking77" in source:
         _train, held = data.banking77()
         small = "--per-class" in str(meta.get("training_command", ""))
+        if "less-tune" in source:  # trained without the tune tenth: measured there first
+            _rest, tune = data.banking77_tune()
+            figures += intent_figures(
+                intent,
+                float(meta["other_below"]),
+                embed(encoder, tune.texts),
+                tune.labels,
+                oos,
+                name="Banking77 tune split (choices are made here)",
+                accuracy_target="",
+                read=_read(tune.texts),
+            )
         figures += intent_figures(
             intent,
             float(meta["other_below"]),

@@ -318,6 +318,7 @@ class TextAnalyser:
         language_heads = LanguageHeads.load(languages)
         if language_heads.version:
             version += "+" + language_heads.version
+        _release_freed_memory()
         return cls(
             encoder,
             sentiment=load_head(heads, "sentiment"),
@@ -372,6 +373,7 @@ class TextAnalyser:
         else:
             intents = self._intent.proba(vectors)
         sentences = self.encoder.sentence(vectors)
+        rounded = np.round(sentences.astype(np.float64), 5).tolist()  # 20× a float() loop
         for k, row in enumerate(rows):
             scores = {
                 label: float(sentiment[k, i]) for i, label in enumerate(self._sentiment.labels)
@@ -393,7 +395,7 @@ class TextAnalyser:
                 model_version=self.version,
                 best_intent=top,
                 language=languages[row],
-                vector=tuple(round(float(x), 5) for x in sentences[k]),
+                vector=tuple(rounded[k]),
             )
         return out
 
@@ -440,6 +442,24 @@ class TextAnalyser:
                     sentiment_scores=scores,
                     anger=angry,
                 )
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory freed after loading (ONNX Runtime parses each graph file, ~22 MB, into
+    buffers it frees once the session is built) back to the system: glibc keeps freed memory
+    in its heaps otherwise, and with a fine-tuned company folder there are two graphs.
+    Measured with ``python -m bench.desk_memory`` (README, "Model card")."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        return
+    trim(0)
 
 
 def own_encoder(folder: Path, meta: Mapping[str, Any]) -> Path | None:

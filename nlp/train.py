@@ -104,7 +104,12 @@ def other_threshold(confidence: Floats, max_other: float = MAX_IN_SCOPE_OTHER) -
 
 
 def train_intent_head(
-    encoder: Encoder, texts: list[str], labels: list[str], *, c: float = INTENT_C
+    encoder: Encoder,
+    texts: list[str],
+    labels: list[str],
+    *,
+    c: float = INTENT_C,
+    out_of_fold: Any = None,
 ) -> tuple[LinearHead, dict[str, Any]]:
     """An intent head and its ``other`` threshold, both chosen on examples it did not fit.
 
@@ -114,13 +119,25 @@ def train_intent_head(
     and threshold are set on those predictions and the final head is fitted on everything.
     The final head has seen more than the fold heads, so it is, if anything, surer of
     in-scope messages: the in-scope ``other`` rate stays at or under the target.
+
+    ``out_of_fold`` (:class:`nlp.finetune.OutOfFold`, from cross-fitting an encoder fine-tuned
+    on these examples) replaces that cross-validation: its logits set the temperature and the
+    threshold, and the final head is fitted on every example.
     """
     counts: dict[str, int] = defaultdict(int)
     for y in labels:
         counts[y] += 1
     if len(counts) < 2:
         raise ValueError("need examples of at least two intents")
-    if min(counts.values()) >= HOLD_OUT_FROM:
+    if out_of_fold is not None:
+        index = {label: i for i, label in enumerate(sorted(counts))}
+        target = np.array([index[label] for label in labels])
+        temperature = temperature_for(out_of_fold.logits, target)
+        confidence = softmax(out_of_fold.logits / temperature).max(axis=1)
+        full = fit_head(embed(encoder, texts, cache=False), labels, c=c)
+        head = LinearHead(full.labels, full.weights, full.bias, temperature)
+        method = str(out_of_fold.method)
+    elif min(counts.values()) >= HOLD_OUT_FROM:
         head, cal_x, _ = _fit_held_out(
             encoder, data.Split("intents", texts, labels), c=c, salt="other:"
         )
@@ -221,6 +238,7 @@ def train_intents(
     per_class: int | None = None,
     source: str = "",
     seed: int = 0,
+    out_of_fold: Any = None,
 ) -> dict[str, Any]:
     """A company intent head from labelled examples (optionally N per intent)."""
     if per_class is not None:
@@ -228,7 +246,7 @@ def train_intents(
     by_label: dict[str, int] = defaultdict(int)
     for y in labels:
         by_label[y] += 1
-    head, abstention = train_intent_head(encoder, texts, labels)
+    head, abstention = train_intent_head(encoder, texts, labels, out_of_fold=out_of_fold)
     out.mkdir(parents=True, exist_ok=True)
     head.save(out / "intent.npz")
     command = f"deskbot nlp train --intents {source}"
