@@ -49,10 +49,13 @@ async def test_urgent_cards_jump_the_queue_and_late_cards_say_they_waited(
             return found if len(found) == len(URGENT) else []
 
         posted = await eventually(all_urgent_posted, "the three urgent cards", timeout=15)
-        # Arrival order would put them last (16, 17, 18); the first cards went out at once (the
-        # desk's burst for a channel, 8) before the urgent ones arrived, then the urgent ones go
-        # first (one more normal card may slip in between).
-        assert max(posted) <= RateLimits().slack_channel.burst + len(URGENT), posted
+        # Arrival order would put them last (16, 17, 18). The first cards go out at once (the
+        # desk's burst for a channel, 8) and more at one a second while the urgent messages are
+        # still being turned into tickets (how many depends on the machine and the database);
+        # once queued, each urgent card goes next: all three ahead of at least three normal
+        # cards that were waiting before them.
+        assert RateLimits().slack_channel.burst <= min(posted), posted
+        assert max(posted) <= NORMAL + len(URGENT) - 1 - 3, posted
 
         async def all_posted() -> bool:
             return len(stack.cards()) == NORMAL + len(URGENT)
