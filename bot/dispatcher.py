@@ -326,20 +326,20 @@ class Dispatcher:
         done: list[Desk] = []
         try:
             async with self._sessions.begin() as session:
-                ids = [row_id for (row_id, _, _), _ in items]
-                rows = {
-                    row.id: row
-                    for row in await session.scalars(
-                        select(InboxRow).where(InboxRow.id.in_(ids)).with_for_update()
-                    )
-                }
                 retries: list[tuple[int, int, dict[str, Any]]] = []
                 for (row_id, attempt, _), prep in items:
                     if taken and time.monotonic() - started >= budget:
                         break
                     taken += 1
-                    row = rows.get(row_id)
-                    if row is None or row.status != "processing" or row.attempts != attempt:
+                    # Only the row's state, locked: its payload was read by the claim.
+                    state = (
+                        await session.execute(
+                            select(InboxRow.status, InboxRow.attempts)
+                            .where(InboxRow.id == row_id)
+                            .with_for_update()
+                        )
+                    ).first()
+                    if state is None or tuple(state) != ("processing", attempt):
                         continue  # our lease ran out and another worker has it now
                     try:
                         if isinstance(prep, BaseException):
@@ -349,10 +349,16 @@ class Dispatcher:
                             await self._apply(desk, prep)
                             await SlaKeeper(desk).refresh_touched()
                             await self._queue(session, desk, row_id)
-                            row.status = "done"
-                            row.processed_at = desk.now
-                            row.lease_until = None
-                            row.error = None
+                            await session.execute(
+                                update(InboxRow)
+                                .where(InboxRow.id == row_id)
+                                .values(
+                                    status="done",
+                                    processed_at=desk.now,
+                                    lease_until=None,
+                                    error=None,
+                                )
+                            )
                         done.append(desk)
                     except Exception as exc:
                         retries.append((row_id, attempt, self._retry(row_id, attempt, exc)))
