@@ -265,11 +265,11 @@ class Dispatcher:
         pending = list(zip(claims, prepared, strict=True))
         while pending:
             pending = pending[await self._process(pending) :]
+            if self._outbox_wakeup is not None:
+                self._outbox_wakeup.set()  # what was committed can go out meanwhile
             if pending:
                 await asyncio.sleep(0)
                 await self._inbox.turn()
-        if self._outbox_wakeup is not None:
-            self._outbox_wakeup.set()
         return len(claims)
 
     async def _classify(self, event: CustomerMessage) -> Classification:
