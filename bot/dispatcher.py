@@ -62,7 +62,7 @@ from bot.supervisor import Answer, desk_command
 from bot.tickets import ACTIVE, Desk, TooEarly, queue_effects
 from nlp.kb import Hit
 from nlp.language import detect_language
-from storage.db import problem
+from storage.db import one_writer, problem
 from storage.models import Identity, InboxRow, Ticket
 from storage.queues import inbox_add, inbox_claim
 
@@ -112,7 +112,7 @@ class DbInbox:
         # Webhooks first on SQLite, whose one connection is the one writer: while a platform
         # waits for its acknowledgement, the dispatcher and the outbox start no transaction
         # (turn()). A burst then grows the backlog, not the platforms' timeouts and retries.
-        self._one_writer = sessions.kw["bind"].dialect.name == "sqlite"
+        self._one_writer = one_writer(sessions)
         self._accepting = 0
         self._clear = asyncio.Event()
         self._clear.set()
@@ -205,7 +205,7 @@ class Dispatcher:
         self._max_attempts = max_attempts
         self._retry_base = retry_base
         self._idle_poll = idle_poll
-        self._one_writer = sessions.kw["bind"].dialect.name == "sqlite"
+        self._one_writer = one_writer(sessions)
         self.processed = 0
         # Retries that could not be written (the database was away): row id → (attempt, what
         # to write), written by the next run_once that reaches the database.

@@ -64,7 +64,7 @@ from bot.sla_keeper import SlaKeeper
 from bot.surges import IncidentDesk, NothingToSay, NotPosted
 from bot.surges import render as render_incident
 from bot.tickets import Desk, queue_effects
-from storage.db import problem
+from storage.db import one_writer, problem
 from storage.models import HomeView, Identity, Incident, Message, OutboxRow, Ticket
 from storage.queues import outbox_claim
 
@@ -184,7 +184,7 @@ class OutboxSender:
         # when the row comes back to this process.
         self._unrecorded: dict[int, Delivery] = {}
         # Outcomes waiting to be recorded together (see _recorded), on SQLite.
-        self._one_writer = sessions.kw["bind"].dialect.name == "sqlite"
+        self._one_writer = one_writer(sessions)
         self._to_record: list[_Outcome] = []
         self._recording = asyncio.Lock()
         slack = senders.get("slack")

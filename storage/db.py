@@ -127,6 +127,12 @@ for _from_persistent in (
     event.listen(HoldingSession, _from_persistent, _let_go)
 
 
+def one_writer(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    """Whether the database behind ``sessions`` has one writer at a time (SQLite): the desk's
+    loops then group their writes and let webhooks go first."""
+    return bool(sessions.kw["bind"].dialect.name == "sqlite")
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=HoldingSession)
 
