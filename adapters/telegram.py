@@ -39,6 +39,7 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
+from aiogram.methods.base import TelegramMethod
 from aiogram.types import (
     BotCommand,
     BufferedInputFile,
@@ -120,17 +121,23 @@ def parse_update_json(data: Mapping[str, Any]) -> Event:
     update_id = data.get("update_id")
     if not isinstance(update_id, int) or isinstance(update_id, bool):
         raise ValueError("not a Telegram update: no integer update_id")
+    chat = _chat_id_of(data)
     try:
         update = Update.model_validate(dict(data))
     except ValidationError as exc:
-        chat = _chat_id_of(data)
-        return Ignored(
-            channel="telegram",
-            external_id=str(update_id),
-            conversation=f"telegram:{chat}" if chat else "telegram:ignored",
-            reason=f"invalid update ({exc.error_count()} validation errors)",
-        )
-    return parse_update(update)
+        reason = f"invalid update ({exc.error_count()} validation errors)"
+    else:
+        try:
+            return parse_update(update)
+        except Exception as exc:  # one odd update must not stop the others
+            log.exception("telegram.unparseable update_id=%s", update_id)
+            reason = f"unparseable update ({type(exc).__name__})"
+    return Ignored(
+        channel="telegram",
+        external_id=str(update_id),
+        conversation=f"telegram:{chat}" if chat else "telegram:ignored",
+        reason=reason,
+    )
 
 
 def _chat_id_of(data: Mapping[str, Any]) -> str | None:
@@ -291,9 +298,21 @@ def _parse_callback(external_id: str, query: CallbackQuery) -> Event:
     )
 
 
-def raw_of(update: Update) -> dict[str, Any]:
-    """The update as Telegram sent it (field aliases such as ``from`` restored)."""
-    return update.model_dump(mode="json", by_alias=True, exclude_none=True)
+class GetRawUpdates(TelegramMethod[list[dict[str, Any]]]):
+    """getUpdates, with each update left as the JSON object Telegram sent.
+
+    aiogram's own ``GetUpdates`` validates every update into its models: one update the pinned
+    aiogram cannot validate fails the whole call, and dumping a validated model back to JSON is
+    not what Telegram sent (aiogram fills unset fields with ``Default`` sentinels, which do not
+    serialise). Asking for plain objects keeps aiogram's session, error mapping and retry-after,
+    and lets polling store and parse each update exactly as the webhook does."""
+
+    __returning__ = list[dict[str, Any]]
+    __api_method__ = "getUpdates"
+
+    offset: int | None = None
+    timeout: int | None = None
+    allowed_updates: list[str] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,10 +516,10 @@ class TelegramAdapter:
         timeout = self._settings.poll_timeout
         while not self._stopping.is_set():
             try:
-                updates = await self.bot.get_updates(
-                    offset=self.offset,
-                    timeout=timeout,
-                    allowed_updates=ALLOWED_UPDATES,
+                updates = await self.bot(
+                    GetRawUpdates(
+                        offset=self.offset, timeout=timeout, allowed_updates=ALLOWED_UPDATES
+                    ),
                     # Longer than the long poll itself, or every quiet poll would time out.
                     request_timeout=int(self._request_timeout) + timeout,
                 )
@@ -524,8 +543,13 @@ class TelegramAdapter:
                 for update in updates:
                     if self._stopping.is_set():
                         break
+                    update_id = update.get("update_id")
+                    if not isinstance(update_id, int) or isinstance(update_id, bool):
+                        # Not an update at all: there is nothing to confirm or store.
+                        log.warning("telegram.skipped reason=no_update_id")
+                        continue
                     await self._accept(update)
-                    self.offset = update.update_id + 1  # only now is it confirmed to Telegram
+                    self.offset = update_id + 1  # only now is it confirmed to Telegram
             except Exception:
                 # The inbox could not commit: poll again from the same offset after a pause;
                 # what was committed already is deduped.
@@ -537,14 +561,14 @@ class TelegramAdapter:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
-    async def _accept(self, update: Update) -> None:
-        event = parse_update(update)
+    async def _accept(self, update: dict[str, Any]) -> None:
+        event = parse_update_json(update)
         self._accepting = True
         try:
-            await self._inbox.accept([event], raw_of(update))
+            await self._inbox.accept([event], update)
         finally:
             self._accepting = False
-        log.info("telegram.update_accepted update_id=%s kind=%s", update.update_id, event.kind)
+        log.info("telegram.update_accepted update_id=%s kind=%s", event.external_id, event.kind)
 
     # -- webhook -----------------------------------------------------------------------------
 

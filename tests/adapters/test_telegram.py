@@ -25,7 +25,7 @@ from bot.events import (
 from bot.outbound import BadRequest, Button, Forbidden, Outbound, RetryAfter, Unavailable
 from bot.settings import TelegramSettings
 
-from .adapter_fakes import FakeAPI, FakeInbox, Recorded, Reply, payload
+from .adapter_fakes import PAYLOADS, FakeAPI, FakeInbox, Recorded, Reply, payload
 
 TOKEN = "123456789:AAE2e-test-token_abcdefghijklmnopqrst"
 SECRET = "tg-secret_1"
@@ -557,3 +557,98 @@ async def test_errors_never_carry_the_token(make: Make) -> None:
     assert TOKEN not in info.value.detail
     assert TOKEN not in str(info.value)
     assert "<token>" in info.value.detail
+
+
+# --------------------------------------------------------------------------------------------
+# conformance: real updates other projects collected (tests/payloads/telegram/conformance)
+
+CONFORMANCE = sorted((PAYLOADS / "telegram" / "conformance").glob("*.json"))
+
+
+def conformance_updates(first_id: int) -> list[dict[str, Any]]:
+    """Every sample as the update Telegram would send, each with its own update_id."""
+    updates = []
+    for n, path in enumerate(CONFORMANCE):
+        data = json.loads(path.read_text())
+        data["update_id"] = first_id + n
+        updates.append(data)
+    return updates
+
+
+def preview_disabled_text() -> dict[str, Any]:
+    """A text message from a customer who turned link previews off in their settings."""
+    data = payload("telegram", "message_text")
+    data["message"]["text"] = "see https://example.com/order/1187 please"
+    data["message"]["link_preview_options"] = {"is_disabled": True}
+    return data
+
+
+def assert_each_handled(inbox: FakeInbox, sent: list[dict[str, Any]]) -> None:
+    """One event per update, with its raw body exactly as sent: no crash, no silent drop."""
+    assert [e.external_id for e in inbox.events] == [str(u["update_id"]) for u in sent]
+    assert [dict(r) for r in inbox.raws] == sent
+    for event in inbox.events:
+        if isinstance(event, Ignored):
+            assert event.reason
+
+
+def test_there_are_conformance_samples() -> None:
+    assert len(CONFORMANCE) >= 71
+
+
+async def test_polling_takes_a_message_with_link_previews_off(
+    bot_api: tuple[FakeAPI, BotAPI, str], make: Make
+) -> None:
+    _, state, _ = bot_api
+    state.pending = [preview_disabled_text(), payload("telegram", "callback_query")]
+    inbox = FakeInbox()
+    adapter = make(inbox)
+    await adapter.start()
+    await until(lambda: adapter.offset == 100006)
+    [message, button] = inbox.events
+    assert isinstance(message, CustomerMessage)
+    assert message.text == "see https://example.com/order/1187 please"
+    assert isinstance(button, CustomerButton)  # the next customer is not stuck behind it
+    assert inbox.raws[0] == preview_disabled_text()
+
+
+async def test_polling_records_an_update_aiogram_cannot_read_and_moves_on(
+    bot_api: tuple[FakeAPI, BotAPI, str], make: Make
+) -> None:
+    _, state, _ = bot_api
+    broken = {"update_id": 100001, "message": {"message_id": "not a number", "chat": 7}}
+    state.pending = [broken, payload("telegram", "callback_query")]
+    inbox = FakeInbox()
+    adapter = make(inbox)
+    await adapter.start()
+    await until(lambda: adapter.offset == 100006)
+    [ignored, button] = inbox.events
+    assert isinstance(ignored, Ignored)
+    assert ignored.reason.startswith("invalid update")
+    assert isinstance(button, CustomerButton)
+    assert inbox.raws[0] == broken
+
+
+async def test_every_conformance_sample_by_polling(
+    bot_api: tuple[FakeAPI, BotAPI, str], make: Make
+) -> None:
+    _, state, _ = bot_api
+    sent = conformance_updates(first_id=500000)
+    state.pending = sent
+    inbox = FakeInbox()
+    adapter = make(inbox)
+    await adapter.start()
+    await until(lambda: adapter.offset == 500000 + len(sent), timeout=20)
+    assert_each_handled(inbox, sent)
+    assert any(isinstance(e, CustomerMessage) for e in inbox.events)
+
+
+async def test_every_conformance_sample_by_webhook(hook: Hook) -> None:
+    _, inbox, client, _ = hook
+    sent = conformance_updates(first_id=600000)
+    for update in sent:
+        resp = await client.post(
+            "/telegram/webhook", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        )
+        assert resp.status == 200, update
+    assert_each_handled(inbox, sent)
