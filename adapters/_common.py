@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from bot.inbox import storable
+from bot.delivery.inbox import storable
 
 
 class BodyRefused(Exception):
@@ -84,10 +84,11 @@ def _not_json(name: str) -> Any:
 
 
 def load_json(text: str | bytes) -> Any:
-    """Decode JSON from a stranger, as :func:`bot.inbox.storable` data, or raise ValueError.
+    """Decode JSON from a stranger, as :func:`bot.delivery.inbox.storable` data, or raise
+    ValueError.
 
     Refused: bad UTF-8, malformed JSON, ``NaN``/``Infinity`` (not JSON, and PostgreSQL's JSON
-    refuses them), nesting deeper than the decoder's recursion or ``bot.inbox.MAX_DEPTH``.
+    refuses them), nesting deeper than the decoder's recursion or ``bot.delivery.inbox.MAX_DEPTH``.
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8")

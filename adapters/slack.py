@@ -11,7 +11,7 @@ signature gets 401 and nothing is parsed or written. Bolt needs ``auth.test`` to
 bot's own messages; we call it ourselves (cached) through a custom ``authorize`` so that a Slack
 outage at that moment becomes a 503 (retried) instead of Bolt's 200-with-an-apology (lost).
 
-Outbound, :meth:`SlackAdapter.send` maps each :class:`~bot.outbound.Outbound` kind to one Web
+Outbound, :meth:`SlackAdapter.send` maps each :class:`~bot.domain.outbound.Outbound` kind to one Web
 API call and maps ``SlackApiError`` and transport errors to the desk's typed errors.
 """
 
@@ -50,14 +50,11 @@ from adapters._common import (
     unavailable,
 )
 from adapters.slack_people import DisplayNames
-from bot.composer import (
-    REPLY_CALLBACK,
-    REPLY_MACRO,
-    REPLY_TEXT,
-    SHORTCUT_CALLBACK,
-    loading_view,
-)
-from bot.events import (
+from bot.base.settings import SlackSettings
+from bot.console.desk_command import FORGET_ACTION
+from bot.core.roles import GroupLookupError
+from bot.delivery.inbox import Inbox, storable
+from bot.domain.events import (
     AgentAction,
     AgentMessage,
     AgentReply,
@@ -71,21 +68,7 @@ from bot.events import (
     SlackFile,
     SlashCommand,
 )
-from bot.history import HISTORY_CALLBACK, NOTE_ACTION
-from bot.history import loading_view as history_loading
-from bot.home import ACTION_AVAILABILITY, ACTION_CLAIM
-from bot.inbox import Inbox, storable
-from bot.incident_cards import (
-    CLOSE,
-    CONFIRM_VIEW,
-    REPLY_ALL,
-    REPLY_VIEW,
-    RESOLVE,
-    preview_modal,
-    reply_modal,
-    submitted_texts,
-)
-from bot.outbound import (
+from bot.domain.outbound import (
     BadRequest,
     Delivery,
     DeliveryError,
@@ -95,10 +78,27 @@ from bot.outbound import (
     RetryAfter,
     Unavailable,
 )
+from bot.incidents.cards import (
+    CLOSE,
+    CONFIRM_VIEW,
+    REPLY_ALL,
+    REPLY_VIEW,
+    RESOLVE,
+    preview_modal,
+    reply_modal,
+    submitted_texts,
+)
 from bot.reports.charts import draw_async
-from bot.roles import GroupLookupError
-from bot.settings import SlackSettings
-from bot.supervisor import FORGET_ACTION
+from bot.workspace.composer import (
+    REPLY_CALLBACK,
+    REPLY_MACRO,
+    REPLY_TEXT,
+    SHORTCUT_CALLBACK,
+    loading_view,
+)
+from bot.workspace.history import HISTORY_CALLBACK, NOTE_ACTION
+from bot.workspace.history import loading_view as history_loading
+from bot.workspace.home import ACTION_AVAILABILITY, ACTION_CLAIM
 
 log = logging.getLogger("deskbot.adapters.slack")
 
@@ -122,7 +122,7 @@ ButtonAction = Literal[
     "claim", "resolve", "transfer", "kb_suggest", "kb_send", "incident_resolve", "incident_close"
 ]
 # A button's value is the number it acts on: a ticket's, or for the incident card's buttons
-# (bot/incident_cards.py) an incident's; transfer and kb_send add ":<choice>".
+# (bot/incidents/cards.py) an incident's; transfer and kb_send add ":<choice>".
 ACTIONS: dict[str, ButtonAction] = {
     "ticket_claim": "claim",
     "ticket_resolve": "resolve",
@@ -135,7 +135,8 @@ ACTIONS: dict[str, ButtonAction] = {
     CLOSE: "incident_close",
 }
 INCIDENT_ACTIONS = ("incident_resolve", "incident_close")
-# The card's controls (bot/controls.py): static selects carry "<ticket>:<choice>" in each option;
+# The card's controls (bot/workspace/controls.py): static selects carry "<ticket>:<choice>" in each
+# option;
 # the users and multi-select menus take the ticket from their block_id ("controls.<ticket>.<rev>").
 CONTROLS: dict[str, Literal["priority", "status", "intent", "reassign", "tags"]] = {
     "ticket_priority": "priority",
@@ -343,7 +344,7 @@ def _parse_control(
 
 
 # --------------------------------------------------------------------------------------------
-# App Home (bot/home.py): the tab being opened, and its buttons
+# App Home (bot/workspace/home.py): the tab being opened, and its buttons
 
 
 def parse_home_opened(body: Mapping[str, Any]) -> Event:
@@ -402,7 +403,7 @@ def is_home_action(body: Mapping[str, Any]) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# The Reply modal and the "Send to customer" shortcut (bot/composer.py)
+# The Reply modal and the "Send to customer" shortcut (bot/workspace/composer.py)
 
 REPLY_ACTION = "ticket_reply"
 HISTORY_ACTION = "ticket_history"
@@ -438,7 +439,8 @@ CARD_CONVERSATION = re.compile(r"slack:[A-Z0-9]{1,20}:\d{1,12}\.\d{1,8}")
 
 
 def _modal_conversation(view: Mapping[str, Any]) -> str:
-    """The card's conversation the modal carries (bot.composer.loading_view), so its events
+    """The card's conversation the modal carries (bot.workspace.composer.loading_view), so its
+    events
     are stored, ordered and erased with the card's; else one of the modal's own."""
     try:
         meta = json.loads(as_str(view.get("private_metadata")) or "{}")
@@ -848,7 +850,8 @@ class SlackAdapter:
                 headers=headers,  # type: ignore[arg-type]
             )
             # Bolt verifies the raw body; what it and the listeners read is cleaned of what
-            # the database refuses, and refused when nested too deeply (see bot.inbox.storable).
+            # the database refuses, and refused when nested too deeply (see
+            # bot.delivery.inbox.storable).
             bolt_request.body = storable(bolt_request.body)
         except (ValueError, LookupError, AttributeError, TypeError, RecursionError):
             log.warning("slack.rejected reason=malformed_body")

@@ -66,7 +66,9 @@ from adapters._common import (
     too_large,
     unavailable,
 )
-from bot.events import (
+from bot.base.settings import TelegramSettings
+from bot.delivery.inbox import Inbox
+from bot.domain.events import (
     Attachment,
     Channel,
     CustomerButton,
@@ -78,9 +80,8 @@ from bot.events import (
     Ignored,
     Sender,
 )
-from bot.files import TELEGRAM_DOWNLOAD_MAX
-from bot.inbox import Inbox
-from bot.outbound import (
+from bot.domain.files import TELEGRAM_DOWNLOAD_MAX
+from bot.domain.outbound import (
     BadRequest,
     Delivery,
     DeliveryError,
@@ -91,7 +92,6 @@ from bot.outbound import (
     RetryAfter,
     Unavailable,
 )
-from bot.settings import TelegramSettings
 
 log = logging.getLogger("deskbot.adapters.telegram")
 
@@ -662,7 +662,7 @@ class TelegramAdapter:
 
     async def _send_file(self, message: Outbound) -> Delivery:
         """An agent's file to the customer, uploaded multipart: sendPhoto or sendDocument as
-        bot.files decided from Telegram's limits (photo 10 MB, document 50 MB)."""
+        bot.domain.files decided from Telegram's limits (photo 10 MB, document 50 MB)."""
         if message.file is None or message.content is None:
             raise BadRequest("file needs the file and its content")
         content = message.content

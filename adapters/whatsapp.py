@@ -35,7 +35,9 @@ from adapters._common import (
     too_large,
     unavailable,
 )
-from bot.events import (
+from bot.base.settings import WhatsAppSettings
+from bot.delivery.inbox import Inbox
+from bot.domain.events import (
     Attachment,
     Channel,
     CustomerButton,
@@ -45,9 +47,8 @@ from bot.events import (
     Ignored,
     Sender,
 )
-from bot.files import SLACK_UPLOAD_MAX
-from bot.inbox import Inbox
-from bot.outbound import (
+from bot.domain.files import SLACK_UPLOAD_MAX
+from bot.domain.outbound import (
     BadRequest,
     Delivery,
     DeliveryError,
@@ -58,7 +59,6 @@ from bot.outbound import (
     RetryAfter,
     Unavailable,
 )
-from bot.settings import WhatsAppSettings
 
 log = logging.getLogger("deskbot.adapters.whatsapp")
 
@@ -474,7 +474,8 @@ class WhatsAppAdapter:
 
     async def _media_body(self, message: Outbound) -> dict[str, Any]:
         """An agent's file: uploaded first (``POST /{phone-number-id}/media``, multipart), then
-        sent by its media id as an image or a document, as bot.files decided from the limits."""
+        sent by its media id as an image or a document, as bot.domain.files decided from the
+        limits."""
         if message.file is None or message.content is None:
             raise BadRequest("file needs the file and its content")
         content = message.content

@@ -16,7 +16,7 @@ What it does:
 * then waits for the desk to go quiet and counts, per customer message: in Slack exactly once
   (a loss is 0, a double is 2+), in order in its ticket's thread; per conversation: exactly one
   card; per agent reply: delivered to the customer (doubles are counted: an agent's reply whose
-  outcome was unknown is sent again on purpose, see bot/outbox.py).
+  outcome was unknown is sent again on purpose, see bot/delivery/outbox.py).
 
 Everything the desk does goes through the same HTTP and database paths as production; only
 the platforms are stand-ins.

@@ -935,7 +935,7 @@ def desk_child() -> int:
     """``deskbot run`` with the desk's own rate limits lifted (the sustained mode's desk)."""
     import bot.cli
     from bot.app import DeskApp
-    from bot.ratelimit import RateLimits
+    from bot.delivery.ratelimit import RateLimits
 
     # bot.cli.serve() builds the DeskApp; the only change is the limits it is given.
     vars(bot.cli)["DeskApp"] = functools.partial(DeskApp, limits=RateLimits.lifted())

@@ -31,9 +31,9 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 
 from bot.app import DeskApp
-from bot.outbox import RateLimits
-from bot.rules import parse_rules
-from bot.sandbox_cmd import sandbox_settings
+from bot.commands.sandbox import sandbox_settings
+from bot.delivery.outbox import RateLimits
+from bot.domain.rules import parse_rules
 from sandbox import StandIns
 
 CHANNEL = "C0SUPPORT"

@@ -3,8 +3,9 @@
 A burst is one dominant complaint (many customers writing about the same thing) mixed with
 unrelated messages, in a shuffled arrival order. Each message goes through the local model
 (intent, the encoder's sentence vector) and the priority rules (urgent keyword), then through
-the same decisions the desk takes (:func:`bot.incidents.decide`, with an open incident's
-centroid kept as bot/surges.py keeps it). Reported per setting: how many related messages were
+the same decisions the desk takes (:func:`bot.domain.surge.decide`, with an open incident's
+centroid kept as bot/incidents/desk.py keeps it). Reported per setting: how many related messages
+were
 attached to the incident (missed = not attached), how many unrelated ones were wrongly
 attached, and how many incidents were opened.
 
@@ -33,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.incidents import OpenIncident, Seen, Surges, centroid, decide
-from bot.rules import load_rules
-from bot.surges import urgent_keyword
+from bot.domain.rules import load_rules
+from bot.domain.surge import OpenIncident, Seen, Surges, centroid, decide
+from bot.incidents.desk import urgent_keyword
 from nlp.data import data_dir
 from nlp.priority import Signals
 from nlp.priority import decide as priority
@@ -125,7 +126,8 @@ class Outcome:
 
 
 def simulate(items: Sequence[Item], cfg: Surges, seconds_apart: float = 0.2) -> Outcome:
-    """The desk's decisions in arrival order (bot/surges.py's IncidentDesk.place, in memory)."""
+    """The desk's decisions in arrival order (bot/incidents/desk.py's IncidentDesk.place, in
+    memory)."""
     seen: list[Seen] = []
     member: dict[int, int] = {}  # ticket → incident
     incidents: dict[int, OpenIncident] = {}

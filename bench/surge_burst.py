@@ -30,8 +30,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bot.app import DeskApp
-from bot.rules import Rules, load_rules
-from bot.settings import Settings, SlackSettings, WhatsAppSettings
+from bot.base.settings import Settings, SlackSettings, WhatsAppSettings
+from bot.domain.rules import Rules, load_rules
 from sandbox import StandIns
 from storage.db import create_engine, session_factory
 from storage.models import Incident, Ticket

@@ -13,21 +13,21 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.adapter import Adapter
-from bot.classifier import Classifier, RulesClassifier
-from bot.clock import Clock, SystemClock
-from bot.dispatcher import DbInbox, Dispatcher
-from bot.kb import KnowledgeBase
-from bot.leases import Heartbeat, reclaim_dead_leases
-from bot.outbound import ChannelSender
-from bot.outbox import Metrics, OutboxSender, RateLimits
-from bot.privacy import RawPurger
+from bot.base.clock import Clock, SystemClock
+from bot.base.settings import Settings, desk_tz
+from bot.core.roles import GroupRefresher
+from bot.customers.privacy import RawPurger
+from bot.delivery.adapter import Adapter
+from bot.delivery.dispatcher import DbInbox, Dispatcher
+from bot.delivery.jobs import AssignmentSweeper, PresencePoller, SlaScheduler
+from bot.delivery.leases import Heartbeat, reclaim_dead_leases
+from bot.delivery.outbox import Metrics, OutboxSender, RateLimits
+from bot.domain.classifier import Classifier, RulesClassifier
+from bot.domain.outbound import ChannelSender
+from bot.domain.rules import Rules
+from bot.incidents.desk import incident_languages
 from bot.reports.digest import DigestScheduler
-from bot.roles import GroupRefresher
-from bot.rules import Rules
-from bot.scheduler import AssignmentSweeper, PresencePoller, SlaScheduler
-from bot.settings import Settings, desk_tz
-from bot.surges import incident_languages
+from bot.selfservice.kb import KnowledgeBase
 from storage.db import create_engine, migrate, ping, problem, session_factory
 from storage.queues import inbox_lag_seconds, outbox_backlog
 
@@ -42,7 +42,7 @@ def build_adapters(settings: Settings, inbox: DbInbox, rules: Rules | None = Non
     adapters: list[Adapter] = []
     if settings.telegram:
         from adapters.telegram import TelegramAdapter
-        from bot.selfservice import telegram_commands
+        from bot.selfservice.status import telegram_commands
 
         adapters.append(
             TelegramAdapter(
@@ -79,7 +79,7 @@ class DeskApp:
         knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.settings = settings
-        # The knowledge base (bot/kb.py); its index is brought up to date at start.
+        # The knowledge base (bot/selfservice/kb.py); its index is brought up to date at start.
         self.knowledge = knowledge
         self.rules = rules
         self.clock = clock or SystemClock()
@@ -137,7 +137,7 @@ class DeskApp:
         await migrate(self.engine)
         self.sessions = session_factory(self.engine)
         # Register, then, before the loops claim anything, take over what dead desks held:
-        # this host's that no longer run, and any whose heartbeat stopped (bot/leases.py).
+        # this host's that no longer run, and any whose heartbeat stopped (bot/delivery/leases.py).
         self.heartbeat = Heartbeat(self.sessions, self.rules, self.clock)
         await self.heartbeat.beat()
         await reclaim_dead_leases(self.sessions, self.rules, self.clock.now())

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.app import DeskApp, StartupError
-from bot.classifier import Classifier
-from bot.clock import Clock
-from bot.kb import KnowledgeBase, kb_folder
+from bot.base.clock import Clock
+from bot.base.settings import Settings, SettingsError, load_settings
+from bot.domain.classifier import Classifier
+from bot.domain.rules import Rules, RulesError, load_rules
 from bot.reports.metrics import GROUP_KEYS
-from bot.rules import Rules, RulesError, load_rules
-from bot.settings import Settings, SettingsError, load_settings
+from bot.selfservice.kb import KnowledgeBase, kb_folder
 from nlp.encoder import EncoderError
 from nlp.kb import ArticleError
 from nlp.service import ModelError
@@ -108,7 +108,7 @@ def _cmd_run(_args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from bot.sandbox_cmd import FreshRefused, run_sandbox
+    from bot.commands.sandbox import FreshRefused, run_sandbox
 
     try:
         asyncio.run(
@@ -216,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["nlp", "train"] and "--from-desk" in argv:
-        from bot.learn import main as learn_main  # reads the desk's database: not nlp/'s job
+        from bot.commands.learn import (
+            main as learn_main,  # reads the desk's database: not nlp/'s job
+        )
 
         return learn_main(argv[2:])
     if argv[:1] == ["nlp"]:
@@ -224,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return nlp_main(argv[1:])
     if argv[:1] == ["kb"]:
-        from bot.kb_cli import main as kb_main
+        from bot.commands.kb import main as kb_main
 
         return kb_main(argv[1:])
     if argv[:1] == ["sla"]:
-        from bot.sla_cli import main as sla_main
+        from bot.commands.sla import main as sla_main
 
         return sla_main(argv[1:])
     args = build_parser().parse_args(argv)

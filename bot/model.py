@@ -1,13 +1,14 @@
-"""The local model behind the :class:`bot.classifier.Classifier` protocol (DESK_MODEL=local)."""
+"""The local model behind the :class:`bot.domain.classifier.Classifier` protocol
+(DESK_MODEL=local)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
 
-from bot.classifier import Classification
-from bot.rules import Rules
-from bot.settings import Settings
+from bot.base.settings import Settings
+from bot.domain.classifier import Classification
+from bot.domain.rules import Rules
 from nlp.priority import PriorityRules, Signals, decide
 
 if TYPE_CHECKING:

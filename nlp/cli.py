@@ -135,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
 def _load_rules(path: Path) -> tuple[PriorityRules, dict[str, list[str]]]:
     if not path.is_file():
         return PriorityRules(), {}
-    from bot.rules import load_rules
+    from bot.domain.rules import load_rules
 
     rules = load_rules(path)
     return rules.priority, dict(rules.intents)
@@ -236,7 +236,9 @@ def _train(args: argparse.Namespace) -> int:
             print(f"{name}: {figures}")
         print(f"wrote {args.out or SHIPPED} ({meta['version']})")
         return 0
-    if args.from_desk:  # `deskbot` hands it to bot/learn.py, which reads the desk's database
+    if (
+        args.from_desk
+    ):  # `deskbot` hands it to bot/commands/learn.py, which reads the desk's database
         print("deskbot nlp train --from-desk: run it as `deskbot nlp train …`", file=sys.stderr)
         return 2
     if args.fine_tune:

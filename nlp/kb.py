@@ -12,7 +12,8 @@ An article is ``kb/<slug>.md``::
 
 The front matter is parsed with PyYAML (a dependency already; python-frontmatter would only
 split the same two ``---`` lines). Everything here is pure: reading files, hashing, extracts and
-cosine search over unit vectors; the desk stores the vectors (bot/kb.py) and the encoder makes
+cosine search over unit vectors; the desk stores the vectors (bot/selfservice/kb.py) and the
+encoder makes
 them (nlp/encoder.py).
 """
 

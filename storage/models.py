@@ -115,7 +115,8 @@ class Ticket(Base):
     first_response_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     resolved_by: Mapped[str | None] = mapped_column(String(40))  # who pressed Resolve
-    # The incident it is attached to (bot/surges.py); ``incident_only``: shown only there, no
+    # The incident it is attached to (bot/incidents/desk.py); ``incident_only``: shown only there,
+    # no
     # card of its own.
     incident_id: Mapped[int | None] = mapped_column(
         ForeignKey("incidents.id", name="fk_tickets_incident"), index=True
@@ -312,7 +313,7 @@ class StatusLookup(Base):
 
 class KbArticle(Base):
     """One knowledge-base article as indexed: its vector, and the hash of the file it came
-    from, so a start re-embeds only what changed (bot/kb.py)."""
+    from, so a start re-embeds only what changed (bot/selfservice/kb.py)."""
 
     __tablename__ = "kb_articles"
     slug: Mapped[str] = mapped_column(String(80), primary_key=True)
@@ -416,7 +417,7 @@ class Process(Base):
 
 class RateBucket(Base):
     """A platform rate limit's token bucket, shared by the processes of a fleet on PostgreSQL
-    (bot/ratelimit.py): ``slack:C0…`` per channel, ``tg:<chat>``, ``tg:*``, ``wa:*``."""
+    (bot/delivery/ratelimit.py): ``slack:C0…`` per channel, ``tg:<chat>``, ``tg:*``, ``wa:*``."""
 
     __tablename__ = "rate_buckets"
     key: Mapped[str] = mapped_column(String(200), primary_key=True)

@@ -7,7 +7,8 @@ transaction, so two processes never claim the same row; a claimed row carries a 
 row whose lease ran out (its process died) is claimed again. SQLite has one writer at a time
 (``BEGIN IMMEDIATE``), which gives the same guarantee within the one process it serves.
 
-A claim records its ``lease_owner`` (``host:pid:boot id``, see :mod:`bot.leases`), so a desk
+A claim records its ``lease_owner`` (``host:pid:boot id``, see :mod:`bot.delivery.leases`), so a
+desk
 that restarts can tell its dead predecessor's leases from a live process's and take them over
 at once (:func:`open_leases` and the two below it) instead of waiting them out.
 """

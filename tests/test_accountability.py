@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.events import (
+from bot.delivery.outbox import Metrics, OutboxSender, RateLimits
+from bot.domain.events import (
     CustomerButton,
     CustomerChannel,
     CustomerEdit,
@@ -25,9 +26,8 @@ from bot.events import (
     Sender,
     SlashCommand,
 )
-from bot.outbound import Outbound
-from bot.outbox import Metrics, OutboxSender, RateLimits
-from bot.rules import load_rules, parse_rules
+from bot.domain.outbound import Outbound
+from bot.domain.rules import load_rules, parse_rules
 from storage.models import AuditEntry, Message, Ticket, TicketEvent
 
 from .test_desk_core import RULES, Harness, RecordingSender, make_harness

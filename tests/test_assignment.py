@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.events import AgentAction, SlashCommand
-from bot.rules import Rules, parse_rules
-from bot.scheduler import AssignmentSweeper, PresencePoller
+from bot.delivery.jobs import AssignmentSweeper, PresencePoller
+from bot.domain.events import AgentAction, SlashCommand
+from bot.domain.rules import Rules, parse_rules
 from storage.models import Ticket, TicketEvent
 
 from .test_desk_core import Harness, make_harness

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import dispatcher
-from bot.tickets import Desk
+from bot.core.tickets import Desk
+from bot.delivery import dispatcher
 from storage.db import create_engine, migrate
 from storage.models import InboxRow, Message, OutboxRow, Ticket
 from tests.test_desk_core import Harness, make_harness

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from bot.calendars import (
+from bot.domain.calendars import (
     ALWAYS,
     Calendar,
     add_business,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.cards import CardView, card_blocks, card_text
+from bot.workspace.cards import CardView, card_blocks, card_text
 
 
 def _view(**kw: object) -> CardView:
@@ -35,7 +35,7 @@ def test_new_card_shows_priority_reasons_message_and_both_buttons() -> None:
     assert [(a["action_id"], a["value"]) for a in actions] == [
         ("ticket_claim", "12"),
         ("ticket_resolve", "12"),
-        ("ticket_history", "12"),  # the customer's whole story (bot/history.py)
+        ("ticket_history", "12"),  # the customer's whole story (bot/workspace/history.py)
     ]
     # The fallback text is mrkdwn: escaped, so a name or message can't mention or link.
     assert card_text(_view()).startswith("#12 URGENT · Ann &lt;script&gt; (Telegram): Outage!")
@@ -61,7 +61,7 @@ def test_a_huge_message_still_makes_a_valid_card() -> None:
 
 
 def test_the_models_reading_is_one_line_and_absent_without_the_model() -> None:
-    from bot.cards import model_line
+    from bot.workspace.cards import model_line
 
     assert model_line(None) is None and model_line({}) is None
     reading = {

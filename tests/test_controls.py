@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.slack import parse_block_actions
-from bot.cards import CardView, card_blocks
-from bot.controls import known_intents, may_act
-from bot.events import AgentAction, Ignored
-from bot.rules import RulesError, parse_rules
+from bot.domain.events import AgentAction, Ignored
+from bot.domain.rules import RulesError, parse_rules
+from bot.workspace.cards import CardView, card_blocks
+from bot.workspace.controls import known_intents, may_act
 from storage.db import session_factory
 
 from .e2e.conftest import RULES

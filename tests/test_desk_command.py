@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import supervisor
-from bot.events import SlashCommand
-from bot.supervisor import SUBCOMMANDS, Invocation, Subcommand, desk_command
-from bot.tickets import Desk
+from bot.console import desk_command as supervisor
+from bot.console.desk_command import SUBCOMMANDS, Invocation, Subcommand, desk_command
+from bot.core.tickets import Desk
+from bot.domain.events import SlashCommand
 from storage.models import Customer, Ticket
 
 from .test_desk_core import RULES, Harness, make_harness

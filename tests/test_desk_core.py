@@ -17,13 +17,20 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.classifier import RulesClassifier
-from bot.clock import FrozenClock
-from bot.dispatcher import DbInbox, Dispatcher
-from bot.events import AgentAction, AgentMessage, CustomerButton, CustomerMessage, Sender
-from bot.outbound import Delivery, DeliveryError, Forbidden, Outbound, RetryAfter, Unavailable
-from bot.outbox import Metrics, OutboxSender, RateLimits
-from bot.rules import Rules, load_rules
+from bot.base.clock import FrozenClock
+from bot.delivery.dispatcher import DbInbox, Dispatcher
+from bot.delivery.outbox import Metrics, OutboxSender, RateLimits
+from bot.domain.classifier import RulesClassifier
+from bot.domain.events import AgentAction, AgentMessage, CustomerButton, CustomerMessage, Sender
+from bot.domain.outbound import (
+    Delivery,
+    DeliveryError,
+    Forbidden,
+    Outbound,
+    RetryAfter,
+    Unavailable,
+)
+from bot.domain.rules import Rules, load_rules
 from storage.db import session_factory
 from storage.models import InboxRow, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import inbox_claim

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bot.clock import FrozenClock
+from bot.base.clock import FrozenClock
+from bot.domain.rules import Digest as DigestRules
+from bot.domain.rules import Reports, Rules
 from bot.reports.digest import DigestScheduler, compose, due_day
-from bot.rules import Digest as DigestRules
-from bot.rules import Reports, Rules
 from storage.db import session_factory
 from storage.models import Digest, OutboxRow, SlaFiring
 from tests.test_metrics import Story

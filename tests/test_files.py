@@ -1,12 +1,13 @@
-"""The platforms' size limits for relayed files (bot.files): pure decisions, checked first."""
+"""The platforms' size limits for relayed files (bot.domain.files): pure decisions, checked
+first."""
 
 from __future__ import annotations
 
 import pytest
 
 from adapters.slack import parse_event_callback
-from bot.events import AgentMessage
-from bot.files import MB, describe, inbound_plan, outbound_plan
+from bot.domain.events import AgentMessage
+from bot.domain.files import MB, describe, inbound_plan, outbound_plan
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,7 @@ def test_a_file_share_event_carries_its_files() -> None:
 
 def test_the_bot_token_goes_only_to_slacks_file_host() -> None:
     from adapters.slack import SlackAdapter
-    from bot.settings import SlackSettings
+    from bot.base.settings import SlackSettings
 
     def allowed(api_base: str, url: str) -> bool:
         adapter = object.__new__(SlackAdapter)

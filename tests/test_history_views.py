@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.composer import reply_view
-from bot.history import MAX_LISTED, history_view, ordinal, story_line
-from bot.tickets import Desk
+from bot.core.tickets import Desk
+from bot.workspace.composer import reply_view
+from bot.workspace.history import MAX_LISTED, history_view, ordinal, story_line
 from storage.db import session_factory
 from storage.models import Customer, Identity, Ticket
 

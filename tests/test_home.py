@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.slack import is_home_action, parse_home_action, parse_home_opened
-from bot.events import HomeEvent, Ignored
-from bot.home import MAX_BLOCKS, MAX_MINE, MAX_WAITING, home_view
+from bot.domain.events import HomeEvent, Ignored
+from bot.workspace.home import MAX_BLOCKS, MAX_MINE, MAX_WAITING, home_view
 from storage.db import session_factory
 from storage.models import Customer, Ticket
 

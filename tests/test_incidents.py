@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from bot.incidents import OpenIncident, Seen, Surges, centroid, decide
+from bot.domain.surge import OpenIncident, Seen, Surges, centroid, decide
 
 T0 = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
 DOWN = np.array([1.0, 0.0, 0.0])

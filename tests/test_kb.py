@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from bot.classifier import Classification
-from bot.kb import KnowledgeBase, deflectable
-from bot.rules import load_rules
+from bot.domain.classifier import Classification
+from bot.domain.rules import load_rules
+from bot.selfservice.kb import KnowledgeBase, deflectable
 from nlp.encoder import Encoder
 from nlp.kb import (
     Article,
@@ -162,7 +162,7 @@ async def test_the_index_is_stored_and_only_changed_articles_are_embedded_again(
 
 
 def test_the_answer_fits_a_whatsapp_body_with_its_title_and_link_whole() -> None:
-    from bot.kb import answer_text
+    from bot.selfservice.kb import answer_text
 
     texts = RULES.texts.for_language("en")
     long = Article(
@@ -180,7 +180,7 @@ def test_the_answer_fits_a_whatsapp_body_with_its_title_and_link_whole() -> None
 
 
 def test_the_two_buttons_must_have_different_titles() -> None:
-    from bot.rules import RulesError, parse_rules
+    from bot.domain.rules import RulesError, parse_rules
 
     with pytest.raises(RulesError, match="kb_solved and kb_person must differ"):
         parse_rules(
@@ -209,7 +209,7 @@ def test_kb_eval_picks_the_shipped_threshold_on_the_tune_set(
     """The default kb.suggest_at is what `deskbot kb eval` chooses on the tune questions."""
     import json
 
-    from bot.kb_cli import main
+    from bot.commands.kb import main
 
     assert main(["--rules", str(ROOT / "rules.yaml"), "eval", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -222,7 +222,7 @@ def test_kb_eval_picks_the_shipped_threshold_on_the_tune_set(
 def test_kb_index_stores_the_articles(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bot.kb_cli import main
+    from bot.commands.kb import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DESK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.leases import UNKNOWN_OUTCOME, is_dead, reclaim_dead_leases, this_process
-from bot.rules import parse_rules
+from bot.delivery.leases import UNKNOWN_OUTCOME, is_dead, reclaim_dead_leases, this_process
+from bot.domain.rules import parse_rules
 from storage.db import session_factory
 from storage.models import Customer, InboxRow, Message, OutboxRow, Ticket
 from storage.queues import inbox_add, inbox_claim, outbox_add, outbox_claim

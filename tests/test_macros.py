@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from bot.macros import Macro, fill
-from bot.rules import RulesError, parse_rules
-from bot.tickets import is_note_text
+from bot.core.tickets import is_note_text
+from bot.domain.macros import Macro, fill
+from bot.domain.rules import RulesError, parse_rules
 
 from .e2e.conftest import RULES
 

@@ -16,7 +16,7 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.outbound import Delivery, Outbound, Unavailable
+from bot.domain.outbound import Delivery, Outbound, Unavailable
 from storage.models import OutboxRow
 
 from .test_desk_core import Harness, make_harness

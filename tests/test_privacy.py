@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.clock import FrozenClock
-from bot.privacy import RawPurger
-from bot.rules import RulesError, parse_rules
+from bot.base.clock import FrozenClock
+from bot.customers.privacy import RawPurger
+from bot.domain.rules import RulesError, parse_rules
 from storage.db import session_factory
 from storage.models import InboxRow
 

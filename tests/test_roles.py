@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.clock import FrozenClock
-from bot.events import SlashCommand
-from bot.roles import GroupLookupError, GroupRefresher, has_role
-from bot.rules import parse_rules
-from bot.supervisor import Answer, desk_command
-from bot.tickets import Desk
+from bot.base.clock import FrozenClock
+from bot.console.desk_command import Answer, desk_command
+from bot.core.roles import GroupLookupError, GroupRefresher, has_role
+from bot.core.tickets import Desk
+from bot.domain.events import SlashCommand
+from bot.domain.rules import parse_rules
 from storage.db import session_factory
 from storage.models import RoleGroup
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.routing import (
+from bot.domain.routing import (
     AgentLoad,
     Route,
     Team,
@@ -17,7 +17,7 @@ from bot.routing import (
     language_from_script,
     waiting_order,
 )
-from bot.rules import RulesError, parse_rules
+from bot.domain.rules import RulesError, parse_rules
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 TEAM = Team(channel="C0SUPPORT", agents=("U0ALICE", "U0BOB", "U0CAROL"), capacity=3)
@@ -230,7 +230,7 @@ def test_bad_teams_and_routes_are_start_up_errors_naming_the_path(
 def test_the_shipped_rules_yaml_routes_to_its_teams() -> None:
     from pathlib import Path
 
-    from bot.rules import load_rules
+    from bot.domain.rules import load_rules
 
     rules = load_rules(Path(__file__).parent.parent / "rules.yaml")
     assert set(rules.all_teams) >= {"support", "billing"}

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.base.settings import SettingsError, load_settings
 from bot.cli import main
-from bot.rules import Retention, Roles, RulesError, load_rules, parse_rules
-from bot.settings import SettingsError, load_settings
+from bot.domain.rules import Retention, Roles, RulesError, load_rules, parse_rules
 from nlp.priority import PriorityRules, Signals, decide
 
 ROOT = Path(__file__).parent.parent
@@ -130,7 +130,7 @@ def test_every_text_field_is_spelled_out_in_the_shipped_rules_yaml() -> None:
     # every language it lists (a field the desk never uses must not exist at all).
     import yaml
 
-    from bot.rules import Texts
+    from bot.domain.rules import Texts
 
     shipped = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
     for language, texts in shipped["texts"]["languages"].items():

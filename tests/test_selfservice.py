@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.events import CustomerMessage, Sender
-from bot.rules import CustomerTexts, RulesError, load_rules, parse_rules
-from bot.selfservice import (
+from bot.domain.events import CustomerMessage, Sender
+from bot.domain.rules import CustomerTexts, RulesError, load_rules, parse_rules
+from bot.selfservice.status import (
     STATUS_BUTTON,
     StatusRequest,
     choose_language,

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.calendars import ALWAYS, Calendar
 from bot.cli import main
-from bot.rules import RulesError, load_rules, parse_rules
-from bot.sla import (
+from bot.commands.sla import parse_timeline, replay_lines
+from bot.domain.calendars import ALWAYS, Calendar
+from bot.domain.rules import RulesError, load_rules, parse_rules
+from bot.domain.sla import (
     ClockState,
     Duration,
     SlaEvent,
@@ -27,7 +28,6 @@ from bot.sla import (
     policy_for,
     replay,
 )
-from bot.sla_cli import parse_timeline, replay_lines
 
 HERE = Path(__file__).parent / "sla_timelines"
 TIMELINES = sorted(HERE.glob("*.jsonl"))

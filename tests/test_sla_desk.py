@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.outbound import Forbidden
+from bot.domain.outbound import Forbidden
 from storage.models import SlaFiring, SlaTimer, Ticket
 
 from .test_desk_core import RULES, Harness, make_harness
@@ -61,7 +61,7 @@ async def test_a_reply_the_customer_never_got_is_not_a_first_response(desk: Harn
     await desk.settle()
     assert (await ticket(desk)).sla["first_response"]["state"] == "running"  # type: ignore[index]
     desk.clock.advance(minutes=61)
-    from bot.scheduler import SlaScheduler
+    from bot.delivery.jobs import SlaScheduler
 
     await SlaScheduler(desk.sessions, RULES, desk.clock).run_once()
     await desk.settle()

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.rules import RulesError, parse_rules
-from bot.supervisor import Answer
+from bot.console.desk_command import Answer
+from bot.domain.rules import RulesError, parse_rules
 
 from .test_desk_command import ask
 from .test_desk_core import Harness, make_harness

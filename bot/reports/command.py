@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from bot.domain.rules import Rules
 from bot.reports.metrics import build, day_range, load_histories, self_service
 from bot.reports.render import RENDER
-from bot.rules import Rules
 from storage.db import create_engine, session_factory
 
 if TYPE_CHECKING:

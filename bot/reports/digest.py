@@ -23,17 +23,17 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.cards import PRIORITY_ICON, escape
-from bot.clock import Clock
-from bot.leases import this_process
-from bot.outbound import Outbound
-from bot.repeat import repeat
+from bot.base.clock import Clock
+from bot.base.repeat import repeat
+from bot.core.tickets import Desk, queue_effects
+from bot.delivery.leases import this_process
+from bot.domain.outbound import Outbound
+from bot.domain.rules import Digest as DigestRules
+from bot.domain.rules import Rules
 from bot.reports.command import current_agents
 from bot.reports.metrics import Period, report
 from bot.reports.render import duration, metric_lines, title
-from bot.rules import Digest as DigestRules
-from bot.rules import Rules
-from bot.tickets import Desk, queue_effects
+from bot.workspace.cards import PRIORITY_ICON, escape
 from storage.models import Digest, SlaFiring, Ticket, TicketEvent
 
 log = logging.getLogger("deskbot.digest")

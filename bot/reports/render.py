@@ -10,7 +10,7 @@ import io
 import json
 from typing import Any
 
-from bot.cards import escape
+from bot.workspace.cards import escape
 
 LOW_N_MARK = "(n under 5)"
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.events import Event
+from bot.domain.events import Event
 
 PAYLOADS = Path(__file__).parent.parent / "payloads"
 

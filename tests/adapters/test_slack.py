@@ -23,7 +23,8 @@ from adapters.slack import (
     parse_event_callback,
     parse_slash_command,
 )
-from bot.events import (
+from bot.base.settings import SlackSettings
+from bot.domain.events import (
     AgentAction,
     AgentMessage,
     Ignored,
@@ -31,8 +32,7 @@ from bot.events import (
     event_from_json,
     event_to_json,
 )
-from bot.outbound import BadRequest, Outbound, RetryAfter, Unavailable
-from bot.settings import SlackSettings
+from bot.domain.outbound import BadRequest, Outbound, RetryAfter, Unavailable
 
 from .adapter_fakes import FakeAPI, FakeInbox, Recorded, Reply, payload
 
@@ -610,7 +610,7 @@ def test_incident_buttons_and_the_reply_modal_become_agent_actions() -> None:
     import json as _json
 
     from adapters.slack import parse_reply_confirmed
-    from bot.incident_cards import preview_modal, reply_modal, submitted_texts
+    from bot.incidents.cards import preview_modal, reply_modal, submitted_texts
 
     def click(action_id: str, value: str) -> dict[str, object]:
         return {

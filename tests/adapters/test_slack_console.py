@@ -13,7 +13,7 @@ from adapters.slack import (
     parse_reply_submission,
     parse_send_shortcut,
 )
-from bot.events import AgentReply, CustomerNote, Ignored, ReplyModal
+from bot.domain.events import AgentReply, CustomerNote, Ignored, ReplyModal
 
 
 def _view(meta: Any, values: dict[str, Any], callback: str = "reply_modal") -> dict[str, Any]:

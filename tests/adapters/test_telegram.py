@@ -13,7 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.telegram import TelegramAdapter, parse_update_json
-from bot.events import (
+from bot.base.settings import TelegramSettings
+from bot.domain.events import (
     CustomerButton,
     CustomerEdit,
     CustomerMessage,
@@ -22,8 +23,7 @@ from bot.events import (
     event_from_json,
     event_to_json,
 )
-from bot.outbound import BadRequest, Button, Forbidden, Outbound, RetryAfter, Unavailable
-from bot.settings import TelegramSettings
+from bot.domain.outbound import BadRequest, Button, Forbidden, Outbound, RetryAfter, Unavailable
 
 from .adapter_fakes import PAYLOADS, FakeAPI, FakeInbox, Recorded, Reply, payload
 

@@ -13,9 +13,9 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from adapters.telegram import TelegramAdapter, parse_update_json
-from bot.events import CustomerButton
-from bot.outbound import BadRequest, Button, Outbound
-from bot.settings import TelegramSettings
+from bot.base.settings import TelegramSettings
+from bot.domain.events import CustomerButton
+from bot.domain.outbound import BadRequest, Button, Outbound
 from sandbox import StandIns
 
 from .adapter_fakes import FakeInbox, payload

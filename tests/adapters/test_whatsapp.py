@@ -17,7 +17,8 @@ from adapters.whatsapp import (
     parse_webhook,
     signature_for,
 )
-from bot.events import (
+from bot.base.settings import WhatsAppSettings
+from bot.domain.events import (
     CustomerButton,
     CustomerMessage,
     DeliveryStatus,
@@ -25,8 +26,7 @@ from bot.events import (
     event_from_json,
     event_to_json,
 )
-from bot.outbound import BadRequest, Button, Forbidden, Outbound, RetryAfter, Unavailable
-from bot.settings import WhatsAppSettings
+from bot.domain.outbound import BadRequest, Button, Forbidden, Outbound, RetryAfter, Unavailable
 
 from .adapter_fakes import FakeAPI, FakeInbox, Recorded, Reply, payload, payload_bytes
 

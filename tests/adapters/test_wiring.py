@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bot.app import build_adapters
-from bot.settings import Settings, SlackSettings, TelegramSettings, WhatsAppSettings
+from bot.base.settings import Settings, SlackSettings, TelegramSettings, WhatsAppSettings
 
 from .adapter_fakes import FakeInbox
 

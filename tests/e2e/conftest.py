@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import DeskApp
-from bot.classifier import Classifier
-from bot.kb import KnowledgeBase
-from bot.rules import Rules, load_rules
-from bot.settings import Settings, SlackSettings, TelegramSettings, WhatsAppSettings
+from bot.base.settings import Settings, SlackSettings, TelegramSettings, WhatsAppSettings
+from bot.domain.classifier import Classifier
+from bot.domain.rules import Rules, load_rules
+from bot.selfservice.kb import KnowledgeBase
 from sandbox import StandIns
 from storage.models import Ticket
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.app import DeskApp
-from bot.rules import Rules
+from bot.domain.rules import Rules
 from storage.models import OutboxRow, Ticket, TicketEvent
 
 from .conftest import RULES, SUPPORT, Stack, desk_settings, eventually, start_standins

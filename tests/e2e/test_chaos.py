@@ -25,7 +25,7 @@ async def test_three_desks_under_kills_and_a_connection_cut_lose_nothing() -> No
     # Every agent reply reaches its customer (one used to be lost in about one run of three:
     # a reply written before the card's ts was recorded was taken for channel chatter).
     assert result.replies_lost == []
-    # The three desks keep the platforms' limits together (bot/ratelimit.py): no 429s.
+    # The three desks keep the platforms' limits together (bot/delivery/ratelimit.py): no 429s.
     assert not any(result.paced_429s.values()), result.paced_429s
     assert result.unhealthy == [] and result.quiet_after is not None
     assert len(result.forwarded) == 3  # the balancer spread the webhooks over all three

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from bot.rules import parse_rules
+from bot.domain.rules import parse_rules
 from storage.models import TicketEvent
 
 from .conftest import ROOT, SUPPORT, Stack, eventually, running_stack

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from bot.app import DeskApp
-from bot.outbox import RateLimits
+from bot.delivery.outbox import RateLimits
 
 from .conftest import RULES, Stack, desk_settings, eventually, free_port, start_standins
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from bot.app import DeskApp
-from bot.clock import FrozenClock
-from bot.outbox import RateLimits
-from bot.rules import Digest, Reports
+from bot.base.clock import FrozenClock
+from bot.delivery.outbox import RateLimits
+from bot.domain.rules import Digest, Reports
 from storage.models import Digest as DigestRow
 
 from .conftest import RULES, SUPPORT, Stack, desk_settings, eventually, free_port, start_standins

@@ -36,7 +36,7 @@ from bench.hostile import (
     templates,
 )
 from bot.app import DeskApp
-from bot.outbox import RateLimits
+from bot.delivery.outbox import RateLimits
 from storage.models import InboxRow
 
 from .conftest import (

@@ -13,9 +13,9 @@ import aiohttp
 from sqlalchemy import func, select
 
 from bot.app import DeskApp
-from bot.classifier import RulesClassifier
-from bot.kb import KnowledgeBase
-from bot.rules import KbRules, Rules
+from bot.domain.classifier import RulesClassifier
+from bot.domain.rules import KbRules, Rules
+from bot.selfservice.kb import KnowledgeBase
 from nlp.encoder import Encoder
 from storage.models import KbSuggestion, Message, Ticket
 

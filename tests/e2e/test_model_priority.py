@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.base.settings import Settings
 from bot.model import ModelClassifier
-from bot.settings import Settings
 
 from .conftest import RULES, Stack, running_stack
 

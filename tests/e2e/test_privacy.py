@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from bot.privacy import ERASED
+from bot.customers.privacy import ERASED
 from storage.models import AuditEntry, Base
 
 from .conftest import SUPPORT, Stack, eventually

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.app import DeskApp
-from bot.outbox import RateLimits
+from bot.delivery.outbox import RateLimits
 from storage.models import InboxRow, Message
 
 from .conftest import RULES, SUPPORT, Stack, desk_settings, eventually, free_port, start_standins

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from bot.app import DeskApp
-from bot.outbox import RateLimits
-from bot.rules import Roles
+from bot.delivery.outbox import RateLimits
+from bot.domain.rules import Roles
 from storage.models import RoleGroup
 
 from .conftest import RULES, SUPPORT, Stack, desk_settings, eventually, start_standins

@@ -9,7 +9,7 @@ import json
 from sqlalchemy import func, select
 
 from bot.app import DeskApp
-from bot.outbox import RateLimits
+from bot.delivery.outbox import RateLimits
 from storage.models import Ticket
 
 from .conftest import RULES, Stack, desk_settings, eventually, free_port, start_standins
@@ -124,7 +124,7 @@ async def test_two_processes_racing_respect_capacity_and_announce_once(database_
 
 async def test_slack_presence_is_read_from_users_get_presence() -> None:
     from adapters.slack import SlackAdapter
-    from bot.settings import SlackSettings
+    from bot.base.settings import SlackSettings
 
     from .conftest import SLACK_SECRET, SLACK_TOKEN
 

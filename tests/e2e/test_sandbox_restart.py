@@ -207,7 +207,7 @@ async def test_without_the_state_file_ids_continue_and_lost_cards_come_back(
         await desk.stop()
         await standins.stop()
 
-    from bot.sandbox_cmd import desk_history  # here, so the tests above also run on old code
+    from bot.commands.sandbox import desk_history  # here, so the tests above also run on old code
 
     standins = await start_standins()  # nothing from before: no chats, no channels' messages
     standins.continue_after(await desk_history(database_url))

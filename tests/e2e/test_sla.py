@@ -12,8 +12,8 @@ import dataclasses
 import json
 
 from bot.app import DeskApp
-from bot.clock import OffsetClock
-from bot.outbox import RateLimits
+from bot.base.clock import OffsetClock
+from bot.delivery.outbox import RateLimits
 
 from .conftest import RULES, SUPPORT, Stack, desk_settings, eventually, free_port, start_standins
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.outbound import Outbound
+from bot.domain.outbound import Outbound
 from storage.db import create_engine, migrate, session_factory
 from storage.models import OutboxRow, Process
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.learn import held_back
+from bot.commands.learn import held_back
 from storage.db import create_engine, migrate, session_factory
 from storage.models import Customer, Message, Ticket, TicketEvent
 

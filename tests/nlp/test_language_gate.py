@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.cards import model_line
+from bot.workspace.cards import model_line
 from nlp.cli import classify
 from nlp.heads import softmax
 from nlp.languages import CharHead, features, fit_char_head, ngrams

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from bot.app import DeskApp
-from bot.rules import parse_rules
-from bot.sandbox_cmd import sandbox_settings
+from bot.commands.sandbox import sandbox_settings
+from bot.domain.rules import parse_rules
 from sandbox import StandIns
 from tests.e2e.conftest import eventually, free_port
 

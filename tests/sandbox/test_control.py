@@ -21,8 +21,8 @@ from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import DeskApp
-from bot.rules import load_rules
-from bot.sandbox_cmd import sandbox_settings
+from bot.commands.sandbox import sandbox_settings
+from bot.domain.rules import load_rules
 from sandbox import StandIns
 
 ROOT = Path(__file__).parent.parent.parent

@@ -1,0 +1,537 @@
+"""The inbox side: accept events durably, then process them one transaction each, in order.
+
+An inbox row goes pending → processing (leased) → done. Processing one row is a single
+transaction that applies the event to the tickets, queues everything the desk wants to say in
+the outbox, and marks the row done, so a crash at any point either left no trace or finished
+the whole step. A leased row whose process died is claimed again when its lease runs out, or
+at once when a desk restarts on the same host (:mod:`bot.delivery.leases`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.base.clock import Clock
+from bot.console.desk_command import Answer, desk_command
+from bot.core.tickets import ACTIVE, Desk, TooEarly, queue_effects
+from bot.customers import linking as customers
+from bot.delivery.inbox import fitted, storable, unfit
+from bot.delivery.leases import this_process
+from bot.domain.classifier import Classification, Classifier
+from bot.domain.events import (
+    AgentAction,
+    AgentMessage,
+    AgentReply,
+    CustomerButton,
+    CustomerContact,
+    CustomerEdit,
+    CustomerMessage,
+    CustomerNote,
+    CustomerStart,
+    DeliveryStatus,
+    Event,
+    HistoryModal,
+    HomeEvent,
+    Ignored,
+    ReplyModal,
+    SlashCommand,
+    event_from_json,
+    event_to_json,
+)
+from bot.domain.outbound import Outbound
+from bot.domain.rules import Rules
+from bot.selfservice import kb
+from bot.selfservice.status import (
+    STATUS_BUTTON,
+    StatusRequest,
+    answer_status,
+    choose_language,
+    status_request_of,
+)
+from bot.sla.keeper import SlaKeeper
+from bot.workspace.composer import agent_reply, reply_modal
+from bot.workspace.history import customer_note, history_modal
+from bot.workspace.home import home_event
+from nlp.kb import Hit
+from nlp.language import detect_language
+from storage.db import one_writer, problem
+from storage.models import Identity, InboxRow, Ticket
+from storage.queues import inbox_add, inbox_claim
+
+log = logging.getLogger("deskbot.dispatcher")
+# How long an event that came too early (bot.core.tickets.TooEarly) may wait: 30 tries, 2 s apart.
+TOO_EARLY_ATTEMPTS = 30
+TOO_EARLY_STEP = timedelta(seconds=2)
+# How long one SQLite transaction of the dispatcher keeps taking events (seconds): the one
+# writer is held about this long at most, so a webhook's inbox write never waits much longer.
+BATCH_BUDGET = 0.010
+
+
+Claim = tuple[int, int, dict[str, Any]]  # an inbox row's id, attempt and payload
+
+
+@dataclass
+class Prepared:
+    """An event, with what was worked out for it before its transaction."""
+
+    event: Event
+    cls: Classification | None = None
+    detected: str | None = None
+    lookup: StatusRequest | None = None
+    hits: list[Hit] = field(default_factory=list)
+
+
+def _settling(row_id: int, attempt: int, outcome: dict[str, Any]) -> Any:
+    """The update that writes a retry's outcome, if the row is still ours."""
+    return (
+        update(InboxRow)
+        .where(
+            InboxRow.id == row_id,
+            InboxRow.attempts == attempt,
+            InboxRow.status == "processing",
+        )
+        .values(**outcome)
+    )
+
+
+class DbInbox:
+    """The :class:`bot.delivery.inbox.Inbox` the adapters write to."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.arrived = asyncio.Event()  # wakes the dispatcher without polling latency
+        # Webhooks first on SQLite, whose one connection is the one writer: while a platform
+        # waits for its acknowledgement, the dispatcher and the outbox start no transaction
+        # (turn()). A burst then grows the backlog, not the platforms' timeouts and retries.
+        self._one_writer = one_writer(sessions)
+        self._accepting = 0
+        self._clear = asyncio.Event()
+        self._clear.set()
+
+    async def turn(self) -> None:
+        """Wait while a webhook waits to be written (SQLite; at once on PostgreSQL)."""
+        while self._one_writer and not self._clear.is_set():
+            await self._clear.wait()
+
+    async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int:
+        if not events:
+            return 0
+        now = self._clock.now()
+        rows = []
+        for ev in events:
+            # What the database would refuse (NUL, lone surrogates, NaN, an id longer than its
+            # column, an integer beyond int64) never reaches it: an event that cannot be stored
+            # would be retried by the platform forever, one that cannot be processed would fail
+            # five times in the dispatcher. It is kept as ``ignored``, with the reason.
+            payload, unfit_why = unfit(storable(event_to_json(ev)))
+            ignored = isinstance(ev, Ignored) or unfit_why is not None
+            rows.append(
+                {
+                    "channel": ev.channel,
+                    "external_id": fitted(storable(ev.external_id)),
+                    "conversation": fitted(storable(ev.conversation)),
+                    "kind": ev.kind,
+                    "payload": payload,
+                    "raw": storable(dict(raw)),
+                    # Unknown kinds are kept for audit but never processed.
+                    "status": "ignored" if ignored else "pending",
+                    "error": unfit_why,
+                    "attempts": 0,
+                    "received_at": now,
+                    "processed_at": now if ignored else None,
+                }
+            )
+            if unfit_why is not None:
+                log.warning(
+                    "inbox.unfit channel=%s kind=%s reason=%s", ev.channel, ev.kind, unfit_why
+                )
+        self._accepting += 1
+        self._clear.clear()
+        try:
+            async with self._sessions.begin() as session:
+                added = await inbox_add(session, rows)
+        finally:
+            self._accepting -= 1
+            if self._accepting == 0:
+                self._clear.set()
+        if added:
+            self.arrived.set()
+        log.info(
+            "inbox.accepted new=%d duplicates=%d kinds=%s",
+            added,
+            len(rows) - added,
+            ",".join(sorted({ev.kind for ev in events})),
+        )
+        return added
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        rules: Rules,
+        classifier: Classifier,
+        clock: Clock,
+        inbox: DbInbox,
+        *,
+        outbox_wakeup: asyncio.Event | None = None,
+        lease: timedelta = timedelta(seconds=60),
+        batch_size: int = 32,
+        max_attempts: int = 5,
+        retry_base: timedelta = timedelta(seconds=0.5),
+        idle_poll: float = 0.5,
+        owner: str | None = None,
+        knowledge: kb.KnowledgeBase | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._knowledge = knowledge
+        self._rules = rules
+        self._classifier = classifier
+        self._owner = owner or this_process()
+        self._clock = clock
+        self._inbox = inbox
+        self._outbox_wakeup = outbox_wakeup
+        self._lease = lease
+        self._batch = batch_size
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base
+        self._idle_poll = idle_poll
+        self._one_writer = one_writer(sessions)
+        self.processed = 0
+        # Retries that could not be written (the database was away): row id → (attempt, what
+        # to write), written by the next run_once that reaches the database.
+        self._unsettled: dict[int, tuple[int, dict[str, Any]]] = {}
+        # Since when the loop has been failing, and why (shown by /healthz); None while it works.
+        self.failing: tuple[datetime, str] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                done = await self.run_once()
+                self.failing = None
+            except Exception as exc:
+                log.exception("dispatcher.loop_error")
+                if self.failing is None:
+                    self.failing = (self._clock.now(), problem(exc))
+                done = 0
+            if done == 0:
+                self._inbox.arrived.clear()
+                # Wake on new input, or poll: another process may have written the inbox.
+                waiters = [asyncio.ensure_future(e.wait()) for e in (self._inbox.arrived, stop)]
+                await asyncio.wait(
+                    waiters, timeout=self._idle_poll, return_when=asyncio.FIRST_COMPLETED
+                )
+                for w in waiters:
+                    w.cancel()
+
+    async def run_once(self) -> int:
+        """Claim one batch of conversation heads and process them."""
+        for row_id, (attempt, outcome) in list(self._unsettled.items()):
+            await self._settle(row_id, attempt, outcome)  # raises while the database is away
+            del self._unsettled[row_id]
+        await self._inbox.turn()
+        async with self._sessions.begin() as session:
+            rows = await inbox_claim(
+                session,
+                now=self._clock.now(),
+                lease=self._lease,
+                limit=self._batch,
+                owner=self._owner,
+            )
+            claims = [(row.id, row.attempts, row.payload) for row in rows]
+        if not claims:
+            return 0
+        # Outside any transaction, for the whole batch at once: the model (whose micro-batcher
+        # then encodes the batch in one pass), the language detector and the knowledge base, so
+        # a slow step never holds a database lock.
+        prepared = await asyncio.gather(
+            *(self._prepare(payload) for _, _, payload in claims), return_exceptions=True
+        )
+        # SQLite has one writer at a time, so events share a transaction (one commit for
+        # several), each in a savepoint of its own: a failing event is rolled back alone. A
+        # transaction takes events for at most BATCH_BUDGET, then commits and lets the loop
+        # answer webhooks, whose inbox writes wait for the one writer meanwhile. On PostgreSQL
+        # processes write side by side, so there each event commits alone and holds its locks
+        # (a team's round-robin pointer, say) only for its own step.
+        pending = list(zip(claims, prepared, strict=True))
+        while pending:
+            pending = pending[await self._process(pending) :]
+            if self._outbox_wakeup is not None:
+                self._outbox_wakeup.set()  # what was committed can go out meanwhile
+            if pending:
+                await asyncio.sleep(0)
+                await self._inbox.turn()
+        return len(claims)
+
+    async def _classify(self, event: CustomerMessage) -> Classification:
+        key = f"{event.channel}:{event.sender.external_id}"
+        async with self._sessions() as session:
+            customer_id = await session.scalar(
+                select(Identity.customer_id).where(
+                    Identity.channel == event.channel,
+                    Identity.external_id == event.sender.external_id,
+                )
+            )
+            recent = 0
+            if customer_id is not None:
+                # One customer across channels: VIP on any of their identities is VIP here.
+                keys = (
+                    await session.execute(
+                        select(Identity.channel, Identity.external_id).where(
+                            Identity.customer_id == customer_id
+                        )
+                    )
+                ).all()
+                vip = self._rules.priority.vip.customers
+                key = next((f"{c}:{e}" for c, e in keys if f"{c}:{e}" in vip), key)
+                desk = Desk(session, self._rules, self._clock.now())
+                recent = await desk.recent_ticket_count(
+                    customer_id, self._rules.priority.repeat.within_hours
+                )
+        return await self._classifier.classify(event.text, customer_key=key, recent_tickets=recent)
+
+    async def _prepare(self, payload: dict[str, Any]) -> Prepared:
+        """What an event needs from outside the database transaction."""
+        event = event_from_json(payload)
+        prep = Prepared(event)
+        if isinstance(event, CustomerMessage):
+            # A status lookup opens no ticket: neither the model nor the detector needed.
+            prep.lookup = status_request_of(event, self._rules)
+            if prep.lookup is None:
+                prep.cls = await self._classify(event)
+                if event.text:
+                    # A few milliseconds: in a thread all the same.
+                    prep.detected = await asyncio.to_thread(detect_language, event.text)
+                prep.hits = await self._kb_match(event, prep.detected)
+        elif isinstance(event, AgentAction) and event.action == "kb_suggest":
+            prep.hits = await self._kb_for_ticket(event.ticket_id)
+        return prep
+
+    async def _process(self, items: list[tuple[Claim, Prepared | BaseException]]) -> int:
+        """Apply claimed events in one transaction, each in a savepoint, for as long as the
+        budget allows (at least one); an event that fails is rolled back alone and its retry
+        written in the same transaction. Returns how many events it took."""
+        budget = BATCH_BUDGET if self._one_writer else 0.0
+        started = time.monotonic()
+        taken = 0
+        done: list[Desk] = []
+        try:
+            async with self._sessions.begin() as session:
+                retries: list[tuple[int, int, dict[str, Any]]] = []
+                for (row_id, attempt, _), prep in items:
+                    if taken and time.monotonic() - started >= budget:
+                        break
+                    taken += 1
+                    # Only the row's state, locked: its payload was read by the claim.
+                    state = (
+                        await session.execute(
+                            select(InboxRow.status, InboxRow.attempts)
+                            .where(InboxRow.id == row_id)
+                            .with_for_update()
+                        )
+                    ).first()
+                    if state is None or tuple(state) != ("processing", attempt):
+                        continue  # our lease ran out and another worker has it now
+                    try:
+                        if isinstance(prep, BaseException):
+                            raise prep
+                        async with session.begin_nested():
+                            desk = Desk(session, self._rules, self._clock.now())
+                            await self._apply(desk, prep)
+                            await SlaKeeper(desk).refresh_touched()
+                            await self._queue(session, desk, row_id)
+                            await session.execute(
+                                update(InboxRow)
+                                .where(InboxRow.id == row_id)
+                                .values(
+                                    status="done",
+                                    processed_at=desk.now,
+                                    lease_until=None,
+                                    error=None,
+                                )
+                            )
+                        done.append(desk)
+                    except Exception as exc:
+                        retries.append((row_id, attempt, self._retry(row_id, attempt, exc)))
+                for row_id, attempt, outcome in retries:
+                    await session.execute(_settling(row_id, attempt, outcome))
+        except Exception as exc:
+            # The transaction itself failed (its commit, or the database went away): nothing of
+            # it stands, so every event it took is retried.
+            for (row_id, attempt, _), _prep in items[:taken]:
+                await self._retry_later(row_id, attempt, self._retry(row_id, attempt, exc))
+            return taken
+        for desk in done:
+            desk.fx.log_decisions()  # committed: now they happened
+        self.processed += len(done)
+        return taken
+
+    def _retry(self, row_id: int, attempt: int, exc: BaseException) -> dict[str, Any]:
+        """Log a failed event and say how its row is retried.
+
+        Left leased for a growing pause, then claimed again: a retry with backoff that keeps
+        the conversation's later events waiting behind it, in order. An event that came too
+        early waits for what it is about for up to about a minute (a dead process's send is
+        taken over in seconds), in steps of at most two seconds."""
+        too_early = isinstance(exc, TooEarly)
+        if too_early:
+            log.info(
+                "dispatcher.too_early inbox_id=%d attempt=%d kind=%s",
+                row_id,
+                attempt,
+                type(exc).__name__,
+            )
+        else:
+            log.error(
+                "dispatcher.event_failed inbox_id=%d attempt=%d",
+                row_id,
+                attempt,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        pause = self._retry_base * 2 ** (attempt - 1)
+        if too_early:
+            failed = attempt >= TOO_EARLY_ATTEMPTS
+            pause = min(pause, TOO_EARLY_STEP)
+        else:
+            failed = attempt >= self._max_attempts
+        return {
+            "status": "failed" if failed else "processing",
+            "lease_until": None if failed else self._clock.now() + pause,
+            "error": f"{type(exc).__name__}: {exc}"[:2000],
+        }
+
+    async def _retry_later(self, row_id: int, attempt: int, outcome: dict[str, Any]) -> None:
+        try:
+            await self._settle(row_id, attempt, outcome)
+        except Exception as again:
+            # The database is away: the row stays leased to this process for the whole lease
+            # (a minute), and the conversation's later messages wait behind it. Let it go as
+            # soon as the database answers again instead (run_once).
+            self._unsettled[row_id] = (attempt, outcome)
+            log.warning(
+                "dispatcher.retry_unrecorded inbox_id=%d error=%s",
+                row_id,
+                type(again).__name__,
+            )
+
+    async def _settle(self, row_id: int, attempt: int, outcome: dict[str, Any]) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(_settling(row_id, attempt, outcome))
+
+    async def _apply(self, desk: Desk, prep: Prepared) -> None:
+        event, cls, detected, lookup, hits = (
+            prep.event,
+            prep.cls,
+            prep.detected,
+            prep.lookup,
+            prep.hits,
+        )
+        match event:
+            case CustomerMessage() if customers.is_link_request(event):
+                await customers.offer_link(desk, event)
+            case CustomerContact():
+                await customers.contact_shared(desk, event)
+            case CustomerMessage() if lookup is not None:
+                await answer_status(desk, event, lookup)
+            case CustomerButton() if (
+                event.data == STATUS_BUTTON and self._rules.status_lookup.enabled
+            ):
+                await answer_status(desk, event, StatusRequest(None))
+            case CustomerMessage():
+                assert cls is not None
+                hit = hits[0] if hits else None
+                if await kb.before_ticket(desk, event, cls, detected, hit):
+                    return  # answered from the knowledge base: no ticket (yet)
+                ticket = await desk.customer_message(event, cls, detected)
+                log.info(
+                    "dispatcher.customer_message ticket=%d channel=%s", ticket.id, event.channel
+                )
+            case CustomerStart():
+                await desk.customer_start(event)
+            case CustomerEdit():
+                await desk.customer_edit(event)
+            case CustomerButton() if kb.is_kb_button(event.data):
+                await kb.customer_button(desk, event)
+            case CustomerButton():
+                await desk.customer_button(event)
+            case DeliveryStatus():
+                await desk.delivery_status(event)
+            case AgentMessage():
+                await desk.agent_message(event)
+            case AgentAction() if event.action in kb.KB_ACTIONS:
+                await kb.agent_action(desk, event, self._knowledge, hits or [])
+            case AgentAction():
+                await desk.agent_action(event)
+            case SlashCommand():
+                text = await desk_command(desk, event)
+                if event.response_url:
+                    desk.fx.say(
+                        Outbound(
+                            channel="slack",
+                            kind="slack_response",
+                            destination=event.response_url,
+                            text=text,
+                            blocks=text.blocks if isinstance(text, Answer) else (),
+                        )
+                    )
+            case HomeEvent():
+                await home_event(desk, event)
+            case ReplyModal():
+                await reply_modal(desk, event)
+            case AgentReply():
+                await agent_reply(desk, event)
+            case HistoryModal():
+                await history_modal(desk, event)
+            case CustomerNote():
+                await customer_note(desk, event)
+            case Ignored():
+                pass
+
+    async def _kb_match(self, event: CustomerMessage, detected: str | None) -> list[Hit]:
+        """The best article for a message that may open a conversation; outside the
+        transaction, like the model (one encoder call, a few milliseconds)."""
+        knowledge = self._knowledge
+        if knowledge is None or not self._rules.kb.enabled or not event.text.strip():
+            return []
+        if event.attachments or customers.is_link_request(event):
+            return []
+        async with self._sessions() as session:
+            latest = await session.scalar(
+                select(Ticket)
+                .where(Ticket.channel == event.channel, Ticket.chat_id == event.chat_id)
+                .order_by(Ticket.id.desc())
+                .limit(1)
+            )
+        if latest is not None and latest.status in ACTIVE:
+            return []  # it joins that ticket: no need to encode it for the knowledge base
+        language = knowledge.search_language(
+            choose_language(event.sender.language, detected), self._rules.texts.default_language
+        )
+        if language not in self._rules.kb.languages:
+            return []  # the encoder does not read this language well enough to answer alone
+        return await knowledge.search(event.text, language, 1)
+
+    async def _kb_for_ticket(self, ticket_id: int) -> list[Hit]:
+        knowledge = self._knowledge
+        if knowledge is None or not self._rules.kb.enabled:
+            return []
+        said = await kb.conversation_text(self._sessions, ticket_id)
+        if said is None:
+            return []
+        text, language = said
+        where = knowledge.search_language(language, self._rules.texts.default_language)
+        return await knowledge.search(text, where, self._rules.kb.agent_suggestions)
+
+    async def _queue(self, session: AsyncSession, desk: Desk, inbox_id: int) -> None:
+        # Deterministic keys: if this step is ever redone, it cannot queue twice.
+        await queue_effects(session, desk, f"inbox:{inbox_id}")

@@ -1,0 +1,747 @@
+"""The outbox side: deliver what the dispatcher queued, once, in order, within platform limits.
+
+Per destination (a customer chat, a ticket's Slack thread) rows go out in order: only the head
+row of a destination is claimed. A 429 waits out its retry-after; 5xx and timeouts back off
+with jitter; a blocked customer (Forbidden) and a rejected message (BadRequest) are not
+retried and are shown on the ticket's thread, so no agent believes a reply arrived that did not.
+
+What is guaranteed:
+
+* Nothing queued is silently lost: every row ends ``sent``, or ``failed``/``unknown`` with the
+  reason in ``last_error`` (and, for a message to a customer, a line in the ticket's thread;
+  for a Slack post with nowhere to go, an ERROR in the log).
+* A ticket never goes invisible: when Slack says its card, thread or channel is gone, the card
+  is posted again with a summary of the conversation, and the message that failed follows it
+  into the new thread (:mod:`bot.workspace.recovery`).
+* Each row is sent once, except in the one window no platform lets a client close: the process
+  dies after the platform accepted a message and before the row is marked ``sent``. The next
+  desk on the same host takes the dead process's leases over at once (:mod:`bot.delivery.leases`)
+  and
+  settles that row: a notice the desk wrote itself (acknowledgement, welcome, reopened, rating
+  prompt or thanks) is *not* sent again (at most once: status ``unknown``, and the thread says
+  the customer may not have got it); an agent's reply *is* sent again (at least once: losing an
+  answer is worse, and the thread says it may arrive twice). A Slack post carries its row id
+  in message metadata and is looked for in the channel or thread before it is posted again, so
+  it reaches Slack once. A process on another host is taken over once its heartbeat is 5 s old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.base.clock import Clock
+from bot.core.tickets import Desk, queue_effects
+from bot.delivery.leases import this_process
+from bot.delivery.ratelimit import Limiter, SharedBuckets
+from bot.delivery.ratelimit import RateLimits as RateLimits  # where callers have always found it
+from bot.domain.files import PLATFORM, describe
+from bot.domain.outbound import (
+    BadRequest,
+    ChannelSender,
+    Delivery,
+    DeliveryError,
+    FileContent,
+    Forbidden,
+    Outbound,
+    RetryAfter,
+    Unavailable,
+)
+from bot.domain.rules import Rules
+from bot.incidents.desk import IncidentDesk, NothingToSay, NotPosted
+from bot.incidents.desk import render as render_incident
+from bot.sla.keeper import SlaKeeper
+from bot.workspace.home import home_view
+from bot.workspace.recovery import CardRecovery, card_is_gone
+from storage.db import one_writer, problem
+from storage.models import HomeView, Identity, Incident, Message, OutboxRow, Ticket
+from storage.queues import outbox_claim
+
+log = logging.getLogger("deskbot.outbox")
+
+# A database that blinks (a dropped connection, a failover, SQLite busy) while the outcome of a
+# send is recorded: tried again after these pauses, about 6 seconds in all.
+_RECORD_PAUSES = (0.1, 0.3, 0.6, 1.0, 2.0, 2.0)
+_DB_ERRORS = (DBAPIError, OSError, asyncio.TimeoutError)
+
+
+HELD_NOTE_AFTER = timedelta(seconds=10)
+# Kinds that go to the ticket's card or under it: the card's channel and ts are filled in late.
+ABOUT_THE_CARD = ("slack_thread", "slack_thread_file", "slack_card_update")
+
+
+def held_back_note(card: Outbound, held: timedelta) -> Outbound:
+    """A new card that waited for its turn (a burst on Slack's rate limit) says how long, so
+    the agent knows how long the customer has been waiting already."""
+    if held < HELD_NOTE_AFTER:
+        return card
+    seconds = int(held.total_seconds())
+    waited = f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    note = {
+        "type": "context",
+        "block_id": "held_back",
+        "elements": [
+            {
+                "type": "mrkdwn",
+                "text": f"⏳ Posted {waited} after the customer wrote: many new tickets were"
+                " waiting for Slack's posting limit (the most urgent go first).",
+            }
+        ],
+    }
+    return card.model_copy(update={"blocks": (*card.blocks, note)})
+
+
+async def _at_once() -> None:
+    return None
+
+
+@dataclass
+class _Outcome:
+    """A delivery's outcome, waiting to be recorded (OutboxSender._recorded)."""
+
+    row_id: int
+    attempt: int
+    out: Outbound
+    message_id: int | None
+    delivery: Delivery | None
+    error: DeliveryError | None
+    recorded: bool = False
+    result: str | BaseException | None = None
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.deliveries = Counter(
+            "deskbot_deliveries",
+            "Outbound deliveries by channel and result",
+            ["channel", "result"],
+            registry=registry,
+        )
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        senders: Mapping[str, ChannelSender],
+        rules: Rules,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        limits: RateLimits | None = None,
+        lease: timedelta = timedelta(seconds=60),
+        batch_size: int = 32,
+        max_attempts: int = 10,
+        idle_poll: float = 0.5,
+        owner: str | None = None,
+        shared_limits: bool | None = None,
+        turn: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        # Waits while a webhook waits for SQLite's one writer (DbInbox.turn): acknowledgements
+        # go first.
+        self._turn = turn or _at_once
+        self._senders = senders
+        self._owner = owner or this_process()
+        self._rules = rules
+        self._clock = clock
+        self._metrics = metrics
+        # Several processes share one database only on PostgreSQL: there the platforms' budgets
+        # are kept in it, so the fleet together stays within them (bot/delivery/ratelimit.py).
+        if shared_limits is None:
+            shared_limits = sessions.kw["bind"].dialect.name == "postgresql"
+        self._limiter = Limiter(
+            limits or RateLimits(), SharedBuckets(sessions) if shared_limits else None
+        )
+        self._lease = lease
+        self._batch = batch_size
+        self._max_attempts = max_attempts
+        self._idle_poll = idle_poll
+        # When the rows this process put off (for a rate limit, a retry) are due, on the
+        # monotonic clock: the loop wakes then rather than at its next poll, so a channel paced
+        # at one post a second gets one a second, not one every 1.5.
+        self._put_off: list[float] = []  # a heap
+        # In the batch being delivered: rows the rate limits refused, per bucket, and the rows
+        # to put back with their pauses (see _deliver).
+        self._refused: dict[str, int] = {}
+        self._put_back: list[tuple[int, int, float]] = []
+        self.wakeup = asyncio.Event()
+        self.sent = 0
+        # Since when the loop has been failing, and why (shown by /healthz); None while it works.
+        self.failing: tuple[datetime, str] | None = None
+        # Sent, but the database could not record it (see _finish): recorded, not re-sent,
+        # when the row comes back to this process.
+        self._unrecorded: dict[int, Delivery] = {}
+        # Outcomes waiting to be recorded together (see _recorded), on SQLite.
+        self._one_writer = one_writer(sessions)
+        self._to_record: list[_Outcome] = []
+        self._recording = asyncio.Lock()
+        slack = senders.get("slack")
+        self._recovery = (
+            CardRecovery(sessions, slack, rules, clock, self._pace) if slack is not None else None
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                done = await self.run_once()
+                self.failing = None
+            except Exception as exc:
+                log.exception("outbox.loop_error")
+                if self.failing is None:
+                    self.failing = (self._clock.now(), problem(exc))
+                done = 0
+            if done == 0:
+                self.wakeup.clear()
+                waiters = [asyncio.ensure_future(e.wait()) for e in (self.wakeup, stop)]
+                await asyncio.wait(
+                    waiters, timeout=self._pause(), return_when=asyncio.FIRST_COMPLETED
+                )
+                for w in waiters:
+                    w.cancel()
+
+    async def drain(self, seconds: float) -> int:
+        """At shutdown: keep delivering what is due for up to ``seconds``. Returns what is left."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if await self.run_once() == 0:
+                break
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(OutboxRow.id).where(OutboxRow.status.in_(("pending", "sending")))
+            )
+            return len(rows.all())
+
+    async def run_once(self) -> int:
+        await self._turn()
+        async with self._sessions.begin() as session:
+            rows = await outbox_claim(
+                session,
+                now=self._clock.now(),
+                lease=self._lease,
+                limit=self._batch,
+                owner=self._owner,
+            )
+            claims = [(r.id, r.attempts, r.payload, r.message_id, r.created_at) for r in rows]
+            # What a thread message or card update needs: the card's ts, known once posted.
+            cards: dict[int, tuple[str, str | None]] = {}
+            ticket_ids = {r.ticket_id for r in rows if r.ticket_id is not None}
+            if ticket_ids:
+                for tid, ch, ts in (
+                    await session.execute(
+                        select(Ticket.id, Ticket.slack_channel, Ticket.slack_ts).where(
+                            Ticket.id.in_(ticket_ids)
+                        )
+                    )
+                ).all():
+                    cards[tid] = (ch, ts)
+        if not claims:
+            return 0
+        self._refused, self._put_back = {}, []
+        try:
+            results = await asyncio.gather(
+                *(
+                    self._deliver(rid, att, payload, mid, cards, queued)
+                    for rid, att, payload, mid, queued in claims
+                )
+            )
+        finally:
+            if self._put_back:
+                await self._put_off_paced(self._put_back)
+        return sum(results)
+
+    async def _put_off_paced(self, rows: list[tuple[int, int, float]]) -> None:
+        """Rows the rate limits held back (id, attempt, seconds): pending again, due when
+        their turn comes, without counting an attempt; one transaction for all of them."""
+        await self._turn()
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            for row_id, attempt, seconds in rows:
+                await session.execute(
+                    update(OutboxRow)
+                    .where(
+                        OutboxRow.id == row_id,
+                        OutboxRow.status == "sending",
+                        OutboxRow.attempts == attempt,
+                    )
+                    .values(
+                        status="pending",
+                        lease_until=None,
+                        next_attempt_at=now + timedelta(seconds=seconds),
+                        attempts=OutboxRow.attempts - 1,
+                    )
+                )
+        for _, _, seconds in rows:
+            heapq.heappush(self._put_off, time.monotonic() + seconds)
+
+    async def _deliver(
+        self,
+        row_id: int,
+        attempt: int,
+        payload: dict[str, Any],
+        message_id: int | None,
+        cards: dict[int, tuple[str, str | None]],
+        queued: datetime | None = None,
+    ) -> int:
+        out = Outbound.model_validate(payload)
+        if row_id in self._unrecorded:
+            await self._finish(row_id, attempt, out, message_id, delivery=self._unrecorded[row_id])
+            return 1
+        if out.incident_id is not None:
+            # An incident's card and lists are drawn now, from the incident as it is now.
+            try:
+                async with self._sessions.begin() as session:
+                    out = await render_incident(
+                        session, self._rules, out, row_id, self._clock.now()
+                    )
+            except NothingToSay:
+                await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
+                return 1
+            except NotPosted as exc:
+                await self._finish(row_id, attempt, out, message_id, error=BadRequest(str(exc)))
+                return 1
+        if out.kind == "slack_card" and queued is not None:
+            out = held_back_note(out, self._clock.now() - queued)
+        slack_channel, card_ts = cards.get(out.ticket_id or -1, (None, None))
+        # A thread message or card update without reply_to is about the ticket's card as it is
+        # when sent; one with reply_to names an older card on purpose (a transfer freezes it).
+        current_card = out.reply_to is None
+        if out.kind in ABOUT_THE_CARD and slack_channel and current_card:
+            # Where the card is now: it may have been re-posted elsewhere since this was queued.
+            out = out.model_copy(update={"destination": slack_channel})
+        if out.kind in ABOUT_THE_CARD and current_card:
+            if card_ts is None:
+                await self._finish(
+                    row_id, attempt, out, message_id, error=BadRequest("the card was never posted")
+                )
+                return 1
+            out = out.model_copy(update={"reply_to": card_ts})
+        wait = await self._limiter.reserve(out, slack_channel)
+        if wait > 0:
+            # Put back once the batch is done, all in one transaction; the rows of one channel
+            # refused in this batch are spaced out at its rate instead of all coming back at
+            # the same moment to be refused again.
+            key, spacing = self._limiter.pacing(out, slack_channel)
+            nth = self._refused.get(key, 0)
+            self._refused[key] = nth + 1
+            self._put_back.append((row_id, attempt, wait + nth * spacing))
+            return 0
+        sender = self._senders.get(out.channel)
+        if sender is None:
+            await self._finish(
+                row_id,
+                attempt,
+                out,
+                message_id,
+                error=BadRequest(f"{out.channel} is not configured"),
+            )
+            return 1
+        if out.channel == "slack":
+            out = out.model_copy(update={"outbox_id": row_id})
+        if out.kind == "slack_home":
+            out = await self._draw_home(out, sender)
+        try:
+            if out.file is not None and out.content is None:
+                out = await self._with_file(out)
+            found = await self._already_posted(sender, row_id, attempt, out)
+            if found is not None:
+                await self._finish(row_id, attempt, out, message_id, delivery=found)
+                return 1
+            delivery = await self._send(sender, row_id, out, recoverable=current_card)
+        except RetryAfter as exc:
+            self._metrics.deliveries.labels(out.channel, "retry_after").inc()
+            log.warning(
+                "outbox.retry_after id=%d channel=%s seconds=%.1f", row_id, out.channel, exc.seconds
+            )
+            await self._reschedule(row_id, attempt, exc.seconds, exc.detail, count_attempt=False)
+            return 1
+        except Unavailable as exc:
+            self._metrics.deliveries.labels(out.channel, "unavailable").inc()
+            if attempt >= self._max_attempts:
+                await self._finish(row_id, attempt, out, message_id, error=exc)
+            else:
+                backoff = min(0.5 * 2 ** (attempt - 1), 300.0) * random.uniform(0.5, 1.5)
+                log.warning(
+                    "outbox.unavailable id=%d channel=%s attempt=%d retry_in=%.1f",
+                    row_id,
+                    out.channel,
+                    attempt,
+                    backoff,
+                )
+                await self._reschedule(row_id, attempt, backoff, exc.detail, count_attempt=True)
+            return 1
+        except DeliveryError as exc:
+            await self._finish(row_id, attempt, out, message_id, error=exc)
+            return 1
+        except Exception as exc:  # a bug in an adapter must not stop the other deliveries
+            log.exception("outbox.sender_crashed id=%d channel=%s", row_id, out.channel)
+            await self._reschedule(row_id, attempt, 5.0, repr(exc), count_attempt=True)
+            return 1
+        await self._finish(row_id, attempt, out, message_id, delivery=delivery)
+        return 1
+
+    async def _with_file(self, out: Outbound) -> Outbound:
+        """The file's bytes, fetched from the platform holding it now, at send time: the desk
+        stores no copy (forgetting a customer has no file to chase), and a retried row fetches
+        again. A customer's file that cannot be fetched for good (gone, over the platform's
+        limit) becomes a line in the thread saying so; an agent's file that cannot be fetched
+        fails the row, which the thread reports as any undelivered message."""
+        ref = out.file
+        assert ref is not None
+        fetch = getattr(self._senders.get(ref.source), "fetch_file", None)
+        try:
+            if fetch is None:
+                raise BadRequest(f"{ref.source} is not configured")
+            content: FileContent = await fetch(ref)
+        except (RetryAfter, Unavailable):
+            raise
+        except DeliveryError as exc:
+            if out.kind != "slack_thread_file":
+                raise
+            log.warning(
+                "outbox.file_unfetchable ticket=%s source=%s error=%s",
+                out.ticket_id,
+                ref.source,
+                exc.detail,
+            )
+            notice = (
+                f"⚠️ The customer's {describe(ref.kind, ref.name, ref.size)} could not be"
+                f" fetched from {PLATFORM.get(ref.source, ref.source)}: {exc.detail}. Ask them"
+                " to send it again, or another way."
+            )
+            text = f"{out.text}\n{notice}" if out.text else notice
+            return out.model_copy(update={"kind": "slack_thread", "file": None, "text": text})
+        return out.model_copy(update={"content": content})
+
+    async def _draw_home(self, out: Outbound, sender: ChannelSender) -> Outbound:
+        """A Home is drawn when it is sent, from the database as it is then
+        (bot/workspace/home.py)."""
+        domain = ""
+        find_domain = getattr(sender, "workspace_domain", None)
+        if find_domain is not None:
+            try:
+                domain = await find_domain()
+            except Exception:  # links then open the channel instead of the card
+                domain = ""
+        async with self._sessions() as session:
+            view = await home_view(session, self._rules, out.destination, self._clock.now(), domain)
+        return out.model_copy(update={"blocks": tuple(view["blocks"])})
+
+    async def _send(
+        self, sender: ChannelSender, row_id: int, out: Outbound, *, recoverable: bool
+    ) -> Delivery:
+        try:
+            return await sender.send(out)
+        except DeliveryError as exc:
+            if self._recovery is None or not recoverable or not card_is_gone(out, exc):
+                raise
+            log.warning(
+                "outbox.card_gone id=%d ticket=%s kind=%s error=%s",
+                row_id,
+                out.ticket_id,
+                out.kind,
+                exc.detail,
+            )
+            return await self._recovery.recover(row_id, out, exc)
+
+    async def _already_posted(
+        self, sender: ChannelSender, row_id: int, attempt: int, out: Outbound
+    ) -> Delivery | None:
+        """Before posting again into Slack what may be there already, look for it.
+
+        A row claimed again after an attempt whose outcome is unknown (its process died, or the
+        call timed out, while Slack held the answer) may already be in Slack. Every post carries
+        its row id in message metadata, so the post is looked for first and, when found,
+        recorded as sent instead of posted twice. A Slack that cannot answer (5xx, 429) makes the
+        row wait and try again rather than post blind; one that refuses the lookup (a missing
+        ``channels:history`` scope, a thread that is gone) lets the post go ahead as before.
+        """
+        find = getattr(sender, "find_posted", None)
+        if attempt <= 1 or find is None:
+            return None
+        try:
+            found: Delivery | None = await find(out)
+        except (RetryAfter, Unavailable):
+            raise
+        except DeliveryError as exc:
+            log.warning(
+                "outbox.lookup_refused id=%d kind=%s error=%s: posting again",
+                row_id,
+                out.kind,
+                exc.detail,
+            )
+            return None
+        if found is not None:
+            log.info(
+                "outbox.found_posted id=%d kind=%s ts=%s: recorded, not posted again",
+                row_id,
+                out.kind,
+                found.platform_message_id,
+            )
+        return found
+
+    async def _pace(self, out: Outbound) -> None:
+        """Wait until the desk's own rate limit lets ``out`` go (used outside the claim loop)."""
+        for _ in range(100):  # a bucket refills within seconds; never spin forever
+            wait = await self._limiter.reserve(out, out.destination)
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    async def _reschedule(
+        self, row_id: int, attempt: int, seconds: float, error: str | None, *, count_attempt: bool
+    ) -> None:
+        async with self._sessions.begin() as session:
+            row = await session.get(OutboxRow, row_id, with_for_update=True)
+            if row is None or row.status != "sending" or row.attempts != attempt:
+                return
+            row.status = "pending"
+            row.lease_until = None
+            row.next_attempt_at = self._clock.now() + timedelta(seconds=seconds)
+            if error is not None:
+                row.last_error = error
+            if not count_attempt:
+                row.attempts -= 1
+        if seconds <= 0:
+            self.wakeup.set()
+        else:
+            heapq.heappush(self._put_off, time.monotonic() + seconds)
+
+    def _pause(self) -> float:
+        """How long the idle loop may sleep: until its next poll, or the soonest row it put
+        off, whichever comes first."""
+        now = time.monotonic()
+        while self._put_off and self._put_off[0] <= now:
+            heapq.heappop(self._put_off)
+        if not self._put_off:
+            return self._idle_poll
+        return min(self._idle_poll, self._put_off[0] - now)
+
+    async def _finish(
+        self,
+        row_id: int,
+        attempt: int,
+        out: Outbound,
+        message_id: int | None,
+        *,
+        delivery: Delivery | None = None,
+        error: DeliveryError | None = None,
+    ) -> None:
+        """Record a row's outcome, retrying a database that blinks.
+
+        After a successful send this commit is all that stands between one delivery and two: if
+        it is lost, the row's lease runs out and it is sent again. So a failed commit is tried
+        again for a few seconds (a dropped connection, a failover, SQLite busy); if the database
+        stays away, the delivery is remembered in this process, so that when the row comes back
+        to us it is recorded instead of sent again, and an ERROR says what may happen.
+        """
+        result = "sent" if error is None else type(error).__name__.lower()
+        recorded: str | None = None
+        for pause in (*_RECORD_PAUSES, None):
+            try:
+                recorded = await self._recorded(
+                    _Outcome(row_id, attempt, out, message_id, delivery, error)
+                )
+                break
+            except _DB_ERRORS as exc:
+                if pause is None:
+                    if delivery is not None:
+                        self._unrecorded[row_id] = delivery
+                    log.error(
+                        "outbox.unrecorded id=%d channel=%s kind=%s result=%s error=%s: the "
+                        "database could not record the outcome; it is recorded when the row "
+                        "comes back to this process, another process may send it again",
+                        row_id,
+                        out.channel,
+                        out.kind,
+                        result,
+                        type(exc).__name__,
+                    )
+                    return
+                log.warning(
+                    "outbox.record_retry id=%d error=%s retry_in=%.1f",
+                    row_id,
+                    type(exc).__name__,
+                    pause,
+                )
+                await asyncio.sleep(pause)
+        self._unrecorded.pop(row_id, None)
+        if recorded is None:
+            return  # lease lost; the other worker's outcome stands
+        self._metrics.deliveries.labels(out.channel, result).inc()
+        # Logged only once committed: "sent" in the log means "sent" in the database.
+        if error is None:
+            self.sent += 1
+            log.info("outbox.sent id=%d channel=%s kind=%s", row_id, out.channel, out.kind)
+        else:
+            log.warning(
+                "outbox.failed id=%d channel=%s kind=%s error=%s",
+                row_id,
+                out.channel,
+                out.kind,
+                recorded,
+            )
+
+    async def _recorded(self, item: _Outcome) -> str | None:
+        """Record an outcome, in one transaction with the others waiting to be recorded.
+
+        On SQLite (one writer at a time) outcomes that finish while a recording transaction
+        runs are recorded together by the next one, each in a savepoint of its own: a group
+        commit, so a burst costs one commit per group instead of one per delivery, while a
+        single delivery is recorded at once. On PostgreSQL each outcome is its own transaction,
+        as several processes record side by side and must not hold each other's locks.
+        """
+        if not self._one_writer:
+            [result] = await self._record([item])
+            if isinstance(result, BaseException):
+                raise result
+            return result
+        self._to_record.append(item)
+        # Let the deliveries whose answers are in already add theirs: on SQLite nothing below
+        # waits, so without this pause every group would be one outcome.
+        await asyncio.sleep(0)
+        async with self._recording:
+            if not item.recorded:
+                group, self._to_record = self._to_record, []
+                try:
+                    results = await self._record(group)
+                except Exception as exc:
+                    results = [exc] * len(group)
+                except BaseException:
+                    # Cancelled (a shutdown): the others' outcomes are still theirs to record.
+                    self._to_record = [i for i in group if i is not item] + self._to_record
+                    raise
+                for waiting, result in zip(group, results, strict=True):
+                    waiting.recorded, waiting.result = True, result
+        if isinstance(item.result, BaseException):
+            raise item.result
+        return item.result
+
+    async def _record(self, items: list[_Outcome]) -> list[str | BaseException | None]:
+        """One transaction recording the outcomes, each in a savepoint; an outcome is None when
+        the lease was lost meanwhile, or the exception that recording it raised."""
+        results: list[str | BaseException | None] = []
+        wake = False
+        await self._turn()
+        async with self._sessions.begin() as session:
+            # What the outcomes touch, read (and their rows locked) in three statements rather
+            # than three for each; the session holds them for the gets below.
+            await session.scalars(
+                select(OutboxRow)
+                .where(OutboxRow.id.in_([i.row_id for i in items]))
+                .with_for_update()
+            )
+            tickets = {i.out.ticket_id for i in items if i.out.ticket_id}
+            if tickets:
+                await session.scalars(select(Ticket).where(Ticket.id.in_(tickets)))
+            messages = {i.message_id for i in items if i.message_id}
+            if messages:
+                await session.scalars(select(Message).where(Message.id.in_(messages)))
+            for item in items:
+                try:
+                    async with session.begin_nested():
+                        outcome, queued = await self._record_one(session, item)
+                    results.append(outcome)
+                    wake = wake or queued
+                except _DB_ERRORS:
+                    raise  # the transaction is lost: every outcome in it is tried again
+                except Exception as exc:
+                    results.append(exc)
+        if wake:
+            self.wakeup.set()
+        return results
+
+    async def _record_one(self, session: AsyncSession, item: _Outcome) -> tuple[str | None, bool]:
+        """Record one outcome; returns it (None when the lease was lost) and whether anything
+        was queued."""
+        row_id, attempt, out, message_id = item.row_id, item.attempt, item.out, item.message_id
+        delivery, error = item.delivery, item.error
+        row = await session.get(OutboxRow, row_id)  # read and locked by _record
+        if row is None or row.attempts != attempt:
+            return None, False
+        if row.status == "sent" and delivery is not None:
+            return "sent", False  # an earlier try did commit; only its answer was lost
+        if row.status != "sending":
+            return None, False
+        message = await session.get(Message, message_id) if message_id else None
+        ticket = await session.get(Ticket, out.ticket_id) if out.ticket_id else None
+        now = self._clock.now()
+        row.lease_until = None  # after the gets: their autoflush would write it on its own
+        desk = Desk(session, self._rules, now)
+        if error is None:
+            assert delivery is not None
+            row.status = "sent"
+            row.sent_at = now
+            row.platform_message_id = delivery.platform_message_id
+            if out.kind == "slack_card" and out.incident_id is not None:
+                incident = await session.get(Incident, out.incident_id)
+                if incident is not None:
+                    incident.slack_ts = delivery.platform_message_id
+            elif out.kind == "slack_card" and ticket is not None:
+                ticket.slack_ts = delivery.platform_message_id
+            if out.kind == "slack_home":
+                home = await session.get(HomeView, out.destination)
+                if home is not None:
+                    home.published_at = now
+            if message is not None:
+                message.platform_message_id = delivery.platform_message_id
+                message.delivery = "sent"
+                if message.slack_ts and ticket is not None:
+                    desk.react(ticket, message.slack_ts, self._rules.slack.relayed_reaction)
+                    # An agent's reply counts for the SLA once the platform accepted it.
+                    await SlaKeeper(desk).refresh(ticket)
+            outcome = "sent"
+        else:
+            row.status = "failed"
+            row.last_error = f"{type(error).__name__}: {error.detail}"[:2000]
+            outcome = row.last_error
+            if message is not None:
+                message.delivery = "failed"
+                message.delivery_error = row.last_error
+            if ticket is not None and out.channel != "slack":
+                await self._report_failure(desk, ticket, message, error)
+        if message is not None and message.purpose == "incident_reply" and ticket is not None:
+            # Progress of a Reply to all affected, on the incident card (throttled).
+            incident = await session.get(Incident, ticket.incident_id or -1, with_for_update=True)
+            if incident is not None:
+                await IncidentDesk(desk).card_soon(incident)
+        queued = await queue_effects(session, desk, f"outbox:{row_id}") > 0
+        return outcome, queued
+
+    async def _report_failure(
+        self, desk: Desk, ticket: Ticket, message: Message | None, error: DeliveryError
+    ) -> None:
+        """Make a message the customer did not get impossible to miss in Slack."""
+        if isinstance(error, Forbidden):
+            identity = await desk.s.scalar(
+                select(Identity).where(
+                    Identity.channel == ticket.channel, Identity.chat_id == ticket.chat_id
+                )
+            )
+            if identity is not None:
+                identity.blocked = True
+            why = "the customer has blocked the bot, so they can't receive messages"
+        else:
+            why = f"the platform refused it ({error.detail})"
+        if message is not None and not message.text and message.attachments:
+            shared = message.attachments[0]
+            what = f"the file {shared.get('name') or shared.get('id') or ''}".rstrip()
+        else:
+            what = f'"{message.text[:200]}"' if message is not None else "A message to the customer"
+        desk.thread(ticket, f"⚠️ Not delivered: {what}. Reason: {why}. It will not be retried.")
+        if message is not None and message.slack_ts:
+            desk.react(ticket, message.slack_ts, self._rules.slack.failed_reaction)
+        if isinstance(error, Forbidden):
+            await desk.refresh_card(ticket)

@@ -1,0 +1,412 @@
+"""The ticket card in Slack, built with slack_sdk's Block Kit models (which enforce the limits).
+
+What a customer wrote is shown verbatim: it goes into ``rich_text`` blocks as plain text
+elements, which Slack never reads as mrkdwn, so a customer's ``*star*`` stays a star and text
+that looks like ``<@U0ALICE>`` cannot mention anyone. Fallback ``text`` fields are mrkdwn, so
+customer text in them is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    MarkdownTextObject,
+    RichTextBlock,
+    RichTextElementParts,
+    RichTextQuoteElement,
+    RichTextSectionElement,
+    SectionBlock,
+    StaticMultiSelectElement,
+    StaticSelectElement,
+    UserSelectElement,
+)
+from slack_sdk.models.blocks.basic_components import Option
+
+from storage.models import Message
+
+PRIORITY_ICON = {"urgent": "🔴", "high": "🟠", "normal": "🟢", "low": "⚪"}
+CHANNEL_NAME = {"telegram": "Telegram", "whatsapp": "WhatsApp"}
+SECTION_LIMIT = 3000  # slack_sdk refuses longer section text
+# Slack documents no limit for one rich_text element, but refuses a message whose blocks are
+# too long (msg_blocks_too_long, seen at about 13,000 characters): a customer's text is clipped
+# as the card always clipped it, well inside that with the card's other blocks.
+CUSTOMER_TEXT_LIMIT = 2900
+
+
+@dataclass(frozen=True, slots=True)
+class CardView:
+    ticket_id: int
+    customer_name: str
+    channel: str
+    status: str
+    priority: str
+    reasons: tuple[str, ...]
+    first_message: str
+    assignee_id: str | None = None
+    resolved_by: str | None = None
+    rating: int | None = None
+    blocked: bool = False
+    model: Mapping[str, Any] | None = None  # what the local model read, when it ran
+    team: str = ""  # shown when the desk has several teams
+    assigned_by: str | None = None  # "desk" when automatic assignment chose the assignee
+    waiting_reason: str | None = None  # why nobody has it yet
+    transfer_to: tuple[str, ...] = ()  # the other teams, for the Transfer menu
+    sla: Mapping[str, Any] | None = None  # the SLA clocks as last computed (tickets.sla)
+    assignee_name: str | None = None  # their Slack display name, when the desk knows it
+    tags: tuple[str, ...] = ()  # the ticket's tags (bot/workspace/controls.py)
+    intent_label: str | None = None  # the intent an agent corrected the model's to
+    tag_choices: tuple[str, ...] = ()  # rules.yaml's tags, for the Tags menu
+    intent_choices: tuple[str, ...] = ()  # the known intents, for the Correct intent menu
+    revision: str = ""  # makes the menus' block_ids new on each update (see controls_block)
+    suggested: str | None = None  # the article the customer was sent before the ticket
+    kb: bool = False  # the knowledge base is on: a "Suggest articles" button
+    reply_button: bool = False  # slack.relay: composer shows Reply
+    story: str | None = None  # "3rd ticket in 30 days · last rating 2/5 · also on WhatsApp"
+
+
+def model_line(model: Mapping[str, Any] | None) -> str | None:
+    """ "Model: intent get_refund 0.93 · sentiment negative 0.96 · anger 0.12", or None.
+
+    "Model: not applied (zh)" when the model's heads were not trained for the language, or
+    what that language's own heads read: "Model (ru): anger 0.71 · English heads not applied"."""
+    if model and model.get("applied") is False:
+        language = model.get("language") or "?"
+        read = []
+        if model.get("sentiment"):
+            score = float((model.get("sentiment_scores") or {}).get(model["sentiment"], 0))
+            read.append(f"sentiment {model['sentiment']} {score:.2f}")
+        if model.get("anger") is not None:
+            read.append(f"anger {float(model['anger']):.2f}")
+        if not read:
+            return f"Model: not applied ({language})"
+        return f"Model ({language}): {' · '.join(read)} · English heads not applied"
+    if not model or "intent" not in model:
+        return None
+    scores = model.get("sentiment_scores") or {}
+    sentiment = str(model.get("sentiment", "?"))
+    return (
+        f"Model: intent {model['intent']} {float(model.get('intent_confidence', 0)):.2f}"
+        f" · sentiment {sentiment} {float(scores.get(sentiment, 0)):.2f}"
+        f" · anger {float(model.get('anger', 0)):.2f}"
+    )
+
+
+def escape(text: str) -> str:
+    # Slack mrkdwn treats these three as control characters.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def person(user_id: str, name: str | None = None) -> str:
+    """An agent as people see them: their display name (bold, escaped), or a mention when the
+    desk has not learnt the name (Slack renders a mention as the name too)."""
+    return f"*{escape(name)}*" if name else f"<@{user_id}>"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _verbatim(text: str) -> RichTextElementParts.Text:
+    """The customer's text as one plain element: no escaping, Slack applies no mrkdwn here."""
+    if not text:
+        return RichTextElementParts.Text(
+            text="(no text)", style=RichTextElementParts.TextStyle(italic=True)
+        )
+    return RichTextElementParts.Text(text=_clip(text, CUSTOMER_TEXT_LIMIT))
+
+
+def said_blocks(name: str, text: str) -> list[dict[str, Any]]:
+    """A customer message in the thread: their name in bold, then exactly what they wrote."""
+    bold = RichTextElementParts.TextStyle(bold=True)
+    section = RichTextSectionElement(
+        elements=[RichTextElementParts.Text(text=f"{name}: ", style=bold), _verbatim(text)]
+    )
+    return [RichTextBlock(elements=[section]).to_dict()]
+
+
+def quoted_blocks(lead: str, text: str) -> list[dict[str, Any]]:
+    """A line of the desk's own (``lead``), then the customer's text quoted verbatim."""
+    return [
+        RichTextBlock(
+            elements=[
+                RichTextSectionElement(elements=[RichTextElementParts.Text(text=lead)]),
+                RichTextQuoteElement(elements=[_verbatim(text)]),
+            ]
+        ).to_dict()
+    ]
+
+
+def card_text(v: CardView) -> str:
+    """The fallback text (notifications, screen readers). It is mrkdwn: customer text escaped."""
+    return (
+        f"#{v.ticket_id} {v.priority.upper()} · {escape(_clip(v.customer_name, 200))} "
+        f"({CHANNEL_NAME.get(v.channel, v.channel)}): {escape(_clip(v.first_message, 200))}"
+    )
+
+
+def _resolved_state(v: CardView) -> str:
+    """Who resolved it, and who had it when that was someone else."""
+    assignee = person(v.assignee_id, v.assignee_name) if v.assignee_id else ""
+    if v.resolved_by is None:  # resolved before the desk recorded who did it
+        return "Resolved" + (f" · assigned to {assignee}" if assignee else "")
+    if v.resolved_by == v.assignee_id:
+        return f"Resolved by {assignee}"
+    return f"Resolved by {person(v.resolved_by)}" + (
+        f" · assigned to {assignee}" if assignee else ""
+    )
+
+
+def card_blocks(v: CardView) -> list[dict[str, Any]]:
+    # "Claimed" when they took it themselves; the desk's choice or a colleague's reassignment
+    # is "Assigned".
+    given = "Assigned to" if v.assigned_by not in (None, v.assignee_id) else "Claimed by"
+    who = person(v.assignee_id, v.assignee_name) if v.assignee_id else ""
+    state = {
+        "new": "New, unclaimed" + (f" · {v.waiting_reason}" if v.waiting_reason else ""),
+        "open": f"{given} {who}" if who else "Open",
+        "pending": f"Waiting on the customer · {who}" if who else "Pending",
+        "resolved": _resolved_state(v),
+        "closed": "Closed",
+    }.get(v.status, v.status)
+    if v.rating is not None:
+        state += f" · rated {v.rating}/5"
+    if v.blocked:
+        state += " · ⚠️ customer unreachable (blocked the bot)"
+    if v.team:
+        state = f"Team *{v.team}* · {state}"
+    name = escape(_clip(v.customer_name, 200))  # a name is whatever the platform sent
+    if v.tags:
+        state += " · 🏷️ " + ", ".join(escape(t) for t in v.tags)
+    if v.intent_label:
+        state += f" · intent corrected to *{escape(v.intent_label)}*"
+    header = (
+        f"{PRIORITY_ICON.get(v.priority, '')} *#{v.ticket_id}* · *{name}* "
+        f"via {CHANNEL_NAME.get(v.channel, v.channel)} · priority *{v.priority}*"
+    )
+    reasons = "; ".join(v.reasons) or "no reasons recorded"
+    blocks: list[Block] = [
+        SectionBlock(block_id="header", text=MarkdownTextObject(text=header)),
+        ContextBlock(
+            block_id="reasons",
+            elements=[
+                MarkdownTextObject(text=_clip("Why: " + escape(reasons), 2000)),
+                *([MarkdownTextObject(text=escape(line))] if (line := model_line(v.model)) else []),
+            ],
+        ),
+        *(
+            [ContextBlock(block_id="story", elements=[MarkdownTextObject(text="🧾 " + v.story)])]
+            if v.story
+            else []
+        ),
+        RichTextBlock(
+            block_id="message",
+            elements=[RichTextQuoteElement(elements=[_verbatim(v.first_message)])],
+        ),
+        ContextBlock(
+            block_id="state",
+            elements=[
+                MarkdownTextObject(text=state),
+                *([MarkdownTextObject(text=line)] if (line := clocks_line(v.sla)) else []),
+                *(
+                    [MarkdownTextObject(text=f"📚 suggested: *{escape(_clip(v.suggested, 200))}*")]
+                    if v.suggested
+                    else []
+                ),
+            ],
+        ),
+    ]
+    buttons: list[ButtonElement | StaticSelectElement] = []
+    # Claim stays while the desk's own choice stands: a person may take the ticket over.
+    if v.status == "new" or (v.status in ("open", "pending") and v.assigned_by == "desk"):
+        buttons.append(
+            ButtonElement(
+                text="Claim", action_id="ticket_claim", value=str(v.ticket_id), style="primary"
+            )
+        )
+    if v.status in ("new", "open", "pending") and v.reply_button:
+        # slack.relay: composer: the one way (with the message shortcut) to the customer.
+        buttons.append(
+            ButtonElement(text="Reply", action_id="ticket_reply", value=str(v.ticket_id))
+        )
+    if v.status in ("new", "open", "pending"):
+        buttons.append(
+            ButtonElement(text="Resolve", action_id="ticket_resolve", value=str(v.ticket_id))
+        )
+    if v.status in ("new", "open", "pending"):
+        buttons.append(
+            ButtonElement(text="History", action_id="ticket_history", value=str(v.ticket_id))
+        )
+    if v.status in ("new", "open", "pending") and v.transfer_to:
+        buttons.append(
+            StaticSelectElement(
+                placeholder="Transfer to…",
+                action_id="ticket_transfer",
+                options=[
+                    Option(text=f"Team {team}", value=f"{v.ticket_id}:{team}")
+                    for team in v.transfer_to[:100]
+                ],
+            )
+        )
+    if v.status in ("new", "open", "pending") and v.kb:
+        buttons.append(
+            ButtonElement(
+                text="Suggest articles", action_id="ticket_kb_suggest", value=str(v.ticket_id)
+            )
+        )
+    if buttons:
+        actions_id = f"actions.{v.revision}" if v.revision else "actions"
+        blocks.append(ActionsBlock(block_id=actions_id, elements=buttons))
+    if v.status in ("new", "open", "pending"):
+        blocks.append(controls_block(v))
+    return [b.to_dict() for b in blocks]
+
+
+PRIORITIES = ("urgent", "high", "normal", "low")
+STATUSES = {"open": "Open", "pending": "Waiting on customer", "resolved": "Resolved"}
+MENU_LIMIT = 100  # options in one Slack menu
+
+
+def controls_block(v: CardView) -> ActionsBlock:
+    """Priority, status, reassign, tags and Correct intent. Slack keeps what a person picked
+    in a menu for as long as the block_id stays the same, so each update of the card gives
+    the block a new one (``revision``): the menus then show what the desk did, including after
+    a refused change."""
+    tid = v.ticket_id
+
+    def option(value: str, text: str) -> Option:
+        return Option(text=text, value=f"{tid}:{value}")
+
+    priorities = [option(p, f"{PRIORITY_ICON[p]} {p.title()}") for p in PRIORITIES]
+    statuses = [option(k, text) for k, text in STATUSES.items()]
+    current = v.status if v.status in STATUSES else None
+    elements: list[StaticSelectElement | UserSelectElement | StaticMultiSelectElement] = [
+        StaticSelectElement(
+            placeholder="Priority",
+            action_id="ticket_priority",
+            options=priorities,
+            initial_option=next((o for o in priorities if o.value == f"{tid}:{v.priority}"), None),
+        ),
+        StaticSelectElement(
+            placeholder="Status",
+            action_id="ticket_status",
+            options=statuses,
+            initial_option=next((o for o in statuses if o.value == f"{tid}:{current}"), None),
+        ),
+        UserSelectElement(
+            placeholder="Reassign…", action_id="ticket_reassign", initial_user=v.assignee_id
+        ),
+    ]
+    if v.tag_choices:
+        tags = [option(t, t) for t in v.tag_choices[:MENU_LIMIT]]
+        chosen = [o for o in tags if o.value.partition(":")[2] in v.tags]
+        elements.append(
+            StaticMultiSelectElement(
+                placeholder="Tags",
+                action_id="ticket_tags",
+                options=tags,
+                initial_options=chosen or None,
+            )
+        )
+    if v.intent_choices:
+        intents = [option(i, i) for i in v.intent_choices[:MENU_LIMIT]]
+        elements.append(
+            StaticSelectElement(
+                placeholder="Correct intent",
+                action_id="ticket_intent",
+                options=intents,
+                initial_option=next(
+                    (o for o in intents if o.value == f"{tid}:{v.intent_label}"), None
+                ),
+            )
+        )
+    return ActionsBlock(block_id=f"controls.{tid}.{v.revision or '0'}", elements=elements)
+
+
+# -- the conversation so far, for a card posted anew (re-posted or transferred) -------------
+
+LINE_LIMIT = 300  # characters of one message in the summary
+SUMMARY_LIMIT = 3500  # characters of the whole summary: readable, far below Slack's 40,000
+
+
+def _line(text: str) -> str:
+    text = " ".join(text.split()) or "(no text)"
+    return text if len(text) <= LINE_LIMIT else text[: LINE_LIMIT - 1] + "…"
+
+
+def summary_line(message: Message, customer: str) -> str:
+    when = message.created_at.strftime("%d %b %H:%M")
+    match message.direction:
+        case "in":
+            who, text = f"*{escape(customer)}:*", escape(message.text)
+        case "note":
+            who, text = f"📝 *<@{message.author}> (internal note):*", message.text
+        case "out" if message.author == "desk" or message.purpose:
+            who, text = "*desk → customer:*", escape(message.text)
+        case "out":
+            who, text = f"*<@{message.author}> → customer:*", message.text
+        case _:
+            who, text = "*desk:*", escape(message.text)
+    failed = " _(not delivered)_" if message.delivery == "failed" else ""
+    return f"• {when} {who} {_line(text)}{failed}"
+
+
+def conversation_summary(customer: str, messages: Sequence[Message], *, head: str) -> str:
+    """A new card's first thread message: ``head`` (why the card is new), then what was said
+    so far, latest kept when it must be clipped."""
+    if not messages:
+        return head + " Nothing was said yet beyond the card above."
+    lines = [summary_line(m, customer) for m in messages]
+    kept: list[str] = []
+    size = len(head) + 100
+    for line in reversed(lines):  # the latest messages matter most
+        if size + len(line) + 1 > SUMMARY_LIMIT:
+            break
+        kept.insert(0, line)
+        size += len(line) + 1
+    left_out = len(lines) - len(kept)
+    intro = " The conversation so far (times in UTC):"
+    if left_out:
+        intro = f" The conversation so far (times in UTC; {left_out} earlier not shown):"
+    return head + intro + "\n" + "\n".join(kept)
+
+
+# -- SLA clocks ----------------------------------------------------------------------------
+
+TARGET_NAME = {
+    "first_response": "First response",
+    "next_response": "Next response",
+    "resolution": "Resolution",
+}
+
+
+def slack_date(at: datetime) -> str:
+    """Slack shows this in each reader's own time zone; the fallback is UTC."""
+    stamp = int(at.timestamp())
+    return f"<!date^{stamp}^{{date_short_pretty}} {{time}}|{at:%Y-%m-%d %H:%M} UTC>"
+
+
+def clocks_line(sla: Mapping[str, Any] | None) -> str | None:
+    """The card's line: each running clock with its due time and state."""
+    if not sla:
+        return None
+    parts = []
+    for target in ("first_response", "next_response", "resolution"):
+        clock = sla.get(target) or {}
+        state = clock.get("state")
+        if state in (None, "none", "stopped"):
+            continue
+        due = clock.get("due")
+        when = slack_date(datetime.fromisoformat(due)) if due else ""
+        shown = {"running": "on track", "breached": "🚨 breached", "paused": "⏸ paused"}.get(
+            state, state.replace("_", " ")
+        )
+        parts.append(f"{TARGET_NAME[target]} {('due ' + when + ' · ') if when else ''}{shown}")
+    return "SLA: " + " · ".join(parts) if parts else None
