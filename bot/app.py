@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
+import time
 from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
@@ -13,21 +15,22 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters.slack import SlackAdapter
+from adapters.telegram import TelegramAdapter
+from adapters.whatsapp import WhatsAppAdapter
+from bot import wiring
 from bot.base.clock import Clock, SystemClock
-from bot.base.settings import Settings, desk_tz
-from bot.core.roles import GroupRefresher
-from bot.customers.privacy import RawPurger
+from bot.base.settings import Settings
 from bot.delivery.adapter import Adapter
 from bot.delivery.dispatcher import DbInbox, Dispatcher
-from bot.delivery.jobs import AssignmentSweeper, PresencePoller, SlaScheduler
 from bot.delivery.leases import Heartbeat, reclaim_dead_leases
 from bot.delivery.outbox import Metrics, OutboxSender, RateLimits
 from bot.domain.classifier import Classifier, RulesClassifier
 from bot.domain.outbound import ChannelSender
 from bot.domain.rules import Rules
-from bot.incidents.desk import incident_languages
-from bot.reports.digest import DigestScheduler
-from bot.selfservice.kb import KnowledgeBase
+from bot.incidents.command import incident_languages
+from bot.selfservice.kb import KnowledgeBase, kb_folder
+from bot.selfservice.status import telegram_commands
 from storage.db import create_engine, migrate, ping, problem, session_factory
 from storage.queues import inbox_lag_seconds, outbox_backlog
 
@@ -41,9 +44,6 @@ class StartupError(RuntimeError):
 def build_adapters(settings: Settings, inbox: DbInbox, rules: Rules | None = None) -> list[Adapter]:
     adapters: list[Adapter] = []
     if settings.telegram:
-        from adapters.telegram import TelegramAdapter
-        from bot.selfservice.status import telegram_commands
-
         adapters.append(
             TelegramAdapter(
                 settings.telegram,
@@ -53,14 +53,10 @@ def build_adapters(settings: Settings, inbox: DbInbox, rules: Rules | None = Non
             )
         )
     if settings.whatsapp:
-        from adapters.whatsapp import WhatsAppAdapter
-
         adapters.append(
             WhatsAppAdapter(settings.whatsapp, inbox, max_body_bytes=settings.max_body_bytes)
         )
     if settings.slack:
-        from adapters.slack import SlackAdapter
-
         adapters.append(SlackAdapter(settings.slack, inbox, max_body_bytes=settings.max_body_bytes))
     return adapters
 
@@ -82,6 +78,7 @@ class DeskApp:
         # The knowledge base (bot/selfservice/kb.py); its index is brought up to date at start.
         self.knowledge = knowledge
         self.rules = rules
+        self.desks = wiring.desks(rules)  # each step's Desk, with the features' hooks
         self.clock = clock or SystemClock()
         self.classifier: Classifier = classifier or RulesClassifier(rules.priority)
         self.limits = limits
@@ -138,33 +135,33 @@ class DeskApp:
         self.sessions = session_factory(self.engine)
         # Register, then, before the loops claim anything, take over what dead desks held:
         # this host's that no longer run, and any whose heartbeat stopped (bot/delivery/leases.py).
-        self.heartbeat = Heartbeat(self.sessions, self.rules, self.clock)
+        self.heartbeat = Heartbeat(self.sessions, self.desks, self.clock)
         await self.heartbeat.beat()
-        await reclaim_dead_leases(self.sessions, self.rules, self.clock.now())
+        await reclaim_dead_leases(self.sessions, self.desks, self.clock.now())
         if self.knowledge is not None:
             await self.knowledge.sync(self.sessions, self.clock.now())
         self.inbox = DbInbox(self.sessions, self.clock)
         self.adapters = build_adapters(self.settings, self.inbox, self.rules)
         senders: dict[str, ChannelSender] = {a.channel: a for a in self.adapters}
-        self.outbox = OutboxSender(
+        self.outbox = wiring.outbox(
             self.sessions,
             senders,
-            self.rules,
+            self.desks,
             self.clock,
             self.metrics,
             limits=self.limits,
             idle_poll=self.idle_poll,
             turn=self.inbox.turn,
         )
-        self.dispatcher = Dispatcher(
+        self.dispatcher = wiring.dispatcher(
             self.sessions,
-            self.rules,
+            self.desks,
             self.classifier,
             self.clock,
             self.inbox,
+            knowledge=self.knowledge,
             outbox_wakeup=self.outbox.wakeup,
             idle_poll=self.idle_poll,
-            knowledge=self.knowledge,
         )
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_get("/healthz", self._healthz)
@@ -182,48 +179,21 @@ class DeskApp:
         # Loops first, so whatever the adapters accept is processed straight away.
         self.spawn(self.dispatcher.run(self._stop), "dispatcher")
         self.spawn(self.outbox.run(self._stop), "outbox")
-        self.sweeper = AssignmentSweeper(
-            self.sessions, self.rules, self.clock, outbox_wakeup=self.outbox.wakeup
+        slack = next((a for a in self.adapters if isinstance(a, SlackAdapter)), None)
+        if slack is not None:
+            slack.incident_languages = functools.partial(
+                incident_languages, self.sessions, self.rules
+            )
+            slack.default_language = self.rules.texts.default_language
+        self.jobs = wiring.jobs(
+            self.sessions, self.desks, self.clock, outbox_wakeup=self.outbox.wakeup, slack=slack
         )
-        self.spawn(self.sweeper.run(self._stop), "assignment")
-        self.sla = SlaScheduler(
-            self.sessions, self.rules, self.clock, outbox_wakeup=self.outbox.wakeup
-        )
-        self.spawn(self.sla.run(self._stop), "sla")
+        self.sweeper, self.sla, self.digest = self.jobs.sweeper, self.jobs.sla, self.jobs.digest
+        for name, job in self.jobs.named():
+            self.spawn(job.run(self._stop), name)
         # Beats, and takes over a desk that stops beating, within seconds; wakes the loops then.
         self.heartbeat.on_takeover = self._wake_all
         self.spawn(self.heartbeat.run(self._stop), "heartbeat")
-        slack = next((a for a in self.adapters if a.channel == "slack"), None)
-        if slack is not None:
-            slack.incident_languages = functools.partial(  # type: ignore[attr-defined]
-                incident_languages, self.sessions, self.rules
-            )
-            slack.default_language = self.rules.texts.default_language  # type: ignore[attr-defined]
-            groups = GroupRefresher(
-                self.sessions,
-                self.rules,
-                self.clock,
-                slack.usergroup_members,  # type: ignore[attr-defined]
-            )
-            self.spawn(groups.run(self._stop), "roles")
-        self.digest = DigestScheduler(
-            self.sessions,
-            self.rules,
-            self.clock,
-            desk_tz(),
-            workspace=None if slack is None else slack.workspace_domain,  # type: ignore[attr-defined]
-            outbox_wakeup=self.outbox.wakeup,
-        )
-        self.spawn(self.digest.run(self._stop), "digest")
-        self.spawn(RawPurger(self.sessions, self.rules, self.clock).run(self._stop), "retention")
-        if self.rules.availability.assignment_presence == "slack" and slack is not None:
-            poller = PresencePoller(
-                self.sessions,
-                self.rules,
-                self.clock,
-                slack.presence,  # type: ignore[attr-defined]
-            )
-            self.spawn(poller.run(self._stop), "presence")
         for adapter in self.adapters:
             await adapter.start()
         log.info(
@@ -308,3 +278,61 @@ async def _quietly(coro: Coroutine[Any, Any, None]) -> None:
         await coro
     except Exception:
         log.exception("desk.stop_error")
+
+
+# -- running it -------------------------------------------------------------------------
+
+
+async def _make_classifier(settings: Settings, rules: Rules) -> Classifier | None:
+    if settings.model != "local":
+        return None
+    from bot.model import ModelClassifier  # the model is heavy: loaded only when asked for
+
+    return await ModelClassifier.create(settings, rules)
+
+
+async def make_knowledge(
+    settings: Settings, rules: Rules, classifier: Classifier | None
+) -> KnowledgeBase | None:
+    """The knowledge base when ``kb.enabled`` and its folder has articles: with the model's
+    encoder when it runs (a keyword-only desk without articles loads no encoder at all)."""
+    if not rules.kb.enabled:
+        return None
+    folder = kb_folder(rules, settings.rules_path)
+    if not any(folder.glob("*.md")):
+        log.info("kb.none folder=%s (no articles: no answers before tickets)", folder)
+        return None
+    from bot.model import ModelClassifier  # the model is heavy: loaded only when asked for
+
+    encoder = classifier.encoder if isinstance(classifier, ModelClassifier) else None
+    return await KnowledgeBase.load(folder, encoder, settings.encoder_dir)
+
+
+async def serve(
+    settings: Settings,
+    rules: Rules,
+    *,
+    banner: str = "",
+    started: float | None = None,
+    clock: Clock | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly (draining the outbox for a few seconds).
+
+    ``started`` (a ``time.monotonic()`` reading) adds how long the start took to the banner.
+    """
+    classifier = await _make_classifier(settings, rules)
+    knowledge = await make_knowledge(settings, rules, classifier)
+    desk = DeskApp(settings, rules, classifier=classifier, clock=clock, knowledge=knowledge)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await desk.start()
+    if banner:
+        if started is not None:
+            banner += f"Ready in {time.monotonic() - started:.1f} s.\n"
+        print(banner, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await desk.stop()

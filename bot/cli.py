@@ -6,21 +6,23 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.app import DeskApp, StartupError
-from bot.base.clock import Clock
+from bot.app import StartupError, serve
 from bot.base.settings import Settings, SettingsError, load_settings
-from bot.domain.classifier import Classifier
+from bot.commands.kb import main as kb_main
+from bot.commands.learn import main as learn_main
+from bot.commands.sandbox import FreshRefused, run_sandbox
+from bot.commands.sla import main as sla_main
 from bot.domain.rules import Rules, RulesError, load_rules
-from bot.reports.metrics import GROUP_KEYS
-from bot.selfservice.kb import KnowledgeBase, kb_folder
+from bot.reports.command import print_report
+from bot.reports.metrics import GROUP_KEYS, PeriodError
+from bot.selfservice.kb import kb_folder
+from nlp.cli import main as nlp_main
 from nlp.encoder import EncoderError
-from nlp.kb import ArticleError
+from nlp.kb import ArticleError, read_articles
 from nlp.service import ModelError
 from storage.db import DatabaseError, create_engine, migrate
 
@@ -35,61 +37,6 @@ def _setup_logging(level: str) -> None:
     # Client libraries log request URLs at DEBUG/INFO, and a Telegram URL contains the token.
     for noisy in ("aiogram", "aiohttp.access", "slack_bolt", "slack_sdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-async def _make_classifier(settings: Settings, rules: Rules) -> Classifier | None:
-    if settings.model != "local":
-        return None
-    from bot.model import ModelClassifier
-
-    return await ModelClassifier.create(settings, rules)
-
-
-async def make_knowledge(
-    settings: Settings, rules: Rules, classifier: Classifier | None
-) -> KnowledgeBase | None:
-    """The knowledge base when ``kb.enabled`` and its folder has articles: with the model's
-    encoder when it runs (a keyword-only desk without articles loads no encoder at all)."""
-    if not rules.kb.enabled:
-        return None
-    folder = kb_folder(rules, settings.rules_path)
-    if not any(folder.glob("*.md")):
-        log.info("kb.none folder=%s (no articles: no answers before tickets)", folder)
-        return None
-    from bot.model import ModelClassifier
-
-    encoder = classifier.encoder if isinstance(classifier, ModelClassifier) else None
-    return await KnowledgeBase.load(folder, encoder, settings.encoder_dir)
-
-
-async def serve(
-    settings: Settings,
-    rules: Rules,
-    *,
-    banner: str = "",
-    started: float | None = None,
-    clock: Clock | None = None,
-) -> None:
-    """Run until SIGINT/SIGTERM, then stop cleanly (draining the outbox for a few seconds).
-
-    ``started`` (a ``time.monotonic()`` reading) adds how long the start took to the banner.
-    """
-    classifier = await _make_classifier(settings, rules)
-    knowledge = await make_knowledge(settings, rules, classifier)
-    desk = DeskApp(settings, rules, classifier=classifier, clock=clock, knowledge=knowledge)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await desk.start()
-    if banner:
-        if started is not None:
-            banner += f"Ready in {time.monotonic() - started:.1f} s.\n"
-        print(banner, flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await desk.stop()
 
 
 def _load(env_file: bool = True) -> tuple[Settings, Rules]:
@@ -108,8 +55,6 @@ def _cmd_run(_args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from bot.commands.sandbox import FreshRefused, run_sandbox
-
     try:
         asyncio.run(
             run_sandbox(desk_port=args.port, standin_port=args.standin_port, fresh=args.fresh)
@@ -146,8 +91,6 @@ def _cmd_check(_args: argparse.Namespace) -> int:
     )
     print(f"{settings.rules_path} ok (version {rules.version}; teams: {teams})")
     if rules.kb.enabled:
-        from nlp.kb import read_articles
-
         folder = kb_folder(rules, settings.rules_path)
         articles = read_articles(folder)  # a broken article stops here, named
         print(f"{folder} ok ({len(articles)} knowledge-base articles)")
@@ -155,9 +98,6 @@ def _cmd_check(_args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bot.reports.command import print_report
-    from bot.reports.metrics import PeriodError
-
     settings, rules = _load()
     now = datetime.now(UTC)
     try:
@@ -216,22 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["nlp", "train"] and "--from-desk" in argv:
-        from bot.commands.learn import (
-            main as learn_main,  # reads the desk's database: not nlp/'s job
-        )
-
+        # Reads the desk's database: not nlp/'s job.
         return learn_main(argv[2:])
     if argv[:1] == ["nlp"]:
-        from nlp.cli import main as nlp_main
-
         return nlp_main(argv[1:])
     if argv[:1] == ["kb"]:
-        from bot.commands.kb import main as kb_main
-
         return kb_main(argv[1:])
     if argv[:1] == ["sla"]:
-        from bot.commands.sla import main as sla_main
-
         return sla_main(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)

@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.delivery.outbox import Metrics, OutboxSender, RateLimits
+from bot import wiring
+from bot.delivery.outbox import Metrics, RateLimits
 from bot.domain.events import (
     CustomerButton,
     CustomerChannel,
@@ -244,10 +245,10 @@ async def test_whatsapp_later_taps_are_answered_in_the_customers_language(
 ) -> None:
     h = make_harness(engine)
     wa = RecordingSender()
-    outbox = OutboxSender(
+    outbox = wiring.outbox(
         h.sessions,
         {"telegram": h.telegram, "slack": h.slack, "whatsapp": wa},
-        RULES,
+        wiring.desks(RULES),
         h.clock,
         Metrics(CollectorRegistry()),
         limits=RateLimits.lifted(),

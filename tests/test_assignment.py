@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import wiring
 from bot.delivery.jobs import AssignmentSweeper, PresencePoller
 from bot.domain.events import AgentAction, SlashCommand
 from bot.domain.rules import Rules, parse_rules
@@ -54,7 +55,7 @@ class Desk:
     def __init__(self, engine: AsyncEngine, rules: Rules) -> None:
         self.h: Harness = make_harness(engine, rules)
         self.rules = rules
-        self.sweeper = AssignmentSweeper(self.h.sessions, rules, self.h.clock)
+        self.sweeper = AssignmentSweeper(self.h.sessions, wiring.desks(rules), self.h.clock)
 
     async def says(self, chat: str, text: str) -> Ticket:
         await self.h.inbox.accept([self.h.customer(text, chat=chat)], {})

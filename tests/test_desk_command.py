@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import wiring
 from bot.console import desk_command as supervisor
 from bot.console.desk_command import SUBCOMMANDS, Invocation, Subcommand, desk_command
-from bot.core.tickets import Desk
 from bot.domain.events import SlashCommand
 from storage.models import Customer, Ticket
 
@@ -34,7 +34,7 @@ async def ask(h: Harness, text: str, user: str = "U0BOB", domain: str = "acme") 
         team_domain=domain,
     )
     async with h.sessions() as s:
-        return await desk_command(Desk(s, RULES, h.clock.now()), command)
+        return await desk_command(wiring.desks(RULES)(s, h.clock.now()), command)
 
 
 async def new_ticket(h: Harness, text: str, chat: str) -> Ticket:

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot import wiring
 from bot.base.clock import FrozenClock
 from bot.delivery.dispatcher import DbInbox, Dispatcher
 from bot.delivery.outbox import Metrics, OutboxSender, RateLimits
@@ -122,15 +123,16 @@ def make_harness(engine: AsyncEngine, rules: Rules = RULES) -> Harness:
     clock = FrozenClock()
     inbox = DbInbox(sessions, clock)
     telegram, slack = RecordingSender(), RecordingSender()
-    outbox = OutboxSender(
+    desks = wiring.desks(rules)
+    outbox = wiring.outbox(
         sessions,
         {"telegram": telegram, "slack": slack},
-        rules,
+        desks,
         clock,
         Metrics(CollectorRegistry()),
         limits=RateLimits.lifted(),
     )
-    dispatcher = Dispatcher(sessions, rules, RulesClassifier(rules.priority), clock, inbox)
+    dispatcher = wiring.dispatcher(sessions, desks, RulesClassifier(rules.priority), clock, inbox)
     return Harness(sessions, clock, inbox, dispatcher, outbox, telegram, slack)
 
 

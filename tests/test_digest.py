@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bot import wiring
 from bot.base.clock import FrozenClock
 from bot.domain.rules import Digest as DigestRules
 from bot.domain.rules import Reports, Rules
@@ -111,7 +112,7 @@ async def test_queued_once_by_racing_processes_and_not_again_after_a_restart(
     rules = rules_with_digest()
 
     def process() -> DigestScheduler:
-        return DigestScheduler(sessions, rules, clock, TOKYO)
+        return DigestScheduler(sessions, wiring.desks(rules), clock, TOKYO)
 
     a, b = process(), process()
     assert await a.run_once() is None  # 08:59 in Tokyo: not yet
@@ -135,6 +136,9 @@ async def test_queued_once_by_racing_processes_and_not_again_after_a_restart(
 async def test_no_digest_without_the_setting(engine: AsyncEngine) -> None:
     sessions = session_factory(engine)
     clock = FrozenClock(tokyo(4, 12))
-    assert await DigestScheduler(sessions, Rules(version=1), clock, TOKYO).run_once() is None
+    assert (
+        await DigestScheduler(sessions, wiring.desks(Rules(version=1)), clock, TOKYO).run_once()
+        is None
+    )
     async with sessions() as s:
         assert await digests(s) == []

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.core.tickets import Desk
+from bot import wiring
 from bot.workspace.composer import reply_view
 from bot.workspace.history import MAX_LISTED, history_view, ordinal, story_line
 from storage.db import session_factory
@@ -111,7 +111,7 @@ async def test_the_reply_modal_previews_exactly_what_the_customer_gets(engine: A
     )
     async with session_factory(engine)() as s:
         ticket = await s.get_one(Ticket, 1)
-        desk = Desk(s, rules, NOW)
+        desk = wiring.desks(rules)(s, NOW)
         view = reply_view(
             desk, ticket, customer, text="Hola ``` <b>", macro="Refund on its way", revision="a1"
         )

@@ -13,7 +13,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.delivery.leases import UNKNOWN_OUTCOME, is_dead, reclaim_dead_leases, this_process
+from bot import wiring
+from bot.base.process import is_dead, this_process
+from bot.delivery.leases import UNKNOWN_OUTCOME, reclaim_dead_leases
 from bot.domain.rules import parse_rules
 from storage.db import session_factory
 from storage.models import Customer, InboxRow, Message, OutboxRow, Ticket
@@ -173,7 +175,7 @@ async def test_claims_record_their_owner_and_dead_ones_are_taken_over_at_once(
         assert held == {name: owners[name] for name in owners}
 
     later = NOW + timedelta(seconds=1)  # a restart a second later, not a minute
-    done = await reclaim_dead_leases(sessions, RULES, later)
+    done = await reclaim_dead_leases(sessions, wiring.desks(RULES), later)
     assert sorted(done.owners) == sorted([owners["dead"], owners["earlier_me"]])
     assert (done.inbox, done.outbox, done.unknown, done.resent_replies) == (2, 2, 1, 1)
 
@@ -204,5 +206,5 @@ async def test_claims_record_their_owner_and_dead_ones_are_taken_over_at_once(
         "It is being sent again, so they may get it twice.",
     ]
     # A second restart finds nothing more to do, and adds no second note.
-    again = await reclaim_dead_leases(sessions, RULES, later)
+    again = await reclaim_dead_leases(sessions, wiring.desks(RULES), later)
     assert again.owners == []

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bot.core.tickets import is_note_text
+from bot.core.agent_side import is_note_text
 from bot.domain.macros import Macro, fill
 from bot.domain.rules import RulesError, parse_rules
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import wiring
 from bot.base.clock import FrozenClock
 from bot.console.desk_command import Answer, desk_command
 from bot.core.roles import GroupLookupError, GroupRefresher, has_role
-from bot.core.tickets import Desk
 from bot.domain.events import SlashCommand
 from bot.domain.rules import parse_rules
 from storage.db import session_factory
@@ -32,7 +32,7 @@ async def ask(h: Harness, text: str, user: str) -> str:
         team_domain="acme",
     )
     async with h.sessions.begin() as s:
-        return await desk_command(Desk(s, RULES, h.clock.now()), command)
+        return await desk_command(wiring.desks(RULES)(s, h.clock.now()), command)
 
 
 class Directory:

@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.domain.events import CustomerMessage, Sender
-from bot.domain.rules import CustomerTexts, RulesError, load_rules, parse_rules
-from bot.selfservice.status import (
+from bot.domain.customer_requests import (
     STATUS_BUTTON,
     StatusRequest,
-    choose_language,
     my_tickets_button,
     parse_status_request,
     status_request_of,
     status_words,
 )
+from bot.domain.events import CustomerMessage, Sender
+from bot.domain.language import choose_language
+from bot.domain.rules import CustomerTexts, RulesError, load_rules, parse_rules
 from nlp.language import detect_language
 from tests.test_desk_core import make_harness
 

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import wiring
 from bot.domain.outbound import Forbidden
 from storage.models import SlaFiring, SlaTimer, Ticket
 
@@ -61,9 +62,9 @@ async def test_a_reply_the_customer_never_got_is_not_a_first_response(desk: Harn
     await desk.settle()
     assert (await ticket(desk)).sla["first_response"]["state"] == "running"  # type: ignore[index]
     desk.clock.advance(minutes=61)
-    from bot.delivery.jobs import SlaScheduler
+    from bot.sla.timers import SlaScheduler
 
-    await SlaScheduler(desk.sessions, RULES, desk.clock).run_once()
+    await SlaScheduler(desk.sessions, wiring.desks(RULES), desk.clock).run_once()
     await desk.settle()
     thread = [m.text for m in desk.slack.sent if m.kind == "slack_thread"]
     assert sum("🚨 First response target breached" in x for x in thread) == 1

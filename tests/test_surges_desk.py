@@ -33,7 +33,7 @@ async def burst(desk: Harness, texts: list[str], start: int = 100) -> None:
 async def test_a_surge_becomes_one_incident_card_and_later_tickets_join_it(
     desk: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("bot.incidents.desk.LIST_LIMIT", 4)  # lists of at most 4 tickets a post
+    monkeypatch.setattr("bot.incidents.render.LIST_LIMIT", 4)  # lists of at most 4 tickets a post
     await burst(desk, [f"{OUTAGE} ({n})" for n in range(4)])
     cards = [o for o in desk.slack.sent if o.kind == "slack_card"]
     assert len(cards) == 4  # under min_tickets (5): cards of their own, as before

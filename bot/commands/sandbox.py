@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from bot.app import serve
 from bot.base.clock import OffsetClock
 from bot.base.settings import (
     Settings,
@@ -28,7 +29,6 @@ from bot.base.settings import (
     WhatsAppSettings,
     load_settings,
 )
-from bot.cli import serve
 from bot.domain.rules import Rules, load_rules, parse_rules
 from sandbox import DeskHistory, StandIns
 from storage.db import create_engine, migrate, session_factory

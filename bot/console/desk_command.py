@@ -12,11 +12,10 @@ text past 40,000 characters and advises staying under 4,000, so lists are clippe
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,11 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.base.settings import desk_tz
 from bot.core.assignment import Assigner
 from bot.core.roles import has_role
+from bot.core.tickets import Desk
 from bot.customers import linking as customers
 from bot.customers import privacy
 from bot.domain.events import SlashCommand
+from bot.domain.mrkdwn import PRIORITY_ICON, escape
 from bot.domain.outbound import Outbound
-from bot.incidents.desk import INCIDENT_HELP, incident_command
+from bot.domain.tickets import ACTIVE
+from bot.incidents.command import INCIDENT_HELP, incident_command
 from bot.reports.charts import chart_data
 from bot.reports.command import current_agents
 from bot.reports.export import tickets_csv
@@ -41,21 +43,16 @@ from bot.reports.metrics import (
     self_service,
 )
 from bot.reports.render import metric_lines, self_service_line, slack_blocks, title
-from bot.workspace.cards import PRIORITY_ICON, escape
+from bot.workspace.cards import card_link
 from storage.models import AuditEntry, Customer, Ticket
 from storage.queues import inbox_lag_seconds, outbox_backlog
-
-if TYPE_CHECKING:
-    from bot.core.tickets import Desk
 
 log = logging.getLogger("deskbot.supervisor")
 
 ORDER = ("urgent", "high", "normal", "low")
-ACTIVE = ("new", "open", "pending")
 STATUS_NAME = {"new": "unclaimed", "open": "open", "pending": "waiting on the customer"}
 MAX_CHARS = 3500  # under Slack's advised 4,000, with room for the "… and N more" line
 MAX_ITEMS = 30  # a list longer than this is not read anyway; /desk status has the counts
-DOMAIN_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +112,21 @@ async def desk_command(desk: Desk, command: SlashCommand) -> str:
 
 
 # -- the subcommands -------------------------------------------------------------------------
+
+
+async def answer_command(desk: Desk, command: SlashCommand) -> None:
+    """``/desk …``: the answer, seen only by whoever typed it (its ``response_url``)."""
+    text = await desk_command(desk, command)
+    if command.response_url:
+        desk.fx.say(
+            Outbound(
+                channel="slack",
+                kind="slack_response",
+                destination=command.response_url,
+                text=text,
+                blocks=text.blocks if isinstance(text, Answer) else (),
+            )
+        )
 
 
 async def desk_status(session: AsyncSession, now: datetime, _args: str = "") -> str:
@@ -609,22 +621,6 @@ def _listing(header: str, lines: list[str], total: int) -> str:
     if more > 0:
         shown.append(f"… and {more} more")
     return "\n".join(shown)
-
-
-def card_link(ticket: Ticket, team_domain: str) -> str | None:
-    """A link that opens the ticket's card, or None before the card is posted.
-
-    The permalink form ``https://<workspace>.slack.com/archives/<channel>/p<ts without dot>``
-    is what chat.getPermalink returns, and Slack opens it at the message itself. The
-    workspace comes from the slash command (``team_domain``). Without it, ``app_redirect``
-    (documented with ``channel`` and ``team`` only) at least opens the channel.
-    """
-    if not ticket.slack_ts or not ticket.slack_channel:
-        return None
-    if DOMAIN_RE.match(team_domain):
-        stamp = ticket.slack_ts.replace(".", "")
-        return f"https://{team_domain}.slack.com/archives/{ticket.slack_channel}/p{stamp}"
-    return f"https://slack.com/app_redirect?channel={ticket.slack_channel}"
 
 
 def _ref(ticket: Ticket, team_domain: str) -> str:

@@ -14,24 +14,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot.core.step import Step, TicketSeated
 from bot.domain.routing import AgentChoice, AgentLoad, choose_agent, waiting_order
 from storage.models import Agent, TeamPointer, Ticket
-
-if TYPE_CHECKING:
-    from bot.core.tickets import Desk
 
 AUTO = "desk"  # tickets.assigned_by for automatic assignment
 COUNTS = ("new", "open")  # statuses that count against capacity; pending does not
 
 
+async def seat(step: Step, ticket: Ticket, *, assign: bool = True) -> AgentChoice | None:
+    """An active ticket gets a card of its own: an assignee (unless ``assign`` is off), its SLA
+    clocks (:class:`TicketSeated`, handled before the card so that it shows them), then the
+    card. A new ticket, a transferred one and one taken out of an incident all come here."""
+    choice = await Assigner(step).assign(ticket, announce=False) if assign else None
+    await step.publish(TicketSeated(ticket))
+    await step.post_card(ticket)
+    return choice
+
+
 class Assigner:
-    def __init__(self, desk: Desk) -> None:
+    def __init__(self, desk: Step) -> None:
         self.desk = desk
         self.s = desk.s
         self.rules = desk.rules

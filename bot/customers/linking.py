@@ -20,10 +20,8 @@ from sqlalchemy import select, update
 from bot.core.tickets import Desk
 from bot.domain.events import CustomerContact, CustomerMessage
 from bot.domain.outbound import Outbound
+from bot.domain.tickets import ACTIVE
 from storage.models import Customer, Identity, StatusLookup, Ticket
-
-LINK_COMMANDS = frozenset({"/link", "link"})
-ACTIVE = ("new", "open", "pending")
 
 # What the customer reads; by the language they were last seen writing in.
 TEXTS: dict[str, dict[str, str]] = {
@@ -87,10 +85,6 @@ def e164(phone: str) -> str | None:
     if not phonenumbers.is_possible_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def is_link_request(ev: CustomerMessage) -> bool:
-    return ev.channel == "telegram" and ev.text.strip().lower() in LINK_COMMANDS
 
 
 def ask_for_number(desk: Desk, channel: str, chat_id: str, language: str | None) -> None:

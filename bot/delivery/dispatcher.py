@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,53 +20,27 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
-from bot.console.desk_command import Answer, desk_command
-from bot.core.tickets import ACTIVE, Desk, TooEarly, queue_effects
-from bot.customers import linking as customers
+from bot.base.process import this_process
+from bot.core.ticket_step import TooEarly
+from bot.core.tickets import Desk, Desks
 from bot.delivery.inbox import fitted, storable, unfit
-from bot.delivery.leases import this_process
+from bot.delivery.routes import Preparers, Routes
 from bot.domain.classifier import Classification, Classifier
 from bot.domain.events import (
-    AgentAction,
-    AgentMessage,
-    AgentReply,
-    CustomerButton,
-    CustomerContact,
-    CustomerEdit,
     CustomerMessage,
-    CustomerNote,
-    CustomerStart,
-    DeliveryStatus,
     Event,
-    HistoryModal,
-    HomeEvent,
     Ignored,
-    ReplyModal,
-    SlashCommand,
     event_from_json,
     event_to_json,
 )
-from bot.domain.outbound import Outbound
-from bot.domain.rules import Rules
-from bot.selfservice import kb
-from bot.selfservice.status import (
-    STATUS_BUTTON,
-    StatusRequest,
-    answer_status,
-    choose_language,
-    status_request_of,
-)
-from bot.sla.keeper import SlaKeeper
-from bot.workspace.composer import agent_reply, reply_modal
-from bot.workspace.history import customer_note, history_modal
-from bot.workspace.home import home_event
-from nlp.kb import Hit
+from bot.domain.prepared import Prepared
 from nlp.language import detect_language
 from storage.db import one_writer, problem
-from storage.models import Identity, InboxRow, Ticket
+from storage.models import Identity, InboxRow
 from storage.queues import inbox_add, inbox_claim
 
 log = logging.getLogger("deskbot.dispatcher")
+NO_PREPARERS = Preparers()
 # How long an event that came too early (bot.core.tickets.TooEarly) may wait: 30 tries, 2 s apart.
 TOO_EARLY_ATTEMPTS = 30
 TOO_EARLY_STEP = timedelta(seconds=2)
@@ -77,17 +50,6 @@ BATCH_BUDGET = 0.010
 
 
 Claim = tuple[int, int, dict[str, Any]]  # an inbox row's id, attempt and payload
-
-
-@dataclass
-class Prepared:
-    """An event, with what was worked out for it before its transaction."""
-
-    event: Event
-    cls: Classification | None = None
-    detected: str | None = None
-    lookup: StatusRequest | None = None
-    hits: list[Hit] = field(default_factory=list)
 
 
 def _settling(row_id: int, attempt: int, outcome: dict[str, Any]) -> Any:
@@ -179,11 +141,13 @@ class Dispatcher:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        rules: Rules,
+        desks: Desks,
         classifier: Classifier,
         clock: Clock,
         inbox: DbInbox,
         *,
+        routes: Routes,
+        preparers: Preparers = NO_PREPARERS,
         outbox_wakeup: asyncio.Event | None = None,
         lease: timedelta = timedelta(seconds=60),
         batch_size: int = 32,
@@ -191,11 +155,12 @@ class Dispatcher:
         retry_base: timedelta = timedelta(seconds=0.5),
         idle_poll: float = 0.5,
         owner: str | None = None,
-        knowledge: kb.KnowledgeBase | None = None,
     ) -> None:
         self._sessions = sessions
-        self._knowledge = knowledge
-        self._rules = rules
+        self._desks = desks
+        self._rules = desks.rules
+        self._routes = routes
+        self._preparers = preparers
         self._classifier = classifier
         self._owner = owner or this_process()
         self._clock = clock
@@ -294,7 +259,7 @@ class Dispatcher:
                 ).all()
                 vip = self._rules.priority.vip.customers
                 key = next((f"{c}:{e}" for c, e in keys if f"{c}:{e}" in vip), key)
-                desk = Desk(session, self._rules, self._clock.now())
+                desk = self._desks(session, self._clock.now())
                 recent = await desk.recent_ticket_count(
                     customer_id, self._rules.priority.repeat.within_hours
                 )
@@ -304,17 +269,16 @@ class Dispatcher:
         """What an event needs from outside the database transaction."""
         event = event_from_json(payload)
         prep = Prepared(event)
-        if isinstance(event, CustomerMessage):
-            # A status lookup opens no ticket: neither the model nor the detector needed.
-            prep.lookup = status_request_of(event, self._rules)
-            if prep.lookup is None:
-                prep.cls = await self._classify(event)
-                if event.text:
-                    # A few milliseconds: in a thread all the same.
-                    prep.detected = await asyncio.to_thread(detect_language, event.text)
-                prep.hits = await self._kb_match(event, prep.detected)
-        elif isinstance(event, AgentAction) and event.action == "kb_suggest":
-            prep.hits = await self._kb_for_ticket(event.ticket_id)
+        for preparer in self._preparers.before_model:
+            await preparer(prep)
+        # A status lookup opens no ticket: neither the model nor the detector needed.
+        if isinstance(event, CustomerMessage) and prep.lookup is None:
+            prep.cls = await self._classify(event)
+            if event.text:
+                # A few milliseconds: in a thread all the same.
+                prep.detected = await asyncio.to_thread(detect_language, event.text)
+        for preparer in self._preparers.after_model:
+            await preparer(prep)
         return prep
 
     async def _process(self, items: list[tuple[Claim, Prepared | BaseException]]) -> int:
@@ -346,9 +310,9 @@ class Dispatcher:
                         if isinstance(prep, BaseException):
                             raise prep
                         async with session.begin_nested():
-                            desk = Desk(session, self._rules, self._clock.now())
-                            await self._apply(desk, prep)
-                            await SlaKeeper(desk).refresh_touched()
+                            desk = self._desks(session, self._clock.now())
+                            await self._routes.apply(desk, prep)
+                            await desk.finish()
                             await self._queue(session, desk, row_id)
                             await session.execute(
                                 update(InboxRow)
@@ -428,110 +392,6 @@ class Dispatcher:
         async with self._sessions.begin() as session:
             await session.execute(_settling(row_id, attempt, outcome))
 
-    async def _apply(self, desk: Desk, prep: Prepared) -> None:
-        event, cls, detected, lookup, hits = (
-            prep.event,
-            prep.cls,
-            prep.detected,
-            prep.lookup,
-            prep.hits,
-        )
-        match event:
-            case CustomerMessage() if customers.is_link_request(event):
-                await customers.offer_link(desk, event)
-            case CustomerContact():
-                await customers.contact_shared(desk, event)
-            case CustomerMessage() if lookup is not None:
-                await answer_status(desk, event, lookup)
-            case CustomerButton() if (
-                event.data == STATUS_BUTTON and self._rules.status_lookup.enabled
-            ):
-                await answer_status(desk, event, StatusRequest(None))
-            case CustomerMessage():
-                assert cls is not None
-                hit = hits[0] if hits else None
-                if await kb.before_ticket(desk, event, cls, detected, hit):
-                    return  # answered from the knowledge base: no ticket (yet)
-                ticket = await desk.customer_message(event, cls, detected)
-                log.info(
-                    "dispatcher.customer_message ticket=%d channel=%s", ticket.id, event.channel
-                )
-            case CustomerStart():
-                await desk.customer_start(event)
-            case CustomerEdit():
-                await desk.customer_edit(event)
-            case CustomerButton() if kb.is_kb_button(event.data):
-                await kb.customer_button(desk, event)
-            case CustomerButton():
-                await desk.customer_button(event)
-            case DeliveryStatus():
-                await desk.delivery_status(event)
-            case AgentMessage():
-                await desk.agent_message(event)
-            case AgentAction() if event.action in kb.KB_ACTIONS:
-                await kb.agent_action(desk, event, self._knowledge, hits or [])
-            case AgentAction():
-                await desk.agent_action(event)
-            case SlashCommand():
-                text = await desk_command(desk, event)
-                if event.response_url:
-                    desk.fx.say(
-                        Outbound(
-                            channel="slack",
-                            kind="slack_response",
-                            destination=event.response_url,
-                            text=text,
-                            blocks=text.blocks if isinstance(text, Answer) else (),
-                        )
-                    )
-            case HomeEvent():
-                await home_event(desk, event)
-            case ReplyModal():
-                await reply_modal(desk, event)
-            case AgentReply():
-                await agent_reply(desk, event)
-            case HistoryModal():
-                await history_modal(desk, event)
-            case CustomerNote():
-                await customer_note(desk, event)
-            case Ignored():
-                pass
-
-    async def _kb_match(self, event: CustomerMessage, detected: str | None) -> list[Hit]:
-        """The best article for a message that may open a conversation; outside the
-        transaction, like the model (one encoder call, a few milliseconds)."""
-        knowledge = self._knowledge
-        if knowledge is None or not self._rules.kb.enabled or not event.text.strip():
-            return []
-        if event.attachments or customers.is_link_request(event):
-            return []
-        async with self._sessions() as session:
-            latest = await session.scalar(
-                select(Ticket)
-                .where(Ticket.channel == event.channel, Ticket.chat_id == event.chat_id)
-                .order_by(Ticket.id.desc())
-                .limit(1)
-            )
-        if latest is not None and latest.status in ACTIVE:
-            return []  # it joins that ticket: no need to encode it for the knowledge base
-        language = knowledge.search_language(
-            choose_language(event.sender.language, detected), self._rules.texts.default_language
-        )
-        if language not in self._rules.kb.languages:
-            return []  # the encoder does not read this language well enough to answer alone
-        return await knowledge.search(event.text, language, 1)
-
-    async def _kb_for_ticket(self, ticket_id: int) -> list[Hit]:
-        knowledge = self._knowledge
-        if knowledge is None or not self._rules.kb.enabled:
-            return []
-        said = await kb.conversation_text(self._sessions, ticket_id)
-        if said is None:
-            return []
-        text, language = said
-        where = knowledge.search_language(language, self._rules.texts.default_language)
-        return await knowledge.search(text, where, self._rules.kb.agent_suggestions)
-
     async def _queue(self, session: AsyncSession, desk: Desk, inbox_id: int) -> None:
         # Deterministic keys: if this step is ever redone, it cannot queue twice.
-        await queue_effects(session, desk, f"inbox:{inbox_id}")
+        await desk.queue(f"inbox:{inbox_id}")

@@ -1,4 +1,4 @@
-"""Work that no inbound event starts: the periodic assignment sweep.
+"""Work that no inbound event starts: the periodic assignment sweep, and Slack presence.
 
 Every process runs it; each pass is one transaction that takes the same locks as assignment in
 the dispatcher (see :mod:`bot.core.assignment`), so passes in several processes take turns and
@@ -12,19 +12,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 
-from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
 from bot.base.repeat import repeat
 from bot.core.assignment import Assigner
-from bot.core.tickets import Desk, queue_effects
-from bot.delivery.leases import this_process
+from bot.core.tickets import Desks
 from bot.domain.rules import Rules
-from bot.sla.keeper import SlaKeeper
-from storage.models import Agent, SlaTimer, Ticket
+from storage.models import Agent
 
 log = logging.getLogger("deskbot.scheduler")
 
@@ -33,14 +29,15 @@ class AssignmentSweeper:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        rules: Rules,
+        desks: Desks,
         clock: Clock,
         *,
         outbox_wakeup: asyncio.Event | None = None,
         interval: float = 15.0,
     ) -> None:
         self._sessions = sessions
-        self._rules = rules
+        self._desks = desks
+        self._rules = desks.rules
         self._clock = clock
         self._wakeup = outbox_wakeup
         self._interval = interval
@@ -50,9 +47,9 @@ class AssignmentSweeper:
         if all(t.assignment == "manual" for t in self._rules.all_teams.values()):
             return 0
         async with self._sessions.begin() as session:
-            desk = Desk(session, self._rules, self._clock.now())
+            desk = self._desks(session, self._clock.now())
             changed = await Assigner(desk).sweep()
-            await queue_effects(session, desk, f"sweep:{uuid.uuid4().hex}")
+            await desk.queue(f"sweep:{uuid.uuid4().hex}")
         desk.fx.log_decisions()  # committed: the assignments happened
         if changed:
             log.info("scheduler.assignment_sweep changed=%d", changed)
@@ -110,67 +107,3 @@ class PresencePoller:
     async def run(self, stop: asyncio.Event) -> None:
         interval = self._rules.availability.presence_poll_seconds
         await repeat(self.run_once, stop, interval, "presence")
-
-
-class SlaScheduler:
-    """Fires SLA timers that came due: claims them like the outbox claims rows (``FOR UPDATE
-    SKIP LOCKED`` and a lease), then redoes the ticket's clocks in one transaction, which
-    records each warning, breach and escalation once and sets the next timer."""
-
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        rules: Rules,
-        clock: Clock,
-        *,
-        outbox_wakeup: asyncio.Event | None = None,
-        interval: float = 2.0,
-        lease: timedelta = timedelta(seconds=60),
-        batch: int = 50,
-    ) -> None:
-        self._sessions = sessions
-        self._rules = rules
-        self._clock = clock
-        self._wakeup = outbox_wakeup
-        self._interval = interval
-        self._lease = lease
-        self._batch = batch
-        self.wakeup = asyncio.Event()  # the sandbox's fast-forward pokes it
-
-    async def run_once(self) -> int:
-        now = self._clock.now()
-        me = this_process()
-        async with self._sessions.begin() as session:
-            stmt = (
-                select(SlaTimer)
-                .where(
-                    SlaTimer.due_at <= now,
-                    or_(SlaTimer.lease_until.is_(None), SlaTimer.lease_until < now),
-                )
-                .order_by(SlaTimer.due_at)
-                .limit(self._batch)
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            timers = list((await session.scalars(stmt)).all())
-            for timer in timers:
-                timer.lease_until = now + self._lease
-                timer.lease_owner = me
-            due = [t.ticket_id for t in timers]
-        for ticket_id in due:
-            async with self._sessions.begin() as session:
-                desk = Desk(session, self._rules, self._clock.now())
-                held = await session.get(SlaTimer, ticket_id)
-                ticket = await session.get(Ticket, ticket_id)
-                if held is None or held.lease_owner != me or ticket is None:
-                    continue  # re-timed by a change to the ticket meanwhile
-                await SlaKeeper(desk).refresh(ticket)
-                if held.lease_owner == me and held not in session.deleted:
-                    await session.delete(held)  # no SLA here (any more): nothing is due
-                await queue_effects(session, desk, f"sla:{ticket_id}:{uuid.uuid4().hex}")
-        if due and self._wakeup is not None:
-            self._wakeup.set()
-        return len(due)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await repeat(self.run_once, stop, self._interval, "sla", wakeup=self.wakeup)

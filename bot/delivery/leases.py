@@ -42,9 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,9 +50,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
-from bot.core.tickets import Desk, queue_effects
+from bot.base.process import is_dead, this_process
+from bot.core.tickets import Desks
 from bot.domain.outbound import Outbound
-from bot.domain.rules import Rules
 from storage.models import Message, OutboxRow, Process, SlaTimer, Ticket
 from storage.queues import expire_inbox_leases, open_leases, outbox_held_by
 
@@ -65,49 +62,6 @@ UNKNOWN_OUTCOME = "outcome unknown after a crash; not re-sent to avoid a duplica
 HEARTBEAT_EVERY = 1.0  # seconds between a desk's beats, and between its checks on the others
 DEAD_AFTER = timedelta(seconds=5)  # no beat for this long: dead
 CUSTOMER_CHANNELS = ("telegram", "whatsapp")
-
-_boot_id = secrets.token_hex(4)
-_boot_pid = os.getpid()
-
-
-def _host() -> str:
-    return socket.gethostname()[:80] or "localhost"
-
-
-def this_process() -> str:
-    """This process's lease owner id: ``host:pid:boot id`` (a new boot id after a fork)."""
-    global _boot_id, _boot_pid
-    if os.getpid() != _boot_pid:
-        _boot_id, _boot_pid = secrets.token_hex(4), os.getpid()
-    return f"{_host()}:{_boot_pid}:{_boot_id}"
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    try:  # a killed process its parent has not reaped yet still answers kill(0)
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def is_dead(owner: str) -> bool:
-    """True only when ``owner`` is certainly a process of this host that no longer runs."""
-    parts = owner.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return False  # not ours to judge (an older desk, or another scheme)
-    host, pid = parts[0], int(parts[1])
-    if host != _host() or owner == this_process():
-        return False
-    if pid == os.getpid():
-        return True  # our pid, another boot id: an earlier process that had our pid
-    return not _running(pid)
 
 
 @dataclass
@@ -135,7 +89,7 @@ def _quote(text: str, limit: int = 200) -> str:
 
 async def reclaim_dead_leases(
     sessions: async_sessionmaker[AsyncSession],
-    rules: Rules,
+    desks: Desks,
     now: datetime,
     *,
     dead_after: timedelta = DEAD_AFTER,
@@ -163,7 +117,7 @@ async def reclaim_dead_leases(
             .values(lease_until=expired, lease_owner=None)
         )
         for row in await outbox_held_by(session, owners):
-            await _settle_unknown_send(session, rules, now, row, done, expired)
+            await _settle_unknown_send(session, desks, now, row, done, expired)
         await session.execute(delete(Process).where(Process.owner.in_(owners)))
     log.info(
         "leases.reclaimed owners=%s inbox=%d outbox=%d not_resent=%d resent_replies=%d",
@@ -190,7 +144,7 @@ class Heartbeat:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        rules: Rules,
+        desks: Desks,
         clock: Clock,
         *,
         every: float = HEARTBEAT_EVERY,
@@ -198,7 +152,7 @@ class Heartbeat:
         on_takeover: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
-        self._rules = rules
+        self._desks = desks
         self._clock = clock
         self._every = every
         self._dead_after = dead_after
@@ -222,7 +176,7 @@ class Heartbeat:
 
     async def reap(self) -> Reclaimed:
         done = await reclaim_dead_leases(
-            self._sessions, self._rules, self._clock.now(), dead_after=self._dead_after
+            self._sessions, self._desks, self._clock.now(), dead_after=self._dead_after
         )
         if done.owners and self.on_takeover is not None:
             self.on_takeover()
@@ -246,7 +200,7 @@ class Heartbeat:
 
 async def _settle_unknown_send(
     session: AsyncSession,
-    rules: Rules,
+    desks: Desks,
     now: datetime,
     row: OutboxRow,
     done: Reclaimed,
@@ -256,7 +210,7 @@ async def _settle_unknown_send(
     out = Outbound.model_validate(row.payload)
     message = await session.get(Message, row.message_id) if row.message_id else None
     ticket = await session.get(Ticket, row.ticket_id) if row.ticket_id else None
-    desk = Desk(session, rules, now)
+    desk = desks(session, now)
     row.lease_owner = None
     if _is_desk_notice(out, message):
         row.status = "unknown"
@@ -295,4 +249,4 @@ async def _settle_unknown_send(
                     f"⚠️ The desk restarted while sending this reply to the customer: "
                     f"{_quote(out.text)}. It is being sent again, so they may get it twice.",
                 )
-    await queue_effects(session, desk, f"reclaim:{row.id}")
+    await desk.queue(f"reclaim:{row.id}")

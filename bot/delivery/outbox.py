@@ -32,10 +32,10 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import select, update
@@ -43,8 +43,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
-from bot.core.tickets import Desk, queue_effects
-from bot.delivery.leases import this_process
+from bot.base.process import this_process
+from bot.core.step import DeliveryRecorded
+from bot.core.tickets import Desk, Desks
 from bot.delivery.ratelimit import Limiter, SharedBuckets
 from bot.delivery.ratelimit import RateLimits as RateLimits  # where callers have always found it
 from bot.domain.files import PLATFORM, describe
@@ -55,16 +56,12 @@ from bot.domain.outbound import (
     DeliveryError,
     FileContent,
     Forbidden,
+    NothingToSay,
+    NotPosted,
     Outbound,
     RetryAfter,
     Unavailable,
 )
-from bot.domain.rules import Rules
-from bot.incidents.desk import IncidentDesk, NothingToSay, NotPosted
-from bot.incidents.desk import render as render_incident
-from bot.sla.keeper import SlaKeeper
-from bot.workspace.home import home_view
-from bot.workspace.recovery import CardRecovery, card_is_gone
 from storage.db import one_writer, problem
 from storage.models import HomeView, Identity, Incident, Message, OutboxRow, Ticket
 from storage.queues import outbox_claim
@@ -107,6 +104,39 @@ async def _at_once() -> None:
     return None
 
 
+class Renderer(Protocol):
+    """Draws a row when it is sent, from the database as it is then (a feature's; listed in
+    ``bot/wiring.py``). May raise :class:`NothingToSay` (done, nothing sent) or
+    :class:`NotPosted` (failed, with that reason)."""
+
+    def wants(self, out: Outbound) -> bool: ...
+
+    async def render(
+        self, out: Outbound, row_id: int, sender: ChannelSender | None
+    ) -> Outbound: ...
+
+
+@dataclass(frozen=True)
+class Renderers:
+    """``before_pacing``: rows whose kind and place are decided when sent (an incident's card),
+    drawn before the rate limits see them. ``before_send``: drawn with the sender that will
+    send them, once the rate limits let them go (an App Home)."""
+
+    before_pacing: Sequence[Renderer] = ()
+    before_send: Sequence[Renderer] = ()
+
+
+class Recovery(Protocol):
+    """What the outbox does when Slack says a ticket's card is gone (``bot/workspace``)."""
+
+    def is_gone(self, out: Outbound, error: DeliveryError) -> bool: ...
+
+    async def recover(self, row_id: int, out: Outbound, error: DeliveryError) -> Delivery: ...
+
+
+RecoveryFactory = Callable[[ChannelSender, Callable[[Outbound], Awaitable[None]]], Recovery]
+
+
 @dataclass
 class _Outcome:
     """A delivery's outcome, waiting to be recorded (OutboxSender._recorded)."""
@@ -136,10 +166,12 @@ class OutboxSender:
         self,
         sessions: async_sessionmaker[AsyncSession],
         senders: Mapping[str, ChannelSender],
-        rules: Rules,
+        desks: Desks,
         clock: Clock,
         metrics: Metrics,
         *,
+        renderers: Renderers,
+        recovery: RecoveryFactory | None,
         limits: RateLimits | None = None,
         lease: timedelta = timedelta(seconds=60),
         batch_size: int = 32,
@@ -155,7 +187,9 @@ class OutboxSender:
         self._turn = turn or _at_once
         self._senders = senders
         self._owner = owner or this_process()
-        self._rules = rules
+        self._desks = desks
+        self._rules = desks.rules
+        self._renderers = renderers
         self._clock = clock
         self._metrics = metrics
         # Several processes share one database only on PostgreSQL: there the platforms' budgets
@@ -190,7 +224,7 @@ class OutboxSender:
         self._recording = asyncio.Lock()
         slack = senders.get("slack")
         self._recovery = (
-            CardRecovery(sessions, slack, rules, clock, self._pace) if slack is not None else None
+            recovery(slack, self._pace) if slack is not None and recovery is not None else None
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -299,19 +333,16 @@ class OutboxSender:
         if row_id in self._unrecorded:
             await self._finish(row_id, attempt, out, message_id, delivery=self._unrecorded[row_id])
             return 1
-        if out.incident_id is not None:
-            # An incident's card and lists are drawn now, from the incident as it is now.
-            try:
-                async with self._sessions.begin() as session:
-                    out = await render_incident(
-                        session, self._rules, out, row_id, self._clock.now()
-                    )
-            except NothingToSay:
-                await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
-                return 1
-            except NotPosted as exc:
-                await self._finish(row_id, attempt, out, message_id, error=BadRequest(str(exc)))
-                return 1
+        # What a row is and where it goes may be decided only now (an incident's card and lists,
+        # drawn from the incident as it is now).
+        try:
+            out = await self._render(self._renderers.before_pacing, out, row_id, None)
+        except NothingToSay:
+            await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
+            return 1
+        except NotPosted as exc:
+            await self._finish(row_id, attempt, out, message_id, error=BadRequest(str(exc)))
+            return 1
         if out.kind == "slack_card" and queued is not None:
             out = held_back_note(out, self._clock.now() - queued)
         slack_channel, card_ts = cards.get(out.ticket_id or -1, (None, None))
@@ -350,8 +381,14 @@ class OutboxSender:
             return 1
         if out.channel == "slack":
             out = out.model_copy(update={"outbox_id": row_id})
-        if out.kind == "slack_home":
-            out = await self._draw_home(out, sender)
+        try:
+            out = await self._render(self._renderers.before_send, out, row_id, sender)
+        except NothingToSay:
+            await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
+            return 1
+        except NotPosted as exc:
+            await self._finish(row_id, attempt, out, message_id, error=BadRequest(str(exc)))
+            return 1
         try:
             if out.file is not None and out.content is None:
                 out = await self._with_file(out)
@@ -425,19 +462,17 @@ class OutboxSender:
             return out.model_copy(update={"kind": "slack_thread", "file": None, "text": text})
         return out.model_copy(update={"content": content})
 
-    async def _draw_home(self, out: Outbound, sender: ChannelSender) -> Outbound:
-        """A Home is drawn when it is sent, from the database as it is then
-        (bot/workspace/home.py)."""
-        domain = ""
-        find_domain = getattr(sender, "workspace_domain", None)
-        if find_domain is not None:
-            try:
-                domain = await find_domain()
-            except Exception:  # links then open the channel instead of the card
-                domain = ""
-        async with self._sessions() as session:
-            view = await home_view(session, self._rules, out.destination, self._clock.now(), domain)
-        return out.model_copy(update={"blocks": tuple(view["blocks"])})
+    async def _render(
+        self,
+        renderers: Sequence[Renderer],
+        out: Outbound,
+        row_id: int,
+        sender: ChannelSender | None,
+    ) -> Outbound:
+        for renderer in renderers:
+            if renderer.wants(out):
+                out = await renderer.render(out, row_id, sender)
+        return out
 
     async def _send(
         self, sender: ChannelSender, row_id: int, out: Outbound, *, recoverable: bool
@@ -445,7 +480,7 @@ class OutboxSender:
         try:
             return await sender.send(out)
         except DeliveryError as exc:
-            if self._recovery is None or not recoverable or not card_is_gone(out, exc):
+            if self._recovery is None or not recoverable or not self._recovery.is_gone(out, exc):
                 raise
             log.warning(
                 "outbox.card_gone id=%d ticket=%s kind=%s error=%s",
@@ -679,7 +714,7 @@ class OutboxSender:
         ticket = await session.get(Ticket, out.ticket_id) if out.ticket_id else None
         now = self._clock.now()
         row.lease_until = None  # after the gets: their autoflush would write it on its own
-        desk = Desk(session, self._rules, now)
+        desk = self._desks(session, now)
         if error is None:
             assert delivery is not None
             row.status = "sent"
@@ -700,8 +735,6 @@ class OutboxSender:
                 message.delivery = "sent"
                 if message.slack_ts and ticket is not None:
                     desk.react(ticket, message.slack_ts, self._rules.slack.relayed_reaction)
-                    # An agent's reply counts for the SLA once the platform accepted it.
-                    await SlaKeeper(desk).refresh(ticket)
             outcome = "sent"
         else:
             row.status = "failed"
@@ -712,12 +745,9 @@ class OutboxSender:
                 message.delivery_error = row.last_error
             if ticket is not None and out.channel != "slack":
                 await self._report_failure(desk, ticket, message, error)
-        if message is not None and message.purpose == "incident_reply" and ticket is not None:
-            # Progress of a Reply to all affected, on the incident card (throttled).
-            incident = await session.get(Incident, ticket.incident_id or -1, with_for_update=True)
-            if incident is not None:
-                await IncidentDesk(desk).card_soon(incident)
-        queued = await queue_effects(session, desk, f"outbox:{row_id}") > 0
+        # The SLA counts an accepted reply; an incident shows a Reply to all's progress.
+        await desk.publish(DeliveryRecorded(ticket, message, delivered=error is None))
+        queued = await desk.queue(f"outbox:{row_id}") > 0
         return outcome, queued
 
     async def _report_failure(

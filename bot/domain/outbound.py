@@ -151,3 +151,16 @@ class ChannelSender(Protocol):
     """Implemented by each adapter. Raises one of the :class:`DeliveryError` subclasses."""
 
     async def send(self, message: Outbound) -> Delivery: ...
+
+
+# What a send-time renderer (an incident's card, an App Home) may say instead of a message.
+
+
+class NothingToSay(Exception):
+    """Nothing is left to send (a batch whose tickets all left the incident before it was
+    posted): the row is done, with nothing sent."""
+
+
+class NotPosted(Exception):
+    """What the row is about has no post to go with yet, or never got one (an incident card
+    with no ts): the row fails with this reason."""

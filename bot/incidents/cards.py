@@ -21,7 +21,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.workspace.cards import CHANNEL_NAME, escape
+from bot.domain.mrkdwn import escape
+from bot.domain.tickets import CHANNEL_NAME
 
 REPLY_ALL = "incident_reply_all"
 RESOLVE = "incident_resolve"

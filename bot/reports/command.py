@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from bot.domain.rules import Rules
+from bot.reports.charts import Chart, chart_data, draw_async
 from bot.reports.metrics import build, day_range, load_histories, self_service
 from bot.reports.render import RENDER
 from storage.db import create_engine, session_factory
-
-if TYPE_CHECKING:
-    from bot.reports.charts import Chart
 
 
 def current_agents(rules: Rules) -> set[str]:
@@ -43,8 +40,6 @@ async def print_report(
     agents = current_agents(rules)
     drawn: list[Chart] = []
     if charts:
-        from bot.reports.charts import chart_data, draw_async
-
         drawn = await draw_async(chart_data(histories, period, now, agents))
     figures = build(histories, period, now, by, agents)
     figures["self_service"] = kb

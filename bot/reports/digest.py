@@ -24,16 +24,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
+from bot.base.process import this_process
 from bot.base.repeat import repeat
-from bot.core.tickets import Desk, queue_effects
-from bot.delivery.leases import this_process
+from bot.core.tickets import Desks
+from bot.domain.mrkdwn import PRIORITY_ICON, escape
 from bot.domain.outbound import Outbound
 from bot.domain.rules import Digest as DigestRules
 from bot.domain.rules import Rules
 from bot.reports.command import current_agents
 from bot.reports.metrics import Period, report
 from bot.reports.render import duration, metric_lines, title
-from bot.workspace.cards import PRIORITY_ICON, escape
 from storage.models import Digest, SlaFiring, Ticket, TicketEvent
 
 log = logging.getLogger("deskbot.digest")
@@ -166,7 +166,7 @@ class DigestScheduler:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        rules: Rules,
+        desks: Desks,
         clock: Clock,
         tz: ZoneInfo,
         *,
@@ -175,7 +175,8 @@ class DigestScheduler:
         interval: float = 30.0,
     ) -> None:
         self._sessions = sessions
-        self._rules = rules
+        self._desks = desks
+        self._rules = desks.rules
         self._clock = clock
         self._tz = tz
         self._workspace = workspace
@@ -209,7 +210,7 @@ class DigestScheduler:
                 )
                 await session.flush()
                 text, blocks = await compose(session, self._rules, day, self._tz, now, domain)
-                desk = Desk(session, self._rules, now)
+                desk = self._desks(session, now)
                 desk.fx.say(
                     Outbound(
                         channel="slack",
@@ -219,7 +220,7 @@ class DigestScheduler:
                         blocks=tuple(blocks),
                     )
                 )
-                await queue_effects(session, desk, f"digest:{day.isoformat()}")
+                await desk.queue(f"digest:{day.isoformat()}")
         except IntegrityError:
             return None  # another process queued it first
         log.info("digest.queued day=%s channel=%s", day.isoformat(), settings.channel)

@@ -14,7 +14,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.reports.metrics import ACTIVE, DONE, Period
+from bot.domain.tickets import ACTIVE, DONE
+from bot.reports.metrics import Period
 from storage.models import Ticket, TicketEvent
 
 COLUMNS = (

@@ -28,12 +28,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.domain.tickets import ACTIVE, DONE
 from storage.models import KbSuggestion, Message, SlaFiring, Ticket, TicketEvent
 
 GROUP_KEYS = ("agent", "channel", "priority", "intent", "team", "language")
 ACCEPTED = ("sent", "delivered", "read")  # the customer's platform took the message
-DONE = ("resolved", "closed")
-ACTIVE = ("new", "open", "pending")
 LOW_N = 5  # a group with fewer tickets than this is flagged, never hidden
 NOT_SET = "none"
 CHUNK = 500  # ids per IN (...) list: well under SQLite's and asyncpg's parameter limits

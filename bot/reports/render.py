@@ -10,7 +10,7 @@ import io
 import json
 from typing import Any
 
-from bot.workspace.cards import escape
+from bot.domain.mrkdwn import escape
 
 LOW_N_MARK = "(n under 5)"
 

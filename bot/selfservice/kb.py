@@ -28,7 +28,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.core.tickets import ACTIVE, EDITABLE_BUTTONS, Desk
+from bot.core.tickets import Desk
 from bot.domain.classifier import Classification
 from bot.domain.events import (
     AgentAction,
@@ -37,10 +37,11 @@ from bot.domain.events import (
     event_from_json,
     event_to_json,
 )
+from bot.domain.language import choose_language, primary
+from bot.domain.mrkdwn import escape, person
 from bot.domain.outbound import Button, Outbound
 from bot.domain.rules import Rules, Texts
-from bot.selfservice.status import choose_language, primary
-from bot.workspace.cards import escape, person
+from bot.domain.tickets import ACTIVE, EDITABLE_BUTTONS
 from nlp.encoder import Encoder
 from nlp.kb import EXTRACT_CHARS, Article, Hit, Index, extract, read_articles, unit
 from storage.models import Customer, KbArticle, KbSuggestion, Message, Ticket

@@ -11,93 +11,17 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
+from bot.core.tickets import Desk
+from bot.domain.customer_requests import StatusRequest
 from bot.domain.events import CustomerButton, CustomerMessage
-from bot.domain.outbound import Button, Outbound
+from bot.domain.language import primary
+from bot.domain.outbound import Outbound
 from bot.domain.rules import Rules, Texts
 from storage.models import Customer, StatusLookup, Ticket
-
-if TYPE_CHECKING:  # the desk calls in here; only its type is needed
-    from bot.core.tickets import Desk
-
-# The "My tickets" button's data (Telegram callback_data / WhatsApp reply id).
-STATUS_BUTTON = "status:mine"
-# Ticket numbers are ids; twelve digits is far beyond any desk and keeps within BIGINT.
-_NUMBER = r"#?\s*(\d{1,12})"
-_COMMAND = re.compile(rf"/status(?:@\w+)?(?:\s+{_NUMBER})?", re.IGNORECASE)
-_HASH = re.compile(r"#\s*(\d{1,12})")
-_WORD = re.compile(rf"([^\W\d_]+)\s*[:：]?\s*(?:{_NUMBER})?\s*[.!?？。]?")
-
-
-def primary(tag: str | None) -> str | None:
-    """ "zh-hans" → "zh"; None stays None."""
-    return tag.lower().split("-")[0] if tag else None
-
-
-def choose_language(hint: str | None, detected: str | None) -> str | None:
-    """The language to answer a message in, or None when neither source says anything.
-
-    The platform's hint wins while the text agrees with it (it may be more precise, "zh-hans");
-    a confident detection wins when there is no hint (WhatsApp) or when it disagrees: Telegram's
-    hint is the language of the customer's app, not of what they write. ``detect_language``
-    already declines short or ambiguous text, so "ok" or "thanks" never overrides anything.
-    """
-    if detected is None:
-        return hint
-    if hint is not None and primary(hint) == detected:
-        return hint
-    return detected
-
-
-# -- status by ticket number ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StatusRequest:
-    ticket: int | None  # None: list the customer's tickets
-    language: str | None = None  # the language whose status word they used, if not English
-
-
-def status_words(rules: Rules) -> dict[str, str | None]:
-    """Each status word customers may write (casefolded) → the language it tells of. English
-    "status" is always understood; it and the default language's word tell nothing (many
-    languages write "status"), so those answers follow the customer's known language."""
-    words: dict[str, str | None] = {"status": None}
-    for language, texts in rules.texts.languages.items():
-        told = None if language == rules.texts.default_language else language
-        words.setdefault(texts.status_word.casefold(), told)
-    return words
-
-
-def parse_status_request(text: str, words: dict[str, str | None]) -> StatusRequest | None:
-    """The lookup a message asks for, when the message is nothing but a lookup."""
-    text = text.strip()
-    if m := _COMMAND.fullmatch(text):
-        return StatusRequest(int(m[1]) if m[1] else None)
-    if m := _HASH.fullmatch(text):
-        return StatusRequest(int(m[1]))
-    if (m := _WORD.fullmatch(text)) is not None and m[1].casefold() in words:
-        return StatusRequest(int(m[2]) if m[2] else None, words[m[1].casefold()])
-    return None
-
-
-def status_request_of(event: CustomerMessage, rules: Rules) -> StatusRequest | None:
-    if not rules.status_lookup.enabled or event.attachments:
-        return None
-    return parse_status_request(event.text, status_words(rules))
-
-
-def my_tickets_button(rules: Rules, texts: Texts) -> tuple[Button, ...]:
-    """The button under the acknowledgement, when status lookups and the button are on."""
-    if rules.status_lookup.enabled and rules.status_lookup.button:
-        return (Button(text=texts.my_tickets, data=STATUS_BUTTON),)
-    return ()
 
 
 def telegram_commands(rules: Rules) -> dict[str, list[tuple[str, str]]]:

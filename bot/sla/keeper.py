@@ -17,18 +17,15 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from bot.core.assignment import AUTO, Assigner
+from bot.core.step import DeliveryRecorded, Step, TicketSeated
+from bot.domain.mrkdwn import TARGET_NAME, slack_date
 from bot.domain.outbound import Outbound
 from bot.domain.sla import Fired, SlaEvent, SlaPolicy, policy_for, replay
-from bot.workspace.cards import TARGET_NAME, slack_date
 from storage.models import Message, SlaFiring, SlaTimer, Ticket, TicketEvent
-
-if TYPE_CHECKING:
-    from bot.core.tickets import Desk
 
 log = logging.getLogger("deskbot.sla")
 
@@ -39,7 +36,7 @@ UP = {"low": "normal", "normal": "high", "high": "urgent", "urgent": "urgent"}
 STATUS = {"new": "open", "open": "open", "pending": "pending", "resolved": "resolved"}
 
 
-async def timeline(desk: Desk, ticket: Ticket) -> list[SlaEvent]:
+async def timeline(desk: Step, ticket: Ticket) -> list[SlaEvent]:
     """The ticket as the SLA engine sees it, oldest first."""
     rows = (
         await desk.s.scalars(
@@ -84,7 +81,7 @@ async def timeline(desk: Desk, ticket: Ticket) -> list[SlaEvent]:
 
 
 class SlaKeeper:
-    def __init__(self, desk: Desk) -> None:
+    def __init__(self, desk: Step) -> None:
         self.desk = desk
         self.s = desk.s
         self.rules = desk.rules
@@ -239,6 +236,23 @@ class SlaKeeper:
             self.desk.thread(ticket, f"⬆️ Priority raised to *{new}*: {reason}.")
             return True
         return False
+
+
+async def on_seated(step: Step, event: TicketSeated) -> None:
+    """A ticket about to get a card gets its clocks first, so the card shows them."""
+    await SlaKeeper(step).refresh(event.ticket)
+
+
+async def on_delivered(step: Step, event: DeliveryRecorded) -> None:
+    """An agent's reply counts for the SLA once the platform accepted it."""
+    message, ticket = event.message, event.ticket
+    if event.delivered and message is not None and message.slack_ts and ticket is not None:
+        await SlaKeeper(step).refresh(ticket)
+
+
+async def refresh_touched(step: Step) -> None:
+    """After each event: the clocks of every ticket the step changed."""
+    await SlaKeeper(step).refresh_touched()
 
 
 def _key(ticket_id: int, fired: Fired) -> str:

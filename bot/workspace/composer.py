@@ -15,25 +15,23 @@ used is recorded (a ``macro`` ticket event) with its actions done.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 
+from bot.core.tickets import Desk
 from bot.domain.events import AgentAction, AgentReply, ReplyModal
 from bot.domain.macros import Macro, fill, find
 from bot.domain.outbound import Outbound
+from bot.domain.tickets import ACTIVE
 from bot.workspace.controls import may_act, ticket_labels
 from storage.models import Customer, Message, Ticket
-
-if TYPE_CHECKING:
-    from bot.core.tickets import Desk
 
 REPLY_CALLBACK = "reply_modal"
 SHORTCUT_CALLBACK = "send_to_customer"
 REPLY_TEXT = "reply_text"  # the input's action_id; its block_id is "reply_text.<revision>"
 REPLY_MACRO = "reply_macro"
 MAX_REPLY = 3000  # a plain_text_input's max_length; also a section's text limit
-ACTIVE = ("new", "open", "pending")
 
 
 def card_conversation(ticket: Ticket) -> str | None:

@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.assignment import Assigner
 from bot.core.roles import has_role
+from bot.core.tickets import Desk
 from bot.domain.events import AgentAction
+from bot.domain.mrkdwn import escape, person
 from bot.domain.outbound import Outbound
 from bot.domain.rules import Rules
-from bot.workspace.cards import PRIORITIES, STATUSES, escape, person
+from bot.workspace.cards import PRIORITIES, STATUSES
 from storage.models import Ticket, TicketEvent
-
-if TYPE_CHECKING:
-    from bot.core.tickets import Desk
 
 CONTROL_ACTIONS = frozenset({"priority", "status", "reassign", "tags", "intent"})
 STATUS_WORDS = {"open": "open", "pending": "waiting on the customer", "resolved": "resolved"}
@@ -72,6 +70,14 @@ async def ticket_labels(s: AsyncSession, ticket_id: int) -> tuple[tuple[str, ...
         elif kind == "intent":
             intent = value or None
     return tags, intent
+
+
+async def apply_action(desk: Desk, ev: AgentAction) -> None:
+    """A pick in one of the card's menus (priority, status, reassign, tags, intent)."""
+    ticket = await desk.s.get(Ticket, ev.ticket_id, with_for_update=True)
+    if ticket is None:
+        return
+    await Controls(desk).apply(ticket, ev)
 
 
 class Controls:

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.console.desk_command import card_link
+from bot.core.step import Step
 from bot.domain.events import CustomerNote, HistoryModal
+from bot.domain.mrkdwn import PRIORITY_ICON, escape, slack_date
 from bot.domain.outbound import Outbound
-from bot.workspace.cards import CHANNEL_NAME, PRIORITY_ICON, escape, slack_date
+from bot.domain.tickets import CHANNEL_NAME
+from bot.workspace.cards import card_link
 from bot.workspace.composer import card_conversation
 from bot.workspace.controls import may_act
 from storage.models import AuditEntry, Customer, Identity, Ticket
-
-if TYPE_CHECKING:
-    from bot.core.tickets import Desk
 
 HISTORY_CALLBACK = "history_modal"
 NOTE_ACTION = "customer_note"
@@ -200,7 +199,7 @@ async def history_view(s: AsyncSession, ticket: Ticket, team_domain: str) -> dic
     }
 
 
-async def history_modal(desk: Desk, ev: HistoryModal) -> None:
+async def history_modal(desk: Step, ev: HistoryModal) -> None:
     ticket = await desk.s.get(Ticket, ev.ticket_id)
     if ticket is None:
         return
@@ -216,7 +215,7 @@ async def history_modal(desk: Desk, ev: HistoryModal) -> None:
     )
 
 
-async def customer_note(desk: Desk, ev: CustomerNote) -> None:
+async def customer_note(desk: Step, ev: CustomerNote) -> None:
     """Save the note (agents of the ticket's team, leads and supervisors); audited."""
     ticket = await desk.s.get(Ticket, ev.ticket_id)
     customer = await desk.s.get(Customer, ev.customer_id)

@@ -22,29 +22,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.console.desk_command import card_link
+from bot.base.clock import Clock
 from bot.core.assignment import Assigner
 from bot.core.roles import has_role
+from bot.core.step import Step
+from bot.core.tickets import Desk
 from bot.domain.events import AgentAction, HomeEvent
-from bot.domain.outbound import Outbound
+from bot.domain.mrkdwn import PRIORITY_ICON, escape, slack_date
+from bot.domain.outbound import ChannelSender, Outbound
 from bot.domain.rules import Rules
-from bot.workspace.cards import CHANNEL_NAME, PRIORITY_ICON, escape, slack_date
+from bot.domain.tickets import ACTIVE, CHANNEL_NAME, PRIORITY_RANK
+from bot.workspace.cards import card_link
 from storage.models import Agent, Customer, HomeView, OutboxRow, Ticket
-
-if TYPE_CHECKING:
-    from bot.core.tickets import Desk
 
 HOME_DEBOUNCE = timedelta(seconds=2)  # at most one views.publish per person in this window
 MAX_BLOCKS = 100  # views.publish refuses a Home view with more
 MAX_MINE = 30  # my tickets listed one per block; the rest counted under "…"
 MAX_WAITING = 20  # unassigned tickets of my teams, each with its Claim button
-ACTIVE = ("new", "open", "pending")
-PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 ACTION_AVAILABILITY = "home_availability"
 ACTION_CLAIM = "home_claim"
 
@@ -58,7 +57,7 @@ def home_key(user: str) -> str:
 # Who is concerned by a step
 
 
-async def concerned(desk: Desk) -> set[str]:
+async def concerned(desk: Step) -> set[str]:
     """The people with a Home whose Home this step changed."""
     if not (desk.home_people or desk.home_teams):
         return set()
@@ -76,7 +75,7 @@ async def concerned(desk: Desk) -> set[str]:
     return found
 
 
-async def queue_refreshes(desk: Desk) -> None:
+async def queue_refreshes(desk: Step) -> None:
     """Say "publish this person's Home" for each person concerned, unless a publish of theirs
     is still waiting to go (it will draw the Home as it is then: this change included)."""
     users = await concerned(desk)
@@ -105,7 +104,9 @@ async def queue_refreshes(desk: Desk) -> None:
     )
     for user in sorted(users):
         if home_key(user) not in waiting:
-            desk.fx.say(Outbound(channel="slack", kind="slack_home", destination=user))
+            # A Home waits a moment, so that changes close together publish it once.
+            due = desk.now if user in desk.home_now else desk.now + HOME_DEBOUNCE
+            desk.fx.say(Outbound(channel="slack", kind="slack_home", destination=user), due=due)
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,3 +351,30 @@ async def _desk_totals(s: AsyncSession, now: datetime) -> dict[str, Any]:
         f"{by_status.get('pending', 0)} waiting on customers · {unassigned} unassigned · "
         f"{urgent} urgent"
     )
+
+
+class HomeRenderer:
+    """The outbox's renderer for ``slack_home`` rows: a Home is drawn when it is sent, from the
+    database as it is then."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], rules: Rules, clock: Clock
+    ) -> None:
+        self._sessions = sessions
+        self._rules = rules
+        self._clock = clock
+
+    def wants(self, out: Outbound) -> bool:
+        return out.kind == "slack_home"
+
+    async def render(self, out: Outbound, row_id: int, sender: ChannelSender | None) -> Outbound:
+        domain = ""
+        find_domain = getattr(sender, "workspace_domain", None)
+        if find_domain is not None:
+            try:
+                domain = await find_domain()
+            except Exception:  # links then open the channel instead of the card
+                domain = ""
+        async with self._sessions() as session:
+            view = await home_view(session, self._rules, out.destination, self._clock.now(), domain)
+        return out.model_copy(update={"blocks": tuple(view["blocks"])})

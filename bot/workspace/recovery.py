@@ -25,7 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
-from bot.core.tickets import Desk
+from bot.core.tickets import Desks
+from bot.domain.mrkdwn import conversation_summary
 from bot.domain.outbound import (
     BadRequest,
     ChannelSender,
@@ -35,8 +36,8 @@ from bot.domain.outbound import (
     RetryAfter,
     Unavailable,
 )
-from bot.domain.rules import Rules
-from bot.workspace.cards import card_blocks, card_text, conversation_summary
+from bot.workspace.card_view import card_view
+from bot.workspace.cards import card_blocks, card_text
 from storage.models import Customer, Message, OutboxRow, Ticket
 
 log = logging.getLogger("deskbot.recovery")
@@ -65,15 +66,19 @@ class CardRecovery:
         self,
         sessions: async_sessionmaker[AsyncSession],
         slack: ChannelSender,
-        rules: Rules,
+        desks: Desks,
         clock: Clock,
         pace: Callable[[Outbound], Awaitable[None]],
     ) -> None:
         self._sessions = sessions
         self._slack = slack
-        self._rules = rules
+        self._desks = desks
+        self._rules = desks.rules
         self._clock = clock
         self._pace = pace  # waits for the desk's own Slack rate limit
+
+    def is_gone(self, out: Outbound, error: DeliveryError) -> bool:
+        return card_is_gone(out, error)
 
     async def recover(self, row_id: int, out: Outbound, error: DeliveryError) -> Delivery:
         """Deliver ``out`` (the outbox row ``row_id``) after re-posting its ticket's card.
@@ -149,7 +154,7 @@ class CardRecovery:
             ticket = await s.get_one(Ticket, ticket_id)
             row = await s.get_one(OutboxRow, row_id)
             customer = await s.get_one(Customer, ticket.customer_id)
-            view = await Desk(s, self._rules, now).card_view(ticket)
+            view = await card_view(s, self._rules, now, ticket)
             messages = (
                 await s.scalars(
                     select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)
@@ -179,7 +184,7 @@ class CardRecovery:
             old = f"{ticket.slack_channel}/{ticket.slack_ts}"
             ticket.slack_channel = channel
             ticket.slack_ts = ts
-            desk = Desk(s, self._rules, self._clock.now())
+            desk = self._desks(s, self._clock.now())
             desk.history(
                 ticket, "card", "desk", old, f"{channel}/{ts}", f"card was gone ({why}); re-posted"
             )

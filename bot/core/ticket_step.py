@@ -1,0 +1,139 @@
+"""A step that works on tickets: the lookups and moves both sides of the desk share.
+
+:class:`TicketStep` is the base of the state machine's two halves (``customer_side``,
+``agent_side``), which :class:`bot.core.tickets.Desk` puts together.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from bot.core.assignment import Assigner
+from bot.core.step import Step
+from bot.domain.events import Sender
+from storage.models import Customer, Identity, OutboxRow, Ticket
+
+
+class TooEarly(Exception):
+    """An event about something this desk is still recording (another transaction, or a send
+    whose outcome a dead process left unknown): the dispatcher tries it again shortly."""
+
+
+class StatusTooEarly(TooEarly):
+    """A delivery status arrived while the send it reports on is still being recorded."""
+
+
+class CardTooEarly(TooEarly):
+    """An agent wrote in a card's thread before the card's ts was recorded (Slack answered
+    the post, but the transaction that records it has not committed yet, or its process died
+    and the card is about to be found by its metadata). Dropping the message would lose the
+    agent's reply without a trace."""
+
+
+class TicketStep(Step):
+    async def identity(
+        self, channel: str, sender: Sender, chat_id: str, language: str | None = None
+    ) -> Identity:
+        """The sender's identity (and customer), made on first contact. ``language`` is what
+        the desk decided from their message (:func:`bot.selfservice.status.choose_language`);
+        without
+        it the platform's hint only fills a language the customer does not have yet, so a
+        /start or a button never undoes a language read from what they wrote."""
+        ident = await self.s.scalar(
+            select(Identity).where(
+                Identity.channel == channel, Identity.external_id == sender.external_id
+            )
+        )
+        if ident is None:
+            customer = Customer(
+                name=sender.name or sender.username or sender.external_id,
+                language=language or sender.language,
+                created_at=self.now,
+            )
+            self.s.add(customer)
+            await self.s.flush()
+            ident = Identity(
+                customer_id=customer.id,
+                channel=channel,
+                external_id=sender.external_id,
+                chat_id=chat_id,
+                username=sender.username,
+                phone=sender.phone,
+            )
+            self.s.add(ident)
+            await self.s.flush()
+        else:
+            customer = await self.s.get_one(Customer, ident.customer_id)
+            if sender.name and customer.name != sender.name:
+                customer.name = sender.name
+            if language and customer.language != language:
+                customer.language = language
+            elif sender.language and customer.language is None:
+                customer.language = sender.language
+            ident.chat_id = chat_id
+            ident.blocked = False  # they wrote to us, so they can hear us again
+        return ident
+
+    async def latest_ticket(self, channel: str, chat_id: str) -> Ticket | None:
+        return await self.s.scalar(
+            select(Ticket)
+            .where(Ticket.channel == channel, Ticket.chat_id == chat_id)
+            .order_by(Ticket.id.desc())
+            .limit(1)
+            .with_for_update()
+        )
+
+    async def recent_ticket_count(self, customer_id: int, hours: float) -> int:
+        since = self.now - timedelta(hours=hours)
+        return int(
+            await self.s.scalar(
+                select(func.count())
+                .select_from(Ticket)
+                .where(Ticket.customer_id == customer_id, Ticket.created_at >= since)
+            )
+            or 0
+        )
+
+    async def ticket_by_card(self, slack_channel: str, thread_ts: str) -> Ticket | None:
+        return await self.s.scalar(
+            select(Ticket)
+            .where(Ticket.slack_channel == slack_channel, Ticket.slack_ts == thread_ts)
+            .with_for_update()
+        )
+
+    async def _card_in_flight(self, slack_channel: str) -> bool:
+        """Is a card being posted to this channel whose ts is not recorded yet?"""
+        return (
+            await self.s.scalar(
+                select(OutboxRow.id)
+                .join(Ticket, Ticket.id == OutboxRow.ticket_id)
+                .where(
+                    Ticket.slack_channel == slack_channel,
+                    Ticket.slack_ts.is_(None),
+                    OutboxRow.channel == "slack",
+                    OutboxRow.status.in_(("pending", "sending")),
+                )
+                .limit(1)
+            )
+            is not None
+        )
+
+    def _assign(self, ticket: Ticket, user_id: str, name: str, reason: str, code: str) -> None:
+        """``reason`` goes to the history for people; ``code`` is the log's one-word reason."""
+        self.history(ticket, "assignee", user_id, ticket.assignee_id, user_id, reason)
+        ticket.assignee_id = user_id
+        ticket.assignee_name = name or None
+        ticket.assigned_by = user_id
+        ticket.waiting_reason = None
+        self.decided("tickets.assigned ticket=%d agent=%s reason=%s", ticket.id, user_id, code)
+
+    async def _capacity_freed(self, agent: str | None) -> None:
+        """The agent holds one open ticket fewer: give waiting tickets of their teams out."""
+        if agent is not None:
+            await Assigner(self).fill(self.rules.teams_of(agent))
+
+
+def cap_first(text: str) -> str:
+    return text[:1].upper() + text[1:]

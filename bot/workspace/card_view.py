@@ -1,0 +1,110 @@
+"""The ticket's card as the desk posts it: the :class:`bot.core.step.Cards` port.
+
+The core asks for "the card as the ticket is now" (a new card, or an update of the card) and
+for a transfer's "freeze the old card"; this module reads what the card shows and draws it with
+:mod:`bot.workspace.cards`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.core.step import CardKind, Step
+from bot.domain.outbound import Outbound
+from bot.domain.rules import Rules
+from bot.workspace.cards import CardView, card_blocks, card_text
+from bot.workspace.controls import known_intents, ticket_labels
+from bot.workspace.history import story_line
+from storage.models import Customer, Identity, KbSuggestion, Ticket
+
+
+async def card_view(session: AsyncSession, rules: Rules, now: datetime, ticket: Ticket) -> CardView:
+    customer = await session.get_one(Customer, ticket.customer_id)
+    blocked = bool(
+        await session.scalar(
+            select(Identity.blocked).where(
+                Identity.customer_id == ticket.customer_id,
+                Identity.channel == ticket.channel,
+                Identity.chat_id == ticket.chat_id,
+            )
+        )
+    )
+    tags, intent_label = await ticket_labels(session, ticket.id)
+    model_intent = (ticket.classification or {}).get("intent")
+    return CardView(
+        ticket_id=ticket.id,
+        customer_name=customer.name,
+        channel=ticket.channel,
+        status=ticket.status,
+        priority=ticket.priority,
+        reasons=tuple(ticket.priority_reasons),
+        first_message=ticket.subject,
+        assignee_id=ticket.assignee_id,
+        resolved_by=ticket.resolved_by,
+        rating=ticket.rating,
+        blocked=blocked,
+        model=ticket.classification or None,
+        team=ticket.team if rules.teams else "",
+        assigned_by=ticket.assigned_by,
+        waiting_reason=ticket.waiting_reason,
+        transfer_to=tuple(t for t in rules.teams if t != ticket.team),
+        sla=ticket.sla,
+        assignee_name=ticket.assignee_name,
+        tags=tags,
+        intent_label=intent_label,
+        tag_choices=rules.tags,
+        intent_choices=known_intents(
+            rules, model_intent if isinstance(model_intent, str) else None
+        ),
+        # New menus' block_ids on every update (bot/workspace/controls.py says why).
+        revision=f"{int(now.timestamp() * 1000):x}",
+        suggested=await session.scalar(
+            select(KbSuggestion.title)
+            .where(KbSuggestion.ticket_id == ticket.id)
+            .order_by(KbSuggestion.id.desc())
+            .limit(1)
+        ),
+        kb=rules.kb.enabled,
+        reply_button=rules.slack.relay == "composer",
+        story=await story_line(session, ticket),
+    )
+
+
+class SlackCards:
+    """Implements :class:`bot.core.step.Cards`."""
+
+    async def post(self, step: Step, ticket: Ticket, kind: CardKind) -> None:
+        if ticket.incident_only:
+            return  # shown on its incident's card only
+        view = await card_view(step.s, step.rules, step.now, ticket)
+        step.fx.say(
+            Outbound(
+                channel="slack",
+                kind=kind,
+                destination=ticket.slack_channel,
+                ticket_id=ticket.id,
+                text=card_text(view),
+                blocks=tuple(card_blocks(view)),
+            )
+        )
+
+    async def freeze(self, step: Step, ticket: Ticket, note: str) -> None:
+        # Addressed to the card explicitly (reply_to): it stays that card, wherever the ticket
+        # goes next.
+        view = await card_view(step.s, step.rules, step.now, ticket)
+        frozen = [b for b in card_blocks(view) if b.get("type") != "actions"]
+        frozen.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
+        step.fx.say(
+            Outbound(
+                channel="slack",
+                kind="slack_card_update",
+                destination=ticket.slack_channel,
+                ticket_id=ticket.id,
+                reply_to=ticket.slack_ts,
+                text=card_text(view),
+                blocks=tuple(frozen),
+            )
+        )
