@@ -51,7 +51,7 @@ from adapters._common import (
 )
 from adapters.slack_people import DisplayNames
 from bot.base.settings import SlackSettings
-from bot.console.desk_command import FORGET_ACTION
+from bot.console.customer_data import FORGET_ACTION
 from bot.core.roles import GroupLookupError
 from bot.delivery.inbox import Inbox, storable
 from bot.domain.events import (

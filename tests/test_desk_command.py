@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import wiring
 from bot.console import desk_command as supervisor
-from bot.console.desk_command import SUBCOMMANDS, Invocation, Subcommand, desk_command
+from bot.console.desk_command import SUBCOMMANDS, desk_command
+from bot.console.invocation import Invocation, Subcommand
 from bot.domain.events import SlashCommand
 from storage.models import Customer, Ticket
 

@@ -7,7 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import wiring
 from bot.base.clock import FrozenClock
-from bot.console.desk_command import Answer, desk_command
+from bot.console.desk_command import desk_command
+from bot.console.invocation import Answer
 from bot.core.roles import GroupLookupError, GroupRefresher, has_role
 from bot.domain.events import SlashCommand
 from bot.domain.rules import parse_rules

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.console.desk_command import Answer
+from bot.console.invocation import Answer
 from bot.domain.rules import RulesError, parse_rules
 
 from .test_desk_command import ask

@@ -12,8 +12,7 @@ text past 40,000 characters and advises staying under 4,000, so lists are clippe
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,11 +20,26 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.base.settings import desk_tz
+from bot.console.customer_data import (
+    customer_export,
+    forget_customer,
+    link_customer,
+    unlink_customer,
+)
+from bot.console.invocation import (
+    MAX_ITEMS,
+    Answer,
+    Invocation,
+    Subcommand,
+    audit,
+    is_admin,
+    is_agent,
+    is_supervisor,
+    listing,
+    refuse,
+)
 from bot.core.assignment import Assigner
-from bot.core.roles import has_role
 from bot.core.tickets import Desk
-from bot.customers import linking as customers
-from bot.customers import privacy
 from bot.domain.events import SlashCommand
 from bot.domain.mrkdwn import PRIORITY_ICON, escape
 from bot.domain.outbound import Outbound
@@ -51,51 +65,9 @@ log = logging.getLogger("deskbot.supervisor")
 
 ORDER = ("urgent", "high", "normal", "low")
 STATUS_NAME = {"new": "unclaimed", "open": "open", "pending": "waiting on the customer"}
-MAX_CHARS = 3500  # under Slack's advised 4,000, with room for the "… and N more" line
-MAX_ITEMS = 30  # a list longer than this is not read anyway; /desk status has the counts
-
-
-@dataclass(frozen=True, slots=True)
-class Invocation:
-    """One ``/desk`` typed by someone: what a subcommand may use to answer.
-
-    ``desk`` is the state machine of the dispatcher's step: a subcommand that changes
-    something (``available``) does it there, in the step's one transaction.
-    """
-
-    desk: Desk
-    user_id: str
-    args: str  # whatever followed the subcommand's name
-    team_domain: str = ""  # the workspace's subdomain, for links to cards
-    channel: str = ""  # the Slack conversation where the command was typed
-
-    @property
-    def session(self) -> AsyncSession:
-        return self.desk.s
-
-    @property
-    def now(self) -> datetime:
-        return self.desk.now
-
-
-@dataclass(frozen=True, slots=True)
-class Subcommand:
-    help: str  # one line, shown by /desk help
-    run: Callable[[Invocation], Awaitable[str]]
 
 
 DEFAULT = "status"  # what a bare /desk does
-
-
-class Answer(str):
-    """An answer's mrkdwn text (also the notification fallback) with its Block Kit blocks."""
-
-    blocks: tuple[dict[str, Any], ...]
-
-    def __new__(cls, text: str, blocks: Sequence[dict[str, Any]] = ()) -> Answer:
-        answer = super().__new__(cls, text)
-        answer.blocks = tuple(blocks)
-        return answer
 
 
 async def desk_command(desk: Desk, command: SlashCommand) -> str:
@@ -158,13 +130,6 @@ async def desk_status(session: AsyncSession, now: datetime, _args: str = "") -> 
     return "\n".join(lines)
 
 
-async def is_agent(inv: Invocation) -> bool:
-    """A member of a team, or a supervisor. With no team listing its agents (Claim-only desks),
-    the desk cannot tell agents apart, and everyone in its channels is one."""
-    members = {a for team in inv.desk.rules.all_teams.values() for a in team.agents}
-    return not members or inv.user_id in members or await is_supervisor(inv)
-
-
 async def _status(inv: Invocation) -> str:
     if not await is_agent(inv):
         return refuse(inv, "/desk status", "agent")
@@ -182,7 +147,7 @@ async def _mine(inv: Invocation) -> str:
         f" · {_age(inv.now - t.created_at)} old · {escape(name)}"
         for t, name in rows
     ]
-    return _listing(f"*Your open tickets* · {total}, most urgent first", lines, total)
+    return listing(f"*Your open tickets* · {total}, most urgent first", lines, total)
 
 
 async def _queue(inv: Invocation) -> str:
@@ -197,7 +162,7 @@ async def _queue(inv: Invocation) -> str:
         f" · {escape(name)}"
         for t, name in rows
     ]
-    return _listing(f"*Unclaimed tickets* · {total}, oldest first", lines, total)
+    return listing(f"*Unclaimed tickets* · {total}, oldest first", lines, total)
 
 
 async def _available(inv: Invocation) -> str:
@@ -215,31 +180,6 @@ async def _help(inv: Invocation) -> str:
 
 
 # -- supervisors' figures and the audit trail -------------------------------------------------
-
-
-async def is_supervisor(inv: Invocation) -> bool:
-    return await has_role(inv.session, inv.desk.rules, inv.user_id, "supervisor")
-
-
-async def is_admin(inv: Invocation) -> bool:
-    return await has_role(inv.session, inv.desk.rules, inv.user_id, "admin")
-
-
-def audit(inv: Invocation, action: str, target: str, **detail: Any) -> None:
-    """A privileged action or a refusal, in the step's transaction: no answer, no entry."""
-    inv.session.add(
-        AuditEntry(at=inv.now, actor=inv.user_id, action=action, target=target, detail=detail)
-    )
-
-
-def refuse(inv: Invocation, command: str, role: str) -> str:
-    audit(inv, "refused", command, needs=role)
-    inv.desk.decided("desk.refused user=%s command=%s needs=%s", inv.user_id, command, role)
-    return f"`{command}` is for {role}s only; nothing was done." + (
-        " An admin can add you to a team in rules.yaml."
-        if role == "agent"
-        else " An admin can add you under `roles:` in rules.yaml."
-    )
 
 
 def _stats_args(args: str) -> tuple[str, str | None]:
@@ -358,7 +298,7 @@ async def _audit(inv: Invocation) -> str:
         for e in rows
     ]
     audit(inv, "audit", f"/desk audit {inv.args}".strip())
-    return _listing(f"*Audit trail* {span} ({period.tz.key}) · {total}, newest first", lines, total)
+    return listing(f"*Audit trail* {span} ({period.tz.key}) · {total}, newest first", lines, total)
 
 
 def _whose(detail: dict[str, Any]) -> str:
@@ -376,148 +316,8 @@ def _whose(detail: dict[str, Any]) -> str:
 
 # -- a customer's data -------------------------------------------------------------------------
 
-FORGET_ACTION = "desk_forget"  # the confirmation button; the Slack adapter maps it back here
-
-
-async def _customer_export(inv: Invocation) -> str:
-    if not await is_supervisor(inv):
-        return refuse(inv, "/desk customer-export", "supervisor")
-    if not inv.args:
-        return (
-            "Say whose data: `/desk customer-export 123` (a ticket number) or `c45` (a customer)."
-        )
-    try:
-        customer = await privacy.find_customer(inv.session, inv.args.split()[0])
-    except privacy.NotFound as exc:
-        return escape(str(exc)) + "."
-    data = await privacy.export(inv.session, customer)
-    # To the person who asked, never a channel: it is everything the desk knows about someone.
-    inv.desk.fx.say(
-        Outbound(
-            channel="slack",
-            kind="slack_file",
-            destination=inv.user_id,
-            text=privacy.export_json(data),
-            file_name=privacy.export_name(customer),
-            file_title=f"Everything held about customer c{customer.id}",
-        )
-    )
-    audit(inv, "customer-export", f"customer c{customer.id}", tickets=len(data["tickets"]))
-    inv.desk.decided("desk.customer_export user=%s customer=%d", inv.user_id, customer.id)
-    return (
-        f"Exporting customer c{customer.id} ({len(data['tickets'])} tickets): the JSON file"
-        " arrives in your direct messages with the app."
-    )
-
-
-async def _forget(inv: Invocation) -> str:
-    if not await is_admin(inv):
-        return refuse(inv, "/desk forget", "admin")
-    words = inv.args.split()
-    if not words:
-        return "Say whose data: `/desk forget 123` (a ticket number) or `c45` (a customer)."
-    try:
-        customer = await privacy.find_customer(inv.session, words[0])
-    except privacy.NotFound as exc:
-        return escape(str(exc)) + "."
-    ref = f"c{customer.id}"
-    if customer.name == privacy.FORGOTTEN_NAME:
-        return f"Customer {ref} has already been forgotten."
-    confirmed = words[1:] == ["confirm"]
-    if not confirmed:
-        held = await privacy.held(inv.session, customer)
-        # The question names no one: answers are stored, and this one must not outlive them.
-        text = (
-            f"*Forget customer {ref}?* (tickets {held.ticket_refs})"
-            f" This erases their name, platform ids and phone numbers ({held.identities}"
-            f" identities), the text and files of {held.messages} messages in {held.tickets}"
-            f" tickets, and {held.payloads} raw platform payloads; their cards and the desk's"
-            " posts in the threads are redacted. Counts stay in the reports. It cannot be undone."
-            + (
-                f" {held.agent_messages} messages agents wrote in the threads stay: Slack lets"
-                " only their authors delete them."
-                if held.agent_messages
-                else ""
-            )
-        )
-        button: dict[str, Any] = {
-            "type": "button",
-            "action_id": FORGET_ACTION,
-            "text": {"type": "plain_text", "text": f"Forget customer {ref}"},
-            "style": "danger",
-            "value": ref,
-            "confirm": {
-                "title": {"type": "plain_text", "text": "Forget this customer?"},
-                "text": {
-                    "type": "mrkdwn",
-                    "text": f"Customer {ref}'s personal data is erased for good.",
-                },
-                "confirm": {"type": "plain_text", "text": "Forget"},
-                "deny": {"type": "plain_text", "text": "Keep"},
-                "style": "danger",
-            },
-        }
-        blocks: list[dict[str, Any]] = [
-            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-            {"type": "actions", "block_id": "forget", "elements": [button]},
-        ]
-        return Answer(text, blocks)
-    held = await privacy.forget(inv.desk, customer)
-    audit(
-        inv,
-        "forgot",
-        f"customer {ref}",
-        tickets=held.tickets,
-        messages=held.messages,
-        identities=held.identities,
-        payloads=held.payloads,
-    )
-    inv.desk.decided("desk.forgot user=%s customer=%d", inv.user_id, customer.id)
-    return (
-        f"Customer {ref} is forgotten: {held.identities} identities, {held.messages} messages"
-        f" in {held.tickets} tickets and {held.payloads} raw payloads erased; their cards and"
-        " threads in Slack are being redacted."
-    )
-
 
 # -- one customer across channels ------------------------------------------------------------
-
-
-async def _link(inv: Invocation) -> str:
-    if not await is_agent(inv):
-        return refuse(inv, "/desk link", "agent")
-    number = inv.args.strip().removeprefix("#")
-    ticket = await inv.session.get(Ticket, int(number)) if number.isdigit() else None
-    if ticket is None:
-        return "Say which ticket: `/desk link 123`."
-    if ticket.channel != "telegram":
-        return (
-            f"Ticket #{ticket.id} is on {ticket.channel}: its number is known already."
-            " Ask on the customer's Telegram ticket."
-        )
-    customer = await inv.session.get_one(Customer, ticket.customer_id)
-    customers.ask_for_number(inv.desk, ticket.channel, ticket.chat_id, customer.language)
-    inv.desk.thread(
-        ticket, f"🔗 <@{inv.user_id}> asked the customer to share their phone number to link chats."
-    )
-    return f"Asked the customer of #{ticket.id} to share their number with Telegram's button."
-
-
-async def _unlink(inv: Invocation) -> str:
-    if not await is_agent(inv):
-        return refuse(inv, "/desk unlink", "agent")
-    words = inv.args.split()
-    if len(words) != 2 or words[1].lower() not in ("telegram", "whatsapp"):
-        return "Say whose and which channel: `/desk unlink c45 whatsapp` (or a ticket number)."
-    try:
-        customer = await privacy.find_customer(inv.session, words[0])
-        split = await customers.unlink(inv.desk, customer.id, words[1].lower(), actor=inv.user_id)
-    except (privacy.NotFound, customers.UnlinkError) as exc:
-        return escape(str(exc)) + "."
-    inv.desk.decided("customers.unlinked customer=%d new=%d", customer.id, split)
-    return (
-        f"Unlinked: customer c{customer.id}'s {words[1].lower()} identity is customer c{split} now."
-    )
 
 
 async def _incident(inv: Invocation) -> str:
@@ -561,21 +361,21 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "link": Subcommand(
         "agents: ask a Telegram ticket's customer to share their verified phone number, to be"
         " recognised on WhatsApp too (`/desk link 123`)",
-        _link,
+        link_customer,
     ),
     "unlink": Subcommand(
         "agents: undo a wrong link (`/desk unlink c45 whatsapp`): that channel becomes a"
         " customer of its own",
-        _unlink,
+        unlink_customer,
     ),
     "customer-export": Subcommand(
         "supervisors: everything held about a customer (`123`: a ticket's, `c45`: by id) as a"
         " JSON file, sent to you in a direct message",
-        _customer_export,
+        customer_export,
     ),
     "forget": Subcommand(
         "admins: erase a customer's personal data (`123` or `c45`), after a confirmation",
-        _forget,
+        forget_customer,
     ),
     "incident": Subcommand(INCIDENT_HELP, _incident),
     "help": Subcommand("this list", _help),
@@ -606,21 +406,6 @@ async def _tickets(
         )
     ).all()
     return total, [(t, name) for t, name in rows]
-
-
-def _listing(header: str, lines: list[str], total: int) -> str:
-    """``header`` and as many ``lines`` as fit in :data:`MAX_CHARS`, then "… and N more"."""
-    shown = [header]
-    size = len(header)
-    for line in lines:
-        if size + len(line) + 3 > MAX_CHARS:
-            break
-        shown.append("• " + line)
-        size += len(line) + 3
-    more = total - (len(shown) - 1)
-    if more > 0:
-        shown.append(f"… and {more} more")
-    return "\n".join(shown)
 
 
 def _ref(ticket: Ticket, team_domain: str) -> str:
