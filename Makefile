@@ -27,6 +27,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy bot adapters nlp storage sandbox bench tests
+	# bot/'s one direction of dependencies (.importlinter; README, "Layout").
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider
