@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from bot.core.tickets import Desk
 from bot.domain.events import CustomerContact, CustomerMessage
 from bot.domain.outbound import Outbound
-from bot.domain.tickets import ACTIVE
+from bot.domain.tickets import ACTIVE, CHANNEL_NAME
 from storage.models import Customer, Identity, StatusLookup, Ticket
 
 # What the customer reads; by the language they were last seen writing in.
@@ -157,7 +157,7 @@ async def _tickets_of(desk: Desk, customer_id: int) -> list[Ticket]:
 
 
 def _channels(identities: list[Identity]) -> str:
-    names = {"telegram": "Telegram", "whatsapp": "WhatsApp"}
+    names = CHANNEL_NAME
     return " and ".join(sorted({names.get(i.channel, i.channel) for i in identities}))
 
 

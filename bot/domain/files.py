@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.domain.tickets import CHANNEL_NAME
+
 MB = 1024 * 1024
 
 TELEGRAM_DOWNLOAD_MAX = 20 * MB
@@ -30,7 +32,7 @@ SLACK_UPLOAD_MAX = 1024 * MB
 # GIFs go as documents: as a photo Telegram would keep only a still frame.
 TELEGRAM_PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 WHATSAPP_IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
-PLATFORM = {"telegram": "Telegram", "whatsapp": "WhatsApp", "slack": "Slack"}
+PLATFORM = {**CHANNEL_NAME, "slack": "Slack"}
 
 
 def size_text(size: int | None) -> str:

@@ -122,7 +122,7 @@ class IncidentDesk:
                     SurgeSignature.at >= since,
                     SurgeSignature.ticket_id != ticket.id,
                     Ticket.incident_id.is_(None),
-                    Ticket.status.in_(("new", "open", "pending")),
+                    Ticket.status.in_(ACTIVE),
                 )
             )
         ).scalars()

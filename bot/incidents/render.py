@@ -17,7 +17,7 @@ from bot.base.clock import Clock
 from bot.domain.mrkdwn import escape
 from bot.domain.outbound import ChannelSender, NothingToSay, NotPosted, Outbound
 from bot.domain.rules import Rules
-from bot.domain.tickets import CHANNEL_NAME
+from bot.domain.tickets import ACTIVE, CHANNEL_NAME
 from bot.incidents.cards import IncidentView, incident_blocks, incident_text
 from bot.incidents.desk import summary
 from storage.models import Customer, Incident, Message, Ticket
@@ -173,7 +173,7 @@ async def incident_card(
         await session.scalar(
             select(func.count())
             .select_from(Ticket)
-            .where(Ticket.incident_id == inc.id, Ticket.status.in_(("new", "open", "pending")))
+            .where(Ticket.incident_id == inc.id, Ticket.status.in_(ACTIVE))
         )
         or 0
     )

@@ -31,6 +31,7 @@ from bot.domain.mrkdwn import PRIORITY_ICON, escape
 from bot.domain.outbound import Outbound
 from bot.domain.rules import Digest as DigestRules
 from bot.domain.rules import Rules
+from bot.domain.tickets import ACTIVE
 from bot.reports.command import current_agents
 from bot.reports.metrics import Period, report
 from bot.reports.render import duration, metric_lines, title
@@ -39,7 +40,6 @@ from storage.models import Digest, SlaFiring, Ticket, TicketEvent
 log = logging.getLogger("deskbot.digest")
 
 LISTED = 5  # tickets named per heading; the rest are counted
-OPEN = ("new", "open", "pending")
 
 
 def due_day(now: datetime, tz: ZoneInfo, rules: DigestRules) -> date | None:
@@ -75,7 +75,7 @@ async def compose(
     unanswered = (
         await session.scalars(
             select(Ticket)
-            .where(Ticket.status.in_(OPEN), Ticket.first_response_at.is_(None))
+            .where(Ticket.status.in_(ACTIVE), Ticket.first_response_at.is_(None))
             .order_by(Ticket.created_at, Ticket.id)
             .limit(LISTED + 1)
         )
@@ -130,7 +130,7 @@ async def compose(
             await session.scalar(
                 select(func.count())
                 .select_from(Ticket)
-                .where(Ticket.status.in_(OPEN), Ticket.first_response_at.is_(None))
+                .where(Ticket.status.in_(ACTIVE), Ticket.first_response_at.is_(None))
             )
             or 0
         )

@@ -38,7 +38,7 @@ from bot.domain.mrkdwn import (
     person,
     slack_date,
 )
-from bot.domain.tickets import CHANNEL_NAME
+from bot.domain.tickets import ACTIVE, CHANNEL_NAME
 from storage.models import Ticket
 
 SECTION_LIMIT = 3000  # slack_sdk refuses longer section text
@@ -189,20 +189,20 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
                 text="Claim", action_id="ticket_claim", value=str(v.ticket_id), style="primary"
             )
         )
-    if v.status in ("new", "open", "pending") and v.reply_button:
+    if v.status in ACTIVE and v.reply_button:
         # slack.relay: composer: the one way (with the message shortcut) to the customer.
         buttons.append(
             ButtonElement(text="Reply", action_id="ticket_reply", value=str(v.ticket_id))
         )
-    if v.status in ("new", "open", "pending"):
+    if v.status in ACTIVE:
         buttons.append(
             ButtonElement(text="Resolve", action_id="ticket_resolve", value=str(v.ticket_id))
         )
-    if v.status in ("new", "open", "pending"):
+    if v.status in ACTIVE:
         buttons.append(
             ButtonElement(text="History", action_id="ticket_history", value=str(v.ticket_id))
         )
-    if v.status in ("new", "open", "pending") and v.transfer_to:
+    if v.status in ACTIVE and v.transfer_to:
         buttons.append(
             StaticSelectElement(
                 placeholder="Transfer to…",
@@ -213,7 +213,7 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
                 ],
             )
         )
-    if v.status in ("new", "open", "pending") and v.kb:
+    if v.status in ACTIVE and v.kb:
         buttons.append(
             ButtonElement(
                 text="Suggest articles", action_id="ticket_kb_suggest", value=str(v.ticket_id)
@@ -222,7 +222,7 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
     if buttons:
         actions_id = f"actions.{v.revision}" if v.revision else "actions"
         blocks.append(ActionsBlock(block_id=actions_id, elements=buttons))
-    if v.status in ("new", "open", "pending"):
+    if v.status in ACTIVE:
         blocks.append(controls_block(v))
     return [b.to_dict() for b in blocks]
 

@@ -23,7 +23,7 @@ from bot.core.tickets import Desk
 from bot.domain.events import AgentAction, AgentReply, ReplyModal
 from bot.domain.macros import Macro, fill, find
 from bot.domain.outbound import Outbound
-from bot.domain.tickets import ACTIVE
+from bot.domain.tickets import ACTIVE, CHANNEL_NAME
 from bot.workspace.controls import may_act, ticket_labels
 from storage.models import Customer, Message, Ticket
 
@@ -85,7 +85,7 @@ def reply_view(
     """The filled Reply modal; ``agent_name`` is who the customer will see it from."""
     macros = desk.rules.macros
     language = ticket.language or customer.language or desk.rules.texts.default_language
-    channel = {"telegram": "Telegram", "whatsapp": "WhatsApp"}.get(ticket.channel, ticket.channel)
+    channel = CHANNEL_NAME.get(ticket.channel, ticket.channel)
     preview = desk.customer_copy(ticket, text.strip(), agent_name) if text.strip() else ""
     shown = preview if len(preview) <= 2900 else preview[:2900] + "…"
     blocks: list[dict[str, Any]] = [

@@ -26,6 +26,7 @@ from bot.domain.events import AgentAction
 from bot.domain.mrkdwn import escape, person
 from bot.domain.outbound import Outbound
 from bot.domain.rules import Rules
+from bot.domain.tickets import ACTIVE
 from bot.workspace.cards import PRIORITIES, STATUSES
 from storage.models import Ticket, TicketEvent
 
@@ -90,7 +91,7 @@ class Controls:
             self._refuse(ticket, ev, f"🚫 You are not an agent of team *{ticket.team}*")
             await desk.refresh_card(ticket)  # their pick in the menu is undone on screen too
             return
-        if ticket.status not in ("new", "open", "pending"):
+        if ticket.status not in ACTIVE:
             self._refuse(ticket, ev, f"Ticket #{ticket.id} is {ticket.status}")
             return
         who = person(ev.user_id, ev.user_name)
