@@ -69,3 +69,32 @@ async def test_a_reply_the_customer_never_got_is_not_a_first_response(desk: Harn
     thread = [m.text for m in desk.slack.sent if m.kind == "slack_thread"]
     assert sum("🚨 First response target breached" in x for x in thread) == 1
     assert sum("⏰ First response due" in x for x in thread) == 1
+
+
+async def test_a_resolution_met_while_waiting_shows_when_it_was_met_and_its_due_time(
+    desk: Harness,
+) -> None:
+    """Resolved while waiting on the customer (its resolution clock paused): the card says
+    when the clock was met and the due time it was measured against, not the resolve time as
+    its due time."""
+    await desk.inbox.accept([desk.customer("my parcel is late")], {})
+    await desk.settle()
+    t = await ticket(desk)
+    desk.clock.advance(minutes=10)
+    await desk.inbox.accept([desk.agent(t, "U0ALICE", "It ships today.")], {})  # pending: paused
+    await desk.settle()
+    desk.clock.advance(minutes=50)
+    resolved_at = desk.clock.now()
+    await desk.inbox.accept([desk.action(t, "resolve")], {})
+    await desk.settle()
+    t = await ticket(desk)
+    assert t.sla is not None
+    resolution = t.sla["resolution"]
+    assert resolution["state"] == "met"
+    assert resolution["met_at"] == resolved_at.isoformat()
+    # A normal ticket's resolution target is a day, of which the clock ran 10 minutes.
+    assert resolution["due"] != resolved_at.isoformat()
+    card = [m for m in desk.slack.sent if m.kind == "slack_card_update"][-1]
+    stamp = int(resolved_at.timestamp())
+    assert f"Resolution met <!date^{stamp}^" in str(card.blocks)
+    assert "(due <!date^" in str(card.blocks)

@@ -182,6 +182,7 @@ ClockStateName = Literal["running", "paused", "met", "met_late", "breached", "st
 class ClockState:
     state: ClockStateName
     due: datetime | None
+    met_at: datetime | None = None  # when a met (or met late) clock stopped
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ class _Clock:
     due: datetime | None = None
     breached_at: datetime | None = None  # the true breach moment, once breached
     breach_used: timedelta | None = None  # the target when it breached: escalations count from it
+    met_at: datetime | None = None
     warned: bool = False
     escalated: set[int] = field(default_factory=set)
 
@@ -291,11 +293,16 @@ class _Engine:
 
     def _finish(self, clock: _Clock, at: datetime) -> None:
         clock.stop_running(at)
+        clock.met_at = at
         if clock.breached_at is not None:
             clock.state, clock.due = "met_late", clock.breached_at
         else:
+            # When it would have run out, counted over the time it really ran: the same as the
+            # running clock's due, and defined for one met while paused (a ticket resolved
+            # while waiting on the customer), which has no due of its own.
             clock.state = "met"
-            clock.due = clock.due or clock.true_moment(clock.budget, at)
+            left = max(clock.budget - clock.used, timedelta(0))
+            clock.due = add_business(clock.cal, at, left)
         self._emit(at, clock, clock.state)
 
     def _stop(self, target: Target) -> None:
@@ -471,7 +478,7 @@ class _Engine:
         for target in TARGETS:
             clock = self.clocks.get(target)
             if clock is not None:
-                state[target] = ClockState(clock.state, clock.due)
+                state[target] = ClockState(clock.state, clock.due, clock.met_at)
             else:
                 state[target] = ClockState(self.ended.get(target, "none"), None)
         upcoming = self.next_moment()

@@ -137,6 +137,7 @@ class SlaKeeper:
             target: {
                 "state": clock.state,
                 "due": clock.due.isoformat() if clock.due is not None else None,
+                **({"met_at": clock.met_at.isoformat()} if clock.met_at is not None else {}),
             }
             for target, clock in result.state.items()
         }

@@ -303,6 +303,15 @@ def clocks_line(sla: Mapping[str, Any] | None) -> str | None:
             continue
         due = clock.get("due")
         when = slack_date(datetime.fromisoformat(due)) if due else ""
+        met_at = clock.get("met_at")
+        if state in ("met", "met_late") and met_at:
+            # When it was met, and what it was measured against.
+            met = "met late" if state == "met_late" else "met"
+            was_due = f" (due {when})" if when else ""
+            parts.append(
+                f"{TARGET_NAME[target]} {met} {slack_date(datetime.fromisoformat(met_at))}{was_due}"
+            )
+            continue
         shown = {"running": "on track", "breached": "🚨 breached", "paused": "⏸ paused"}.get(
             state, state.replace("_", " ")
         )
