@@ -382,7 +382,10 @@ class InboxRow(Base):
 
 class OutboxRow(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_claim", "status", "destination_key", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_claim", "status", "destination_key", "id"),
+        Index("ix_outbox_platform_message", "platform_message_id"),
+    )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     channel: Mapped[str] = mapped_column(String(20))

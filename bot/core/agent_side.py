@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 
@@ -38,7 +38,10 @@ class AgentSide(TicketStep):
         if ticket is None:
             if await self._card_in_flight(ev.slack_channel):
                 raise CardTooEarly(f"{ev.slack_channel} {ev.thread_ts}")
-            return  # a thread that is not a card's: chatter, not about a ticket
+            moved = await self.ticket_by_former_card(ev.slack_channel, ev.thread_ts)
+            if moved is not None:
+                await self._in_former_thread(moved, ev)
+            return  # otherwise a thread that is not a card's: chatter, not about a ticket
         text = ev.text.strip()
         is_note = self.is_note(text)
         # Composer mode: the thread is the team's; the customer gets only what is sent with
@@ -77,6 +80,62 @@ class AgentSide(TicketStep):
                 await self.refresh_card(ticket)
             return
         await self.relay(ticket, ev.user_id, text, slack_ts=ev.ts, files=files)
+
+    async def _in_former_thread(self, ticket: Ticket, ev: AgentMessage) -> None:
+        """Written in the thread of a card the desk replaced (the ticket was transferred, or
+        its card re-posted): Slack still offers the reply box there. A note is kept on the
+        ticket; anything meant for the customer is refused there, visibly, with where the
+        ticket lives now: it is never relayed from, nor lost in, a card that no longer is."""
+        assert ev.thread_ts is not None
+        text = ev.text.strip()
+        where = f"<#{ticket.slack_channel}>" if ticket.slack_channel else "its new card"
+        internal = self.is_note(text) or ev.broadcast or self.rules.slack.relay == "composer"
+
+        def at_old_card(kind: Literal["slack_reaction", "slack_thread"], **fields: Any) -> None:
+            # Addressed to the old card explicitly (its channel, and the message or the thread).
+            self.fx.say(
+                Outbound(
+                    channel="slack",
+                    kind=kind,
+                    destination=ev.slack_channel,
+                    ticket_id=ticket.id,
+                    **fields,
+                )
+            )
+
+        if internal:
+            self.s.add(
+                Message(
+                    ticket_id=ticket.id,
+                    direction="note",
+                    author=ev.user_id,
+                    channel="slack",
+                    slack_ts=ev.ts,
+                    text=ev.text,
+                    attachments=[
+                        f.model_dump(mode="json", exclude={"url_private"}) for f in ev.files
+                    ],
+                    created_at=self.now,
+                )
+            )
+            at_old_card("slack_reaction", reply_to=ev.ts, emoji=self.rules.slack.note_reaction)
+            self.thread(
+                ticket,
+                f"📝 {person(ev.user_id, ev.user_name)} wrote a note in the old card's thread:"
+                f" {text}",
+            )
+            self.decided("tickets.note_in_old_thread ticket=%d user=%s", ticket.id, ev.user_id)
+            return
+        at_old_card("slack_reaction", reply_to=ev.ts, emoji=self.rules.slack.failed_reaction)
+        at_old_card(
+            "slack_thread",
+            reply_to=ev.thread_ts,
+            text=f"🚫 Not sent to the customer: ticket #{ticket.id} lives in {where} now"
+            f" (team *{ticket.team}*). Write your reply in the thread of its card there.",
+        )
+        self.decided(
+            "tickets.reply_refused ticket=%d user=%s reason=old_card", ticket.id, ev.user_id
+        )
 
     async def relay(
         self,

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from bot.core.assignment import Assigner
 from bot.core.step import Step
 from bot.domain.events import Sender
-from storage.models import Customer, Identity, OutboxRow, Ticket
+from storage.models import Customer, Identity, OutboxRow, Ticket, TicketEvent
 
 
 class TooEarly(Exception):
@@ -102,6 +102,28 @@ class TicketStep(Step):
             .where(Ticket.slack_channel == slack_channel, Ticket.slack_ts == thread_ts)
             .with_for_update()
         )
+
+    async def ticket_by_former_card(self, slack_channel: str, ts: str) -> Ticket | None:
+        """The ticket whose card was at ``slack_channel``/``ts`` before the desk replaced it
+        (a transfer posts a new card; a card someone deleted is posted again)."""
+        posted = await self.s.execute(
+            select(OutboxRow.ticket_id, OutboxRow.payload).where(
+                OutboxRow.platform_message_id == ts,
+                OutboxRow.channel == "slack",
+                OutboxRow.ticket_id.is_not(None),
+            )
+        )
+        for ticket_id, payload in posted.all():
+            if payload.get("kind") == "slack_card" and payload.get("destination") == slack_channel:
+                return await self.s.get(Ticket, ticket_id, with_for_update=True)
+        reposted = await self.s.scalar(
+            select(TicketEvent.ticket_id)
+            .where(TicketEvent.kind == "card", TicketEvent.from_value == f"{slack_channel}/{ts}")
+            .limit(1)
+        )
+        if reposted is not None:
+            return await self.s.get(Ticket, reposted, with_for_update=True)
+        return None
 
     async def _card_in_flight(self, slack_channel: str) -> bool:
         """Is a card being posted to this channel whose ts is not recorded yet?"""

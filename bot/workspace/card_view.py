@@ -7,6 +7,7 @@ for a transfer's "freeze the old card"; this module reads what the card shows an
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 from sqlalchemy import select
@@ -68,9 +69,17 @@ async def card_view(session: AsyncSession, rules: Rules, now: datetime, ticket: 
             .limit(1)
         ),
         kb=rules.kb.enabled,
-        reply_button=rules.slack.relay == "composer",
+        reply_label=reply_label(rules),
         story=await story_line(session, ticket),
     )
+
+
+def reply_label(rules: Rules) -> str | None:
+    """In composer mode the Reply modal (with the message shortcut) is the one way to the
+    customer; in thread mode a thread reply is, and the modal is how to reply with a macro."""
+    if rules.slack.relay == "composer":
+        return "Reply to customer"
+    return "Reply with a macro" if rules.macros else None
 
 
 class SlackCards:
@@ -94,9 +103,9 @@ class SlackCards:
     async def freeze(self, step: Step, ticket: Ticket, note: str) -> None:
         # Addressed to the card explicitly (reply_to): it stays that card, wherever the ticket
         # goes next.
-        view = await card_view(step.s, step.rules, step.now, ticket)
-        frozen = [b for b in card_blocks(view) if b.get("type") != "actions"]
-        frozen.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
+        view = dataclasses.replace(
+            await card_view(step.s, step.rules, step.now, ticket), moved=note
+        )
         step.fx.say(
             Outbound(
                 channel="slack",
@@ -105,6 +114,6 @@ class SlackCards:
                 ticket_id=ticket.id,
                 reply_to=ticket.slack_ts,
                 text=card_text(view),
-                blocks=tuple(frozen),
+                blocks=tuple(card_blocks(view)),
             )
         )

@@ -71,8 +71,13 @@ class CardView:
     revision: str = ""  # makes the menus' block_ids new on each update (see controls_block)
     suggested: str | None = None  # the article the customer was sent before the ticket
     kb: bool = False  # the knowledge base is on: a "Suggest articles" button
-    reply_button: bool = False  # slack.relay: composer shows Reply
+    # The Reply modal's button, when the card has one: "Reply to customer" (slack.relay:
+    # composer, the way to the customer) or "Reply with a macro" (thread mode with macros).
+    reply_label: str | None = None
     story: str | None = None  # "3rd ticket in 30 days · last rating 2/5 · also on WhatsApp"
+    # A card the ticket has left (transferred): where it went, instead of its state, clocks
+    # and buttons; it stays as a record and no longer looks like a live ticket.
+    moved: str | None = None
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -170,6 +175,11 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
         ),
         ContextBlock(
             block_id="state",
+            elements=[MarkdownTextObject(text=v.moved)],
+        )
+        if v.moved
+        else ContextBlock(
+            block_id="state",
             elements=[
                 MarkdownTextObject(text=state),
                 *([MarkdownTextObject(text=line)] if (line := clocks_line(v.sla)) else []),
@@ -181,6 +191,8 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
             ],
         ),
     ]
+    if v.moved:
+        return [b.to_dict() for b in blocks]
     buttons: list[ButtonElement | StaticSelectElement] = []
     # Claim stays while the desk's own choice stands: a person may take the ticket over.
     if v.status == "new" or (v.status in ("open", "pending") and v.assigned_by == "desk"):
@@ -189,10 +201,9 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
                 text="Claim", action_id="ticket_claim", value=str(v.ticket_id), style="primary"
             )
         )
-    if v.status in ACTIVE and v.reply_button:
-        # slack.relay: composer: the one way (with the message shortcut) to the customer.
+    if v.status in ACTIVE and v.reply_label:
         buttons.append(
-            ButtonElement(text="Reply", action_id="ticket_reply", value=str(v.ticket_id))
+            ButtonElement(text=v.reply_label, action_id="ticket_reply", value=str(v.ticket_id))
         )
     if v.status in ACTIVE:
         buttons.append(

@@ -77,6 +77,7 @@ async def test_composer_mode_sends_only_what_is_sent_deliberately(composer: Stac
 
     # Reply: the modal opens at once and is filled by the desk, with the macro picker.
     assert "ticket_reply" in str(stack.cards()[0]["blocks"])
+    assert "Reply to customer" in str(stack.cards()[0]["blocks"])  # not a second "Reply"
     await slack.agent_clicks(SUPPORT, card["ts"], "ticket_reply", "U0ALICE")
     view_id, _ = await modal_shows(stack, "U0ALICE", "To *Ana* on Telegram · language *es*")
     await slack.picks_in_modal(view_id, "reply_macro", "Refund on its way")
@@ -193,3 +194,23 @@ async def test_thread_mode_notes_never_reach_the_customer(stack: Stack) -> None:
     for ts in stamps:
         assert "memo" in slack.reactions(SUPPORT, ts)
     assert [m["text"] for m in sent][1:] == ["Hello Ann, it ships today."]
+
+
+async def test_thread_mode_offers_macros_through_the_reply_modal(stack: Stack) -> None:
+    """With the shipped rules (``relay: thread``) the card offers the macros: its
+    "Reply with a macro" opens the Reply modal, and what is sent there reaches the customer."""
+    slack, tg = stack.standins.slack, stack.standins.telegram
+    await tg.customer_says(43, "I want a refund for my order", "Ben")
+    card = await stack.card()
+    await tg.wait_for_sent(43, 1)
+    assert "Reply with a macro" in str(card["blocks"])
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_reply", "U0BOB")
+    view_id, _ = await modal_shows(stack, "U0BOB", "To *Ben* on Telegram")
+    await slack.picks_in_modal(view_id, "reply_macro", "Need order number")
+    expected = "Hi Ben, could you send us your order number so we can look into it?"
+    await modal_shows(stack, "U0BOB", expected)
+    status, _ = await slack.submits_modal(view_id)
+    assert status == 200
+    sent = await tg.wait_for_sent(43, 2)
+    assert sent[-1]["text"] == expected
+    await stack.thread_has(card["ts"], "(macro *Need order number*)")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from typing import Any
 
 from sqlalchemy import func, select
 
 from bot.app import DeskApp
 from bot.delivery.outbox import RateLimits
-from storage.models import Ticket
+from storage.models import Message, Ticket
 
 from .conftest import RULES, Stack, desk_settings, eventually, free_port, start_standins
 
@@ -178,3 +179,46 @@ async def test_an_agent_transfers_a_ticket_from_the_cards_menu(stack: Stack) -> 
     assert len(tg.sent_to(51)) == 1
     await tg.customer_says(51, "any news?", "Pia")
     await stack.thread_has(moved["ts"], "any news?")
+
+
+async def test_the_old_card_after_a_transfer_is_a_record_and_its_thread_loses_nothing(
+    stack: Stack,
+) -> None:
+    """Slack still offers the old card's reply box: a reply written there is refused visibly,
+    with where the ticket lives now; a note is kept on the ticket; the old card shows no live
+    state, clocks or buttons."""
+    slack, tg = stack.standins.slack, stack.standins.telegram
+    await tg.customer_says(52, "I was charged twice", "Peter")
+    card = await stack.card()
+    await slack.agent_clicks("C0SUPPORT", card["ts"], "ticket_claim", "U0BOB")
+    await slack.agent_clicks("C0SUPPORT", card["ts"], "ticket_transfer", "U0BOB", value="1:billing")
+    moved = await stack.card(2)
+
+    async def old_card_moved() -> dict[str, Any] | None:
+        old = slack.messages("C0SUPPORT")[0]
+        state = next((b for b in old["blocks"] if b.get("block_id") == "state"), None)
+        return old if state and "Transferred to team *billing*" in str(state) else None
+
+    old = await eventually(old_card_moved, "the old card saying where the ticket went")
+    shown = str(old["blocks"])
+    assert "SLA:" not in shown and "Claimed" not in shown and "Assigned" not in shown
+    assert not any(b["type"] == "actions" for b in old["blocks"])
+
+    reply = await slack.agent_replies(
+        "C0SUPPORT", card["ts"], "U0BOB", "Hi Peter, please send us a photo of the receipt"
+    )
+    await stack.thread_has(card["ts"], "Not sent to the customer: ticket #1 lives in <#C0BILLING>")
+    await eventually(
+        lambda: _async(slack.reactions("C0SUPPORT", reply) == ["x"]), "❌ on the refused reply"
+    )
+    note = await slack.agent_replies("C0SUPPORT", card["ts"], "U0BOB", "note: he paid by card")
+    await eventually(lambda: _async(slack.reactions("C0SUPPORT", note) == ["memo"]), "📝")
+    await stack.thread_has(moved["ts"], "wrote a note in the old card's thread: note: he paid")
+    assert all("photo of the receipt" not in m["text"] for m in tg.sent_to(52))
+    async with stack.sessions() as s:
+        kept = (await s.scalars(select(Message.text).where(Message.direction == "note"))).all()
+    assert "note: he paid by card" in kept
+
+
+async def _async(value: bool) -> bool:
+    return value
