@@ -420,7 +420,7 @@ class Control:
                 "agents": {
                     uid: {"name": name, "real_name": name.title()} for uid, name in AGENTS.items()
                 },
-                "channels": {c: {"name": CHANNELS.get(c, c)} for c in slack.channels},
+                "channels": {c: _channel_info(c) for c in slack.channels},
                 "telegram": {
                     "chats": {str(k): v for k, v in self.s.telegram.chats().items()},
                     "sent": self.s.telegram.sent,
@@ -934,6 +934,14 @@ def _mimetype(name: str) -> str:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._ -]", "_", name)[:200]
+
+
+def _channel_info(channel: str) -> dict[str, str]:
+    """A channel's name for the page; a DM (``D0BOB``) is named after its person: "Bob (DM)"."""
+    person = "U" + channel[1:]
+    if channel.startswith("D") and person in AGENTS:
+        return {"name": f"{AGENTS[person].title()} (DM)", "dm_of": person}
+    return {"name": CHANNELS.get(channel, channel)}
 
 
 def _bad(text: str) -> web.HTTPBadRequest:
