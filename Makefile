@@ -44,6 +44,7 @@ load: $(STAMP)
 	$(BIN)/python -m bench.load burst --json bench-results/load-burst.json
 
 # The sandbox page used in headless Chromium as a person would (needs /usr/bin/chromium:
-# apt-get install chromium); saves docs/sandbox.png.
+# apt-get install chromium); saves bench-results/sandbox.png (ignored by git). To refresh the
+# README's picture: make browser-check OUT=docs/sandbox.png
 browser-check: $(STAMP)
-	$(BIN)/python -m sandbox.browser_check --out docs/sandbox.png
+	$(BIN)/python -m sandbox.browser_check --out $(or $(OUT),bench-results/sandbox.png)

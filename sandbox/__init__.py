@@ -112,6 +112,10 @@ class StandIns:
         # Set by `deskbot sandbox`: moves the desk's clock forward by N minutes, returns the
         # total offset in minutes (the stand-ins themselves keep real time).
         self.advance_clock: Callable[[float], float] | None = None
+        # The desk's clock as fast-forwarded: (real Unix time, offset in seconds from then on),
+        # oldest first. Kept in the state file, so a restarted sandbox keeps the desk's time
+        # (tickets made while fast-forwarded never lie in its future); --fresh starts at 0.
+        self.clock_steps: list[tuple[float, float]] = []
         self.state_path = state_path
         self.continued = False  # True when start() loaded an earlier state
         self._started = False
@@ -147,6 +151,31 @@ class StandIns:
     def slack_api_base(self) -> str:
         return f"{self.url}/slack/api/"
 
+    # -- the desk's clock -----------------------------------------------------------------------
+
+    @property
+    def clock_offset(self) -> float:
+        """Seconds the desk's clock runs ahead of real time (the page's fast-forward)."""
+        return self.clock_steps[-1][1] if self.clock_steps else 0.0
+
+    def desk_time(self, at: float) -> float:
+        """The desk's clock at real Unix time ``at``: the offset it had then."""
+        offset = 0.0
+        for since, value in self.clock_steps:
+            if since > at:
+                break
+            offset = value
+        return at + offset
+
+    def desk_now(self) -> float:
+        return time.time() + self.clock_offset
+
+    def clock_moved(self, offset_seconds: float) -> None:
+        """The desk's clock now runs ``offset_seconds`` ahead; remembered in the state file."""
+        self.clock_steps.append((time.time(), float(offset_seconds)))
+        if self.state_path is not None and self._started:
+            self._changed()
+
     # -- the state file ------------------------------------------------------------------------
 
     def paced_refusals(self) -> dict[str, int]:
@@ -164,12 +193,15 @@ class StandIns:
             "telegram": self.telegram.snapshot(),
             "whatsapp": self.whatsapp.snapshot(),
             "slack": self.slack.snapshot(),
+            "clock": {"steps": [list(step) for step in self.clock_steps]},
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.telegram.restore(state.get("telegram", {}))
         self.whatsapp.restore(state.get("whatsapp", {}))
         self.slack.restore(state.get("slack", {}))
+        steps = state.get("clock", {}).get("steps", [])
+        self.clock_steps = [(float(at), float(offset)) for at, offset in steps]
 
     def continue_after(self, history: DeskHistory) -> None:
         """Never reuse an id the desk already holds, even when the state file is gone."""
@@ -265,8 +297,6 @@ class Control:
 
     def __init__(self, s: StandIns) -> None:
         self.s = s
-        # The WhatsApp stand-in keeps what the desk sent without a time; the page wants one.
-        self._wa_seen: dict[str, float] = {}
 
     def install(self, app: web.Application) -> None:
         r = app.router
@@ -368,10 +398,7 @@ class Control:
         for channel in slack.channels:
             top = slack.messages(channel)
             channels[channel] = [{**m, "replies": slack.thread(channel, m["ts"])} for m in top]
-        now = time.time()
         wa = self.s.whatsapp
-        for m in wa.sent:
-            self._wa_seen.setdefault(str(m.get("id")), now)
         numbers = list(
             dict.fromkeys(
                 [str(m.get("from")) for m in wa.received]
@@ -381,12 +408,19 @@ class Control:
         )
         return web.json_response(
             {
-                "now": now,
+                # The desk's clock (real time plus the fast-forward), as the desk counts ages.
+                "now": self.s.desk_now(),
+                "clock": {
+                    "offset_minutes": self.s.clock_offset / 60,
+                    # (real Unix time, offset in seconds from then): the stand-ins stamp real
+                    # time; the page adds the offset each moment had, as the desk did.
+                    "steps": [list(step) for step in self.s.clock_steps],
+                },
                 "bot": {"user_id": BOT_USER, "name": "deskbot"},
                 "agents": {
                     uid: {"name": name, "real_name": name.title()} for uid, name in AGENTS.items()
                 },
-                "channels": {c: {"name": CHANNELS.get(c, c)} for c in slack.channels},
+                "channels": {c: _channel_info(c) for c in slack.channels},
                 "telegram": {
                     "chats": {str(k): v for k, v in self.s.telegram.chats().items()},
                     "sent": self.s.telegram.sent,
@@ -395,8 +429,12 @@ class Control:
                 "whatsapp": {
                     "names": wa.names,
                     "numbers": numbers,
+                    # When the stand-in took each message (kept across restarts; a state file
+                    # from before sent_at has none, and no made-up time is shown for them).
                     "sent": [
-                        m if "timestamp" in m else {**m, "seen_at": self._wa_seen[str(m["id"])]}
+                        {**m, "seen_at": wa.sent_at[str(m["id"])]}
+                        if "timestamp" not in m and str(m.get("id")) in wa.sent_at
+                        else m
                         for m in wa.sent
                     ],
                     "received": wa.received,
@@ -733,7 +771,9 @@ class Control:
             raise _bad(f"minutes must be a positive number, got {minutes!r}")
         if self.s.advance_clock is None:
             raise web.HTTPNotFound(text="this desk's clock can't be moved (only `deskbot sandbox`)")
-        return web.json_response({"offset_minutes": self.s.advance_clock(float(minutes))})
+        total = self.s.advance_clock(float(minutes))
+        self.s.clock_moved(total * 60)
+        return web.json_response({"offset_minutes": total})
 
     async def slack_command(self, request: web.Request) -> web.StreamResponse:
         d = await self._body(request, "command", "user", "channel")
@@ -894,6 +934,14 @@ def _mimetype(name: str) -> str:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._ -]", "_", name)[:200]
+
+
+def _channel_info(channel: str) -> dict[str, str]:
+    """A channel's name for the page; a DM (``D0BOB``) is named after its person: "Bob (DM)"."""
+    person = "U" + channel[1:]
+    if channel.startswith("D") and person in AGENTS:
+        return {"name": f"{AGENTS[person].title()} (DM)", "dm_of": person}
+    return {"name": CHANNELS.get(channel, channel)}
 
 
 def _bad(text: str) -> web.HTTPBadRequest:

@@ -1,7 +1,8 @@
 """Use the sandbox page in headless Chromium the way a person does, and check what it shows.
 
-    .venv/bin/python -m sandbox.browser_check [--out docs/sandbox.png] [--skip-restart]
-    make browser-check
+    .venv/bin/python -m sandbox.browser_check [--out FILE.png] [--skip-restart]
+    make browser-check                        # the picture goes to bench-results/sandbox.png
+    make browser-check OUT=docs/sandbox.png   # refresh the README's picture (a tracked file)
 
 It starts ``deskbot sandbox`` (the rules model, free ports, a fresh temporary folder with a copy of
 rules.yaml), opens the page and, using only the page's own controls (typing, clicking):
@@ -634,13 +635,18 @@ def _exit_on_failure() -> Iterator[None]:
         sys.exit(1)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sandbox.browser_check", description=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "sandbox.png")
+    # Not docs/sandbox.png: a check run must not rewrite a tracked file; ask for it with --out.
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "sandbox.png")
     parser.add_argument(
         "--skip-restart", action="store_true", help="stop before the Ctrl-C and restart steps"
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     with _exit_on_failure():
         run(args.out, args.skip_restart)
 

@@ -97,6 +97,7 @@ class WhatsAppStandIn:
         self.failures = Failures()
         self.sent: list[dict[str, Any]] = []  # request bodies the desk posted, plus their "id"
         self.received: list[dict[str, Any]] = []  # what customers wrote, as delivered
+        self.sent_at: dict[str, float] = {}  # wamid → when the desk sent it (Unix seconds)
         self.unreachable: set[str] = set()
         self.names: dict[str, str] = {}
         self._last_inbound: dict[str, float] = {}
@@ -134,6 +135,7 @@ class WhatsAppStandIn:
     def snapshot(self) -> dict[str, Any]:
         return {
             "sent": self.sent,
+            "sent_at": self.sent_at,
             "received": self.received,
             "names": self.names,
             "last_inbound": self._last_inbound,
@@ -143,6 +145,7 @@ class WhatsAppStandIn:
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.sent = list(state.get("sent", []))
+        self.sent_at = {str(k): float(v) for k, v in state.get("sent_at", {}).items()}
         self.received = list(state.get("received", []))
         self.names = dict(state.get("names", {}))
         self._last_inbound = {k: float(v) for k, v in state.get("last_inbound", {}).items()}
@@ -462,6 +465,7 @@ class WhatsAppStandIn:
         to = str(body["to"])
         wamid = self._wamid()
         self.sent.append({**body, "id": wamid})
+        self.sent_at[wamid] = time.time()
         await self._changed.notify()
         self._deliverer.spawn(self._report(to, wamid))
         return web.json_response(

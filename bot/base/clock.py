@@ -32,8 +32,10 @@ class OffsetClock:
     """The system clock plus an offset that only grows: the sandbox's "fast-forward", so a
     person can watch an SLA warning and an escalation without waiting hours."""
 
-    def __init__(self) -> None:
-        self.offset = timedelta()
+    def __init__(self, offset: timedelta = timedelta()) -> None:
+        if offset < timedelta():
+            raise ValueError("time only moves forward")
+        self.offset = offset  # a continued sandbox starts with the offset it stopped with
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.offset

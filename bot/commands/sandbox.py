@@ -14,6 +14,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -218,8 +219,59 @@ async def desk_history(database_url: str) -> DeskHistory:
         await engine.dispose()
 
 
+# Reads a JSON answer on stdin and prints one value of it: how the banner's shell lines pass an
+# id from one request to the next (any python3 will do; the sandbox already needs one).
+_PICK = "python3 -c 'import json,sys; d=json.load(sys.stdin); print({})'"
+_NEWEST_CARD = _PICK.format('[m for m in d if m.get("blocks")][-1]["ts"]')
+# The knowledge base's answer is the bot's message with a "kb:solved:N" button.
+_KB_BUTTONS = (
+    '[(m["message_id"], b["callback_data"]) for m in d'
+    ' for row in m.get("reply_markup", {}).get("inline_keyboard", []) for b in row'
+    ' if b.get("callback_data", "").startswith("kb:solved")][-1]'
+)
+_KB_MID = _PICK.format(_KB_BUTTONS + "[0]")
+_KB_DATA = _PICK.format(_KB_BUTTONS + "[1]")
+
+
+def curl_lines(control: str) -> list[str]:
+    """The banner's walk-through: comments and shell lines, each complete on its own line, so
+    that pasting them into bash (one by one or all at once) works: no line continues inside a
+    quoted JSON body, URLs with ``?`` are quoted, and the ids a later line needs are read into
+    shell variables (TS, MID, DATA) by the line before it."""
+    c = control
+    ts = '"\'"$TS"\'"'  # closes the single quotes, inserts "$TS" as a JSON string, reopens
+    return [
+        "# a Telegram customer writes",
+        f"curl -s {c}/telegram/customer_says"
+        """ -d '{"chat_id": 42, "text": "My order arrived damaged"}'""",
+        "# the ticket card in #support, and the customer's chat",
+        f"curl -s '{c}/slack/messages?channel=C0SUPPORT'",
+        f"curl -s '{c}/telegram/sent?chat_id=42'",
+        "# the newest card's ts, for the next lines",
+        f"TS=$(curl -s '{c}/slack/messages?channel=C0SUPPORT' | {_NEWEST_CARD}) && echo $TS",
+        "# alice claims it, answers in the card's thread, then resolves it",
+        f'curl -s {c}/slack/agent_clicks -d \'{{"channel": "C0SUPPORT", "message_ts": {ts},'
+        """ "action_id": "ticket_claim", "user": "U0ALICE"}'""",
+        f'curl -s {c}/slack/agent_replies -d \'{{"channel": "C0SUPPORT", "thread_ts": {ts},'
+        """ "user": "U0ALICE", "text": "Sorry! It ships today."}'""",
+        f'curl -s {c}/slack/agent_clicks -d \'{{"channel": "C0SUPPORT", "message_ts": {ts},'
+        """ "action_id": "ticket_resolve", "user": "U0ALICE"}'""",
+        "# a WhatsApp customer writes",
+        f"curl -s {c}/whatsapp/customer_says"
+        """ -d '{"wa_id": "15551234567", "text": "Hi there"}'""",
+        '# a question the knowledge base (kb/) answers, with "That solved it" / "Talk to a person"',
+        f"curl -s {c}/telegram/customer_says"
+        """ -d '{"chat_id": 43, "text": "how do I cancel my subscription?"}'""",
+        '# the answer\'s message id and its "That solved it" button; the customer presses it',
+        f"MID=$(curl -s '{c}/telegram/sent?chat_id=43' | {_KB_MID}) && echo $MID",
+        f"DATA=$(curl -s '{c}/telegram/sent?chat_id=43' | {_KB_DATA}) && echo $DATA",
+        f'curl -s {c}/telegram/customer_presses -d \'{{"chat_id": 43,'
+        """ "message_id": '"$MID"', "data": "'"$DATA"'"}'""",
+    ]
+
+
 def banner(standin_url: str, desk_url: str, db: str, *, story: str = "") -> str:
-    c = f"{standin_url}/control"
+    walk = "\n".join(f"  {line}" for line in curl_lines(f"{standin_url}/control"))
     return f"""
 deskbot sandbox is running: the real desk, with pretend Telegram, WhatsApp and Slack.
 {story}
@@ -227,27 +279,8 @@ deskbot sandbox is running: the real desk, with pretend Telegram, WhatsApp and S
   The desk:                      {desk_url}   ({desk_url}/healthz, {desk_url}/metrics)
   Its database:                  {db}
 
-Or with curl:
-  # a Telegram customer writes
-  curl -s {c}/telegram/customer_says -d '{{"chat_id": 42, "text": "My order arrived damaged"}}'
-  # the ticket card in #support (note its ts), and the customer's chat
-  curl -s {c}/slack/messages?channel=C0SUPPORT
-  curl -s {c}/telegram/sent?chat_id=42
-  # alice claims it, answers in the card's thread, then resolves it
-  curl -s {c}/slack/agent_clicks -d '{{"channel": "C0SUPPORT", "message_ts": "TS", \\
-       "action_id": "ticket_claim", "user": "U0ALICE"}}'
-  curl -s {c}/slack/agent_replies -d '{{"channel": "C0SUPPORT", "thread_ts": "TS", \\
-       "user": "U0ALICE", "text": "Sorry! It ships today."}}'
-  curl -s {c}/slack/agent_clicks -d '{{"channel": "C0SUPPORT", "message_ts": "TS", \\
-       "action_id": "ticket_resolve", "user": "U0ALICE"}}'
-  # a WhatsApp customer writes
-  curl -s {c}/whatsapp/customer_says -d '{{"wa_id": "15551234567", "text": "Hi there"}}'
-  # a question the knowledge base (kb/) answers, with "That solved it" / "Talk to a person";
-  # MID and the button's data (kb:solved:N) are in /telegram/sent?chat_id=43
-  curl -s {c}/telegram/customer_says -d '{{"chat_id": 43, \\
-       "text": "how do I cancel my subscription?"}}'
-  curl -s {c}/telegram/customer_presses -d '{{"chat_id": 43, "message_id": MID, \\
-       "data": "kb:solved:N"}}'
+Or with curl (each line works pasted into bash; TS, MID and DATA carry ids between lines):
+{walk}
 
 Ctrl-C stops it; `make sandbox` again continues where you left off.
 """
@@ -262,11 +295,24 @@ async def _ticket_count(database_url: str) -> int:
         await engine.dispose()
 
 
-def _story(files: SandboxFiles, *, removed: list[Path], tickets: int, loaded: bool) -> str:
-    """What the banner says about where this sandbox came from."""
+def _story(
+    files: SandboxFiles,
+    *,
+    removed: list[Path],
+    tickets: int,
+    loaded: bool,
+    clock_minutes: float = 0,
+) -> str:
+    """What the banner says about where this sandbox came from (and its clock, if moved)."""
+    clock = (
+        f"  The desk's clock is {_minutes(clock_minutes)} ahead of real time (the page's ⏩ "
+        "fast-forward, kept across restarts; --fresh resets it).\n"
+        if clock_minutes > 0
+        else ""
+    )
     if tickets == 0 and not loaded:
         gone = f" (removed {', '.join(p.name for p in removed)})" if removed else ""
-        return f"\nStarted a fresh sandbox{gone}.\n"
+        return f"\nStarted a fresh sandbox{gone}.\n{clock}"
     where = (
         f"chats and channels from {files.state_file.name}"
         if loaded
@@ -274,8 +320,18 @@ def _story(files: SandboxFiles, *, removed: list[Path], tickets: int, loaded: bo
     )
     return (
         f"\nContinuing the sandbox in {files.shown}: {tickets} ticket(s) so far; {where}.\n"
+        f"{clock}"
         "  Start from scratch instead: make sandbox ARGS=--fresh  (deskbot sandbox --fresh)\n"
     )
+
+
+def _minutes(total: float) -> str:
+    """+15 min, +2 h 30 min: as the page shows the fast-forward."""
+    whole = round(total)
+    hours, minutes = divmod(whole, 60)
+    if not hours:
+        return f"+{minutes} min"
+    return f"+{hours} h" + (f" {minutes} min" if minutes else "")
 
 
 async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False) -> None:
@@ -290,7 +346,8 @@ async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False)
     # After loading the state file: its counters may lag the database (saved a moment late).
     standins.continue_after(history)
     # The page's fast-forward moves the desk's clock, so SLA warnings show within a minute.
-    clock = OffsetClock()
+    # The offset is kept in the state file: a continued sandbox starts where its clock stood.
+    clock = OffsetClock(timedelta(seconds=standins.clock_offset))
 
     def advance(minutes: float) -> float:
         clock.advance(minutes=minutes)
@@ -299,7 +356,13 @@ async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False)
     standins.advance_clock = advance
     try:
         settings = sandbox_settings(standins, desk_port=desk_port, database_url=files.database_url)
-        story = _story(files, removed=removed, tickets=tickets, loaded=standins.continued)
+        story = _story(
+            files,
+            removed=removed,
+            tickets=tickets,
+            loaded=standins.continued,
+            clock_minutes=standins.clock_offset / 60,
+        )
         await serve(
             settings,
             _rules(),

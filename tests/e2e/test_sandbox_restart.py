@@ -8,6 +8,7 @@ the stand-ins' state file (as if it had been deleted), and ``--fresh``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -262,3 +263,32 @@ async def test_without_the_state_file_ids_continue_and_lost_cards_come_back(
     finally:
         await desk.stop()
         await standins.stop()
+
+
+async def test_the_fast_forwarded_clock_is_kept_across_a_restart_and_fresh_resets_it(
+    tmp_path: Path, sandboxes: list[Sandbox]
+) -> None:
+    """⏩ +15 min, a ticket, Ctrl-C, `make sandbox` again: the desk's clock is still 15 minutes
+    ahead, so the ticket is today's (not in the future) and `/desk stats today` counts it."""
+    first = await _start(tmp_path, 1, sandboxes, None)
+    assert await first.call("/clock/advance", {"minutes": 15}) == {"offset_minutes": 15}
+    await first.call("/telegram/customer_says", {"chat_id": 42, "text": "My order arrived damaged"})
+    assert "Your ticket number is #1" in (await _texts_to(first, 42, 1))[0]
+    await first.stop()
+
+    second = await _start(tmp_path, 2, sandboxes, None)
+    state = await second.call("/state")
+    assert abs(state["now"] - (time.time() + 15 * 60)) < 10, "the state's now is the desk's clock"
+    assert state["clock"]["offset_minutes"] == 15
+    stats = await second.call(
+        "/slack/slash_command",
+        {"command": "/desk", "text": "stats today", "user": "U0CAROL", "channel": SUPPORT},
+    )
+    assert "tickets created 1" in json.dumps(stats), stats
+    banner = await second.stop()
+    assert "The desk's clock is +15 min ahead of real time" in banner
+
+    third = await _start(tmp_path, 3, sandboxes, None, "--fresh")
+    state = await third.call("/state")
+    assert abs(state["now"] - time.time()) < 10 and state["clock"]["offset_minutes"] == 0
+    assert "ahead of real time" not in await third.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,79 @@ async def test_telegram_can_accept_a_message_and_hold_the_answer(desk: FakeDesk)
             resp.release()
 
     await _running(desk, None, body)
+
+
+async def _state(s: StandIns) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(s.url + "/control/state") as r:
+        assert r.status == 200
+        return dict(await r.json())
+
+
+async def test_the_fast_forwarded_desk_clock_survives_a_restart(
+    desk: FakeDesk, tmp_path: Path
+) -> None:
+    """⏩ +15 min on the page, then a restart: the desk's clock is still 15 minutes ahead (the
+    state's "now" is the desk's clock), so nothing made meanwhile lies in the desk's future."""
+    state = tmp_path / "deskbot-sandbox.standins.json"
+    moved: list[float] = []
+
+    def advance(minutes: float) -> float:  # what `deskbot sandbox` plugs in (an OffsetClock)
+        moved.append(minutes)
+        return sum(moved)
+
+    async def first(s: StandIns) -> None:
+        s.advance_clock = advance
+        async with aiohttp.ClientSession() as http:
+            url = s.url + "/control/clock/advance"
+            async with http.post(url, json={"minutes": 15}) as r:
+                assert (await r.json()) == {"offset_minutes": 15}
+        seen = await _state(s)
+        assert seen["clock"]["offset_minutes"] == 15
+        assert abs(seen["now"] - (time.time() + 900)) < 5
+
+    await _running(desk, state, first)
+
+    async def second(s: StandIns) -> None:
+        assert s.clock_offset == 900  # what `deskbot sandbox` starts its OffsetClock with
+        seen = await _state(s)
+        assert seen["clock"]["offset_minutes"] == 15
+        assert abs(seen["now"] - (time.time() + 900)) < 5
+        # A moment before the fast-forward keeps the desk time it had then (no offset).
+        before = seen["clock"]["steps"][0][0] - 60
+        assert s.desk_time(before) == before
+        assert s.desk_time(time.time()) > time.time() + 890
+
+    await _running(desk, state, second)
+
+
+async def test_a_restart_keeps_when_the_desk_wrote_on_whatsapp(
+    desk: FakeDesk, tmp_path: Path
+) -> None:
+    """The page shows when each desk message arrived; a restart used to restamp them all with
+    the restart's time."""
+    state = tmp_path / "deskbot-sandbox.standins.json"
+    seen: list[float] = []
+
+    async def first(s: StandIns) -> None:
+        await s.whatsapp.customer_says("15551230001", "Hi there", name="Ana")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{s.whatsapp_api_base}/1065/messages",
+                json={"messaging_product": "whatsapp", "to": "15551230001", "text": {"body": "Hi"}},
+                headers={"Authorization": "Bearer EAAG-right"},
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+        [sent] = (await _state(s))["whatsapp"]["sent"]
+        seen.append(sent["seen_at"])
+
+    await _running(desk, state, first)
+    await asyncio.sleep(1.5)
+
+    async def second(s: StandIns) -> None:
+        [sent] = (await _state(s))["whatsapp"]["sent"]
+        assert sent["seen_at"] == seen[0]
+        assert sent["seen_at"] < time.time() - 1
+
+    await _running(desk, state, second)
