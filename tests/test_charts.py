@@ -14,7 +14,7 @@ from matplotlib.image import imread
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cli import main
-from bot.reports.charts import chart_data, draw_async
+from bot.reports.charts import chart_data, draw_async, first_response_marks
 from bot.reports.metrics import day_range, load_histories
 
 from .test_metrics import Story, s  # noqa: F401  (s is the session fixture)
@@ -81,3 +81,28 @@ def test_report_writes_the_charts(
         "first_response.png",
     ]
     assert (out / "created.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_the_agents_table_names_agents(s: AsyncSession) -> None:  # noqa: F811
+    period = day_range("2026-11-02", "2026-11-03", TOKYO)
+    data = await _data(s)
+    named = chart_data(
+        await load_histories(s, period.start, period.end),
+        period,
+        LATER,
+        {"U0BOB"},
+        {"U0BOB": "Bob"},
+    )
+    rows = {r["agent"]: r["name"] for r in named["agents"]}
+    assert rows["U0BOB"] == "Bob"
+    assert rows["U0EVE"] == "U0EVE"  # a name the desk never learnt: the id
+    assert {"U0BOB", "U0EVE"} <= {r["agent"] for r in data["agents"]}
+
+
+def test_median_and_p90_in_one_bucket_are_one_label() -> None:
+    same = {"median": 120, "p90": 120}
+    assert first_response_marks(same) == [("median = p90 2m 00s", 0)]
+    near = {"median": 60, "p90": 240}  # both under 5 minutes
+    assert first_response_marks(near) == [("median 1m 00s · p90 4m 00s", 0)]
+    apart = {"median": 60, "p90": 7200}
+    assert [text for text, _ in first_response_marks(apart)] == ["median 1m 00s", "p90 2h 00m"]

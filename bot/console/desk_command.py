@@ -51,6 +51,7 @@ from bot.reports.export import tickets_csv
 from bot.reports.metrics import (
     GROUP_KEYS,
     PeriodError,
+    agent_names,
     build,
     load_histories,
     parse_period,
@@ -205,7 +206,8 @@ async def _stats(inv: Invocation) -> str:
         return escape(str(exc))
     agents = current_agents(inv.desk.rules)
     histories = await load_histories(inv.session, period.start, period.end)
-    figures = build(histories, period, inv.now, by, agents)
+    names = await agent_names(inv.session)
+    figures = build(histories, period, inv.now, by, agents, names)
     figures["self_service"] = await self_service(inv.session, period.start, period.end)
     if inv.channel:
         # The charts' numbers come from the same histories as the figures, so the pictures can
@@ -216,7 +218,7 @@ async def _stats(inv: Invocation) -> str:
                 kind="slack_charts",
                 destination=inv.channel,
                 text=f"{title(figures)} · charts for <@{inv.user_id}>",
-                chart=chart_data(histories, period, inv.now, agents),
+                chart=chart_data(histories, period, inv.now, agents, names),
             )
         )
     audit(inv, "stats", command, period=[figures["from"], figures["to"]], by=by)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -55,7 +55,11 @@ def _bucket_of(seconds: float) -> int:
 
 
 def chart_data(
-    histories: Sequence[History], period: Period, now: datetime, agents: Iterable[str] = ()
+    histories: Sequence[History],
+    period: Period,
+    now: datetime,
+    agents: Iterable[str] = (),
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """What the charts show: per-day counts, the first-response histogram, CSAT per day or
     week, and the agents' table (the report's own figures, grouped by agent)."""
@@ -84,7 +88,7 @@ def chart_data(
             if key in csat_n:
                 csat_n[key] += 1
                 csat_good[key] += 1 if (f.value or 0) >= 4 else 0
-    figures = build(histories, period, now, "agent", agents)
+    figures = build(histories, period, now, "agent", agents, names)
     return {
         "period": _span(period),
         "tz": period.tz.key,
@@ -107,6 +111,7 @@ def chart_data(
         "agents": [
             {
                 "agent": g["key"],
+                "name": g.get("name") or g["key"],
                 "former": g.get("former", False),
                 "low_n": g["low_n"],
                 "replies": g["metrics"]["first_response"]["n"] + g["metrics"]["reply_time"]["n"],
@@ -166,18 +171,24 @@ def _first_response_chart(data: dict[str, Any]) -> Chart:
     ax.set_xticks(x, fr["buckets"], fontsize=8)
     ax.set_ylabel("tickets")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    for label, value, style in (("median", fr["median"], "--"), ("p90", fr["p90"], ":")):
-        if value is not None:
-            at = _bucket_of(value)
-            ax.axvline(at, color="black", linestyle=style)
-            ax.annotate(
-                f"{label} {duration(value)}",
-                (at, max(fr["counts"] or [1])),
-                fontsize=8,
-                rotation=90,
-                va="top",
-            )
+    top = max(fr["counts"] or [1])
+    for (text, at), style in zip(first_response_marks(fr), ("--", ":"), strict=False):
+        ax.axvline(at, color="black", linestyle=style)
+        ax.annotate(text, (at, top), fontsize=8, rotation=90, va="top")
     return Chart("first_response.png", title, _png(fig))
+
+
+def first_response_marks(fr: dict[str, Any]) -> list[tuple[str, int]]:
+    """The median and p90 lines of the first-response histogram: (label, bucket). When one
+    bucket holds both they are one line with one label (two labels would be drawn over each
+    other)."""
+    pairs = (("median", fr["median"]), ("p90", fr["p90"]))
+    marks = [(label, v) for label, v in pairs if v is not None]
+    if len(marks) == 2 and _bucket_of(marks[0][1]) == _bucket_of(marks[1][1]):
+        median, p90 = duration(marks[0][1]), duration(marks[1][1])
+        text = f"median = p90 {median}" if median == p90 else f"median {median} · p90 {p90}"
+        return [(text, _bucket_of(marks[0][1]))]
+    return [(f"{label} {duration(value)}", _bucket_of(value)) for label, value in marks]
 
 
 def _csat_chart(data: dict[str, Any]) -> Chart:
@@ -210,7 +221,7 @@ def _agent_table(data: dict[str, Any]) -> Chart:
     header = ["agent", "timed replies", "first response (median)", "tickets resolved", "CSAT (n)"]
     cells = [
         [
-            r["agent"] + (" (former)" if r["former"] else ""),
+            r["name"] + (" (former)" if r["former"] else ""),
             str(r["replies"]),
             duration(r["first_response_median"]),
             str(r["tickets_resolved"]),

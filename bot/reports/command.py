@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from bot.domain.rules import Rules
 from bot.reports.charts import Chart, chart_data, draw_async
-from bot.reports.metrics import build, day_range, load_histories, self_service
+from bot.reports.metrics import agent_names, build, day_range, load_histories, self_service
 from bot.reports.render import RENDER
 from storage.db import create_engine, session_factory
 
@@ -35,12 +35,13 @@ async def print_report(
         async with session_factory(engine)() as session:
             histories = await load_histories(session, period.start, period.end)
             kb = await self_service(session, period.start, period.end)
+            names = await agent_names(session)
     finally:
         await engine.dispose()
     agents = current_agents(rules)
     drawn: list[Chart] = []
     if charts:
-        drawn = await draw_async(chart_data(histories, period, now, agents))
-    figures = build(histories, period, now, by, agents)
+        drawn = await draw_async(chart_data(histories, period, now, agents, names))
+    figures = build(histories, period, now, by, agents, names)
     figures["self_service"] = kb
     return RENDER[fmt](figures), drawn

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -476,8 +476,10 @@ def build(
     now: datetime,
     by: str | None = None,
     agents: Iterable[str] = (),
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The report's JSON shape. ``agents`` are today's team members: others are *former*."""
+    """The report's JSON shape. ``agents`` are today's team members: others are *former*.
+    ``names``: agents' display names by Slack id (:func:`agent_names`), given to agent groups."""
     if by is not None and by not in GROUP_KEYS:
         raise ValueError(f"cannot group by {by!r}: use one of {', '.join(GROUP_KEYS)}")
     all_facts = period_facts(histories, period, now)
@@ -489,10 +491,12 @@ def build(
         for f in all_facts:
             split.setdefault(f.dims[by], []).append(f)
         for key in sorted(split):
-            former = None
+            entry = _group_entry(key, split[key], None)
             if by == "agent":
-                former = key != "unassigned" and key not in current
-            groups.append(_group_entry(key, split[key], former))
+                entry["former"] = key != "unassigned" and key not in current
+                if names and key in names:
+                    entry["name"] = names[key]
+            groups.append(entry)
     return {
         "from": period.first.isoformat(),
         "to": period.last.isoformat(),
@@ -511,6 +515,17 @@ def build(
     }
 
 
+async def agent_names(session: AsyncSession) -> dict[str, str]:
+    """Each agent's display name as the desk last learnt it (the assignee's name on tickets),
+    by Slack user id; an agent the desk never learnt the name of is not in it."""
+    rows = await session.execute(
+        select(Ticket.assignee_id, Ticket.assignee_name)
+        .where(Ticket.assignee_id.is_not(None), Ticket.assignee_name.is_not(None))
+        .order_by(Ticket.updated_at)
+    )
+    return {str(agent): str(name) for agent, name in rows.all() if name}
+
+
 async def report(
     session: AsyncSession,
     period: Period,
@@ -519,7 +534,8 @@ async def report(
     agents: Iterable[str] = (),
 ) -> dict[str, Any]:
     histories = await load_histories(session, period.start, period.end)
-    figures = build(histories, period, now, by, agents)
+    names = await agent_names(session) if by == "agent" else None
+    figures = build(histories, period, now, by, agents, names)
     figures["self_service"] = await self_service(session, period.start, period.end)
     return figures
 

@@ -80,8 +80,12 @@ def title(report: dict[str, Any]) -> str:
     return f"Desk figures {span} ({report['tz']}){by} · {report['n']} tickets"
 
 
-def group_label(group: dict[str, Any]) -> str:
-    label = str(group["key"])
+def group_label(group: dict[str, Any], *, slack: bool = False) -> str:
+    """A group's name: an agent by their display name (in Slack, a mention, which Slack shows
+    as the person's name to everyone)."""
+    label = str(group.get("name") or group["key"])
+    if slack and "former" in group and group["key"] != "unassigned":
+        label = f"<@{group['key']}>"
     if group.get("former"):
         label += " (former)"
     if group["low_n"]:
@@ -147,6 +151,12 @@ def to_json(report: dict[str, Any]) -> str:
 RENDER = {"json": to_json, "csv": to_csv, "text": to_text}
 
 
+def _slack_label(group: dict[str, Any]) -> str:
+    label = group_label(group, slack=True)
+    # A mention stays a mention; anything else a customer or an agent may have typed is escaped.
+    return label if label.startswith("<@") else escape(label)
+
+
 def slack_blocks(report: dict[str, Any], max_groups: int = 20) -> list[dict[str, Any]]:
     """Block Kit: a header, the desk's figures, then one section per group (small groups
     greyed as context blocks, never hidden). Slack allows 50 blocks a message."""
@@ -166,9 +176,7 @@ def slack_blocks(report: dict[str, Any], max_groups: int = 20) -> list[dict[str,
     ]
     groups = report["groups"]
     for g in groups[:max_groups]:
-        body = f"*{escape(group_label(g))}*\n" + "\n".join(
-            escape(x) for x in metric_lines(g["metrics"])
-        )
+        body = f"*{_slack_label(g)}*\n" + "\n".join(escape(x) for x in metric_lines(g["metrics"]))
         if g["low_n"]:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": body}]})
         else:

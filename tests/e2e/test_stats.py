@@ -54,7 +54,8 @@ async def test_a_supervisor_gets_the_figures_of_the_real_loop(stack: Stack) -> N
     blocks = got["blocks"]
     assert isinstance(blocks, list) and blocks[0]["type"] == "header"
     shown = " ".join(str(b) for b in blocks)
-    assert "U0BOB (n under 5) · n=1" in shown  # the group is shown, flagged as small
+    # The group is shown, flagged as small, naming the agent (Slack shows a mention as the name).
+    assert "<@U0BOB> (n under 5) · n=1" in shown
     # The same figures as `deskbot report` prints (same code, same period).
     async with stack.sessions() as s:
         period = parse_period("today", datetime.now(UTC), ZoneInfo("UTC"))
