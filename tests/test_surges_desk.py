@@ -45,7 +45,9 @@ async def test_a_surge_becomes_one_incident_card_and_later_tickets_join_it(
     incident_cards = [c for c in cards if c.incident_id is not None]
     assert len(incident_cards) == 1 and len(cards) == 6  # + the parcel's own card
     card = incident_cards[0]
-    assert "Incident · 5 customers since" in card.text and "outage since this morning" in card.text
+    assert (
+        "Incident 1 · 5 customers since" in card.text and "outage since this morning" in card.text
+    )
     assert "Reply to all affected" in json.dumps(card.blocks, ensure_ascii=False)
     acks = {o.destination: o.text for o in desk.telegram.sent}
     assert "We know about this problem" in acks["104"]

@@ -53,11 +53,14 @@ def _clip(text: str, limit: int) -> str:
 
 def headline(v: IncidentView) -> str:
     people = f"{v.customers} customer{'s' if v.customers != 1 else ''}"
-    return f"Incident · {people} since {v.since:%H:%M} UTC · '{_clip(v.summary, 80)}'"
+    # "Incident 3", never "#3": a bare number on a card in a ticket channel reads as a ticket.
+    return (
+        f"Incident {v.incident_id} · {people} since {v.since:%H:%M} UTC · '{_clip(v.summary, 80)}'"
+    )
 
 
 def incident_text(v: IncidentView) -> str:
-    return f"🚨 #{v.incident_id} {escape(headline(v))}"
+    return f"🚨 {escape(headline(v))}"
 
 
 def state_line(v: IncidentView) -> str:
@@ -91,7 +94,7 @@ def incident_blocks(v: IncidentView) -> list[dict[str, Any]]:
     blocks: list[Block] = [
         SectionBlock(
             block_id="incident",
-            text=MarkdownTextObject(text=f"🚨 *#{v.incident_id}* · *{escape(headline(v))}*"),
+            text=MarkdownTextObject(text=f"🚨 *{escape(headline(v))}*"),
         ),
         ContextBlock(
             block_id="why",
