@@ -67,3 +67,104 @@ async def test_a_dm_tab_names_its_person_and_the_fast_forward_is_shown(
     assert any(t.startswith("Bob (DM)") for t in tabs), tabs
     assert not any("D0BOB" in t for t in tabs), tabs
     assert await _page_text(standins, "#ff-offset") == ["(+15 min ahead)"]
+
+
+def _card(ts: str, **view: object) -> dict[str, object]:
+    """A bot message carrying a real card, as the desk draws it."""
+    from bot.workspace.cards import CardView, card_blocks, card_text
+
+    fields: dict[str, object] = {
+        "ticket_id": 7,
+        "customer_name": "Peter Parker-Montgomery",
+        "channel": "telegram",
+        "status": "open",
+        "priority": "high",
+        "reasons": ("negative sentiment 0.93", "intent payment_issue"),
+        "first_message": "I was charged twice for order 1187 and nobody answers",
+        "assignee_id": "U0BOB",
+        "assignee_name": "Bob",
+        "team": "support",
+        "transfer_to": ("billing", "tech"),
+        "tag_choices": ("refund", "vip", "bug", "shipping"),
+        "intent_choices": ("billing", "payment_issue", "refund_request", "shipping"),
+        "kb": True,
+        "reply_label": "Reply with a macro",
+        "revision": "a1",
+    } | view
+    v = CardView(**fields)  # type: ignore[arg-type]
+    return {
+        "type": "message",
+        "subtype": "bot_message",
+        "bot_id": "B0DESKBOT",
+        "user": "U0DESKBOT",
+        "text": card_text(v),
+        "blocks": card_blocks(v),
+        "ts": ts,
+    }
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+async def test_a_cards_menus_fit_at_common_laptop_widths(standins: StandIns, width: int) -> None:
+    """At 1280–1440 px the menu row used to overflow: Tags shrank to a sliver, "Correct intent"
+    was cut and a horizontal scrollbar appeared."""
+    from playwright.async_api import async_playwright
+
+    standins.slack.channels.setdefault("C0SUPPORT", []).append(_card(f"{time.time():.6f}"))
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": width, "height": 900})
+            await page.goto(standins.url + "/")
+            await page.wait_for_selector("article.card select")
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{overflow}px of horizontal scrolling at {width}px"
+            widths = await page.eval_on_selector_all(
+                "article.card select", "els => els.map(e => e.getBoundingClientRect().width)"
+            )
+            assert widths and min(widths) >= 80, widths
+            clipped = await page.eval_on_selector_all(
+                "article.card .actions, article.card form, article.card",
+                "els => els.filter(e => e.scrollWidth > e.clientWidth + 1).length",
+            )
+            assert clipped == 0
+        finally:
+            await browser.close()
+
+
+async def test_a_moved_card_is_not_a_live_ticket_and_composer_threads_say_so(
+    standins: StandIns,
+) -> None:
+    now = time.time()
+    moved = _card(f"{now:.6f}", moved="➡️ Transferred to team *billing* (<#C0BILLING>) by <@U0BOB>.")
+    composer = _card(f"{now + 1:.6f}", ticket_id=8, reply_label="Reply to customer")
+    standins.slack.channels.setdefault("C0SUPPORT", []).extend([moved, composer])
+    chips = await _page_text(standins, "article.card .chips")
+    assert any("Moved on" in c for c in chips), chips
+    assert sum("Claimed" in c for c in chips) == 1  # the composer-mode card only
+    hints = await _placeholders(standins)
+    assert "This card moved on: write in its new card's thread" in hints
+    assert "Note to the team: nothing written here reaches the customer" in hints
+
+
+async def _placeholders(standins: StandIns) -> list[str]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(standins.url + "/")
+            await page.wait_for_selector("article.card")
+            return list(
+                await page.eval_on_selector_all(
+                    ".replyform input[type=text]", "els => els.map(e => e.placeholder)"
+                )
+            )
+        finally:
+            await browser.close()
