@@ -324,6 +324,8 @@ class Control:
         r.add_post("/control/slack/message_shortcut", self.slack_message_shortcut)
         r.add_get("/control/slack/files", self.slack_files)
         r.add_get("/control/slack/files/{file_id}", self.slack_file)
+        r.add_get("/control/telegram/files/{file_id}", self.tg_file)
+        r.add_get("/control/whatsapp/media/{media_id}", self.wa_media)
         r.add_post("/control/clock/advance", self.clock_advance)
         r.add_post("/control/telegram/customer_sends_file", self.tg_sends_file)
         r.add_post("/control/whatsapp/customer_sends_file", self.wa_sends_file)
@@ -563,6 +565,32 @@ class Control:
             body=meta["content"],
             content_type=_mimetype(meta["name"]),
             headers={"Content-Disposition": f'inline; filename="{_safe_name(meta["name"])}"'},
+        )
+
+    async def tg_file(self, request: web.Request) -> web.StreamResponse:
+        """A file in a Telegram chat (either way), as the customer's app would open it."""
+        file_id = request.match_info["file_id"]
+        found = self.s.telegram.files.get(file_id)
+        if found is None:
+            raise web.HTTPNotFound(text=f"no Telegram file {file_id}")
+        name = _safe_name(str(found["file_path"]).rsplit("/", 1)[-1])
+        return web.Response(
+            body=found["content"],
+            content_type=_mimetype(name),
+            headers={"Content-Disposition": f'inline; filename="{name}"'},
+        )
+
+    async def wa_media(self, request: web.Request) -> web.StreamResponse:
+        """A media item in a WhatsApp chat (either way)."""
+        media_id = request.match_info["media_id"]
+        found = self.s.whatsapp.media.get(media_id)
+        if found is None:
+            raise web.HTTPNotFound(text=f"no WhatsApp media {media_id}")
+        name = _safe_name(str(found.get("filename") or f"media-{media_id}"))
+        return web.Response(
+            body=found["content"],
+            content_type=str(found.get("mime_type") or "application/octet-stream"),
+            headers={"Content-Disposition": f'inline; filename="{name}"'},
         )
 
     # -- files both ways ------------------------------------------------------------------------

@@ -168,3 +168,46 @@ async def _placeholders(standins: StandIns) -> list[str]:
             )
         finally:
             await browser.close()
+
+
+async def test_the_customers_chat_shows_contacts_and_files_as_their_app_would(
+    standins: StandIns,
+) -> None:
+    """A shared contact showed as "[message]", the agent's PDF as "[📄 receipt.pdf]" with no
+    link, a photo as "[photo]"."""
+    import aiohttp
+    from playwright.async_api import async_playwright
+
+    tg, now = standins.telegram, int(time.time())
+    chat = {"id": 42, "type": "private", "first_name": "Ann"}
+    tg._known_chats[42] = chat
+    ann = {"id": 42, "is_bot": False, "first_name": "Ann", "language_code": "en"}
+    desk = {"id": 987654321, "is_bot": True, "first_name": "Acme"}
+    tg.received.append(
+        {"message_id": 1, "from": ann, "chat": chat, "date": now}
+        | {"contact": {"phone_number": "+15551234567", "first_name": "Ann", "last_name": "Lee"}}
+    )
+    tg._store_file("F1", "documents/receipt.pdf", b"%PDF-1.4 receipt", 16)
+    tg.sent.append(
+        {"message_id": 2, "from": desk, "chat": chat, "date": now}
+        | {"document": {"file_id": "F1", "file_unique_id": "UF1", "file_name": "receipt.pdf"}}
+    )
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(standins.url + "/")
+            await page.wait_for_selector("#tg-log .bubble")
+            texts = [t.strip() for t in await page.locator("#tg-log .bubble").all_inner_texts()]
+            links = await page.eval_on_selector_all(
+                "#tg-log .bubble a", "els => els.map(e => e.getAttribute('href'))"
+            )
+        finally:
+            await browser.close()
+    assert any("📇 Ann Lee · +15551234567" in t for t in texts), texts
+    assert not any("[message]" in t or "[📄" in t for t in texts), texts
+    assert links == ["/control/telegram/files/F1"]
+    async with aiohttp.ClientSession() as http, http.get(standins.url + links[0]) as resp:
+        assert resp.status == 200 and await resp.read() == b"%PDF-1.4 receipt"
