@@ -20,7 +20,7 @@ from adapters.telegram import TelegramAdapter
 from adapters.whatsapp import WhatsAppAdapter
 from bot import wiring
 from bot.base.clock import Clock, SystemClock
-from bot.base.settings import Settings
+from bot.base.settings import Settings, require_platforms
 from bot.delivery.adapter import Adapter
 from bot.delivery.dispatcher import DbInbox, Dispatcher
 from bot.delivery.leases import Heartbeat, reclaim_dead_leases
@@ -31,7 +31,7 @@ from bot.domain.rules import Rules
 from bot.incidents.command import incident_languages
 from bot.selfservice.kb import KnowledgeBase, kb_folder
 from bot.selfservice.status import telegram_commands
-from storage.db import create_engine, migrate, ping, problem, session_factory
+from storage.db import create_engine, migrate, ping, problem, reach, session_factory
 from storage.queues import inbox_lag_seconds, outbox_backlog
 
 log = logging.getLogger("deskbot")
@@ -120,17 +120,10 @@ class DeskApp:
         task.add_done_callback(_done)
 
     async def start(self) -> None:
-        if not self.settings.slack:
-            raise StartupError(
-                "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
-                "(agents work in Slack; without it no one sees the tickets)"
-            )
-        if not self.settings.customer_channels:
-            raise StartupError(
-                "no customer channel is configured: set TELEGRAM_BOT_TOKEN, or the four "
-                "WHATSAPP_* variables (see the README), or both"
-            )
+        require_platforms(self.settings)  # a SettingsError, as from `deskbot check`
         self.engine = create_engine(self.settings.database_url)
+        # An unreachable database is one line (DatabaseError), not the driver's traceback.
+        await reach(self.engine)
         await migrate(self.engine)
         self.sessions = session_factory(self.engine)
         # Register, then, before the loops claim anything, take over what dead desks held:
@@ -173,7 +166,13 @@ class DeskApp:
         self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # the port is taken, the address is not this machine's
+            where = f"{self.settings.http_host}:{self.settings.http_port}"
+            raise StartupError(
+                f"cannot listen on {where} (DESK_HTTP_HOST, DESK_HTTP_PORT): {exc.strerror or exc}"
+            ) from None
         port = self._runner.addresses[0][1] if self._runner.addresses else self.settings.http_port
         self.url = f"http://{self.settings.http_host}:{port}"
         # Loops first, so whatever the adapters accept is processed straight away.
@@ -327,7 +326,17 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await desk.start()
+    try:
+        await desk.start()
+    except BaseException:
+        # Nothing is serving yet: let go of the model's threads and the database, so that the
+        # process ends with the one line the error makes (bot/cli.py), not a hang.
+        await _quietly(desk.classifier.close())
+        if desk._runner is not None:
+            await desk._runner.cleanup()
+        if desk.engine is not None:
+            await desk.engine.dispose()
+        raise
     if banner:
         if started is not None:
             banner += f"Ready in {time.monotonic() - started:.1f} s.\n"

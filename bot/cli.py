@@ -10,12 +10,17 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.app import StartupError, serve
-from bot.base.settings import Settings, SettingsError, load_settings
+from bot.base.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    log_level,
+    require_platforms,
+)
 from bot.commands.kb import main as kb_main
 from bot.commands.learn import main as learn_main
-from bot.commands.sandbox import FreshRefused, run_sandbox
 from bot.commands.sla import main as sla_main
+from bot.console.words import counted
 from bot.domain.rules import Rules, RulesError, load_rules
 from bot.reports.command import print_report
 from bot.reports.metrics import GROUP_KEYS, PeriodError
@@ -24,14 +29,17 @@ from nlp.cli import main as nlp_main
 from nlp.encoder import EncoderError
 from nlp.kb import ArticleError, read_articles
 from nlp.service import ModelError
-from storage.db import DatabaseError, create_engine, migrate
+from storage.db import DatabaseError, create_engine, migrate, reach, where
+
+# bot.app (the adapters and their client libraries) and the sandbox take seconds to import:
+# `run` and `sandbox` import them when they start, so that a bad setting is said at once.
 
 log = logging.getLogger("deskbot")
 
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=getattr(logging, level),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     # Client libraries log request URLs at DEBUG/INFO, and a Telegram URL contains the token.
@@ -39,29 +47,59 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _load(env_file: bool = True) -> tuple[Settings, Rules]:
-    if env_file:
-        from dotenv import load_dotenv
+def _dotenv() -> None:
+    from dotenv import load_dotenv
 
-        load_dotenv(Path.cwd() / ".env")
+    load_dotenv(Path.cwd() / ".env")
+
+
+def _load() -> tuple[Settings, Rules]:
     settings = load_settings()
     return settings, load_rules(settings.rules_path)
 
 
+def _reach(settings: Settings) -> str:
+    """Connect to the database as the start does, and say which one answered. A SQLite file
+    that is not there yet is not created (the start creates it): its folder is looked at."""
+    engine = create_engine(settings.database_url)
+    file = (engine.url.database or "") if engine.dialect.name == "sqlite" else ""
+    if file and file != ":memory:" and not Path(file).exists():
+        if not Path(file).parent.is_dir():
+            raise DatabaseError(f"the SQLite file's folder {Path(file).parent} does not exist")
+        return f"database {where(engine)}: no file yet, `deskbot run` creates it"
+
+    async def ping_once() -> None:
+        try:
+            await reach(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(ping_once())
+    return f"database {where(engine)} answers"
+
+
 def _cmd_run(_args: argparse.Namespace) -> int:
     settings, rules = _load()
-    asyncio.run(serve(settings, rules))
+    require_platforms(settings)
+    _reach(settings)  # before the model loads: a wrong URL is said at once
+    from bot.app import StartupError, serve
+
+    try:
+        asyncio.run(serve(settings, rules))
+    except StartupError as exc:
+        return _fail(exc)
     return 0
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from bot.commands.sandbox import FreshRefused, run_sandbox
+
     try:
         asyncio.run(
             run_sandbox(desk_port=args.port, standin_port=args.standin_port, fresh=args.fresh)
         )
     except FreshRefused as exc:
-        print(f"deskbot: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     return 0
 
 
@@ -81,20 +119,47 @@ def _cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def _cmd_check(_args: argparse.Namespace) -> int:
+    """What `deskbot run` checks before it serves, in the same order and with the same
+    errors, without serving: the settings, rules.yaml, the articles, the database (connected
+    to, not changed) and, with DESK_MODEL=local, the model (loaded, then let go)."""
     settings, rules = _load()
-    channels = ", ".join(settings.customer_channels) or "none"
-    slack = "yes" if settings.slack else "no"
-    print(f"settings ok (customer channels: {channels}; slack: {slack})")
+    require_platforms(settings)
+    channels = ", ".join(settings.customer_channels)
+    sqlite = ""
+    if settings.database_url.startswith("sqlite"):
+        sqlite = "; SQLite statements on " + (
+            "aiosqlite's thread" if settings.sqlite_thread else "the event loop's thread"
+        )
+    print(
+        f"settings ok (customer channels: {channels}; slack: yes; model: {settings.model};"
+        f" log level: {settings.log_level}{sqlite})"
+    )
     teams = ", ".join(
-        f"{name} → {team.channel} ({team.assignment}, {len(team.agents)} agents)"
+        f"{name} → {team.channel} ({team.assignment}, {counted(len(team.agents), 'agent')})"
         for name, team in rules.all_teams.items()
     )
     print(f"{settings.rules_path} ok (version {rules.version}; teams: {teams})")
     if rules.kb.enabled:
         folder = kb_folder(rules, settings.rules_path)
         articles = read_articles(folder)  # a broken article stops here, named
-        print(f"{folder} ok ({len(articles)} knowledge-base articles)")
+        print(f"{folder} ok ({counted(len(articles), 'knowledge-base article')})")
+    print(_reach(settings))
+    if settings.model == "local":
+        asyncio.run(_load_model(settings, rules))
+        print("model ok (loaded as `deskbot run` loads it)")
     return 0
+
+
+async def _load_model(settings: Settings, rules: Rules) -> None:
+    from bot.model import ModelClassifier  # the model is heavy: loaded only when asked for
+
+    classifier = await ModelClassifier.create(settings, rules)
+    await classifier.close()
+
+
+def _fail(exc: BaseException) -> int:
+    print(f"deskbot: {exc}", file=sys.stderr)
+    return 2
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -127,7 +192,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deskbot", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("DESK_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: DESK_LOG_LEVEL)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the desk against the platforms configured in the environment")
     sb = sub.add_parser("sandbox", help="run the desk against local stand-ins: no accounts needed")
@@ -165,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["sla"]:
         return sla_main(argv[1:])
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
     handlers = {
         "run": _cmd_run,
         "sandbox": _cmd_sandbox,
@@ -174,18 +240,19 @@ def main(argv: list[str] | None = None) -> int:
         "report": _cmd_report,
     }
     try:
+        if args.command != "sandbox":  # the sandbox reads no .env: its settings are its own
+            _dotenv()
+        _setup_logging(log_level(args.log_level or os.environ.get("DESK_LOG_LEVEL") or "INFO"))
         return handlers[args.command](args)
     except (
         SettingsError,
         RulesError,
-        StartupError,
         DatabaseError,
         ModelError,
         EncoderError,
         ArticleError,
     ) as exc:
-        print(f"deskbot: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     except KeyboardInterrupt:
         return 130
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, make_url, text
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import Session
@@ -30,7 +32,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         raise DatabaseError(f"use sqlite+aiosqlite:// for SQLite, got {url.split(':', 1)[0]}")
     if url.startswith("postgresql") and "asyncpg" not in url:
         url = "postgresql+asyncpg://" + url.split("://", 1)[1]
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(f"DESK_DATABASE_URL is not a database URL: {problem(exc)}") from None
     if parsed.get_backend_name() == "postgresql" and "search_path" in parsed.query:
         # ?search_path=NAME puts the desk's tables in a schema of their own (asyncpg takes it as
         # a server setting, not a URL option).
@@ -56,7 +61,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             # storage/inline_sqlite.py for why, and what it trades away).
             path = parsed.database or ":memory:"
             kwargs.setdefault("async_creator", lambda: inline_sqlite.connect(path))
-    engine = create_async_engine(parsed, **kwargs)
+    try:
+        engine = create_async_engine(parsed, **kwargs)
+    except (ArgumentError, ImportError) as exc:  # an unknown database, a driver not installed
+        raise DatabaseError(f"the desk cannot use {where_url(url)}: {problem(exc)}") from None
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine)
     return engine
@@ -171,3 +179,28 @@ def problem(exc: BaseException) -> str:
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+def where(engine: AsyncEngine) -> str:
+    """The engine's database as an operator may read it: its URL without the password."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def where_url(url: str) -> str:
+    return _CREDENTIALS.sub("://***@", url)
+
+
+async def reach(engine: AsyncEngine, timeout: float = 10.0) -> None:
+    """Connect once, or raise :class:`DatabaseError` with one line that says which database
+    did not answer and why (refused, unknown host, wrong password, no such database, silence
+    for ``timeout`` seconds). The start and ``deskbot check`` ask this before anything else."""
+    try:
+        await asyncio.wait_for(ping(engine), timeout)
+    except TimeoutError:
+        raise DatabaseError(
+            f"the database at {where(engine)} did not answer within {timeout:g} s"
+        ) from None
+    except Exception as exc:
+        raise DatabaseError(
+            f"cannot reach the database at {where(engine)}: {problem(exc)}"
+        ) from None

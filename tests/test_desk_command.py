@@ -63,7 +63,7 @@ async def test_bare_desk_and_status_give_the_summary_and_help_does_not(desk: Har
     await new_ticket(desk, "the site is down, outage", "1")
     bare, status, mine, helped = [await ask(desk, t) for t in ("", "status", "mine", "help")]
     assert bare == status
-    assert bare.startswith("*Desk status* · 1 active tickets") and "urgent 1" in bare
+    assert bare.startswith("*Desk status* · 1 active ticket\n") and "urgent 1" in bare
     assert len({bare, mine, helped}) == 3  # the arguments are read now
 
 

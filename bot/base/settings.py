@@ -19,6 +19,22 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+INFERENCE = ("onnx", "torch")  # nlp/encoder.py reads DESK_INFERENCE itself
+# storage/db.py (inline_sqlite_enabled) reads DESK_SQLITE_THREAD itself, with these words.
+SQLITE_THREAD_ON = ("1", "true", "yes")
+SQLITE_THREAD_OFF = ("", "0", "false", "no")
+# Folders the model is read from (nlp/ reads some of them itself): a name that is not a folder
+# is a typo, found before anything starts rather than when the model loads.
+MODEL_FOLDERS = (
+    "DESK_ENCODER",
+    "DESK_HEADS",
+    "DESK_LANGUAGE_HEADS",
+    "DESK_INTENT_MODEL",
+    "DESK_MODEL_DIR",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class TelegramSettings:
     bot_token: str = field(repr=False)
@@ -56,6 +72,9 @@ class Settings:
     encoder_dir: str | None = None  # any Hugging Face-format encoder folder
     heads_dir: str | None = None  # sentiment/anger/intent heads trained on that encoder
     tz: str = "UTC"  # DESK_TZ: the IANA zone whose days the reports count in
+    log_level: str = "INFO"  # DESK_LOG_LEVEL
+    inference: str = "onnx"  # DESK_INFERENCE
+    sqlite_thread: bool = False  # DESK_SQLITE_THREAD: SQLite's statements on aiosqlite's thread
     telegram: TelegramSettings | None = None
     whatsapp: WhatsAppSettings | None = None
     slack: SlackSettings | None = None
@@ -70,14 +89,93 @@ def default_database_url(folder: Path | None = None) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, low: int = 0, high: int | None = None
+) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        within = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise SettingsError(f"{name} must be a whole number {within}, got {raw!r}")
+    return value
+
+
+def log_level(raw: str) -> str:
+    """``DESK_LOG_LEVEL`` or ``--log-level``: one of Python's level names, any case."""
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"DESK_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return level
+
+
+def database_url(raw: str) -> str:
+    """``DESK_DATABASE_URL``: SQLite through aiosqlite or PostgreSQL (through asyncpg, which
+    ``postgresql://`` gets too); any other database is refused here, by name, rather than by a
+    missing driver's traceback at start."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep or not rest:
+        raise SettingsError(
+            "DESK_DATABASE_URL must be a URL such as sqlite+aiosqlite:///deskbot.db or"
+            f" postgresql+asyncpg://user@host:5432/db, got {raw.split('@')[-1]!r}"
+        )
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        raise SettingsError(
+            f"DESK_DATABASE_URL: use sqlite+aiosqlite:// for SQLite, got {scheme}://"
+        )
+    if scheme not in ("sqlite+aiosqlite", "postgresql", "postgresql+asyncpg"):
+        raise SettingsError(
+            f"DESK_DATABASE_URL: {scheme}:// is not supported; the desk runs on SQLite"
+            " (sqlite+aiosqlite:///path) or PostgreSQL (postgresql+asyncpg://user@host:5432/db)"
+        )
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        said = " or ".join(repr(c) for c in choices)
+        raise SettingsError(f"{name} must be {said}, got {value!r}")
+    return value
+
+
+def _sqlite_thread(env: Mapping[str, str]) -> bool:
+    raw = env.get("DESK_SQLITE_THREAD", "")
+    if raw in SQLITE_THREAD_ON:
+        return True
+    if raw in SQLITE_THREAD_OFF:
+        return False
+    raise SettingsError(
+        "DESK_SQLITE_THREAD must be 1 (SQLite's statements on aiosqlite's thread) or 0"
+        f" (on the event loop's, the default), got {raw!r}"
+    )
+
+
+def _folder(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name) or None
+    if raw is not None and not Path(raw).is_dir():
+        said = "does not exist" if not Path(raw).exists() else "is not a folder"
+        raise SettingsError(f"{name} is {raw}, which {said}")
+    return raw
+
+
+def require_platforms(settings: Settings) -> None:
+    """What ``deskbot run`` needs on top of well-formed settings (``deskbot check`` asks the
+    same): Slack, where agents work, and at least one channel customers write on."""
+    if not settings.slack:
+        raise SettingsError(
+            "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
+            "(agents work in Slack; without it no one sees the tickets)"
+        )
+    if not settings.customer_channels:
+        raise SettingsError(
+            "no customer channel is configured: set TELEGRAM_BOT_TOKEN, or the four "
+            "WHATSAPP_* variables (see the README), or both"
+        )
 
 
 def _group(env: Mapping[str, str], label: str, names: list[str]) -> dict[str, str] | None:
@@ -119,7 +217,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             api_base=env.get("TELEGRAM_API_BASE") or "https://api.telegram.org",
             webhook_url=webhook_url,
             webhook_secret=secret,
-            poll_timeout=_int(env, "TELEGRAM_POLL_TIMEOUT", 25),
+            poll_timeout=_int(env, "TELEGRAM_POLL_TIMEOUT", 25, 0, 50),
         )
     whatsapp = None
     wa = _group(
@@ -148,21 +246,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             signing_secret=sl["SLACK_SIGNING_SECRET"],
             api_base=env.get("SLACK_API_BASE") or "https://slack.com/api/",
         )
-    model = env.get("DESK_MODEL") or "local"
-    if model not in ("rules", "local"):
-        raise SettingsError(f"DESK_MODEL must be 'rules' or 'local', got {model!r}")
+    model = _choice(env, "DESK_MODEL", ("local", "rules"), "local")
+    folders = {name: _folder(env, name) for name in MODEL_FOLDERS}
     tz = desk_tz(env).key
     return Settings(
-        database_url=env.get("DESK_DATABASE_URL") or default_database_url(),
+        database_url=database_url(env.get("DESK_DATABASE_URL") or default_database_url()),
         http_host=env.get("DESK_HTTP_HOST") or "127.0.0.1",
-        http_port=_int(env, "DESK_HTTP_PORT", 8080),
+        http_port=_int(env, "DESK_HTTP_PORT", 8080, 1, 65535),
         rules_path=Path(env.get("DESK_RULES") or "rules.yaml"),
-        max_body_bytes=_int(env, "DESK_MAX_BODY_BYTES", 1_048_576),
+        max_body_bytes=_int(env, "DESK_MAX_BODY_BYTES", 1_048_576, 1),
         model=model,
-        model_dir=env.get("DESK_INTENT_MODEL") or None,
-        encoder_dir=env.get("DESK_ENCODER") or None,
-        heads_dir=env.get("DESK_HEADS") or None,
+        model_dir=folders["DESK_INTENT_MODEL"],
+        encoder_dir=folders["DESK_ENCODER"],
+        heads_dir=folders["DESK_HEADS"],
         tz=tz,
+        log_level=log_level(env.get("DESK_LOG_LEVEL") or "INFO"),
+        inference=_choice(env, "DESK_INFERENCE", INFERENCE, "onnx"),
+        sqlite_thread=_sqlite_thread(env),
         telegram=telegram,
         whatsapp=whatsapp,
         slack=slack,

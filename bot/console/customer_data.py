@@ -14,6 +14,7 @@ from bot.console.invocation import (
     is_supervisor,
     refuse,
 )
+from bot.console.words import counted, plural
 from bot.customers import linking as customers
 from bot.customers import privacy
 from bot.domain.mrkdwn import escape
@@ -49,8 +50,8 @@ async def customer_export(inv: Invocation) -> str:
     audit(inv, "customer-export", f"customer c{customer.id}", tickets=len(data["tickets"]))
     inv.desk.decided("desk.customer_export user=%s customer=%d", inv.user_id, customer.id)
     return (
-        f"Exporting customer c{customer.id} ({len(data['tickets'])} tickets): the JSON file"
-        " arrives in your direct messages with the app."
+        f"Exporting customer c{customer.id} ({counted(len(data['tickets']), 'ticket')}):"
+        " the JSON file arrives in your direct messages with the app."
     )
 
 
@@ -72,14 +73,17 @@ async def forget_customer(inv: Invocation) -> str:
         held = await privacy.held(inv.session, customer)
         # The question names no one: answers are stored, and this one must not outlive them.
         text = (
-            f"*Forget customer {ref}?* (tickets {held.ticket_refs})"
-            f" This erases their name, platform ids and phone numbers ({held.identities}"
-            f" identities), the text and files of {held.messages} messages in {held.tickets}"
-            f" tickets, and {held.payloads} raw platform payloads; their cards and the desk's"
+            f"*Forget customer {ref}?*"
+            + (f" ({plural('ticket', held.tickets)} {held.ticket_refs})" if held.tickets else "")
+            + " This erases their name, platform ids and phone numbers"
+            f" ({counted(held.identities, 'identity')}), the text and files of"
+            f" {counted(held.messages, 'message')} in {counted(held.tickets, 'ticket')}, and"
+            f" {counted(held.payloads, 'raw platform payload')}; their cards and the desk's"
             " posts in the threads are redacted. Counts stay in the reports. It cannot be undone."
             + (
-                f" {held.agent_messages} messages agents wrote in the threads stay: Slack lets"
-                " only their authors delete them."
+                f" {counted(held.agent_messages, 'message')} agents wrote in the threads"
+                f" {'stays' if held.agent_messages == 1 else 'stay'}: Slack lets only their"
+                " authors delete them."
                 if held.agent_messages
                 else ""
             )
@@ -118,9 +122,10 @@ async def forget_customer(inv: Invocation) -> str:
     )
     inv.desk.decided("desk.forgot user=%s customer=%d", inv.user_id, customer.id)
     return (
-        f"Customer {ref} is forgotten: {held.identities} identities, {held.messages} messages"
-        f" in {held.tickets} tickets and {held.payloads} raw payloads erased; their cards and"
-        " threads in Slack are being redacted."
+        f"Customer {ref} is forgotten: {counted(held.identities, 'identity')},"
+        f" {counted(held.messages, 'message')} in {counted(held.tickets, 'ticket')} and"
+        f" {counted(held.payloads, 'raw payload')} erased; their cards and threads in Slack are"
+        " being redacted."
     )
 
 

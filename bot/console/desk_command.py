@@ -38,6 +38,7 @@ from bot.console.invocation import (
     listing,
     refuse,
 )
+from bot.console.words import counted
 from bot.core.assignment import Assigner
 from bot.core.tickets import Desk
 from bot.domain.events import SlashCommand
@@ -119,7 +120,7 @@ async def desk_status(session: AsyncSession, now: datetime, _args: str = "") -> 
     lag = await inbox_lag_seconds(session, now)
     backlog = await outbox_backlog(session)
     lines = [
-        f"*Desk status* · {total} active tickets",
+        f"*Desk status* · {counted(total, 'active ticket')}",
         "• unclaimed (new): {new} · open: {open} · waiting on customer: {pending}".format(
             new=by_status.get("new", 0),
             open=by_status.get("open", 0),
@@ -263,7 +264,7 @@ async def _export(inv: Invocation) -> str:
     audit(inv, "export", command, period=[span], tickets=count)
     inv.desk.decided("desk.export user=%s span=%s tickets=%d", inv.user_id, span, count)
     return (
-        f"Exporting {count} tickets created {span} ({period.tz.key}):"
+        f"Exporting {counted(count, 'ticket')} created {span} ({period.tz.key}):"
         f" the CSV arrives in your direct messages with the app."
     )
 

@@ -45,14 +45,15 @@ TEXTS: dict[str, dict[str, str]] = {
         "invalid": "无法识别该号码，请使用按钮分享。",
     },
     "es": {
-        "prompt": "Para vincular este chat con tu WhatsApp, comparte tu número de teléfono con el"
-        " botón de abajo. Solo lo usamos para reconocerte.",
+        # "usted", as in every other Spanish text the desk sends (rules.yaml).
+        "prompt": "Para vincular este chat con su WhatsApp, comparta su número de teléfono con"
+        " el botón de abajo. Solo lo usamos para reconocerle.",
         "button": "Compartir mi número",
-        "linked": "¡Gracias! También te reconoceremos en WhatsApp.",
-        "saved": "Gracias, tu número está guardado.",
-        "not_own": "Usa el botón para compartir tu propio número; no podemos vincular el"
+        "linked": "¡Gracias! También le reconoceremos en WhatsApp.",
+        "saved": "Gracias, su número está guardado.",
+        "not_own": "Use el botón para compartir su propio número; no podemos vincular el"
         " contacto de otra persona.",
-        "invalid": "No pudimos leer ese número. Usa el botón para compartirlo.",
+        "invalid": "No pudimos leer ese número. Use el botón para compartirlo.",
     },
     "ru": {
         "prompt": "Чтобы связать этот чат с вашим WhatsApp, поделитесь номером телефона кнопкой"
@@ -193,7 +194,8 @@ async def link(desk: Desk, a: int, b: int, *, actor: str) -> int:
             desk.thread(
                 ticket,
                 f"🔗 This customer is one person on {_channels(identities)} now (linked by a"
-                f" verified phone number): {len(everyone)} tickets in their history."
+                f" verified phone number): {len(everyone)}"
+                f" {'ticket' if len(everyone) == 1 else 'tickets'} in their history."
                 f" `/desk unlink c{keep} {moving[0].channel if moving else 'whatsapp'}` undoes it.",
             )
     return keep

@@ -77,7 +77,7 @@ async def tickets_csv(session: AsyncSession, period: Period) -> tuple[str, int]:
         intent = (t.classification or {}).get("intent")
         values: tuple[object, ...] = (
             t.id,
-            t.customer_id,
+            f"c{t.customer_id}",  # as History, the audit trail and `/desk forget` name them
             t.channel,
             t.chat_id,
             t.slack_channel,

@@ -106,3 +106,45 @@ def test_the_history_modals_note() -> None:
     for forged in ({"ticket": 7}, {"ticket": 7, "customer": "3"}, {"ticket": 0, "customer": 3}):
         view = _view(forged, values, "history_modal")
         assert isinstance(parse_note_submission({**body, "view": view}), Ignored)
+
+
+def test_the_confirmed_forget_button_in_an_ephemeral_answer_is_the_confirmed_command() -> None:
+    """Slack's block_actions for a button in a /desk answer (ephemeral: no "message"), after
+    the confirm dialog's "Forget": the same command as `/desk forget c7 confirm`."""
+    from adapters.slack import parse_block_actions
+    from bot.domain.events import SlashCommand
+
+    body: dict[str, Any] = {
+        "type": "block_actions",
+        "user": {"id": "U0CAROL", "username": "carol", "team_id": "T1"},
+        "team": {"id": "T1", "domain": "acme"},
+        "container": {
+            "type": "message",
+            "message_ts": "1700000000.000100",
+            "channel_id": "C0SUPPORT",
+            "is_ephemeral": True,
+        },
+        "channel": {"id": "C0SUPPORT", "name": "support"},
+        "response_url": "https://hooks.slack.com/actions/T1/1/abc",
+        "actions": [
+            {
+                "type": "button",
+                "action_id": "desk_forget",
+                "block_id": "forget",
+                "value": "c7",
+                "style": "danger",
+                "confirm": {"title": {"type": "plain_text", "text": "Forget this customer?"}},
+                "action_ts": "1700000001.000200",
+            }
+        ],
+    }
+    event = parse_block_actions(body)
+    assert isinstance(event, SlashCommand)
+    assert (event.text, event.user_id, event.slack_channel) == (
+        "forget c7 confirm",
+        "U0CAROL",
+        "C0SUPPORT",
+    )
+    assert event.response_url == "https://hooks.slack.com/actions/T1/1/abc"
+    forged = {**body, "actions": [{**body["actions"][0], "value": "c7 ; rm"}]}
+    assert not isinstance(parse_block_actions(forged), SlashCommand)

@@ -5,8 +5,11 @@ while the reports keep counting their ticket."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import aiohttp
+import pytest
 from sqlalchemy import select, text
 
 from bot.customers.privacy import ERASED
@@ -64,7 +67,7 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
 
     # The export: everything, to the supervisor's DM and nowhere else.
     told = await ask(stack, "customer-export #1", "U0CAROL")
-    assert told["text"].startswith("Exporting customer c1 (1 tickets)")
+    assert told["text"].startswith("Exporting customer c1 (1 ticket)")
     dm = slack.dm_channel("U0CAROL")
 
     async def exported() -> list[dict[str, Any]]:
@@ -83,12 +86,18 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     refused = await ask(stack, "forget 1", "U0BOB")
     assert refused["text"].startswith("`/desk forget` is for admins only; nothing was done.")
     asked = await ask(stack, "forget 1", "U0CAROL")
-    assert asked["text"].startswith("*Forget customer c1?* (tickets #1) This erases")
-    assert "1 messages agents wrote in the threads stay" in asked["text"]
+    assert asked["text"].startswith(
+        "*Forget customer c1?* (ticket #1) This erases their name, platform ids and phone"
+        " numbers (1 identity), the text and files of 4 messages in 1 ticket, and "
+    )
+    assert re.search(r"ticket, and [2-9]\d* raw platform payloads; their cards", asked["text"])
+    assert "1 message agents wrote in the threads stays: Slack lets" in asked["text"]
     kept = await slack.clicks_in_answer(SUPPORT, asked, "desk_forget", "U0CAROL", confirm=False)
     assert kept == [] and "Elm Street" in await everything_stored(stack)
     done = await slack.clicks_in_answer(SUPPORT, asked, "desk_forget", "U0CAROL")
-    assert done[-1]["text"].startswith("Customer c1 is forgotten: 1 identities, ")
+    assert done[-1]["text"].startswith(
+        "Customer c1 is forgotten: 1 identity, 4 messages in 1 ticket"
+    )
 
     stored = await everything_stored(stack)
     for secret in SECRETS:
@@ -123,3 +132,35 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     ]
     again = await ask(stack, "forget c1", "U0CAROL")
     assert again["text"] == "Customer c1 has already been forgotten."
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sandbox/slack.py: SlackStandIn.slash_command does not record who typed the command"
+    " (response_users[rid] = user), so /control/slack/answer_clicks finds no answer with the"
+    " button; remove this mark with that fix",
+)
+async def test_the_forget_button_works_over_the_sandbox_control_api(stack: Stack) -> None:
+    """What the sandbox page does when a supervisor types `/desk forget 1` and presses
+    "Forget customer c1", then "Forget" in the dialog: the customer is erased."""
+    tg = stack.standins.telegram
+    await tg.customer_says(83, "Call me at +44 7700 900123", "Annabel")
+    await stack.card()
+    base = stack.standins.url
+    async with aiohttp.ClientSession() as http:
+
+        async def post(path: str, body: dict[str, Any]) -> Any:
+            async with http.post(base + path, json=body) as r:
+                assert r.status == 200, await r.text()
+                return await r.json()
+
+        asked = await post(
+            "/control/slack/slash_command",
+            {"command": "/desk", "text": "forget 1", "user": "U0CAROL", "channel": SUPPORT},
+        )
+        assert asked[-1]["text"].startswith("*Forget customer c1?*")
+        said = await post(
+            "/control/slack/answer_clicks", {"action_id": "desk_forget", "user": "U0CAROL"}
+        )
+    assert said[-1]["text"].startswith("Customer c1 is forgotten: 1 identity, 1 message")
+    assert "7700 900123" not in await everything_stored(stack)

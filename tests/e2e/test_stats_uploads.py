@@ -95,6 +95,7 @@ async def test_export_sends_the_tickets_csv_to_the_supervisors_dm_and_audits_it(
     content: bytes = slack.files[shared["id"]]["content"]
     rows = list(csv.DictReader(io.StringIO(content.decode("utf-8"))))
     assert [r["ticket"] for r in rows] == ["1", "2"]
+    assert [r["customer"] for r in rows] == ["c1", "c2"]  # as History and the audit name them
     first = await stack.ticket(1)
     assert rows[0]["platform"] == "telegram" and rows[0]["chat"] == "7"
     assert rows[0]["slack_channel"] == SUPPORT and rows[0]["slack_ts"] == card["ts"]
