@@ -20,8 +20,8 @@ from bot.base.settings import (
 from bot.commands.kb import main as kb_main
 from bot.commands.learn import main as learn_main
 from bot.commands.sla import main as sla_main
-from bot.console.words import counted
 from bot.domain.rules import Rules, RulesError, load_rules
+from bot.domain.words import counted
 from bot.reports.command import print_report
 from bot.reports.metrics import GROUP_KEYS, PeriodError
 from bot.selfservice.kb import kb_folder

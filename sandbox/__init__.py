@@ -701,7 +701,7 @@ class Control:
         answers = [
             post
             for rid, posts in slack.responses.items()
-            if slack.response_users.get(rid) == user
+            if user in (slack.response_users.get(rid), slack.command_users.get(rid))
             for post in posts
             if any(
                 e.get("action_id") == action

@@ -158,6 +158,8 @@ class SlackStandIn:
         self.channels: dict[str, list[dict[str, Any]]] = {c: [] for c in CHANNELS}
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url id → posts
         self.response_users: dict[str, str] = {}  # response_url id → who clicked
+        # response_url id → who typed the slash command (its answer's buttons are theirs)
+        self.command_users: dict[str, str] = {}
         self.calls: list[str] = []
         self.presences: dict[str, str] = {}  # user → "away"; everyone else is "active"
         # User groups (S…) and their members, for usergroups.users.list; None plays a free
@@ -574,6 +576,7 @@ class SlackStandIn:
         """An agent types a slash command; returns what the desk posted to its response_url."""
         url = self._response_url()
         rid = url.rsplit("/", 1)[1]
+        self.command_users[rid] = user
         form = {
             "token": "sandbox-verification-token",
             "team_id": TEAM,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from bot.console.words import counted, plural
 from bot.customers.linking import TEXTS
+from bot.domain.words import counted, plural
 
 ROOT = Path(__file__).parent.parent
 # Forms of "tú" (the familiar you) that a text addressing "usted" never has.

@@ -31,6 +31,7 @@ from bot.base.settings import (
     load_settings,
 )
 from bot.domain.rules import Rules, load_rules, parse_rules
+from bot.domain.words import counted
 from sandbox import DeskHistory, StandIns
 from storage.db import create_engine, migrate, session_factory
 from storage.models import Customer, Identity, InboxRow, Message, OutboxRow, Ticket
@@ -319,7 +320,8 @@ def _story(
         else f"no {files.state_file.name}, so the pretend chats and channels start empty"
     )
     return (
-        f"\nContinuing the sandbox in {files.shown}: {tickets} ticket(s) so far; {where}.\n"
+        f"\nContinuing the sandbox in {files.shown}: {counted(tickets, 'ticket')} so far;"
+        f" {where}.\n"
         f"{clock}"
         "  Start from scratch instead: make sandbox ARGS=--fresh  (deskbot sandbox --fresh)\n"
     )

@@ -14,11 +14,11 @@ from bot.console.invocation import (
     is_supervisor,
     refuse,
 )
-from bot.console.words import counted, plural
 from bot.customers import linking as customers
 from bot.customers import privacy
 from bot.domain.mrkdwn import escape
 from bot.domain.outbound import Outbound
+from bot.domain.words import counted, plural
 from storage.models import Customer, Ticket
 
 FORGET_ACTION = "desk_forget"  # the confirmation button; the Slack adapter maps it back here

@@ -38,13 +38,13 @@ from bot.console.invocation import (
     listing,
     refuse,
 )
-from bot.console.words import counted
 from bot.core.assignment import Assigner
 from bot.core.tickets import Desk
 from bot.domain.events import SlashCommand
 from bot.domain.mrkdwn import PRIORITY_ICON, escape
 from bot.domain.outbound import Outbound
 from bot.domain.tickets import ACTIVE
+from bot.domain.words import counted
 from bot.incidents.command import INCIDENT_HELP, incident_command
 from bot.reports.charts import chart_data
 from bot.reports.command import current_agents

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.core.step import Step, TicketSeated
 from bot.domain.routing import AgentChoice, AgentLoad, choose_agent, waiting_order
+from bot.domain.words import counted
 from storage.models import Agent, TeamPointer, Ticket
 
 AUTO = "desk"  # tickets.assigned_by for automatic assignment
@@ -218,7 +219,7 @@ class Assigner:
         self.desk.home_people.add(agent_id)  # their Home shows the toggle
         if available:
             given = await self.fill(teams)
-            more = f"; {given} waiting ticket(s) assigned" if given else ""
+            more = f"; {counted(given, 'waiting ticket')} assigned" if given else ""
             return ("You are available" if not was else "You were already available") + more
         grace = self.rules.availability.away_grace_minutes
         moves = self.rules.availability.reassign_when_away

@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 import aiohttp
-import pytest
 from sqlalchemy import select, text
 
 from bot.customers.privacy import ERASED
@@ -134,12 +133,6 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     assert again["text"] == "Customer c1 has already been forgotten."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sandbox/slack.py: SlackStandIn.slash_command does not record who typed the command"
-    " (response_users[rid] = user), so /control/slack/answer_clicks finds no answer with the"
-    " button; remove this mark with that fix",
-)
 async def test_the_forget_button_works_over_the_sandbox_control_api(stack: Stack) -> None:
     """What the sandbox page does when a supervisor types `/desk forget 1` and presses
     "Forget customer c1", then "Forget" in the dialog: the customer is erased."""
