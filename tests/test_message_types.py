@@ -96,15 +96,15 @@ def wa(message: dict[str, Any], *, sender: str = WA, name: str = "Sheena") -> li
         "contacts": [contact],
         "messages": [message],
     }
-    body = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": []}]}
-    body["entry"][0]["changes"].append({"field": "messages", "value": value})
-    return parse_webhook(body)
+    change = {"field": "messages", "value": value}
+    entry = {"id": "1", "changes": [change]}
+    return parse_webhook({"object": "whatsapp_business_account", "entry": [entry]})
 
 
 def wa_sample(name: str, **changes: Any) -> dict[str, Any]:
     """The message of a conformance sample, to be sent from our customer."""
     data = json.loads((PAYLOADS / "whatsapp" / "conformance" / f"{name}.json").read_text())
-    message = copy.deepcopy(data["entry"][0]["changes"][0]["value"]["messages"][0])
+    message: dict[str, Any] = copy.deepcopy(data["entry"][0]["changes"][0]["value"]["messages"][0])
     for key in ("id", "from", "timestamp"):
         message.pop(key, None)
     message.update(changes)
