@@ -71,6 +71,7 @@ from bot.delivery.inbox import Inbox
 from bot.domain.events import (
     Attachment,
     Channel,
+    CustomerBlocked,
     CustomerButton,
     CustomerContact,
     CustomerEdit,
@@ -79,6 +80,7 @@ from bot.domain.events import (
     Event,
     Ignored,
     Sender,
+    Shared,
 )
 from bot.domain.files import TELEGRAM_DOWNLOAD_MAX
 from bot.domain.outbound import (
@@ -98,7 +100,8 @@ log = logging.getLogger("deskbot.adapters.telegram")
 ROUTE = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # What we ask Telegram for. Anything else that still arrives is recorded as Ignored.
-ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+# my_chat_member: the customer blocked or unblocked the bot.
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 BUTTONS_PER_ROW = 5
 NOT_MODIFIED = "message is not modified"
 CAPTION_MAX = 1024  # editMessage*: the message already looks like that
@@ -165,6 +168,10 @@ def parse_update(update: Update) -> Event:
         msg = update.edited_message
         if msg.from_user is None:
             return ignored("edited_message without sender", msg.chat.id)
+        if msg.location is not None:  # a live location moved: not something they said
+            return ignored("edited_message: a live location update", msg.chat.id)
+        if not (msg.text or msg.caption):
+            return ignored("edited_message without text", msg.chat.id)
         return CustomerEdit(
             channel="telegram",
             external_id=external_id,
@@ -176,6 +183,21 @@ def parse_update(update: Update) -> Event:
         )
     if update.callback_query is not None:
         return _parse_callback(external_id, update.callback_query)
+    member = update.my_chat_member
+    if member is not None:
+        if member.chat.type != "private":
+            return ignored(f"my_chat_member in a {member.chat.type} chat", member.chat.id)
+        status = member.new_chat_member.status
+        if status not in ("kicked", "member"):
+            return ignored(f"my_chat_member {status}", member.chat.id)
+        return CustomerBlocked(
+            channel="telegram",
+            external_id=external_id,
+            conversation=f"telegram:{member.chat.id}",
+            sender=sender_of(member.from_user),
+            chat_id=str(member.chat.id),
+            blocked=status == "kicked",
+        )
     chat_id = None
     for name in ("channel_post", "edited_channel_post", "business_message"):
         post = getattr(update, name)
@@ -224,8 +246,10 @@ def _attachments(msg: Message) -> list[Attachment]:
         ("video", msg.video),
         ("voice", msg.voice),
         ("sticker", msg.sticker),
+        ("video", msg.video_note),  # a round video message
+        ("video", msg.animation),  # a GIF (Telegram also sets ``document`` for old clients)
     ):
-        if media is not None:
+        if media is not None and not any(a.file_id == media.file_id for a in found):
             found.append(
                 Attachment(
                     kind=media_kind,
@@ -236,6 +260,31 @@ def _attachments(msg: Message) -> list[Attachment]:
                 )
             )
     return found
+
+
+def map_link(latitude: float, longitude: float) -> str:
+    return f"https://maps.google.com/?q={latitude},{longitude}"
+
+
+def _shared(msg: Message) -> tuple[str, Shared] | None:
+    """A location, venue, someone else's contact card or a poll, described for the agents."""
+    if msg.venue is not None:
+        venue = msg.venue
+        place = ", ".join(p for p in (venue.title, venue.address) if p)
+        link = map_link(venue.location.latitude, venue.location.longitude)
+        return f"📍 Shared a place: {place}\n{link}", "venue"
+    if msg.location is not None:
+        loc = msg.location
+        live = " (live)" if loc.live_period else ""
+        return f"📍 Shared a location{live}\n{map_link(loc.latitude, loc.longitude)}", "location"
+    if msg.contact is not None:
+        card = msg.contact
+        who = " ".join(p for p in (card.first_name, card.last_name) if p)
+        return f"👤 Shared a contact:\n• {who or 'no name'}: {card.phone_number}", "contact"
+    if msg.poll is not None:
+        options = "\n".join(f"• {o.text}" for o in msg.poll.options)
+        return f"📊 Shared a poll: {msg.poll.question}\n{options}", "poll"
+    return None
 
 
 def _parse_message(
@@ -254,9 +303,11 @@ def _parse_message(
             sender=sender,
             chat_id=str(chat_id),
         )
-    if msg.contact is not None:
+    if msg.contact is not None and msg.contact.user_id == msg.from_user.id:
         # Telegram sets the contact's user_id to the sender's own id only when they shared
         # their own account's number (the "share my phone number" button): that is verified.
+        # Anyone else's card is something they said (below), unless it answers /link's
+        # button, which bot/wiring.py decides.
         return CustomerContact(
             channel="telegram",
             external_id=external_id,
@@ -264,7 +315,19 @@ def _parse_message(
             sender=sender,
             chat_id=str(chat_id),
             phone=msg.contact.phone_number,
-            own=msg.contact.user_id == msg.from_user.id,
+            own=True,
+        )
+    shared = _shared(msg)
+    if shared is not None:
+        return CustomerMessage(
+            channel="telegram",
+            external_id=external_id,
+            conversation=conversation,
+            sender=sender,
+            chat_id=str(chat_id),
+            platform_message_id=str(msg.message_id),
+            text=shared[0],
+            shared=shared[1],
         )
     attachments = _attachments(msg)
     text = msg.text or msg.caption or ""

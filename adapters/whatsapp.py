@@ -41,11 +41,15 @@ from bot.domain.events import (
     Attachment,
     Channel,
     CustomerButton,
+    CustomerEdit,
     CustomerMessage,
+    CustomerNumberChanged,
+    CustomerReaction,
     DeliveryStatus,
     Event,
     Ignored,
     Sender,
+    Shared,
 )
 from bot.domain.files import SLACK_UPLOAD_MAX
 from bot.domain.outbound import (
@@ -138,23 +142,46 @@ def parse_change(change: Mapping[str, Any]) -> list[Event]:
     field = as_str(change.get("field"))
     if field != "messages":
         return [_ignored(digest_id("change", change), None, f"field {field or 'unknown'}")]
-    names: dict[str, str] = {}
-    for contact in _list(value.get("contacts")):
-        wa_id = as_str(contact.get("wa_id"))
-        if wa_id:
-            names[wa_id] = as_str(as_mapping(contact.get("profile")).get("name"))
+    people = _people(_list(value.get("contacts")))
     events: list[Event] = []
+    errors = _list(value.get("errors"))
     for message in _list(value.get("messages")):
-        events.append(parse_message(message, names))
+        if errors and not message.get("errors"):
+            # A message WhatsApp could not read arrives with the delivery's errors beside it.
+            message = {**message, "errors": errors}
+        events.append(parse_message(message, people))
     for status in _list(value.get("statuses")):
         events.append(parse_status(status))
-    for error in _list(value.get("errors")):
+    for error in errors:
         events.append(
             _ignored(digest_id("error", error), None, f"platform error {_error_text(error)}")
         )
     if not events:
         events.append(_ignored(digest_id("change", change), None, "change without messages"))
     return events
+
+
+class _Person:
+    """What ``value.contacts[]`` says about a sender: their profile name and username, and
+    their business-scoped user id (``user_id``, sent since 2026; the only id of a customer who
+    hides their number behind a username)."""
+
+    def __init__(self, contact: Mapping[str, Any]) -> None:
+        profile = as_mapping(contact.get("profile"))
+        self.wa_id = as_str(contact.get("wa_id"))
+        self.user_id = as_str(contact.get("user_id"))
+        self.name = as_str(profile.get("name"))
+        self.username = as_str(profile.get("username")) or as_str(contact.get("username"))
+
+
+def _people(contacts: list[Mapping[str, Any]]) -> dict[str, _Person]:
+    people: dict[str, _Person] = {}
+    for contact in contacts:
+        person = _Person(contact)
+        for key in (person.wa_id, person.user_id):
+            if key:
+                people[key] = person
+    return people
 
 
 def _list(value: Any) -> list[Mapping[str, Any]]:
@@ -170,22 +197,111 @@ def _ignored(external_id: str, wa_id: str | None, reason: str) -> Ignored:
     )
 
 
-def parse_message(message: Mapping[str, Any], names: Mapping[str, str]) -> Event:
+def _sender_id(message: Mapping[str, Any], people: Mapping[str, _Person]) -> str:
+    """The phone number (``from``) when WhatsApp gives it; else the business-scoped user id of
+    a customer who hides their number (``from_user_id``, or the delivery's only contact)."""
+    found = as_str(message.get("from")) or as_str(message.get("from_user_id"))
+    if found:
+        return found
+    ids = {p.user_id for p in people.values() if p.user_id}
+    return ids.pop() if len(ids) == 1 else ""
+
+
+def _is_phone(external_id: str) -> bool:
+    return external_id.isdigit()
+
+
+def map_link(latitude: Any, longitude: Any) -> str:
+    return f"https://maps.google.com/?q={latitude},{longitude}"
+
+
+def describe_location(location: Mapping[str, Any]) -> str:
+    lat, lng = location.get("latitude"), location.get("longitude")
+    place = ", ".join(
+        part for part in (as_str(location.get("name")), as_str(location.get("address"))) if part
+    )
+    lines = ["📍 Shared a location" + (f": {place}" if place else "")]
+    if isinstance(lat, int | float) and isinstance(lng, int | float):
+        lines.append(map_link(lat, lng))
+    url = as_str(location.get("url"))
+    if url:
+        lines.append(url)
+    return "\n".join(lines)
+
+
+def describe_contacts(cards: list[Mapping[str, Any]]) -> str:
+    lines = ["👤 Shared a contact:" if len(cards) == 1 else f"👤 Shared {len(cards)} contacts:"]
+    for card in cards:
+        name = as_mapping(card.get("name"))
+        who = as_str(name.get("formatted_name")) or " ".join(
+            p for p in (as_str(name.get("first_name")), as_str(name.get("last_name"))) if p
+        )
+        numbers = [
+            as_str(p.get("phone"))
+            + (f" ({as_str(p.get('type')).lower()})" if p.get("type") else "")
+            for p in _list(card.get("phones"))
+            if as_str(p.get("phone"))
+        ]
+        lines.append(f"• {who or 'no name'}: {', '.join(numbers) or 'no number'}")
+    return "\n".join(lines)
+
+
+def describe_order(order: Mapping[str, Any]) -> str:
+    lines = ["🛒 Sent an order:"]
+    for item in _list(order.get("product_items")):
+        price = item.get("item_price")
+        each = f" at {price} {as_str(item.get('currency'))}".rstrip() if price is not None else ""
+        lines.append(
+            f"• {item.get('quantity', 1)} × {as_str(item.get('product_retailer_id')) or '?'}{each}"
+        )
+    note = as_str(order.get("text"))
+    if note:
+        lines.append(note)
+    catalog = as_str(order.get("catalog_id"))
+    if catalog:
+        lines.append(f"(catalog {catalog})")
+    return "\n".join(lines)
+
+
+def describe_undeliverable(message: Mapping[str, Any], mtype: str) -> str:
+    errors = _list(message.get("errors"))
+    title = ""
+    if errors:
+        title = as_str(errors[0].get("title")) or as_str(errors[0].get("message"))
+    what = as_str(as_mapping(message.get("unsupported")).get("type"))
+    return (
+        "⚠️ Sent something WhatsApp cannot deliver to the desk"
+        + (f" (a {what})" if what else "")
+        + f": {title or mtype}. Ask them to send it as text or a photo."
+    )
+
+
+def parse_message(message: Mapping[str, Any], people: Mapping[str, _Person]) -> Event:
     wamid = as_str(message.get("id")) or digest_id("message", message)
-    wa_id = as_str(message.get("from"))
     mtype = as_str(message.get("type")) or "unknown"
+    wa_id = _sender_id(message, people)
     if not wa_id:
         return _ignored(wamid, None, f"message {mtype} without sender")
+    person = people.get(wa_id)
+    sender = Sender(
+        external_id=wa_id,
+        name=person.name if person else "",
+        username=(person.username or None) if person else None,
+        phone=wa_id if _is_phone(wa_id) else None,
+    )
     common: dict[str, Any] = {
         "channel": "whatsapp",
         "external_id": wamid,
         "conversation": f"whatsapp:{wa_id}",
-        "sender": Sender(external_id=wa_id, name=names.get(wa_id, ""), phone=wa_id),
+        "sender": sender,
         "chat_id": wa_id,
     }
+
+    def said(text: str, shared: Shared | None = None) -> CustomerMessage:
+        return CustomerMessage(**common, platform_message_id=wamid, text=text, shared=shared)
+
     if mtype == "text":
-        text = as_str(as_mapping(message.get("text")).get("body"))
-        return CustomerMessage(**common, platform_message_id=wamid, text=text)
+        return said(as_str(as_mapping(message.get("text")).get("body")))
     if mtype in MEDIA_KINDS:
         media = as_mapping(message.get(mtype))
         media_id = as_str(media.get("id"))
@@ -204,17 +320,66 @@ def parse_message(message: Mapping[str, Any], names: Mapping[str, str]) -> Event
             text=as_str(media.get("caption")),
             attachments=(attachment,),
         )
+    if mtype == "location":
+        return said(describe_location(as_mapping(message.get("location"))), "location")
+    if mtype == "contacts":
+        return said(describe_contacts(_list(message.get("contacts"))), "contact")
+    if mtype == "order":
+        return said(describe_order(as_mapping(message.get("order"))), "order")
+    if mtype == "reaction":
+        reaction = as_mapping(message.get("reaction"))
+        reacted_to = as_str(reaction.get("message_id"))
+        if not reacted_to:
+            return _ignored(wamid, wa_id, "reaction without the message it is on")
+        return CustomerReaction(
+            **common, reacted_to=reacted_to, emoji=as_str(reaction.get("emoji"))
+        )
     if mtype == "interactive":
         interactive = as_mapping(message.get("interactive"))
         itype = as_str(interactive.get("type"))
         if itype in ("button_reply", "list_reply"):
-            reply_id = as_str(as_mapping(interactive.get(itype)).get("id"))
-            return CustomerButton(**common, data=reply_id)
-        return _ignored(wamid, wa_id, f"interactive {itype or 'unknown'}")
-    if mtype == "button":  # a quick-reply button on a template message
-        return CustomerButton(
-            **common, data=as_str(as_mapping(message.get("button")).get("payload"))
+            reply = as_mapping(interactive.get(itype))
+            return CustomerButton(
+                **common, data=as_str(reply.get("id")), title=as_str(reply.get("title"))
+            )
+        if message.get("errors"):
+            return said(describe_undeliverable(message, f"interactive {itype}"), "unsupported")
+        # nfm_reply (a WhatsApp Flow's answer), call_permission_reply: the desk sends neither.
+        return _ignored(wamid, wa_id, f"interactive {itype or 'unknown'}: the desk sends none")
+    if mtype == "button":
+        # A quick-reply button on a template message. The desk sends no templates (its own
+        # buttons come back as interactive replies), so the label the customer chose is what
+        # they said to us.
+        button = as_mapping(message.get("button"))
+        return said(as_str(button.get("text")) or as_str(button.get("payload")))
+    if mtype == "edit":
+        edit = as_mapping(message.get("edit"))
+        original = as_str(edit.get("original_message_id"))
+        edited = as_mapping(edit.get("message"))
+        etype = as_str(edited.get("type"))
+        body = as_mapping(edited.get(etype))
+        text = as_str(body.get("body")) or as_str(body.get("caption"))
+        if not original:
+            return _ignored(wamid, wa_id, "edit without the message it edits")
+        return CustomerEdit(**common, platform_message_id=original, text=text)
+    if mtype == "system":
+        system = as_mapping(message.get("system"))
+        stype = as_str(system.get("type"))
+        new_id = as_str(system.get("wa_id"))
+        if stype == "user_changed_number" and new_id and new_id != wa_id:
+            return CustomerNumberChanged(**common, new_id=new_id, text=as_str(system.get("body")))
+        return _ignored(
+            wamid,
+            wa_id,
+            f"system {stype or 'unknown'}: only a changed number needs the desk"
+            " (a changed security code does not)",
         )
+    if mtype == "revoke":
+        return _ignored(
+            wamid, wa_id, "revoke: the customer deleted a message for everyone; the desk keeps it"
+        )
+    if mtype in ("unsupported", "unknown") or message.get("errors"):
+        return said(describe_undeliverable(message, mtype), "unsupported")
     return _ignored(wamid, wa_id, f"message type {mtype}")
 
 
@@ -248,13 +413,21 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def addressed(destination: str) -> dict[str, Any]:
+    """The start of every send: a phone number goes in ``to``; a customer WhatsApp gave us no
+    number for (a username user) is addressed by their business-scoped user id, which the
+    Cloud API takes in ``recipient`` instead."""
+    base: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual"}
+    if _is_phone(destination):
+        base["to"] = destination
+    else:
+        base["recipient"] = destination
+    return base
+
+
 def message_body(message: Outbound) -> dict[str, Any]:
     """The Graph API JSON for one Outbound of kind "text"."""
-    base: dict[str, Any] = {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": message.destination,
-    }
+    base = addressed(message.destination)
     buttons = message.buttons
     if not buttons:
         return {**base, "type": "text", "text": {"body": message.text}}
@@ -493,13 +666,7 @@ class WhatsAppAdapter:
             media["filename"] = content.name
         if message.text:
             media["caption"] = _clip(message.text, BODY_MAX)
-        return {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": message.destination,
-            "type": kind,
-            kind: media,
-        }
+        return {**addressed(message.destination), "type": kind, kind: media}
 
     async def send(self, message: Outbound) -> Delivery:
         if message.kind == "answer_callback":

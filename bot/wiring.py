@@ -45,11 +45,14 @@ from bot.domain.events import (
     AgentAction,
     AgentMessage,
     AgentReply,
+    CustomerBlocked,
     CustomerButton,
     CustomerContact,
     CustomerEdit,
     CustomerMessage,
     CustomerNote,
+    CustomerNumberChanged,
+    CustomerReaction,
     CustomerStart,
     DeliveryStatus,
     HistoryModal,
@@ -110,6 +113,12 @@ def routes(rules: Rules, knowledge: kb.KnowledgeBase | None) -> Routes:
     r.add(CustomerContact, lambda d, p: linking.contact_shared(d, _ev(p, CustomerContact)))
     r.add(
         CustomerMessage,
+        _contact_for_link,  # NEXT unless it answers /link's button
+        when=lambda e, p: e.shared == "contact" and e.channel == "telegram",
+        name="someone else's contact after /link",
+    )
+    r.add(
+        CustomerMessage,
         lambda d, p: answer_status(d, _ev(p, CustomerMessage), _lookup(p)),
         when=lambda e, p: p.lookup is not None,
         name="status lookup",
@@ -120,7 +129,12 @@ def routes(rules: Rules, knowledge: kb.KnowledgeBase | None) -> Routes:
         when=lambda e, p: e.data == STATUS_BUTTON and rules.status_lookup.enabled,
         name="my tickets",
     )
-    r.add(CustomerMessage, _knowledge_first, name="knowledge base")  # NEXT when not answered
+    r.add(
+        CustomerMessage,
+        _knowledge_first,  # NEXT when not answered
+        when=lambda e, p: e.shared is None,  # a location, a contact, an order: for people
+        name="knowledge base",
+    )
     r.add(CustomerMessage, _customer_message, name="ticket")
     r.add(CustomerStart, lambda d, p: d.customer_start(_ev(p, CustomerStart)))
     r.add(CustomerEdit, lambda d, p: d.customer_edit(_ev(p, CustomerEdit)))
@@ -130,6 +144,12 @@ def routes(rules: Rules, knowledge: kb.KnowledgeBase | None) -> Routes:
         when=lambda e, p: kb.is_kb_button(e.data),
     )
     r.add(CustomerButton, lambda d, p: d.customer_button(_ev(p, CustomerButton)))
+    r.add(CustomerReaction, lambda d, p: d.customer_reaction(_ev(p, CustomerReaction)))
+    r.add(
+        CustomerNumberChanged,
+        lambda d, p: d.customer_number_changed(_ev(p, CustomerNumberChanged)),
+    )
+    r.add(CustomerBlocked, lambda d, p: d.customer_blocked(_ev(p, CustomerBlocked)))
     r.add(DeliveryStatus, lambda d, p: d.delivery_status(_ev(p, DeliveryStatus)))
     # Agents.
     r.add(AgentMessage, lambda d, p: d.agent_message(_ev(p, AgentMessage)))
@@ -299,6 +319,26 @@ async def _knowledge_first(desk: Desk, prep: Prepared) -> object:
     if await kb.before_ticket(desk, event, prep.cls, prep.detected, hit):
         return None
     return NEXT
+
+
+async def _contact_for_link(desk: Desk, prep: Prepared) -> object:
+    """Someone else's contact card right after the /link prompt is a wrong answer to it (the
+    customer is asked for their own); anywhere else it is something they said."""
+    event = _ev(prep, CustomerMessage)
+    if not await desk.awaiting_contact(event.channel, event.chat_id):
+        return NEXT
+    refused = CustomerContact(
+        channel=event.channel,
+        external_id=event.external_id,
+        conversation=event.conversation,
+        received_at=event.received_at,
+        sender=event.sender,
+        chat_id=event.chat_id,
+        phone="",
+        own=False,
+    )
+    await linking.contact_shared(desk, refused)
+    return None
 
 
 async def _customer_message(desk: Desk, prep: Prepared) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -42,6 +43,9 @@ MEDIA_LIMITS = {
     "video/3gpp": 16 * MB,
 }
 DOCUMENT_MAX = 100 * MB
+
+
+BSUID = re.compile(r"[A-Z]{2}\.[0-9A-Za-z]{1,128}")
 
 
 def media_limit(mime: str) -> int | None:
@@ -462,7 +466,7 @@ class WhatsAppStandIn:
             return GraphError(
                 429, 130429, "Rate limit hit", "Cloud API message throughput has been reached."
             ).response(1)
-        to = str(body["to"])
+        to = str(body.get("to") or body.get("recipient"))
         wamid = self._wamid()
         self.sent.append({**body, "id": wamid})
         self.sent_at[wamid] = time.time()
@@ -482,7 +486,12 @@ class WhatsAppStandIn:
 
         if body.get("messaging_product") != "whatsapp":
             raise bad("messaging_product must be whatsapp")
-        if not str(body.get("to", "")).isdigit():
+        # A customer known only by their business-scoped user id (a username user, no number)
+        # is addressed with ``recipient`` instead of ``to``.
+        if "recipient" in body and "to" not in body:
+            if not BSUID.fullmatch(str(body["recipient"])):
+                raise bad("recipient must be a business-scoped user id")
+        elif not str(body.get("to", "")).isdigit():
             raise bad("to must be a phone number")
         kind = body.get("type", "text")
         if kind == "text":

@@ -18,9 +18,12 @@ from bot.core.ticket_step import StatusTooEarly, TicketStep, cap_first
 from bot.domain.classifier import Classification
 from bot.domain.customer_requests import RatingTap, my_tickets_button, parse_rating
 from bot.domain.events import (
+    CustomerBlocked,
     CustomerButton,
     CustomerEdit,
     CustomerMessage,
+    CustomerNumberChanged,
+    CustomerReaction,
     CustomerStart,
     DeliveryStatus,
 )
@@ -296,6 +299,8 @@ class CustomerSide(TicketStep):
         mine = ticket is not None and (ticket.channel, ticket.chat_id) == (ev.channel, ev.chat_id)
         if tap is None or ticket is None or not mine:
             self._answer(ev)
+            if tap is None and ev.title:
+                await self._pressed_elsewhere(ev)
             return  # not ours, forged, or someone else's ticket: never rate it
         outcome = await self._rating_outcome(ticket, tap)
         texts = await self.texts_for(ticket)
@@ -331,6 +336,137 @@ class CustomerSide(TicketStep):
         else:
             self.tell_customer(ticket, notice)  # WhatsApp: the tap cannot be answered otherwise
         self.decided("tickets.rating_ignored ticket=%d reason=%s", ticket.id, outcome)
+
+    async def _pressed_elsewhere(self, ev: CustomerButton) -> None:
+        """A button that is not the desk's (an older message's, a template's): what the customer
+        chose is still something they said, so their open ticket's thread shows it."""
+        ticket = await self.latest_ticket(ev.channel, ev.chat_id)
+        if ticket is None or ticket.status not in ACTIVE:
+            self.decided("tickets.button_unknown channel=%s", ev.channel)
+            return
+        lead = "🔘 The customer pressed a button:"
+        self.thread(ticket, f"{lead} {escape(ev.title)}", blocks=quoted_blocks(lead, ev.title))
+
+    async def awaiting_contact(self, channel: str, chat_id: str) -> bool:
+        """Is the last thing the desk sent to this chat the /link prompt (the share-my-number
+        button)? Then a contact card is the answer to it, not something to show the agents."""
+        payload = await self.s.scalar(
+            select(OutboxRow.payload)
+            .where(
+                OutboxRow.channel == channel, OutboxRow.destination_key == f"{channel}:{chat_id}"
+            )
+            .order_by(OutboxRow.id.desc())
+            .limit(1)
+        )
+        return bool(payload and payload.get("ask_contact"))
+
+    async def customer_reaction(self, ev: CustomerReaction) -> None:
+        """A reaction goes into the thread of the ticket whose message it is on, quoting that
+        message (an agent's reply or the customer's own); on a message the desk has no copy
+        of (an acknowledgement, a prompt), into the customer's open ticket."""
+        msg = await self.s.scalar(
+            select(Message)
+            .join(Ticket, Ticket.id == Message.ticket_id)
+            .where(
+                Message.channel == ev.channel,
+                Message.platform_message_id == ev.reacted_to,
+                Ticket.channel == ev.channel,
+                Ticket.chat_id == ev.chat_id,
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        ticket = await self.s.get(Ticket, msg.ticket_id) if msg is not None else None
+        if ticket is None:
+            ticket = await self.latest_ticket(ev.channel, ev.chat_id)
+            if ticket is None or ticket.status not in ACTIVE:
+                self.decided("tickets.reaction_unplaced channel=%s", ev.channel)
+                return
+        whose = "a message the desk has no copy of"
+        if msg is not None:
+            if msg.direction == "in":
+                whose = "their own message"
+            elif msg.author == "desk" or msg.purpose:
+                whose = "the desk's message"
+            else:
+                whose = f"<@{msg.author}>'s reply"
+        if ev.emoji:
+            lead = f"The customer reacted {ev.emoji} to {whose}"
+        else:
+            lead = f"The customer took back their reaction to {whose}"
+        if msg is None:
+            self.thread(ticket, f"{lead}.")
+        else:
+            agent = ticket.assignee_name if msg.author == ticket.assignee_id else None
+            plain = lead.replace(f"<@{msg.author}>", agent or "an agent")
+            self.thread(
+                ticket, f"{lead}: {escape(msg.text)}", blocks=quoted_blocks(f"{plain}:", msg.text)
+            )
+        self.decided("tickets.reaction ticket=%d", ticket.id)
+
+    async def customer_number_changed(self, ev: CustomerNumberChanged) -> None:
+        """WhatsApp moved the customer to a new number: their identity and tickets follow it,
+        so replies go to the new number; the open tickets' threads say so."""
+        ident = await self.s.scalar(
+            select(Identity).where(
+                Identity.channel == ev.channel, Identity.external_id == ev.sender.external_id
+            )
+        )
+        taken = await self.s.scalar(
+            select(Identity).where(
+                Identity.channel == ev.channel, Identity.external_id == ev.new_id
+            )
+        )
+        if ident is not None and taken is None:
+            ident.external_id = ev.new_id
+            ident.chat_id = ev.new_id
+            ident.phone = ev.new_id if ev.new_id.isdigit() else ident.phone
+        tickets = (
+            await self.s.scalars(
+                select(Ticket)
+                .where(Ticket.channel == ev.channel, Ticket.chat_id == ev.chat_id)
+                .order_by(Ticket.id)
+                .with_for_update()
+            )
+        ).all()
+        for ticket in tickets:
+            ticket.chat_id = ev.new_id
+            self.history(ticket, "chat", "customer", ev.chat_id, ev.new_id, "changed number")
+            if ticket.status in ACTIVE:
+                self.thread(
+                    ticket,
+                    f"📱 The customer changed their WhatsApp number from {escape(ev.chat_id)} to"
+                    f" {escape(ev.new_id)}: replies go to the new number now.",
+                )
+        self.decided("customers.number_changed channel=%s tickets=%d", ev.channel, len(tickets))
+
+    async def customer_blocked(self, ev: CustomerBlocked) -> None:
+        """The customer blocked (or unblocked) the bot: kept on their identity, which the card
+        shows, and said in their open ticket's thread."""
+        ident = await self.s.scalar(
+            select(Identity).where(
+                Identity.channel == ev.channel, Identity.external_id == ev.sender.external_id
+            )
+        )
+        if ident is None:
+            self.decided("customers.blocked_unknown channel=%s", ev.channel)
+            return  # never wrote: nothing to keep, nobody to tell
+        if ident.blocked == ev.blocked:
+            return
+        ident.blocked = ev.blocked
+        ticket = await self.latest_ticket(ev.channel, ev.chat_id)
+        if ticket is not None and ticket.status in ACTIVE:
+            self.history(
+                ticket, "blocked", "customer", not ev.blocked, ev.blocked, "my_chat_member"
+            )
+            self.thread(
+                ticket,
+                "🚫 The customer blocked the bot: replies cannot reach them until they unblock it."
+                if ev.blocked
+                else "✅ The customer unblocked the bot: replies reach them again.",
+            )
+            await self.refresh_card(ticket)
+        self.decided("customers.blocked blocked=%s channel=%s", ev.blocked, ev.channel)
 
     async def _rating_outcome(
         self, ticket: Ticket, tap: RatingTap

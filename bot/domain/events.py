@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 Channel = Literal["telegram", "whatsapp", "slack"]
 CustomerChannel = Literal["telegram", "whatsapp"]
+Shared = Literal["location", "venue", "contact", "order", "poll", "unsupported"]
 
 
 def utcnow() -> datetime:
@@ -68,6 +69,10 @@ class CustomerMessage(_Event):
     platform_message_id: str  # Telegram message_id, WhatsApp wamid
     text: str = ""
     attachments: tuple[Attachment, ...] = ()
+    # Set when the customer shared something other than words or a file (a location, a contact
+    # card, an order, a poll, or something WhatsApp could not deliver): ``text`` then describes
+    # it for the agents, and the knowledge base does not try to answer it.
+    shared: Shared | None = None
 
 
 class CustomerStart(_Event):
@@ -115,6 +120,42 @@ class CustomerButton(_Event):
     data: str
     callback_query_id: str | None = None  # Telegram: must be answered
     tapped_message_id: str | None = None  # platform id of the message the button is on
+    title: str = ""  # the button's label as the customer saw it (WhatsApp), when known
+
+
+class CustomerReaction(_Event):
+    """The customer put an emoji reaction on a message in their chat (theirs or the desk's).
+    An empty ``emoji`` means they took their reaction away."""
+
+    kind: Literal["customer_reaction"] = "customer_reaction"
+    channel: CustomerChannel
+    sender: Sender
+    chat_id: str
+    reacted_to: str  # platform id of the message reacted to
+    emoji: str = ""
+
+
+class CustomerNumberChanged(_Event):
+    """WhatsApp: the customer moved their account to a new phone number (a ``system`` message
+    ``user_changed_number``). Replies must go to the new number from now on."""
+
+    kind: Literal["customer_number_changed"] = "customer_number_changed"
+    channel: CustomerChannel
+    sender: Sender  # as known before the change (the old number)
+    chat_id: str  # the old number
+    new_id: str  # the new wa_id
+    text: str = ""  # WhatsApp's own words ("User A changed from … to …")
+
+
+class CustomerBlocked(_Event):
+    """Telegram: the customer blocked the bot (``blocked``) or unblocked (restarted) it
+    (``my_chat_member`` in their private chat)."""
+
+    kind: Literal["customer_blocked"] = "customer_blocked"
+    channel: CustomerChannel
+    sender: Sender
+    chat_id: str
+    blocked: bool
 
 
 class DeliveryStatus(_Event):
@@ -273,6 +314,9 @@ Event = Annotated[
     | CustomerEdit
     | CustomerContact
     | CustomerButton
+    | CustomerReaction
+    | CustomerNumberChanged
+    | CustomerBlocked
     | DeliveryStatus
     | AgentMessage
     | AgentAction

@@ -15,7 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from adapters.telegram import TelegramAdapter, parse_update_json
 from bot.base.settings import TelegramSettings
 from bot.domain.events import (
+    CustomerBlocked,
     CustomerButton,
+    CustomerContact,
     CustomerEdit,
     CustomerMessage,
     CustomerStart,
@@ -106,7 +108,6 @@ def test_callback_on_an_inaccessible_message() -> None:
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
-        ("my_chat_member_blocked", "update my_chat_member"),
         ("group_new_members", "message without text or attachments"),
         ("future_update_kind", "update some_future_update"),
     ],
@@ -117,6 +118,93 @@ def test_other_updates_are_ignored(name: str, reason: str) -> None:
     assert isinstance(ev, Ignored)
     assert ev.reason == reason
     assert ev.external_id == str(data["update_id"])
+
+
+def conformance(name: str) -> dict[str, Any]:
+    data = json.loads((PAYLOADS / "telegram" / "conformance" / f"{name}.json").read_text())
+    data["update_id"] = 700001
+    assert isinstance(data, dict)
+    return data
+
+
+def test_blocking_and_unblocking_the_bot() -> None:
+    blocked = parse_update_json(payload("telegram", "my_chat_member_blocked"))
+    assert isinstance(blocked, CustomerBlocked)
+    assert (blocked.chat_id, blocked.blocked, blocked.conversation) == ("42", True, "telegram:42")
+    again = payload("telegram", "my_chat_member_blocked")
+    member = again["my_chat_member"]
+    bot = member["new_chat_member"]["user"]
+    member["old_chat_member"] = {"status": "kicked", "user": bot, "until_date": 0}
+    member["new_chat_member"] = {"status": "member", "user": bot}
+    unblocked = parse_update_json(again)
+    assert isinstance(unblocked, CustomerBlocked) and not unblocked.blocked
+
+
+def test_a_location_and_a_venue_are_messages_with_a_map_link() -> None:
+    loc = parse_update_json(conformance("aiogram2__MESSAGE_WITH_LOCATION"))
+    assert isinstance(loc, CustomerMessage) and loc.shared == "location"
+    assert loc.text == "📍 Shared a location\nhttps://maps.google.com/?q=50.693416,30.624605"
+    venue = parse_update_json(conformance("aiogram2__MESSAGE_WITH_VENUE"))
+    assert isinstance(venue, CustomerMessage) and venue.shared == "venue"
+    assert venue.text == (
+        "📍 Shared a place: Venue Name, Venue Address\n"
+        "https://maps.google.com/?q=50.693416,30.624605"
+    )
+
+
+def test_someone_elses_contact_is_a_message_their_own_a_contact() -> None:
+    card = parse_update_json(conformance("aiogram2__MESSAGE_WITH_CONTACT"))
+    assert isinstance(card, CustomerMessage) and card.shared == "contact"
+    assert card.text == "👤 Shared a contact:\n• John Smith: 88005553535"
+    own = conformance("aiogram2__MESSAGE_WITH_CONTACT")
+    own["message"]["contact"]["user_id"] = own["message"]["from"]["id"]
+    mine = parse_update_json(own)
+    assert isinstance(mine, CustomerContact) and mine.own and mine.phone == "88005553535"
+
+
+def test_a_poll_is_a_message_with_its_options() -> None:
+    data = payload("telegram", "message_text")
+    del data["message"]["text"]
+    data["message"]["poll"] = {
+        "id": "5",
+        "question": "Which day suits you?",
+        "options": [
+            {"persistent_id": "1", "text": "Monday", "voter_count": 0},
+            {"persistent_id": "2", "text": "Friday", "voter_count": 0},
+        ],
+        "allows_revoting": False,
+        "members_only": False,
+        "total_voter_count": 0,
+        "is_closed": False,
+        "is_anonymous": True,
+        "type": "regular",
+        "allows_multiple_answers": False,
+    }
+    ev = parse_update_json(data)
+    assert isinstance(ev, CustomerMessage) and ev.shared == "poll"
+    assert ev.text == "📊 Shared a poll: Which day suits you?\n• Monday\n• Friday"
+
+
+def test_a_video_note_and_a_sticker_are_files() -> None:
+    data = conformance("aiogram2__MESSAGE_WITH_VIDEO_NOTE")
+    data["message"]["video_note"]["file_unique_id"] = "AQADnote"  # Bot API 4.5 added it
+    data["message"]["video_note"]["thumb"]["file_unique_id"] = "AQADthumb"
+    note = parse_update_json(data)
+    assert isinstance(note, CustomerMessage), note
+    assert [(a.kind, a.file_id) for a in note.attachments] == [
+        ("video", "AbCdEfGhIjKlMnOpQrStUvWxYz")
+    ]
+    sticker = parse_update_json(conformance("teloxide__message.de_sticker"))
+    assert isinstance(sticker, CustomerMessage)
+    assert [a.kind for a in sticker.attachments] == ["sticker"]
+
+
+def test_a_live_location_moving_is_not_an_edit() -> None:
+    data = conformance("aiogram2__MESSAGE_WITH_LOCATION")
+    data["edited_message"] = data.pop("message")
+    data["edited_message"]["edit_date"] = 1508755500
+    ev = parse_update_json(data)
+    assert isinstance(ev, Ignored) and ev.reason == "edited_message: a live location update"
 
 
 def test_an_invalid_update_is_ignored_not_a_crash() -> None:
@@ -247,6 +335,7 @@ async def test_polling_accepts_then_advances_the_offset(
         "message",
         "edited_message",
         "callback_query",
+        "my_chat_member",
     ]
     assert api.called("deleteWebhook")  # polling clears a stale webhook first
     await adapter.stop()
@@ -393,7 +482,7 @@ async def test_webhook_records_unknown_kinds(hook: Hook) -> None:
     _, inbox, client, _ = hook
     resp = await client.post(
         "/telegram/webhook",
-        json=payload("telegram", "my_chat_member_blocked"),
+        json=payload("telegram", "future_update_kind"),
         headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
     )
     assert resp.status == 200

@@ -20,15 +20,19 @@ from adapters.whatsapp import (
 from bot.base.settings import WhatsAppSettings
 from bot.domain.events import (
     CustomerButton,
+    CustomerEdit,
     CustomerMessage,
+    CustomerNumberChanged,
+    CustomerReaction,
     DeliveryStatus,
+    Event,
     Ignored,
     event_from_json,
     event_to_json,
 )
 from bot.domain.outbound import BadRequest, Button, Forbidden, Outbound, RetryAfter, Unavailable
 
-from .adapter_fakes import FakeAPI, FakeInbox, Recorded, Reply, payload, payload_bytes
+from .adapter_fakes import PAYLOADS, FakeAPI, FakeInbox, Recorded, Reply, payload, payload_bytes
 
 SECRET = "wa-app-secret"
 VERIFY = "wa-verify-token"
@@ -84,18 +88,134 @@ def test_button_and_list_replies(name: str, data: str) -> None:
     assert (ev.data, ev.chat_id, ev.callback_query_id) == (data, "16505551234", None)
 
 
+CONFORMANCE = PAYLOADS / "whatsapp" / "conformance"
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A conformance sample (a real webhook body another project collected)."""
+    data = json.loads((CONFORMANCE / f"{name}.json").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def one(body: dict[str, Any]) -> Event:
+    [ev] = parse_webhook(body)
+    return ev
+
+
+def test_a_location_is_a_message_with_a_map_link() -> None:
+    ev = one(payload("whatsapp", "message_location"))
+    assert isinstance(ev, CustomerMessage)
+    assert ev.shared == "location"
+    assert ev.text == "📍 Shared a location: Home\nhttps://maps.google.com/?q=37.48,-122.15"
+    chosen = one(sample("pywa__message.chosen_location"))
+    assert isinstance(chosen, CustomerMessage) and chosen.shared == "location"
+    assert "https://maps.google.com/?q=" in chosen.text
+
+
+def test_contacts_are_a_message_with_names_and_numbers() -> None:
+    ev = one(sample("pywa__message.contacts"))
+    assert isinstance(ev, CustomerMessage) and ev.shared == "contact"
+    assert ev.text.splitlines() == [
+        "👤 Shared 3 contacts:",
+        "• Chandler Bing: +1 555-555-5555 (cell)",
+        "• Monica: +1 666-666-6666 (home)",
+        "• Rachel Green: +1 777-777-7777 (work)",
+    ]
+
+
+def test_an_order_is_a_message_listing_its_items() -> None:
+    ev = one(sample("pywa__message.order"))
+    assert isinstance(ev, CustomerMessage) and ev.shared == "order"
+    assert ev.text.splitlines() == [
+        "🛒 Sent an order:",
+        "• 3 × HAMBURGER at 30 ILS",
+        "• 2 × FRENCH_FRIES at 35 ILS",
+        "• 2 × SODA at 10 ILS",
+        "(catalog 354160437058781)",
+    ]
+
+
 @pytest.mark.parametrize(
-    ("name", "reason"),
+    ("name", "what"),
     [
-        ("message_location", "message type location"),
-        ("message_unsupported", "message type unsupported"),
+        ("message_unsupported", ": Message type unknown."),
+        ("conformance/pywa__message.unsupported_with_type", " (a pool): Message type unknown."),
+        ("conformance/netflie__an_unknown_notification", ": Unsupported message type."),
     ],
 )
-def test_unknown_message_types_are_ignored(name: str, reason: str) -> None:
-    [ev] = parse_webhook(payload("whatsapp", name))
+def test_what_whatsapp_cannot_deliver_is_said_with_its_error_title(name: str, what: str) -> None:
+    ev = one(payload("whatsapp", name))
+    assert isinstance(ev, CustomerMessage) and ev.shared == "unsupported"
+    assert ev.text == (
+        f"⚠️ Sent something WhatsApp cannot deliver to the desk{what}"
+        " Ask them to send it as text or a photo."
+    )
+
+
+def test_a_reaction_names_the_message_it_is_on() -> None:
+    ev = one(sample("pywa__message.reaction"))
+    assert isinstance(ev, CustomerReaction)
+    assert (ev.reacted_to, ev.emoji, ev.chat_id) == ("wamid.yzxyzx=", "😮", "972987654321")
+    for name in ("pywa__message.unreaction_empty", "pywa__message.unreaction_no_emoji"):
+        removed = one(sample(name))
+        assert isinstance(removed, CustomerReaction) and removed.emoji == ""
+
+
+def test_a_changed_number_is_its_own_event() -> None:
+    ev = one(sample("pywa__system.phone_number_change"))
+    assert isinstance(ev, CustomerNumberChanged)
+    assert (ev.chat_id, ev.new_id) == ("972987654321", "972912345678")
+    assert ev.text == "User A changed from 972987654321 to 972912345678"
+    other = one(sample("pywa__system.identity_change"))
+    assert isinstance(other, Ignored)
+    assert other.reason.startswith("system customer_identity_changed: only a changed number")
+
+
+def test_an_edit_is_a_customer_edit_of_the_original() -> None:
+    ev = one(sample("pywa__edited_message.image"))
+    assert isinstance(ev, CustomerEdit)
+    assert ev.platform_message_id.startswith("wamid.HBgLMTQxMjU1NTA4MjkVAgASGBQzQUNC")
+    assert ev.text == "Updated image caption"
+
+
+def test_a_template_quick_reply_is_what_the_customer_chose() -> None:
+    ev = one(sample("pywa__callback_button.quick_reply"))
+    assert isinstance(ev, CustomerMessage)
+    assert (ev.text, ev.shared) == ("title", None)
+
+
+def test_interactive_replies_carry_their_title() -> None:
+    ev = one(sample("pywa__callback_selection.description"))
+    assert isinstance(ev, CustomerButton) and ev.title
+
+
+def test_a_flow_answer_is_ignored_with_the_reason() -> None:
+    ev = one(sample("pywa__flow_completion.completion"))
     assert isinstance(ev, Ignored)
-    assert ev.reason == reason
-    assert ev.external_id.startswith("wamid.")
+    assert ev.reason == "interactive nfm_reply: the desk sends none"
+
+
+def test_a_customer_without_a_number_is_known_by_their_user_id() -> None:
+    ev = one(sample("netflie__a_notification_with_bsuid_only_and_no_from"))
+    assert isinstance(ev, CustomerMessage)
+    assert (ev.chat_id, ev.conversation) == ("BSUID_123", "whatsapp:BSUID_123")
+    assert (ev.sender.external_id, ev.sender.name, ev.sender.phone) == ("BSUID_123", "NAME", None)
+    assert ev.text == "MESSAGE_BODY"
+    # With both, the phone number stays the customer's id (they were known by it before).
+    both = one(sample("netflie__can_keep_wa_id_priority_when_user_id_is_present"))
+    assert isinstance(both, CustomerMessage) and both.chat_id == "PHONE_NUMBER"
+
+
+def test_a_reply_to_a_user_id_is_addressed_by_recipient() -> None:
+    body = message_body(
+        Outbound(channel="whatsapp", kind="text", destination="US.13491208655302741918", text="Hi")
+    )
+    assert body["recipient"] == "US.13491208655302741918"
+    assert "to" not in body
+    assert message_body(
+        Outbound(channel="whatsapp", kind="text", destination="16505551234", text="Hi")
+    )["to"]
 
 
 def test_statuses() -> None:
@@ -487,3 +607,108 @@ async def test_slack_kinds_are_refused(graph: tuple[FakeAPI, WhatsAppAdapter]) -
     _, adapter = graph
     with pytest.raises(BadRequest):
         await adapter.send(Outbound(channel="whatsapp", kind="slack_card", destination="1"))
+
+
+# --------------------------------------------------------------------------------------------
+# conformance: real webhook bodies other projects collected (tests/payloads/whatsapp/conformance)
+
+SAMPLES = sorted(CONFORMANCE.glob("*.json"))
+
+# What each message type becomes (see docs/files.md, "Every kind of message"); anything else
+# is recorded as Ignored with the reason.
+BECOMES: dict[str, type[Event]] = {
+    "text": CustomerMessage,
+    "image": CustomerMessage,
+    "video": CustomerMessage,
+    "audio": CustomerMessage,
+    "document": CustomerMessage,
+    "sticker": CustomerMessage,
+    "location": CustomerMessage,
+    "contacts": CustomerMessage,
+    "order": CustomerMessage,
+    "button": CustomerMessage,
+    "unsupported": CustomerMessage,
+    "unknown": CustomerMessage,
+    "reaction": CustomerReaction,
+    "edit": CustomerEdit,
+}
+
+
+def fresh_ids(data: dict[str, Any], n: int) -> dict[str, Any]:
+    """The sample as Meta would send it to this desk: our phone_number_id, a fresh customer
+    number (equal numbers stay equal) and fresh message and status ids; nothing else changed."""
+    numbers: dict[str, str] = {}
+
+    def number(old: str) -> str:
+        return numbers.setdefault(old, f"4477009{n:03d}{len(numbers):02d}")
+
+    for entry in data.get("entry", []):
+        for change in entry.get("changes", []):
+            value = change.get("value", {})
+            if "phone_number_id" in value.get("metadata", {}):
+                value["metadata"]["phone_number_id"] = PHONE_ID
+            for contact in value.get("contacts", []):
+                if "wa_id" in contact:
+                    contact["wa_id"] = number(contact["wa_id"])
+            for i, message in enumerate(value.get("messages", [])):
+                message["id"] = f"wamid.CONF{n:03d}M{i}"
+                if "from" in message:
+                    message["from"] = number(message["from"])
+                system = message.get("system", {})
+                if "wa_id" in system:
+                    system["wa_id"] = number(system["wa_id"])
+            for i, status in enumerate(value.get("statuses", [])):
+                status["id"] = f"wamid.CONF{n:03d}S{i}"
+                if "recipient_id" in status:
+                    status["recipient_id"] = number(status["recipient_id"])
+    return data
+
+
+def expected(message: dict[str, Any], errors: bool) -> type[Event]:
+    """``errors``: the delivery carries errors beside its messages."""
+    mtype = message.get("type", "")
+    if mtype not in ("reaction", "system", "edit") and (errors or message.get("errors")):
+        return CustomerMessage  # "sent something WhatsApp cannot deliver", with the title
+    if mtype == "interactive":
+        itype = message.get("interactive", {}).get("type")
+        return CustomerButton if itype in ("button_reply", "list_reply") else Ignored
+    if mtype == "system":
+        changed = message.get("system", {}).get("type") == "user_changed_number"
+        return CustomerNumberChanged if changed else Ignored
+    return BECOMES.get(mtype, Ignored)
+
+
+def test_every_whatsapp_conformance_sample_is_here() -> None:
+    assert len(SAMPLES) == 104
+    provenance = (CONFORMANCE / "PROVENANCE.md").read_text()
+    for path in SAMPLES:
+        assert f"`whatsapp/{path.name}`" in provenance, path.name
+
+
+async def test_every_conformance_sample_through_the_signed_webhook(hook: Hook) -> None:
+    _, inbox, client = hook
+    for n, path in enumerate(SAMPLES):
+        data = fresh_ids(json.loads(path.read_text()), n)
+        body = json.dumps(data).encode()
+        before = len(inbox.events)
+        resp = await client.post("/whatsapp/webhook", data=body, headers=signed(body))
+        assert resp.status == 200, path.name
+        got = inbox.events[before:]
+        assert got, f"{path.name}: silently dropped"
+        assert inbox.raws[-1] == data
+        messages = [
+            (m, bool(change["value"].get("errors")))
+            for entry in data["entry"]
+            for change in entry["changes"]
+            if change.get("field") == "messages"
+            for m in change["value"].get("messages", [])
+        ]
+        for (message, errors), event in zip(messages, got, strict=False):
+            assert isinstance(event, expected(message, errors)), (path.name, event)
+            assert event.external_id == message["id"]
+        for event in got:
+            if isinstance(event, Ignored):
+                assert event.reason and event.reason != "message type unknown", path.name
+            if isinstance(event, CustomerMessage):
+                assert event.text or event.attachments, path.name
+                assert event.chat_id, path.name
