@@ -217,6 +217,12 @@ async def test_a_customer_without_a_number_is_answered_by_their_user_id(desk: De
     async with desk.h.sessions() as s:
         ident = await s.scalar(select(Identity).where(Identity.channel == "whatsapp"))
         assert ident is not None and (ident.external_id, ident.phone) == (bsuid, None)
+    assert "📵 no phone number known" in str(desk.cards()[-1].blocks)
+
+
+async def test_a_customer_with_a_number_shows_no_such_note(desk: Desk) -> None:
+    await desk.send(*wa(text("Hi, it's about my account")))
+    assert "no phone number known" not in str(desk.cards()[-1].blocks)
 
 
 async def test_a_button_the_desk_did_not_send_is_said_in_the_thread(desk: Desk) -> None:
@@ -311,3 +317,13 @@ async def test_a_sticker_and_a_video_note_are_relayed_as_files(desk: Desk) -> No
     [file] = [p for p in payloads if p["kind"] == "slack_thread_file"]
     assert (file["file"]["kind"], file["file"]["file_id"]) == ("video", "VN1")
     assert file["text"] == "*Ann* sent a video."
+
+
+async def test_nothing_is_sent_while_the_customer_has_blocked_the_bot(desk: Desk) -> None:
+    await desk.send(tg(tg_message(text="My invoice is wrong")))
+    await desk.send(tg(member("member", "kicked")))
+    sent_before = len(desk.h.telegram.sent)
+    await desk.agent_says("We are on it")
+    assert len(desk.h.telegram.sent) == sent_before  # no request Telegram would refuse
+    assert any(t.startswith('⚠️ Not delivered: "We are on it"') for t in desk.thread())
+    assert "blocked the bot" in desk.thread()[-1]

@@ -54,6 +54,7 @@ from bot.domain.outbound import (
     Delivery,
     DeliveryError,
     FileContent,
+    Forbidden,
     NothingToSay,
     NotPosted,
     Outbound,
@@ -61,7 +62,7 @@ from bot.domain.outbound import (
     Unavailable,
 )
 from storage.db import one_writer, problem
-from storage.models import OutboxRow, Ticket
+from storage.models import Identity, OutboxRow, Ticket
 from storage.queues import outbox_claim
 
 log = logging.getLogger("deskbot.outbox")
@@ -69,6 +70,8 @@ log = logging.getLogger("deskbot.outbox")
 
 HELD_NOTE_AFTER = timedelta(seconds=10)
 # Kinds that go to the ticket's card or under it: the card's channel and ts are filled in late.
+# What goes to the customer's chat (not a tap's answer: a customer who taps can hear us).
+TO_THE_CUSTOMER = ("text", "file")
 ABOUT_THE_CARD = ("slack_thread", "slack_thread_file", "slack_card_update")
 
 
@@ -328,6 +331,12 @@ class OutboxSender(OutcomeRecorder):
                 )
                 return 1
             out = out.model_copy(update={"reply_to": card_ts})
+        if out.kind in TO_THE_CUSTOMER and await self._blocked(out):
+            # Telegram would refuse it with 403: say so without a doomed request. The customer
+            # unblocks by writing again (or Telegram says so), which clears the flag.
+            refused = Forbidden("the customer has blocked the bot")
+            await self._finish(row_id, attempt, out, message_id, error=refused)
+            return 1
         wait = await self._limiter.reserve(out, slack_channel)
         if wait > 0:
             # Put back once the batch is done, all in one transaction; the rows of one channel
@@ -430,6 +439,18 @@ class OutboxSender(OutcomeRecorder):
             text = f"{out.text}\n{notice}" if out.text else notice
             return out.model_copy(update={"kind": "slack_thread", "file": None, "text": text})
         return out.model_copy(update={"content": content})
+
+    async def _blocked(self, out: Outbound) -> bool:
+        async with self._sessions() as session:
+            return bool(
+                await session.scalar(
+                    select(Identity.blocked).where(
+                        Identity.channel == out.channel,
+                        Identity.chat_id == out.destination,
+                        Identity.blocked.is_(True),
+                    )
+                )
+            )
 
     async def _render(
         self,

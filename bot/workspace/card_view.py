@@ -24,15 +24,18 @@ from storage.models import Customer, Identity, KbSuggestion, Ticket
 
 async def card_view(session: AsyncSession, rules: Rules, now: datetime, ticket: Ticket) -> CardView:
     customer = await session.get_one(Customer, ticket.customer_id)
-    blocked = bool(
-        await session.scalar(
-            select(Identity.blocked).where(
+    identity = (
+        await session.execute(
+            select(Identity.blocked, Identity.phone).where(
                 Identity.customer_id == ticket.customer_id,
                 Identity.channel == ticket.channel,
                 Identity.chat_id == ticket.chat_id,
             )
         )
-    )
+    ).first()
+    blocked = bool(identity and identity.blocked)
+    # WhatsApp users with a username may be known only by a business-scoped user id.
+    no_phone = ticket.channel == "whatsapp" and identity is not None and not identity.phone
     tags, intent_label = await ticket_labels(session, ticket.id)
     model_intent = (ticket.classification or {}).get("intent")
     return CardView(
@@ -47,6 +50,7 @@ async def card_view(session: AsyncSession, rules: Rules, now: datetime, ticket: 
         resolved_by=ticket.resolved_by,
         rating=ticket.rating,
         blocked=blocked,
+        no_phone=no_phone,
         model=ticket.classification or None,
         team=ticket.team if rules.teams else "",
         assigned_by=ticket.assigned_by,

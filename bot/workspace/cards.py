@@ -57,6 +57,7 @@ class CardView:
     resolved_by: str | None = None
     rating: int | None = None
     blocked: bool = False
+    no_phone: bool = False  # a WhatsApp customer known only by their user id
     model: Mapping[str, Any] | None = None  # what the local model read, when it ran
     team: str = ""  # shown when the desk has several teams
     assigned_by: str | None = None  # "desk" when automatic assignment chose the assignee
@@ -143,6 +144,8 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
         state += f" · rated {v.rating}/5"
     if v.blocked:
         state += " · ⚠️ customer unreachable (blocked the bot)"
+    if v.no_phone:
+        state += " · 📵 no phone number known (a WhatsApp username; answered by their user id)"
     if v.team:
         state = f"Team *{v.team}* · {state}"
     name = escape(_clip(v.customer_name, 200))  # a name is whatever the platform sent
