@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.base.settings import (
+    SANDBOX_DESK_PORT,
+    SANDBOX_STANDIN_PORT,
     Settings,
     SettingsError,
     load_settings,
@@ -198,8 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the desk against the platforms configured in the environment")
     sb = sub.add_parser("sandbox", help="run the desk against local stand-ins: no accounts needed")
-    sb.add_argument("--port", type=int, default=8080, help="the desk's port")
-    sb.add_argument("--standin-port", type=int, default=8081, help="the stand-ins' port")
+    sb.add_argument("--port", type=int, default=SANDBOX_DESK_PORT, help="the desk's port")
+    sb.add_argument(
+        "--standin-port", type=int, default=SANDBOX_STANDIN_PORT, help="the stand-ins' port"
+    )
     sb.add_argument(
         "--fresh",
         action="store_true",

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+# `deskbot sandbox`'s ports when none are given (--port, --standin-port).
+SANDBOX_DESK_PORT = 8080
+SANDBOX_STANDIN_PORT = 8081
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""

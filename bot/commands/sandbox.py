@@ -24,6 +24,8 @@ from sqlalchemy.engine import make_url
 from bot.app import serve
 from bot.base.clock import OffsetClock
 from bot.base.settings import (
+    SANDBOX_DESK_PORT,
+    SANDBOX_STANDIN_PORT,
     Settings,
     SlackSettings,
     TelegramSettings,
@@ -303,8 +305,10 @@ def _story(
     tickets: int,
     loaded: bool,
     clock_minutes: float = 0,
+    ports: tuple[int, int] = (SANDBOX_DESK_PORT, SANDBOX_STANDIN_PORT),
 ) -> str:
-    """What the banner says about where this sandbox came from (and its clock, if moved)."""
+    """What the banner says about where this sandbox came from (and its clock, if moved).
+    ``ports``: the desk's and the stand-ins' ports, kept in the --fresh advice."""
     clock = (
         f"  The desk's clock is {_minutes(clock_minutes)} ahead of real time (the page's ⏩ "
         "fast-forward, kept across restarts; --fresh resets it).\n"
@@ -323,8 +327,22 @@ def _story(
         f"\nContinuing the sandbox in {files.shown}: {counted(tickets, 'ticket')} so far;"
         f" {where}.\n"
         f"{clock}"
-        "  Start from scratch instead: make sandbox ARGS=--fresh  (deskbot sandbox --fresh)\n"
+        f"  Start from scratch instead: make sandbox ARGS={_fresh_args(ports)}"
+        f"  (deskbot sandbox {_fresh_args(ports).strip(QUOTE)})\n"
     )
+
+
+QUOTE = '"'
+
+
+def _fresh_args(ports: tuple[int, int]) -> str:
+    """``--fresh``, with the ports this sandbox runs on when they are not the defaults."""
+    args = ["--fresh"]
+    if ports[0] != SANDBOX_DESK_PORT:
+        args += ["--port", str(ports[0])]
+    if ports[1] != SANDBOX_STANDIN_PORT:
+        args += ["--standin-port", str(ports[1])]
+    return args[0] if len(args) == 1 else '"' + " ".join(args) + '"'
 
 
 def _minutes(total: float) -> str:
@@ -364,6 +382,7 @@ async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False)
             tickets=tickets,
             loaded=standins.continued,
             clock_minutes=standins.clock_offset / 60,
+            ports=(desk_port, standin_port),
         )
         await serve(
             settings,

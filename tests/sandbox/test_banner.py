@@ -99,3 +99,16 @@ async def test_every_printed_curl_line_works_pasted_into_bash(
     finally:
         await desk.stop()
         await standins.stop()
+
+
+def test_the_fresh_advice_keeps_the_ports_the_sandbox_runs_on(tmp_path: Path) -> None:
+    from bot.commands.sandbox import SandboxFiles, _story
+
+    files = SandboxFiles("sqlite+aiosqlite:///x.db", tmp_path / "x.db", tmp_path / "x.json")
+    default = _story(files, removed=[], tickets=3, loaded=True)
+    assert "make sandbox ARGS=--fresh  (deskbot sandbox --fresh)" in default
+    moved = _story(files, removed=[], tickets=3, loaded=True, ports=(9090, 9091))
+    assert (
+        'make sandbox ARGS="--fresh --port 9090 --standin-port 9091"'
+        "  (deskbot sandbox --fresh --port 9090 --standin-port 9091)"
+    ) in moved
