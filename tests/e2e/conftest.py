@@ -20,7 +20,7 @@ from bot.domain.classifier import Classifier
 from bot.domain.rules import Rules, load_rules
 from bot.selfservice.kb import KnowledgeBase
 from sandbox import StandIns
-from storage.models import Ticket
+from storage.models import InboxRow, OutboxRow, Ticket
 
 ROOT = Path(__file__).parent.parent.parent
 RULES = load_rules(ROOT / "rules.yaml")
@@ -121,6 +121,22 @@ class Stack:
             return [m for m in thread if needle in m["text"]]
 
         return await eventually(probe, f"{needle!r} in the card's thread")
+
+    async def outbox_idle(self) -> None:
+        """Wait until every inbox event is processed and every outbox row is settled (the
+        App Home's, which wait out a debounce, too)."""
+
+        async def probe() -> bool:
+            async with self.sessions() as s:
+                busy_in = await s.scalar(
+                    select(InboxRow.id).where(InboxRow.status.in_(("pending", "processing")))
+                )
+                busy_out = await s.scalar(
+                    select(OutboxRow.id).where(OutboxRow.status.in_(("pending", "sending")))
+                )
+            return busy_in is None and busy_out is None
+
+        await eventually(probe, "the inbox and the outbox to settle")
 
     async def ticket(self, ticket_id: int = 1) -> Ticket:
         async with self.sessions() as s:

@@ -64,10 +64,14 @@ async def test_a_deleted_card_is_posted_again_with_the_conversation(stack: Stack
     tg, slack = stack.standins.telegram, stack.standins.slack
     await tg.customer_says(42, "Order <123> never came & I'm upset", first_name="Kim")
     old = await stack.card()
-    await slack.agent_replies(SUPPORT, old["ts"], "U0ALICE", "Let me check for you")
+    reply = await slack.agent_replies(SUPPORT, old["ts"], "U0ALICE", "Let me check for you")
     await tg.wait_for_sent(42, 2)
     note = await slack.agent_replies(SUPPORT, old["ts"], "U0BOB", "note: warehouse says Tuesday")
     assert await slack.wait_for(lambda: "memo" in slack.reactions(SUPPORT, note), 10)
+    # Everything the reply set off has reached Slack (its ✅, and the card showing the met
+    # first response) before the card goes: what comes next is the customer's message alone.
+    assert await slack.wait_for(lambda: "white_check_mark" in slack.reactions(SUPPORT, reply), 10)
+    await stack.outbox_idle()
 
     await slack.delete_message(SUPPORT, old["ts"])  # someone deletes the card, thread and all
     await tg.customer_says(42, "Any news?", first_name="Kim")
