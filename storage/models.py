@@ -71,7 +71,10 @@ class Identity(Base):
     """A customer as one platform knows them. One customer may have several."""
 
     __tablename__ = "identities"
-    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id"),
+        Index("ix_identities_chat", "channel", "chat_id"),
+    )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     channel: Mapped[str] = mapped_column(String(20))

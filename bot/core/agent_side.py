@@ -56,20 +56,7 @@ class AgentSide(TicketStep):
             self.thread(ticket, f"🙋 {person(ev.user_id, ev.user_name)} claimed this ticket.")
             claimed = True
         if internal or ticket.assignee_id != ev.user_id or not (text or ev.files):
-            self.s.add(
-                Message(
-                    ticket_id=ticket.id,
-                    direction="note",
-                    author=ev.user_id,
-                    channel="slack",
-                    slack_ts=ev.ts,
-                    text=ev.text,
-                    attachments=[
-                        f.model_dump(mode="json", exclude={"url_private"}) for f in ev.files
-                    ],
-                    created_at=self.now,
-                )
-            )
+            self._keep_note(ticket, ev)
             self.react(ticket, ev.ts, self.rules.slack.note_reaction)
             if claimed:
                 await self.refresh_card(ticket)
@@ -80,6 +67,21 @@ class AgentSide(TicketStep):
                 await self.refresh_card(ticket)
             return
         await self.relay(ticket, ev.user_id, text, slack_ts=ev.ts, files=files)
+
+    def _keep_note(self, ticket: Ticket, ev: AgentMessage) -> None:
+        """An agent's thread message kept on the ticket as an internal note."""
+        self.s.add(
+            Message(
+                ticket_id=ticket.id,
+                direction="note",
+                author=ev.user_id,
+                channel="slack",
+                slack_ts=ev.ts,
+                text=ev.text,
+                attachments=[f.model_dump(mode="json", exclude={"url_private"}) for f in ev.files],
+                created_at=self.now,
+            )
+        )
 
     async def _in_former_thread(self, ticket: Ticket, ev: AgentMessage) -> None:
         """Written in the thread of a card the desk replaced (the ticket was transferred, or
@@ -104,20 +106,7 @@ class AgentSide(TicketStep):
             )
 
         if internal:
-            self.s.add(
-                Message(
-                    ticket_id=ticket.id,
-                    direction="note",
-                    author=ev.user_id,
-                    channel="slack",
-                    slack_ts=ev.ts,
-                    text=ev.text,
-                    attachments=[
-                        f.model_dump(mode="json", exclude={"url_private"}) for f in ev.files
-                    ],
-                    created_at=self.now,
-                )
-            )
+            self._keep_note(ticket, ev)
             at_old_card("slack_reaction", reply_to=ev.ts, emoji=self.rules.slack.note_reaction)
             self.thread(
                 ticket,

@@ -32,7 +32,7 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -253,13 +253,29 @@ class OutboxSender(OutcomeRecorder):
                     )
                 ).all():
                     cards[tid] = (ch, ts)
+            # Customers who blocked the bot, among those this batch would write to.
+            chats = {
+                (r.channel, str(r.payload.get("destination")))
+                for r in rows
+                if r.payload.get("kind") in TO_THE_CUSTOMER
+            }
+            blocked: set[tuple[str, str]] = set()
+            if chats:
+                found = await session.execute(
+                    select(Identity.channel, Identity.chat_id).where(
+                        Identity.channel.in_({ch for ch, _ in chats}),
+                        Identity.chat_id.in_({chat for _, chat in chats}),
+                        Identity.blocked.is_(True),
+                    )
+                )
+                blocked = {(ch, chat) for ch, chat in found.all() if (ch, chat) in chats}
         if not claims:
             return 0
         self._refused, self._put_back = {}, []
         try:
             results = await asyncio.gather(
                 *(
-                    self._deliver(rid, att, payload, mid, cards, queued)
+                    self._deliver(rid, att, payload, mid, cards, queued, blocked)
                     for rid, att, payload, mid, queued in claims
                 )
             )
@@ -300,6 +316,7 @@ class OutboxSender(OutcomeRecorder):
         message_id: int | None,
         cards: dict[int, tuple[str, str | None]],
         queued: datetime | None = None,
+        blocked: Set[tuple[str, str]] = frozenset(),
     ) -> int:
         out = Outbound.model_validate(payload)
         if row_id in self._unrecorded:
@@ -307,14 +324,10 @@ class OutboxSender(OutcomeRecorder):
             return 1
         # What a row is and where it goes may be decided only now (an incident's card and lists,
         # drawn from the incident as it is now).
-        try:
-            out = await self._render(self._renderers.before_pacing, out, row_id, None)
-        except NothingToSay:
-            await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
+        drawn = await self._render(self._renderers.before_pacing, row_id, attempt, out, message_id)
+        if drawn is None:
             return 1
-        except NotPosted as exc:
-            await self._finish(row_id, attempt, out, message_id, error=BadRequest(str(exc)))
-            return 1
+        out = drawn
         if out.kind == "slack_card" and queued is not None:
             out = held_back_note(out, self._clock.now() - queued)
         slack_channel, card_ts = cards.get(out.ticket_id or -1, (None, None))
@@ -331,7 +344,7 @@ class OutboxSender(OutcomeRecorder):
                 )
                 return 1
             out = out.model_copy(update={"reply_to": card_ts})
-        if out.kind in TO_THE_CUSTOMER and await self._blocked(out):
+        if out.kind in TO_THE_CUSTOMER and (out.channel, out.destination) in blocked:
             # Telegram would refuse it with 403: say so without a doomed request. The customer
             # unblocks by writing again (or Telegram says so), which clears the flag.
             refused = Forbidden("the customer has blocked the bot")
@@ -359,14 +372,12 @@ class OutboxSender(OutcomeRecorder):
             return 1
         if out.channel == "slack":
             out = out.model_copy(update={"outbox_id": row_id})
-        try:
-            out = await self._render(self._renderers.before_send, out, row_id, sender)
-        except NothingToSay:
-            await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
+        drawn = await self._render(
+            self._renderers.before_send, row_id, attempt, out, message_id, sender
+        )
+        if drawn is None:
             return 1
-        except NotPosted as exc:
-            await self._finish(row_id, attempt, out, message_id, error=BadRequest(str(exc)))
-            return 1
+        out = drawn
         try:
             if out.file is not None and out.content is None:
                 out = await self._with_file(out)
@@ -440,28 +451,27 @@ class OutboxSender(OutcomeRecorder):
             return out.model_copy(update={"kind": "slack_thread", "file": None, "text": text})
         return out.model_copy(update={"content": content})
 
-    async def _blocked(self, out: Outbound) -> bool:
-        async with self._sessions() as session:
-            return bool(
-                await session.scalar(
-                    select(Identity.blocked).where(
-                        Identity.channel == out.channel,
-                        Identity.chat_id == out.destination,
-                        Identity.blocked.is_(True),
-                    )
-                )
-            )
-
     async def _render(
         self,
         renderers: Sequence[Renderer],
-        out: Outbound,
         row_id: int,
-        sender: ChannelSender | None,
-    ) -> Outbound:
-        for renderer in renderers:
-            if renderer.wants(out):
-                out = await renderer.render(out, row_id, sender)
+        attempt: int,
+        out: Outbound,
+        message_id: int | None,
+        sender: ChannelSender | None = None,
+    ) -> Outbound | None:
+        """The row drawn by the renderers that want it; None when a renderer said there is
+        nothing to send (the row is done) or nowhere to send it (the row failed)."""
+        try:
+            for renderer in renderers:
+                if renderer.wants(out):
+                    out = await renderer.render(out, row_id, sender)
+        except NothingToSay:
+            await self._finish(row_id, attempt, out, message_id, delivery=Delivery())
+            return None
+        except NotPosted as exc:
+            await self._finish(row_id, attempt, out, message_id, error=BadRequest(str(exc)))
+            return None
         return out
 
     async def _send(
