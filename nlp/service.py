@@ -25,7 +25,6 @@ from nlp.encoder import Encoder, Vectors
 from nlp.heads import LinearHead
 from nlp.language import confidence as language_confidence
 from nlp.language import detect_language
-from nlp.languages import SHIPPED as LANGUAGE_HEADS
 from nlp.languages import LanguageHeads
 
 DEFAULT_HEADS = Path(__file__).resolve().parent / "heads" / "default"
@@ -178,6 +177,11 @@ class Analysis:
     best_intent: str | None = None
     language: str | None = None
     applied: bool = True
+    # For a language with heads of its own (not applied is True): which of them read it
+    # ("languages-20261207-…:zh-sentiment") and where its anger came from ("model", or
+    # "derived: 0.5 × P(negative)" where the language has no anger data). None otherwise.
+    judged_by: str | None = None
+    anger_source: str | None = None
     # The encoder's unit-length sentence vector (incident detection compares these); not part
     # of as_dict: it is a few hundred floats, kept apart from what the card shows.
     vector: tuple[float, ...] | None = None
@@ -195,6 +199,10 @@ class Analysis:
             else {k: round(v, 4) for k, v in self.sentiment_scores.items()},
             "anger": _round(self.anger),
             "model_version": self.model_version,
+            # only for another language's own heads, so an English or unread ticket's stored
+            # classification keeps its keys
+            **({"judged_by": self.judged_by} if self.judged_by else {}),
+            **({"anger_source": self.anger_source} if self.anger_source else {}),
         }
 
 
@@ -314,8 +322,10 @@ class TextAnalyser:
         if phrases:
             digest = hashlib.sha256(json.dumps([names, phrases]).encode()).hexdigest()[:8]
             version += f"+examples-{digest}"
-        languages = Path(language_dir or os.environ.get("DESK_LANGUAGE_HEADS") or LANGUAGE_HEADS)
-        language_heads = LanguageHeads.load(languages)
+        # DESK_LANGUAGE_HEADS names one folder; by default the shipped heads and, where it was
+        # built, the git-ignored local folder (research-data heads, see nlp/languages.py).
+        languages = language_dir or os.environ.get("DESK_LANGUAGE_HEADS")
+        language_heads = LanguageHeads.load(Path(languages) if languages else None)
         if language_heads.version:
             version += "+" + language_heads.version
         _release_freed_memory()
@@ -423,24 +433,17 @@ class TextAnalyser:
         skip = set(applied)
         for lang in {x for i, x in enumerate(languages) if x is not None and i not in skip}:
             rows = [i for i, x in enumerate(languages) if x == lang and i not in skip]
-            batch = [texts[i] for i in rows]
-            sentiment = self.language_heads.sentiment.get(lang)
-            anger = self.language_heads.anger.get(lang)
-            s_proba = sentiment.proba(batch) if sentiment else None
-            a_proba = anger.proba(batch) if anger else None
-            for k, row in enumerate(rows):
-                scores = None
-                if sentiment is not None and s_proba is not None:
-                    labels = sentiment.head.labels
-                    scores = {label: float(s_proba[k, i]) for i, label in enumerate(labels)}
-                angry = None
-                if anger is not None and a_proba is not None:
-                    angry = float(a_proba[k, anger.head.labels.index("anger")])
+            judged = self.language_heads.judge([texts[i] for i in rows], lang)
+            if judged is None:
+                continue
+            for row, j in zip(rows, judged, strict=True):
                 out[row] = replace(
                     out[row],
-                    sentiment=max(scores, key=lambda key: scores[key]) if scores else None,
-                    sentiment_scores=scores,
-                    anger=angry,
+                    sentiment=j.sentiment,
+                    sentiment_scores=j.sentiment_scores,
+                    anger=j.anger,
+                    judged_by=j.model,
+                    anger_source=j.anger_source,
                 )
 
 

@@ -344,26 +344,41 @@ XLMT_LANGUAGES = {
 }
 
 
-def train_languages(out: Path, *, research_data: bool = False) -> dict[str, Any]:
+def train_languages(
+    out: Path, *, research_data: bool = False, research_out: Path | None = None
+) -> dict[str, Any]:
     """Character n-gram heads for languages the English encoder cannot read.
 
-    Russian anger comes from CEDR (Apache-2.0), so it is shipped. Chinese (waimai_10k: no
-    licence stated) and the XLM-T languages (research use) are research/evaluation-only data:
-    their heads are trained only with ``research_data``, for a deployment that has checked the
-    terms. Each head is fitted on 90% of its training part, its temperature on the other 10%
-    (salted md5 rule), and measured once on a validation part it never saw.
-    """
-    from nlp.languages import CharHead, fit_char_head
+    Russian anger and sentiment come from CEDR (Apache-2.0), so they are shipped (``out``).
+    Chinese (waimai_10k: no licence stated) and the XLM-T languages (research use) are
+    research/evaluation-only data: their heads are trained only with ``research_data``, into
+    ``research_out`` (default: ``out``), for a deployment that has checked the terms; the
+    desk loads ``nlp/heads/languages-local`` by default when it was built there. Each head is
+    fitted on 90% of its training part, its temperature on the other 10% (salted md5 rule),
+    and measured once on a validation part it never saw. C = 4 and character 1-3-grams were
+    chosen on those validation parts (waimai's buckets 20-44, XLM-T's validation files)."""
+    from nlp.languages import FEATURES, fit_char_head, with_temperature
 
-    jobs: list[tuple[str, str, str, data.Split, data.Split, str]] = [
+    shipped = "cedr_ru_emotion (Apache-2.0)"
+    jobs: list[tuple[str, str, str, data.Split, data.Split, str, bool]] = [
         (
             "ru",
             "anger",
-            "cedr_ru_emotion (Apache-2.0)",
+            shipped,
             data.cedr_ru_anger(part="train"),
             data.cedr_ru_anger(part="validation"),
             "ROC-AUC",
-        )
+            True,
+        ),
+        (
+            "ru",
+            "sentiment",
+            shipped + ", emotions read as sentiment (joy +; sadness, anger, fear −; none 0)",
+            data.cedr_ru_sentiment(part="train"),
+            data.cedr_ru_sentiment(part="validation"),
+            "macro-recall",
+            True,
+        ),
     ]
     if research_data:
         jobs.append(
@@ -374,44 +389,41 @@ def train_languages(out: Path, *, research_data: bool = False) -> dict[str, Any]
                 data.waimai_zh_train(),
                 data.waimai_zh(),
                 "macro-recall",
+                False,
             )
         )
-        for folder, code in XLMT_LANGUAGES.items():
+        for xlmt_folder, code in XLMT_LANGUAGES.items():
             jobs.append(
                 (
                     code,
                     "sentiment",
                     "XLM-T UMSAB (research use)",
-                    data.xlmt(folder, "train"),
-                    data.xlmt(folder, "val"),
+                    data.xlmt(xlmt_folder, "train"),
+                    data.xlmt(xlmt_folder, "val"),
                     "macro-recall",
+                    False,
                 )
             )
-    out.mkdir(parents=True, exist_ok=True)
-    heads: dict[str, Any] = {}
-    digest = hashlib.sha256()
-    for language, task, source, train_split, validation, metric in jobs:
+    folders = {True: out, False: research_out or out}
+    heads: dict[Path, dict[str, Any]] = {}
+    digests: dict[Path, Any] = {}
+    for language, task, source, train_split, validation, metric, shippable in jobs:
+        folder = folders[shippable]
+        folder.mkdir(parents=True, exist_ok=True)
         fit, cal = _split(train_split, 10, "temperature:")
-        head = fit_char_head(fit.texts, fit.labels)
-        from nlp.languages import features
-
-        head = LinearHead(
-            head.labels,
-            head.weights,
-            head.bias,
-            _temperature(head, features(cal.texts), cal.labels),
-        )
+        head = with_temperature(fit_char_head(fit.texts, fit.labels), cal.texts, cal.labels)
         name = f"{language}-{task}"
-        head.save(out / f"{name}.npz")
-        digest.update(head.weights.tobytes())
-        proba = CharHead(head).proba(validation.texts)
-        value, chance = _figure(head, proba, validation.labels, metric)
-        heads[name] = {
+        head.save(folder / f"{name}.npz")
+        digests.setdefault(folder, hashlib.sha256()).update(head.head.weights.tobytes())
+        proba = head.proba(validation.texts)
+        value, chance = _figure(head.head, proba, validation.labels, metric)
+        heads.setdefault(folder, {})[name] = {
             "language": language,
             "task": task,
-            "labels": list(head.labels),
-            "temperature": round(head.temperature, 4),
+            "labels": list(head.head.labels),
+            "temperature": round(head.head.temperature, 4),
             "source": f"{source}: {train_split.name}, {len(train_split.texts)} texts",
+            "shippable": shippable,
             "validation": {
                 "split": f"{validation.name} ({len(validation.texts)} texts, never fitted on)",
                 metric: round(value, 4),
@@ -419,24 +431,22 @@ def train_languages(out: Path, *, research_data: bool = False) -> dict[str, Any]
             },
         }
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
-    meta = {
-        "name": "languages",
-        "version": f"languages-{stamp}-{digest.hexdigest()[:8]}",
-        "features": "character 1-3-grams per word, CRC-32 hashed to 65,536 columns, L2-normed",
-        "training_command": "deskbot nlp train --languages"
-        + (" --research-data" if research_data else ""),
-        "heads": heads,
-    }
-    (out / "meta.json").write_text(
-        json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    return meta
-
-
-def _temperature(head: LinearHead, x: Any, labels: list[str]) -> float:
-    index = {label: i for i, label in enumerate(head.labels)}
-    logits = np.asarray(x @ head.weights.T + head.bias, dtype=np.float64)
-    return temperature_for(logits, np.array([index[y] for y in labels]))
+    metas: dict[str, Any] = {}
+    for folder, folder_heads in heads.items():
+        local = folder != out
+        meta = {
+            "name": "languages-local" if local else "languages",
+            "version": f"languages-{stamp}-{digests[folder].hexdigest()[:8]}",
+            "features": FEATURES,
+            "training_command": "deskbot nlp train --languages" + (" --research-data" * local),
+            "heads": folder_heads,
+        }
+        (folder / "meta.json").write_text(
+            json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        for name, info in folder_heads.items():
+            metas[name] = {**info, "version": meta["version"]}
+    return {"heads": metas}
 
 
 def _figure(head: LinearHead, proba: Floats, truth: list[str], metric: str) -> tuple[float, float]:
