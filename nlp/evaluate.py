@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import yaml
 
 from nlp import data
 from nlp.encoder import Encoder
@@ -122,12 +123,23 @@ def run(out: TextIO, heads_dir: Path = DEFAULT_HEADS, *, banking: bool = True) -
     figures.append(
         Figure("sentiment calibration error (ECE)", expected_calibration_error(proba, target))
     )
+    hostility = (
+        load_head(heads_dir, "hostility") if (heads_dir / "hostility.npz").is_file() else None
+    )
+
+    def anger_of(x: np.ndarray) -> np.ndarray:
+        """What the desk calls anger: the anger head, or the hostility head where larger."""
+        p = anger.proba(x)[:, anger.labels.index("anger")]
+        if hostility is not None:
+            p = np.maximum(p, hostility.proba(x)[:, hostility.labels.index("anger")])
+        return p
+
     for split, label in (
         (data.goemotions_anger("dev"), "anger ROC-AUC, GoEmotions dev"),
         (data.tweeteval("tweeteval_emotion"), "anger ROC-AUC, TweetEval emotion validation"),
     ):
-        p = anger.proba(embed(encoder, split.texts))[:, anger.labels.index("anger")]
-        figures.append(Figure(label, _auc(split.labels, p)))
+        figures.append(Figure(label, _auc(split.labels, anger_of(embed(encoder, split.texts)))))
+    figures += offensive_figures(encoder, sentiment, anger_of)
     _print(out, "English sentiment and anger (the shipped heads)", figures)
 
     oos = embed(encoder, data.clinc_oos())
@@ -265,6 +277,65 @@ def _gated(code: str, texts: list[str]) -> Figure:
         "≥ 0.95",
         f"detected as {code}: {right:.3f}",
     )
+
+
+def offensive_figures(encoder: Encoder, sentiment: LinearHead, anger_of: Any) -> list[Figure]:
+    """Anger on support requests (issue 23): Bitext's offensive requests (tag W) flagged angry
+    (anger ≥ the shipped rules' threshold, 0.5), and ordinary requests raised to high or urgent
+    by sentiment or anger alone under the shipped rules.yaml (keywords, intents and profanity
+    left out: the text is not given to the rules). Validation, then the held-out test file
+    (report only)."""
+    from nlp.priority import LEVELS, PriorityRules, Signals, decide
+
+    raw = yaml.safe_load((data.REPO / "rules.yaml").read_text(encoding="utf-8"))
+    rules = PriorityRules.model_validate(raw.get("priority") or {})
+    out: list[Figure] = []
+    for kind, split in (
+        ("validation", data.bitext_offensive("Validation")),
+        ("held-out TEST", data.bitext_offensive("Testing")),
+    ):
+        x = embed(encoder, split.texts)
+        angry = anger_of(x) >= rules.anger.at_least
+        proba = sentiment.proba(x)
+        raised = np.array(
+            [
+                LEVELS[
+                    decide(
+                        rules,
+                        Signals(
+                            text="",
+                            sentiment_scores={
+                                label: float(proba[k, i])
+                                for i, label in enumerate(sentiment.labels)
+                            },
+                            anger=float(anger_of(x[k : k + 1])[0]),
+                        ),
+                    ).priority
+                ]
+                >= LEVELS["high"]
+                for k in range(len(split.texts))
+            ]
+        )
+        offensive = np.array([y == "anger" for y in split.labels])
+        report = "" if kind == "validation" else "; report only, nothing tuned on it"
+        out.append(
+            Figure(
+                f"Bitext offensive (W) flagged angry, {kind}",
+                float(angry[offensive].mean()),
+                "≥ 0.80",
+                f"{int(angry[offensive].sum())} of {int(offensive.sum())}{report}",
+            )
+        )
+        out.append(
+            Figure(
+                f"Bitext ordinary raised by sentiment/anger alone, {kind}",
+                float(raised[~offensive].mean()),
+                "≤ 0.02",
+                f"{int(raised[~offensive].sum())} of {int((~offensive).sum())}; shipped "
+                f"rules.yaml{report}",
+            )
+        )
+    return out
 
 
 # Issue 23's targets for the languages' own sentiment heads (macro-recall). They are set for

@@ -248,6 +248,7 @@ class TextAnalyser:
         sentiment: LinearHead,
         anger: LinearHead,
         intent: LinearHead,
+        hostility: LinearHead | None = None,
         other_below: float,
         examples: _Examples,
         version: str,
@@ -261,6 +262,9 @@ class TextAnalyser:
         self.intent_encoder = intent_encoder
         self._sentiment = sentiment
         self._anger = anger
+        # Offensive support requests (Bitext's W tag): the anger the desk sees is the larger of
+        # the two, so a "goddamn" in a calm request is anger too (nlp/train.py, HOSTILITY_C).
+        self._hostility = hostility
         self._intent = intent
         self.other_below = other_below
         self._examples = examples
@@ -333,6 +337,9 @@ class TextAnalyser:
             encoder,
             sentiment=load_head(heads, "sentiment"),
             anger=load_head(heads, "anger"),
+            hostility=load_head(heads, "hostility")
+            if (heads / "hostility.npz").is_file()
+            else None,
             intent=intent,
             other_below=other_below,
             examples=_Examples(names, encoder.sentence(encoder.encode(phrases))),
@@ -341,6 +348,14 @@ class TextAnalyser:
             language_heads=language_heads,
             intent_encoder=intent_encoder,
         )
+
+    def anger_of(self, vectors: Vectors) -> np.ndarray:
+        """P(anger) of the anger head, or the hostility head's where that is larger."""
+        anger = self._anger.proba(vectors)[:, self._anger.labels.index("anger")]
+        if self._hostility is not None:
+            hostile = self._hostility.proba(vectors)[:, self._hostility.labels.index("anger")]
+            anger = np.maximum(anger, hostile)
+        return anger
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -377,7 +392,7 @@ class TextAnalyser:
             return out
         vectors = self.encoder.encode([texts[i] for i in rows])
         sentiment = self._sentiment.proba(vectors)
-        anger = self._anger.proba(vectors)[:, self._anger.labels.index("anger")]
+        anger = self.anger_of(vectors)
         if self.intent_encoder is not None:
             intents = self._intent.proba(self.intent_encoder.encode([texts[i] for i in rows]))
         else:
