@@ -262,6 +262,21 @@ def bitext_offensive(split: str = "Training", root: Path | None = None) -> Split
     return Split(f"bitext_offensive/{split.lower()}", texts, labels)
 
 
+SUPPLEMENT = REPO / "nlp" / "supplement"
+
+
+def billing_complaints(split: str = "train") -> Split:
+    """Hand-written billing complaints (``nlp/supplement/billing_complaints.csv``, written for
+    deskbot, same licence as the code): money taken twice, refunds, wrong invoices, labelled
+    with Bitext's intents. "train" ones join Bitext when the intent head is trained; the
+    differently worded "check" ones are only measured."""
+    with (SUPPLEMENT / "billing_complaints.csv").open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    return Split(
+        f"billing_complaints/{split}", [r["text"] for r in rows], [r["intent"] for r in rows]
+    )
+
+
 def read_csv_keep_empty(
     path: Path, text_column: str, label_column: str
 ) -> tuple[list[str], list[str]]:

@@ -214,13 +214,21 @@ def train_defaults(
         c=ANGER_C,
         calibrate=(embed(encoder, anger_dev.texts), anger_dev.labels),
     )
-    hostility, hostility_source = train_hostility(encoder, anger_train)
-    bitext = data.bitext("Training")
+    hostile = train_hostility(encoder, anger_train)
+    bitext = intent_training()
     intent, abstention = train_intent_head(encoder, bitext.texts, bitext.labels)
     out.mkdir(parents=True, exist_ok=True)
     sentiment.save(out / "sentiment.npz")
     anger.save(out / "anger.npz")
-    hostility.save(out / "hostility.npz")
+    heads = {"sentiment": sentiment, "anger": anger, "intent": intent}
+    sources = {
+        "sentiment": f"{pool.name} ({len(pool.texts)} texts, TweetEval validation removed)",
+        "anger": f"{anger_train.name} ({len(anger_train.texts)} texts; dev for calibration)",
+        "intent": f"{bitext.name} ({len(bitext.texts)} texts)",
+    }
+    if hostile is not None:
+        hostile[0].save(out / "hostility.npz")
+        heads["hostility"], sources["hostility"] = hostile
     intent.save(out / "intent.npz")
     meta = _meta(
         encoder,
@@ -228,25 +236,66 @@ def train_defaults(
         command="deskbot nlp train --defaults"
         + (" --int8" if encoder.quantized else "")
         + ("" if out == DEFAULT_HEADS else f" --out {out}"),
-        sources={
-            "sentiment": f"{pool.name} ({len(pool.texts)} texts, TweetEval validation removed)",
-            "anger": f"{anger_train.name} ({len(anger_train.texts)} texts; dev for calibration)",
-            "hostility": hostility_source,
-            "intent": f"bitext/training ({len(bitext.texts)} texts)",
-        },
-        heads={"sentiment": sentiment, "anger": anger, "hostility": hostility, "intent": intent},
+        sources=sources,
+        heads=heads,
         abstention=abstention,
     )
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 
 
-def train_hostility(encoder: Encoder, calm: data.Split) -> tuple[LinearHead, str]:
+def intent_training() -> data.Split:
+    """Bitext's training requests and the hand-written billing complaints (which Bitext's
+    templated requests miss: "I was charged twice for my subscription" was `other`)."""
+    bitext, billing = data.bitext("Training"), data.billing_complaints("train")
+    # only intents Bitext has (a stand-in data folder may have others)
+    keep = [i for i, y in enumerate(billing.labels) if y in set(bitext.labels)]
+    billing = data.Split(
+        billing.name, [billing.texts[i] for i in keep], [billing.labels[i] for i in keep]
+    )
+    return data.Split(
+        f"{bitext.name}+{billing.name}",
+        bitext.texts + billing.texts,
+        bitext.labels + billing.labels,
+    )
+
+
+def retrain_intent(encoder: Encoder, out: Path = DEFAULT_HEADS) -> dict[str, Any]:
+    """The intent head (and its `other` threshold) retrained in an existing heads folder on
+    :func:`intent_training`, the other heads untouched, the folder's version renewed."""
+    meta: dict[str, Any] = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    split = intent_training()
+    head, abstention = train_intent_head(encoder, split.texts, split.labels)
+    head.save(out / "intent.npz")
+    heads = {name: LinearHead.load(out / f"{name}.npz") for name in meta["heads"]}
+    meta.update(abstention)
+    meta["sources"]["intent"] = f"{split.name} ({len(split.texts)} texts)"
+    meta["heads"]["intent"] = {
+        "labels": list(head.labels),
+        "temperature": round(head.temperature, 4),
+    }
+    return _renew(meta, heads, out)
+
+
+def _renew(meta: dict[str, Any], heads: dict[str, LinearHead], out: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    for key in sorted(heads):
+        digest.update(heads[key].weights.tobytes())
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    meta["version"] = f"{meta['name']}-{stamp}-{digest.hexdigest()[:8]}"
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
+def train_hostility(encoder: Encoder, calm: data.Split) -> tuple[LinearHead, str] | None:
     """Offensive support requests: Bitext's training requests tagged W ("anger") against its
     other requests and every text of ``calm`` (GoEmotions, so the head stays quiet on ordinary
     informal text and the GoEmotions anger head keeps that ground). No temperature: balanced
-    weights make it a detector scored at the anger rule's 0.5, not a calibrated probability."""
+    weights make it a detector scored at the anger rule's 0.5, not a calibrated probability.
+    None when the Bitext file has no request tagged W (a stand-in data folder)."""
     bitext = data.bitext_offensive("Training")
+    if "anger" not in bitext.labels:
+        return None
     texts = bitext.texts + calm.texts
     labels = bitext.labels + ["calm"] * len(calm.texts)
     head = fit_head(embed(encoder, texts), labels, c=HOSTILITY_C, balanced=True)
@@ -261,19 +310,16 @@ def add_hostility(encoder: Encoder, out: Path = DEFAULT_HEADS) -> dict[str, Any]
     """The hostility head added to an existing heads folder (its other heads untouched), with
     the folder's version renewed; ``train_defaults`` builds the same head with the rest."""
     meta: dict[str, Any] = json.loads((out / "meta.json").read_text(encoding="utf-8"))
-    head, source = train_hostility(encoder, data.goemotions_anger("train"))
+    hostile = train_hostility(encoder, data.goemotions_anger("train"))
+    if hostile is None:
+        raise ValueError("Bitext's training file has no request tagged W (offensive)")
+    head, source = hostile
     head.save(out / "hostility.npz")
     heads = {name: LinearHead.load(out / f"{name}.npz") for name in meta["heads"]}
     heads["hostility"] = head
-    digest = hashlib.sha256()
-    for key in sorted(heads):
-        digest.update(heads[key].weights.tobytes())
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
-    meta["version"] = f"{meta['name']}-{stamp}-{digest.hexdigest()[:8]}"
     meta["sources"]["hostility"] = source
     meta["heads"]["hostility"] = {"labels": list(head.labels), "temperature": 1.0}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return meta
+    return _renew(meta, heads, out)
 
 
 def train_intents(

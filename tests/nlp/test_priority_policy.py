@@ -141,3 +141,17 @@ def test_sentiment_can_still_raise_when_a_team_says_so() -> None:
     scores = {"negative": 0.9, "neutral": 0.08, "positive": 0.02}
     d = decide(rules, Signals(text="x", sentiment_scores=scores))
     assert (d.priority, d.reasons) == ("high", ("negative sentiment 0.90 → high",))
+
+
+@pytest.mark.model
+def test_billing_complaints_reach_a_billing_intent() -> None:
+    """Issue 23 D: Bitext's templated requests left these `other` or elsewhere; the shipped
+    intent head is trained with hand-written billing complaints (nlp/supplement/)."""
+    analyser = TextAnalyser.load()
+    texts = {
+        "my account was charged twice, this is unacceptable, fix it NOW": "payment_issue",
+        "I was charged twice for my subscription": "payment_issue",
+        "I need a refund, the invoice is wrong": "get_refund",
+    }
+    for a, (text, intent) in zip(analyser.analyse_batch(list(texts)), texts.items(), strict=True):
+        assert a.intent == intent, (text, a.intent, a.intent_confidence)
