@@ -27,11 +27,13 @@ import numpy.typing as npt
 
 from nlp.heads import Floats, LinearHead, softmax
 
-N_FEATURES = 2**18
+# 2**18 columns read 0.006 better on Spanish validation (0.537 against 0.531) but took 52 MB of
+# memory for ten heads against 14 MB: the desk's whole budget is 400 MB.
+N_FEATURES = 2**16
 NGRAMS = (1, 2, 3)
 FEATURES = (
     "character 1-3-grams of each space-padded word (scikit-learn's char_wb), CRC-32 hashed to "
-    "262,144 columns, sublinear tf × idf, L2-normalised"
+    "65,536 columns, sublinear tf × idf, L2-normalised"
 )
 HEADS = Path(__file__).resolve().parent / "heads"
 # Committed: heads from data whose licence allows shipping a model (CEDR, Apache-2.0).
@@ -46,6 +48,7 @@ LOCAL = HEADS / "languages-local"
 DERIVED_ANGER_SHARE = 0.5
 
 Ints = npt.NDArray[np.int64]
+Idf = npt.NDArray[Any]  # float32 as loaded (half the memory), float64 as fitted
 
 
 def ngrams(text: str) -> Iterable[str]:
@@ -66,7 +69,7 @@ def _counts(text: str) -> dict[int, float]:
     return counts
 
 
-def _row(text: str, idf: Floats | None) -> tuple[Ints, Floats]:
+def _row(text: str, idf: Idf | None) -> tuple[Ints, Floats]:
     """One text's non-zero columns and values: (1 + log tf) × idf, L2-normalised."""
     counts = _counts(text)
     cols = np.fromiter(counts, dtype=np.int64, count=len(counts))
@@ -86,7 +89,7 @@ def fit_idf(texts: list[str]) -> Floats:
     return out
 
 
-def features(texts: list[str], idf: Floats | None = None) -> Any:
+def features(texts: list[str], idf: Idf | None = None) -> Any:
     """The sparse matrix of :func:`_row` for training (SciPy; the desk never calls this)."""
     from scipy.sparse import csr_matrix
 
@@ -105,7 +108,7 @@ class CharHead:
     non-zero columns times the weight columns."""
 
     head: LinearHead
-    idf: Floats | None = None
+    idf: Idf | None = None
 
     def proba(self, texts: list[str]) -> Floats:
         logits = np.zeros((len(texts), len(self.head.labels)), dtype=np.float64)
@@ -129,7 +132,7 @@ class CharHead:
     def load(cls, path: Path) -> CharHead:
         head = LinearHead.load(path)
         with np.load(path, allow_pickle=False) as data:
-            idf = data["idf"].astype(np.float64) if "idf" in data.files else None
+            idf = data["idf"].astype(np.float32) if "idf" in data.files else None
         if idf is not None and idf.size == 0:
             idf = None
         if head.weights.shape[1] != N_FEATURES or (idf is not None and len(idf) != N_FEATURES):
