@@ -2,9 +2,13 @@
 
 What may train a shipped head and what may only evaluate one follows those notes:
 - train: SemEval-2017 4A pool (CC BY 3.0) for sentiment, GoEmotions (Apache-2.0) for anger,
-  Bitext (CDLA-Sharing-1.0; models trained on it are unrestricted) for the default intents,
-  Banking77 (CC BY 4.0) only for the company-head measurement, never shipped.
-- evaluate only: TweetEval, XLM-T, CEDR, waimai_10k (research-only or no licence stated).
+  Bitext (CDLA-Sharing-1.0; models trained on it are unrestricted) for the default intents and
+  (its W tag) the hostility head, CEDR (Apache-2.0) for the shipped Russian heads, Banking77
+  (CC BY 4.0) only for the company-head measurement, never shipped.
+- train only heads that stay on the machine (``--research-data``, git-ignored): XLM-T,
+  waimai_10k (research-only or no licence stated).
+- evaluate only: TweetEval.
+- report only: the official test splits in ``heldout_dir()``.
 """
 
 from __future__ import annotations
