@@ -45,7 +45,7 @@ LOCAL = HEADS / "languages-local"
 # Where a language has a sentiment head but no anger data, its anger is derived from the
 # sentiment: this share of P(negative), so negative sentiment alone never reaches the 0.5 the
 # shipped rules flag anger at. It is not a measured anger score, and it says so (anger_source).
-DERIVED_ANGER_SHARE = 0.5
+DERIVED_ANGER_SHARE = 0.49
 
 Ints = npt.NDArray[np.int64]
 Idf = npt.NDArray[Any]  # float32 as loaded (half the memory), float64 as fitted
@@ -145,7 +145,7 @@ class Judgement:
     """What a language's own heads read in one text.
 
     ``anger_source`` says where ``anger`` came from: ``"model"`` (the language's anger head),
-    ``"derived: 0.5 × P(negative)"`` (no anger data for it) or None (no anger at all)."""
+    ``"derived: 0.49 × P(negative)"`` (no anger data for it) or None (no anger at all)."""
 
     language: str
     sentiment: str | None

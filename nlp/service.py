@@ -179,7 +179,7 @@ class Analysis:
     applied: bool = True
     # For a language with heads of its own (not applied is True): which of them read it
     # ("languages-20261207-…:zh-sentiment") and where its anger came from ("model", or
-    # "derived: 0.5 × P(negative)" where the language has no anger data). None otherwise.
+    # "derived: 0.49 × P(negative)" where the language has no anger data). None otherwise.
     judged_by: str | None = None
     anger_source: str | None = None
     # The encoder's unit-length sentence vector (incident detection compares these); not part
