@@ -234,14 +234,21 @@ def _train(args: argparse.Namespace) -> int:
     from nlp.train import train_defaults, train_intents
 
     if args.languages:
-        from nlp.languages import SHIPPED
+        from nlp.languages import LOCAL, SHIPPED
         from nlp.train import train_languages
 
-        meta = train_languages(args.out or SHIPPED, research_data=args.research_data)
+        # Without --out: the shippable heads into nlp/heads/languages (committed) and the
+        # research-data ones into the git-ignored nlp/heads/languages-local, which the desk
+        # loads by default where it was built. With --out: all of them there.
+        meta = train_languages(
+            args.out or SHIPPED,
+            research_data=args.research_data,
+            research_out=args.out or LOCAL,
+        )
         for name, head in meta["heads"].items():
             figures = ", ".join(f"{k} {v}" for k, v in head["validation"].items())
-            print(f"{name}: {figures}")
-        print(f"wrote {args.out or SHIPPED} ({meta['version']})")
+            where = "shipped" if head["shippable"] else "not shipped: " + head["source"]
+            print(f"{name}: {figures} [{head['version']}; {where}]")
         return 0
     if (
         args.from_desk

@@ -2,9 +2,13 @@
 
 What may train a shipped head and what may only evaluate one follows those notes:
 - train: SemEval-2017 4A pool (CC BY 3.0) for sentiment, GoEmotions (Apache-2.0) for anger,
-  Bitext (CDLA-Sharing-1.0; models trained on it are unrestricted) for the default intents,
-  Banking77 (CC BY 4.0) only for the company-head measurement, never shipped.
-- evaluate only: TweetEval, XLM-T, CEDR, waimai_10k (research-only or no licence stated).
+  Bitext (CDLA-Sharing-1.0; models trained on it are unrestricted) for the default intents and
+  (its W tag) the hostility head, CEDR (Apache-2.0) for the shipped Russian heads, Banking77
+  (CC BY 4.0) only for the company-head measurement, never shipped.
+- train only heads that stay on the machine (``--research-data``, git-ignored): XLM-T,
+  waimai_10k (research-only or no licence stated).
+- evaluate only: TweetEval.
+- report only: the official test splits in ``heldout_dir()``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def data_dir() -> Path:
     return Path(os.environ.get("DESK_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
+def heldout_dir() -> Path:
+    """The official test splits (``../shared/heldout``): figures measured there are reported,
+    never trained, calibrated or chosen on."""
+    return Path(os.environ.get("DESK_HELDOUT_DIR") or data_dir().parent / "heldout")
 
 
 @dataclass(frozen=True)
@@ -197,6 +207,92 @@ def cedr_ru_anger(root: Path | None = None, part: str = "all") -> Split:
         pairs = [(t, y) for t, y in pairs if is_heldout(t) == (part == "validation")]
     name = "cedr_ru/anger" + ("" if part == "all" else f"/{part}")
     return Split(name, [t for t, _ in pairs], [y for _, y in pairs])
+
+
+def cedr_ru_sentiment(root: Path | None = None, part: str = "all", *, test: bool = False) -> Split:
+    """CEDR's emotions read as sentiment (CEDR has no sentiment label; this mapping is ours):
+    joy → positive; sadness, anger or fear → negative; no emotion → neutral. Texts with
+    surprise, or with joy and a negative emotion together, are left out. ``test`` reads the
+    official test file (``heldout_dir``), for reporting only."""
+    path = (
+        heldout_dir() / "cedr_ru_emotion" / "cedr-main-test.csv"
+        if test
+        else (root or data_dir()) / "cedr_ru_emotion" / "cedr-main-train.csv"
+    )
+    texts, raw = read_csv_keep_empty(path, "text", "labels")
+    pairs = []
+    for text, y in zip(texts, raw, strict=True):
+        ids = set(y.strip("[]").split())
+        if "2" in ids or ("0" in ids and ids & {"1", "3", "4"}):
+            continue
+        label = "positive" if "0" in ids else "negative" if ids else "neutral"
+        pairs.append((text, label))
+    if part != "all":
+        pairs = [(t, y) for t, y in pairs if is_heldout(t) == (part == "validation")]
+    name = "cedr_ru/sentiment" + ("/test" if test else "" if part == "all" else f"/{part}")
+    return Split(name, [t for t, _ in pairs], [y for _, y in pairs])
+
+
+def cedr_ru_anger_test() -> Split:
+    """CEDR's official test file as anger against the rest (report only)."""
+    texts, raw = read_csv_keep_empty(
+        heldout_dir() / "cedr_ru_emotion" / "cedr-main-test.csv", "text", "labels"
+    )
+    labels = ["anger" if "4" in y.strip("[]").split() else "calm" for y in raw]
+    return Split("cedr_ru/anger/test", texts, labels)
+
+
+def waimai_zh_test() -> Split:
+    """waimai_10k's held-out test file (report only)."""
+    texts, raw = read_csv(heldout_dir() / "waimai10k_zh" / "waimai_10k.test.csv", "review", "label")
+    labels = ["positive" if y == "1" else "negative" for y in raw]
+    return Split("waimai10k_zh/test", texts, labels)
+
+
+def xlmt_test(language: str) -> Split:
+    """XLM-T's held-out test tweets (report only)."""
+    return xlmt(language, "test", heldout_dir())
+
+
+def bitext_offensive(split: str = "Training", root: Path | None = None) -> Split:
+    """Bitext's requests as "anger" (tagged W, offensive) or "calm" (not); ``split`` "Testing"
+    reads the held-out test file (report only)."""
+    folder = (heldout_dir() if split == "Testing" else (root or data_dir())) / (
+        "bitext_customer_service"
+    )
+    path = folder / f"Bitext_Sample_Customer_Service_{split}_Dataset.csv"
+    texts, tags = read_csv_keep_empty(path, "utterance", "tags")
+    labels = ["anger" if "W" in t else "calm" for t in tags]
+    return Split(f"bitext_offensive/{split.lower()}", texts, labels)
+
+
+SUPPLEMENT = REPO / "nlp" / "supplement"
+
+
+def billing_complaints(split: str = "train") -> Split:
+    """Hand-written billing complaints (``nlp/supplement/billing_complaints.csv``, written for
+    deskbot, same licence as the code): money taken twice, refunds, wrong invoices, labelled
+    with Bitext's intents. "train" ones join Bitext when the intent head is trained; the
+    differently worded "check" ones are only measured."""
+    with (SUPPLEMENT / "billing_complaints.csv").open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    return Split(
+        f"billing_complaints/{split}", [r["text"] for r in rows], [r["intent"] for r in rows]
+    )
+
+
+def read_csv_keep_empty(
+    path: Path, text_column: str, label_column: str
+) -> tuple[list[str], list[str]]:
+    """Like :func:`read_csv`, but a row with an empty label (no emotion, no tag) is kept."""
+    with path.open(newline="", encoding="utf-8") as f:
+        texts, labels = [], []
+        for row in csv.DictReader(f):
+            text = (row.get(text_column) or "").strip()
+            if text:
+                texts.append(text)
+                labels.append((row.get(label_column) or "").strip())
+    return texts, labels
 
 
 def read_csv(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:

@@ -25,7 +25,6 @@ from nlp.encoder import Encoder, Vectors
 from nlp.heads import LinearHead
 from nlp.language import confidence as language_confidence
 from nlp.language import detect_language
-from nlp.languages import SHIPPED as LANGUAGE_HEADS
 from nlp.languages import LanguageHeads
 
 DEFAULT_HEADS = Path(__file__).resolve().parent / "heads" / "default"
@@ -178,6 +177,11 @@ class Analysis:
     best_intent: str | None = None
     language: str | None = None
     applied: bool = True
+    # For a language with heads of its own (not applied is True): which of them read it
+    # ("languages-20261207-…:zh-sentiment") and where its anger came from ("model", or
+    # "derived: 0.49 × P(negative)" where the language has no anger data). None otherwise.
+    judged_by: str | None = None
+    anger_source: str | None = None
     # The encoder's unit-length sentence vector (incident detection compares these); not part
     # of as_dict: it is a few hundred floats, kept apart from what the card shows.
     vector: tuple[float, ...] | None = None
@@ -195,6 +199,10 @@ class Analysis:
             else {k: round(v, 4) for k, v in self.sentiment_scores.items()},
             "anger": _round(self.anger),
             "model_version": self.model_version,
+            # only for another language's own heads, so an English or unread ticket's stored
+            # classification keeps its keys
+            **({"judged_by": self.judged_by} if self.judged_by else {}),
+            **({"anger_source": self.anger_source} if self.anger_source else {}),
         }
 
 
@@ -240,6 +248,7 @@ class TextAnalyser:
         sentiment: LinearHead,
         anger: LinearHead,
         intent: LinearHead,
+        hostility: LinearHead | None = None,
         other_below: float,
         examples: _Examples,
         version: str,
@@ -253,6 +262,9 @@ class TextAnalyser:
         self.intent_encoder = intent_encoder
         self._sentiment = sentiment
         self._anger = anger
+        # Offensive support requests (Bitext's W tag): the anger the desk sees is the larger of
+        # the two, so a "goddamn" in a calm request is anger too (nlp/train.py, HOSTILITY_C).
+        self._hostility = hostility
         self._intent = intent
         self.other_below = other_below
         self._examples = examples
@@ -314,8 +326,10 @@ class TextAnalyser:
         if phrases:
             digest = hashlib.sha256(json.dumps([names, phrases]).encode()).hexdigest()[:8]
             version += f"+examples-{digest}"
-        languages = Path(language_dir or os.environ.get("DESK_LANGUAGE_HEADS") or LANGUAGE_HEADS)
-        language_heads = LanguageHeads.load(languages)
+        # DESK_LANGUAGE_HEADS names one folder; by default the shipped heads and, where it was
+        # built, the git-ignored local folder (research-data heads, see nlp/languages.py).
+        languages = language_dir or os.environ.get("DESK_LANGUAGE_HEADS")
+        language_heads = LanguageHeads.load(Path(languages) if languages else None)
         if language_heads.version:
             version += "+" + language_heads.version
         _release_freed_memory()
@@ -323,6 +337,9 @@ class TextAnalyser:
             encoder,
             sentiment=load_head(heads, "sentiment"),
             anger=load_head(heads, "anger"),
+            hostility=load_head(heads, "hostility")
+            if (heads / "hostility.npz").is_file()
+            else None,
             intent=intent,
             other_below=other_below,
             examples=_Examples(names, encoder.sentence(encoder.encode(phrases))),
@@ -331,6 +348,14 @@ class TextAnalyser:
             language_heads=language_heads,
             intent_encoder=intent_encoder,
         )
+
+    def anger_of(self, vectors: Vectors) -> np.ndarray:
+        """P(anger) of the anger head, or the hostility head's where that is larger."""
+        anger = self._anger.proba(vectors)[:, self._anger.labels.index("anger")]
+        if self._hostility is not None:
+            hostile = self._hostility.proba(vectors)[:, self._hostility.labels.index("anger")]
+            anger = np.maximum(anger, hostile)
+        return anger
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -367,7 +392,7 @@ class TextAnalyser:
             return out
         vectors = self.encoder.encode([texts[i] for i in rows])
         sentiment = self._sentiment.proba(vectors)
-        anger = self._anger.proba(vectors)[:, self._anger.labels.index("anger")]
+        anger = self.anger_of(vectors)
         if self.intent_encoder is not None:
             intents = self._intent.proba(self.intent_encoder.encode([texts[i] for i in rows]))
         else:
@@ -423,24 +448,17 @@ class TextAnalyser:
         skip = set(applied)
         for lang in {x for i, x in enumerate(languages) if x is not None and i not in skip}:
             rows = [i for i, x in enumerate(languages) if x == lang and i not in skip]
-            batch = [texts[i] for i in rows]
-            sentiment = self.language_heads.sentiment.get(lang)
-            anger = self.language_heads.anger.get(lang)
-            s_proba = sentiment.proba(batch) if sentiment else None
-            a_proba = anger.proba(batch) if anger else None
-            for k, row in enumerate(rows):
-                scores = None
-                if sentiment is not None and s_proba is not None:
-                    labels = sentiment.head.labels
-                    scores = {label: float(s_proba[k, i]) for i, label in enumerate(labels)}
-                angry = None
-                if anger is not None and a_proba is not None:
-                    angry = float(a_proba[k, anger.head.labels.index("anger")])
+            judged = self.language_heads.judge([texts[i] for i in rows], lang)
+            if judged is None:
+                continue
+            for row, j in zip(rows, judged, strict=True):
                 out[row] = replace(
                     out[row],
-                    sentiment=max(scores, key=lambda key: scores[key]) if scores else None,
-                    sentiment_scores=scores,
-                    anger=angry,
+                    sentiment=j.sentiment,
+                    sentiment_scores=j.sentiment_scores,
+                    anger=j.anger,
+                    judged_by=j.model,
+                    anger_source=j.anger_source,
                 )
 
 

@@ -12,7 +12,7 @@ import pytest
 from bot.workspace.cards import model_line
 from nlp.cli import classify
 from nlp.heads import softmax
-from nlp.languages import CharHead, features, fit_char_head, ngrams
+from nlp.languages import LanguageHeads, features, fit_char_head, judge, ngrams
 from nlp.priority import KeywordRule, PriorityRules, Signals, decide
 from nlp.service import TextAnalyser
 
@@ -35,13 +35,21 @@ def test_other_languages_get_no_english_scores(tmp_path: Path) -> None:
         analyser=analyser,
     )
     zh, en, es, ru, short, password = [json.loads(line) for line in out.getvalue().splitlines()]
+    own = LanguageHeads.load()
     for row, language in ((zh, "zh"), (es, "es"), (ru, "ru")):
         assert row["language"] == language and row["applied"] is False
-        assert row["sentiment"] is row["sentiment_scores"] is row["intent"] is None
-        assert not any("sentiment" in r for r in row["reasons"])
-    assert zh["anger"] is es["anger"] is None
-    # Russian has a head of its own (CEDR, shipped): anger, and nothing else.
-    assert isinstance(ru["anger"], float) and 0 <= ru["anger"] <= 1
+        assert row["intent"] is None
+        if language in own.languages():
+            # its own heads read it (Russian is shipped; Chinese and Spanish where built)
+            assert row["sentiment"] in ("negative", "neutral", "positive")
+            assert isinstance(row["anger"], float) and 0 <= row["anger"] <= 1
+            assert row["judged_by"].startswith("languages-")
+        else:
+            assert row["sentiment"] is row["sentiment_scores"] is row["anger"] is None
+            assert not any("sentiment" in r for r in row["reasons"])
+    # Russian has heads of its own (CEDR, shipped): anger from a model, sentiment from CEDR's
+    # emotions, and this complaint reads negative.
+    assert ru["anger_source"] == "model" and ru["sentiment"] == "negative"
     assert en["language"] == "en" and en["applied"] is True
     assert en["sentiment"] == "negative"
     # Too short to tell: the desk's usual languages get the benefit of the doubt.
@@ -121,7 +129,10 @@ def test_a_language_head_gives_its_language_a_sentiment(tmp_path: Path) -> None:
         ]
     )
     assert bad.language == good.language == "es"
-    assert not bad.applied and bad.intent is None and bad.anger is None
+    assert not bad.applied and bad.intent is None
+    # no anger data for Spanish: derived from the sentiment, and marked so
+    assert bad.anger is not None and bad.anger < 0.5
+    assert (bad.anger_source or "").startswith("derived")
     assert (bad.sentiment, good.sentiment) == ("negative", "positive")
     assert bad.sentiment_scores is not None
     assert set(bad.sentiment_scores) == {"negative", "positive"}
@@ -129,6 +140,7 @@ def test_a_language_head_gives_its_language_a_sentiment(tmp_path: Path) -> None:
     line = model_line({k: v for k, v in bad.as_dict().items() if v is not None})
     assert line is not None
     assert line.startswith("Model (es): sentiment negative 0.")
+    assert bad.as_dict()["judged_by"] == "languages-test:es-sentiment"
     assert line.endswith("· English heads not applied")
 
 
@@ -137,7 +149,42 @@ def test_character_features_are_stable_and_scored_without_scipy() -> None:
         [t for v in SPANISH.values() for t in v], [k for k, v in SPANISH.items() for _ in v]
     )
     texts = ["horrible servicio", "todo perfecto", ""]
-    by_hand = CharHead(head).proba(texts)
-    sparse = softmax(np.asarray(features(texts) @ head.weights.T + head.bias, dtype=np.float64))
+    by_hand = head.proba(texts)
+    x = features(texts, head.idf)
+    sparse = softmax(np.asarray(x @ head.head.weights.T + head.head.bias, dtype=np.float64))
     assert np.allclose(by_hand, sparse, atol=1e-5)
     assert features(["abc"]).nnz == len(set(ngrams("abc")))
+
+
+def test_judge_says_which_model_read_it_and_how_anger_was_had(tmp_path: Path) -> None:
+    """The API for another language: sentiment, anger in [0, 1] and the model's name; where
+    the language has no anger data, the anger is derived from the sentiment and says so."""
+    texts = [t for v in SPANISH.values() for t in v]
+    labels = [k for k, v in SPANISH.items() for _ in v]
+    fit_char_head(texts, labels, c=10.0).save(tmp_path / "es-sentiment.npz")
+    (tmp_path / "meta.json").write_text(
+        json.dumps(
+            {
+                "version": "languages-test",
+                "heads": {"es-sentiment": {"language": "es", "task": "sentiment"}},
+            }
+        )
+    )
+    heads = LanguageHeads.load(tmp_path)
+    bad = judge("una vergüenza de servicio, horrible", "es", heads)
+    assert bad is not None and bad.sentiment == "negative"
+    assert bad.model == "languages-test:es-sentiment"
+    assert bad.sentiment_scores is not None and bad.anger is not None
+    assert bad.anger == pytest.approx(0.49 * bad.sentiment_scores["negative"])
+    assert bad.anger_source == "derived: 0.49 × P(negative)" and bad.anger < 0.5
+    assert judge("что-то", "ru", heads) is None  # no head for it in this folder
+
+
+def test_the_shipped_russian_heads_judge_without_torch_or_sklearn() -> None:
+    ru = judge(RU, "ru")
+    assert ru is not None and ru.sentiment == "negative" and ru.anger_source == "model"
+    assert ru.anger is not None and 0 <= ru.anger <= 1
+    assert ru.model.startswith("languages-") and "ru-anger" in ru.model
+    calm = judge("Спасибо большое, всё пришло вовремя, очень доволен!", "ru")
+    assert calm is not None and calm.sentiment == "positive"
+    assert calm.anger is not None and calm.anger < ru.anger

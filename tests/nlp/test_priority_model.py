@@ -14,10 +14,10 @@ def test_anger_makes_it_urgent_and_says_so() -> None:
     assert d.reasons == ("anger 0.91 → urgent",)
 
 
-def test_strong_negative_sentiment_is_high() -> None:
+def test_strong_negative_sentiment_is_shown_but_does_not_raise() -> None:
     scores = {"negative": 0.9, "neutral": 0.08, "positive": 0.02}
     d = decide(RULES, Signals(text="this is bad", sentiment="negative", sentiment_scores=scores))
-    assert (d.priority, d.reasons) == ("high", ("negative sentiment 0.90 → high",))
+    assert (d.priority, d.reasons) == ("normal", ("negative sentiment 0.90 → normal",))
 
 
 def test_intent_counts_only_when_confident() -> None:
