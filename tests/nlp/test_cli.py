@@ -220,4 +220,13 @@ def test_the_desk_refuses_to_start_on_a_bad_model_folder(
     monkeypatch.setenv("DESK_HEADS", str(tmp_path / "missing"))
     assert deskbot(["run"]) == 2
     err = capsys.readouterr().err
-    assert f"deskbot: {tmp_path / 'missing'} is not a model folder (no meta.json)" in err
+    assert f"deskbot: DESK_HEADS is {tmp_path / 'missing'}, which does not exist" in err
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("DESK_HEADS", str(tmp_path / "empty"))
+    # Everything else in order, so that the model folder is what stops it.
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-sandbox")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "sandbox-secret")
+    monkeypatch.setenv("SLACK_API_BASE", "http://127.0.0.1:9/api/")  # never reached
+    assert deskbot(["run"]) == 2
+    err = capsys.readouterr().err
+    assert f"deskbot: {tmp_path / 'empty'} is not a model folder (no meta.json)" in err
