@@ -81,7 +81,7 @@ async def test_composer_mode_sends_only_what_is_sent_deliberately(composer: Stac
     await slack.agent_clicks(SUPPORT, card["ts"], "ticket_reply", "U0ALICE")
     view_id, _ = await modal_shows(stack, "U0ALICE", "To *Ana* on Telegram · language *es*")
     await slack.picks_in_modal(view_id, "reply_macro", "Refund on its way")
-    expected = "Hola Ana, tu reembolso del ticket #1 está en camino: de 3 a 5 días hábiles. Alice"
+    expected = "Hola Ana, su reembolso del ticket #1 está en camino: de 3 a 5 días hábiles. Alice"
     _, shown = await modal_shows(stack, "U0ALICE", "*The customer will get exactly:*", expected)
     assert shown.count(expected) == 2  # in the box, and in the preview
     status, body = await slack.submits_modal(view_id)

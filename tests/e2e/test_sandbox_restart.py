@@ -152,7 +152,7 @@ async def test_a_second_sandbox_continues_where_the_first_stopped(
     )
 
     assert "Started a fresh sandbox" in banner1
-    assert "Continuing the sandbox in" in banner2 and "1 ticket(s) so far" in banner2
+    assert "Continuing the sandbox in" in banner2 and "1 ticket so far" in banner2
     assert "chats and channels from deskbot-sandbox" in banner2
     assert any(n.endswith(".standins.json") for n in os.listdir(tmp_path))
 
