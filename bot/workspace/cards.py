@@ -93,10 +93,13 @@ def model_line(model: Mapping[str, Any] | None) -> str | None:
             score = float((model.get("sentiment_scores") or {}).get(model["sentiment"], 0))
             read.append(f"sentiment {model['sentiment']} {score:.2f}")
         if model.get("anger") is not None:
-            read.append(f"anger {float(model['anger']):.2f}")
+            derived = str(model.get("anger_source") or "").startswith("derived")
+            # Derived from the negative sentiment (no anger label in that language's data).
+            read.append(f"anger {float(model['anger']):.2f}" + (" (derived)" if derived else ""))
         if not read:
             return f"Model: not applied ({language})"
-        return f"Model ({language}): {' · '.join(read)} · English heads not applied"
+        judged_by = f", {model['judged_by']}" if model.get("judged_by") else ""
+        return f"Model ({language}{judged_by}): {' · '.join(read)} · English heads not applied"
     if not model or "intent" not in model:
         return None
     scores = model.get("sentiment_scores") or {}

@@ -139,9 +139,9 @@ def test_a_language_head_gives_its_language_a_sentiment(tmp_path: Path) -> None:
     assert zh.sentiment is None  # no head for Chinese in this folder
     line = model_line({k: v for k, v in bad.as_dict().items() if v is not None})
     assert line is not None
-    assert line.startswith("Model (es): sentiment negative 0.")
+    assert line.startswith("Model (es, languages-test:es-sentiment): sentiment negative 0.")
     assert bad.as_dict()["judged_by"] == "languages-test:es-sentiment"
-    assert line.endswith("· English heads not applied")
+    assert "(derived) · English heads not applied" in line  # the card says how anger was read
 
 
 def test_character_features_are_stable_and_scored_without_scipy() -> None:
