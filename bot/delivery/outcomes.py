@@ -189,7 +189,16 @@ class OutcomeRecorder:
             )
             tickets = {i.out.ticket_id for i in items if i.out.ticket_id}
             if tickets:
-                await session.scalars(select(Ticket).where(Ticket.id.in_(tickets)))
+                # Locked, like every step that changes a ticket (its SLA clocks, the card drawn
+                # from it): read unlocked on PostgreSQL, a resolve committed meanwhile went
+                # unseen, and the card drawn here, sent after the resolve's, showed the ticket
+                # as it was before.
+                await session.scalars(
+                    select(Ticket)
+                    .where(Ticket.id.in_(tickets))
+                    .order_by(Ticket.id)
+                    .with_for_update()
+                )
             messages = {i.message_id for i in items if i.message_id}
             if messages:
                 await session.scalars(select(Message).where(Message.id.in_(messages)))

@@ -93,8 +93,13 @@ async def test_every_printed_curl_line_works_pasted_into_bash(
         # Alice's answer reached customer 42, and the card says who resolved it.
         texts = [m.get("text") for m in await standins.telegram.wait_for_sent(42, 2)]
         assert "Sorry! It ships today." in texts
-        card = next(m for m in standins.slack.messages("C0SUPPORT") if m["ts"] == env["TS"])
-        assert "Resolved by" in json.dumps(card)
+
+        def resolved_card() -> bool:
+            card = next(m for m in standins.slack.messages("C0SUPPORT") if m["ts"] == env["TS"])
+            return "Resolved by" in json.dumps(card)
+
+        # The card is updated a moment after the click's answer (through the outbox).
+        assert await standins.slack.wait_for(resolved_card, 10), "the card never said Resolved"
         assert "callback_query_id" in answers[-1]
     finally:
         await desk.stop()
