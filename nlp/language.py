@@ -13,7 +13,6 @@ for the full models; a message is given a language only when the detector is con
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
 from functools import lru_cache
 
 from lingua import Language, LanguageDetector, LanguageDetectorBuilder
@@ -57,23 +56,15 @@ def detector() -> LanguageDetector:
     )
 
 
-def detect_language(text: str, allowed: Collection[str] | None = None) -> str | None:
-    """The ISO 639-1 code of the language ``text`` is written in, or None when unsure.
-
-    ``allowed``: the languages the desk speaks (and any it was told to recognise); the
-    detector's confidence is shared out among those alone, so a short English request that
-    the trigram models half read as German or Portuguese is English to a desk that speaks no
-    German or Portuguese, and still nothing when it is not confidently one of them."""
+def detect_language(text: str) -> str | None:
+    """The ISO 639-1 code of the language ``text`` is written in, or None when unsure."""
     if len(_LETTER.findall(text)) < MIN_LETTERS:
         return None
     values = detector().compute_language_confidence_values(text)
-    if allowed is not None:
-        values = [v for v in values if KNOWN[v.language] in allowed]
-    total = sum(v.value for v in values)
-    if not values or total <= 0:
+    if not values:
         return None
-    best = max(values, key=lambda v: v.value)
-    if best.value / total < MIN_CONFIDENCE:
+    best = values[0]
+    if best.value < MIN_CONFIDENCE:
         return None
     return KNOWN[best.language]
 

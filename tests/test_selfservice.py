@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.customer_requests import (
@@ -20,8 +19,7 @@ from bot.domain.events import CustomerMessage, Sender
 from bot.domain.language import choose_language
 from bot.domain.rules import CustomerTexts, RulesError, load_rules, parse_rules
 from nlp.language import detect_language
-from storage.models import Customer
-from tests.test_desk_core import Harness, make_harness
+from tests.test_desk_core import make_harness
 
 
 @pytest.mark.parametrize(
@@ -169,52 +167,3 @@ async def test_the_limit_lives_in_the_database_and_its_window_slides(engine: Asy
     await first.inbox.accept([first.customer("#4", chat="9")], {})
     await first.settle()
     assert first.telegram.sent[-1].text.startswith("We found no ticket #4 of yours.")
-
-
-SPOKEN = frozenset({"en", "zh", "es", "ru"})
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "I want a refund for my order",  # read as German by the detector on its own
-        "I want to return an item",  # read as Portuguese
-        "I forgot my password and can't sign in, how do I reset it?",  # read as Italian
-    ],
-)
-def test_english_requests_are_english_to_a_desk_that_speaks_no_german(text: str) -> None:
-    assert detect_language(text, SPOKEN) == "en"
-
-
-def test_detection_among_the_desks_languages_still_declines_when_unsure() -> None:
-    # Not English enough to say so, and certainly none of the others: nothing, not German.
-    assert detect_language("here is a photo of the sofa colour I want", SPOKEN) in (None, "en")
-    assert detect_language("Здравствуйте, мой заказ не доставлен", SPOKEN) == "ru"
-    assert detect_language("Bonjour, ma commande n'est pas arrivée", SPOKEN | {"fr"}) == "fr"
-
-
-def test_a_few_words_keep_the_apps_language_unless_their_script_says_otherwise() -> None:
-    assert choose_language("es", "en", "I want a refund") == "es"
-    assert choose_language("en", "ru", "Где мой заказ?") == "ru"
-    long = "I have been waiting for my parcel for two weeks now and nobody tells me anything"
-    assert choose_language("es", "en", long) == "en"
-
-
-async def test_one_short_message_never_changes_a_customers_language(engine: AsyncEngine) -> None:
-    h = make_harness(engine, parse_rules({"version": 1}))
-    long_es = "Hola, mi pedido no ha llegado todavía y necesito saber cuándo llegará, por favor"
-    await h.inbox.accept([h.customer(long_es, chat="77", language="")], {})
-    await h.settle()
-    assert await _language(h) == "es"
-    await h.inbox.accept([h.customer("I want a refund for my order", chat="77", language="")], {})
-    await h.settle()
-    assert await _language(h) == "es"  # one short English message: still Spanish
-    long_en = "Actually I would rather write in English, my parcel has not arrived in two weeks"
-    await h.inbox.accept([h.customer(long_en, chat="77", language="")], {})
-    await h.settle()
-    assert await _language(h) == "en"
-
-
-async def _language(h: Harness) -> str | None:
-    async with h.sessions() as s:
-        return await s.scalar(select(Customer.language))

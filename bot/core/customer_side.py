@@ -28,7 +28,7 @@ from bot.domain.events import (
     DeliveryStatus,
 )
 from bot.domain.files import describe, inbound_plan
-from bot.domain.language import choose_language, confident
+from bot.domain.language import choose_language
 from bot.domain.mrkdwn import escape, quoted_blocks, said_blocks
 from bot.domain.outbound import FileRef, Outbound
 from bot.domain.routing import TicketFacts, choose_team, language_from_script
@@ -45,14 +45,8 @@ class CustomerSide(TicketStep):
     ) -> Ticket:
         """``detected``: the language detected in the text (the dispatcher runs the detector
         outside the transaction), or None when the detector declined."""
-        language = choose_language(ev.sender.language, detected, ev.text)
-        # The language kept for the customer changes only on a message long enough to tell:
-        # one short message ("I want a refund") never overwrites it.
-        kept = language if confident(ev.text) else None
-        ident = await self.identity(ev.channel, ev.sender, ev.chat_id, kept)
-        if kept is None and language is not None:
-            customer = await self.s.get_one(Customer, ident.customer_id)
-            customer.language = customer.language or language  # fills, never overwrites
+        language = choose_language(ev.sender.language, detected)
+        ident = await self.identity(ev.channel, ev.sender, ev.chat_id, language)
         ticket = await self.latest_ticket(ev.channel, ev.chat_id)
         window = timedelta(hours=self.rules.tickets.reopen_window_hours)
         attachments = [a.model_dump(mode="json") for a in ev.attachments]

@@ -276,10 +276,6 @@ LATER_TEXTS = (
 class CustomerTexts(_Strict):
     default_language: str = "en"
     show_agent_name: bool = False  # prefix relayed replies with the agent's name
-    # Detection reads a message as one of the languages above, and these (ISO 639-1 codes the
-    # detector knows: fr, de, pt, it, ar, hi, ja, ko, ...); a language the desk has no texts
-    # for is still stored and routed on, and answered in the default language.
-    also_detect: list[str] = Field(default_factory=list)
     languages: dict[str, Texts] = Field(
         default_factory=lambda: {tag: make() for tag, make in BUILT_IN.items()}
     )
@@ -297,10 +293,6 @@ class CustomerTexts(_Strict):
                 texts = {**{name: getattr(defaults, name) for name in LATER_TEXTS}, **texts}
             filled[tag] = texts
         return filled
-
-    def detected_languages(self) -> frozenset[str]:
-        """What the language detector may answer: the desk's languages and ``also_detect``."""
-        return frozenset(tag.lower().split("-")[0] for tag in [*self.languages, *self.also_detect])
 
     def for_language(self, language: str | None) -> Texts:
         """Exact tag, then its primary subtag ("zh-hans" → "zh"), then the default."""
