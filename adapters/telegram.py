@@ -317,32 +317,22 @@ def _parse_message(
             phone=msg.contact.phone_number,
             own=True,
         )
+    said = {
+        "channel": "telegram",
+        "external_id": external_id,
+        "conversation": conversation,
+        "sender": sender,
+        "chat_id": str(chat_id),
+        "platform_message_id": str(msg.message_id),
+    }
     shared = _shared(msg)
     if shared is not None:
-        return CustomerMessage(
-            channel="telegram",
-            external_id=external_id,
-            conversation=conversation,
-            sender=sender,
-            chat_id=str(chat_id),
-            platform_message_id=str(msg.message_id),
-            text=shared[0],
-            shared=shared[1],
-        )
+        return CustomerMessage(**said, text=shared[0], shared=shared[1])
     attachments = _attachments(msg)
     text = msg.text or msg.caption or ""
     if not text and not attachments:
         return ignored("message without text or attachments", chat_id)
-    return CustomerMessage(
-        channel="telegram",
-        external_id=external_id,
-        conversation=conversation,
-        sender=sender,
-        chat_id=str(chat_id),
-        platform_message_id=str(msg.message_id),
-        text=text,
-        attachments=tuple(attachments),
-    )
+    return CustomerMessage(**said, text=text, attachments=tuple(attachments))
 
 
 def _parse_callback(external_id: str, query: CallbackQuery) -> Event:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -41,7 +41,7 @@ from bot.console.invocation import (
 from bot.core.assignment import Assigner
 from bot.core.tickets import Desk
 from bot.domain.events import SlashCommand
-from bot.domain.mrkdwn import PRIORITY_ICON, escape
+from bot.domain.mrkdwn import PRIORITY_ICON, age, escape
 from bot.domain.outbound import Outbound
 from bot.domain.tickets import ACTIVE
 from bot.domain.words import counted
@@ -146,7 +146,7 @@ async def _mine(inv: Invocation) -> str:
         return "You have no open tickets."
     lines = [
         f"{_ref(t, inv.team_domain)} {_priority(t)} · {STATUS_NAME.get(t.status, t.status)}"
-        f" · {_age(inv.now - t.created_at)} old · {escape(name)}"
+        f" · {age(inv.now - t.created_at)} old · {escape(name)}"
         for t, name in rows
     ]
     return listing(f"*Your open tickets* · {total}, most urgent first", lines, total)
@@ -160,7 +160,7 @@ async def _queue(inv: Invocation) -> str:
     if not total:
         return "Nothing waiting: every active ticket is claimed."
     lines = [
-        f"{_ref(t, inv.team_domain)} {_priority(t)} · waiting {_age(inv.now - t.created_at)}"
+        f"{_ref(t, inv.team_domain)} {_priority(t)} · waiting {age(inv.now - t.created_at)}"
         f" · {escape(name)}"
         for t, name in rows
     ]
@@ -418,14 +418,3 @@ def _ref(ticket: Ticket, team_domain: str) -> str:
 
 def _priority(ticket: Ticket) -> str:
     return f"{PRIORITY_ICON.get(ticket.priority, '')} {ticket.priority}".strip()
-
-
-def _age(delta: timedelta) -> str:
-    minutes = max(0, int(delta.total_seconds()) // 60)
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h"

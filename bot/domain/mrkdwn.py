@@ -9,7 +9,7 @@ customer text in them is escaped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -134,3 +134,15 @@ def slack_date(at: datetime) -> str:
     """Slack shows this in each reader's own time zone; the fallback is UTC."""
     stamp = int(at.timestamp())
     return f"<!date^{stamp}^{{date_short_pretty}} {{time}}|{at:%Y-%m-%d %H:%M} UTC>"
+
+
+def age(delta: timedelta) -> str:
+    """How long, as the desk shows it: "7m", "3h 05m", "2d 4h"."""
+    minutes = max(0, int(delta.total_seconds()) // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"

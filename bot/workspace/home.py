@@ -33,7 +33,7 @@ from bot.core.roles import has_role
 from bot.core.step import Step
 from bot.core.tickets import Desk
 from bot.domain.events import AgentAction, HomeEvent
-from bot.domain.mrkdwn import PRIORITY_ICON, escape, slack_date
+from bot.domain.mrkdwn import PRIORITY_ICON, age, escape, slack_date
 from bot.domain.outbound import ChannelSender, Outbound
 from bot.domain.rules import Rules
 from bot.domain.tickets import ACTIVE, CHANNEL_NAME, PRIORITY_RANK
@@ -158,17 +158,6 @@ async def home_event(desk: Desk, ev: HomeEvent) -> None:
 # Drawing the Home
 
 
-def _age(delta: timedelta) -> str:
-    minutes = max(0, int(delta.total_seconds()) // 60)
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h"
-
-
 def sla_due(sla: dict[str, Any] | None) -> datetime | None:
     """The earliest due time of the ticket's running SLA clocks, if any."""
     dues = []
@@ -198,7 +187,7 @@ def ticket_line(ticket: Ticket, customer: str, now: datetime, team_domain: str) 
         f"*{ref}* {icon} {ticket.priority}".replace("  ", " "),
         CHANNEL_NAME.get(ticket.channel, ticket.channel),
         escape(customer[:80]),
-        _age(now - ticket.created_at),
+        age(now - ticket.created_at),
     ]
     if ticket.status == "pending":
         parts.append("waiting on the customer")
