@@ -18,6 +18,7 @@ import logging
 import mimetypes
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiohttp
@@ -61,8 +62,11 @@ from bot.domain.outbound import (
     Forbidden,
     Outbound,
     RetryAfter,
+    TemplateRefused,
     Unavailable,
+    WindowClosed,
 )
+from bot.domain.window import TEMPLATE_ERROR_CODES, WINDOW_CLOSED_CODE
 
 log = logging.getLogger("deskbot.adapters.whatsapp")
 
@@ -276,6 +280,15 @@ def describe_undeliverable(message: Mapping[str, Any], mtype: str) -> str:
     )
 
 
+def _sent_at(message: Mapping[str, Any]) -> datetime | None:
+    """The message's ``timestamp`` (Unix seconds, as a string): the 24-hour window counts from
+    it. None when missing or not a plausible time."""
+    raw = as_str(message.get("timestamp"))
+    if not raw.isdigit() or not 0 < int(raw) < 2**33:
+        return None
+    return datetime.fromtimestamp(int(raw), UTC)
+
+
 def parse_message(message: Mapping[str, Any], people: Mapping[str, _Person]) -> Event:
     wamid = as_str(message.get("id")) or digest_id("message", message)
     mtype = as_str(message.get("type")) or "unknown"
@@ -295,6 +308,7 @@ def parse_message(message: Mapping[str, Any], people: Mapping[str, _Person]) -> 
         "conversation": f"whatsapp:{wa_id}",
         "sender": sender,
         "chat_id": wa_id,
+        "sent_at": _sent_at(message),
     }
 
     def said(text: str, shared: Shared | None = None) -> CustomerMessage:
@@ -458,6 +472,22 @@ def message_body(message: Outbound) -> dict[str, Any]:
     raise BadRequest(f"WhatsApp offers at most {MAX_LIST_ROWS} choices, got {len(buttons)}")
 
 
+def template_body(message: Outbound) -> dict[str, Any]:
+    """The Graph API JSON for an approved template, its body parameters as text."""
+    template = message.template
+    if template is None:
+        raise BadRequest("template needs the template")
+    body: dict[str, Any] = {"name": template.name, "language": {"code": template.language}}
+    if template.parameters:
+        body["components"] = [
+            {
+                "type": "body",
+                "parameters": [{"type": "text", "text": p} for p in template.parameters],
+            }
+        ]
+    return {**addressed(message.destination), "type": "template", "template": body}
+
+
 def map_graph_error(status: int, payload: Any, headers: Mapping[str, str]) -> DeliveryError:
     error = as_mapping(as_mapping(payload).get("error"))
     code_raw = error.get("code")
@@ -473,10 +503,13 @@ def map_graph_error(status: int, payload: Any, headers: Mapping[str, str]) -> De
         return RetryAfter(seconds, detail)
     if code in UNDELIVERABLE_CODES:
         return Forbidden(detail)
+    if code == WINDOW_CLOSED_CODE:  # more than 24 h since the customer wrote: templates only
+        return WindowClosed(detail)
+    if code in TEMPLATE_ERROR_CODES:
+        return TemplateRefused(detail)
     if status >= 500:
         return Unavailable(detail)
-    # 131047 (more than 24 h since the customer last wrote: only templates pass), bad
-    # parameters, expired token...: sending the same thing again will not help.
+    # Bad parameters, an expired token...: sending the same thing again will not help.
     return BadRequest(detail)
 
 
@@ -675,6 +708,8 @@ class WhatsAppAdapter:
             payload = await self._media_body(message)
         elif message.kind == "text":
             payload = message_body(message)
+        elif message.kind == "template":
+            payload = template_body(message)
         else:
             raise BadRequest(f"whatsapp cannot send {message.kind}")
         headers = self._auth

@@ -8,11 +8,12 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.slack import SlackAdapter
@@ -32,6 +33,7 @@ from bot.incidents.command import incident_languages
 from bot.selfservice.kb import KnowledgeBase, kb_folder
 from bot.selfservice.status import telegram_commands
 from storage.db import create_engine, migrate, ping, problem, reach, session_factory
+from storage.models import OutboxRow
 from storage.queues import inbox_lag_seconds, outbox_backlog
 
 log = logging.getLogger("deskbot")
@@ -254,12 +256,45 @@ class DeskApp:
             else f"{loop.failing[1]} (since {loop.failing[0].isoformat(timespec='seconds')})"
             for name, loop in loops.items()
         }
+        if checks["database"] == "ok" and any(a.channel == "whatsapp" for a in self.adapters):
+            # A refused template is a setup problem (not a reason to restart the desk): listed,
+            # the answer stays 200.
+            checks["whatsapp_templates"] = await self._template_refusals()
         healthy = (
             checks["database"] == "ok"
             and all(checks["adapters"].values())
             and all(v == "ok" for v in checks["loops"].values())
         )
         return web.json_response(checks, status=200 if healthy else 503)
+
+    async def _template_refusals(self) -> dict[str, str]:
+        """WhatsApp templates refused in the last 7 days (unknown name or language, wrong
+        parameter count, paused, disabled): the latest error of each, or "ok"."""
+        assert self.sessions is not None
+        since = self.clock.now() - timedelta(days=7)
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(OutboxRow.payload, OutboxRow.last_error, OutboxRow.created_at)
+                .where(
+                    OutboxRow.channel == "whatsapp",
+                    OutboxRow.status == "failed",
+                    OutboxRow.last_error.like("TemplateRefused:%"),
+                    OutboxRow.created_at >= since,
+                )
+                .order_by(OutboxRow.id)
+            )
+            found: dict[str, str] = {}
+            for payload, error, at in rows.all():
+                template = (payload or {}).get("template") or {}
+                name = f"{template.get('name', '?')} ({template.get('language', '?')})"
+                detail = str(error).removeprefix("TemplateRefused: ")
+                found[name] = f"refused {at.isoformat(timespec='seconds')}: {detail}"
+        configured = {
+            f"{t.name} ({code})": "no refusal in the last 7 days"
+            for t in self.rules.whatsapp.templates.values()
+            for code in t.languages.values()
+        }
+        return {**configured, **found}
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         assert self.sessions is not None

@@ -31,7 +31,14 @@ from bot.base.clock import Clock
 from bot.base.settings import desk_tz
 from bot.console.desk_command import answer_command
 from bot.core.roles import GroupRefresher
-from bot.core.step import DeliveryRecorded, Hooks, TicketReopened, TicketSeated
+from bot.core.step import (
+    CustomerWrote,
+    DeliveryRecorded,
+    Hooks,
+    OutsideWindow,
+    TicketReopened,
+    TicketSeated,
+)
 from bot.core.tickets import Desk, Desks
 from bot.customers import linking
 from bot.customers.privacy import RawPurger
@@ -73,6 +80,7 @@ from bot.selfservice.prepare import KbMatcher, status_lookup
 from bot.selfservice.status import answer_status
 from bot.sla import keeper as sla
 from bot.sla.timers import SlaScheduler
+from bot.window import keeper as window
 from bot.workspace import controls, home
 from bot.workspace.card_view import SlackCards
 from bot.workspace.composer import agent_reply, reply_modal
@@ -90,6 +98,9 @@ def hooks() -> Hooks:
     h.subscribe(TicketReopened, incidents.on_reopened)
     h.subscribe(DeliveryRecorded, sla.on_delivered)
     h.subscribe(DeliveryRecorded, incidents.on_delivered)
+    # WhatsApp's 24-hour window: replies held and a template sent; released when they write.
+    h.subscribe(OutsideWindow, window.on_outside_window)
+    h.subscribe(CustomerWrote, window.on_customer_wrote)
     h.after_event.append(sla.refresh_touched)
     h.before_queue.append(home.queue_refreshes)
     return h

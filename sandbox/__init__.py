@@ -107,6 +107,8 @@ class StandIns:
             rate_limits=rate_limits,
             retry_base_delay=retry_base_delay,
         )
+        # WhatsApp's 24-hour window counts on the desk's clock, fast-forward included.
+        self.whatsapp.clock = self.desk_now
         self.url = ""
         self._runner: web.AppRunner | None = None
         # Set by `deskbot sandbox`: moves the desk's clock forward by N minutes, returns the

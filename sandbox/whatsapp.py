@@ -18,7 +18,8 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -55,6 +56,24 @@ def media_limit(mime: str) -> int | None:
     if mime.startswith(("application/", "text/")):
         return DOCUMENT_MAX
     return None
+
+
+PLACEHOLDER = re.compile(r"\{\{(\d+)\}\}")
+
+
+@dataclass
+class TemplateSpec:
+    """A template as approved in WhatsApp Manager: its body with {{1}}, {{2}}… placeholders."""
+
+    body: str
+    status: str = "APPROVED"  # or PAUSED, DISABLED
+
+    @property
+    def parameters(self) -> int:
+        return len(set(PLACEHOLDER.findall(self.body)))
+
+    def render(self, values: list[str]) -> str:
+        return PLACEHOLDER.sub(lambda m: values[int(m.group(1)) - 1], self.body)
 
 
 WABA_ID = "102290129340398"
@@ -106,6 +125,14 @@ class WhatsAppStandIn:
         self.names: dict[str, str] = {}
         self._last_inbound: dict[str, float] = {}
         self._fail_code = 131000
+        # Approved templates by (name, language code); see register_template.
+        self.templates: dict[tuple[str, str], TemplateSpec] = {}
+        # The platform's clock: the 24-hour window and message timestamps count on it. The
+        # sandbox makes it the desk's (real time plus the page's fast-forward).
+        self.clock: Callable[[], float] = time.time
+        # Meta usually accepts a free-form message outside the window and reports 131047 in a
+        # "failed" status webhook; set to refuse it on the send instead (also seen).
+        self.window_refused_on_send = False
         self._wamids = Ids(1)
         self._bucket = Buckets(80.0, 80) if rate_limits else None
         self._changed = Waiter()
@@ -241,11 +268,14 @@ class WhatsAppStandIn:
     async def _inbound(self, wa_id: str, name: str | None, message: dict[str, Any]) -> str:
         if name:
             self.names[wa_id] = name
-        self._last_inbound[wa_id] = time.time()
+        now = self.clock()
+        if message.get("type") != "reaction":  # a reaction does not open the window
+            self._last_inbound[wa_id] = now
         wamid = self._wamid()
-        message = {"from": wa_id, "id": wamid, "timestamp": str(int(time.time())), **message}
+        message = {"from": wa_id, "id": wamid, "timestamp": str(int(now)), **message}
         contact = {"profile": {"name": self.names.get(wa_id, wa_id)}, "wa_id": wa_id}
-        self.received.append(message)
+        # seen_at: real time, which the sandbox page shifts by the fast-forward of the moment.
+        self.received.append({**message, "seen_at": time.time()})
         await self._changed.notify()
         await self._deliver(self._envelope({"contacts": [contact], "messages": [message]}))
         return wamid
@@ -406,6 +436,37 @@ class WhatsAppStandIn:
         kind = str(message.get("type"))
         return self.media[str(message[kind]["id"])]
 
+    def register_template(self, name: str, language: str, body: str) -> None:
+        """Approve a template (as WhatsApp Manager would): sends must name it with this
+        language code and give one body parameter per {{n}}."""
+        self.templates[(name, language)] = TemplateSpec(body)
+
+    def set_template_status(self, name: str, status: str) -> None:
+        """PAUSED (132015) or DISABLED (132016) every language of ``name``; APPROVED again."""
+        for (n, _), spec in self.templates.items():
+            if n == name:
+                spec.status = status
+
+    def window_open(self, wa_id: str) -> bool:
+        last = self._last_inbound.get(wa_id)
+        return last is not None and self.clock() - last <= WINDOW_SECONDS
+
+    def rendered(self, message: Mapping[str, Any]) -> str | None:
+        """A sent template's text as the customer sees it, or None for other messages."""
+        template = message.get("template")
+        if message.get("type") != "template" or not isinstance(template, dict):
+            return None
+        spec = self.templates.get((template["name"], template["language"]["code"]))
+        if spec is None:
+            return None
+        values = [
+            str(p.get("text", ""))
+            for c in template.get("components") or []
+            if c.get("type") == "body"
+            for p in c.get("parameters") or []
+        ]
+        return spec.render(values)
+
     def make_unreachable(self, wa_id: str) -> None:
         """The number left WhatsApp: sends are accepted, then fail with 131026."""
         self.unreachable.add(wa_id)
@@ -422,7 +483,7 @@ class WhatsAppStandIn:
         self._fail_code = code
 
     def sent_to(self, wa_id: str) -> list[dict[str, Any]]:
-        return [m for m in self.sent if m.get("to") == wa_id]
+        return [m for m in self.sent if wa_id in (m.get("to"), m.get("recipient"))]
 
     async def wait_for_sent(
         self, wa_id: str, n: int, timeout: float = 10.0
@@ -468,10 +529,11 @@ class WhatsAppStandIn:
             ).response(1)
         to = str(body.get("to") or body.get("recipient"))
         wamid = self._wamid()
-        self.sent.append({**body, "id": wamid})
+        shown = self.rendered(body)  # a template as the customer reads it (the sandbox page)
+        self.sent.append({**body, "id": wamid, **({"rendered": shown} if shown else {})})
         self.sent_at[wamid] = time.time()
         await self._changed.notify()
-        self._deliverer.spawn(self._report(to, wamid))
+        self._deliverer.spawn(self._report(to, wamid, template=body.get("type") == "template"))
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
@@ -534,18 +596,62 @@ class WhatsAppStandIn:
                 raise bad(f"{kind}.id is not a media id of this business")
             if len(str(media.get("caption", ""))) > 1024:
                 raise bad(f"{kind}.caption is longer than 1024 characters")
+        elif kind == "template":
+            self._validate_template(body.get("template"))
         else:
             raise bad(f"message type {kind!r} is not supported by the sandbox")
+        to = str(body.get("to") or body.get("recipient"))
+        if kind != "template" and self.window_refused_on_send and not self.window_open(to):
+            raise GraphError(
+                400,
+                131047,
+                "Re-engagement message",
+                "Message failed to send because more than 24 hours have passed since the"
+                " customer last replied to this number.",
+            )
 
-    async def _report(self, to: str, wamid: str) -> None:
+    def _validate_template(self, template: Any) -> None:
+        """As the Cloud API checks a template message (error codes of Meta's reference)."""
+        if not isinstance(template, dict) or not template.get("name"):
+            raise GraphError(400, 100, "Invalid parameter", "template.name is required")
+        language = (template.get("language") or {}).get("code")
+        if not language:
+            raise GraphError(400, 100, "Invalid parameter", "template.language.code is required")
+        spec = self.templates.get((str(template["name"]), str(language)))
+        if spec is None:
+            raise GraphError(
+                404,
+                132001,
+                "Template name does not exist in the translation",
+                f"template name ({template['name']}) does not exist in {language}",
+            )
+        if spec.status == "PAUSED":
+            raise GraphError(400, 132015, "Template is paused", "Template is paused")
+        if spec.status == "DISABLED":
+            raise GraphError(400, 132016, "Template is disabled", "Template is disabled")
+        given = [
+            p
+            for c in template.get("components") or []
+            if isinstance(c, dict) and c.get("type") == "body"
+            for p in c.get("parameters") or []
+        ]
+        if len(given) != spec.parameters or any(not str(p.get("text", "")) for p in given):
+            raise GraphError(
+                400,
+                132000,
+                "Number of parameters does not match the expected number of params",
+                f"body: number of localizable_params ({len(given)}) does not match the"
+                f" expected number of params ({spec.parameters})",
+            )
+
+    async def _report(self, to: str, wamid: str, *, template: bool = False) -> None:
         """Statuses arrive later, as Meta sends them: failed, or sent then delivered."""
         base: dict[str, Any] = {"id": wamid, "recipient_id": to}
-        now = str(int(time.time()))
-        last = self._last_inbound.get(to)
+        now = str(int(self.clock()))
         error: dict[str, Any] | None = None
         if to in self.unreachable:
             error = {"code": 131026, "title": "Message undeliverable"}
-        elif last is None or time.time() - last > WINDOW_SECONDS:
+        elif not template and not self.window_open(to):
             error = {"code": 131047, "title": "Re-engagement message"}
         if error is not None:
             error["message"] = error["title"]

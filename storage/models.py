@@ -83,6 +83,9 @@ class Identity(Base):
     username: Mapped[str | None] = mapped_column(String(100))
     phone: Mapped[str | None] = mapped_column(String(40))
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the customer last wrote, by the platform's clock: WhatsApp's 24-hour window counts
+    # from it (bot/window). None until they write after migration 0014.
+    last_inbound_at: Mapped[datetime | None]
 
 
 class Ticket(Base):
@@ -396,7 +399,9 @@ class OutboxRow(Base):
     payload: Mapped[dict[str, Any]]  # an Outbound
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
-    status: Mapped[str] = mapped_column(String(12))  # pending|sending|sent|failed
+    # pending|sending|sent|failed|unknown, and for WhatsApp's window (bot/window): held (an
+    # agent's reply waiting for the customer to write) or skipped (a notice that could not go).
+    status: Mapped[str] = mapped_column(String(12))
     # 0 urgent … 3 low for a new ticket's card, 2 for everything else: claimed lowest first.
     rank: Mapped[int] = mapped_column(SmallInteger, default=2, server_default="2")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

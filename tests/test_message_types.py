@@ -83,7 +83,8 @@ _ids = iter(range(1, 10_000))
 
 def wa(message: dict[str, Any], *, sender: str = WA, name: str = "Sheena") -> list[Event]:
     """One message as Meta delivers it, from ``sender`` (a number, or a user id alone)."""
-    message = {"id": f"wamid.T{next(_ids)}", "timestamp": "1749416383", **message}
+    # Sent at the harness clock's start (2026-01-01 09:00 UTC): inside WhatsApp's window.
+    message = {"id": f"wamid.T{next(_ids)}", "timestamp": "1767258000", **message}
     contact: dict[str, Any] = {"profile": {"name": name}}
     if sender.isdigit():
         message["from"] = sender

@@ -9,6 +9,7 @@ import pytest
 from bot.base.settings import SettingsError, load_settings
 from bot.cli import main
 from bot.domain.rules import Retention, Roles, RulesError, load_rules, parse_rules
+from bot.domain.window import WhatsAppRules
 from nlp.priority import PriorityRules, Signals, decide
 
 ROOT = Path(__file__).parent.parent
@@ -16,8 +17,8 @@ ROOT = Path(__file__).parent.parent
 
 def test_shipped_rules_equal_the_defaults() -> None:
     # rules.yaml spells out every default; if they drift apart the README lies about one.
-    # Its teams, routing, calendars, SLA, roles, tags and macros are an example (the
-    # sandbox's), not defaults.
+    # Its teams, routing, calendars, SLA, roles, tags, macros and WhatsApp templates are an
+    # example (the sandbox's), not defaults.
     shipped = load_rules(ROOT / "rules.yaml")
     defaults = parse_rules({"version": 1})
     assert shipped.teams and shipped.routing and shipped.sla and "office" in shipped.calendars
@@ -31,7 +32,9 @@ def test_shipped_rules_equal_the_defaults() -> None:
         "retention": Retention(),
         "tags": (),
         "macros": (),
+        "whatsapp": WhatsAppRules(window_hours=shipped.whatsapp.window_hours),
     }
+    assert shipped.whatsapp.templates["reply_waiting"].name == "ticket_update"
     assert shipped.model_copy(update=example) == defaults
 
 

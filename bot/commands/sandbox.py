@@ -354,6 +354,35 @@ def _minutes(total: float) -> str:
     return f"+{hours} h" + (f" {minutes} min" if minutes else "")
 
 
+# What the sandbox's WhatsApp shows for the templates rules.yaml names: a real business writes
+# and approves its own in WhatsApp Manager (README, "WhatsApp beyond 24 hours").
+TEMPLATE_BODIES = {
+    "reply_waiting": {
+        "en": "We have an update on your ticket #{{1}}. Reply to this message to read it.",
+        "es": "Tenemos novedades sobre su ticket #{{1}}. Responda a este mensaje para leerlas.",
+        "zh": "您的工单 #{{1}} 有新的回复。回复此消息即可查看。",
+        "ru": "По вашему обращению #{{1}} есть ответ. Ответьте, чтобы его прочитать.",
+    },
+    "rating_request": {
+        "en": "How did we do with ticket #{{1}}? Reply with a number from 1 to 5.",
+    },
+}
+
+
+def approve_templates(standins: StandIns, rules: Rules) -> None:
+    """Register in the WhatsApp stand-in each template rules.yaml names, in each language, as
+    WhatsApp Manager would after approval: the desk's sends are then checked against them."""
+    for purpose, template in rules.whatsapp.templates.items():
+        bodies = TEMPLATE_BODIES.get(purpose, {})
+        for desk_language, code in template.languages.items():
+            body = bodies.get(desk_language) or bodies.get("en")
+            if body is None or len(template.parameters) != 1:
+                # Other parameter lists: a neutral body with one placeholder per parameter.
+                slots = " · ".join(f"{{{{{n}}}}}" for n in range(1, len(template.parameters) + 1))
+                body = f"Update on your ticket: {slots}".rstrip(": ")
+            standins.whatsapp.register_template(template.name, code, body)
+
+
 async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False) -> None:
     started = time.monotonic()
     files = sandbox_files()
@@ -374,6 +403,8 @@ async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False)
         return clock.offset.total_seconds() / 60
 
     standins.advance_clock = advance
+    rules = _rules()
+    approve_templates(standins, rules)
     try:
         settings = sandbox_settings(standins, desk_port=desk_port, database_url=files.database_url)
         story = _story(
@@ -386,7 +417,7 @@ async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False)
         )
         await serve(
             settings,
-            _rules(),
+            rules,
             banner=banner(standin_url, desk_url, files.shown, story=story),
             started=started,
             clock=clock,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 
 from bot.core.assignment import AUTO, Assigner, seat
-from bot.core.step import TicketReopened
+from bot.core.step import OutsideWindow, TicketReopened
 from bot.core.ticket_step import StatusTooEarly, TicketStep, cap_first
 from bot.domain.classifier import Classification
 from bot.domain.customer_requests import RatingTap, my_tickets_button, parse_rating
@@ -33,6 +33,7 @@ from bot.domain.mrkdwn import escape, quoted_blocks, said_blocks
 from bot.domain.outbound import FileRef, Outbound
 from bot.domain.routing import TicketFacts, choose_team, language_from_script
 from bot.domain.tickets import ACTIVE, CHANNEL_NAME, RATEABLE
+from bot.domain.window import window_closed_error
 from nlp.priority import LEVELS
 from storage.models import Customer, Identity, Message, OutboxRow, Ticket
 
@@ -495,6 +496,32 @@ class CustomerSide(TicketStep):
             )
 
     async def delivery_status(self, ev: DeliveryStatus) -> None:
+        if ev.status == "failed" and window_closed_error(ev.error):
+            # Accepted, then refused as outside the 24-hour window: the same path as a refusal
+            # on the send (bot/window holds a reply and sends the template).
+            row = await self.s.scalar(
+                select(OutboxRow)
+                .where(
+                    OutboxRow.channel == ev.channel,
+                    OutboxRow.platform_message_id == ev.platform_message_id,
+                )
+                .with_for_update()
+            )
+            if row is None and await self.s.scalar(
+                select(OutboxRow.id)
+                .where(OutboxRow.channel == ev.channel, OutboxRow.status == "sending")
+                .limit(1)
+            ):
+                raise StatusTooEarly(ev.platform_message_id)
+            if row is not None and row.status == "sent":
+                ticket = await self.s.get(Ticket, row.ticket_id) if row.ticket_id else None
+                msg = await self.s.get(Message, row.message_id) if row.message_id else None
+                row.status = "failed"
+                row.last_error = f"WindowClosed: {ev.error}"
+                if msg is not None:
+                    msg.delivery, msg.delivery_error = "failed", ev.error
+                await self.publish(OutsideWindow(row, ticket, msg, ev.error or "131047"))
+                return
         msg = await self.s.scalar(
             select(Message).where(
                 Message.channel == ev.channel,

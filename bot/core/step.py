@@ -12,7 +12,8 @@ them in:
 * **Ports**, for calls that return something: :class:`Cards` (the ticket's card in Slack) and
   :class:`Placer` (does a new ticket belong to an incident?).
 * **Domain events**, run in place, in registration order, inside the step's transaction:
-  :class:`TicketSeated`, :class:`TicketReopened`, :class:`DeliveryRecorded`. A handler that
+  :class:`TicketSeated`, :class:`TicketReopened`, :class:`DeliveryRecorded`,
+  :class:`CustomerWrote`, :class:`OutsideWindow`. A handler that
   raises rolls the step back, exactly as any other failure of the step.
 * **Phases**: ``after_event`` (the dispatcher runs it after each event) and ``before_queue``
   (at the start of :meth:`Step.queue`).
@@ -33,7 +34,7 @@ from bot.domain.classifier import Classification
 from bot.domain.outbound import Button, Outbound
 from bot.domain.rules import Rules
 from bot.domain.tickets import EDITABLE_BUTTONS, NORMAL_RANK, PRIORITY_RANK
-from storage.models import Incident, Message, Ticket, TicketEvent
+from storage.models import Incident, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import outbox_add
 
 log = logging.getLogger("deskbot.tickets")
@@ -68,8 +69,30 @@ class DeliveryRecorded:
     delivered: bool
 
 
-DomainEvent = TicketSeated | TicketReopened | DeliveryRecorded
-E = TypeVar("E", TicketSeated, TicketReopened, DeliveryRecorded)
+@dataclass(frozen=True, slots=True)
+class CustomerWrote:
+    """A customer sent something (a message, a button, a contact) at ``at`` by the platform's
+    clock: on WhatsApp that opens the 24-hour window again."""
+
+    channel: str
+    chat_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutsideWindow:
+    """WhatsApp would not take an outbox row free-form: the customer last wrote more than 24
+    hours ago (the outbox knew before sending, or Meta said 131047 on the send or in a status
+    webhook). Whoever hears it decides what becomes of the row; the outbox leaves it failed."""
+
+    row: OutboxRow
+    ticket: Ticket | None
+    message: Message | None
+    detail: str
+
+
+DomainEvent = TicketSeated | TicketReopened | DeliveryRecorded | CustomerWrote | OutsideWindow
+E = TypeVar("E", TicketSeated, TicketReopened, DeliveryRecorded, CustomerWrote, OutsideWindow)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,13 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
 from bot.base.process import this_process
+from bot.core.step import CustomerWrote
 from bot.core.ticket_step import TooEarly
 from bot.core.tickets import Desk, Desks
 from bot.delivery.inbox import fitted, storable, unfit
 from bot.delivery.routes import Preparers, Routes
 from bot.domain.classifier import Classification, Classifier
 from bot.domain.events import (
+    CustomerButton,
+    CustomerContact,
     CustomerMessage,
+    CustomerStart,
     Event,
     Ignored,
     event_from_json,
@@ -50,6 +54,9 @@ BATCH_BUDGET = 0.010
 
 
 Claim = tuple[int, int, dict[str, Any]]  # an inbox row's id, attempt and payload
+# What a customer sends that opens WhatsApp's 24-hour window again (a reaction, an edit or a
+# number change are not counted: when in doubt the desk sends a template, which always passes).
+OPENS_WINDOW = (CustomerMessage, CustomerButton, CustomerContact, CustomerStart)
 
 
 def _settling(row_id: int, attempt: int, outcome: dict[str, Any]) -> Any:
@@ -312,6 +319,12 @@ class Dispatcher:
                         async with session.begin_nested():
                             desk = self._desks(session, self._clock.now())
                             await self._routes.apply(desk, prep)
+                            ev = prep.event
+                            if isinstance(ev, OPENS_WINDOW):
+                                # Never later than now: a platform clock ahead of ours
+                                # must not stretch the window.
+                                at = min(ev.sent_at or ev.received_at, desk.now)
+                                await desk.publish(CustomerWrote(ev.channel, ev.chat_id, at))
                             await desk.finish()
                             await self._queue(session, desk, row_id)
                             await session.execute(

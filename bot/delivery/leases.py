@@ -75,6 +75,8 @@ class Reclaimed:
 
 def _is_desk_notice(out: Outbound, message: Message | None) -> bool:
     """A message the desk wrote itself to a customer, as opposed to an agent's reply."""
+    if out.channel in CUSTOMER_CHANNELS and out.kind == "template":
+        return True  # WhatsApp's reply_waiting or rating_request (bot/window)
     if out.channel not in CUSTOMER_CHANNELS or out.kind != "text":
         return False
     if message is None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
@@ -60,7 +60,9 @@ from bot.domain.outbound import (
     Outbound,
     RetryAfter,
     Unavailable,
+    WindowClosed,
 )
+from bot.domain.window import is_closed
 from storage.db import one_writer, problem
 from storage.models import Identity, OutboxRow, Ticket
 from storage.queues import outbox_claim
@@ -71,7 +73,9 @@ log = logging.getLogger("deskbot.outbox")
 HELD_NOTE_AFTER = timedelta(seconds=10)
 # Kinds that go to the ticket's card or under it: the card's channel and ts are filled in late.
 # What goes to the customer's chat (not a tap's answer: a customer who taps can hear us).
-TO_THE_CUSTOMER = ("text", "file")
+TO_THE_CUSTOMER = ("text", "file", "template")
+# What WhatsApp takes only within 24 hours of the customer's last message (bot/window).
+FREE_FORM = ("text", "file")
 ABOUT_THE_CARD = ("slack_thread", "slack_thread_file", "slack_card_update")
 
 
@@ -259,23 +263,37 @@ class OutboxSender(OutcomeRecorder):
                 for r in rows
                 if r.payload.get("kind") in TO_THE_CUSTOMER
             }
+            # And WhatsApp customers whose 24-hour window is known to be closed.
             blocked: set[tuple[str, str]] = set()
+            closed: set[tuple[str, str]] = set()
             if chats:
                 found = await session.execute(
-                    select(Identity.channel, Identity.chat_id).where(
+                    select(
+                        Identity.channel,
+                        Identity.chat_id,
+                        Identity.blocked,
+                        Identity.last_inbound_at,
+                    ).where(
                         Identity.channel.in_({ch for ch, _ in chats}),
                         Identity.chat_id.in_({chat for _, chat in chats}),
-                        Identity.blocked.is_(True),
+                        or_(Identity.blocked.is_(True), Identity.channel == "whatsapp"),
                     )
                 )
-                blocked = {(ch, chat) for ch, chat in found.all() if (ch, chat) in chats}
+                now = self._clock.now()
+                for ch, chat, is_blocked, last_inbound in found.all():
+                    if (ch, chat) not in chats:
+                        continue
+                    if is_blocked:
+                        blocked.add((ch, chat))
+                    elif ch == "whatsapp" and is_closed(last_inbound, self._rules.whatsapp, now):
+                        closed.add((ch, chat))
         if not claims:
             return 0
         self._refused, self._put_back = {}, []
         try:
             results = await asyncio.gather(
                 *(
-                    self._deliver(rid, att, payload, mid, cards, queued, blocked)
+                    self._deliver(rid, att, payload, mid, cards, queued, blocked, closed)
                     for rid, att, payload, mid, queued in claims
                 )
             )
@@ -317,6 +335,7 @@ class OutboxSender(OutcomeRecorder):
         cards: dict[int, tuple[str, str | None]],
         queued: datetime | None = None,
         blocked: Set[tuple[str, str]] = frozenset(),
+        closed: Set[tuple[str, str]] = frozenset(),
     ) -> int:
         out = Outbound.model_validate(payload)
         if row_id in self._unrecorded:
@@ -349,6 +368,14 @@ class OutboxSender(OutcomeRecorder):
             # unblocks by writing again (or Telegram says so), which clears the flag.
             refused = Forbidden("the customer has blocked the bot")
             await self._finish(row_id, attempt, out, message_id, error=refused)
+            return 1
+        if out.kind in FREE_FORM and (out.channel, out.destination) in closed:
+            # WhatsApp would refuse it (131047): bot/window takes it from here, without a
+            # request that can only fail.
+            closing = WindowClosed(
+                f"the customer last wrote more than {self._rules.whatsapp.window_hours:g} h ago"
+            )
+            await self._finish(row_id, attempt, out, message_id, error=closing)
             return 1
         wait = await self._limiter.reserve(out, slack_channel)
         if wait > 0:

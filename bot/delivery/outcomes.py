@@ -19,9 +19,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
-from bot.core.step import DeliveryRecorded
+from bot.core.step import DeliveryRecorded, OutsideWindow
 from bot.core.tickets import Desk, Desks
-from bot.domain.outbound import Delivery, DeliveryError, Forbidden, Outbound
+from bot.domain.outbound import Delivery, DeliveryError, Forbidden, Outbound, WindowClosed
 from bot.domain.rules import Rules
 from storage.models import HomeView, Identity, Incident, Message, OutboxRow, Ticket
 
@@ -261,17 +261,42 @@ class OutcomeRecorder:
             if message is not None:
                 message.delivery = "failed"
                 message.delivery_error = row.last_error
-            if ticket is not None and out.channel != "slack":
-                await self._report_failure(desk, ticket, message, error)
-        # The SLA counts an accepted reply; an incident shows a Reply to all's progress.
-        await desk.publish(DeliveryRecorded(ticket, message, delivered=error is None))
+            if isinstance(error, WindowClosed):
+                # Not a dead end: bot/window holds an agent's reply (or sends a template, or
+                # skips a notice) and says so in the thread.
+                await desk.publish(OutsideWindow(row, ticket, message, error.detail))
+                outcome = f"{row.status}: {error.detail}"
+            elif ticket is not None and out.channel != "slack":
+                await self._report_failure(desk, ticket, message, error, out)
+        # The SLA counts an accepted reply (or one held for WhatsApp's window: the agent
+        # answered, the customer is told by template); an incident shows a Reply to all's
+        # progress.
+        delivered = error is None or row.status == "held"
+        await desk.publish(DeliveryRecorded(ticket, message, delivered=delivered))
         queued = await desk.queue(f"outbox:{row_id}") > 0
         return outcome, queued
 
     async def _report_failure(
-        self, desk: Desk, ticket: Ticket, message: Message | None, error: DeliveryError
+        self,
+        desk: Desk,
+        ticket: Ticket,
+        message: Message | None,
+        error: DeliveryError,
+        out: Outbound,
     ) -> None:
         """Make a message the customer did not get impossible to miss in Slack."""
+        if out.template is not None:
+            # A template WhatsApp refused (unknown, wrong parameters, paused): a setup problem
+            # an admin must fix; also listed by /healthz.
+            desk.thread(
+                ticket,
+                f"⚠️ WhatsApp refused the template *{out.template.name}*"
+                f" ({out.template.language}): {error.detail}. The customer was not told; fix"
+                f" the template in WhatsApp Manager or `whatsapp.templates.{out.template.purpose}`"
+                " in rules.yaml. Replies that wait are still delivered when the customer writes."
+                " Not retried.",
+            )
+            return
         if isinstance(error, Forbidden):
             identity = await desk.s.scalar(
                 select(Identity).where(

@@ -57,6 +57,9 @@ class _Event(_Frozen):
     external_id: str  # dedupe key within the channel
     conversation: str  # order key: events of one conversation are handled in arrival order
     received_at: datetime = Field(default_factory=utcnow)
+    # When the customer sent it, as the platform says (WhatsApp's ``timestamp``): WhatsApp's
+    # 24-hour window counts from here (bot/window). None when the platform gave no time.
+    sent_at: datetime | None = None
 
 
 class CustomerMessage(_Event):

@@ -37,7 +37,19 @@ OutboundKind = Literal[
     "file",  # customer: the file ``file`` (an agent's), ``text`` as its caption
     "slack_home",  # Slack: views.publish of user ``destination``'s Home, drawn when sent
     "slack_view_update",  # Slack: views.update of view ``destination`` with ``view``
+    "template",  # WhatsApp: the approved template ``template`` (outside the 24-hour window)
 ]
+
+
+class TemplateMessage(BaseModel):
+    """An approved WhatsApp template: its name, language code and body parameters in order.
+    ``purpose`` is the rules.yaml key it was configured under (reply_waiting, rating_request)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
+    purpose: str = ""
 
 
 class FileRef(BaseModel):
@@ -110,6 +122,7 @@ class Outbound(BaseModel):
     # from the incident as it is then; ``incident_list``: the list of tickets attached since.
     incident_id: int | None = None
     incident_list: bool = False
+    template: TemplateMessage | None = None  # template
 
 
 class Delivery(BaseModel):
@@ -141,6 +154,17 @@ class Forbidden(DeliveryError):
 
 class BadRequest(DeliveryError):
     """The platform rejected the message itself: retrying would not help."""
+
+
+class WindowClosed(BadRequest):
+    """WhatsApp: the customer last wrote more than 24 hours ago, so only a template passes
+    (131047, or the desk's own check before sending). Not a dead end: ``bot/window`` keeps an
+    agent's reply and tells the customer with the ``reply_waiting`` template."""
+
+
+class TemplateRefused(BadRequest):
+    """WhatsApp refused a template: unknown name or language (132001), wrong parameter count
+    (132000), paused (132015) or disabled (132016)... Shown in the thread and in /healthz."""
 
 
 class Unavailable(DeliveryError):

@@ -22,6 +22,7 @@ from bot.domain.macros import MAX_MACROS, Macro
 from bot.domain.routing import DEFAULT_TEAM, Availability, Route, Team
 from bot.domain.sla import SlaPolicy
 from bot.domain.surge import Surges
+from bot.domain.window import WhatsAppRules
 from nlp.priority import PriorityRules
 
 
@@ -430,6 +431,8 @@ class Rules(_Strict):
     macros: tuple[Macro, ...] = Field(default=(), max_length=MAX_MACROS)
     # Incidents: many alike new tickets at once become one incident card (bot/incidents/desk.py).
     surges: Surges = Field(default_factory=Surges)
+    # WhatsApp's 24-hour window and the approved templates that pass outside it.
+    whatsapp: WhatsAppRules = Field(default_factory=WhatsAppRules)
 
     @field_validator("tags")
     @classmethod

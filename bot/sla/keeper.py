@@ -30,7 +30,9 @@ from storage.models import Message, SlaFiring, SlaTimer, Ticket, TicketEvent
 log = logging.getLogger("deskbot.sla")
 
 SLACK_USER = re.compile(r"^[UW][A-Z0-9]+$")
-ACCEPTED = ("sent", "delivered", "read")  # the customer's platform took the reply
+# The customer's platform took the reply; or it is held for WhatsApp's 24-hour window (the
+# agent answered, the customer was told by template and gets it when they write: bot/window).
+ACCEPTED = ("sent", "delivered", "read", "held")
 RECORDED = ("warning", "breached", "met", "met_late", "escalation")
 UP = {"low": "normal", "normal": "high", "high": "urgent", "urgent": "urgent"}
 STATUS = {"new": "open", "open": "open", "pending": "pending", "resolved": "resolved"}

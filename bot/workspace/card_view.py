@@ -19,6 +19,7 @@ from bot.domain.rules import Rules
 from bot.workspace.cards import CardView, card_blocks, card_text
 from bot.workspace.controls import known_intents, ticket_labels
 from bot.workspace.history import story_line
+from bot.workspace.window_line import whatsapp_window
 from storage.models import Customer, Identity, KbSuggestion, Ticket
 
 
@@ -75,6 +76,7 @@ async def card_view(session: AsyncSession, rules: Rules, now: datetime, ticket: 
         kb=rules.kb.enabled,
         reply_label=reply_label(rules),
         story=await story_line(session, ticket),
+        window=await whatsapp_window(session, rules, now, ticket),
     )
 
 

@@ -79,6 +79,8 @@ class CardView:
     # A card the ticket has left (transferred): where it went, instead of its state, clocks
     # and buttons; it stays as a record and no longer looks like a live ticket.
     moved: str | None = None
+    # WhatsApp's 24-hour window (bot/domain/window.py): free-form until when, or a template.
+    window: str | None = None
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -189,6 +191,7 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
             elements=[
                 MarkdownTextObject(text=state),
                 *([MarkdownTextObject(text=line)] if (line := clocks_line(v.sla)) else []),
+                *([MarkdownTextObject(text=v.window)] if v.window and v.status in ACTIVE else []),
                 *(
                     [MarkdownTextObject(text=f"📚 suggested: *{escape(_clip(v.suggested, 200))}*")]
                     if v.suggested

@@ -25,6 +25,7 @@ from bot.domain.macros import Macro, fill, find
 from bot.domain.outbound import Outbound
 from bot.domain.tickets import ACTIVE, CHANNEL_NAME
 from bot.workspace.controls import may_act, ticket_labels
+from bot.workspace.window_line import whatsapp_window
 from storage.models import Customer, Message, Ticket
 
 REPLY_CALLBACK = "reply_modal"
@@ -81,13 +82,18 @@ def reply_view(
     macro: str | None,
     revision: str,
     agent_name: str = "",
+    window: str | None = None,
 ) -> dict[str, Any]:
-    """The filled Reply modal; ``agent_name`` is who the customer will see it from."""
+    """The filled Reply modal; ``agent_name`` is who the customer will see it from, ``window``
+    what WhatsApp's 24-hour window means for this reply."""
     macros = desk.rules.macros
     language = ticket.language or customer.language or desk.rules.texts.default_language
     channel = CHANNEL_NAME.get(ticket.channel, ticket.channel)
     preview = desk.customer_copy(ticket, text.strip(), agent_name) if text.strip() else ""
     shown = preview if len(preview) <= 2900 else preview[:2900] + "…"
+    warning = (
+        [{"type": "context", "elements": [{"type": "mrkdwn", "text": window}]}] if window else []
+    )
     blocks: list[dict[str, Any]] = [
         {
             "type": "context",
@@ -99,6 +105,8 @@ def reply_view(
                 }
             ],
         },
+        # WhatsApp outside its 24-hour window: what will happen, before anything is sent.
+        *warning,
         {
             "type": "input",
             # A new block_id when a macro is picked: Slack then shows the initial_value
@@ -214,6 +222,7 @@ async def reply_modal(desk: Desk, ev: ReplyModal) -> None:
         macro=macro.name if macro else None,
         revision=revision,
         agent_name=agent,
+        window=await whatsapp_window(desk.s, desk.rules, desk.now, ticket),
     )
     desk.fx.say(
         Outbound(

@@ -38,6 +38,7 @@ from bot.domain.outbound import ChannelSender, Outbound
 from bot.domain.rules import Rules
 from bot.domain.tickets import ACTIVE, CHANNEL_NAME, PRIORITY_RANK
 from bot.workspace.cards import card_link
+from bot.workspace.window_line import whatsapp_window
 from storage.models import Agent, Customer, HomeView, OutboxRow, Ticket
 
 HOME_DEBOUNCE = timedelta(seconds=2)  # at most one views.publish per person in this window
@@ -279,9 +280,10 @@ async def home_view(
     if not mine:
         blocks.append(_context("Nothing assigned to you right now."))
     for ticket in mine[:MAX_MINE]:
-        blocks.append(
-            _section(ticket_line(ticket, names.get(ticket.customer_id, ""), now, team_domain))
-        )
+        line = ticket_line(ticket, names.get(ticket.customer_id, ""), now, team_domain)
+        if (window := await whatsapp_window(s, rules, now, ticket)) is not None:
+            line += "\n" + window
+        blocks.append(_section(line))
     if len(mine) > MAX_MINE:
         blocks.append(_context(f"… and {len(mine) - MAX_MINE} more (least urgent not shown)"))
     blocks.append({"type": "divider"})

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import DeskApp
+from bot.base.clock import Clock
 from bot.base.settings import Settings, SlackSettings, TelegramSettings, WhatsAppSettings
 from bot.domain.classifier import Classifier
 from bot.domain.rules import Rules, load_rules
@@ -171,16 +172,20 @@ async def running_stack(
     classifier: Classifier | None = None,
     rules: Rules = RULES,
     knowledge: KnowledgeBase | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Stack]:
     """Stand-ins and a started desk on ``database_url``; both stopped on the way out.
 
     ``telegram_webhook`` is a path on the desk (``/telegram/webhook``) for webhook mode.
+    ``clock``: the desk's (the stand-ins keep their own unless the test links them).
     """
     standins = await start_standins()
     port: int = standins.desk_port  # type: ignore[attr-defined]
     hook = f"http://127.0.0.1:{port}{telegram_webhook}" if telegram_webhook else None
     settings = desk_settings(standins, database_url, port, telegram_webhook=hook)
-    desk = DeskApp(settings, rules, classifier=classifier, idle_poll=0.05, knowledge=knowledge)
+    desk = DeskApp(
+        settings, rules, classifier=classifier, idle_poll=0.05, knowledge=knowledge, clock=clock
+    )
     await desk.start()
     try:
         yield Stack(standins, desk, database_url)

@@ -163,6 +163,17 @@ async def test_healthz_and_metrics(stack: Stack) -> None:
         "database": "ok",
         "adapters": {"telegram": True, "whatsapp": True, "slack": True},
         "loops": {"dispatcher": "ok", "outbox": "ok"},
+        # The templates rules.yaml names, and whether WhatsApp refused any (docs/whatsapp.md).
+        "whatsapp_templates": {
+            name: "no refusal in the last 7 days"
+            for name in (
+                "rate_ticket (en_US)",
+                "ticket_update (en_US)",
+                "ticket_update (es)",
+                "ticket_update (ru)",
+                "ticket_update (zh_CN)",
+            )
+        },
     }
     await stack.standins.telegram.customer_says(5, "hi", first_name="Mo")
     await stack.card()
