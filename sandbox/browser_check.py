@@ -68,6 +68,7 @@ TG_TEXT = "我的包裹还没到 & <b>订单</b> A-1001"
 WA_NAME = "Sheena"
 WA_TEXT = "Our system down since this morning, nobody can log in"
 REPLY = "Sorry Wei, 包裹今天发出"
+LATE_REPLY = "Your account is unlocked again, sorry for the wait"
 
 
 class CheckFailed(Exception):
@@ -483,6 +484,34 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         return "resolved / active / all, newest / most urgent first, every tab"
 
     check.step("cards sort and filter; channels switch", sorts_and_filters)
+
+    def whatsapp_window() -> str:
+        # A day and an hour later WhatsApp takes only templates: the reply waits for the
+        # customer, who is told by the reply_waiting template, and gets it when they answer.
+        page.locator("#agent").select_option(label="Alice")
+        page.locator("button[data-act=ff][data-minutes='1440']").click()
+        page.locator("button[data-act=ff][data-minutes='60']").click()
+        expect(page.locator("#ff-offset")).to_contain_text("25 h")
+        check.find_card(WA_NAME)
+        card = check.card(WA_NAME)
+        claim = card.get_by_role("button", name="Claim")
+        if claim.count():
+            claim.click()
+            expect(card).to_contain_text("Claimed by Alice")
+        box = card.locator("form.replyform input[type=text]")
+        box.fill(LATE_REPLY)
+        box.press("Enter")
+        log = page.locator("#wa-log")
+        template = log.locator(".bubble.them", has_text="We have an update on your ticket")
+        expect(template).to_have_count(1)
+        expect(template.locator(".meta")).to_contain_text("template ticket_update")
+        expect(card.locator(".thread")).to_contain_text("sent as template")
+        expect(log.locator(".bubble.them", has_text=LATE_REPLY)).to_have_count(0)
+        check.wa_says("ok, what is it?")
+        expect(log.locator(".bubble.them", has_text=LATE_REPLY)).to_have_count(1)
+        return template.locator(".text").inner_text()
+
+    check.step("25 hours later a WhatsApp reply waits for the customer's answer", whatsapp_window)
 
     check.step("the renderers show Slack text as Slack does", lambda: renderers(page))
 

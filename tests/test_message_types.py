@@ -25,6 +25,7 @@ from bot.delivery.outbox import Metrics, RateLimits
 from bot.domain.classifier import RulesClassifier
 from bot.domain.events import AgentMessage, Event
 from bot.domain.outbound import Outbound
+from bot.domain.rules import Rules
 from storage.db import session_factory
 from storage.models import Identity, OutboxRow, Ticket
 from tests.test_desk_core import RULES, Harness, RecordingSender
@@ -59,11 +60,16 @@ class Desk:
 
 @pytest.fixture
 async def desk(engine: AsyncEngine) -> AsyncIterator[Desk]:
+    yield make_desk(engine)
+
+
+def make_desk(engine: AsyncEngine, rules: Rules = RULES) -> Desk:
+    """The desk's two loops with recording platforms (WhatsApp's too) and a frozen clock."""
     sessions = session_factory(engine)
     clock = FrozenClock()
     inbox = DbInbox(sessions, clock)
     telegram, slack, whatsapp = RecordingSender(), RecordingSender(), RecordingSender()
-    desks = wiring.desks(RULES)
+    desks = wiring.desks(rules)
     outbox = wiring.outbox(
         sessions,
         {"telegram": telegram, "slack": slack, "whatsapp": whatsapp},
@@ -72,8 +78,8 @@ async def desk(engine: AsyncEngine) -> AsyncIterator[Desk]:
         Metrics(CollectorRegistry()),
         limits=RateLimits.lifted(),
     )
-    dispatcher = wiring.dispatcher(sessions, desks, RulesClassifier(RULES.priority), clock, inbox)
-    yield Desk(Harness(sessions, clock, inbox, dispatcher, outbox, telegram, slack), whatsapp)
+    dispatcher = wiring.dispatcher(sessions, desks, RulesClassifier(rules.priority), clock, inbox)
+    return Desk(Harness(sessions, clock, inbox, dispatcher, outbox, telegram, slack), whatsapp)
 
 
 # -- WhatsApp payloads --------------------------------------------------------------------------

@@ -229,9 +229,14 @@ async def _settle_unknown_send(
             row.ticket_id,
         )
         if ticket is not None:
+            what = (
+                f"the WhatsApp template *{out.template.name}*"
+                if out.template is not None
+                else _quote(out.text)
+            )
             desk.thread(
                 ticket,
-                f"⚠️ The desk restarted while sending this to the customer: {_quote(out.text)}. "
+                f"⚠️ The desk restarted while sending this to the customer: {what}. "
                 "They may not have got it; it was not sent again, to avoid a duplicate.",
             )
     else:

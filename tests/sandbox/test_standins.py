@@ -398,3 +398,62 @@ async def test_slack_views_open_takes_a_fresh_trigger_once(
     with pytest.raises(SlackApiError) as caught:
         await client.views_open(trigger_id=fresh, view=view)
     assert caught.value.response["error"] == "exchanged_trigger_id"
+
+
+async def test_whatsapp_templates_are_checked_as_meta_does(
+    standins: StandIns, desk: FakeDesk
+) -> None:
+    wa = standins.whatsapp
+    wa.register_template("ticket_update", "en_US", "Update on ticket #{{1}}. Reply to read it.")
+    base = {"messaging_product": "whatsapp", "to": "15550003", "type": "template"}
+
+    def template(name: str, code: str, *params: str) -> dict[str, Any]:
+        body = [{"type": "text", "text": p} for p in params]
+        components = [{"type": "body", "parameters": body}] if params else []
+        return {
+            **base,
+            "template": {"name": name, "language": {"code": code}, "components": components},
+        }
+
+    # Outside any window a template passes, and is shown as the customer reads it.
+    status, body = await _graph_post(
+        standins, "EAAG-right", template("ticket_update", "en_US", "7")
+    )
+    assert status == 200
+    assert wa.sent_to("15550003")[-1]["rendered"] == "Update on ticket #7. Reply to read it."
+    for sent, code in [
+        (template("ticket_update", "es", "7"), 132001),  # not approved in that language
+        (template("no_such_thing", "en_US", "7"), 132001),
+        (template("ticket_update", "en_US"), 132000),  # one parameter missing
+        (template("ticket_update", "en_US", "7", "Ana"), 132000),  # one too many
+    ]:
+        status, body = await _graph_post(standins, "EAAG-right", sent)
+        assert status in (400, 404) and body["error"]["code"] == code, sent
+    wa.set_template_status("ticket_update", "PAUSED")
+    status, body = await _graph_post(
+        standins, "EAAG-right", template("ticket_update", "en_US", "7")
+    )
+    assert body["error"]["code"] == 132015
+    wa.set_template_status("ticket_update", "DISABLED")
+    status, body = await _graph_post(
+        standins, "EAAG-right", template("ticket_update", "en_US", "7")
+    )
+    assert body["error"]["code"] == 132016
+
+
+async def test_whatsapp_window_counts_on_its_clock(standins: StandIns, desk: FakeDesk) -> None:
+    wa = standins.whatsapp
+    now = [1_800_000_000.0]
+    wa.clock = lambda: now[0]
+    wa.window_refused_on_send = True
+    await wa.customer_says("15550004", "hello", name="Ana")
+    message = wa.received[-1]
+    assert message["timestamp"] == "1800000000"  # the webhook's time is the platform's clock
+    text = {"messaging_product": "whatsapp", "to": "15550004", "type": "text"}
+    now[0] += 23 * 3600
+    status, _ = await _graph_post(standins, "EAAG-right", {**text, "text": {"body": "in time"}})
+    assert status == 200
+    now[0] += 2 * 3600  # 25 h after the customer wrote
+    status, body = await _graph_post(standins, "EAAG-right", {**text, "text": {"body": "late"}})
+    assert status == 400 and body["error"]["code"] == 131047
+    assert wa.sent_to("15550004")[-1]["text"]["body"] == "in time"
