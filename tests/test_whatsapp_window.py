@@ -136,3 +136,17 @@ async def test_card_and_app_home_say_what_happens_outside_the_window(
     assert f"#{ticket.id}" in home and "WhatsApp window closed" in home
     note = window_note(None, RULES.whatsapp, desk.h.clock.now())
     assert note is None  # a customer from before the desk kept the time: nothing claimed
+
+
+async def test_the_template_speaks_the_customers_language(desk: Desk) -> None:
+    await desk.send(*wa(text("Hola, mi pedido no ha llegado todavía y necesito ayuda, por favor")))
+    ticket = await desk.ticket()
+    assert ticket.language == "es"
+    desk.h.clock.advance(hours=26)
+    await desk.agent_says("Su pedido sale hoy")
+    [template] = templates(desk)
+    assert (template.name, template.language, template.parameters) == (
+        "ticket_update",
+        "es",
+        (str(ticket.id),),
+    )
