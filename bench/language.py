@@ -13,6 +13,12 @@ support messages are short, and long text is easy.
 Prints, per language and mode, the share named correctly, the share named wrongly and the
 share declined (no language given), at each threshold; then the resident memory of each mode,
 measured in a fresh process. Asserts nothing.
+
+``--desk`` measures what the desk itself does: ``detect_language`` among the shipped desk's
+languages (en, zh, es, ru), per language and for messages under 20 letters, on both splits,
+with CLINC150's short English questions added; then the grid the constants of
+nlp/language.py were chosen from (on the train splits only: a wrong language counts twice as
+bad as none).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import itertools
 import json
 import subprocess
 import sys
@@ -29,7 +36,15 @@ from pathlib import Path
 
 from lingua import LanguageDetector, LanguageDetectorBuilder
 
-from nlp.language import _LETTER, KNOWN, MIN_LETTERS
+import nlp.language
+from nlp.language import (
+    _LETTER,
+    KNOWN,
+    MIN_LETTERS,
+    SHIPPED_DESK_LANGUAGES,
+    detect_language,
+    letters,
+)
 
 MAX_CHARS = 280
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -83,6 +98,9 @@ def load(data: Path, split: str, limit: int) -> dict[str, list[str]]:
     )
     english += _short(train_only(data / "banking77" / "train.csv", "text"), limit - len(english))
     sets["en (support)"] = english
+    clinc = json.loads((data / "clinc150" / f"{'train' if tune else 'val'}.json").read_text())
+    # Not "translate": those questions quote other languages.
+    sets["en (clinc)"] = _short(iter(t for t, intent in clinc if intent != "translate"), limit)
     sets["zh"] = _short(train_only(data / "waimai10k_zh" / "waimai_10k.train.csv", "review"), limit)
     sets["ru"] = _short(train_only(data / "cedr_ru_emotion" / "cedr-main-train.csv", "text"), limit)
     for folder, code in XLMT.items():
@@ -165,13 +183,66 @@ def _baseline_mb() -> float:
     return int(out.stdout.strip()) / 1024
 
 
+SPOKEN = SHIPPED_DESK_LANGUAGES
+DESK_SETS = ("en (support)", "en (clinc)", "es", "ru", "zh")
+SHORT = 20  # letters: "short" in the per-language figures
+
+
+def desk_scores(sets: dict[str, list[str]], short_only: bool = False) -> dict[str, Scores]:
+    out: dict[str, Scores] = {}
+    for name in DESK_SETS:
+        s = out.setdefault(name, Scores())
+        for text in sets[name]:
+            if not short_only or letters(text) < SHORT:
+                s.add(detect_language(text, SPOKEN), name.split()[0])
+    return out
+
+
+def desk(data: Path, limit: int, figures: dict[str, object]) -> None:
+    """The desk's own detection, and the grid its constants were chosen from."""
+    for split in ("tune", "eval"):
+        sets = load(data, split, limit)
+        for short_only in (False, True):
+            label = f"desk {split} {'<' + str(SHORT) + ' letters' if short_only else 'all'}"
+            scores = desk_scores(sets, short_only)
+            for name, s in scores.items():
+                n = s.right + s.wrong + s.declined
+                print(f"{label:22} {name:13} n={n:4}  {s.row()}")
+                figures[f"{label}/{name}"] = {"right": s.right, "wrong": s.wrong, "n": n}
+    sets = load(data, "tune", limit)
+    grid = []
+    for confidence, short, words in itertools.product(
+        (0.6, 0.7, 0.8, 0.9), (0, 5, 8, 10, 12, 15), (2.0, 0.2, 0.25, 0.3, 0.4, 0.5)
+    ):
+        nlp.language.MIN_CONFIDENCE = confidence
+        nlp.language.SHORT_LETTERS = short
+        nlp.language.ENGLISH_WORDS = words  # 2.0: never (a share is at most 1)
+        scores = desk_scores(sets)
+        cost = sum(
+            (2 * s.wrong + s.declined) / max(s.right + s.wrong + s.declined, 1)
+            for s in scores.values()
+        )
+        grid.append((cost, confidence, short, words))
+    for cost, confidence, short, words in sorted(grid)[:10]:
+        print(
+            f"grid tune cost {cost:.4f}  MIN_CONFIDENCE={confidence} SHORT_LETTERS={short} "
+            f"ENGLISH_WORDS={words if words <= 1 else 'off'}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).parents[2] / "shared/data")
     parser.add_argument("--per-language", type=int, default=600)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--desk", action="store_true", help="the desk's detection (see above)")
     args = parser.parse_args()
     figures: dict[str, object] = {}
+    if args.desk:
+        desk(args.data, args.per_language, figures)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=1))
+        return
     for mode in ("low", "high"):
         detector = build(mode)
         for split in ("tune", "eval"):

@@ -74,7 +74,9 @@ class Harness:
                 return
         raise AssertionError("the desk did not settle")
 
-    def customer(self, text: str, *, chat: str = "42", language: str = "en") -> CustomerMessage:
+    def customer(
+        self, text: str, *, chat: str = "42", language: str | None = "en"
+    ) -> CustomerMessage:
         n = next(self.seq)
         return CustomerMessage(
             channel="telegram",

@@ -46,8 +46,9 @@ class CustomerSide(TicketStep):
     ) -> Ticket:
         """``detected``: the language detected in the text (the dispatcher runs the detector
         outside the transaction), or None when the detector declined."""
-        language = choose_language(ev.sender.language, detected)
-        ident = await self.identity(ev.channel, ev.sender, ev.chat_id, language)
+        language = choose_language(ev.sender.language, detected, ev.text)
+        kept = await self.kept_language(ev, detected)  # one short message never changes it
+        ident = await self.identity(ev.channel, ev.sender, ev.chat_id, kept)
         ticket = await self.latest_ticket(ev.channel, ev.chat_id)
         window = timedelta(hours=self.rules.tickets.reopen_window_hours)
         attachments = [a.model_dump(mode="json") for a in ev.attachments]

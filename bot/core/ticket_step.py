@@ -12,8 +12,10 @@ from sqlalchemy import func, select
 
 from bot.core.assignment import Assigner
 from bot.core.step import Step
-from bot.domain.events import Sender
-from storage.models import Customer, Identity, OutboxRow, Ticket, TicketEvent
+from bot.domain.events import CustomerMessage, Sender
+from bot.domain.language import AGREEING, language_to_keep, primary
+from nlp.language import detect_language
+from storage.models import Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
 
 
 class TooEarly(Exception):
@@ -36,11 +38,11 @@ class TicketStep(Step):
     async def identity(
         self, channel: str, sender: Sender, chat_id: str, language: str | None = None
     ) -> Identity:
-        """The sender's identity (and customer), made on first contact. ``language`` is what
-        the desk decided from their message (:func:`bot.selfservice.status.choose_language`);
-        without
-        it the platform's hint only fills a language the customer does not have yet, so a
-        /start or a button never undoes a language read from what they wrote."""
+        """The sender's identity (and customer), made on first contact. ``language`` is the
+        language to keep for the customer, as :meth:`kept_language` decided from their message;
+        without it the platform's hint only fills a language the customer does not have yet, so
+        a /start, a button or one short message never undoes a language read from what they
+        wrote."""
         ident = await self.s.scalar(
             select(Identity).where(
                 Identity.channel == channel, Identity.external_id == sender.external_id
@@ -75,6 +77,37 @@ class TicketStep(Step):
             ident.chat_id = chat_id
             ident.blocked = False  # they wrote to us, so they can hear us again
         return ident
+
+    async def kept_language(self, ev: CustomerMessage, detected: str | None) -> str | None:
+        """What to pass :meth:`identity` for a message: the language to keep for the customer
+        from now on, or None to leave theirs alone (:func:`bot.domain.language.language_to_keep`:
+        one short message never changes it)."""
+        kept = await self.s.scalar(
+            select(Customer.language)
+            .join(Identity, Identity.customer_id == Customer.id)
+            .where(Identity.channel == ev.channel, Identity.external_id == ev.sender.external_id)
+        )
+        hint = ev.sender.language
+        if kept is None or detected is None or primary(kept) == detected:
+            return language_to_keep(kept, hint, detected, ev.text)
+        # A short message in another language: do the ones before it agree? Re-read (a few
+        # milliseconds each) only in this case, and only as many as it takes.
+        texts = await self.s.scalars(
+            select(Message.text)
+            .join(Ticket, Ticket.id == Message.ticket_id)
+            .join(Identity, Identity.customer_id == Ticket.customer_id)
+            .where(
+                Identity.channel == ev.channel,
+                Identity.external_id == ev.sender.external_id,
+                Message.direction == "in",
+                Message.text != "",
+            )
+            .order_by(Message.id.desc())
+            .limit(AGREEING - 1)
+        )
+        spoken = self.rules.spoken_languages()
+        earlier = [detect_language(text, spoken) for text in texts]
+        return language_to_keep(kept, hint, detected, ev.text, earlier)
 
     async def latest_ticket(self, channel: str, chat_id: str) -> Ticket | None:
         return await self.s.scalar(

@@ -283,7 +283,9 @@ class Dispatcher:
             prep.cls = await self._classify(event)
             if event.text:
                 # A few milliseconds: in a thread all the same.
-                prep.detected = await asyncio.to_thread(detect_language, event.text)
+                prep.detected = await asyncio.to_thread(
+                    detect_language, event.text, self._rules.spoken_languages()
+                )
         for preparer in self._preparers.after_model:
             await preparer(prep)
         return prep

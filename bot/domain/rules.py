@@ -277,6 +277,10 @@ LATER_TEXTS = (
 class CustomerTexts(_Strict):
     default_language: str = "en"
     show_agent_name: bool = False  # prefix relayed replies with the agent's name
+    # Languages the detector may name besides the desk's own (those of ``languages``, the macros
+    # and ``kb.languages``): ISO 639-1 codes it knows (fr, de, pt, it, ar, hi, ja, ko). A message
+    # in one is stored and routed on, and answered in the default language.
+    also_detect: tuple[str, ...] = ()
     languages: dict[str, Texts] = Field(
         default_factory=lambda: {tag: make() for tag, make in BUILT_IN.items()}
     )
@@ -433,6 +437,18 @@ class Rules(_Strict):
     surges: Surges = Field(default_factory=Surges)
     # WhatsApp's 24-hour window and the approved templates that pass outside it.
     whatsapp: WhatsAppRules = Field(default_factory=WhatsAppRules)
+
+    def spoken_languages(self) -> frozenset[str]:
+        """The languages the detector may name (primary subtags): those the desk has texts,
+        macros or knowledge-base answers in, its default, and ``texts.also_detect``."""
+        tags = [
+            self.texts.default_language,
+            *self.texts.languages,
+            *self.texts.also_detect,
+            *self.kb.languages,
+            *(tag for macro in self.macros for tag in macro.text),
+        ]
+        return frozenset(tag.lower().split("-")[0] for tag in tags)
 
     @field_validator("tags")
     @classmethod

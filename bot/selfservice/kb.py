@@ -258,8 +258,9 @@ async def before_ticket(
         or not await opens_ticket(desk, ev)
     ):
         return False
-    language = choose_language(ev.sender.language, detected)
-    ident = await desk.identity(ev.channel, ev.sender, ev.chat_id, language)
+    language = choose_language(ev.sender.language, detected, ev.text)
+    kept = await desk.kept_language(ev, detected)
+    ident = await desk.identity(ev.channel, ev.sender, ev.chat_id, kept)
     customer = await desk.s.get_one(Customer, ident.customer_id)
     texts = rules.texts.for_language(language or customer.language)
     suggestion = KbSuggestion(

@@ -67,7 +67,8 @@ class KbMatcher:
         if latest is not None and latest.status in ACTIVE:
             return []  # it joins that ticket: no need to encode it for the knowledge base
         language = knowledge.search_language(
-            choose_language(event.sender.language, detected), self._rules.texts.default_language
+            choose_language(event.sender.language, detected, event.text),
+            self._rules.texts.default_language,
         )
         if language not in self._rules.kb.languages:
             return []  # the encoder does not read this language well enough to answer alone
