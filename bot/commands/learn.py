@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from sqlalchemy import select
 
 from bot.base.settings import load_settings
+from nlp.cli import missing_extra
 from storage.db import create_engine, session_factory
 from storage.models import Message, Ticket, TicketEvent
 
@@ -170,5 +171,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--database", help="the desk's database URL (default: DESK_DATABASE_URL)")
     parser.add_argument("--out", type=Path, default=Path("models/from-desk"))
     args = parser.parse_args(argv)
+    if (problem := missing_extra("train", torch=True)) is not None:
+        print(problem, file=sys.stderr)
+        return 2
     url = args.database or load_settings().database_url
     return run(url, args.out, sys.stdout)
