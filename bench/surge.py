@@ -24,8 +24,8 @@ Bursts:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import random
 import time
 from collections.abc import Sequence
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.surge_families import FAMILIES, family_burst
 from bot.domain.rules import load_rules
 from bot.domain.surge import MEMBERS, OpenIncident, Seen, Surges, decide, joined
-from bench.surge_families import FAMILIES, family_burst
 from bot.incidents.desk import urgent_keyword
 from nlp.data import data_dir
 from nlp.priority import Signals

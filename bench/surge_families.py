@@ -98,7 +98,13 @@ FAMILIES: tuple[Family, ...] = (
             "where's my package? it just says delayed",
             "the delivery window passed and no driver came",
         ),
-        ("delivery_period", "track_order", "delivery_options", "card_arrival", "card_delivery_estimate"),
+        (
+            "delivery_period",
+            "track_order",
+            "delivery_options",
+            "card_arrival",
+            "card_delivery_estimate",
+        ),
     ),
 )
 
@@ -155,9 +161,9 @@ def unrelated(count: int, rnd: random.Random, leave_out: tuple[str, ...] = ()) -
     """Ordinary support requests: Bitext, Banking77, CLINC150 in-scope and airline tweets, in
     about equal parts, without the intents in ``leave_out``."""
     root = data_dir()
-    with (root / "bitext_customer_service" / "Bitext_Sample_Customer_Service_Training_Dataset.csv").open(
-        encoding="utf-8"
-    ) as f:
+    with (
+        root / "bitext_customer_service" / "Bitext_Sample_Customer_Service_Training_Dataset.csv"
+    ).open(encoding="utf-8") as f:
         bitext = [r["utterance"] for r in csv.DictReader(f) if r["intent"] not in leave_out]
     with (root / "banking77" / "train.csv").open(encoding="utf-8") as f:
         banking = [r["text"] for r in csv.DictReader(f) if r["category"] not in leave_out]
