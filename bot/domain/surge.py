@@ -46,12 +46,12 @@ class Surges(BaseModel):
     # Cosine similarity of two first messages that makes them alike.
     similarity: float = Field(default=0.65, gt=0, le=1)
     # Cosine similarity to the mean vector of an open incident's tickets that joins it.
-    incident_similarity: float = Field(default=0.58, gt=0, le=1)
+    incident_similarity: float = Field(default=0.62, gt=0, le=1)
     # Or: alike (``similarity``) to at least this many of the incident's tickets.
-    neighbours: int = Field(default=3, ge=1, le=100)
+    neighbours: int = Field(default=5, ge=1, le=100)
     # A new group of alike tickets whose mean vector is this close to an open incident's joins
     # it (another wording of the same problem) instead of opening a second incident.
-    merge_similarity: float = Field(default=0.6, gt=0, le=1)
+    merge_similarity: float = Field(default=0.58, gt=0, le=1)
     # The incident card is brought up to date, and newly attached tickets listed in its thread,
     # at most once per this many seconds (Slack allows about one post a second per channel).
     update_seconds: float = Field(default=5, ge=1, le=300)
