@@ -21,7 +21,7 @@ from bot import wiring
 from bot.base.clock import FrozenClock
 from bot.delivery.dispatcher import DbInbox, Dispatcher
 from bot.delivery.outbox import Metrics, OutboxSender, RateLimits
-from bot.domain.classifier import RulesClassifier
+from bot.domain.classifier import Classifier, RulesClassifier
 from bot.domain.events import AgentAction, AgentMessage, CustomerButton, CustomerMessage, Sender
 from bot.domain.outbound import (
     Delivery,
@@ -120,7 +120,9 @@ class Harness:
             return (await s.scalars(select(Ticket).order_by(Ticket.id.desc()))).first()  # type: ignore[return-value]
 
 
-def make_harness(engine: AsyncEngine, rules: Rules = RULES) -> Harness:
+def make_harness(
+    engine: AsyncEngine, rules: Rules = RULES, classifier: Classifier | None = None
+) -> Harness:
     sessions = session_factory(engine)
     clock = FrozenClock()
     inbox = DbInbox(sessions, clock)
@@ -134,7 +136,8 @@ def make_harness(engine: AsyncEngine, rules: Rules = RULES) -> Harness:
         Metrics(CollectorRegistry()),
         limits=RateLimits.lifted(),
     )
-    dispatcher = wiring.dispatcher(sessions, desks, RulesClassifier(rules.priority), clock, inbox)
+    judge = classifier or RulesClassifier(rules.priority)
+    dispatcher = wiring.dispatcher(sessions, desks, judge, clock, inbox)
     return Harness(sessions, clock, inbox, dispatcher, outbox, telegram, slack)
 
 

@@ -31,7 +31,7 @@ from bot.domain.classifier import Classification
 from bot.domain.mrkdwn import conversation_summary, escape
 from bot.domain.outbound import Outbound
 from bot.domain.rules import Rules
-from bot.domain.surge import OpenIncident, Seen, centroid, decide
+from bot.domain.surge import MEMBERS, OpenIncident, Seen, decide, joined
 from bot.domain.tickets import ACTIVE
 from storage.models import Customer, Incident, Message, OutboxRow, SurgeSignature, Ticket
 from storage.queues import lock_key_row
@@ -87,16 +87,16 @@ class IncidentDesk:
                 team=ticket.team,
                 at=self.d.now,
                 keyword=keyword,
-                intent=intent,
-                vector=vector if intent is not None else None,
+                intent=intent,  # kept for the record; grouping goes by the vector
+                vector=vector,
             )
         )
-        if keyword is None and (intent is None or vector is None):
+        if keyword is None and vector is None:
             return None  # nothing to match it by
         await self.s.flush()
         # One decision at a time per team, across processes: the row stays locked to commit.
         await lock_key_row(self.s, ticket.team, self.d.now)
-        new = Seen(ticket.id, self.d.now, ticket.team, keyword, intent, _vec(vector))
+        new = Seen(ticket.id, self.d.now, ticket.team, keyword, _vec(vector))
         open_rows = (
             await self.s.scalars(
                 select(Incident)
@@ -105,13 +105,9 @@ class IncidentDesk:
             )
         ).all()
         incidents = [
-            OpenIncident(i.id, i.team, i.keyword, i.intent, _vec(i.centroid)) for i in open_rows
+            OpenIncident(i.id, i.team, i.keyword, _vec(i.centroid), await self._members(i))
+            for i in open_rows
         ]
-        decision = decide(new, [], incidents, self.cfg)
-        if decision.action == "attach" and decision.incident_id is not None:
-            inc = await self.s.get_one(Incident, decision.incident_id, with_for_update=True)
-            await self.attach(inc, ticket, "desk", decision.why, only=True, vector=new.vector)
-            return inc
         since = self.d.now - timedelta(minutes=self.cfg.window_minutes)
         rows = (
             await self.s.execute(
@@ -126,25 +122,33 @@ class IncidentDesk:
                 )
             )
         ).scalars()
-        recent = [
-            Seen(r.ticket_id, r.at, r.team, r.keyword, r.intent, _vec(r.vector)) for r in rows
-        ]
+        recent = [Seen(r.ticket_id, r.at, r.team, r.keyword, _vec(r.vector)) for r in rows]
         # Decided in lock order, which may differ from the order of the steps' clocks: a step
         # that waited for the lock counts what committed meanwhile, later clocks included.
         latest = max((r.at for r in recent), default=new.at)
         new = dataclasses.replace(new, at=max(new.at, latest))
-        decision = decide(new, recent, [], self.cfg)
+        decision = decide(new, recent, incidents, self.cfg)
+        vectors = {r.ticket_id: r.vector for r in recent}
+        if decision.action == "attach" and decision.incident_id is not None:
+            inc = await self.s.get_one(Incident, decision.incident_id, with_for_update=True)
+            for tid in decision.together:  # another wording of its problem, several at once
+                other = await self.s.get_one(Ticket, tid, with_for_update=True)
+                await self.attach(
+                    inc, other, "desk", decision.why, only=False, vector=vectors.get(tid)
+                )
+                self.d.thread(other, f"🚨 Part of incident #{inc.id} ({escape(decision.why)}).")
+            await self.attach(inc, ticket, "desk", decision.why, only=True, vector=new.vector)
+            return inc
         if decision.action != "open":
             return None
-        by_keyword = decision.why.startswith("keyword")
-        vectors = [new.vector, *(r.vector for r in recent if r.ticket_id in decision.together)]
-        mean = None if by_keyword else centroid([v for v in vectors if v is not None])
+        by_keyword = decision.why.startswith("shared urgent word")
+        mean = decision.centroid
         inc = Incident(
             team=ticket.team,
             slack_channel=ticket.slack_channel,
             status="open",
             keyword=keyword if by_keyword else None,
-            intent=None if by_keyword else intent,
+            intent=None,
             centroid=None if mean is None else [float(x) for x in mean],
             summary="",
             why=decision.why,
@@ -178,6 +182,19 @@ class IncidentDesk:
         )
         return inc
 
+    async def _members(self, inc: Incident) -> tuple[np.ndarray, ...]:
+        """The vectors of an incident's most recent tickets (``MEMBERS`` of them)."""
+        rows = (
+            await self.s.scalars(
+                select(SurgeSignature.vector)
+                .join(Ticket, Ticket.id == SurgeSignature.ticket_id)
+                .where(Ticket.incident_id == inc.id, SurgeSignature.vector.is_not(None))
+                .order_by(SurgeSignature.at.desc(), SurgeSignature.ticket_id.desc())
+                .limit(MEMBERS)
+            )
+        ).all()
+        return tuple(v for v in (_vec(r) for r in rows) if v is not None)
+
     # -- membership ----------------------------------------------------------------------------
 
     async def attach(
@@ -194,15 +211,15 @@ class IncidentDesk:
         ticket.incident_only = only
         ticket.updated_at = self.d.now
         self.d.history(ticket, "incident", actor, None, f"#{inc.id}", why)
-        if vector is not None and inc.centroid:
+        if vector is not None:
             n = int(
                 await self.s.scalar(
                     select(func.count()).select_from(Ticket).where(Ticket.incident_id == inc.id)
                 )
                 or 1
             )
-            old = np.asarray(inc.centroid, dtype=np.float32)
-            mixed = centroid([old * n, vector])
+            old = _vec(inc.centroid)
+            mixed = joined(old, n - 1, vector)  # n counts this ticket already (flushed above)
             if mixed is not None:
                 inc.centroid = [float(x) for x in mixed]
         inc.updated_at = self.d.now
