@@ -11,7 +11,7 @@ RUNTIME := $(VENV)/.runtime
 # What the desk runs (no PyTorch: the model is committed as an ONNX graph, nlp/encoder).
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -e .
 	touch $(RUNTIME)
 
 # Everything: the tests, the checks, and the training extra (PyTorch, transformers).
