@@ -320,11 +320,11 @@ def _fine_tune(args: argparse.Namespace) -> int:
     import os
 
     from nlp import data
-    from nlp.encoder import default_encoder_dir
+    from nlp.encoder import full_encoder_dir
     from nlp.finetune import company_model, default_model
 
     configured = os.environ.get("DESK_ENCODER")
-    base = Path(configured) if configured else default_encoder_dir()
+    base = Path(configured) if configured else full_encoder_dir()  # the weights are adapted
     if args.defaults:
         out = args.out or Path("models/default-fine-tuned")
         meta = default_model(

@@ -95,7 +95,7 @@ def test_few_examples_threshold_comes_from_encoders_that_did_not_see_them(
     import numpy as np
 
     from nlp import finetune
-    from nlp.encoder import default_encoder_dir
+    from nlp.encoder import full_encoder_dir
     from nlp.heads import softmax, temperature_for
     from nlp.train import OTHER_CAP, other_threshold
 
@@ -119,7 +119,7 @@ def test_few_examples_threshold_comes_from_encoders_that_did_not_see_them(
     labels = [y for y, phrases in EXAMPLES.items() for _ in phrases]
     out = tmp_path / "ours"
     meta = finetune.company_model(
-        default_encoder_dir(), texts, labels, out, source="x.csv", max_steps=1, progress=None
+        full_encoder_dir(), texts, labels, out, source="x.csv", max_steps=1, progress=None
     )
 
     assert len(runs) == 3  # two halves, then the final encoder on everything

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from nlp.encoder import default_encoder_dir, export_onnx, onnx_path
+from nlp.encoder import (
+    SHIPPED,
+    build_shipped,
+    default_encoder_dir,
+    export_onnx,
+    full_encoder_dir,
+    onnx_path,
+)
 from nlp.service import DEFAULT_HEADS, read_meta
 
 pytestmark = pytest.mark.model
@@ -45,7 +52,7 @@ LOAD = (
     + """
 from nlp.encoder import Encoder, EncoderError
 try:
-    Encoder.load()
+    Encoder.load(sys.argv[1])
 except EncoderError as exc:
     print(exc)
 """
@@ -76,16 +83,21 @@ def test_classify_with_pytorch_unimportable() -> None:
 
 
 def test_without_a_graph_or_pytorch_the_error_says_what_to_run(tmp_path: Path) -> None:
+    # An encoder folder without its graph (the shipped one has it: the desk never exports).
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (folder / name).write_bytes((SHIPPED / name).read_bytes())
     done = subprocess.run(
-        [sys.executable, "-c", LOAD],
+        [sys.executable, "-c", LOAD, str(folder)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "DESK_ONNX_DIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert "PyTorch is not installed to export one: run `deskbot nlp export`" in done.stdout
-    assert not list(tmp_path.iterdir())
+    assert "PyTorch is not installed to export one: pip install 'deskbot[train]'" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder"]  # nothing written
 
 
 def test_export_writes_both_graphs_where_the_desk_looks(
@@ -94,8 +106,20 @@ def test_export_writes_both_graphs_where_the_desk_looks(
     from nlp.cli import main
 
     monkeypatch.setenv("DESK_ONNX_DIR", str(tmp_path))
-    assert main(["export"]) == 0
+    full = full_encoder_dir()
+    assert main(["export", "--encoder", str(full)]) == 0
     layers = tuple(int(n) for n in read_meta(DEFAULT_HEADS)["layers"])
-    written = {onnx_path(default_encoder_dir(), layers, q) for q in (False, True)}
+    written = {onnx_path(full, layers, q) for q in (False, True)}
     assert set(tmp_path.iterdir()) == written
     assert capsys.readouterr().out.count("wrote ") == 2
+
+
+def test_the_shipped_encoder_is_what_one_command_rebuilds(tmp_path: Path) -> None:
+    """`deskbot nlp export` (the train extra) writes the committed runtime folder again: the
+    same config, tokenizer and int8 graph, byte for byte; and the desk loads it by default."""
+    layers = tuple(int(n) for n in read_meta(DEFAULT_HEADS)["layers"])
+    rebuilt = tmp_path / "encoder"
+    build_shipped(layers, target=rebuilt)
+    for name in ("config.json", "tokenizer.json", "onnx/encoder-d5165d008e45-L3_6-int8.onnx"):
+        assert (rebuilt / name).read_bytes() == (SHIPPED / name).read_bytes(), name
+    assert default_encoder_dir() == SHIPPED
