@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.surge_families import FAMILIES
 from bot.base.settings import Settings
 from bot.model import ModelClassifier
 from storage.models import Incident, Ticket
@@ -20,16 +21,8 @@ from .test_desk_core import RULES, Harness, make_harness
 
 pytestmark = pytest.mark.model
 
-WORDINGS = [
-    "the app won't load",
-    "your app keeps crashing as soon as I open it",
-    "I can't open the app, it's stuck on a white screen",
-    "is your website down? nothing loads",
-    "the site isn't loading for me",
-    "getting a 503 error on every page of your site",
-    "the app just shows a spinning wheel and never opens",
-    "cannot get into the app at all, it times out",
-]
+# The eight wordings of bench.surge's "app won't load" family (the benchmark measures the same).
+WORDINGS = list(FAMILIES[0].phrasings)
 TAILS = ["", " since this morning", " please fix it", "!!"]
 UNRELATED = [
     "How do I change the delivery address for my order?",
