@@ -244,8 +244,10 @@ TARGET_ROWS = (
     "Bitext offensive (W) flagged angry, validation",
     "Bitext offensive (W) flagged angry, held-out TEST",
     "en: short support messages detected as English",
+    "zh sentiment macro-recall",  # (no head built: the line that says so)
     "zh sentiment macro-recall, validation",
     "zh sentiment macro-recall, held-out TEST",
+    "es sentiment macro-recall",
     "es sentiment macro-recall, validation",
     "es sentiment macro-recall, held-out TEST",
     "sentiment macro-recall, TweetEval validation",
@@ -267,9 +269,7 @@ TARGET_ROWS = (
 def targets(figures: list[Figure]) -> list[Figure]:
     """The figures of issue 23's targets table, in its order (those this run measured)."""
     by_name = {f.name: f for f in figures}
-    out = [by_name[name] for name in TARGET_ROWS if name in by_name]
-    out += [by_name[n] for n in by_name if n.startswith("zh sentiment") and n not in TARGET_ROWS]
-    return out
+    return [by_name[name] for name in TARGET_ROWS if name in by_name]
 
 
 # Short English support messages: Bitext's validation requests and Banking77's held-out fifth,
@@ -390,7 +390,11 @@ def _banking(encoder: Encoder, oos: np.ndarray, *, heldout: bool = True) -> list
                 accuracy_target="",
                 read=read,
             )
-        out += [f for f in draws if "abstaining" not in f.name]
+        out += [
+            Figure(f.name, f.value, f.target, f"{f.note}; {report}" if report else f.note)
+            for f in draws
+            if "abstaining" not in f.name
+        ]
         mean = _mean_of_draws(draws, f"Banking77 10 per intent, {where}", "≥ 0.88", DRAWS)
         out += [
             Figure(f.name, f.value, f.target, f"{f.note}; {report}" if report else f.note)
