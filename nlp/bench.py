@@ -152,10 +152,21 @@ def run(
 
 
 def _desk_memory() -> str:
+    rss, line = desk_memory_mb()
+    if rss != rss:  # not measured
+        return line
+    verdict = "met" if rss <= 400 else "NOT MET"
+    return f"{line}; target ≤ 400 MB: {verdict}"
+
+
+def desk_memory_mb() -> tuple[float, str]:
     """``deskbot run`` in a child process against the stand-ins (bench/desk_memory.py), so
-    the figure is the desk's own memory with the model loaded, not this analyser's."""
+    the figure is the desk's own memory with the model loaded, not this analyser's: its
+    resident MB (NaN when not measured) and the measurement's own line."""
     if importlib.util.find_spec("bench.desk_memory") is None:
-        return "deskbot run memory: not measured (run from a checkout: python -m bench.desk_memory)"
+        return float("nan"), (
+            "deskbot run memory: not measured (run from a checkout: python -m bench.desk_memory)"
+        )
     done = subprocess.run(
         [sys.executable, "-m", "bench.desk_memory"],
         capture_output=True,
@@ -164,8 +175,9 @@ def _desk_memory() -> str:
         check=False,
     )
     if done.returncode != 0:
-        return f"deskbot run memory: the measurement failed: {done.stderr.strip()[-500:]}"
+        return float("nan"), (
+            f"deskbot run memory: the measurement failed: {done.stderr.strip()[-500:]}"
+        )
     line = done.stdout.strip()
     match = re.search(r"RSS (\d+) MB", line)
-    verdict = "met" if match and int(match.group(1)) <= 400 else "NOT MET"
-    return f"{line}; target ≤ 400 MB: {verdict}"
+    return (float(match.group(1)) if match else float("nan")), line

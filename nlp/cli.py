@@ -71,7 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e = sub.add_parser("eval", help="accuracy, macro-F1 and per-class figures")
     e.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
-    e.add_argument("--skip-banking77", action="store_true", help="skip the company-head runs")
+    e.add_argument(
+        "--skip-banking77", action="store_true", help="skip the company-head runs (and CLINC150)"
+    )
+    e.add_argument(
+        "--skip-memory", action="store_true", help="skip measuring `deskbot run`'s memory"
+    )
+    e.add_argument(
+        "--skip-heldout", action="store_true", help="skip the official test splits (report only)"
+    )
     e.add_argument(
         "--fine-tuned",
         type=Path,
@@ -152,7 +160,13 @@ def _run(args: argparse.Namespace) -> int:
         from nlp.service import DEFAULT_HEADS
 
         if not args.skip_shipped:
-            evaluate.run(sys.stdout, args.heads or DEFAULT_HEADS, banking=not args.skip_banking77)
+            evaluate.run(
+                sys.stdout,
+                args.heads or DEFAULT_HEADS,
+                banking=not args.skip_banking77,
+                memory=not args.skip_memory,
+                heldout=not args.skip_heldout,
+            )
         for folder in args.fine_tuned:
             evaluate.fine_tuned(sys.stdout, folder)
         return 0

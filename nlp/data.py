@@ -159,9 +159,31 @@ def banking77_tune(root: Path | None = None) -> tuple[Split, Split]:
     )
 
 
-def clinc_oos(root: Path | None = None) -> list[str]:
-    rows = json.loads(((root or data_dir()) / "clinc150" / "oos_val.json").read_text("utf-8"))
+def banking77_test() -> Split:
+    """Banking77's official test file (``heldout_dir``, 3,080 queries): report only."""
+    texts, labels = read_csv(heldout_dir() / "banking77" / "test.csv", "text", "category")
+    return Split("banking77/test", texts, labels)
+
+
+def banking77_full(root: Path | None = None) -> Split:
+    """Banking77's whole train file (10,003 queries), for heads measured on its test file."""
+    texts, labels = read_csv((root or data_dir()) / "banking77" / "train.csv", "text", "category")
+    return Split("banking77/train", texts, labels)
+
+
+def clinc_oos(root: Path | None = None, split: str = "val") -> list[str]:
+    """CLINC150's out-of-scope queries; ``split`` "test" reads ``heldout_dir`` (report only)."""
+    folder = (heldout_dir() if split == "test" else (root or data_dir())) / "clinc150"
+    rows = json.loads((folder / f"oos_{split}.json").read_text("utf-8"))
     return [str(r[0]) for r in rows]
+
+
+def clinc150(split: str = "train", root: Path | None = None) -> Split:
+    """CLINC150's in-scope queries (150 intents): "train" (15,000), "val" (3,000), or "test"
+    (4,500, from ``heldout_dir``: report only)."""
+    folder = (heldout_dir() if split == "test" else (root or data_dir())) / "clinc150"
+    rows = json.loads((folder / f"{split}.json").read_text("utf-8"))
+    return Split(f"clinc150/{split}", [str(r[0]) for r in rows], [str(r[1]) for r in rows])
 
 
 def xlmt(language: str, split: str = "val", root: Path | None = None) -> Split:

@@ -479,7 +479,9 @@ def default_model(
         progress=progress,
     )
     export_int8(out / "encoder", layers)
-    meta = train_defaults(_load(out / "encoder", layers), out, pool=pool, anger_limit=anger_limit)
+    meta = train_defaults(
+        _load(out / "encoder", layers), out, pool=pool, anger_limit=anger_limit, ngrams=False
+    )
     meta.update(
         name=out.name,
         encoder="all-MiniLM-L6-v2, fine-tuned on sentiment and the Bitext intents",

@@ -26,6 +26,7 @@ from nlp.heads import LinearHead
 from nlp.language import confidence as language_confidence
 from nlp.language import detect_language
 from nlp.languages import LanguageHeads
+from nlp.sentiment import Sentiment
 
 DEFAULT_HEADS = Path(__file__).resolve().parent / "heads" / "default"
 OTHER = "other"
@@ -245,7 +246,7 @@ class TextAnalyser:
         self,
         encoder: Encoder,
         *,
-        sentiment: LinearHead,
+        sentiment: Sentiment,
         anger: LinearHead,
         intent: LinearHead,
         hostility: LinearHead | None = None,
@@ -335,7 +336,7 @@ class TextAnalyser:
         _release_freed_memory()
         return cls(
             encoder,
-            sentiment=load_head(heads, "sentiment"),
+            sentiment=Sentiment.load(heads, meta),
             anger=load_head(heads, "anger"),
             hostility=load_head(heads, "hostility")
             if (heads / "hostility.npz").is_file()
@@ -391,7 +392,7 @@ class TextAnalyser:
         if not rows:
             return out
         vectors = self.encoder.encode([texts[i] for i in rows])
-        sentiment = self._sentiment.proba(vectors)
+        sentiment = self._sentiment.proba(vectors, [texts[i] for i in rows])
         anger = self.anger_of(vectors)
         if self.intent_encoder is not None:
             intents = self._intent.proba(self.intent_encoder.encode([texts[i] for i in rows]))
