@@ -19,6 +19,7 @@ from bot.base.settings import (
     log_level,
     require_platforms,
 )
+from bot.commands.automations import main as automations_main
 from bot.commands.kb import main as kb_main
 from bot.commands.learn import main as learn_main
 from bot.commands.sla import main as sla_main
@@ -221,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("nlp", help="the local model: classify, train, eval, bench", add_help=False)
     sub.add_parser("kb", help="the knowledge base: index, eval", add_help=False)
     sub.add_parser("sla", help="check an SLA policy: replay a timeline, due times", add_help=False)
+    sub.add_parser(
+        "automations", help="check automations: replay a ticket timeline", add_help=False
+    )
     return parser
 
 
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         return kb_main(argv[1:])
     if argv[:1] == ["sla"]:
         return sla_main(argv[1:])
+    if argv[:1] == ["automations"]:
+        return automations_main(argv[1:])
     args = build_parser().parse_args(argv)
     handlers = {
         "run": _cmd_run,
