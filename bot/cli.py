@@ -142,6 +142,15 @@ def _cmd_check(_args: argparse.Namespace) -> int:
         for name, team in rules.all_teams.items()
     )
     print(f"{settings.rules_path} ok (version {rules.version}; teams: {teams})")
+    if rules.automations:
+        timed = sum(1 for rule in rules.automations if rule.is_time_rule)
+        limits = rules.automation_limits
+        print(
+            f"automations ok ({counted(len(rules.automations) - timed, 'event rule')},"
+            f" {counted(timed, 'time rule')}; chain_depth {limits.chain_depth},"
+            f" at most {limits.per_ticket_per_day} firings of a rule per ticket a day;"
+            " replayable with `deskbot automations replay`, not yet run by the desk)"
+        )
     if rules.kb.enabled:
         folder = kb_folder(rules, settings.rules_path)
         articles = read_articles(folder)  # a broken article stops here, named
