@@ -515,3 +515,34 @@ def test_a_due_timer_fires_once_for_its_anchor_start(example: Rules) -> None:
         fire_timer(rules, reminder, anchors, pending, reminder.due, limits=limits, history=history),
         Refused,
     )
+
+
+def _uncomment_from(text: str, marker: str) -> str:
+    """The commented block that starts at the line ``marker`` (stripped), uncommented."""
+    lines = text.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.strip() == marker)
+    indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
+    n = start
+    while n < len(lines) and lines[n].startswith(indent + "# "):
+        lines[n] = indent + lines[n][len(indent) + 2 :]
+        n += 1
+    return "\n".join(lines) + "\n"
+
+
+def test_the_shipped_examples_are_commented_out_and_valid_once_uncommented(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).parent.parent
+    shipped = (root / "rules.yaml").read_text(encoding="utf-8")
+    assert load_rules(root / "rules.yaml").automations == ()  # the live desk gets none
+    text = _uncomment_from(shipped, "# - name: Still there?")
+    text = _uncomment_from(text, "# automations:")
+    rules = rules_from(text, tmp_path)
+    assert [rule.id for rule in rules.automations] == [
+        "wait-for-customer",
+        "pending-reminder",
+        "pending-autoclose",
+        "angry-vip",
+    ]
+    assert {m.name for m in rules.macros} >= {"Still there?", "Closing for now"}
+    assert rules.automation_limits == AutomationLimits(chain_depth=3, per_ticket_per_day=20)

@@ -301,3 +301,21 @@ def test_an_sla_timeline_replays_too(capsys: pytest.CaptureFixture[str], tmp_pat
     )
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert out[-1]["status"] == "resolved"
+
+
+def test_the_documented_replay_is_what_the_command_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # docs/automations.md shows this timeline and its output: both are checked here.
+    here = Path(__file__).parent / "automations"
+    (tmp_path / "rules.yaml").write_text(DESK + ISSUE_EXAMPLE, encoding="utf-8")
+    timeline = here / "reminder.jsonl"
+    assert (
+        deskbot(["automations", "replay", str(timeline), "--rules", str(tmp_path / "rules.yaml")])
+        == 0
+    )
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == (here / "reminder.out").read_text(encoding="utf-8").splitlines()
+    docs = (Path(__file__).parent.parent / "docs" / "automations.md").read_text(encoding="utf-8")
+    for line in [*timeline.read_text(encoding="utf-8").splitlines(), *printed]:
+        assert line in docs, line
