@@ -116,6 +116,11 @@ def test_only_true_and_false_are_booleans_in_rules_yaml() -> None:
     assert data == {"a": "yes", "b": "no", "on": "off", "c": True, "d": False}
 
 
+def test_yes_and_no_still_set_a_switch(tmp_path: Path) -> None:
+    rules = rules_from("version: 1\nkb: {enabled: no}\nstatus_lookup: {button: off}\n", tmp_path)
+    assert rules.kb.enabled is False and rules.status_lookup.button is False
+
+
 def test_without_automations_nothing_changes() -> None:
     rules = parse_rules({"version": 1})
     assert rules.automations == ()
@@ -377,8 +382,16 @@ def test_a_chain_past_its_depth_stops_with_a_reason(example: Rules) -> None:
     stopped = on_event(example.automations, "agent_reply", facts, NOW, depth=2, limits=limits)
     assert stopped.firings == ()
     assert stopped.refused == (
-        Refused("", NOW, "chain", "agent_reply at chain depth 2 is past chain_depth 1"),
+        Refused(
+            "",
+            NOW,
+            "chain",
+            "agent_reply at chain depth 2 is past chain_depth 1: not run for wait-for-customer",
+        ),
     )
+    # An event no rule answers says nothing, however deep.
+    quiet = on_event(example.automations, "rated", facts, NOW, depth=5, limits=limits)
+    assert quiet == on_event([], "rated", facts, NOW)
 
 
 def test_the_per_day_limit_counts_a_rolling_day() -> None:

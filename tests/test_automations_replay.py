@@ -220,7 +220,9 @@ def test_a_loop_between_rules_stops_at_the_chain_depth(
         ("to-pending", "fired", 3),
         (None, "chain_stopped", 0),
     ]
-    assert out[4]["why"] == "status_changed at chain depth 4 is past chain_depth 3"
+    assert out[4]["why"] == (
+        "status_changed at chain depth 4 is past chain_depth 3: not run for to-open"
+    )
     assert out[-1]["status"] == "pending"
 
 
@@ -319,3 +321,32 @@ def test_the_documented_replay_is_what_the_command_prints(
     docs = (Path(__file__).parent.parent / "docs" / "automations.md").read_text(encoding="utf-8")
     for line in [*timeline.read_text(encoding="utf-8").splitlines(), *printed]:
         assert line in docs, line
+
+
+KEYWORDS = (
+    DESK
+    + """\
+automations:
+  - id: refund-words
+    on: [customer_message, agent_reply]
+    when: {keywords: refund}
+    do: [{transfer: billing}]
+"""
+)
+
+
+def test_keywords_read_only_the_message_that_caused_the_event(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = replay(
+        tmp_path,
+        capsys,
+        [
+            {"at": "2026-03-10T10:00:00Z", "type": "created", "text": "hello"},
+            {"at": "2026-03-10T10:01:00Z", "type": "customer_message", "text": "My Refund?"},
+            {"at": "2026-03-10T10:02:00Z", "type": "agent_reply"},
+        ],
+        KEYWORDS,
+    )
+    assert story(out) == [("2026-03-10T10:01:00Z", "refund-words", "fired")]
+    assert out[-1]["team"] == "billing"

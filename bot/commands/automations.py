@@ -175,6 +175,8 @@ class _Replay:
     # -- events ------------------------------------------------------------------------------
     def line(self, line: Line) -> None:
         before, data, at = self.facts, line.data, line.at
+        # keywords look at the message that caused the event: only a customer's has text
+        self.facts = replace(before, text="")
         events: list[Event] = []
         match line.type:
             case "created":

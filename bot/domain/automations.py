@@ -463,14 +463,20 @@ def on_event(
     already suspended on this ticket is skipped and one that would pass the per-day limit is
     suspended instead of firing."""
     limits = limits or AutomationLimits()
-    if not within_chain(depth, limits):
-        why = f"{event} at chain depth {depth} is past chain_depth {limits.chain_depth}"
+    matching = [
+        rule
+        for rule in rules
+        if rule.on is not None and event in rule.on and why_not(rule, facts) is None
+    ]
+    if matching and not within_chain(depth, limits):
+        why = (
+            f"{event} at chain depth {depth} is past chain_depth {limits.chain_depth}:"
+            f" not run for {', '.join(rule.id for rule in matching)}"
+        )
         return Decision(refused=(Refused("", at, "chain", why),))
     firings: list[Firing] = []
     refused: list[Refused] = []
-    for rule in rules:
-        if rule.on is None or event not in rule.on or why_not(rule, facts) is not None:
-            continue
+    for rule in matching:
         if is_suspended(history, rule.id):
             continue
         seen = [*history, *(Past(f.rule, f.at) for f in firings)]
