@@ -19,6 +19,7 @@ from bot.base.settings import (
     log_level,
     require_platforms,
 )
+from bot.commands.automations import main as automations_main
 from bot.commands.kb import main as kb_main
 from bot.commands.learn import main as learn_main
 from bot.commands.sla import main as sla_main
@@ -141,6 +142,15 @@ def _cmd_check(_args: argparse.Namespace) -> int:
         for name, team in rules.all_teams.items()
     )
     print(f"{settings.rules_path} ok (version {rules.version}; teams: {teams})")
+    if rules.automations:
+        timed = sum(1 for rule in rules.automations if rule.is_time_rule)
+        limits = rules.automation_limits
+        print(
+            f"automations ok ({counted(len(rules.automations) - timed, 'event rule')},"
+            f" {counted(timed, 'time rule')}; chain_depth {limits.chain_depth},"
+            f" at most {limits.per_ticket_per_day} firings of a rule per ticket a day;"
+            " replayable with `deskbot automations replay`, not yet run by the desk)"
+        )
     if rules.kb.enabled:
         folder = kb_folder(rules, settings.rules_path)
         articles = read_articles(folder)  # a broken article stops here, named
@@ -221,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("nlp", help="the local model: classify, train, eval, bench", add_help=False)
     sub.add_parser("kb", help="the knowledge base: index, eval", add_help=False)
     sub.add_parser("sla", help="check an SLA policy: replay a timeline, due times", add_help=False)
+    sub.add_parser(
+        "automations", help="check automations: replay a ticket timeline", add_help=False
+    )
     return parser
 
 
@@ -235,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         return kb_main(argv[1:])
     if argv[:1] == ["sla"]:
         return sla_main(argv[1:])
+    if argv[:1] == ["automations"]:
+        return automations_main(argv[1:])
     args = build_parser().parse_args(argv)
     handlers = {
         "run": _cmd_run,

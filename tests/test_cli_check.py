@@ -109,3 +109,44 @@ def test_check_says_what_it_found_and_connects_to_the_database(tmp_path: Path) -
         " `deskbot run` creates it"
     )
     assert not (tmp_path / "deskbot.db").exists()  # check changes nothing
+
+
+def _automations_rules(tmp_path: Path, automations: str) -> dict[str, str]:
+    from tests.test_automations import DESK
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(DESK + "kb: {enabled: false}\n" + automations, encoding="utf-8")
+    return {"DESK_RULES": str(rules)}
+
+
+def test_check_validates_automations_as_written(tmp_path: Path) -> None:
+    from tests.test_automations import ISSUE_EXAMPLE
+
+    ran = deskbot("check", _automations_rules(tmp_path, ISSUE_EXAMPLE), tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[2] == (
+        "automations ok (2 event rules, 2 time rules; chain_depth 3, at most 20 firings of a rule"
+        " per ticket a day; replayable with `deskbot automations replay`, not yet run by the desk)"
+    )
+
+
+def test_check_and_run_name_a_bad_automations_field(tmp_path: Path) -> None:
+    bad = """\
+automations:
+  - id: remind
+    after: {pending: 24h}
+    calendar: ofice
+    do: [{reply: {macro: "Stil there?"}}]
+"""
+    env = _automations_rules(tmp_path, bad)
+    with ThreadPoolExecutor(2) as pool:
+        check, run = pool.map(lambda c: deskbot(c, env, tmp_path), ["check", "run"])
+    for ran in (check, run):
+        assert ran.returncode == 2, ran.stderr
+        assert "Traceback" not in ran.stderr
+        assert ran.stderr.splitlines()[1:] == [
+            "  automations.0.calendar: unknown calendar 'ofice' (calendars: office, newyork,"
+            " always)",
+            "  automations.0.do.0.reply.macro: unknown macro 'Stil there?' ('Still there?',"
+            " 'Closing for now')",
+        ]

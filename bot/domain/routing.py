@@ -140,6 +140,11 @@ def _fails(when: When, f: TicketFacts) -> str | None:
     return None
 
 
+def failing_test(when: When, facts: TicketFacts) -> str | None:
+    """The name of the first test of ``when`` that ``facts`` fail, or None when all hold."""
+    return _fails(when, facts)
+
+
 def _describe(when: When, f: TicketFacts) -> str:
     parts: list[str] = []
     if when.channel is not None:

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.domain.automations import Automation, AutomationLimits, check_automations
 from bot.domain.calendars import ALWAYS, Calendar
 from bot.domain.macros import MAX_MACROS, Macro
 from bot.domain.routing import DEFAULT_TEAM, Availability, Route, Team
@@ -437,6 +438,9 @@ class Rules(_Strict):
     surges: Surges = Field(default_factory=Surges)
     # WhatsApp's 24-hour window and the approved templates that pass outside it.
     whatsapp: WhatsAppRules = Field(default_factory=WhatsAppRules)
+    # Rules that act on events and on time (bot/domain/automations.py, docs/automations.md).
+    automations: tuple[Automation, ...] = ()
+    automation_limits: AutomationLimits = Field(default_factory=AutomationLimits)
 
     def spoken_languages(self) -> frozenset[str]:
         """The languages the detector may name (primary subtags): those the desk has texts,
@@ -529,6 +533,15 @@ def _cross_references(rules: Rules) -> list[str]:
             )
     problems.extend(_sla_references(rules))
     problems.extend(_macro_references(rules))
+    problems.extend(
+        check_automations(
+            rules.automations,
+            macros=[macro.name for macro in rules.macros],
+            teams=list(teams),
+            calendars=list(rules.calendars),
+            agents=sorted(everyone),
+        )
+    )
     return problems
 
 
@@ -568,13 +581,35 @@ def _sla_references(rules: Rules) -> list[str]:
     return problems
 
 
+class _RulesLoader(yaml.SafeLoader):
+    """YAML as written by people: only true and false are booleans. PyYAML follows YAML 1.1,
+    where a bare on, off, yes or no is one too, which would turn an automation's ``on:`` key
+    into ``True`` (and the language tag ``no:`` into ``False``)."""
+
+
+_RulesLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RulesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """rules.yaml's text as data, with only true and false read as booleans."""
+    return yaml.load(text, Loader=_RulesLoader)  # a SafeLoader: no Python objects
+
+
 def load_rules(path: Path) -> Rules:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RulesError(f"{path}: file not found (set DESK_RULES to its path)") from None
     try:
-        data = yaml.safe_load(text)
+        data = read_yaml(text)
     except yaml.YAMLError as exc:
         raise RulesError(f"{path}: not valid YAML: {exc}") from None
     return parse_rules(data, str(path))
