@@ -47,6 +47,11 @@ async def test_two_desks_post_the_digest_once_and_a_restart_does_not_repeat_it(
     try:
         await standins.telegram.customer_says(71, "Nobody answers my emails", "Ola")
         card = await stack.card()
+
+        async def card_recorded() -> str | None:
+            return (await stack.ticket()).slack_ts
+
+        await eventually(card_recorded, "the card's ts recorded (the digest links to it)")
         assert await a.digest.run_once() is None  # 08:00: not yet
 
         clock.advance(hours=1, minutes=5)
