@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO, get_args
 
-from bot.commands.sla import TimelineError, _moment, z
+from bot.commands.sla import TimelineError, _moment, read_timeline, z
 from bot.domain.automations import (
     Anchors,
     Automation,
@@ -122,38 +122,7 @@ def _line(data: Any) -> Line:
 
 def parse_timeline(lines: Iterable[str]) -> tuple[list[Line], datetime]:
     """The lines and the moment to replay up to (the ``end`` line, else the last line)."""
-    parsed: list[Line] = []
-    end: datetime | None = None
-    number = 0
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TimelineError(f"line {number}: not JSON: {exc.msg}") from None
-        try:
-            line = _line(data)
-        except ValueError as exc:
-            raise TimelineError(f"line {number}: {exc}") from None
-        if end is not None:
-            raise TimelineError(f"line {number}: comes after the end line")
-        if not parsed and line.type != "created":
-            raise TimelineError(
-                f"line {number}: the first event must be 'created', not {line.type!r}"
-            )
-        if parsed and line.type == "created":
-            raise TimelineError(f"line {number}: a ticket is created only once")
-        if parsed and line.at < parsed[-1].at:
-            raise TimelineError(
-                f"line {number}: {z(line.at)} is earlier than the line before ({z(parsed[-1].at)})"
-            )
-        parsed.append(line)
-        if line.type == "end":
-            end = line.at
-    if not parsed:
-        raise TimelineError(f"line {number + 1}: the timeline is empty (start with a created line)")
-    return parsed, end or parsed[-1].at
+    return read_timeline(lines, _line)
 
 
 class _Replay:

@@ -11,10 +11,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 from bot.domain.calendars import Calendar, add_business, next_open
 from bot.domain.rules import Rules, RulesError, load_rules
@@ -82,40 +82,58 @@ def _event(data: Any) -> SlaEvent:
     return SlaEvent(at=at, type=kind, priority=priority, status=status)
 
 
-def parse_timeline(lines: Iterable[str]) -> tuple[list[SlaEvent], datetime]:
-    """The events and the moment to replay up to (the ``end`` line, else the last event)."""
-    events: list[SlaEvent] = []
+class _TimelineLine(Protocol):
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def at(self) -> datetime: ...
+
+
+L = TypeVar("L", bound=_TimelineLine)
+
+
+def read_timeline(lines: Iterable[str], parse: Callable[[Any], L]) -> tuple[list[L], datetime]:
+    """A JSON Lines timeline of one ticket, each line read by ``parse``, checked the same way
+    for the SLA's and the automations' replay: it starts with ``created``, once, goes forward in
+    time, and may end with an ``end`` line; returns the lines and the moment to replay up to."""
+    parsed: list[L] = []
     end: datetime | None = None
     number = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
             continue
         try:
-            data = json.loads(line)
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise TimelineError(f"line {number}: not JSON: {exc.msg}") from None
         try:
-            event = _event(data)
+            line = parse(data)
         except ValueError as exc:
             raise TimelineError(f"line {number}: {exc}") from None
         if end is not None:
             raise TimelineError(f"line {number}: comes after the end line")
-        if not events and event.type != "created":
+        if not parsed and line.type != "created":
             raise TimelineError(
-                f"line {number}: the first event must be 'created', not {event.type!r}"
+                f"line {number}: the first event must be 'created', not {line.type!r}"
             )
-        if events and event.type == "created":
+        if parsed and line.type == "created":
             raise TimelineError(f"line {number}: a ticket is created only once")
-        if events and event.at < events[-1].at:
+        if parsed and line.at < parsed[-1].at:
             raise TimelineError(
-                f"line {number}: {z(event.at)} is earlier than the line before ({z(events[-1].at)})"
+                f"line {number}: {z(line.at)} is earlier than the line before ({z(parsed[-1].at)})"
             )
-        events.append(event)
-        if event.type == "end":
-            end = event.at
-    if not events:
+        parsed.append(line)
+        if line.type == "end":
+            end = line.at
+    if not parsed:
         raise TimelineError(f"line {number + 1}: the timeline is empty (start with a created line)")
-    return events, end or events[-1].at
+    return parsed, end or parsed[-1].at
+
+
+def parse_timeline(lines: Iterable[str]) -> tuple[list[SlaEvent], datetime]:
+    """The events and the moment to replay up to (the ``end`` line, else the last event)."""
+    return read_timeline(lines, _event)
 
 
 def fired_json(fired: Fired) -> dict[str, Any]:
