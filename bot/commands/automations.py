@@ -41,21 +41,10 @@ from bot.domain.automations import (
 )
 from bot.domain.calendars import Calendar
 from bot.domain.rules import Rules, RulesError, load_rules
-from bot.domain.sla import PRIORITIES
+from bot.domain.sla import EVENT_TYPES, PRIORITIES
 
-LINE_TYPES = (
-    "created",
-    "customer_message",
-    "agent_reply",
-    "note",
-    "auto_reply",
-    "status",
-    "priority",
-    "assigned",
-    "tag",
-    "rated",
-    "end",
-)
+# The SLA replay's line types (the same timeline shape), and three more that automations read.
+LINE_TYPES = (*(t for t in EVENT_TYPES if t != "end"), "assigned", "tag", "rated", "end")
 STATUSES = ("open", "pending", "resolved", "closed")
 SENTIMENTS: tuple[str, ...] = get_args(Sentiment)
 # The keys each line type may carry besides at and type.
