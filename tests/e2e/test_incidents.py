@@ -13,7 +13,7 @@ from bench.surge_burst import run_burst
 OUTAGE, OTHER, URGENT = 40, 12, 3
 
 
-async def check(database_url: str, processes: int) -> None:
+async def check(database_url: str, processes: int, urgent_within_s: float) -> None:
     got = await run_burst(
         database_url, outage=OUTAGE, other=OTHER, urgent=URGENT, processes=processes, timeout=120
     )
@@ -21,7 +21,7 @@ async def check(database_url: str, processes: int) -> None:
     assert got.incidents == 1 and got.incident_cards == 1
     # Before the incident opened, min_tickets - 1 outage tickets got cards; then none.
     assert got.own_cards == OTHER + 4
-    assert got.urgent_visible_s is not None and got.urgent_visible_s < 10
+    assert got.urgent_visible_s is not None and got.urgent_visible_s < urgent_within_s
     assert got.all_visible_s is not None
     assert (got.replied, got.replied_twice, got.reply_to_others) == (OUTAGE, 0, 0)
     assert got.resolved == OUTAGE and got.resolve_s is not None
@@ -30,12 +30,14 @@ async def check(database_url: str, processes: int) -> None:
 
 
 async def test_a_surge_is_one_incident_answered_in_one_go(database_url: str) -> None:
-    await check(database_url, processes=1)
+    await check(database_url, processes=1, urgent_within_s=10)
 
 
 @pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
 async def test_a_surge_with_two_desks_on_postgresql(database_url: str) -> None:
-    """Several desks share PostgreSQL (SQLite serves one process)."""
-    await check(database_url, processes=2)
+    """Several desks share PostgreSQL (SQLite serves one process). Three processes (two desks
+    and the harness) share this machine's two cores, so the bound on the urgent card is looser:
+    it took up to 11 s in CI runs, against minutes were it queued behind the outage."""
+    await check(database_url, processes=2, urgent_within_s=20)
