@@ -117,6 +117,28 @@ async def test_the_window_is_counted_from_the_customers_own_timestamp(desk: Desk
     assert is_closed(None, rules, desk.h.clock.now()) is False  # unknown: try, 131047 says
 
 
+async def test_the_first_card_already_tells_the_window_the_message_opened(desk: Desk) -> None:
+    """The card is drawn in the same step as the customer's first message: it says until when
+    a reply goes as written, not nothing (the time is recorded before the card is drawn)."""
+    await desk.send(*wa(text("My parcel never came")))
+    first = desk.cards()[0]
+    assert first.kind == "slack_card"
+    assert "WhatsApp window open until <!date^1767344400^" in json.dumps(first.blocks)
+
+
+async def test_a_returning_customers_card_shows_the_window_their_message_reopened(
+    desk: Desk,
+) -> None:
+    await opened(desk)
+    desk.h.clock.advance(hours=30)  # closed now
+    at = desk.h.clock.now()
+    await desk.send(*wa({**text("hello? anyone?"), "timestamp": str(int(at.timestamp()))}))
+    shown = json.dumps(desk.cards()[-1].blocks, ensure_ascii=False)
+    closes = int((at + timedelta(hours=24)).timestamp())
+    assert f"WhatsApp window open until <!date^{closes}^" in shown
+    assert "window closed" not in shown
+
+
 async def test_card_and_app_home_say_what_happens_outside_the_window(
     desk: Desk,
 ) -> None:

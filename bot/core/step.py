@@ -213,6 +213,9 @@ class Step:
         self.home_people: set[str] = set()
         self.home_teams: set[str] = set()
         self.home_now: set[str] = set()  # people at their Home tab right now: no debounce
+        # When the customer whose event this step handles wrote (the platform's clock, never
+        # later than ours); a customer's first identity starts its ``last_inbound_at`` there.
+        self.customer_wrote_at: datetime | None = None
 
     def decided(self, fmt: str, *args: object) -> None:
         """Log a decision at INFO after the commit: structured names, ids, never message text."""

@@ -63,6 +63,7 @@ class TicketStep(Step):
                 chat_id=chat_id,
                 username=sender.username,
                 phone=sender.phone,
+                last_inbound_at=self.customer_wrote_at,
             )
             self.s.add(ident)
             await self.s.flush()

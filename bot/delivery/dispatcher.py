@@ -320,13 +320,15 @@ class Dispatcher:
                             raise prep
                         async with session.begin_nested():
                             desk = self._desks(session, self._clock.now())
-                            await self._routes.apply(desk, prep)
                             ev = prep.event
                             if isinstance(ev, OPENS_WINDOW):
-                                # Never later than now: a platform clock ahead of ours
-                                # must not stretch the window.
+                                # Before the routes, so the card they draw tells the window
+                                # this message opened. Never later than now: a platform clock
+                                # ahead of ours must not stretch the window.
                                 at = min(ev.sent_at or ev.received_at, desk.now)
+                                desk.customer_wrote_at = at
                                 await desk.publish(CustomerWrote(ev.channel, ev.chat_id, at))
+                            await self._routes.apply(desk, prep)
                             await desk.finish()
                             await self._queue(session, desk, row_id)
                             await session.execute(

@@ -181,9 +181,9 @@ async def _customer_name(step: Step, ticket: Ticket) -> str:
 
 
 async def on_customer_wrote(step: Step, ev: CustomerWrote) -> None:
-    """The customer wrote: their window is open again, and what waited for it goes now."""
-    if ev.channel != "whatsapp":
-        return
+    """The customer wrote: their window is open again, and what waited for it goes now. Runs
+    before the event's own work, so a first-time customer has no identity yet: theirs starts
+    at this time (``Step.customer_wrote_at``)."""
     await step.s.execute(
         update(Identity)
         .where(
@@ -193,6 +193,8 @@ async def on_customer_wrote(step: Step, ev: CustomerWrote) -> None:
         )
         .values(last_inbound_at=ev.at)
     )
+    if ev.channel != "whatsapp":
+        return  # replies are held only for WhatsApp's window
     held = list(
         (
             await step.s.scalars(
