@@ -3,7 +3,11 @@ durable timers fired at most once, on SQLite and PostgreSQL, with a controllable
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import wiring
 from bot.automations.scheduler import AutomationScheduler
+from bot.core.step import Step
 from bot.domain.automations import Automation, AutomationLimits
 from bot.domain.macros import Macro
-from bot.domain.rules import Rules
+from bot.domain.rules import Rules, load_rules
 from storage.models import (
+    AuditEntry,
     AutomationFiring,
+    AutomationSuspension,
+    AutomationTimer,
     Ticket,
     TicketEvent,
 )
@@ -46,20 +54,23 @@ ISSUE = """
 """
 
 
-def rules_with(text: str, **limits: int) -> Rules:
+FULL = load_rules(Path(__file__).parent.parent / "rules.yaml")
+
+
+def rules_with(text: str, base: Rules = RULES, **limits: int) -> Rules:
     loaded: list[dict[str, Any]] = yaml.safe_load(text)
     autos = tuple(Automation.model_validate(r) for r in loaded)
-    return RULES.model_copy(
+    return base.model_copy(
         update={
-            "macros": (*RULES.macros, *MACROS),
+            "macros": (*base.macros, *MACROS),
             "automations": autos,
             "automation_limits": AutomationLimits(**limits),
         }
     )
 
 
-def harness(engine: AsyncEngine, text: str = ISSUE, **limits: int) -> Harness:
-    return make_harness(engine, rules_with(text, **limits))
+def harness(engine: AsyncEngine, text: str = ISSUE, base: Rules = RULES, **limits: int) -> Harness:
+    return make_harness(engine, rules_with(text, base, **limits))
 
 
 def scheduler(desk: Harness, **options: Any) -> AutomationScheduler:
@@ -91,14 +102,21 @@ async def firings(desk: Harness, rule: str | None = None) -> list[tuple[str, str
         return [(r, k) for r, k in (await s.execute(stmt)).all()]
 
 
-async def new_ticket(desk: Harness, text: str = "my parcel is late") -> Ticket:
-    await desk.inbox.accept([desk.customer(text)], {})
+async def new_ticket(desk: Harness, text: str = "my parcel is late", chat: str = "42") -> Ticket:
+    await desk.inbox.accept([desk.customer(text, chat=chat)], {})
     await desk.settle()
     return await desk.ticket()
 
 
 async def reply(desk: Harness, t: Ticket, text: str = "It ships today.") -> None:
     await desk.inbox.accept([desk.agent(t, "U0ALICE", text)], {})
+    await desk.settle()
+
+
+async def set_priority(desk: Harness, t: Ticket, value: str) -> None:
+    """An agent picks a priority in the card's menu."""
+    pick = desk.action(t, "priority").model_copy(update={"value": value})
+    await desk.inbox.accept([pick], {})
     await desk.settle()
 
 
@@ -147,3 +165,249 @@ async def test_reminder_then_autoclose_each_once(desk: Harness) -> None:
     assert ("automation", "pending-autoclose") in story
     assert ("tags", "pending-reminder") in story
     assert any("Automation *pending-reminder* sent to the customer" in x for x in thread(desk))
+
+
+async def timer_rows(desk: Harness) -> list[tuple[str, datetime]]:
+    async with desk.sessions() as s:
+        rows = await s.execute(
+            select(AutomationTimer.rule, AutomationTimer.due_at).order_by(AutomationTimer.id)
+        )
+        return [(r, d) for r, d in rows.all()]
+
+
+async def test_a_customer_who_answers_cancels_the_reminder_and_the_close(desk: Harness) -> None:
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    assert {r for r, _ in await timer_rows(desk)} == {"pending-reminder", "pending-autoclose"}
+    desk.clock.advance(seconds=5)
+    await customer(desk, "here is my order number: 123")
+    assert (await desk.ticket()).status == "open"
+    assert await timer_rows(desk) == []  # the pending anchor ended
+    before = len(to_customer(desk))
+    assert await fire(desk, 3600) == 0
+    assert len(to_customer(desk)) == before
+    assert [r for r, _ in await firings(desk)] == ["wait-for-customer"]
+
+
+async def test_an_anchor_restarted_fires_again_for_its_new_start_only(desk: Harness) -> None:
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    assert await fire(desk, 11) == 1  # the reminder for the first wait
+    await customer(desk, "sorry, which order?")
+    desk.clock.advance(seconds=3)
+    await reply(desk, t, "The one from Monday.")  # pending again: a new anchor start
+    rules = {r for r, _ in await timer_rows(desk)}
+    assert rules == {"pending-reminder", "pending-autoclose"}
+    assert await fire(desk, 5) == 0
+    assert await fire(desk, 6) == 1
+    reminders = [x for x in to_customer(desk) if x.startswith("Still there?")]
+    assert len(reminders) == 2
+    keys = [k for _, k in await firings(desk, "pending-reminder")]
+    assert len(keys) == 2 and keys[0] != keys[1]
+
+
+async def test_unless_checked_again_when_the_timer_comes_due(engine: AsyncEngine) -> None:
+    extra = "- {id: quiet, on: [priority_changed], do: [{add_tag: no-reminders}]}\n"
+    desk = harness(engine, ISSUE + extra)
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    desk.clock.advance(seconds=5)
+    await set_priority(desk, t, "high")  # the agent's change tags it no-reminders
+    assert await fire(desk, 6) == 1  # due, checked again: unless holds, it does not fire
+    assert not [x for x in to_customer(desk) if x.startswith("Still there?")]
+    assert [r for r, _ in await firings(desk)] == ["wait-for-customer", "quiet"]
+    assert {r for r, _ in await timer_rows(desk)} == {"pending-autoclose"}
+
+
+ACTIONS = """
+- id: triage
+  on: [ticket_created]
+  when: {keywords: [refund]}
+  do:
+    - set_priority: urgent
+    - add_tag: refund
+    - note: "Check the payment first"
+    - notify: [lead, channel]
+    - assign: lead
+- id: untag
+  on: [customer_message]
+  when: {tags: [refund], keywords: [thanks]}
+  do: [{remove_tag: refund}, {assign: none}, {transfer: billing}]
+"""
+
+
+async def test_each_action_through_the_desks_own_paths(engine: AsyncEngine) -> None:
+    desk = harness(engine, ACTIONS, FULL)
+    t = await new_ticket(desk, "where is my refund")
+    t = await desk.ticket()
+    assert t.priority == "urgent"
+    assert "automation triage → urgent" in t.priority_reasons  # the reason, on the card
+    assert t.assignee_id == "U0CAROL"  # the support team's lead
+    said = thread(desk)
+    assert any("Automation *triage* (internal note): Check the payment first" in x for x in said)
+    assert any("notified <@U0CAROL>, the team's channel" in x for x in said)
+    posts = [m for m in desk.slack.sent if m.kind == "slack_post"]
+    assert any(m.destination == "C0SUPPORT" and "triage" in m.text for m in posts)
+    cards = [m for m in desk.slack.sent if m.kind in ("slack_card", "slack_card_update")]
+    assert "automation triage → urgent" in str(cards[-1].blocks)
+    assert not any("Check the payment" in x for x in to_customer(desk))  # never to the customer
+    async with desk.sessions() as s:
+        tags = await s.scalar(
+            select(TicketEvent.to_value)
+            .where(TicketEvent.ticket_id == t.id, TicketEvent.kind == "tags")
+            .order_by(TicketEvent.id.desc())
+        )
+    assert tags == '["refund"]'
+    await customer(desk, "thanks!")
+    t = await desk.ticket()
+    assert t.team == "billing" and t.slack_channel == "C0BILLING"
+    async with desk.sessions() as s:
+        events = (
+            await s.execute(
+                select(TicketEvent.kind, TicketEvent.actor, TicketEvent.to_value)
+                .where(TicketEvent.ticket_id == t.id)
+                .order_by(TicketEvent.id)
+            )
+        ).all()
+    assert ("tags", "untag", "[]") in events
+    assert ("assignee", "untag", None) in events
+    assert ("team", "untag", "billing") in events
+    assert ("automation", "untag", "untag") in events
+    assert ("priority", "triage", "urgent") in events
+
+
+async def test_stop_ends_the_list_for_that_event(engine: AsyncEngine) -> None:
+    rules = """
+- {id: first, on: [ticket_created], do: [{add_tag: a}], stop: true}
+- {id: second, on: [ticket_created], do: [{add_tag: b}]}
+- {id: third, on: [customer_message], do: [{add_tag: c}]}
+"""
+    desk = harness(engine, rules)
+    await new_ticket(desk)
+    await customer(desk)
+    assert [r for r, _ in await firings(desk)] == ["first", "third"]
+
+
+CHAIN = """
+- {id: one, on: [ticket_created], do: [{set_priority: high}]}
+- {id: two, on: [priority_changed], do: [{set_status: pending}]}
+- {id: three, on: [status_changed], when: {status: [pending]}, do: [{add_tag: deep}]}
+"""
+
+
+async def test_a_chain_past_its_depth_stops_with_an_audit_entry(engine: AsyncEngine) -> None:
+    desk = harness(engine, CHAIN, chain_depth=1)
+    t = await new_ticket(desk)
+    assert [r for r, _ in await firings(desk)] == ["one", "two"]
+    assert (await desk.ticket()).status == "pending"
+    async with desk.sessions() as s:
+        audit = (
+            await s.scalars(select(AuditEntry).where(AuditEntry.action == "automation_chain"))
+        ).all()
+        assert len(audit) == 1 and audit[0].target == f"ticket #{t.id}"
+        assert "chain depth 2 is past chain_depth 1" in audit[0].detail["why"]
+        assert "three" in audit[0].detail["why"]
+    assert any("Automations stopped" in x for x in thread(desk))
+    deeper = harness(engine, CHAIN, chain_depth=2)
+    deeper.seq = itertools.count(100)  # new inbox ids: the inbox dedupes on them
+    await new_ticket(deeper, "another question", chat="43")  # a second ticket
+    assert "three" in [r for r, _ in await firings(deeper)]
+
+
+async def test_a_rule_that_keeps_firing_is_suspended_and_reported(engine: AsyncEngine) -> None:
+    rules = "- {id: echo, on: [customer_message], do: [{note: again}]}\n"
+    desk = harness(engine, rules, per_ticket_per_day=2)
+    await new_ticket(desk)
+    for n in range(4):
+        desk.clock.advance(minutes=1)
+        await customer(desk, f"message {n}")
+    assert len(await firings(desk, "echo")) == 2
+    async with desk.sessions() as s:
+        held = (await s.scalars(select(AutomationSuspension))).all()
+    assert [h.rule for h in held] == ["echo"]
+    posts = [m.text for m in desk.slack.sent if m.kind == "slack_post"]
+    assert sum("*echo* is suspended" in x for x in posts) == 1
+    desk.clock.advance(days=2)  # a suspended rule stays suspended on that ticket
+    await customer(desk, "later")
+    assert len(await firings(desk, "echo")) == 2
+
+
+async def test_two_schedulers_racing_fire_once(desk: Harness) -> None:
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    desk.clock.advance(seconds=11)
+    counts = await asyncio.gather(scheduler(desk).run_once(), scheduler(desk).run_once())
+    await desk.settle()
+    assert sorted(counts) in ([0, 1], [1, 1])
+    assert len(await firings(desk, "pending-reminder")) == 1
+    assert sum(x.startswith("Still there?") for x in to_customer(desk)) == 1
+
+
+async def test_a_kill_between_fire_and_commit_fires_once_later(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    queue = Step.queue
+
+    async def dies(self: Step, key: str) -> int:
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(Step, "queue", dies)
+    assert await fire(desk, 11) == 1  # claimed, fired, rolled back
+    monkeypatch.setattr(Step, "queue", queue)
+    assert await firings(desk, "pending-reminder") == []
+    assert not any(x.startswith("Still there?") for x in to_customer(desk))
+    assert await fire(desk, 5) == 0  # still leased to the process that died
+    desk.clock.advance(seconds=60)  # the lease (60 s) ran out
+    # Both timers are due by now: the reminder first, then the close.
+    assert await fire(desk) == 2
+    assert len(await firings(desk, "pending-reminder")) == 1
+    assert sum(x.startswith("Still there?") for x in to_customer(desk)) == 1
+    assert await fire(desk, 120) == 0
+
+
+async def test_late_after_downtime_fires_once_in_order(desk: Harness) -> None:
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    assert await fire(desk, 4 * 3600) == 2  # the desk was down for hours
+    said = [x for x in to_customer(desk) if "Still there?" in x or "Closing" in x]
+    assert said == [f"Still there? (ticket #{t.id})", f"Closing ticket #{t.id} for now."]
+    assert (await desk.ticket()).status == "resolved"
+    assert await fire(desk, 3600) == 0
+
+
+async def test_no_refire_after_a_rules_reload(engine: AsyncEngine) -> None:
+    desk = harness(engine)
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    assert await fire(desk, 11) == 1
+    # rules.yaml edited (the reminder now waits 5 s, the close 40 s) and the desk restarted.
+    edited = ISSUE.replace("{pending: 10s}", "{pending: 5s}").replace(
+        "{pending: 30s}", "{pending: 40s}"
+    )
+    again = harness(engine, edited)
+    again.seq = itertools.count(100)
+    again.clock.advance(seconds=11)
+    await set_priority(again, t, "high")  # any change of the ticket plans its timers again
+    assert await fire(again, 1) == 0  # the reminder of this wait fired already
+    assert await fire(again, 20) == 0  # the close: due 40 s after the pending start now
+    assert await fire(again, 10) == 1
+    assert len(await firings(again, "pending-reminder")) == 1
+    assert len(await firings(again, "pending-autoclose")) == 1
+
+
+async def test_business_time_across_a_weekend_and_a_dst_switch(engine: AsyncEngine) -> None:
+    rules = "- {id: nudge, after: {pending: 1h}, calendar: office, do: [{note: nudge}]}\n"
+    desk = harness(engine, rules)
+    # Friday 27 March 2026, 16:30 in Berlin (CET); clocks go forward on Sunday 29 March.
+    desk.clock.advance(
+        seconds=(datetime(2026, 3, 27, 15, 30, tzinfo=UTC) - desk.clock.now()).total_seconds()
+    )
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    # 30 minutes on Friday, 30 on Monday from 09:00 CEST (07:00 UTC).
+    assert await timer_rows(desk) == [("nudge", datetime(2026, 3, 30, 7, 30, tzinfo=UTC))]
+    target = datetime(2026, 3, 30, 7, 29, tzinfo=UTC)
+    assert await fire(desk, (target - desk.clock.now()).total_seconds()) == 0
+    assert await fire(desk, 60) == 1

@@ -109,7 +109,9 @@ class Automator:
                 anchors = advance_anchors(anchors, first, before, after, hap.at.astimezone(UTC))
             before = running = after
             for event in events:
-                facts = replace(after, text=hap.text)
+                # ticket_created looks at the message that opened the ticket.
+                text = ticket.subject if event == "ticket_created" else hap.text
+                facts = replace(after, text=text)
                 decision = on_event(
                     self.rules.automations,
                     event,
@@ -152,9 +154,16 @@ class Automator:
         )
         for action in firing.actions:
             await act(self.desk, ticket, firing.rule, action)
-        if ticket.slack_ts is not None and not ticket.incident_only:
+        if not ticket.incident_only and (ticket.slack_ts is not None or self._card_queued(ticket)):
+            # Behind a card queued by this very step (a new ticket): the outbox sends the
+            # update once the card is posted, in order.
             await self.desk.refresh_card(ticket)
         return True
+
+    def _card_queued(self, ticket: Ticket) -> bool:
+        return any(
+            out.kind == "slack_card" and out.ticket_id == ticket.id for out, _ in self.desk.fx.items
+        )
 
     async def _refused(self, ticket: Ticket, refused: Refused, depth: int) -> None:
         if refused.what == "chain":
@@ -272,10 +281,12 @@ class Automator:
         have: set[tuple[str, str]] = set()
         for row in rows:
             key = (row.rule, _iso(row.anchor_start))
-            if key in wanted:
-                have.add(key)
-            else:
+            if key not in wanted:
                 await self.s.delete(row)
+                continue
+            have.add(key)
+            if row.lease_owner is None and row.due_at != wanted[key].due:
+                row.due_at = wanted[key].due  # rules.yaml changed the rule's duration
         for key, timer in wanted.items():
             if key in have or timer.key[:200] in fired:
                 continue
