@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import wiring
 from bot.automations.scheduler import AutomationScheduler
+from bot.automations.views import explain
+from bot.commands.automations import suspended_lines
+from bot.console.desk_command import desk_command
 from bot.core.step import Step
 from bot.domain.automations import Automation, AutomationLimits
+from bot.domain.events import SlashCommand
 from bot.domain.macros import Macro
 from bot.domain.rules import Rules, load_rules
 from storage.models import (
@@ -411,3 +415,68 @@ async def test_business_time_across_a_weekend_and_a_dst_switch(engine: AsyncEngi
     target = datetime(2026, 3, 30, 7, 29, tzinfo=UTC)
     assert await fire(desk, (target - desk.clock.now()).total_seconds()) == 0
     assert await fire(desk, 60) == 1
+
+
+async def test_desk_automations_lists_rules_firings_and_suspensions(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    rules = "- {id: echo, on: [customer_message], do: [{note: again}]}\n" + ISSUE
+    desk = harness(engine, rules, per_ticket_per_day=2)
+    t = await new_ticket(desk)
+    for n in range(3):
+        await customer(desk, f"message {n}")
+    command = SlashCommand(
+        external_id="command:1",
+        conversation="slack:C0SUPPORT:commands",
+        command="/desk",
+        text="automations",
+        user_id="U0BOB",
+        slack_channel="C0SUPPORT",
+        team_domain="acme",
+    )
+    async with desk.sessions() as s:
+        said = await desk_command(wiring.desks(rules_with(rules))(s, desk.clock.now()), command)
+    assert "`echo` (on customer_message): 2" in said
+    assert "`pending-reminder` (10s after pending): 0" in said
+    assert "*Suspended*" in said and f"`echo` on ticket #{t.id}" in said
+    held = await suspended_lines(database_url)  # what `deskbot check` prints
+    assert held and held[0].startswith(f"automation echo suspended on ticket #{t.id} since ")
+
+
+async def test_explain_says_what_matched_what_did_not_and_what_is_scheduled(
+    engine: AsyncEngine,
+) -> None:
+    rules = ISSUE + "- {id: vip-only, on: [customer_message], when: {vip: true}, do: [{note: x}]}\n"
+    desk = harness(engine, rules)
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    async with desk.sessions() as s:
+        lines = await explain(wiring.desks(rules_with(rules))(s, desk.clock.now()), t.id)
+    text = "\n".join(lines)
+    assert lines[0].startswith(f"ticket #{t.id}: pending, normal")
+    assert "anchors: " in lines[1] and "pending since" in lines[1]
+    assert "wait-for-customer (on agent_reply): matches now: fires on agent_reply" in text
+    assert "vip-only (on customer_message): does not match now: when: vip does not match" in text
+    due = (desk.clock.now() + timedelta(seconds=10)).isoformat()
+    assert f"pending-reminder (10s after pending): scheduled: due {due}" in text
+    assert "fired: wait-for-customer at " in text
+    await customer(desk)
+    async with desk.sessions() as s:
+        lines = await explain(wiring.desks(rules_with(rules))(s, desk.clock.now()), t.id)
+    assert (
+        "pending-reminder (10s after pending): not scheduled: anchor pending is not running"
+        in lines
+    )
+
+
+async def test_each_firing_is_in_the_audit_trail_with_its_rule_as_actor(desk: Harness) -> None:
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    await fire(desk, 11)
+    async with desk.sessions() as s:
+        rows = (await s.scalars(select(AuditEntry).where(AuditEntry.action == "automation"))).all()
+    assert [(r.actor, r.target) for r in rows] == [
+        ("wait-for-customer", f"ticket #{t.id}"),
+        ("pending-reminder", f"ticket #{t.id}"),
+    ]
+    assert any("*pending-reminder* fired: 10s after pending" in x for x in thread(desk))

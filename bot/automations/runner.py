@@ -149,6 +149,16 @@ class Automator:
         # The firing itself is a ticket event with the rule as its actor: the card's story and
         # the audit trail show it.
         self.desk.history(ticket, "automation", firing.rule, None, firing.rule, firing.why)
+        self.s.add(
+            AuditEntry(
+                at=self.desk.now,
+                actor=firing.rule,
+                action="automation",
+                target=f"ticket #{ticket.id}",
+                detail={"why": firing.why, "key": key, "depth": depth},
+            )
+        )
+        self.desk.thread(ticket, f"{by_rule(firing.rule)} fired: {firing.why}.")
         self.desk.decided(
             "automations.fired ticket=%d rule=%s depth=%d", ticket.id, firing.rule, depth
         )
