@@ -19,6 +19,7 @@ from bot import wiring
 from bot.automations.scheduler import AutomationScheduler
 from bot.automations.views import explain
 from bot.commands.automations import suspended_lines
+from bot.commands.sandbox import sandbox_rules
 from bot.console.desk_command import desk_command
 from bot.core.step import Step
 from bot.domain.automations import Automation, AutomationLimits
@@ -480,3 +481,20 @@ async def test_each_firing_is_in_the_audit_trail_with_its_rule_as_actor(desk: Ha
         ("pending-reminder", f"ticket #{t.id}"),
     ]
     assert any("*pending-reminder* fired: 10s after pending" in x for x in thread(desk))
+
+
+async def test_the_sandbox_shows_a_reminder_one_fast_forward_after_a_reply(
+    engine: AsyncEngine,
+) -> None:
+    """The shipped rules.yaml has its automations commented out; the sandbox adds two, and the
+    page's ⏩ +15 min brings the reminder (the scheduler looks every 2 seconds)."""
+    assert not FULL.automations
+    desk = make_harness(engine, sandbox_rules(RULES))
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    assert await fire(desk, 14 * 60) == 0
+    assert await fire(desk, 60 + 1) == 1
+    assert to_customer(desk)[-1] == (
+        f"Are you still there? Reply here if you still need help with ticket #{t.id}."
+    )
+    assert sandbox_rules(rules_with(ISSUE)).automations == rules_with(ISSUE).automations
