@@ -15,7 +15,7 @@ from bot.base.clock import Clock
 from bot.base.process import this_process
 from bot.base.repeat import repeat
 from bot.core.tickets import Desks
-from storage.models import AutomationTimer
+from storage.models import AutomationTimer, Ticket
 
 log = logging.getLogger("deskbot.automations")
 
@@ -74,7 +74,17 @@ class AutomationScheduler:
         me = this_process()
         async with self._sessions.begin() as session:
             desk = self._desks(session, self._clock.now())
-            row = await session.get(AutomationTimer, timer_id, with_for_update=True)
+            seen = await session.get(AutomationTimer, timer_id)
+            if seen is None:
+                return "gone"
+            # The ticket first, then its timer: the order in which a step of the desk that
+            # re-plans the ticket's timers takes them (the other order could deadlock).
+            await session.execute(
+                select(Ticket.id).where(Ticket.id == seen.ticket_id).with_for_update()
+            )
+            row = await session.get(
+                AutomationTimer, timer_id, with_for_update=True, populate_existing=True
+            )
             if row is None or row.lease_owner != me:
                 return "gone"  # its anchor ended meanwhile, or its lease ran out to another
             outcome = await Automator(desk).fire(row)
