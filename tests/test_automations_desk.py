@@ -18,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot import wiring
 from bot.automations.scheduler import AutomationScheduler
 from bot.automations.views import explain
+from bot.base.process import this_process
 from bot.commands.automations import suspended_lines
 from bot.commands.sandbox import sandbox_rules
 from bot.console.desk_command import desk_command
 from bot.core.step import Step
+from bot.delivery.leases import reclaim_dead_leases
 from bot.domain.automations import Automation, AutomationLimits
 from bot.domain.events import SlashCommand
 from bot.domain.macros import Macro
@@ -498,3 +500,23 @@ async def test_the_sandbox_shows_a_reminder_one_fast_forward_after_a_reply(
         f"Are you still there? Reply here if you still need help with ticket #{t.id}."
     )
     assert sandbox_rules(rules_with(ISSUE)).automations == rules_with(ISSUE).automations
+
+
+async def test_a_dead_desks_timer_lease_is_taken_over_at_once(desk: Harness) -> None:
+    """A desk killed while it held a due timer: the next desk's takeover frees the lease, so the
+    reminder fires seconds after the restart (once), not when the 60 s lease runs out."""
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    desk.clock.advance(seconds=11)
+    earlier_me = this_process().rsplit(":", 1)[0] + ":0badb007"  # our pid, an earlier boot
+    async with desk.sessions.begin() as s:
+        row = await s.scalar(
+            select(AutomationTimer).where(AutomationTimer.rule == "pending-reminder")
+        )
+        assert row is not None
+        row.lease_owner, row.lease_until = earlier_me, desk.clock.now() + timedelta(seconds=60)
+    assert await fire(desk) == 0  # still leased
+    done = await reclaim_dead_leases(desk.sessions, desk.dispatcher._desks, desk.clock.now())
+    assert earlier_me in done.owners
+    assert await fire(desk) == 1
+    assert sum(x.startswith("Still there?") for x in to_customer(desk)) == 1
