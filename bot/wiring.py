@@ -365,6 +365,7 @@ async def _customer_message(desk: Desk, prep: Prepared) -> None:
     event = _ev(prep, CustomerMessage)
     assert prep.cls is not None
     ticket = await desk.customer_message(event, prep.cls, prep.detected)
+    automations.heard(desk, ticket, prep.cls.details)  # the latest message's sentiment
     log.info("dispatcher.customer_message ticket=%d channel=%s", ticket.id, event.channel)
 
 

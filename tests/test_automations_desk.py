@@ -4,6 +4,7 @@ durable timers fired at most once, on SQLite and PostgreSQL, with a controllable
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from bot.console.desk_command import desk_command
 from bot.core.step import Step
 from bot.delivery.leases import reclaim_dead_leases
 from bot.domain.automations import Automation, AutomationLimits
+from bot.domain.classifier import Classification, RulesClassifier
 from bot.domain.events import SlashCommand
 from bot.domain.macros import Macro
 from bot.domain.rules import Rules, load_rules
@@ -520,3 +522,29 @@ async def test_a_dead_desks_timer_lease_is_taken_over_at_once(desk: Harness) -> 
     assert earlier_me in done.owners
     assert await fire(desk) == 1
     assert sum(x.startswith("Still there?") for x in to_customer(desk)) == 1
+
+
+class Moody(RulesClassifier):
+    """The rules' priority, and a sentiment: negative when the message says "angry"."""
+
+    async def classify(
+        self, text: str, *, customer_key: str, recent_tickets: int
+    ) -> Classification:
+        cls = await super().classify(text, customer_key=customer_key, recent_tickets=recent_tickets)
+        mood = "negative" if "angry" in text else "neutral"
+        return dataclasses.replace(cls, details={"sentiment": mood})
+
+
+async def test_sentiment_is_the_latest_messages(engine: AsyncEngine) -> None:
+    rules = rules_with(
+        "- {id: unhappy, on: [ticket_created, customer_message], when: {sentiment: negative},"
+        " do: [{set_priority: urgent}, {note: unhappy}]}\n"
+    )
+    desk = make_harness(engine, rules, Moody(rules.priority))
+    await new_ticket(desk, "my parcel is late")
+    assert await firings(desk) == []
+    await customer(desk, "I am getting angry now")
+    assert [r for r, _ in await firings(desk)] == ["unhappy"]
+    assert (await desk.ticket()).priority == "urgent"
+    await customer(desk, "ok thanks")  # neutral again: the rule does not fire
+    assert len(await firings(desk)) == 1

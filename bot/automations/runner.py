@@ -54,6 +54,15 @@ from storage.models import (
 log = logging.getLogger("deskbot.automations")
 
 
+HEARD = "deskbot.automations.heard"
+
+
+def heard(step: Step, ticket: Ticket, details: dict[str, Any]) -> None:
+    """What the model made of the customer's latest message (its sentiment and intent), for
+    the rules run on it in this step; the ticket keeps only its first message's."""
+    step.s.sync_session.info.setdefault(HEARD, {})[ticket.id] = details
+
+
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
 
@@ -217,7 +226,8 @@ class Automator:
 
     async def facts(self, ticket: Ticket) -> Facts:
         tags, corrected = await ticket_labels(self.s, ticket.id)
-        model = ticket.classification or {}
+        model = self.s.sync_session.info.get(HEARD, {}).get(ticket.id) or ticket.classification
+        model = model or {}
         intent = corrected or model.get("intent")
         external = await self.s.scalar(
             select(Identity.external_id)
@@ -354,3 +364,4 @@ async def after_event(step: Step) -> None:
         await Automator(step).run()
     else:
         take(step.s.sync_session)
+    step.s.sync_session.info.pop(HEARD, None)
