@@ -38,6 +38,7 @@ class AutomationScheduler:
         interval: float = 2.0,
         lease: timedelta = timedelta(seconds=60),
         batch: int = 50,
+        owner: str | None = None,
     ) -> None:
         self._sessions = sessions
         self._desks = desks
@@ -46,11 +47,12 @@ class AutomationScheduler:
         self._interval = interval
         self._lease = lease
         self._batch = batch
+        self._owner = owner  # the lease owner: this process unless a test plays two
         self.wakeup = asyncio.Event()  # the sandbox's fast-forward may poke it
 
     async def claim(self) -> list[int]:
         now = self._clock.now()
-        me = this_process()
+        me = self._owner or this_process()
         async with self._sessions.begin() as session:
             stmt = (
                 select(AutomationTimer)
@@ -71,7 +73,7 @@ class AutomationScheduler:
 
     async def fire(self, timer_id: int) -> str:
         """Fire one claimed timer in its own transaction."""
-        me = this_process()
+        me = self._owner or this_process()
         async with self._sessions.begin() as session:
             desk = self._desks(session, self._clock.now())
             seen = await session.get(AutomationTimer, timer_id)
