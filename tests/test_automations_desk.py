@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import os
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -555,3 +558,41 @@ async def test_sentiment_is_the_latest_messages(engine: AsyncEngine) -> None:
     assert (await desk.ticket()).priority == "urgent"
     await customer(desk, "ok thanks")  # neutral again: the rule does not fire
     assert len(await firings(desk)) == 1
+
+
+async def test_deskbot_automations_explain_on_a_live_database(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    """``deskbot automations explain 1`` as a person runs it, beside a running desk."""
+    from tests.test_automations import DESK
+    from tests.test_cli_check import GOOD, ROOT
+
+    text = DESK + "kb: {enabled: false}\nautomations:\n" + textwrap.indent(ISSUE, "  ")
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    desk = make_harness(engine, load_rules(path))
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DESK_", "SLACK_"))}
+    env = {**clean, "PYTHONPATH": str(ROOT), **GOOD}
+    env |= {"DESK_RULES": str(path), "DESK_DATABASE_URL": database_url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "automations",
+        "explain",
+        f"#{t.id}",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[0].startswith(f"ticket #{t.id}: pending, normal, team support")
+    assert any(
+        line.startswith("pending-reminder (10s after pending): scheduled: due ") for line in lines
+    )
+    assert any(line.startswith("fired: wait-for-customer at ") for line in lines)
