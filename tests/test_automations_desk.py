@@ -596,3 +596,15 @@ async def test_deskbot_automations_explain_on_a_live_database(
         line.startswith("pending-reminder (10s after pending): scheduled: due ") for line in lines
     )
     assert any(line.startswith("fired: wait-for-customer at ") for line in lines)
+
+
+async def test_explain_after_a_reminder_says_it_fired_for_this_wait(desk: Harness) -> None:
+    t = await new_ticket(desk)
+    await reply(desk, t)
+    await fire(desk, 11)
+    async with desk.sessions() as s:
+        lines = await explain(wiring.desks(rules_with(ISSUE))(s, desk.clock.now()), t.id)
+    assert any(
+        line.startswith("pending-reminder (10s after pending): fired already for the pending")
+        for line in lines
+    ), lines

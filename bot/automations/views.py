@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.automations.runner import Automator
 from bot.core.tickets import Desk
-from bot.domain.automations import Automation, duration_text, why_not
+from bot.domain.automations import Automation, Timer, duration_text, why_not
 from bot.domain.mrkdwn import escape
 from bot.domain.rules import Rules
 from storage.models import AutomationFiring, AutomationSuspension, AutomationTimer, Ticket
@@ -121,10 +121,10 @@ async def explain(desk: Desk, ticket_id: int) -> list[str]:
                     state += f" (would not fire now: {blocked})"
             elif start is None:
                 state = f"not scheduled: anchor {rule.anchor} is not running"
-            else:
-                state = (
-                    f"not scheduled: already fired for the {rule.anchor} since {start.isoformat()}"
-                )
+            elif Timer(rule.id, rule.anchor, start, start).key[:200] in {k for _, k, _ in fired}:
+                state = f"fired already for the {rule.anchor} since {start.isoformat()}"
+            else:  # a rule added to rules.yaml since the ticket's last change
+                state = "not scheduled yet: it is, at the ticket's next change"
         else:
             state = (
                 f"does not match now: {blocked}"
