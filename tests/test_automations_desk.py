@@ -63,6 +63,11 @@ ISSUE = """
 - id: pending-autoclose
   after: {pending: 30s}
   do: [{reply: {macro: "Closing for now"}}, {set_status: resolved}]
+- id: angry-vip
+  on: [ticket_created, customer_message]
+  when: {vip: true, sentiment: negative}
+  do: [{set_priority: urgent}, {note: "VIP and unhappy: please take this first"}, {notify: [lead]}]
+  stop: true
 """
 
 
