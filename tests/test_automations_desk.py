@@ -613,3 +613,54 @@ async def test_explain_after_a_reminder_says_it_fired_for_this_wait(desk: Harnes
         line.startswith("pending-reminder (10s after pending): fired already for the pending")
         for line in lines
     ), lines
+
+
+ANCHORED = "".join(
+    f"- {{id: {a}, after: {{{a}: 1h}}, do: [{{note: {a}}}]}}\n"
+    for a in (
+        "created",
+        "pending",
+        "last_customer_message",
+        "last_agent_reply",
+        "resolved",
+        "unassigned",
+    )
+)
+
+
+async def starts(desk: Harness) -> dict[str, int]:
+    """Each scheduled rule (named after its anchor) → its anchor's start, in seconds from 09:00."""
+    async with desk.sessions() as s:
+        rows = (await s.execute(select(AutomationTimer.rule, AutomationTimer.anchor_start))).all()
+    zero = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+    return {rule: int((start - zero).total_seconds()) for rule, start in rows}
+
+
+async def test_each_anchor_starts_restarts_and_ends_with_the_ticket(engine: AsyncEngine) -> None:
+    desk = harness(engine, ANCHORED)
+    t = await new_ticket(desk)  # at 0 s, nobody to take it
+    assert await starts(desk) == {"created": 0, "last_customer_message": 0, "unassigned": 0}
+    desk.clock.advance(seconds=10)
+    await customer(desk, "hello?")  # restarts last_customer_message
+    assert await starts(desk) == {"created": 0, "last_customer_message": 10, "unassigned": 0}
+    desk.clock.advance(seconds=10)
+    await reply(desk, t)  # the agent claims and answers: pending, assigned
+    assert await starts(desk) == {"created": 0, "pending": 20, "last_agent_reply": 20}
+    desk.clock.advance(seconds=10)
+    await reply(desk, t, "And one more thing.")  # restarts last_agent_reply; still pending
+    assert await starts(desk) == {"created": 0, "pending": 20, "last_agent_reply": 30}
+    desk.clock.advance(seconds=10)
+    await customer(desk, "thanks, one question")  # open again: pending and the reply end
+    assert await starts(desk) == {"created": 0, "last_customer_message": 40}
+    desk.clock.advance(seconds=10)
+    await desk.inbox.accept([desk.action(t, "resolve")], {})
+    await desk.settle()
+    assert await starts(desk) == {"resolved": 50}  # resolved ends every other anchor
+    desk.clock.advance(seconds=10)
+    await customer(desk, "it broke again")  # reopened within the window
+    got = await starts(desk)
+    assert "resolved" not in got and got["last_customer_message"] == 60
+    # The created anchor's rule fires an hour after creation... but it ended at the resolve.
+    assert await fire(desk, 3600) >= 1
+    fired = [r for r, _ in await firings(desk)]
+    assert "created" not in fired and "last_customer_message" in fired
