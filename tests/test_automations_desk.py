@@ -664,3 +664,23 @@ async def test_each_anchor_starts_restarts_and_ends_with_the_ticket(engine: Asyn
     assert await fire(desk, 3600) >= 1
     fired = [r for r, _ in await firings(desk)]
     assert "created" not in fired and "last_customer_message" in fired
+
+
+async def test_a_rule_whose_action_makes_its_condition_false_stops_by_itself(
+    engine: AsyncEngine,
+) -> None:
+    rules = """
+- id: greet
+  on: [customer_message]
+  unless: {tags: [greeted]}
+  do: [{add_tag: greeted}, {assign: U0BOB}, {notify: [assignee]}]
+"""
+    desk = harness(engine, rules, FULL)
+    t = await new_ticket(desk)
+    for n in range(3):
+        await customer(desk, f"hello {n}")
+    assert [r for r, _ in await firings(desk)] == ["greet"]
+    assert (await desk.ticket()).assignee_id == "U0BOB"
+    dms = [m for m in desk.slack.sent if m.kind == "slack_post" and m.destination == "U0BOB"]
+    assert len(dms) == 1 and f"ticket #{t.id}" in dms[0].text
+    assert any("gave this ticket to <@U0BOB>" in x for x in thread(desk))
