@@ -86,7 +86,8 @@ class Automator:
             await self.s.flush()  # the rows' ids are part of the firing keys
             by_ticket: dict[int, list[TicketEvent | Message]] = {}
             for row in rows:
-                by_ticket.setdefault(row.ticket_id, []).append(row)
+                if row.ticket_id is not None:  # (always set; a row without one is no event)
+                    by_ticket.setdefault(row.ticket_id, []).append(row)
             for ticket_id, its in by_ticket.items():
                 ticket = await self._lock(ticket_id)
                 if ticket is not None and not ticket.incident_only:
