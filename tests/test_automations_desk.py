@@ -26,6 +26,7 @@ from bot.base.process import this_process
 from bot.commands.automations import suspended_lines
 from bot.commands.sandbox import sandbox_rules
 from bot.console.desk_command import desk_command
+from bot.core.assignment import AUTO, Assigner
 from bot.core.step import Step
 from bot.delivery.leases import reclaim_dead_leases
 from bot.domain.automations import Automation, AutomationLimits
@@ -684,3 +685,19 @@ async def test_a_rule_whose_action_makes_its_condition_false_stops_by_itself(
     dms = [m for m in desk.slack.sent if m.kind == "slack_post" and m.destination == "U0BOB"]
     assert len(dms) == 1 and f"ticket #{t.id}" in dms[0].text
     assert any("gave this ticket to <@U0BOB>" in x for x in thread(desk))
+
+
+async def test_an_anchor_ended_outside_the_dispatcher_does_not_fire(engine: AsyncEngine) -> None:
+    """The assignment of waiting tickets when an agent comes back is no event of the rules;
+    when the timer comes due, the ticket's facts say its unassigned anchor has ended."""
+    rules = "- {id: nobody, after: {unassigned: 1h}, do: [{notify: [channel]}]}\n"
+    desk = harness(engine, rules)
+    t = await new_ticket(desk)
+    assert set(await starts(desk)) == {"nobody"}
+    async with desk.sessions.begin() as s:
+        step = wiring.desks(rules_with(rules))(s, desk.clock.now())
+        ticket = await s.get(Ticket, t.id)
+        assert ticket is not None
+        Assigner(step).give(ticket, "U0ALICE", AUTO, "the sweeper gave it")
+    assert await fire(desk, 3601) == 1  # due, claimed, and not fired
+    assert await firings(desk) == []

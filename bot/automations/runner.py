@@ -25,6 +25,7 @@ from bot.core.step import Step
 from bot.core.tickets import Desk
 from bot.domain.automations import (
     DAY,
+    DONE,
     Anchors,
     Facts,
     Firing,
@@ -335,11 +336,12 @@ class Automator:
                 row.due_at, row.lease_until, row.lease_owner = due, None, None
                 return "not due yet"
         timer = Timer(row.rule, row.anchor, row.anchor_start, row.due_at)  # type: ignore[arg-type]
+        facts = await self.facts(ticket)
         result = fire_timer(
             self.rules.automations,
             timer,
-            await self.anchors(ticket.id),
-            await self.facts(ticket),
+            settled(await self.anchors(ticket.id), facts),
+            facts,
             self.desk.now,
             limits=self.limits,
             history=await self.past(ticket.id),
@@ -357,6 +359,22 @@ class Automator:
             "automations.not_fired ticket=%d rule=%s why=%s", ticket.id, row.rule, result
         )
         return result
+
+
+def settled(anchors: Anchors, facts: Facts) -> Anchors:
+    """The anchors as the ticket stands now. A change made outside the dispatcher's events (the
+    assignment of waiting tickets when an agent comes back, an SLA escalation's reassignment)
+    moves no anchor when it happens; at fire time, the facts say which anchors it ended."""
+    started = dict(anchors.started)
+    if facts.assigned:
+        started.pop("unassigned", None)
+    if facts.status != "pending":
+        started.pop("pending", None)
+    if facts.status in DONE:
+        started = {a: at for a, at in started.items() if a == "resolved"}
+    else:
+        started.pop("resolved", None)
+    return Anchors(started)
 
 
 async def after_event(step: Step) -> None:
