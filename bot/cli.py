@@ -20,6 +20,7 @@ from bot.base.settings import (
     require_platforms,
 )
 from bot.commands.automations import main as automations_main
+from bot.commands.automations import suspended_lines
 from bot.commands.kb import main as kb_main
 from bot.commands.learn import main as learn_main
 from bot.commands.sla import main as sla_main
@@ -149,13 +150,21 @@ def _cmd_check(_args: argparse.Namespace) -> int:
             f"automations ok ({counted(len(rules.automations) - timed, 'event rule')},"
             f" {counted(timed, 'time rule')}; chain_depth {limits.chain_depth},"
             f" at most {limits.per_ticket_per_day} firings of a rule per ticket a day;"
-            " replayable with `deskbot automations replay`, not yet run by the desk)"
+            " replayable with `deskbot automations replay`, explained on a ticket with"
+            " `deskbot automations explain`)"
         )
     if rules.kb.enabled:
         folder = kb_folder(rules, settings.rules_path)
         articles = read_articles(folder)  # a broken article stops here, named
         print(f"{folder} ok ({counted(len(articles), 'knowledge-base article')})")
-    print(_reach(settings))
+    reached = _reach(settings)
+    print(reached)
+    if rules.automations and reached.endswith("answers"):
+        held = asyncio.run(suspended_lines(settings.database_url))
+        for line in held:
+            print(line)
+        if not held:
+            print("no automation is suspended on any ticket")
     if settings.model == "local":
         asyncio.run(_load_model(settings, rules))
         print("model ok (loaded as `deskbot run` loads it)")

@@ -27,6 +27,9 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.slack import SlackAdapter
+from bot.automations import journal as automation_journal
+from bot.automations import runner as automations
+from bot.automations.scheduler import AutomationScheduler
 from bot.base.clock import Clock
 from bot.base.settings import desk_tz
 from bot.console.desk_command import answer_command
@@ -101,6 +104,9 @@ def hooks() -> Hooks:
     # WhatsApp's 24-hour window: replies held and a template sent; released when they write.
     h.subscribe(OutsideWindow, window.on_outside_window)
     h.subscribe(CustomerWrote, window.on_customer_wrote)
+    # Automations first: what their actions change is timed by the SLA clocks after them.
+    automation_journal.listen()
+    h.after_event.append(automations.after_event)
     h.after_event.append(sla.refresh_touched)
     h.before_queue.append(home.queue_refreshes)
     return h
@@ -269,6 +275,7 @@ class Jobs:
 
     sweeper: AssignmentSweeper
     sla: SlaScheduler
+    automations: AutomationScheduler
     digest: DigestScheduler
     retention: RawPurger
     roles: GroupRefresher | None
@@ -278,6 +285,7 @@ class Jobs:
         loops: list[tuple[str, Any]] = [
             ("assignment", self.sweeper),
             ("sla", self.sla),
+            ("automations", self.automations),
             ("roles", self.roles),
             ("digest", self.digest),
             ("retention", self.retention),
@@ -303,6 +311,7 @@ def jobs(
     return Jobs(
         sweeper=AssignmentSweeper(sessions, desks, clock, outbox_wakeup=outbox_wakeup),
         sla=SlaScheduler(sessions, desks, clock, outbox_wakeup=outbox_wakeup),
+        automations=AutomationScheduler(sessions, desks, clock, outbox_wakeup=outbox_wakeup),
         digest=DigestScheduler(
             sessions,
             desks,
@@ -356,6 +365,7 @@ async def _customer_message(desk: Desk, prep: Prepared) -> None:
     event = _ev(prep, CustomerMessage)
     assert prep.cls is not None
     ticket = await desk.customer_message(event, prep.cls, prep.detected)
+    automations.heard(desk, ticket, prep.cls.details)  # the latest message's sentiment
     log.info("dispatcher.customer_message ticket=%d channel=%s", ticket.id, event.channel)
 
 

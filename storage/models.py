@@ -434,3 +434,60 @@ class RateBucket(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     stamp: Mapped[datetime]  # the database's clock when ``tokens`` was last worked out
+
+
+class AutomationAnchors(Base):
+    """When each running anchor of a ticket's time rules started (``automations:``), kept up
+    to date by the desk as the ticket's events happen (bot/automations)."""
+
+    __tablename__ = "automation_anchors"
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    started: Mapped[dict[str, Any]]  # anchor → ISO start
+    updated_at: Mapped[datetime]
+
+
+class AutomationTimer(Base):
+    """A time rule due on a ticket: one row per (rule, ticket, anchor start), claimed by the
+    automation scheduler like the SLA timers (``FOR UPDATE SKIP LOCKED`` and a lease)."""
+
+    __tablename__ = "automation_timers"
+    __table_args__ = (
+        UniqueConstraint("rule", "ticket_id", "anchor_start", name="uq_automation_timers_key"),
+        Index("ix_automation_timers_due", "due_at"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    rule: Mapped[str] = mapped_column(String(100))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    anchor: Mapped[str] = mapped_column(String(30))
+    anchor_start: Mapped[datetime]
+    due_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(120))
+    created_at: Mapped[datetime]
+
+
+class AutomationFiring(Base):
+    """A rule that fired on a ticket, written in the transaction of its actions. The unique key
+    (rule, ticket, anchor start or the event's id) makes each firing happen at most once."""
+
+    __tablename__ = "automation_firings"
+    __table_args__ = (
+        UniqueConstraint("rule", "ticket_id", "key", name="uq_automation_firings_key"),
+        Index("ix_automation_firings_fired_at", "fired_at"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    rule: Mapped[str] = mapped_column(String(100))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    key: Mapped[str] = mapped_column(String(200))
+    depth: Mapped[int] = mapped_column(Integer, default=0)
+    fired_at: Mapped[datetime]
+
+
+class AutomationSuspension(Base):
+    """A rule that fired ``per_ticket_per_day`` times on one ticket: it fires no more there."""
+
+    __tablename__ = "automation_suspensions"
+    rule: Mapped[str] = mapped_column(String(100), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    at: Mapped[datetime]
+    why: Mapped[str] = mapped_column(Text, default="")

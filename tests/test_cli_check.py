@@ -126,7 +126,8 @@ def test_check_validates_automations_as_written(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines()[2] == (
         "automations ok (2 event rules, 2 time rules; chain_depth 3, at most 20 firings of a rule"
-        " per ticket a day; replayable with `deskbot automations replay`, not yet run by the desk)"
+        " per ticket a day; replayable with `deskbot automations replay`, explained on a ticket"
+        " with `deskbot automations explain`)"
     )
 
 

@@ -1,4 +1,5 @@
-"""``deskbot automations``: try the automations of a rules.yaml before deploying them.
+"""``deskbot automations``: try the automations of a rules.yaml before deploying them, and ask
+a live desk why they did or did not fire on a ticket.
 
 ``replay TIMELINE.jsonl --rules rules.yaml`` runs the desk's pure engine
 (:mod:`bot.domain.automations`) over one ticket's timeline, in the shape of ``deskbot sla
@@ -6,20 +7,27 @@ replay``'s (one JSON object a line, ``at`` and ``type``), and prints one JSON li
 that fires, is scheduled, is cancelled (its anchor ended or restarted), is skipped at its due time
 (a condition no longer holds), is suspended (the per-day limit) or is stopped by the chain depth;
 then the ticket's state and what is still scheduled.
+
+``explain TICKET`` reads the desk's database (``DESK_DATABASE_URL``) and prints, for that ticket,
+which rules match it now and which do not and why, what fired, and what is scheduled.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, get_args
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.automations.views import explain, suspended
 from bot.commands.sla import TimelineError, _moment, read_timeline, z
 from bot.domain.automations import (
     Anchors,
@@ -42,6 +50,7 @@ from bot.domain.automations import (
 from bot.domain.calendars import Calendar
 from bot.domain.rules import Rules, RulesError, load_rules
 from bot.domain.sla import EVENT_TYPES, PRIORITIES
+from storage.db import create_engine, session_factory
 
 # The SLA replay's line types (the same timeline shape), and three more that automations read.
 LINE_TYPES = (*(t for t in EVENT_TYPES if t != "end"), "assigned", "tag", "rated", "end")
@@ -338,12 +347,59 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="print what the automations do on a ticket timeline")
     r.add_argument("timeline", help="a JSON Lines file, or - for standard input")
     r.add_argument("--rules", type=Path, default=Path(os.environ.get("DESK_RULES") or "rules.yaml"))
+    e = sub.add_parser("explain", help="on a live desk: why each rule did or did not fire")
+    e.add_argument("ticket", type=lambda v: int(v.lstrip("#")), help="the ticket's number")
     return parser
+
+
+async def explain_ticket(database_url: str, rules: Rules, ticket: int) -> list[str]:
+    """``deskbot automations explain``: read only; the desk need not be stopped."""
+    from bot import wiring
+
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            desk = wiring.desks(rules)(session, datetime.now(UTC))
+            return await explain(desk, ticket)
+    finally:
+        await engine.dispose()
+
+
+async def suspended_lines(database_url: str) -> list[str]:
+    """For ``deskbot check``: the rules suspended on a ticket (none on a new database)."""
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            held = await suspended(session)
+    except SQLAlchemyError:
+        return []  # not migrated yet: nothing can be suspended
+    finally:
+        await engine.dispose()
+    return [
+        f"automation {rule} suspended on ticket #{ticket} since {at:%Y-%m-%d %H:%M} UTC: {why}"
+        for rule, ticket, at, why in held
+    ]
 
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     args = build_parser().parse_args(argv)
+    if args.command == "explain":
+        from dotenv import load_dotenv
+
+        from bot.base.settings import load_settings
+
+        load_dotenv(Path.cwd() / ".env")
+        try:
+            settings = load_settings()
+            rules = load_rules(settings.rules_path)
+            lines = asyncio.run(explain_ticket(settings.database_url, rules, args.ticket))
+        except (RulesError, SQLAlchemyError, ValueError) as exc:
+            print(f"deskbot automations: {exc}", file=sys.stderr)
+            return 2
+        for line in lines:
+            print(line, file=out)
+        return 0
     try:
         rules = load_rules(args.rules)
         if not rules.automations:

@@ -32,6 +32,8 @@ from bot.base.settings import (
     WhatsAppSettings,
     load_settings,
 )
+from bot.domain.automations import Automation
+from bot.domain.macros import Macro
 from bot.domain.rules import Rules, load_rules, parse_rules
 from bot.domain.words import counted
 from sandbox import DeskHistory, StandIns
@@ -76,6 +78,57 @@ def sandbox_settings(standins: StandIns, *, desk_port: int, database_url: str) -
 def _rules() -> Rules:
     path = Path(os.environ.get("DESK_RULES") or "rules.yaml")
     return load_rules(path) if path.exists() else parse_rules({"version": 1})
+
+
+# With rules.yaml's automations commented out (as shipped), the sandbox still shows them: a
+# reminder 15 minutes after an agent's reply leaves the ticket waiting on the customer, and a
+# close-for-now after an hour, both one press of the page's ⏩ +15 min away.
+SANDBOX_MACROS = (
+    Macro(
+        name="Still there?",
+        text={
+            "en": "Are you still there? Reply here if you still need help with ticket #{ticket}."
+        },
+    ),
+    Macro(
+        name="Closing for now",
+        text={
+            "en": "We have not heard from you, so we are closing ticket #{ticket} for now."
+            " Write here any time to reopen it."
+        },
+    ),
+)
+SANDBOX_AUTOMATIONS = (
+    {
+        "id": "sandbox-pending-reminder",
+        "after": {"pending": "15m"},
+        "unless": {"tags": ["no-reminders"]},
+        "do": [{"reply": {"macro": "Still there?"}}, {"add_tag": "reminded"}],
+    },
+    {
+        "id": "sandbox-pending-autoclose",
+        "after": {"pending": "1h"},
+        "do": [{"reply": {"macro": "Closing for now"}}, {"set_status": "resolved"}],
+    },
+)
+AUTOMATIONS_STORY = (
+    "  Automations: rules.yaml has none, so the sandbox adds two: a reminder 15 minutes after an"
+    " agent's reply leaves a ticket waiting on the customer, and a close-for-now after an hour"
+    " (the page's ⏩ +15 min shows the reminder within seconds).\n"
+)
+
+
+def sandbox_rules(rules: Rules) -> Rules:
+    """``rules`` with the sandbox's two example automations when it has none of its own."""
+    if rules.automations:
+        return rules
+    names = {m.name for m in rules.macros}
+    return rules.model_copy(
+        update={
+            "macros": (*rules.macros, *(m for m in SANDBOX_MACROS if m.name not in names)),
+            "automations": tuple(Automation.model_validate(a) for a in SANDBOX_AUTOMATIONS),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -403,7 +456,8 @@ async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False)
         return clock.offset.total_seconds() / 60
 
     standins.advance_clock = advance
-    rules = _rules()
+    own = _rules()
+    rules = sandbox_rules(own)
     approve_templates(standins, rules)
     try:
         settings = sandbox_settings(standins, desk_port=desk_port, database_url=files.database_url)
@@ -414,7 +468,7 @@ async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False)
             loaded=standins.continued,
             clock_minutes=standins.clock_offset / 60,
             ports=(desk_port, standin_port),
-        )
+        ) + ("" if own.automations else AUTOMATIONS_STORY)
         await serve(
             settings,
             rules,

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.automations.views import overview as automations_overview
 from bot.base.settings import desk_tz
 from bot.console.customer_data import (
     customer_export,
@@ -43,6 +44,7 @@ from bot.core.tickets import Desk
 from bot.domain.events import SlashCommand
 from bot.domain.mrkdwn import PRIORITY_ICON, age, escape
 from bot.domain.outbound import Outbound
+from bot.domain.routing import SLACK_USER
 from bot.domain.tickets import ACTIVE
 from bot.domain.words import counted
 from bot.incidents.command import INCIDENT_HELP, incident_command
@@ -296,12 +298,17 @@ async def _audit(inv: Invocation) -> str:
     if not total:
         return f"Nothing in the audit trail for {span} ({period.tz.key})."
     lines = [
-        f"{e.at.astimezone(period.tz):%Y-%m-%d %H:%M} <@{e.actor}> {escape(e.action)}"
+        f"{e.at.astimezone(period.tz):%Y-%m-%d %H:%M} {_actor(e.actor)} {escape(e.action)}"
         f" `{escape(e.target.replace('`', ''))}`{_whose(e.detail)}"
         for e in rows
     ]
     audit(inv, "audit", f"/desk audit {inv.args}".strip())
     return listing(f"*Audit trail* {span} ({period.tz.key}) · {total}, newest first", lines, total)
+
+
+def _actor(actor: str) -> str:
+    """A person as a mention; an automation (its rule id) or the desk by name."""
+    return f"<@{actor}>" if SLACK_USER.match(actor) else f"*{escape(actor)}*"
 
 
 def _whose(detail: dict[str, Any]) -> str:
@@ -321,6 +328,12 @@ def _whose(detail: dict[str, Any]) -> str:
 
 
 # -- one customer across channels ------------------------------------------------------------
+
+
+async def _automations(inv: Invocation) -> str:
+    if not await is_agent(inv):
+        return refuse(inv, "/desk automations", "agent")
+    return await automations_overview(inv.session, inv.desk.rules, inv.now)
 
 
 async def _incident(inv: Invocation) -> str:
@@ -381,6 +394,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         forget_customer,
     ),
     "incident": Subcommand(INCIDENT_HELP, _incident),
+    "automations": Subcommand(
+        "the automations of rules.yaml, how often each fired in the last 7 days, and any"
+        " rule suspended on a ticket",
+        _automations,
+    ),
     "help": Subcommand("this list", _help),
 }
 

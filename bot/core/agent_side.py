@@ -304,11 +304,18 @@ class AgentSide(TicketStep):
             await self.resolve(ticket, ev.user_id, ev.user_name)
 
     async def resolve(
-        self, ticket: Ticket, user_id: str, user_name: str, why: str = "resolved from Slack"
+        self,
+        ticket: Ticket,
+        user_id: str,
+        user_name: str,
+        why: str = "resolved from Slack",
+        *,
+        claim: bool = True,
     ) -> None:
-        """Resolve an active ticket: the closing message with its rating prompt, a thread line."""
+        """Resolve an active ticket: the closing message with its rating prompt, a thread line.
+        ``claim``: a person who resolves an unassigned ticket takes it (an automation does not)."""
         if ticket.status in ACTIVE:
-            if ticket.assignee_id is None:
+            if ticket.assignee_id is None and claim:
                 self._assign(ticket, user_id, user_name, "resolved it", "resolved")
             self.set_status(ticket, "resolved", user_id, why)
             ticket.resolved_at = self.now

@@ -53,7 +53,7 @@ from bot.base.clock import Clock
 from bot.base.process import is_dead, this_process
 from bot.core.tickets import Desks
 from bot.domain.outbound import Outbound
-from storage.models import Message, OutboxRow, Process, SlaTimer, Ticket
+from storage.models import AutomationTimer, Message, OutboxRow, Process, SlaTimer, Ticket
 from storage.queues import expire_inbox_leases, open_leases, outbox_held_by
 
 log = logging.getLogger("deskbot.leases")
@@ -113,11 +113,12 @@ async def reclaim_dead_leases(
         # Ran out a moment ago: claimable by the very next claim, even under a frozen test clock.
         expired = now - timedelta(seconds=1)
         done.inbox = await expire_inbox_leases(session, owners, expired)
-        await session.execute(
-            update(SlaTimer)
-            .where(SlaTimer.lease_owner.in_(owners))
-            .values(lease_until=expired, lease_owner=None)
-        )
+        for timers in (SlaTimer, AutomationTimer):
+            await session.execute(
+                update(timers)
+                .where(timers.lease_owner.in_(owners))
+                .values(lease_until=expired, lease_owner=None)
+            )
         for row in await outbox_held_by(session, owners):
             await _settle_unknown_send(session, desks, now, row, done, expired)
         await session.execute(delete(Process).where(Process.owner.in_(owners)))
@@ -133,10 +134,13 @@ async def reclaim_dead_leases(
 
 
 async def _timer_owners(session: AsyncSession) -> set[str]:
-    found = await session.scalars(
-        select(SlaTimer.lease_owner).where(SlaTimer.lease_owner.is_not(None)).distinct()
-    )
-    return {o for o in found.all() if o}
+    owners: set[str] = set()
+    for timers in (SlaTimer, AutomationTimer):
+        found = await session.scalars(
+            select(timers.lease_owner).where(timers.lease_owner.is_not(None)).distinct()
+        )
+        owners.update(o for o in found.all() if o)
+    return owners
 
 
 class Heartbeat:

@@ -553,9 +553,10 @@ class Anchors:
 
 
 def advance_anchors(
-    anchors: Anchors, event: Event, before: Facts | None, after: Facts, at: datetime
+    anchors: Anchors, event: Event | None, before: Facts | None, after: Facts, at: datetime
 ) -> Anchors:
-    """The anchors after ``event`` (``before`` is None for ticket_created):
+    """The anchors after ``event`` (``before`` is None for ticket_created; ``event`` is None for
+    a change that is no event of the rules, like an unassignment or a transfer):
 
     - created: starts with the ticket;
     - pending: starts each time the status becomes pending, ends when it leaves pending;
