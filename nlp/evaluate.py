@@ -245,8 +245,8 @@ TARGET_ROWS = (
     "Bitext ordinary raised by sentiment/anger alone, held-out TEST",
     "Bitext offensive (W) flagged angry, validation",
     "Bitext offensive (W) flagged angry, held-out TEST",
-    "en detected as en, Bitext validation",
-    "en detected as en, Bitext test (held-out, report only)",
+    "en detected as en, support messages (Bitext validation + banking77 held-out 20%)",
+    "en detected as en, support TEST (Bitext + banking77 test, report only)",
     "zh sentiment macro-recall",  # (no head built: the line that says so)
     "zh sentiment macro-recall, validation",
     "zh sentiment macro-recall, held-out TEST",
@@ -486,7 +486,20 @@ def detection_figures(*, heldout: bool = True) -> list[Figure]:
     test = data.heldout_dir() / "bitext_customer_service"
     if heldout and test.is_dir():
         texts = data.bitext("Testing", data.heldout_dir()).texts
-        sets.append(("en", "Bitext test (held-out, report only)", texts, "≥ 0.995"))
+        both = texts + data.banking77_test().texts
+        sets.append(("en", "support TEST (Bitext + banking77 test, report only)", both, "≥ 0.995"))
+        sets.append(("en", "Bitext test (held-out, report only)", texts, ""))
+    # The target's own row: every English support message of the two sets together.
+    sets.insert(
+        0,
+        (
+            "en",
+            "support messages (Bitext validation + banking77 held-out 20%)",
+            sets[0][2] + sets[1][2],
+            "≥ 0.995",
+        ),
+    )
+    sets[1] = (*sets[1][:3], "")
     out: list[Figure] = []
     for code, name, texts, target in sets:
         texts = list(dict.fromkeys(t for t in texts if t.strip()))
