@@ -20,7 +20,7 @@ import yaml
 
 from nlp import data
 from nlp.encoder import Encoder
-from nlp.heads import LinearHead, expected_calibration_error
+from nlp.heads import CENTROIDS_FILE, IntentCentroids, LinearHead, expected_calibration_error
 from nlp.language import SHIPPED_DESK_LANGUAGES, detect_language, letters
 from nlp.sentiment import NGRAMS_FILE, Sentiment
 from nlp.service import DEFAULT_HEADS, encoder_for, gate_languages, load_head, read_meta
@@ -78,16 +78,25 @@ def intent_figures(
     name: str,
     accuracy_target: str,
     read: np.ndarray | None = None,
+    centroids: IntentCentroids | None = None,
 ) -> list[Figure]:
     """As the user sees it: an in-scope message answered ``other``, or kept from the heads by
-    the language gate (``read`` False), counts as wrong."""
+    the language gate (``read`` False), counts as wrong. With ``centroids`` (a company head)
+    ``other`` is decided on their combined score, as in the desk."""
+
+    def in_scope(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        if centroids is None:
+            top: np.ndarray = p.max(axis=1)
+            return top
+        return centroids.score(p.max(axis=1), x[:, -centroids.vectors.shape[1] :])
+
     proba = head.proba(x_in)
-    confidence = proba.max(axis=1)
+    confidence = in_scope(x_in, proba)
     right = np.array([head.labels[i] for i in proba.argmax(axis=1)]) == np.array(truth)
     shown = right & (confidence >= other_below)
     if read is not None:
         shown &= read
-    caught = float((head.proba(x_oos).max(axis=1) < other_below).mean())
+    caught = float((in_scope(x_oos, head.proba(x_oos)) < other_below).mean())
     return [
         Figure(f"{name}: accuracy as seen", float(shown.mean()), accuracy_target),
         Figure(f"{name}: accuracy, never abstaining", float(right.mean())),
@@ -285,7 +294,7 @@ def desk_memory() -> Figure:
 
 def _company_head(
     encoder: Encoder, train: data.Split, *, per_class: int | None = None, seed: int = 0
-) -> tuple[LinearHead, float]:
+) -> tuple[LinearHead, float, IntentCentroids | None]:
     """A company head trained the way `deskbot nlp train --intents` trains it."""
     with tempfile.TemporaryDirectory() as tmp:
         meta = train_intents(
@@ -297,7 +306,16 @@ def _company_head(
             seed=seed,
             source=train.name,
         )
-        return load_head(Path(tmp), "intent"), float(meta["other_below"])
+        return (
+            load_head(Path(tmp), "intent"),
+            float(meta["other_below"]),
+            _centroids(Path(tmp)),
+        )
+
+
+def _centroids(folder: Path) -> IntentCentroids | None:
+    path = folder / CENTROIDS_FILE
+    return IntentCentroids.load(path) if path.is_file() else None
 
 
 def _mean_of_draws(figures: list[Figure], name: str, target: str, draws: int) -> list[Figure]:
@@ -343,7 +361,7 @@ def _banking(encoder: Encoder, oos: np.ndarray, *, heldout: bool = True) -> list
         x = embed(encoder, measured.texts)
         read = _read(measured.texts)
         report = "" if where != "held-out TEST" else "report only, nothing tuned on it"
-        head, below = _company_head(encoder, fit)
+        head, below, centroids = _company_head(encoder, fit)
         full = intent_figures(
             head,
             below,
@@ -353,11 +371,12 @@ def _banking(encoder: Encoder, oos: np.ndarray, *, heldout: bool = True) -> list
             name=f"Banking77 full file, {where}",
             accuracy_target="≥ 0.94",
             read=read,
+            centroids=centroids,
         )
         out += [Figure(f.name, f.value, f.target, f.note or report) for f in full]
         draws: list[Figure] = []
         for seed in range(DRAWS):
-            head, below = _company_head(encoder, fit, per_class=10, seed=seed)
+            head, below, centroids = _company_head(encoder, fit, per_class=10, seed=seed)
             draws += intent_figures(
                 head,
                 below,
@@ -367,18 +386,21 @@ def _banking(encoder: Encoder, oos: np.ndarray, *, heldout: bool = True) -> list
                 name=f"Banking77 10 per intent, draw {seed}, {where}",
                 accuracy_target="",
                 read=read,
+                centroids=centroids,
             )
         out += [
-            Figure(f.name, f.value, f.target, f"{f.note}; {report}" if report else f.note)
+            Figure(f.name, f.value, f.target, _joined(f.note, report))
             for f in draws
             if "abstaining" not in f.name
         ]
         mean = _mean_of_draws(draws, f"Banking77 10 per intent, {where}", "≥ 0.88", DRAWS)
-        out += [
-            Figure(f.name, f.value, f.target, f"{f.note}; {report}" if report else f.note)
-            for f in mean
-        ]
+        out += [Figure(f.name, f.value, f.target, _joined(f.note, report)) for f in mean]
     return out
+
+
+def _joined(*notes: str) -> str:
+    """Notes joined once each ("report only" is already on some figures)."""
+    return "; ".join(dict.fromkeys(n for n in notes if n))
 
 
 def _clinc(encoder: Encoder, *, heldout: bool = True) -> list[Figure]:
@@ -386,7 +408,7 @@ def _clinc(encoder: Encoder, *, heldout: bool = True) -> list[Figure]:
     (train, 15,000): in-scope accuracy as seen (abstentions wrong) and out-of-scope questions
     caught (answered `other`), on the validation split, then on the official test split
     (report only)."""
-    head, below = _company_head(encoder, data.clinc150("train"))
+    head, below, centroids = _company_head(encoder, data.clinc150("train"))
     parts = [("validation", data.clinc150("val"), data.clinc_oos(split="val"))]
     if heldout:
         parts.append(("held-out TEST", data.clinc150("test"), data.clinc_oos(split="test")))
@@ -402,6 +424,7 @@ def _clinc(encoder: Encoder, *, heldout: bool = True) -> list[Figure]:
             name=f"CLINC150 {where}",
             accuracy_target="≥ 0.95",
             read=_read(inscope.texts),
+            centroids=centroids,
         )
         report = "; report only, nothing tuned on it" if where != "validation" else ""
         for f in figures:
@@ -714,6 +737,7 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
                 name="Banking77 tune split (choices are made here)",
                 accuracy_target="",
                 read=_read(tune.texts),
+                centroids=_centroids(folder),
             )
         figures += intent_figures(
             intent,
@@ -724,6 +748,7 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
             name="Banking77 held-out 20%",
             accuracy_target="≥ 0.88" if small else "≥ 0.94",
             read=_read(held.texts),
+            centroids=_centroids(folder),
         )
     if whole and oos is not None:
         sentiment = load_head(folder, "sentiment")

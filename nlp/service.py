@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from nlp.encoder import Encoder, Vectors
-from nlp.heads import LinearHead
+from nlp.heads import CENTROIDS_FILE, IntentCentroids, LinearHead
 from nlp.language import OWN_SCRIPT, SHIPPED_DESK_LANGUAGES, detect_language
 from nlp.languages import LanguageHeads
 from nlp.sentiment import Sentiment
@@ -237,6 +237,7 @@ class TextAnalyser:
         max_batch: int = 32,
         max_wait: float = 0.002,
         intent_encoder: Encoder | None = None,
+        centroids: IntentCentroids | None = None,
     ) -> None:
         self.encoder = encoder
         self.intent_encoder = intent_encoder
@@ -247,6 +248,9 @@ class TextAnalyser:
         self._hostility = hostility
         self._intent = intent
         self.other_below = other_below
+        # A company head's `other` is decided on a score mixing its probability with the
+        # nearest intent centroid's cosine (nlp/heads.py, IntentCentroids); None: the probability.
+        self.centroids = centroids
         self._examples = examples
         self.version = version
         self.languages = tuple(languages)
@@ -294,6 +298,7 @@ class TextAnalyser:
         version = str(meta["version"])
         other_below = float(meta.get("other_below", 0.5))
         intent_encoder: Encoder | None = None
+        centroids: IntentCentroids | None = None
         if intent_dir:
             company = Path(intent_dir)
             company_meta = read_meta(company)
@@ -303,6 +308,10 @@ class TextAnalyser:
             else:
                 _check_encoder(company, company_meta, encoder)
             intent = load_head(company, "intent")
+            if (company / CENTROIDS_FILE).is_file():
+                centroids = IntentCentroids.load(company / CENTROIDS_FILE)
+                if centroids.labels != intent.labels:
+                    raise ModelError(f"{company}: {CENTROIDS_FILE} is not for its intent head")
             version += "+" + str(company_meta["version"])
             other_below = float(company_meta.get("other_below", other_below))
         names: list[str] = []
@@ -336,6 +345,7 @@ class TextAnalyser:
             spoken=SHIPPED_DESK_LANGUAGES if spoken is None else spoken,
             language_heads=language_heads,
             intent_encoder=intent_encoder,
+            centroids=centroids,
         )
 
     def anger_of(self, vectors: Vectors) -> np.ndarray:
@@ -379,11 +389,17 @@ class TextAnalyser:
         vectors = self.encoder.encode([texts[i] for i in rows])
         sentiment = self._sentiment.proba(vectors, [texts[i] for i in rows])
         anger = self.anger_of(vectors)
+        sentences = self.encoder.sentence(vectors)
+        intent_sentences = sentences
         if self.intent_encoder is not None:
-            intents = self._intent.proba(self.intent_encoder.encode([texts[i] for i in rows]))
+            intent_vectors = self.intent_encoder.encode([texts[i] for i in rows])
+            intents = self._intent.proba(intent_vectors)
+            intent_sentences = self.intent_encoder.sentence(intent_vectors)
         else:
             intents = self._intent.proba(vectors)
-        sentences = self.encoder.sentence(vectors)
+        in_scope = intents.max(axis=1)  # what `other_below` is compared with
+        if self.centroids is not None:
+            in_scope = self.centroids.score(in_scope, intent_sentences)
         rounded = np.round(sentences.astype(np.float64), 5).tolist()  # 20× a float() loop
         for k, row in enumerate(rows):
             scores = {
@@ -396,7 +412,7 @@ class TextAnalyser:
                 top, confidence = match
                 intent = top
             else:
-                intent = top if confidence >= self.other_below else OTHER
+                intent = top if in_scope[k] >= self.other_below else OTHER
             out[row] = Analysis(
                 intent=intent,
                 intent_confidence=confidence,
