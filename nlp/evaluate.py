@@ -399,8 +399,10 @@ def _banking(encoder: Encoder, oos: np.ndarray, *, heldout: bool = True) -> list
 
 
 def _joined(*notes: str) -> str:
-    """Notes joined once each ("report only" is already on some figures)."""
-    return "; ".join(dict.fromkeys(n for n in notes if n))
+    """Notes joined once each ("report only" is already on some figures, "report only,
+    nothing tuned on it" is added to them)."""
+    kept = [n for n in dict.fromkeys(notes) if n]
+    return "; ".join(n for n in kept if not any(n != m and n in m for m in kept))
 
 
 def _clinc(encoder: Encoder, *, heldout: bool = True) -> list[Figure]:
