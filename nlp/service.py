@@ -140,9 +140,10 @@ class MicroBatcher(Generic[T, R]):
 class Analysis:
     """What the model read.
 
-    ``intent`` is ``other`` when the best intent's confidence is under the head's calibrated
+    ``intent`` is ``other`` when the best intent's confidence (for a company head with
+    centroids, its mix with the nearest intent centroid's cosine) is under the head's calibrated
     threshold; ``best_intent`` and ``intent_confidence`` are always the best intent and its
-    score, so a caller sees what was abstained from. ``language`` is the detected language
+    probability, so a caller sees what was abstained from. ``language`` is the detected language
     (None when the text is too short to tell); when the heads were not trained for it,
     ``applied`` is False and intent, sentiment and anger are None rather than noise.
     """
