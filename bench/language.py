@@ -19,6 +19,13 @@ languages (en, zh, es, ru), per language and for messages under 20 letters, on b
 with CLINC150's short English questions added; then the grid the constants of
 nlp/language.py were chosen from (on the train splits only: a wrong language counts twice as
 bad as none).
+
+``--gate`` measures the model's language gate (which messages the English heads read,
+nlp/service.py ``TextAnalyser.reads``) on both splits: detection among the shipped desk's
+languages and the scripts no other language writes (what the desk does), beside the gate it
+replaced (detection among every language, and a message given to another language still read
+while English was "plausible") and that fallback added to the restricted detection. English
+sets count the messages kept from the English heads, the others those read by them.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import csv
 import hashlib
 import itertools
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -45,6 +53,7 @@ from nlp.language import (
     detect_language,
     letters,
 )
+from nlp.service import gate_languages
 
 MAX_CHARS = 280
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -230,14 +239,74 @@ def desk(data: Path, limit: int, figures: dict[str, object]) -> None:
         )
 
 
+# The gate before 2026-12-07 (nlp/service.py then): a message the detector gave to another
+# language was still read as English while the detector, among all its languages, gave English
+# at least 0.05, or while 0.3 of its words were English function words.
+_OLD_ENGLISH_WORDS = (
+    "the my is are was were and you your what how where why when with for this that it's "
+    "i'm i've i'll can't don't won't doesn't didn't isn't have has had will would could "
+    "should please of to i me it be been do does did not at from by an or if so just get "
+    "got need want can which who there their they we our us he she his her them"
+)
+_OLD_ENGLISH = frozenset(_OLD_ENGLISH_WORDS.split())
+
+
+def _old_plausible(text: str) -> bool:
+    words = re.findall(r"[a-z']+", text.casefold())
+    share = sum(w in _OLD_ENGLISH for w in words) / len(words) if words else 0.0
+    return nlp.language.confidence(text, "en") >= 0.05 or share >= 0.3
+
+
+GATE_SETS = ("en (support)", "en (clinc)", "en (tweets)", "es", "ru", "zh", "fr", "de", "it", "pt")
+
+
+def gate(data: Path, limit: int, figures: dict[str, object]) -> None:
+    """Which messages the English heads read, under the gate and the ones it was chosen over."""
+    among = gate_languages(SPOKEN)
+    for split in ("tune", "eval"):
+        sets = load(data, split, limit)
+        for name in GATE_SETS:
+            texts = sets[name]
+            restricted = [detect_language(t, among) for t in texts]
+            everything = [detect_language(t) for t in texts]
+            read = {
+                "desk (restricted)": [d in (None, "en") for d in restricted],
+                "restricted + old fallback": [
+                    d in (None, "en") or _old_plausible(t)
+                    for d, t in zip(restricted, texts, strict=True)
+                ],
+                "before (all languages + fallback)": [
+                    d in (None, "en") or _old_plausible(t)
+                    for d, t in zip(everything, texts, strict=True)
+                ],
+            }
+            english = name.startswith("en")
+            row = []
+            for kind, flags in read.items():
+                count = len(flags) - sum(flags) if english else sum(flags)
+                row.append(f"{kind} {count}")
+                figures[f"gate {split}/{name}/{kind}"] = {"count": count, "n": len(flags)}
+            verb = "kept from" if english else "read by"
+            print(
+                f"gate {split} {name:13} n={len(texts):5} {verb} the English heads: "
+                + "; ".join(row)
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).parents[2] / "shared/data")
     parser.add_argument("--per-language", type=int, default=600)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--desk", action="store_true", help="the desk's detection (see above)")
+    parser.add_argument("--gate", action="store_true", help="the model's language gate (above)")
     args = parser.parse_args()
     figures: dict[str, object] = {}
+    if args.gate:
+        gate(args.data, args.per_language, figures)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=1))
+        return
     if args.desk:
         desk(args.data, args.per_language, figures)
         if args.json:

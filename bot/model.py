@@ -32,6 +32,7 @@ class ModelClassifier:
             intent_dir=settings.model_dir,
             heads_dir=settings.heads_dir,
             extra_intents=rules.intents or None,
+            spoken=rules.spoken_languages(),
         )
         await analyser.start()
         return cls(analyser, rules.priority)

@@ -121,3 +121,62 @@ def expected_calibration_error(
         if in_bin.any():
             ece += in_bin.mean() * abs(conf[in_bin].mean() - correct[in_bin].mean())
     return float(ece)
+
+
+# A company head's ``other`` decision (nlp/train.py, ``train_intents``): the weight of the head's
+# own probability in the score, the rest being the message's cosine to the nearest intent's
+# centroid. Chosen on CLINC150's training file (5-fold, its out-of-scope training questions
+# against every in-scope one): ROC-AUC 0.965 for the probability alone, 0.989 for the centroid
+# cosine alone, 0.992 at 0.2 (0.4: 0.989).
+CENTROID_PROBABILITY_WEIGHT = 0.2
+CENTROIDS_FILE = "intent-centroids.npz"
+
+
+@dataclass(frozen=True)
+class IntentCentroids:
+    """Each intent's centroid: the mean of its examples' sentence vectors, at unit length.
+
+    A message far from every intent's examples is out of scope however sure the softmax is
+    (a softmax over known intents always sums to one), so ``score`` mixes the two."""
+
+    labels: tuple[str, ...]
+    vectors: npt.NDArray[np.float32]  # (intents, dim), unit rows
+    weight: float = CENTROID_PROBABILITY_WEIGHT
+
+    @classmethod
+    def fit(cls, sentences: Vectors, labels: list[str]) -> IntentCentroids:
+        names = tuple(sorted(set(labels)))
+        y = np.array(labels)
+        rows = np.stack([_unit(sentences[y == name]).mean(axis=0) for name in names])
+        return cls(names, _unit(rows).astype(np.float32))
+
+    def nearest(self, sentences: Vectors) -> Floats:
+        """The cosine of each sentence to its nearest centroid."""
+        out: Floats = (_unit(sentences) @ self.vectors.T).max(axis=1).astype(np.float64)
+        return out
+
+    def score(self, confidence: Floats, sentences: Vectors) -> Floats:
+        """What the ``other`` threshold is compared with: weight · P(best intent) + (1 −
+        weight) · the nearest centroid's cosine."""
+        out: Floats = self.weight * confidence + (1 - self.weight) * self.nearest(sentences)
+        return out
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(
+            path, labels=np.array(self.labels), vectors=self.vectors, weight=np.array(self.weight)
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> IntentCentroids:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                labels=tuple(str(x) for x in data["labels"]),
+                vectors=data["vectors"].astype(np.float32),
+                weight=float(data["weight"]),
+            )
+
+
+def _unit(x: Vectors) -> Vectors:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    out: Vectors = x / np.maximum(norms, 1e-12)
+    return out

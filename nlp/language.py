@@ -94,7 +94,7 @@ _WORD = re.compile(r"[a-z']+")
 # Mentions, links and hashtags name people and places, not the language around them.
 _NOT_PROSE = re.compile(r"@\w+|https?://\S+|#\w+")
 # Languages whose script no other language the detector knows writes.
-_OWN_SCRIPT = frozenset({"zh", "ru", "ar", "hi", "ja", "ko"})
+OWN_SCRIPT = frozenset({"zh", "ru", "ar", "hi", "ja", "ko"})
 
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 
@@ -146,7 +146,7 @@ def _among(text: str, allowed: Collection[str]) -> str | None:
     if total <= 0:
         return None
     best = max(shares, key=lambda code: shares[code])
-    if best in _OWN_SCRIPT and values[best] >= 0.5:
+    if best in OWN_SCRIPT and values[best] >= 0.5:
         return best
     if "en" in allowed and english_share(prose) >= ENGLISH_WORDS:
         return "en"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nlp.language import letters
+from nlp.language import OWN_SCRIPT, letters
 
 # A message of this many letters or more is evidence enough to change the language the desk
 # keeps for a customer on its own; shorter ones need ``AGREEING`` in a row. Under it, the
@@ -18,8 +18,6 @@ LONG_LETTERS = 40
 # when each is short: at under 2 % wrong each for short English, three wrong in a row (and in
 # the same language) is rare, while a customer who has switched language says so quickly.
 AGREEING = 3
-# Languages whose script alone tells them from the Latin-script ones: short, they still win.
-_OWN_SCRIPT = frozenset({"zh", "ru", "ar", "hi", "ja", "ko"})
 
 
 def primary(tag: str | None) -> str | None:
@@ -43,7 +41,7 @@ def choose_language(hint: str | None, detected: str | None, text: str | None = N
     if hint is not None and primary(hint) == detected:
         return hint
     short = text is not None and not long_enough(text)
-    if hint is not None and short and detected not in _OWN_SCRIPT:
+    if hint is not None and short and detected not in OWN_SCRIPT:
         return hint
     return detected
 

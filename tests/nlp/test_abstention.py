@@ -15,6 +15,7 @@ import pytest
 
 from nlp import data, train
 from nlp.cli import classify, main
+from nlp.heads import CENTROIDS_FILE, IntentCentroids
 from nlp.service import OTHER, TextAnalyser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,12 +64,15 @@ def test_the_threshold_leaves_at_most_three_percent_below_it() -> None:
 def test_train_calibrates_the_threshold_and_writes_it_to_meta_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A company head: the threshold is set on the score that mixes its probability with the
+    nearest intent centroid's cosine, out of fold, at 1% of in-scope examples."""
     chosen: list[float] = []
     calibrate = train.other_threshold
 
-    def spy(confidence: Any, max_other: float = train.MAX_IN_SCOPE_OTHER) -> float:
-        chosen.append(calibrate(confidence, max_other))
-        assert len(confidence) == sum(len(v) for v in EXAMPLES.values())  # every example once
+    def spy(score: Any, max_other: float = train.MAX_IN_SCOPE_OTHER) -> float:
+        assert max_other == train.CENTROID_MAX_OTHER
+        chosen.append(calibrate(score, max_other))
+        assert len(score) == sum(len(v) for v in EXAMPLES.values())  # every example once
         return chosen[-1]
 
     monkeypatch.setattr(train, "other_threshold", spy)
@@ -81,22 +85,25 @@ def test_train_calibrates_the_threshold_and_writes_it_to_meta_json(
     out = tmp_path / "head"
     assert main(["train", "--intents", str(path), "--out", str(out)]) == 0
     meta = json.loads((out / "meta.json").read_text())
-    assert chosen and meta["other_below"] == round(min(chosen[0], train.OTHER_CAP), 6)
+    assert chosen and meta["other_below"] == round(chosen[0], 6)
     assert meta["other_calibration"] == {
         "method": "5-fold cross-validation",
+        "score": "0.2 × P(best intent) + 0.8 × cosine to the nearest intent centroid",
         "held_out_examples": 18,
-        "max_in_scope_other": 0.03,
+        "max_in_scope_other": 0.01,
         "calibrated": round(chosen[0], 6),
-        "capped_at": 0.5 if chosen[0] > 0.5 else None,
-        "in_scope_other_on_calibration": 0.0,  # 18 examples: 3% of them is less than one
+        "capped_at": None,
+        "in_scope_other_on_calibration": 0.0,  # 18 examples: 1% of them is less than one
     }
+    centroids = IntentCentroids.load(out / CENTROIDS_FILE)
+    assert centroids.labels == tuple(sorted(EXAMPLES)) and centroids.weight == 0.2
     card = (out / "MODEL_CARD.md").read_text()
-    assert f"answers `other` below confidence {meta['other_below']:.4f}" in card
+    assert f"is below {meta['other_below']:.4f}" in card
 
-    # What the customer's card shows: the calibrated threshold decides, and the best intent
-    # and its score are there either way.
+    # What the customer's card shows: the calibrated threshold decides on the combined score,
+    # and the best intent and its score are there either way.
     analyser = TextAnalyser.load(intent_dir=out)
-    assert analyser.other_below == meta["other_below"]
+    assert analyser.other_below == meta["other_below"] and analyser.centroids is not None
     stdout = io.StringIO()
     lines = ["I have lost my debit card", "the weather is nice in Lisbon today, isn't it"]
     classify(
@@ -108,10 +115,23 @@ def test_train_calibrates_the_threshold_and_writes_it_to_meta_json(
     )
     rows = [json.loads(line) for line in stdout.getvalue().splitlines()]
     assert rows[0]["intent"] == rows[0]["best_intent"] == "lost_card"
-    for row in rows:
+    assert rows[1]["intent"] == OTHER  # far from every intent's examples
+    sentences = analyser.encoder.sentence(analyser.encoder.encode(lines))
+    for row, sentence in zip(rows, sentences, strict=True):
         assert row["best_intent"] in EXAMPLES
-        below = row["intent_confidence"] < meta["other_below"]
-        assert row["intent"] == (OTHER if below else row["best_intent"])
+        score = centroids.score(np.array([row["intent_confidence"]]), sentence[None, :])[0]
+        assert row["intent"] == (OTHER if score < meta["other_below"] else row["best_intent"])
+
+
+def test_the_centroid_score_mixes_probability_and_the_nearest_centroid() -> None:
+    sentences = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 0, 1]], dtype=np.float32)
+    c = IntentCentroids.fit(sentences[:2], ["a", "a"])
+    assert c.labels == ("a",) and np.isclose(np.linalg.norm(c.vectors[0]), 1)
+    near = c.nearest(sentences)
+    assert near[0] > 0.99 and near[2] == pytest.approx(0.0, abs=1e-6)
+    # a sure softmax far from every intent's examples still scores low
+    score = c.score(np.array([1.0, 1.0, 1.0]), sentences)
+    assert score[2] == pytest.approx(0.2) and score[0] > 0.99
 
 
 @pytest.mark.model

@@ -59,6 +59,62 @@ def test_other_languages_get_no_english_scores(tmp_path: Path) -> None:
     assert password["intent"] == "recover_password"
 
 
+# Bitext validation requests the detector gave to German or Portuguese when it chose among
+# every language it knows: the intent heads never read them (issue 23, "Bitext accuracy").
+SHORT_ENGLISH = {
+    "check ETA of order 00123842": "track_order",
+    "check status of order 732201349959": "track_order",
+    "reimburse 160 dollars": "get_refund",
+    "dso ya ship to Detroit": "delivery_options",
+}
+FR = "Ma commande n'est toujours pas arrivée, que se passe-t-il ? Je veux être remboursé."
+
+
+@pytest.mark.model
+def test_short_english_requests_reach_the_intent_heads() -> None:
+    analyser = TextAnalyser.load()  # the shipped desk's languages: en, zh, es, ru
+    for text, a in zip(SHORT_ENGLISH, analyser.analyse_batch(list(SHORT_ENGLISH)), strict=True):
+        assert a.applied is True and a.language in ("en", None), (text, a.language)
+        assert a.intent == SHORT_ENGLISH[text]
+        assert a.sentiment is not None and a.anger is not None
+
+
+@pytest.mark.model
+def test_the_gate_detects_among_the_languages_the_desk_speaks() -> None:
+    """As for the language kept for a customer: the desk's languages (texts.also_detect among
+    them) and the scripts no other language writes."""
+    english_only = TextAnalyser.load(spoken={"en"})
+    zh, short = english_only.analyse_batch([ZH, "check ETA of order 00123842"])
+    # a Chinese message to an English-only desk is still not read by the English heads
+    assert zh.language == "zh" and zh.applied is False and zh.intent is None
+    assert short.applied is True and short.intent == "track_order"
+    with_french = TextAnalyser.load(spoken={"en", "fr"})  # texts.also_detect: [fr]
+    fr, en = with_french.analyse_batch([FR, EN])
+    assert fr.language == "fr" and fr.applied is False
+    assert fr.intent is None
+    if "fr" not in LanguageHeads.load().languages():  # French heads are built locally only
+        assert fr.sentiment is None and fr.anger is None
+    else:
+        assert (fr.judged_by or "").startswith("languages-")
+    assert en.language == "en" and en.applied is True and en.sentiment == "negative"
+
+
+@pytest.mark.model
+async def test_the_desk_gives_the_model_its_languages() -> None:
+    from bot.base.settings import Settings
+    from bot.domain.rules import parse_rules
+    from bot.model import ModelClassifier
+
+    rules = parse_rules({"version": 1, "texts": {"also_detect": ["fr"]}})
+    classifier = await ModelClassifier.create(Settings(database_url="sqlite://"), rules)
+    try:
+        fr = await classifier.classify(FR, customer_key="telegram:1", recent_tickets=0)
+    finally:
+        await classifier.close()
+    assert fr.details["language"] == "fr" and fr.details["applied"] is False
+    assert "sentiment" not in fr.details and "intent" not in fr.details
+
+
 def test_the_card_says_the_model_was_not_applied() -> None:
     assert model_line({"language": "zh", "applied": False}) == "Model: not applied (zh)"
     assert (
