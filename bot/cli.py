@@ -133,8 +133,11 @@ def _cmd_check(_args: argparse.Namespace) -> int:
         sqlite = "; SQLite statements on " + (
             "aiosqlite's thread" if settings.sqlite_thread else "the event loop's thread"
         )
+    assert settings.slack is not None  # require_platforms
+    slack = "Socket Mode" if settings.slack.socket_mode else "Events API at /slack/events"
+    # Names of settings only, never a value: check's output is pasted into tickets and chats.
     print(
-        f"settings ok (customer channels: {channels}; slack: yes; model: {settings.model};"
+        f"settings ok (customer channels: {channels}; slack: {slack}; model: {settings.model};"
         f" log level: {settings.log_level}{sqlite})"
     )
     teams = ", ".join(

@@ -81,6 +81,7 @@ class StandIns:
         rate_limits: bool = True,
         retry_base_delay: float = 1.0,
         state_path: Path | None = None,
+        slack_app_token: str | None = None,  # set → Slack delivers over Socket Mode
     ) -> None:
         self.desk_url = desk_url.rstrip("/")
         self.telegram_token = telegram_token
@@ -106,6 +107,7 @@ class StandIns:
             desk_url=desk_url,
             rate_limits=rate_limits,
             retry_base_delay=retry_base_delay,
+            app_token=slack_app_token,
         )
         # WhatsApp's 24-hour window counts on the desk's clock, fast-forward included.
         self.whatsapp.clock = self.desk_now
