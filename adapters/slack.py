@@ -1291,6 +1291,16 @@ class SlackAdapter:
                 return Delivery(platform_message_id=ts)
             case "slack_response":
                 return await self._respond(message, blocks)
+            case "slack_ephemeral":
+                if not message.user:
+                    raise BadRequest("slack_ephemeral needs a user")
+                resp = await self.client.chat_postEphemeral(
+                    channel=message.destination,
+                    user=message.user,
+                    text=message.text,
+                    thread_ts=message.reply_to,
+                )
+                return Delivery(platform_message_id=as_str(resp.get("message_ts")) or None)
             case "slack_charts":
                 return await self._upload_charts(message)
             case "slack_file":

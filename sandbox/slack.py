@@ -179,6 +179,8 @@ class SlackStandIn:
         self.channels: dict[str, list[dict[str, Any]]] = {c: [] for c in CHANNELS}
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url id → posts
         self.response_users: dict[str, str] = {}  # response_url id → who clicked
+        # chat.postEphemeral: what one person was shown in a channel or thread, oldest first
+        self.ephemeral_posts: list[dict[str, Any]] = []
         # response_url id → who typed the slash command (its answer's buttons are theirs)
         self.command_users: dict[str, str] = {}
         self.calls: list[str] = []
@@ -625,13 +627,14 @@ class SlackStandIn:
 
     def ephemerals(self, user: str) -> list[str]:
         """What the desk told ``user`` alone (ephemeral answers to their clicks), oldest first."""
-        return [
+        answers = [
             str(post.get("text", ""))
             for rid, posts in self.responses.items()
             if self.response_users.get(rid) == user
             for post in posts
             if post.get("response_type") == "ephemeral"
         ]
+        return answers + [str(p["text"]) for p in self.ephemeral_posts if p["user"] == user]
 
     async def respond(self, request: web.Request) -> web.StreamResponse:
         """A response_url: at most five posts within thirty minutes, as Slack allows."""
@@ -674,6 +677,7 @@ class SlackStandIn:
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral,
             "reactions.add": self._react,
             "users.info": self._user_info,
             "users.getPresence": self._get_presence,
@@ -858,6 +862,27 @@ class SlackStandIn:
             m if with_metadata else {k: v for k, v in m.items() if k != "metadata"} for m in page
         ]
         return {"messages": shown, "has_more": len(picked) > limit}
+
+    async def _post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Shown to ``user`` alone, not kept in the channel's history (as Slack does)."""
+        channel = self._channel(params)
+        user = str(params.get("user", ""))
+        if user not in AGENTS:
+            raise SlackError("user_not_in_channel")
+        if not params.get("text") and not params.get("blocks"):
+            raise SlackError("no_text")
+        ts = self._ts()
+        self.ephemeral_posts.append(
+            {
+                "channel": channel,
+                "user": user,
+                "text": str(params.get("text", "")),
+                "thread_ts": params.get("thread_ts"),
+                "ts": ts,
+            }
+        )
+        await self._changed.notify()
+        return {"message_ts": ts}
 
     async def _history(self, params: dict[str, Any]) -> dict[str, Any]:
         """conversations.history: a channel's top-level messages, newest first."""
