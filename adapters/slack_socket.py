@@ -59,7 +59,13 @@ class _Client(SocketModeClient):
 
     async def connect(self) -> None:
         before = self.current_session
-        await super().connect()  # type: ignore[no-untyped-call]
+        # The library's connect() retries until it succeeds: while it does, the watchdog
+        # must not start a second one (two sessions, one of them orphaned but open).
+        self.link.connecting += 1
+        try:
+            await super().connect()  # type: ignore[no-untyped-call]
+        finally:
+            self.link.connecting -= 1
         if self.current_session is not None and self.current_session is not before:
             self.link.connected()
 
@@ -90,6 +96,7 @@ class SlackSocket:
         self.last_alive = 0.0  # time.time() of the last message or pong
         self.down_since: float | None = time.time()
         self.redelivered = 0  # envelopes that came with retry_attempt ≥ 1
+        self.connecting = 0  # connect() calls under way
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -253,6 +260,8 @@ class SlackSocket:
             now = time.time()
             if client.last_ping_pong_time is not None:
                 self.last_alive = max(self.last_alive, client.last_ping_pong_time)
+            if self.connecting:
+                continue  # the library is (re)connecting: its loop retries until it is up
             if session is None or session.closed:
                 if self.down_since is None:
                     self.down_since = now

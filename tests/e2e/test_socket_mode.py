@@ -287,3 +287,53 @@ async def test_two_processes_each_event_once(database_url: str) -> None:
         await b.stop()
         await a.stop()
         await standins.stop()
+
+
+async def test_an_envelope_is_acked_only_after_the_inbox_stored_it(database_url: str) -> None:
+    async with socket_stack(database_url) as stack:
+        tg, slack = stack.standins.telegram, stack.standins.slack
+        card = await _card_claimed(stack, 47, "Is anyone there?")
+        inbox = stack.desk.inbox
+        assert inbox is not None
+        real = inbox.accept
+        failures = 1
+
+        async def failing(events: Any, raw: Any) -> int:
+            nonlocal failures
+            if failures:
+                failures -= 1
+                raise ConnectionError("the database went away")
+            return await real(events, raw)
+
+        inbox.accept = failing  # type: ignore[method-assign]
+        reply_ts = await slack.agent_replies(SUPPORT, card["ts"], "U0ALICE", "Yes, here.")
+
+        async def stored() -> list[dict[str, Any]] | None:
+            found = _event_ids(stack.standins, reply_ts)
+            return found if len(found) >= 2 and found[-1]["acked"] else None
+
+        envelopes = await eventually(stored, "the retry, stored and acknowledged")
+        assert not envelopes[0]["acked"]  # not stored → not acknowledged
+        assert await _inbox_rows(stack, envelopes[0]["event_id"]) == 1
+        sent = await tg.wait_for_sent(47, 2)
+        assert sent[1]["text"] == "Yes, here."
+
+
+async def test_a_refused_app_token_stops_the_start_in_one_line(database_url: str) -> None:
+    standins = await socket_standins()
+    desk = socket_desk(standins, database_url, standins.desk_port)  # type: ignore[attr-defined]
+    assert desk.settings.slack is not None
+    wrong = "xapp-1-A0DESKBOT-not-the-token"
+    desk.settings = dataclasses.replace(
+        desk.settings, slack=dataclasses.replace(desk.settings.slack, app_token=wrong)
+    )
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            await desk.start()
+        assert str(refused.value) == (
+            "Slack refused SLACK_APP_TOKEN at apps.connections.open: invalid_auth"
+        )
+        assert wrong not in str(refused.value)
+    finally:
+        await desk.stop()
+        await standins.stop()
