@@ -85,6 +85,10 @@ async def socket_stack(database_url: str, *, watchdog: float = 30.0) -> AsyncIte
         await standins.stop()
 
 
+async def _async(value: bool) -> bool:
+    return value
+
+
 async def _get(url: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         return resp.status, await resp.text()
@@ -160,6 +164,33 @@ async def test_whole_loop_over_socket_mode(database_url: str) -> None:
         # A slash command goes the same way and gets its answer through response_url.
         answer = await slack.slash_command("/desk", "queue", "U0ALICE", SUPPORT)
         assert answer and any(a.get("text") or a.get("blocks") for a in answer)
+
+        # The Home tab, a modal (History, then its note submitted) and a message shortcut go
+        # the same way too.
+        assert await slack.opens_home("U0ALICE") == 200
+        await eventually(lambda: _async("U0ALICE" in slack.homes), "Alice's Home published")
+        await slack.agent_clicks(SUPPORT, card["ts"], "ticket_history", "U0ALICE")
+
+        async def history() -> str | None:
+            modal = slack.modal_of("U0ALICE")
+            if modal is None or "customer c1" not in slack.modal_text(modal["id"]):
+                return None
+            return str(modal["id"])
+
+        view_id = await eventually(history, "the History modal filled")
+        await slack.types_in_modal(view_id, "Prefers short answers.")
+        status, body = await slack.submits_modal(view_id)
+        assert (status, body.strip()) == (200, "")
+        await stack.thread_has(card["ts"], "updated the note about this customer")
+        desks_own = next(m for m in slack.thread(SUPPORT, card["ts"]) if m.get("bot_id"))
+        assert await slack.message_shortcut(SUPPORT, desks_own["ts"], "U0ALICE") == 200
+
+        async def refused() -> list[str] | None:
+            return slack.ephemerals("U0ALICE") or None
+
+        await eventually(refused, "the shortcut's private answer")
+        acked = {e.type for e in slack.socket.envelopes if e.acked}
+        assert acked == {"events_api", "interactive", "slash_commands"}
 
 
 async def test_event_while_the_socket_is_being_refreshed(database_url: str) -> None:
