@@ -117,14 +117,26 @@ def test_check_never_prints_a_secret(tmp_path: Path) -> None:
     assert "slack: Socket Mode" in ran.stdout
     assert _leaks(ran.stdout + ran.stderr) == []
     refusals = [
-        {**env, "SLACK_APP_TOKEN_FILE": "", "SLACK_APP_TOKEN": "xoxb-secret-SA3"},
-        {**env, "SLACK_BOT_TOKEN": "xoxb-secret-SB2"},  # both the value and its file
-        {**env, "DESK_DATABASE_URL": "postgresql://desk:dbpass-DB8@127.0.0.1:9/desk"},
-        {**env, "DESK_DATABASE_URL": "mysql://desk:dbpass-DB8@127.0.0.1:9/desk"},
-        {**env, "WHATSAPP_PHONE_NUMBER_ID": ""},
+        (
+            {**env, "SLACK_APP_TOKEN_FILE": "", "SLACK_APP_TOKEN": "xoxb-secret-SA3"},
+            "SLACK_APP_TOKEN must be an app-level token",
+        ),
+        (
+            {**env, "SLACK_BOT_TOKEN": "xoxb-secret-SB2"},
+            "both SLACK_BOT_TOKEN and SLACK_BOT_TOKEN_FILE are set",
+        ),
+        (
+            {**env, "DESK_DATABASE_URL": "postgresql://desk:dbpass-DB8@127.0.0.1:9/desk"},
+            "cannot reach the database at postgresql+asyncpg://desk:***@127.0.0.1:9/desk",
+        ),
+        (
+            {**env, "DESK_DATABASE_URL": "mysql://desk:dbpass-DB8@127.0.0.1:9/desk"},
+            "mysql:// is not supported",
+        ),
+        ({**env, "WHATSAPP_PHONE_NUMBER_ID": ""}, "WhatsApp is half configured"),
     ]
-    for bad in refusals:
+    for bad, said in refusals:
         ran = deskbot("check", bad, tmp_path)
         assert ran.returncode == 2, ran.stdout
-        assert ran.stderr.startswith("deskbot: "), ran.stderr
+        assert ran.stderr.startswith("deskbot: ") and said in ran.stderr, ran.stderr
         assert _leaks(ran.stdout + ran.stderr) == [], ran.stderr

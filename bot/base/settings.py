@@ -272,10 +272,10 @@ def with_secret_files(env: Mapping[str, str]) -> dict[str, str]:
         name = key.removesuffix("_FILE")
         if name == key or not is_secret(name):
             continue
+        if not path:  # empty is unset, as for every other setting
+            continue
         if env.get(name):
             raise SettingsError(f"both {name} and {key} are set: keep one")
-        if not path:
-            continue
         try:
             value = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
