@@ -99,7 +99,12 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(
-            run_sandbox(desk_port=args.port, standin_port=args.standin_port, fresh=args.fresh)
+            run_sandbox(
+                desk_port=args.port,
+                standin_port=args.standin_port,
+                fresh=args.fresh,
+                slack_socket=args.slack_socket,
+            )
         )
     except FreshRefused as exc:
         return _fail(exc)
@@ -222,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start from scratch: delete the sandbox's database and the stand-ins' state first "
         "(without it, a sandbox continues where the last one stopped)",
+    )
+    sb.add_argument(
+        "--slack-socket",
+        action="store_true",
+        help="Slack reaches the desk over Socket Mode (as with SLACK_APP_TOKEN) instead of the"
+        " Events API",
     )
     sub.add_parser("migrate", help="bring the database schema up to date")
     sub.add_parser("check", help="validate the environment and rules.yaml, then exit")

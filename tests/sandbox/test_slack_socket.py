@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sandbox import StandIns
 
 APP_TOKEN = "xapp-1-A0DESKBOT-standin"
+ROOT = Path(__file__).parent.parent.parent
 
 
 @pytest.fixture
@@ -109,3 +112,41 @@ async def test_envelopes_acks_retries_and_refresh(standins: StandIns) -> None:
         closing = await ws.receive()
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         await ws.close()
+
+
+async def test_the_sandbox_can_run_slack_over_socket_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deskbot sandbox --slack-socket`: the same stand-ins, Slack over Socket Mode."""
+    from bot.app import DeskApp
+    from bot.commands.sandbox import sandbox_settings
+    from bot.domain.rules import load_rules
+
+    monkeypatch.setenv("DESK_MODEL", "rules")
+    monkeypatch.setenv("DESK_RULES", str(ROOT / "rules.yaml"))
+    port = _free_port()
+    standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", slack_socket=True)
+    await standins.start()
+    settings = sandbox_settings(
+        standins, desk_port=port, database_url=f"sqlite+aiosqlite:///{tmp_path / 'sb.db'}"
+    )
+    assert settings.slack is not None and settings.slack.socket_mode
+    desk = DeskApp(settings, load_rules(ROOT / "rules.yaml"), idle_poll=0.05)
+    await desk.start()
+    try:
+        assert await standins.slack.socket.wait_for_connections(1)
+        await standins.telegram.customer_says(5, "Hello from the sandbox", first_name="Sam")
+        assert await standins.slack.wait_for(lambda: bool(standins.slack.messages("C0SUPPORT")), 10)
+        card = standins.slack.messages("C0SUPPORT")[0]
+        await standins.slack.agent_replies("C0SUPPORT", card["ts"], "U0ALICE", "Hi Sam!")
+        sent = await standins.telegram.wait_for_sent(5, 2)
+        assert sent[1]["text"] == "Hi Sam!"
+    finally:
+        await desk.stop()
+        await standins.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
