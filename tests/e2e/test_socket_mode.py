@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -199,8 +200,10 @@ async def test_event_while_the_socket_is_being_refreshed(database_url: str) -> N
         card = await _card_claimed(stack, 43, "Where is my parcel?")
         before = slack.socket.opened_total
         # Slack rotates the connection and, at that very moment, an agent answers.
+        refreshed = time.monotonic()
         await slack.socket.refresh()
         reply_ts = await slack.agent_replies(SUPPORT, card["ts"], "U0ALICE", "Out for delivery.")
+        print(f"event acknowledged {time.monotonic() - refreshed:.2f} s after the disconnect")
         sent = await tg.wait_for_sent(43, 2)
         assert sent[1]["text"] == "Out for delivery."
         assert slack.socket.opened_total > before  # delivered on the new connection
@@ -253,10 +256,12 @@ async def test_silent_socket_is_replaced_by_the_watchdog(database_url: str) -> N
         tg, slack = stack.standins.telegram, stack.standins.slack
         card = await _card_claimed(stack, 45, "Nothing works")
         before = slack.socket.opened_total
+        silenced = time.monotonic()
         slack.socket.silence()  # open, but dead: no pong, nothing read
         assert await slack.socket.wait_for_new_connection(before, timeout=10), (
             "the watchdog did not replace the silent connection"
         )
+        print(f"silent connection replaced after {time.monotonic() - silenced:.2f} s (bound 2 s)")
         await slack.agent_replies(SUPPORT, card["ts"], "U0ALICE", "Fixed now.")
         sent = await tg.wait_for_sent(45, 2)
         assert sent[1]["text"] == "Fixed now."
