@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.slack import SlackAdapter
-from adapters.slack_socket import SlackSocket
+from adapters.slack_socket import SlackSocket, SocketStartError
 from adapters.telegram import TelegramAdapter
 from adapters.whatsapp import WhatsAppAdapter
 from bot import wiring
@@ -215,7 +215,10 @@ class DeskApp:
         self.heartbeat.on_takeover = self._wake_all
         self.spawn(self.heartbeat.run(self._stop), "heartbeat")
         for adapter in self.adapters:
-            await adapter.start()
+            try:
+                await adapter.start()
+            except SocketStartError as exc:  # a refused app token: one line, not a traceback
+                raise StartupError(str(exc)) from None
         if slack is not None and slack.socket is not None:
             reconnects = self._socket_reconnects
             slack.socket.on_reconnect = lambda reason: reconnects.labels(reason).inc()

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from bot.app import DeskApp
+from bot.app import DeskApp, StartupError
 from bot.delivery.outbox import RateLimits
 from sandbox import StandIns
 from storage.models import InboxRow, Message
@@ -364,7 +364,7 @@ async def test_a_refused_app_token_stops_the_start_in_one_line(database_url: str
         desk.settings, slack=dataclasses.replace(desk.settings.slack, app_token=wrong)
     )
     try:
-        with pytest.raises(RuntimeError) as refused:
+        with pytest.raises(StartupError) as refused:  # `deskbot run`: one line, exit 2
             await desk.start()
         assert str(refused.value) == (
             "Slack refused SLACK_APP_TOKEN at apps.connections.open: invalid_auth"
