@@ -1,10 +1,12 @@
-"""Slack: the agents' console. slack-bolt AsyncApp in HTTP mode, slack_sdk for Web API calls.
+"""Slack: the agents' console. slack-bolt AsyncApp, slack_sdk for Web API calls.
 
-Inbound, one URL (``POST /slack/events``) takes the Events API, interactivity (block actions)
-and slash commands. Bolt runs with ``process_before_response=True``, so its HTTP answer is only
-sent after our listener returned, and our listener only returns after the inbox committed: an
-event Slack saw acknowledged is an event the desk stored. Anything we fail to store gets a 5xx
-and Slack delivers it again (deduped on ``event_id``).
+Inbound comes either over Socket Mode (``SLACK_APP_TOKEN``: adapters/slack_socket.py, the same
+listeners, no HTTP endpoint at all) or over HTTP: one URL (``POST /slack/events``) takes the
+Events API, interactivity (block actions) and slash commands. Bolt runs with
+``process_before_response=True``, so its HTTP answer is only sent after our listener returned,
+and our listener only returns after the inbox committed: an event Slack saw acknowledged is an
+event the desk stored. Anything we fail to store gets a 5xx and Slack delivers it again
+(deduped on ``event_id``).
 
 Signatures are checked here before Bolt sees the request (Bolt checks again): a bad or stale
 signature gets 401 and nothing is parsed or written. Bolt needs ``auth.test`` to recognise the
@@ -50,6 +52,7 @@ from adapters._common import (
     unavailable,
 )
 from adapters.slack_people import DisplayNames
+from adapters.slack_socket import SlackSocket
 from bot.base.settings import SlackSettings
 from bot.console.customer_data import FORGET_ACTION
 from bot.core.roles import GroupLookupError
@@ -736,7 +739,9 @@ class SlackAdapter:
         self._inbox = inbox
         self._max_body = max_body_bytes
         self._timeout = request_timeout
-        self._verifier = SignatureVerifier(settings.signing_secret)
+        self._verifier = (
+            SignatureVerifier(settings.signing_secret) if settings.signing_secret else None
+        )
         # No SDK-level retries: its default retries a timed-out chat.postMessage that Slack may
         # well have posted. The outbox owns retries (one policy, backoff, visible in metrics).
         self.client = AsyncWebClient(
@@ -762,7 +767,10 @@ class SlackAdapter:
             # Bolt's own client gets no token (the authorize result supplies it per request):
             # with both, Bolt warns at start-up that the token is ignored.
             client=AsyncWebClient(base_url=settings.api_base, timeout=request_timeout),
-            signing_secret=settings.signing_secret,
+            # Socket Mode needs no signing secret (nothing comes over HTTP); "" keeps Bolt from
+            # reading SLACK_SIGNING_SECRET from the environment behind our back.
+            signing_secret=settings.signing_secret or "",
+            request_verification_enabled=not settings.socket_mode,
             process_before_response=True,
             authorize=authorize,
         )
@@ -771,11 +779,14 @@ class SlackAdapter:
         self.incident_languages: Callable[[int], Awaitable[dict[str, int] | None]] | None = None
         self.default_language = "en"
         self._register(self.app)
+        # Socket Mode: one outbound WebSocket of this process (made at start, in the loop).
+        self.socket: SlackSocket | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def install(self, app: web.Application) -> None:
-        app.router.add_post(ROUTE, self.handle)
+        if not self._settings.socket_mode:  # Socket Mode serves no Slack endpoint at all
+            app.router.add_post(ROUTE, self.handle)
 
     async def start(self) -> None:
         try:
@@ -791,11 +802,25 @@ class SlackAdapter:
                 ) from cause
             # Slack is down: take requests anyway; auth.test is retried on the next one.
             log.warning("slack.auth_test_deferred error=%s", type(cause).__name__)
+        if self._settings.app_token is not None:
+            self.socket = SlackSocket(
+                self._settings.app_token,
+                AsyncWebClient(base_url=self._settings.api_base, timeout=self._timeout),
+                self.dispatch_socket,
+                watchdog_seconds=self._settings.socket_watchdog_seconds,
+            )
+            await self.socket.start()
         self._started = True
-        log.info("slack.started api_base=%s", self._settings.api_base)
+        log.info(
+            "slack.started api_base=%s inbound=%s",
+            self._settings.api_base,
+            "socket_mode" if self.socket is not None else "events_api",
+        )
 
     async def stop(self) -> None:
         self._started = False
+        if self.socket is not None:
+            await self.socket.stop()
         session = self.client.session
         if session is not None and not session.closed:
             await session.close()
@@ -882,8 +907,48 @@ class SlackAdapter:
             return unavailable()
         return await to_aiohttp_response(response)
 
+    async def dispatch_socket(
+        self, payload: dict[str, Any], headers: dict[str, Any] | None
+    ) -> BoltResponse:
+        """One Socket Mode envelope's payload through the same listeners as the HTTP path.
+
+        200 → acknowledged (the inbox committed, or the payload is one no retry could fix:
+        acknowledged so Slack stops sending it); 5xx → not acknowledged, Slack sends it again.
+        """
+        try:
+            body = storable(payload)
+            request = AsyncBoltRequest(mode="socket_mode", body=body, headers=headers)
+            request.body = body
+        except (ValueError, LookupError, AttributeError, TypeError, RecursionError):
+            log.warning("slack.rejected reason=malformed_body")
+            return BoltResponse(status=200, body="")
+        if not isinstance(request.body, dict):
+            return BoltResponse(status=200, body="")
+        try:
+            await self.identity()
+        except _IdentityUnavailable:
+            log.warning("slack.deferred reason=auth_test_failed")
+            return BoltResponse(status=503, body="")
+        try:
+            response = await self.app.async_dispatch(request)
+        except _NotStored as exc:
+            log.error("slack.inbox_failed error=%s", exc, exc_info=exc.__cause__)
+            return BoltResponse(status=503, body="")
+        except Exception as exc:
+            log.warning(
+                "slack.rejected reason=unprocessable error=%s at=%s",
+                type(exc).__name__,
+                _where(exc),
+            )
+            return BoltResponse(status=200, body="")
+        if response.status >= 500:
+            return response
+        if response.status != 200:  # 400 unprocessable, 404 no listener: never better
+            return BoltResponse(status=200, body="")
+        return response
+
     def _signature_ok(self, body: bytes, timestamp: str | None, signature: str | None) -> bool:
-        if not timestamp or not signature:
+        if not timestamp or not signature or self._verifier is None:
             return False
         try:
             return self._verifier.is_valid(body, timestamp, signature)
@@ -1226,6 +1291,16 @@ class SlackAdapter:
                 return Delivery(platform_message_id=ts)
             case "slack_response":
                 return await self._respond(message, blocks)
+            case "slack_ephemeral":
+                if not message.user:
+                    raise BadRequest("slack_ephemeral needs a user")
+                resp = await self.client.chat_postEphemeral(
+                    channel=message.destination,
+                    user=message.user,
+                    text=message.text,
+                    thread_ts=message.reply_to,
+                )
+                return Delivery(platform_message_id=as_str(resp.get("message_ts")) or None)
             case "slack_charts":
                 return await self._upload_charts(message)
             case "slack_file":

@@ -12,11 +12,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.slack import SlackAdapter
+from adapters.slack_socket import SlackSocket, SocketStartError
 from adapters.telegram import TelegramAdapter
 from adapters.whatsapp import WhatsAppAdapter
 from bot import wiring
@@ -95,6 +102,18 @@ class DeskApp:
         )
         self._backlog = Gauge(
             "deskbot_outbox_backlog", "Outbound messages not yet delivered", registry=self.registry
+        )
+        # Slack Socket Mode (adapters/slack_socket.py): 1 while this process's socket is up.
+        self._socket_up = Gauge(
+            "deskbot_slack_socket_connected",
+            "1 while the Slack Socket Mode connection is open (Socket Mode only)",
+            registry=self.registry,
+        )
+        self._socket_reconnects = Counter(
+            "deskbot_slack_socket_reconnects",
+            "Slack Socket Mode connections replaced, by reason (refresh_requested, watchdog, …)",
+            ["reason"],
+            registry=self.registry,
         )
         self._stop = asyncio.Event()
         self._db_down: tuple[datetime, str] | None = None  # since when, and what
@@ -196,7 +215,13 @@ class DeskApp:
         self.heartbeat.on_takeover = self._wake_all
         self.spawn(self.heartbeat.run(self._stop), "heartbeat")
         for adapter in self.adapters:
-            await adapter.start()
+            try:
+                await adapter.start()
+            except SocketStartError as exc:  # a refused app token: one line, not a traceback
+                raise StartupError(str(exc)) from None
+        if slack is not None and slack.socket is not None:
+            reconnects = self._socket_reconnects
+            slack.socket.on_reconnect = lambda reason: reconnects.labels(reason).inc()
         log.info(
             "desk.started url=%s channels=%s database=%s",
             self.url,
@@ -256,6 +281,9 @@ class DeskApp:
             else f"{loop.failing[1]} (since {loop.failing[0].isoformat(timespec='seconds')})"
             for name, loop in loops.items()
         }
+        socket = self._slack_socket()
+        if socket is not None:
+            checks["slack_socket"] = socket.describe()
         if checks["database"] == "ok" and any(a.channel == "whatsapp" for a in self.adapters):
             # A refused template is a setup problem (not a reason to restart the desk): listed,
             # the answer stays 200.
@@ -264,6 +292,7 @@ class DeskApp:
             checks["database"] == "ok"
             and all(checks["adapters"].values())
             and all(v == "ok" for v in checks["loops"].values())
+            and (socket is None or socket.healthy)
         )
         return web.json_response(checks, status=200 if healthy else 503)
 
@@ -296,8 +325,14 @@ class DeskApp:
         }
         return {**configured, **found}
 
+    def _slack_socket(self) -> SlackSocket | None:
+        slack = next((a for a in self.adapters if isinstance(a, SlackAdapter)), None)
+        return slack.socket if slack is not None else None
+
     async def _metrics(self, _request: web.Request) -> web.Response:
         assert self.sessions is not None
+        if (socket := self._slack_socket()) is not None:
+            self._socket_up.set(1 if socket.is_connected else 0)
         async with self.sessions() as session:
             self._inbox_lag.set(await inbox_lag_seconds(session, self.clock.now()))
             self._backlog.set(await outbox_backlog(session))

@@ -100,7 +100,12 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(
-            run_sandbox(desk_port=args.port, standin_port=args.standin_port, fresh=args.fresh)
+            run_sandbox(
+                desk_port=args.port,
+                standin_port=args.standin_port,
+                fresh=args.fresh,
+                slack_socket=args.slack_socket,
+            )
         )
     except FreshRefused as exc:
         return _fail(exc)
@@ -134,8 +139,11 @@ def _cmd_check(_args: argparse.Namespace) -> int:
         sqlite = "; SQLite statements on " + (
             "aiosqlite's thread" if settings.sqlite_thread else "the event loop's thread"
         )
+    assert settings.slack is not None  # require_platforms
+    slack = "Socket Mode" if settings.slack.socket_mode else "Events API at /slack/events"
+    # Names of settings only, never a value: check's output is pasted into tickets and chats.
     print(
-        f"settings ok (customer channels: {channels}; slack: yes; model: {settings.model};"
+        f"settings ok (customer channels: {channels}; slack: {slack}; model: {settings.model};"
         f" log level: {settings.log_level}{sqlite})"
     )
     teams = ", ".join(
@@ -228,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start from scratch: delete the sandbox's database and the stand-ins' state first "
         "(without it, a sandbox continues where the last one stopped)",
+    )
+    sb.add_argument(
+        "--slack-socket",
+        action="store_true",
+        help="Slack reaches the desk over Socket Mode (as with SLACK_APP_TOKEN) instead of the"
+        " Events API",
     )
     sub.add_parser("migrate", help="bring the database schema up to date")
     sub.add_parser("check", help="validate the environment and rules.yaml, then exit")

@@ -81,6 +81,7 @@ class StandIns:
         rate_limits: bool = True,
         retry_base_delay: float = 1.0,
         state_path: Path | None = None,
+        slack_app_token: str | None = None,  # set → Slack delivers over Socket Mode
     ) -> None:
         self.desk_url = desk_url.rstrip("/")
         self.telegram_token = telegram_token
@@ -89,6 +90,7 @@ class StandIns:
         self.whatsapp_app_secret = whatsapp_app_secret
         self.slack_bot_token = slack_bot_token
         self.slack_signing_secret = slack_signing_secret
+        self.slack_app_token = slack_app_token
         self.telegram = TelegramStandIn(
             telegram_token, rate_limits=rate_limits, retry_base_delay=retry_base_delay
         )
@@ -106,6 +108,7 @@ class StandIns:
             desk_url=desk_url,
             rate_limits=rate_limits,
             retry_base_delay=retry_base_delay,
+            app_token=slack_app_token,
         )
         # WhatsApp's 24-hour window counts on the desk's clock, fast-forward included.
         self.whatsapp.clock = self.desk_now
@@ -125,9 +128,15 @@ class StandIns:
 
     @classmethod
     def for_sandbox(
-        cls, desk_url: str, *, rate_limits: bool = True, state_path: Path | None = None
+        cls,
+        desk_url: str,
+        *,
+        rate_limits: bool = True,
+        state_path: Path | None = None,
+        slack_socket: bool = False,
     ) -> StandIns:
-        """Fresh made-up credentials: the desk must present them, as it would real ones."""
+        """Fresh made-up credentials: the desk must present them, as it would real ones.
+        ``slack_socket``: Slack talks to the desk over Socket Mode instead of the Events API."""
         return cls(
             desk_url=desk_url,
             telegram_token=f"{secrets.randbelow(10**9):09d}:SANDBOX{secrets.token_urlsafe(24)}",
@@ -139,6 +148,7 @@ class StandIns:
             rate_limits=rate_limits,
             retry_base_delay=1.0,
             state_path=state_path,
+            slack_app_token="xapp-1-sandbox-" + secrets.token_hex(12) if slack_socket else None,
         )
 
     @property

@@ -7,7 +7,9 @@ chat.update in an archived channel; ``thread_not_found`` for a reply under a del
 429 with ``Retry-After`` past about one message a second per channel. Towards the desk: events,
 block actions and slash commands signed with the v0 scheme; an event the desk does not
 acknowledge with 2xx is delivered again with ``X-Slack-Retry-Num``; slash commands and actions
-carry a ``response_url`` the stand-in hosts (5 uses, 30 minutes).
+carry a ``response_url`` the stand-in hosts (5 uses, 30 minutes). With an ``app_token`` the
+same deliveries go over Socket Mode instead (sandbox/slack_socket.py): envelopes on the
+WebSocket the desk opened with ``apps.connections.open``, acknowledged by ``envelope_id``.
 
 Message ``metadata`` as Slack keeps it: chat.postMessage takes ``{"event_type",
 "event_payload"}`` (``invalid_metadata_format`` otherwise), and conversations.history and
@@ -36,6 +38,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from ._common import Buckets, Deliverer, Failures, Ids, Waiter, json_field, request_params
+from .slack_socket import SocketMode
 
 TEAM = "T0SANDBOX"
 BOT_USER = "U0DESKBOT"
@@ -139,6 +142,21 @@ def _check_view(view: Mapping[str, Any]) -> None:
             raise SlackError("invalid_arguments")
 
 
+class _SocketDeliverer(Deliverer):
+    """Deliveries over Socket Mode when the app uses it, else the Events API's HTTP POST."""
+
+    def __init__(self, socket: SocketMode, timeout: float) -> None:
+        super().__init__(timeout)
+        self.socket = socket
+
+    async def attempt(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, str]:
+        if not self.socket.enabled:
+            return await super().attempt(url, body, headers)
+        status, text = await self.socket.deliver(body, headers)
+        self.attempts.append(("socket", status))
+        return status, text
+
+
 class SlackStandIn:
     def __init__(
         self,
@@ -149,7 +167,10 @@ class SlackStandIn:
         base_url: str = "",
         rate_limits: bool = True,
         retry_base_delay: float = 1.0,
+        app_token: str | None = None,
     ) -> None:
+        # Set → Socket Mode: apps.connections.open takes it, and deliveries go as envelopes.
+        self.socket = SocketMode(app_token)
         self.bot_token = bot_token
         self.signing_secret = signing_secret
         self.events_url = desk_url.rstrip("/") + "/slack/events"
@@ -158,6 +179,8 @@ class SlackStandIn:
         self.channels: dict[str, list[dict[str, Any]]] = {c: [] for c in CHANNELS}
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url id → posts
         self.response_users: dict[str, str] = {}  # response_url id → who clicked
+        # chat.postEphemeral: what one person was shown in a channel or thread, oldest first
+        self.ephemeral_posts: list[dict[str, Any]] = []
         # response_url id → who typed the slash command (its answer's buttons are theirs)
         self.command_users: dict[str, str] = {}
         self.calls: list[str] = []
@@ -178,7 +201,8 @@ class SlackStandIn:
         self.paced_refusals: dict[str, int] = {}
         self._changed = Waiter()
         self._retry_base = retry_base_delay
-        self._deliverer = Deliverer(timeout=3)  # Slack gives an app 3 s to acknowledge
+        # Slack gives an app 3 s to acknowledge, over HTTP or over the socket.
+        self._deliverer = _SocketDeliverer(self.socket, timeout=3)
         self._holds: dict[str, int] = {}  # method → how many answers to hold back
         self._release = asyncio.Event()
         self._release.set()
@@ -204,9 +228,11 @@ class SlackStandIn:
         app.router.add_post(prefix + "/response/{rid}", self.respond)
         app.router.add_post(prefix + "/upload/{file_id}", self.receive_upload)
         self._install_files(app, prefix)
+        self.socket.install(app, prefix)
 
     async def close(self) -> None:
         await self._deliverer.close()
+        await self.socket.close()
 
     def _ts(self) -> str:
         return f"{int(time.time())}.{next(self._clock):06d}"
@@ -601,13 +627,14 @@ class SlackStandIn:
 
     def ephemerals(self, user: str) -> list[str]:
         """What the desk told ``user`` alone (ephemeral answers to their clicks), oldest first."""
-        return [
+        answers = [
             str(post.get("text", ""))
             for rid, posts in self.responses.items()
             if self.response_users.get(rid) == user
             for post in posts
             if post.get("response_type") == "ephemeral"
         ]
+        return answers + [str(p["text"]) for p in self.ephemeral_posts if p["user"] == user]
 
     async def respond(self, request: web.Request) -> web.StreamResponse:
         """A response_url: at most five posts within thirty minutes, as Slack allows."""
@@ -642,12 +669,15 @@ class SlackStandIn:
         token = auth.removeprefix("Bearer ").strip() if auth else str(params.get("token", ""))
         if not token:
             return web.json_response({"ok": False, "error": "not_authed"})
+        if method == "apps.connections.open":  # the one method that takes the xapp- token
+            return self._connections_open(token)
         if not hmac.compare_digest(token.encode(), self.bot_token.encode()):
             return web.json_response({"ok": False, "error": "invalid_auth"})
         handler = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral,
             "reactions.add": self._react,
             "users.info": self._user_info,
             "users.getPresence": self._get_presence,
@@ -683,6 +713,16 @@ class SlackStandIn:
             self._holds[method] -= 1
             await self._release.wait()
         return web.json_response({"ok": True, **result})
+
+    def _connections_open(self, token: str) -> web.Response:
+        app_token = self.socket.app_token
+        if app_token is None or not token.startswith("xapp-"):
+            # A bot token here, or an app that has Socket Mode off.
+            error = "not_allowed_token_type" if token.startswith("xoxb-") else "invalid_auth"
+            return web.json_response({"ok": False, "error": error})
+        if not hmac.compare_digest(token.encode(), app_token.encode()):
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        return web.json_response({"ok": True, **self.socket.open_url(self.base_url)})
 
     async def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -822,6 +862,27 @@ class SlackStandIn:
             m if with_metadata else {k: v for k, v in m.items() if k != "metadata"} for m in page
         ]
         return {"messages": shown, "has_more": len(picked) > limit}
+
+    async def _post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Shown to ``user`` alone, not kept in the channel's history (as Slack does)."""
+        channel = self._channel(params)
+        user = str(params.get("user", ""))
+        if user not in AGENTS:
+            raise SlackError("user_not_in_channel")
+        if not params.get("text") and not params.get("blocks"):
+            raise SlackError("no_text")
+        ts = self._ts()
+        self.ephemeral_posts.append(
+            {
+                "channel": channel,
+                "user": user,
+                "text": str(params.get("text", "")),
+                "thread_ts": params.get("thread_ts"),
+                "ts": ts,
+            }
+        )
+        await self._changed.notify()
+        return {"message_ts": ts}
 
     async def _history(self, params: dict[str, Any]) -> dict[str, Any]:
         """conversations.history: a channel's top-level messages, newest first."""

@@ -101,8 +101,8 @@ def test_check_says_what_it_found_and_connects_to_the_database(tmp_path: Path) -
     assert ran.returncode == 0, ran.stderr
     lines = ran.stdout.splitlines()
     assert lines[0] == (
-        "settings ok (customer channels: telegram; slack: yes; model: rules; log level: INFO;"
-        " SQLite statements on aiosqlite's thread)"
+        "settings ok (customer channels: telegram; slack: Events API at /slack/events;"
+        " model: rules; log level: INFO; SQLite statements on aiosqlite's thread)"
     )
     assert "zh → C0ZH (round_robin, 1 agent)" in lines[1]
     assert lines[-1] == f"database sqlite+aiosqlite:///{tmp_path}/deskbot.db: no file yet," + (

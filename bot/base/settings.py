@@ -60,8 +60,17 @@ class WhatsAppSettings:
 @dataclass(frozen=True, slots=True)
 class SlackSettings:
     bot_token: str = field(repr=False)
-    signing_secret: str = field(repr=False)
+    # The Events API's (HTTP mode); not needed in Socket Mode, where nothing comes over HTTP.
+    signing_secret: str | None = field(default=None, repr=False)
     api_base: str = "https://slack.com/api/"
+    # SLACK_APP_TOKEN (xapp-…): set → Socket Mode, an outbound WebSocket (adapters/slack_socket.py)
+    app_token: str | None = field(default=None, repr=False)
+    # A connection that gets no message and no pong for this long is replaced.
+    socket_watchdog_seconds: float = 30.0
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.app_token is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +181,9 @@ def require_platforms(settings: Settings) -> None:
     same): Slack, where agents work, and at least one channel customers write on."""
     if not settings.slack:
         raise SettingsError(
-            "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
-            "(agents work in Slack; without it no one sees the tickets)"
+            "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (Events API),"
+            " or SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode, no public URL) (agents work"
+            " in Slack; without it no one sees the tickets)"
         )
     if not settings.customer_channels:
         raise SettingsError(
@@ -204,9 +214,83 @@ def desk_tz(env: Mapping[str, str] | None = None) -> ZoneInfo:
         ) from None
 
 
+def _slack(env: Mapping[str, str]) -> SlackSettings | None:
+    """Socket Mode when SLACK_APP_TOKEN is set (no signing secret needed), else the Events API
+    with SLACK_SIGNING_SECRET; SLACK_BOT_TOKEN either way."""
+    bot, secret, app = (env.get(n) or None for n in ("SLACK_BOT_TOKEN", *SLACK_INBOUND))
+    if not (bot or secret or app):
+        return None
+    if not bot:
+        raise SettingsError("Slack is half configured: set SLACK_BOT_TOKEN")
+    if not (secret or app):
+        raise SettingsError(
+            "Slack is half configured: set SLACK_SIGNING_SECRET (Events API at /slack/events)"
+            " or SLACK_APP_TOKEN (Socket Mode, no public URL)"
+        )
+    if app is not None and not app.startswith("xapp-"):
+        # Never the value itself: it is a secret even when it is the wrong one.
+        raise SettingsError(
+            "SLACK_APP_TOKEN must be an app-level token (it starts with xapp-; make one with"
+            " the connections:write scope under Basic Information in the app's settings)"
+        )
+    return SlackSettings(
+        bot_token=bot,
+        signing_secret=secret,
+        api_base=env.get("SLACK_API_BASE") or "https://slack.com/api/",
+        app_token=app,
+        socket_watchdog_seconds=_int(env, "SLACK_SOCKET_WATCHDOG_SECONDS", 30, 2, 600),
+    )
+
+
+SLACK_INBOUND = ("SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
+# Secret settings: each also read from a file named by NAME_FILE (the container and systemd
+# credentials convention). Named here, and any later DESK_… setting whose name ends so.
+SECRETS = (
+    "DESK_DATABASE_URL",  # holds the database password
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_WEBHOOK_SECRET",
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+)
+SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_KEY")
+
+
+def is_secret(name: str) -> bool:
+    return name in SECRETS or name.endswith(SECRET_SUFFIXES)
+
+
+def with_secret_files(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with each secret ``NAME`` read from the file ``NAME_FILE`` names (one trailing
+    newline, as ``echo`` and editors leave it, is stripped). Both set is an error: which one
+    wins would be a guess."""
+    resolved = dict(env)
+    for key, path in env.items():
+        name = key.removesuffix("_FILE")
+        if name == key or not is_secret(name):
+            continue
+        if not path:  # empty is unset, as for every other setting
+            continue
+        if env.get(name):
+            raise SettingsError(f"both {name} and {key} are set: keep one")
+        try:
+            value = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise SettingsError(f"{key}: {path} is not UTF-8 text") from None
+        value = value.removesuffix("\n").removesuffix("\r")
+        if not value:
+            raise SettingsError(f"{key}: {path} is empty")
+        resolved[name] = value
+    return resolved
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    if env is None:
-        env = os.environ
+    env = with_secret_files(os.environ if env is None else env)
     telegram = None
     if env.get("TELEGRAM_BOT_TOKEN"):
         webhook_url = env.get("TELEGRAM_WEBHOOK_URL") or None
@@ -242,14 +326,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             verify_token=wa["WHATSAPP_VERIFY_TOKEN"],
             api_base=env.get("WHATSAPP_API_BASE") or "https://graph.facebook.com/v21.0",
         )
-    slack = None
-    sl = _group(env, "Slack", ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"])
-    if sl:
-        slack = SlackSettings(
-            bot_token=sl["SLACK_BOT_TOKEN"],
-            signing_secret=sl["SLACK_SIGNING_SECRET"],
-            api_base=env.get("SLACK_API_BASE") or "https://slack.com/api/",
-        )
+    slack = _slack(env)
     model = _choice(env, "DESK_MODEL", ("local", "rules"), "local")
     folders = {name: _folder(env, name) for name in MODEL_FOLDERS}
     tz = desk_tz(env).key

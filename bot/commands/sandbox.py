@@ -71,6 +71,7 @@ def sandbox_settings(standins: StandIns, *, desk_port: int, database_url: str) -
             bot_token=standins.slack_bot_token,
             signing_secret=standins.slack_signing_secret,
             api_base=standins.slack_api_base,
+            app_token=standins.slack_app_token,  # set with --slack-socket
         ),
     )
 
@@ -436,12 +437,16 @@ def approve_templates(standins: StandIns, rules: Rules) -> None:
             standins.whatsapp.register_template(template.name, code, body)
 
 
-async def run_sandbox(*, desk_port: int, standin_port: int, fresh: bool = False) -> None:
+async def run_sandbox(
+    *, desk_port: int, standin_port: int, fresh: bool = False, slack_socket: bool = False
+) -> None:
     started = time.monotonic()
     files = sandbox_files()
     removed = remove_sandbox(files) if fresh else []
     desk_url = f"http://127.0.0.1:{desk_port}"
-    standins = StandIns.for_sandbox(desk_url, state_path=files.state_file)
+    standins = StandIns.for_sandbox(
+        desk_url, state_path=files.state_file, slack_socket=slack_socket
+    )
     history = await desk_history(files.database_url)
     tickets = await _ticket_count(files.database_url)
     standin_url = await standins.start(port=standin_port)

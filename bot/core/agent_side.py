@@ -14,7 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 
 from bot.core.assignment import AUTO, Assigner, seat
-from bot.core.roles import has_role
+from bot.core.roles import has_role, may_claim
 from bot.core.ticket_step import CardTooEarly, TicketStep, cap_first
 from bot.domain.customer_requests import rating_data
 from bot.domain.events import AgentAction, AgentMessage, SlackFile
@@ -50,6 +50,11 @@ class AgentSide(TicketStep):
         internal = is_note or ev.broadcast or self.rules.slack.relay == "composer"
         claimed = False
         if not internal and ticket.assignee_id is None:
+            # Replying claims the ticket, so only those who may claim it (``claim:``) relay.
+            if not await self.claim_allowed(ticket, ev.user_id, "thread_reply", ev=ev):
+                self._keep_note(ticket, ev)
+                self.react(ticket, ev.ts, self.rules.slack.failed_reaction)
+                return
             self._assign(ticket, ev.user_id, ev.user_name, "replied in the thread", "replied")
             self.set_status(ticket, "open", ev.user_id, "agent replied")
             # Said in the thread as the Claim button says it, so everyone sees who took it.
@@ -271,6 +276,65 @@ class AgentSide(TicketStep):
             )
         return False
 
+    async def claim_allowed(
+        self,
+        ticket: Ticket,
+        user_id: str,
+        via: str,
+        *,
+        action: AgentAction | None = None,
+        ev: AgentMessage | None = None,
+    ) -> bool:
+        """May ``user_id`` claim ``ticket`` (its team's ``claim:`` in rules.yaml)? A claim by a
+        lead or supervisor who is not one of the team's agents is audited; a refusal is audited
+        too, and told only to the person: through the click's response_url, or ephemerally in
+        the thread they wrote in."""
+        role = await may_claim(self.s, self.rules, ticket.team, user_id)
+        if role in ("channel", "agent"):
+            return True
+        self.s.add(
+            AuditEntry(
+                at=self.now,
+                actor=user_id,
+                action="claimed" if role else "refused",
+                target=f"ticket #{ticket.id}",
+                detail={"team": ticket.team, "role": role or "not an agent", "via": via}
+                | ({} if role else {"wanted": "claim"}),
+            )
+        )
+        if role:
+            return True
+        self.decided(
+            "tickets.claim_refused ticket=%d user=%s team=%s via=%s",
+            ticket.id,
+            user_id,
+            ticket.team,
+            via,
+        )
+        who = f"the agents of team *{ticket.team}*, its lead and supervisors"
+        if action is not None and action.response_url:
+            self.fx.say(
+                Outbound(
+                    channel="slack",
+                    kind="slack_response",
+                    destination=action.response_url,
+                    text=f"🚫 Only {who} can claim ticket #{ticket.id}. Nothing was done.",
+                )
+            )
+        elif ev is not None:
+            self.fx.say(
+                Outbound(
+                    channel="slack",
+                    kind="slack_ephemeral",
+                    destination=ev.slack_channel,
+                    user=user_id,
+                    reply_to=ev.thread_ts,
+                    text=f"🚫 Not sent to the customer: replying claims ticket #{ticket.id},"
+                    f" and only {who} can claim it. Your message stays as an internal note.",
+                )
+            )
+        return False
+
     async def agent_action(self, ev: AgentAction) -> None:
         """A card's button: transfer, claim or resolve. (The card's menus and an incident's
         buttons have routes of their own: ``bot/wiring.py``.)"""
@@ -290,6 +354,8 @@ class AgentSide(TicketStep):
             was = ticket.assignee_id
             automatic = ticket.assigned_by == AUTO and was != ev.user_id
             if ticket.status in ACTIVE and (was is None or automatic):
+                if not await self.claim_allowed(ticket, ev.user_id, "button", action=ev):
+                    return
                 self._assign(ticket, ev.user_id, ev.user_name, "claimed", "claimed")
                 if ticket.status == "new":
                     self.set_status(ticket, "open", ev.user_id, "claimed")

@@ -55,6 +55,24 @@ async def has_role(session: AsyncSession, rules: Rules, user: str, role: Role) -
     return any(user in row.members for row in rows)
 
 
+async def may_claim(session: AsyncSession, rules: Rules, team_name: str, user: str) -> str | None:
+    """Why ``user`` may claim a ticket of ``team_name`` (``claim:`` in rules.yaml), or None.
+
+    ``claim: channel``, or a team that lists no agents: anyone in its channel. ``claim: team``
+    (the default): its agents, its lead, and supervisors and admins.
+    """
+    team = rules.team(team_name)
+    if team.claim == "channel" or not team.agents:
+        return "channel"
+    if user in team.agents:
+        return "agent"
+    if team.lead == user:
+        return "lead"
+    if await has_role(session, rules, user, "supervisor"):
+        return "supervisor"
+    return None
+
+
 class GroupRefresher:
     """Reads the members of every user group in ``roles:`` now, then every ``interval``."""
 

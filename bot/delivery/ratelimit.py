@@ -139,7 +139,7 @@ class Limiter:
     _turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _keys(self, out: Outbound, slack_channel: str | None) -> list[tuple[str, Rate]]:
-        if out.kind in ("answer_callback", "slack_reaction", "slack_response"):
+        if out.kind in ("answer_callback", "slack_reaction", "slack_response", "slack_ephemeral"):
             return []  # other methods, other (looser) limits
         if out.channel == "telegram":
             return [

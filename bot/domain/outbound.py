@@ -37,6 +37,8 @@ OutboundKind = Literal[
     "file",  # customer: the file ``file`` (an agent's), ``text`` as its caption
     "slack_home",  # Slack: views.publish of user ``destination``'s Home, drawn when sent
     "slack_view_update",  # Slack: views.update of view ``destination`` with ``view``
+    # Slack: chat.postEphemeral to ``user`` in channel ``destination`` (thread ``reply_to``)
+    "slack_ephemeral",
     "template",  # WhatsApp: the approved template ``template`` (outside the 24-hour window)
 ]
 
@@ -99,6 +101,7 @@ class Outbound(BaseModel):
     ticket_id: int | None = None
     reply_to: str | None = None  # platform message id to reply to / react on / thread under
     emoji: str | None = None  # slack_reaction
+    user: str | None = None  # slack_ephemeral: the one person who sees it
     callback_query_id: str | None = None  # answer_callback (``text``: a short notice shown)
     # slack_charts: what the charts show (bot.reports.charts.chart_data), a few KB of JSON.
     # The outbox row carries these numbers, not the PNGs: rows stay small, the charts are drawn

@@ -38,6 +38,9 @@ class Team(_Strict):
     capacity: int = Field(default=3, ge=1)  # open tickets per agent auto-assignment may give
     sla: SlaPolicy | None = None  # the team's own SLA policy, instead of the desk's
     calendar: str | None = None  # the team's business hours, instead of the policy's default
+    # Who may claim its tickets: "team" (its agents, its lead, supervisors; everyone in the
+    # channel when it lists no agents) or "channel" (anyone who sees the card).
+    claim: Literal["team", "channel"] = "team"
 
     @field_validator("channel")
     @classmethod

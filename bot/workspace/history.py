@@ -5,7 +5,8 @@ days · last rating 2/5 · also on WhatsApp"). The History button opens a modal 
 the adapter with the trigger_id, filled here through the outbox with ``views.update``) with the
 customer's identities and language, every ticket of theirs across channels (status, priority,
 rating, a link to its card), and a note about the customer that agents edit and save with the
-modal's submit button (``customers.note``; each save is in the audit trail).
+modal's submit button (``customers.note``; each save is in the audit trail). Each opening of the
+modal is in the audit trail too, with who opened it.
 """
 
 from __future__ import annotations
@@ -204,6 +205,17 @@ async def history_modal(desk: Step, ev: HistoryModal) -> None:
     if ticket is None:
         return
     view = await history_view(desk.s, ticket, ev.team_domain)
+    # The modal shows a customer's tickets across channels: who read it is in the audit trail
+    # (/desk audit), as a customer-export is.
+    desk.s.add(
+        AuditEntry(
+            at=desk.now,
+            actor=ev.user_id,
+            action="history",
+            target=f"customer c{ticket.customer_id}",
+            detail={"ticket": ticket.id, "team": ticket.team},
+        )
+    )
     desk.fx.say(
         Outbound(
             channel="slack",

@@ -69,6 +69,11 @@ async def test_the_story_on_the_card_and_in_the_history_modal(stack: Stack) -> N
         assert customer.note == "Prefers WhatsApp. Second late parcel this month."
         audit = await s.scalar(select(AuditEntry).where(AuditEntry.action == "customer-note"))
         assert audit is not None and (audit.actor, audit.target) == ("U0BOB", "customer c1")
+        # Opening History (the customer's tickets across channels) is audited with who asked.
+        read = (await s.scalars(select(AuditEntry).where(AuditEntry.action == "history"))).all()
+        assert [(e.actor, e.target, e.detail["ticket"]) for e in read] == [
+            ("U0BOB", "customer c1", 2)
+        ]
     await slack.agent_clicks(second["channel"], second["ts"], "ticket_history", "U0CAROL")
     await modal_shows(stack, "U0CAROL", "Prefers WhatsApp. Second late parcel this month.")
 

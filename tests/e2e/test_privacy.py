@@ -123,6 +123,7 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     async with stack.sessions() as s:
         trail = (await s.scalars(select(AuditEntry).order_by(AuditEntry.id))).all()
     assert [(e.actor, e.action, e.target) for e in trail] == [
+        ("U0BOB", "history", "customer c1"),  # who read the customer's story
         ("U0BOB", "customer-note", "customer c1"),
         ("U0CAROL", "customer-export", "customer c1"),
         ("U0BOB", "refused", "/desk forget"),
