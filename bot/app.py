@@ -39,6 +39,7 @@ from bot.domain.rules import Rules
 from bot.incidents.command import incident_languages
 from bot.selfservice.kb import KnowledgeBase, kb_folder
 from bot.selfservice.status import telegram_commands
+from storage import crypto
 from storage.db import create_engine, migrate, ping, problem, reach, session_factory
 from storage.models import OutboxRow
 from storage.queues import inbox_lag_seconds, outbox_backlog
@@ -142,6 +143,7 @@ class DeskApp:
 
     async def start(self) -> None:
         require_platforms(self.settings)  # a SettingsError, as from `deskbot check`
+        crypto.install(self.settings.data_keys)  # None: customers' data in clear, as before
         self.engine = create_engine(self.settings.database_url)
         # An unreachable database is one line (DatabaseError), not the driver's traceback.
         await reach(self.engine)

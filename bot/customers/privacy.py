@@ -29,6 +29,7 @@ from bot.base.repeat import repeat
 from bot.core.tickets import Desk
 from bot.domain.outbound import Outbound
 from bot.domain.rules import Rules
+from storage import crypto
 from storage.models import (
     Customer,
     Identity,
@@ -323,14 +324,18 @@ async def forget(desk: Desk, customer: Customer) -> Held:
         theirs.append(OutboxRow.ticket_id.in_(ids))
     outbox = list((await s.scalars(select(OutboxRow).where(or_(*theirs)))).all())
     # Exports of this customer sent to supervisors carried all of it in the row's payload.
-    exports = await s.scalars(
-        select(OutboxRow).where(
-            OutboxRow.channel == "slack",
-            OutboxRow.ticket_id.is_(None),
-            OutboxRow.payload["file_name"].as_string() == export_name(customer),
+    slack_desk = (OutboxRow.channel == "slack", OutboxRow.ticket_id.is_(None))
+    if crypto.keyring() is None:
+        exports = await s.scalars(
+            select(OutboxRow).where(
+                *slack_desk, OutboxRow.payload["file_name"].as_string() == export_name(customer)
+            )
         )
-    )
-    outbox += list(exports)
+        outbox += list(exports)
+    else:  # sealed payloads: the file name is compared once they are opened
+        name = export_name(customer)
+        candidates = await s.scalars(select(OutboxRow).where(*slack_desk))
+        outbox += [r for r in candidates if (r.payload or {}).get("file_name") == name]
     slack_posts: list[tuple[str, str]] = []
     slack_files: list[tuple[str, str]] = []
     for row in outbox:
