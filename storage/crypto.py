@@ -11,9 +11,9 @@ column types below pass values through as plain text, exactly as before; values 
 back whether they were stored clear or sealed, so a desk can turn encryption on and the
 rotation seals the old clear rows too.
 
-Equality lookups cannot compare ciphertexts (each sealing uses a fresh nonce): a column that
-is looked up has a sibling ``*_hmac`` column, a keyed hash with a key derived from the data
-key (HKDF), and the queries compare that (:func:`lookup_hashes`).
+Equality lookups cannot compare ciphertexts (each sealing uses a fresh nonce). No sealed
+column is looked up by equality today: the columns the desk finds customers by (identities'
+``external_id`` and ``chat_id``, the routing keys) stay clear (docs/deploying.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import json
 import os
 import re
@@ -30,9 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import JSON, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 
@@ -76,14 +73,10 @@ def key_id(raw: bytes) -> str:
 class _Key:
     id: str
     aead: AESGCM
-    mac: bytes
 
 
 def _key(raw: bytes) -> _Key:
-    mac = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"deskbot lookup hmac").derive(
-        raw
-    )
-    return _Key(key_id(raw), AESGCM(raw), mac)
+    return _Key(key_id(raw), AESGCM(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +131,6 @@ class Keyring:
                 f"a value sealed with key {kid} fails authentication: it was altered"
             ) from None
 
-    def lookup_hashes(self, value: str) -> list[str]:
-        """The keyed hashes a stored value may carry: the current key's first."""
-        return [_mac(k, value) for k in (self.current, *self.old)]
-
-    def lookup_hash(self, value: str) -> str:
-        return _mac(self.current, value)
-
-
-def _mac(key: _Key, value: str) -> str:
-    return key.id + ":" + hmac.new(key.mac, value.encode(), hashlib.sha256).hexdigest()
-
 
 _ring: Keyring | None = None
 
@@ -184,15 +166,11 @@ def open_value(value: str) -> str:
     return _ring.open(value)
 
 
-def lookup_hash(value: str | None) -> str | None:
-    """The keyed hash to store beside a looked-up value; None without a key."""
-    if value is None or _ring is None:
-        return None
-    return _ring.lookup_hash(value)
-
-
-def lookup_hashes(value: str) -> list[str]:
-    return [] if _ring is None else _ring.lookup_hashes(value)
+def seal_text(value: str) -> str:
+    """``value`` sealed under the current key, as EncryptedText stores it; itself without a
+    key. For a column that stays clear for the queries but sometimes quotes a customer (a
+    ticket event of an edit); :func:`open_value` reads it back."""
+    return value if _ring is None or value == "" else _ring.seal(value)
 
 
 class EncryptedText(TypeDecorator[str]):

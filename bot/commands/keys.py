@@ -31,7 +31,7 @@ BATCH = 200
 
 @dataclass(frozen=True, slots=True)
 class Sealed:
-    """One sealed column of a table with an ``id`` primary key."""
+    """One sealed column of a table with a single-column primary key."""
 
     table: str
     column: str
@@ -53,10 +53,12 @@ def sealed_columns() -> list[Sealed]:
     return sorted(out, key=lambda s: s.name)
 
 
-def _model(table: str) -> Any:
+def _model(table: str) -> tuple[Any, InstrumentedAttribute[Any]]:
+    """The model of ``table`` and its (single-column) primary key, the rotation's order."""
     for mapper in Base.registry.mappers:
         if mapper.local_table.name == table:  # type: ignore[attr-defined]
-            return mapper.class_
+            (pk,) = mapper.primary_key
+            return mapper.class_, getattr(mapper.class_, str(pk.key))
     raise KeyError(table)
 
 
@@ -83,18 +85,17 @@ async def _rotate_column(
     session_of: Any, sealed: Sealed, ring: crypto.Keyring, batch: int
 ) -> tuple[int, int]:
     """Re-seal one column; returns (re-sealed, skipped because the desk changed them)."""
-    model = _model(sealed.table)
+    model, pk = _model(sealed.table)
     col: InstrumentedAttribute[Any] = getattr(model, sealed.column)
-    pk: InstrumentedAttribute[Any] = model.id
     done = skipped = 0
-    last = 0
+    last: Any = None
     while True:
         async with session_of() as s, s.begin():
             s_: AsyncSession = s
             rows = (
                 await s_.execute(
                     select(pk, cast(col, Text))
-                    .where(pk > last, *_stale(col, ring))
+                    .where(*_stale(col, ring), *(() if last is None else (pk > last,)))
                     .order_by(pk)
                     .limit(batch)
                 )
@@ -121,7 +122,7 @@ async def remaining(session_of: Any, ring: crypto.Keyring) -> dict[str, int]:
     out: dict[str, int] = {}
     async with session_of() as s:
         for sealed in sealed_columns():
-            col = getattr(_model(sealed.table), sealed.column)
+            col = getattr(_model(sealed.table)[0], sealed.column)
             n = await s.scalar(select(func.count()).where(*_stale(col, ring)))
             if n:
                 out[sealed.name] = int(n)

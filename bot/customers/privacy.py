@@ -183,8 +183,8 @@ async def export(session: AsyncSession, customer: Customer) -> dict[str, Any]:
                     {
                         "kind": e.kind,
                         "actor": e.actor,
-                        "from": e.from_value,
-                        "to": e.to_value,
+                        "from": opened(e.from_value),
+                        "to": opened(e.to_value),
                         "reason": e.reason,
                         "at": _when(e.at),
                     }
@@ -218,6 +218,11 @@ async def export(session: AsyncSession, customer: Customer) -> dict[str, Any]:
             for r in inbox
         ],
     }
+
+
+def opened(value: str | None) -> str | None:
+    """A trail value as said: an edit's texts are sealed under the data key."""
+    return None if value is None else crypto.open_value(value)
 
 
 def export_name(customer: Customer) -> str:
