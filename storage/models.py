@@ -150,7 +150,7 @@ class Incident(Base):
     keyword: Mapped[str | None] = mapped_column(String(200))  # the urgent keyword shared
     intent: Mapped[str | None] = mapped_column(String(100))
     centroid: Mapped[list[Any] | None] = mapped_column(JSON)  # mean vector of its tickets
-    summary: Mapped[str] = mapped_column(Text, default="")
+    summary: Mapped[str] = mapped_column(EncryptedText(), default="")  # quotes a first message
     why: Mapped[str] = mapped_column(Text, default="")
     opened_at: Mapped[datetime]
     updated_at: Mapped[datetime]

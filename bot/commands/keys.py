@@ -68,7 +68,7 @@ def _stale(col: InstrumentedAttribute[Any], ring: crypto.Keyring) -> Any:
     return (
         col.is_not(None),
         raw != "",
-        raw != '""',
+        raw.not_in(('""', "null")),  # an empty text and a JSON null: nothing to hide
         or_(raw.is_(None), ~raw.like(f"%{crypto.PREFIX}{ring.key_id}:%")),
     )
 
