@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters.email import EmailAdapter
 from adapters.slack import SlackAdapter
 from adapters.telegram import TelegramAdapter
 from adapters.whatsapp import WhatsAppAdapter
@@ -30,6 +31,7 @@ from bot.domain.classifier import Classifier, RulesClassifier
 from bot.domain.outbound import ChannelSender
 from bot.domain.rules import Rules
 from bot.incidents.command import incident_languages
+from bot.mail.store import MailStore
 from bot.selfservice.kb import KnowledgeBase, kb_folder
 from bot.selfservice.status import telegram_commands
 from storage.db import create_engine, migrate, ping, problem, reach, session_factory
@@ -58,6 +60,8 @@ def build_adapters(settings: Settings, inbox: DbInbox, rules: Rules | None = Non
         adapters.append(
             WhatsAppAdapter(settings.whatsapp, inbox, max_body_bytes=settings.max_body_bytes)
         )
+    if settings.email:
+        adapters.append(EmailAdapter(settings.email, inbox))
     if settings.slack:
         adapters.append(SlackAdapter(settings.slack, inbox, max_body_bytes=settings.max_body_bytes))
     return adapters
@@ -137,6 +141,9 @@ class DeskApp:
             await self.knowledge.sync(self.sessions, self.clock.now())
         self.inbox = DbInbox(self.sessions, self.clock)
         self.adapters = build_adapters(self.settings, self.inbox, self.rules)
+        for adapter in self.adapters:
+            if isinstance(adapter, EmailAdapter):  # reads and keeps its place in the database
+                adapter.store = MailStore(self.sessions, self.clock)
         senders: dict[str, ChannelSender] = {a.channel: a for a in self.adapters}
         self.outbox = wiring.outbox(
             self.sessions,
