@@ -36,6 +36,7 @@ from .conftest import (
     Stack,
     desk_settings,
     eventually,
+    free_port,
     start_standins,
 )
 from .mailservers import Dovecot, SmtpSink, dovecot_available
@@ -471,3 +472,35 @@ def test_the_dovecot_helper_has_room(tmp_path: Path) -> None:
     from .mailservers import USERS
 
     assert USERS >= 20
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def test_two_desks_read_each_mail_once(
+    backend: str, database_url: str, dovecot: Dovecot
+) -> None:
+    """Two desks on one PostgreSQL database, both reading the mailbox (each with its own IDLE):
+    every mail is one ticket, one card and one acknowledgement."""
+    async with email_stack(database_url, dovecot) as ms:
+        settings = ms.stack.desk.settings
+        other = DeskApp(
+            dataclasses.replace(settings, http_port=free_port(), telegram=None, whatsapp=None),
+            RULES,
+            idle_poll=0.05,
+        )
+        await other.start()
+        try:
+            for n in range(8):
+                ms.deliver(mail(f"Question number {n}", subject=f"Question {n}"))
+            await eventually(_count_tickets(ms, 8), "eight tickets", 30)
+            await _all_seen(ms, 8)
+            await ms.stack.outbox_idle()
+            await ms.sent(8)
+            await asyncio.sleep(1)  # room for a double to show
+            assert len(await ms.tickets()) == 8
+            assert len(ms.smtp.mails) == 8
+            assert len(ms.stack.cards()) == 8
+            assert len(await ms.inbound()) == 8
+            second = next(a for a in other.adapters if isinstance(a, EmailAdapter)).reader
+            assert second is not None and second.syncs >= 1  # it was reading too
+        finally:
+            await other.stop()
