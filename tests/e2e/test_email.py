@@ -474,7 +474,9 @@ def test_the_dovecot_helper_has_room(tmp_path: Path) -> None:
     assert USERS >= 20
 
 
-@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 async def test_two_desks_read_each_mail_once(
     backend: str, database_url: str, dovecot: Dovecot
 ) -> None:
