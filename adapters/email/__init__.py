@@ -26,6 +26,8 @@ from aiohttp import web
 from adapters.email.compose import compose, message_id_for
 from adapters.email.imap import MailboxReader
 from adapters.email.parse import audit_record, parse_mail
+from adapters.email.ratings import ROUTE as RATE_ROUTE
+from adapters.email.ratings import RatingPages, link_key, rating_links
 from bot.base.clock import Clock, SystemClock
 from bot.base.settings import EmailSettings
 from bot.delivery.inbox import Inbox
@@ -85,7 +87,12 @@ class EmailAdapter:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def install(self, app: web.Application) -> None:
-        """Email needs no webhook: the desk reads the mailbox itself."""
+        """No webhook (the desk reads the mailbox itself); the rating links' pages."""
+        if self.store is None:
+            raise RuntimeError("the email adapter needs its MailStore before install()")
+        pages = RatingPages(self._settings, self._inbox, self.store)
+        app.router.add_get(RATE_ROUTE, pages.show)
+        app.router.add_post(RATE_ROUTE, pages.rate)
 
     async def start(self) -> None:
         if self.store is None:
@@ -240,6 +247,9 @@ class EmailAdapter:
             references=out.references,
             automatic=out.automatic,
             when=self._clock.now(),
+            links=rating_links(
+                link_key(self._settings), self._settings.public_url, message.buttons
+            ),
             attachment=attachment,
         )
         await self._smtp(mail)

@@ -94,6 +94,9 @@ class EmailSettings:
     name: str = ""  # DESK_EMAIL_NAME: the display name beside the address
     max_attachment_mb: int = 20  # DESK_EMAIL_MAX_ATTACHMENT_MB, in and out
     poll_seconds: float = 30.0  # DESK_EMAIL_POLL_SECONDS: without IDLE, and between IDLEs
+    # DESK_PUBLIC_URL: the desk as customers' browsers reach it (https://desk.example.com); the
+    # rating links in mail point there. Unset: the rating request goes without links.
+    public_url: str | None = None
 
     @property
     def domain(self) -> str:
@@ -308,7 +311,21 @@ def _email(env: Mapping[str, str]) -> EmailSettings | None:
         name=(env.get("DESK_EMAIL_NAME") or "").strip(),
         max_attachment_mb=_int(env, "DESK_EMAIL_MAX_ATTACHMENT_MB", 20, 1, 1024),
         poll_seconds=_int(env, "DESK_EMAIL_POLL_SECONDS", 30, 1, 1740),
+        public_url=_public_url(env),
     )
+
+
+def _public_url(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("DESK_PUBLIC_URL") or "").strip().rstrip("/")
+    if not raw:
+        return None
+    url = urlsplit(raw)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise SettingsError(
+            f"DESK_PUBLIC_URL must be the desk's web address, such as https://desk.example.com;"
+            f" got {raw!r}"
+        )
+    return raw
 
 
 def desk_tz(env: Mapping[str, str] | None = None) -> ZoneInfo:

@@ -133,8 +133,14 @@ class MailStore:
                 undeliverable=bool(blocked),
             )
 
-    async def ticket_chat(self, ticket_id: int) -> str | None:
+    async def rating_state(self, ticket_id: int) -> tuple[str, int | None] | None:
+        """An email ticket's chat id and its rating so far; None for no such email ticket."""
         async with self._sessions() as s:
-            return await s.scalar(
-                select(Ticket.chat_id).where(Ticket.id == ticket_id, Ticket.channel == "email")
-            )
+            row = (
+                await s.execute(
+                    select(Ticket.chat_id, Ticket.rating).where(
+                        Ticket.id == ticket_id, Ticket.channel == "email"
+                    )
+                )
+            ).first()
+            return None if row is None else (row[0], row[1])

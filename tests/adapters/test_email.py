@@ -268,3 +268,30 @@ def test_deskbot_check_warns_about_plain_text_off_loopback(tmp_path: Path) -> No
         "warning: DESK_EMAIL_SMTP_URL is smtp:// to smtp.example.com, which is not this machine"
     )
     assert "p/w@rd" not in ran.stdout and "p%2Fw" not in ran.stdout
+
+
+def test_rating_tokens_are_signed_and_bound_to_their_ticket() -> None:
+    from adapters.email.ratings import rating_links, sign, verify
+    from bot.domain.customer_requests import rating_data
+    from bot.domain.outbound import Button
+
+    key, other = b"k" * 32, b"o" * 32
+    token = sign(key, 12, 40)
+    assert verify(key, token) == (12, 40)
+    assert verify(other, token) is None  # another desk's key
+    assert verify(key, "13." + token.partition(".")[2]) is None  # moved to another ticket
+    assert verify(key, token[:-2]) is None
+    assert verify(key, "12.40") is None
+    buttons = tuple(Button(text=str(n), data=rating_data(12, 40, n)) for n in range(1, 6))
+    links = rating_links(
+        key, "https://desk.example.com", (Button(text="x", data="status"), *buttons)
+    )
+    assert [url for _, url in links][3] == f"https://desk.example.com/rate/{token}/4"
+    assert rating_links(key, None, buttons) == []  # no DESK_PUBLIC_URL: no links
+
+
+def test_public_url_setting() -> None:
+    s = load_settings({**BASE, **EMAIL, "DESK_PUBLIC_URL": "https://desk.example.com/"})
+    assert s.email is not None and s.email.public_url == "https://desk.example.com"
+    with pytest.raises(SettingsError, match="DESK_PUBLIC_URL must be"):
+        load_settings({**BASE, **EMAIL, "DESK_PUBLIC_URL": "desk.example.com"})

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import func, select
 
@@ -145,6 +147,7 @@ async def email_stack(
             smtp=mail_server("DESK_EMAIL_SMTP_URL", smtp.url()),
             name="Example Support",
             poll_seconds=5,
+            public_url=f"http://127.0.0.1:{port}",
         ),
     )
     desk = DeskApp(settings, RULES, idle_poll=0.05)
@@ -506,3 +509,61 @@ async def test_two_desks_read_each_mail_once(
             assert second is not None and second.syncs >= 1  # it was reading too
         finally:
             await other.stop()
+
+
+async def test_a_rating_link_works_once(ms: MailStack) -> None:
+    ms.deliver(mail("Where is my order 55?"))
+    card = await ms.stack.card()
+    await ms.sent(1)
+    slack = ms.stack.standins.slack
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0ALICE")
+    await eventually(_assigned(ms), "Alice's claim")
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0ALICE")
+    request = (await ms.sent(2))[-1]
+    assert request["Auto-Submitted"] == "auto-replied"
+    html_part = request.get_body(preferencelist=("html",))
+    plain_part = request.get_body(preferencelist=("plain",))
+    assert html_part is not None and plain_part is not None
+    links = re.findall(r"http://127\.0\.0\.1:\d+/rate/[\w.-]+/[1-5]", plain_part.get_content())
+    assert [link[-1] for link in links] == ["1", "2", "3", "4", "5"]
+    assert all(link in html_part.get_content() for link in links)
+    four = links[3]
+    async with aiohttp.ClientSession() as http:
+        # Opening the link (as a mail scanner would) only shows the button.
+        async with http.get(four) as resp:
+            assert resp.status == 200
+            assert "Send my rating: 4/5" in await resp.text()
+        await asyncio.sleep(0.3)
+        assert (await ms.stack.ticket(1)).rating is None
+        async with http.post(four) as resp:
+            assert resp.status == 200
+            assert "You rated ticket #1 4/5." in await resp.text()
+        await eventually(_rated(ms), "the rating on the ticket")
+        await ms.stack.thread_has(card["ts"], "rated this ticket 4/5")
+        # Once: another number from the same mail does not change it.
+        async with http.post(links[0]) as resp:
+            assert "You already rated ticket #1." in await resp.text()
+        # Not guessable, and not movable to another ticket.
+        token = four.split("/")[-2]
+        forged = four.replace(token, "2." + token.partition(".")[2])
+        async with http.post(forged) as resp:
+            assert resp.status == 404
+    await ms.stack.outbox_idle()
+    assert (await ms.stack.ticket(1)).rating == 4
+    thanks = ms.smtp.mails[-1]
+    thanks_text = thanks.get_body(preferencelist=("plain",))
+    assert thanks_text is not None and "4/5" in thanks_text.get_content()
+
+
+def _assigned(ms: MailStack) -> Any:
+    async def probe() -> bool:
+        return (await ms.stack.ticket(1)).assignee_id == "U0ALICE"
+
+    return probe
+
+
+def _rated(ms: MailStack) -> Any:
+    async def probe() -> bool:
+        return (await ms.stack.ticket(1)).rating == 4
+
+    return probe
