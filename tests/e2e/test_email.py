@@ -567,3 +567,18 @@ def _rated(ms: MailStack) -> Any:
         return (await ms.stack.ticket(1)).rating == 4
 
     return probe
+
+
+async def test_status_by_mail_answers_in_the_thread_without_a_ticket(ms: MailStack) -> None:
+    ms.deliver(mail("My parcel has not arrived yet", subject="Parcel"))
+    await ms.stack.card()
+    await ms.sent(1)
+    ms.deliver(mail("status 1", subject="status"))
+    answer = (await ms.sent(2))[-1]
+    body = answer.get_body(preferencelist=("plain",))
+    assert body is not None and body.get_content().startswith("Ticket #1: received")
+    assert answer["To"] == CUSTOMER and answer["Auto-Submitted"] == "auto-replied"
+    await _all_seen(ms, 2)
+    await ms.stack.outbox_idle()
+    assert len(await ms.tickets()) == 1
+    assert len(ms.stack.cards()) == 1
