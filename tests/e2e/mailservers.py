@@ -18,6 +18,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ def dovecot_available() -> bool:
 class Dovecot:
     root: Path
     port: int = field(default_factory=_free_port)
+    # TLS: a certificate and key (PEM) turn on STARTTLS on ``port`` and implicit TLS on
+    # ``tls_port``, and refuse a password before TLS (so a login proves the upgrade happened).
+    cert: Path | None = None
+    key: Path | None = None
+    tls_port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
     _next: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -67,6 +73,15 @@ class Dovecot:
         )
         (root / "users").write_text(users)
         me = pwd.getpwuid(os.getuid()).pw_name
+        if self.cert is not None and self.key is not None:
+            tls = (
+                f"ssl = required\nssl_cert = <{self.cert}\nssl_key = <{self.key}\n"
+                "disable_plaintext_auth = yes\n"
+            )
+            imaps = f"address = 127.0.0.1\n    port = {self.tls_port}"
+        else:
+            tls = "ssl = no\ndisable_plaintext_auth = no\n"
+            imaps = "port = 0"
         (root / "dovecot.conf").write_text(
             f"""
 protocols = imap
@@ -76,9 +91,7 @@ state_dir = {root}/state
 instance_name = desk-test-{self.port}
 log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
+{tls}auth_mechanisms = plain login
 first_valid_uid = {uid}
 default_login_user = {"dovenull" if os.getuid() == 0 else me}
 default_internal_user = {"dovecot" if os.getuid() == 0 else me}
@@ -98,7 +111,7 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    {imaps}
   }}
 }}
 service anvil {{
@@ -153,6 +166,16 @@ service imap-login {{
         client = self._imap(user)
         try:
             client.append("INBOX", "(\\Seen)" if seen else "", None, data)
+        finally:
+            client.logout()
+
+    def deliver_tls(self, user: str, mail: bytes | EmailMessage, context: ssl.SSLContext) -> None:
+        """Put a mail into a TLS Dovecot's INBOX, over implicit TLS."""
+        data = mail if isinstance(mail, bytes) else mail.as_bytes()
+        client = imaplib.IMAP4_SSL("127.0.0.1", self.tls_port, ssl_context=context, timeout=10)
+        try:
+            client.login(user, PASSWORD)
+            client.append("INBOX", "", None, data)
         finally:
             client.logout()
 
