@@ -197,6 +197,7 @@ async def test_new_mail_opens_one_ticket_with_a_card_and_an_acknowledgement(ms: 
     assert "my order 55 never arrived" in shown
     assert "Your order 55 has shipped" not in shown  # the quoted history is not in the card
     assert "Best regards" not in shown  # nor the signature
+    assert f"📧 {CUSTOMER} · “Order 55 never arrived”" in shown  # the address and subject
     [ack] = await ms.sent(1)
     assert ack["To"] == CUSTOMER
     assert ack["Subject"] == "Re: Order 55 never arrived [#1]"
@@ -312,6 +313,11 @@ async def test_auto_replies_and_bounces_are_recorded_never_answered(ms: MailStac
     bounce = _bounce(ms.address, CUSTOMER, str(ack["Message-ID"]))
     ms.deliver(bounce)
     await ms.stack.thread_has(card["ts"], "could not be delivered")
+
+    async def card_says_bounced() -> bool:
+        return "mail to them bounced" in _card_text(ms.stack.cards()[0])
+
+    await eventually(card_says_bounced, "the card saying the address bounced")
     await _all_seen(ms, 5)
     await ms.stack.outbox_idle()
     assert len(ms.smtp.mails) == 1  # only the acknowledgement of the first mail
