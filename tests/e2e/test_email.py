@@ -588,3 +588,105 @@ async def test_status_by_mail_answers_in_the_thread_without_a_ticket(ms: MailSta
     await ms.stack.outbox_idle()
     assert len(await ms.tickets()) == 1
     assert len(ms.stack.cards()) == 1
+
+
+async def test_kill_9_during_intake_loses_and_doubles_nothing(
+    database_url: str, dovecot: Dovecot
+) -> None:
+    """A real ``deskbot run`` killed with SIGKILL while it takes a batch of mail in, then
+    started again: every mail is one ticket, every mail ends \\Seen, none is acknowledged twice."""
+    import signal
+    import sys
+
+    from .conftest import ROOT, SLACK_SECRET, SLACK_TOKEN
+
+    user = dovecot.new_user()
+    smtp = SmtpSink(user)
+    smtp.start()
+    standins = await start_standins(rate_limits=False)
+    port: int = standins.desk_port  # type: ignore[attr-defined]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DESK_", "TELEGRAM_"))},
+        "PYTHONPATH": str(ROOT),
+        "DESK_DATABASE_URL": database_url,
+        "DESK_HTTP_PORT": str(port),
+        "DESK_RULES": str(ROOT / "rules.yaml"),
+        "DESK_MODEL": "rules",
+        "DESK_EMAIL_ADDRESS": user,
+        "DESK_EMAIL_IMAP_URL": dovecot.url(user),
+        "DESK_EMAIL_SMTP_URL": smtp.url(),
+        "DESK_EMAIL_POLL_SECONDS": "5",
+        "SLACK_BOT_TOKEN": SLACK_TOKEN,
+        "SLACK_SIGNING_SECRET": SLACK_SECRET,
+        "SLACK_API_BASE": standins.slack_api_base,
+    }
+    n = 24
+    procs: list[asyncio.subprocess.Process] = []
+    engine_url = database_url
+
+    async def start() -> None:
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "run",
+                env=env,
+                cwd=str(ROOT),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        )
+
+    from storage.db import create_engine, session_factory
+
+    engine = create_engine(engine_url)
+    sessions = session_factory(engine)
+
+    async def tickets() -> list[str]:
+        try:
+            async with sessions() as s:
+                return list((await s.scalars(select(Ticket.subject))).all())
+        except Exception:
+            return []  # not migrated yet
+
+    try:
+        await start()
+        for i in range(n):
+            # From n customers: one sender's 24 mails in a minute would be throttled as a flood.
+            sender = f"c{i}@customer.test"
+            dovecot.deliver(user, mail(f"Request number {i}", subject=f"R {i}", sender=sender))
+
+        async def some() -> bool:
+            return len(await tickets()) >= 3
+
+        await eventually(some, "the first tickets", 60)
+        procs[-1].send_signal(signal.SIGKILL)  # somewhere in the middle of the batch
+        await procs[-1].wait()
+        taken = len(await tickets())
+        await start()
+
+        async def all_in() -> bool:
+            return len(await tickets()) >= n
+
+        await eventually(all_in, f"{n} tickets", 90)
+
+        async def all_seen() -> bool:
+            flags = await asyncio.to_thread(dovecot.flags, user)
+            return len(flags) == n and all(seen for _, seen in flags)
+
+        await eventually(all_seen, "every mail \\Seen", 30)
+        await asyncio.sleep(2)  # room for a double to show
+        subjects = await tickets()
+        assert sorted(subjects) == sorted(f"Request number {i}" for i in range(n))
+        acks = [str(m["To"]) + str(m["Subject"]) for m in smtp.mails]
+        assert len(acks) == len(set(acks))  # no mail acknowledged twice
+        assert taken < n  # the kill did land in the middle
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+        await engine.dispose()
+        await standins.stop()
+        smtp.stop()
