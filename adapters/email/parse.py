@@ -22,7 +22,7 @@ from mailparser_reply.constants import MAIL_LANGUAGES
 from adapters._common import digest_id
 from bot.delivery.inbox import storable
 from bot.domain.events import Attachment, CustomerMessage, Ignored, MailFacts, Sender
-from bot.domain.mail import chat_key
+from bot.domain.mail import chat_key, conversation_of
 
 MESSAGE_ID = re.compile(r"<([^<>\s]{1,190})>")  # longer ones are not ids we can key on
 NOISE_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
@@ -266,7 +266,7 @@ def parse_mail(
     return CustomerMessage(
         channel="email",
         external_id=message_id,
-        conversation=f"email:{address}",
+        conversation=conversation_of(address),
         sender=Sender(external_id=address, name=storable(name.strip()[:200])),
         chat_id=chat_key(address, message_id),
         platform_message_id=message_id,

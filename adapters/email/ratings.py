@@ -24,7 +24,7 @@ from bot.base.settings import EmailSettings
 from bot.delivery.inbox import Inbox
 from bot.domain.customer_requests import parse_rating, rating_data
 from bot.domain.events import CustomerButton, Sender
-from bot.domain.mail import address_of
+from bot.domain.mail import address_of, conversation_of
 from bot.domain.outbound import Button
 from bot.mail.store import MailStore
 
@@ -139,7 +139,7 @@ class RatingPages:
             channel="email",
             # One rating per prompt: a second press (of any number) is dropped by the inbox.
             external_id=f"rate:{signed.ticket_id}:{signed.prompt_id}",
-            conversation=f"email:{address}",
+            conversation=conversation_of(address),
             sender=Sender(external_id=address),
             chat_id=chat_id,
             data=rating_data(signed.ticket_id, signed.prompt_id, rating),

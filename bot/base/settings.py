@@ -231,8 +231,8 @@ def require_platforms(settings: Settings) -> None:
         )
     if not settings.customer_channels:
         raise SettingsError(
-            "no customer channel is configured: set TELEGRAM_BOT_TOKEN, the four "
-            "WHATSAPP_* variables or the three DESK_EMAIL_* ones (see the README)"
+            "no customer channel is configured: set TELEGRAM_BOT_TOKEN, or the four "
+            "WHATSAPP_* variables, or the three DESK_EMAIL_* ones (see the README)"
         )
 
 

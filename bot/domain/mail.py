@@ -40,6 +40,12 @@ def chat_key(address: str, message_id: str) -> str:
     return f"{address}#{hashlib.sha256(message_id.encode()).hexdigest()[:10]}"
 
 
+def conversation_of(address: str) -> str:
+    """The inbox's order key for one sender's mail: per address, but not the address itself
+    (the key outlives a customer's erasure; bot/customers/privacy.py finds it by this too)."""
+    return f"email:{hashlib.sha256(address.encode()).hexdigest()[:24]}"
+
+
 def address_of(chat_id: str) -> str:
     """The address part of a thread's chat id."""
     return chat_id.rpartition("#")[0] or chat_id

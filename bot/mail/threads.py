@@ -66,6 +66,11 @@ async def thread_mail(desk: Desk, prep: Prepared) -> bool:
     if chat_id != ev.chat_id:
         ev = ev.model_copy(update={"chat_id": chat_id})
         prep.event = ev
+    if mail.noise is not None:
+        # Noise opens no conversation of its own (nothing is said back to it, and a thread
+        # row would hold an address no ticket accounts for).
+        await _record_noise(desk, ev, mail, threaded=found is not None)
+        return True
     if await desk.s.get(EmailThread, chat_id) is None:
         desk.s.add(
             EmailThread(
@@ -81,9 +86,6 @@ async def thread_mail(desk: Desk, prep: Prepared) -> bool:
                 message_id=mail.message_id, chat_id=chat_id, direction="in", created_at=desk.now
             )
         )
-    if mail.noise is not None:
-        await _record_noise(desk, ev, mail, threaded=found is not None)
-        return True
     ident = await desk.s.scalar(
         select(Identity).where(
             Identity.channel == "email", Identity.external_id == ev.sender.external_id

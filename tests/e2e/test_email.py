@@ -690,3 +690,23 @@ async def test_kill_9_during_intake_loses_and_doubles_nothing(
         await engine.dispose()
         await standins.stop()
         smtp.stop()
+
+
+async def test_a_forgotten_email_customer_is_nowhere_in_the_database(ms: MailStack) -> None:
+    from .test_privacy import ask, everything_stored
+
+    ms.deliver(mail("My flat is at 5 Elm Street", subject="Moving to Elm Street"))
+    await ms.stack.card()
+    await ms.sent(1)
+    ms.deliver(mail("I am out of the office", headers={"Auto-Submitted": "auto-replied"}))
+    await _all_seen(ms, 2)
+    await ms.stack.outbox_idle()
+    assert CUSTOMER in await everything_stored(ms.stack)
+    asked = await ask(ms.stack, "forget 1", "U0CAROL")
+    slack = ms.stack.standins.slack
+    done = await slack.clicks_in_answer(SUPPORT, asked, "desk_forget", "U0CAROL")
+    assert done[-1]["text"].startswith("Customer c1 is forgotten")
+    await ms.stack.outbox_idle()
+    stored = await everything_stored(ms.stack)
+    assert CUSTOMER not in stored
+    assert "Elm Street" not in stored
