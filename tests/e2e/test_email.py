@@ -329,6 +329,14 @@ async def test_auto_replies_and_bounces_are_recorded_never_answered(ms: MailStac
         )
     assert ident is not None and ident.blocked  # undeliverable until they write again
     assert kept == 5  # every mail recorded
+    # An agent's reply meanwhile is not sent, and the thread says why.
+    slack = ms.stack.standins.slack
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0ALICE")
+    await eventually(_assigned(ms), "Alice's claim")
+    await slack.agent_replies(SUPPORT, card["ts"], "U0ALICE", "Your parcel left today.")
+    await ms.stack.thread_has(card["ts"], "mail to this address is undeliverable")
+    await ms.stack.outbox_idle()
+    assert len(ms.smtp.mails) == 1
     # They write again: the address works again.
     ms.deliver(mail("Did you get this?", subject="Re: Order 55 [#1]"))
     await ms.stack.thread_has(card["ts"], "Did you get this?")
