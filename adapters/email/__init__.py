@@ -23,6 +23,7 @@ from email.message import EmailMessage
 import aiosmtplib
 from aiohttp import web
 
+from adapters._common import digest_id
 from adapters.email.compose import compose, message_id_for
 from adapters.email.imap import MailboxReader
 from adapters.email.parse import audit_record, parse_mail
@@ -31,7 +32,7 @@ from adapters.email.ratings import RatingPages, link_key, rating_links
 from bot.base.clock import Clock, SystemClock
 from bot.base.settings import EmailSettings
 from bot.delivery.inbox import Inbox
-from bot.domain.events import Channel, CustomerMessage, Event
+from bot.domain.events import Channel, CustomerMessage, Event, Ignored
 from bot.domain.mail import address_of
 from bot.domain.outbound import (
     BadRequest,
@@ -148,12 +149,23 @@ class EmailAdapter:
     async def _take(self, uidvalidity: int, uid: int, raw: bytes) -> None:
         """One mail into the inbox, committed before the reader flags it \\Seen."""
         mailbox = self._settings.imap.mailbox
-        event: Event = parse_mail(
-            raw,
-            self._settings.address,
-            file_prefix=f"{uidvalidity}:{uid}",
-            max_attachment_bytes=self.max_attachment_bytes,
-        )
+        try:
+            event: Event = parse_mail(
+                raw,
+                self._settings.address,
+                file_prefix=f"{uidvalidity}:{uid}",
+                max_attachment_bytes=self.max_attachment_bytes,
+            )
+        except Exception as exc:
+            # A mail the parser cannot read must not stop the mail behind it (it would be
+            # fetched again and again): kept as Ignored, with the reason, and flagged \Seen.
+            log.exception("email.unparseable uid=%d", uid)
+            event = Ignored(
+                channel="email",
+                external_id=digest_id("mail", raw),
+                conversation="email:unparseable",
+                reason=f"unparseable mail: {type(exc).__name__}: {str(exc)[:200]}",
+            )
         if (
             isinstance(event, CustomerMessage)
             and event.mail is not None

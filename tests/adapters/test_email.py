@@ -295,3 +295,33 @@ def test_public_url_setting() -> None:
     assert s.email is not None and s.email.public_url == "https://desk.example.com"
     with pytest.raises(SettingsError, match="DESK_PUBLIC_URL must be"):
         load_settings({**BASE, **EMAIL, "DESK_PUBLIC_URL": "desk.example.com"})
+
+
+async def test_a_mail_the_parser_chokes_on_is_kept_and_does_not_block_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    import adapters.email as email_adapter
+    from bot.domain.events import Event
+
+    accepted: list[Event] = []
+
+    class Inbox:
+        async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int:
+            accepted.extend(events)
+            return 1
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise ValueError("a parser bug")
+
+    monkeypatch.setattr(email_adapter, "parse_mail", broken)
+    settings = load_settings({**BASE, **EMAIL}).email
+    assert settings is not None
+    adapter = email_adapter.EmailAdapter(settings, Inbox())
+    await adapter._take(7, 3, _mail())
+    [event] = accepted
+    assert (
+        isinstance(event, Ignored) and "unparseable mail: ValueError: a parser bug" in event.reason
+    )
