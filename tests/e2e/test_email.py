@@ -718,3 +718,27 @@ async def test_a_forgotten_email_customer_is_nowhere_in_the_database(ms: MailSta
     stored = await everything_stored(ms.stack)
     assert CUSTOMER not in stored
     assert "Elm Street" not in stored
+
+
+async def test_an_agents_file_reaches_the_customer_as_an_attachment(ms: MailStack) -> None:
+    first = mail("How do I set it up?", subject="Setup")
+    ms.deliver(first)
+    card = await ms.stack.card()
+    await ms.sent(1)
+    slack = ms.stack.standins.slack
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0ALICE")
+    await eventually(_assigned(ms), "Alice's claim")
+    await slack.agent_shares_file(
+        SUPPORT, card["ts"], "U0ALICE", "guide.pdf", PDF, mimetype="application/pdf"
+    )
+
+    async def with_file() -> EmailMessage | None:
+        return next((m for m in ms.smtp.mails if any(m.iter_attachments())), None)
+
+    sent = await eventually(with_file, "the mail with the guide", 15)
+    [attached] = list(sent.iter_attachments())
+    assert attached.get_filename() == "guide.pdf"
+    assert attached.get_content() == PDF
+    assert sent["In-Reply-To"] == first["Message-ID"]
+    assert sent["Subject"] == "Re: Setup [#1]"
+    assert sent["Auto-Submitted"] is None  # an agent sent it
