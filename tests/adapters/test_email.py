@@ -325,3 +325,29 @@ async def test_a_mail_the_parser_chokes_on_is_kept_and_does_not_block_the_rest(
     assert (
         isinstance(event, Ignored) and "unparseable mail: ValueError: a parser bug" in event.reason
     )
+
+
+async def test_a_sender_over_ten_mails_a_minute_is_throttled() -> None:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    import adapters.email as email_adapter
+    from bot.domain.events import Event
+
+    accepted: list[Event] = []
+
+    class Inbox:
+        async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int:
+            accepted.extend(events)
+            return 1
+
+    settings = load_settings({**BASE, **EMAIL}).email
+    assert settings is not None
+    adapter = email_adapter.EmailAdapter(settings, Inbox())
+    for n in range(12):
+        await adapter._take(7, n + 1, _mail(f"mail {n}", Message_ID=f"<t{n}@customer.test>"))
+    await adapter._take(7, 20, _mail("other", From="bo@else.test", Message_ID="<o@else.test>"))
+    noise = [e.mail.noise if isinstance(e, CustomerMessage) and e.mail else "?" for e in accepted]
+    assert noise[:10] == [None] * 10
+    assert noise[10] == noise[11] == "over 10 mails a minute from this sender"
+    assert noise[12] is None  # someone else is not held up

@@ -742,3 +742,79 @@ async def test_an_agents_file_reaches_the_customer_as_an_attachment(ms: MailStac
     assert sent["In-Reply-To"] == first["Message-ID"]
     assert sent["Subject"] == "Re: Setup [#1]"
     assert sent["Auto-Submitted"] is None  # an agent sent it
+
+
+async def test_without_idle_the_desk_polls(
+    dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that does not offer IDLE is asked again every DESK_EMAIL_POLL_SECONDS."""
+    import aioimaplib
+
+    from adapters.email.imap import MailboxReader
+
+    real = aioimaplib.IMAP4.has_capability
+
+    def no_idle(self: aioimaplib.IMAP4, capability: str) -> bool:
+        return capability != "IDLE" and bool(real(self, capability))
+
+    monkeypatch.setattr(aioimaplib.IMAP4, "has_capability", no_idle)
+    user = dovecot.new_user()
+    state: dict[str, tuple[int, int]] = {}
+    took: list[bytes] = []
+
+    async def last(key: str) -> tuple[int, int] | None:
+        return state.get(key)
+
+    async def advance(key: str, validity: int, uid: int) -> None:
+        state[key] = (validity, max(uid, state.get(key, (validity, 0))[1]))
+
+    async def take(_validity: int, _uid: int, raw: bytes) -> None:
+        took.append(raw)
+
+    reader = MailboxReader(
+        mail_server("DESK_EMAIL_IMAP_URL", dovecot.url(user)),
+        take=take,
+        last_read=last,
+        advance=advance,
+        poll_seconds=1,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(reader.run(stop))
+    try:
+        await eventually(_ready_after(reader), "the first poll", 10)
+        assert reader.idle is False
+        dovecot.deliver(user, mail("polled", subject="Poll"))
+        await eventually(lambda: _ready(len(took) == 1), "the polled mail", 10)
+        assert b"polled" in took[0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+def _ready_after(reader: Any) -> Any:
+    async def probe() -> bool:
+        return bool(reader.syncs >= 1)
+
+    return probe
+
+
+async def test_a_reply_to_a_resolved_ticket_reopens_it(ms: MailStack) -> None:
+    ms.deliver(mail("Where is my order 55?"))
+    card = await ms.stack.card()
+    slack = ms.stack.standins.slack
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_claim", "U0ALICE")
+    await eventually(_assigned(ms), "Alice's claim")
+    await slack.agent_clicks(SUPPORT, card["ts"], "ticket_resolve", "U0ALICE")
+    request = (await ms.sent(2))[-1]  # the rating request
+    ms.deliver(
+        mail(
+            "It still has not arrived.",
+            subject=str(request["Subject"]),
+            in_reply_to=str(request["Message-ID"]),
+        )
+    )
+    await ms.stack.thread_has(card["ts"], "Reopened")
+    await ms.stack.thread_has(card["ts"], "It still has not arrived.")
+    await ms.stack.outbox_idle()
+    tickets = await ms.tickets()
+    assert len(tickets) == 1 and tickets[0].status in ("new", "open")  # reopened, not a new one
