@@ -351,3 +351,11 @@ async def test_a_sender_over_ten_mails_a_minute_is_throttled() -> None:
     assert noise[:10] == [None] * 10
     assert noise[10] == noise[11] == "over 10 mails a minute from this sender"
     assert noise[12] is None  # someone else is not held up
+
+
+def test_routing_rules_can_name_the_email_channel() -> None:
+    from bot.domain.routing import Route, TicketFacts, choose_team
+
+    route = Route.model_validate({"when": {"channel": "email"}, "team": "mailroom"})
+    assert choose_team(TicketFacts(channel="email"), [route], "support").team == "mailroom"
+    assert choose_team(TicketFacts(channel="telegram"), [route], "support").team == "support"
