@@ -74,7 +74,6 @@ class MailboxReader:
         self.key = f"{server.user}@{server.host}/{server.mailbox}"
         self.idle = False  # whether the server offered IDLE on the last connection
         self.syncs = 0  # finished sync rounds (tests wait on it)
-        self.synced = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 1.0
@@ -106,12 +105,13 @@ class MailboxReader:
         self.connected = False
         if client is None:
             return
-        try:
-            if client.has_pending_idle():
-                client.idle_done()
-            await asyncio.wait_for(client.logout(), 3)
-        except Exception:
-            pass
+        if not self._lost.is_set():  # a dead connection has nobody to say goodbye to
+            try:
+                if client.has_pending_idle():
+                    client.idle_done()
+                await asyncio.wait_for(client.logout(), 3)
+            except Exception:
+                pass
         transport = client.protocol.transport if client.protocol is not None else None
         if transport is not None:
             transport.close()
@@ -203,7 +203,6 @@ class MailboxReader:
             more = await self._sync(client, uidvalidity, uidnext)
             uidnext = 0
             self.syncs += 1
-            self.synced.set()
             if more:
                 continue
             await self._wait(client, stop)
@@ -241,8 +240,8 @@ class MailboxReader:
     async def _search(self, client: aioimaplib.IMAP4, *criteria: str) -> list[int]:
         response = _ok(await self._call(client.uid_search(*criteria, charset=None)), "UID SEARCH")
         uids: list[int] = []
-        for line in response.lines:
-            if isinstance(line, bytes | bytearray) and not line.startswith(b"SEARCH completed"):
+        for line in response.lines[:-1]:  # the last line is the server's "completed" text
+            if isinstance(line, bytes | bytearray):
                 uids.extend(int(w) for w in line.split() if w.isdigit())
         return uids
 
