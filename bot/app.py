@@ -267,6 +267,9 @@ class DeskApp:
             # A refused template is a setup problem (not a reason to restart the desk): listed,
             # the answer stays 200.
             checks["whatsapp_templates"] = await self._template_refusals()
+        for adapter in self.adapters:
+            if isinstance(adapter, EmailAdapter):  # listed; a mail server's hiccup is not a 503
+                checks["email_imap"] = adapter.imap_state
         healthy = (
             checks["database"] == "ok"
             and all(checks["adapters"].values())

@@ -82,6 +82,19 @@ class EmailAdapter:
         return self._started
 
     @property
+    def imap_state(self) -> str:
+        """How the mailbox is read, for /healthz."""
+        reader = self.reader
+        if reader is None:
+            return "not started"
+        if reader.connected:
+            how = "IDLE" if reader.idle else f"polling every {self._settings.poll_seconds:g} s"
+            return f"connected ({how})"
+        if reader.failing:
+            return f"reconnecting after {reader.failing}"
+        return "connecting"
+
+    @property
     def max_attachment_bytes(self) -> int:
         return self._settings.max_attachment_mb * MB
 

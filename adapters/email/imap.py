@@ -74,6 +74,7 @@ class MailboxReader:
         self.key = f"{server.user}@{server.host}/{server.mailbox}"
         self.idle = False  # whether the server offered IDLE on the last connection
         self.syncs = 0  # finished sync rounds (tests wait on it)
+        self.failing: str | None = None  # the last error, until a connection works again
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 1.0
@@ -85,6 +86,7 @@ class MailboxReader:
                 raise
             except Exception as exc:
                 self.connected = False
+                self.failing = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning(
                     "email.imap_failed host=%s error=%s: %s retry_in=%.0fs",
                     self._server.host,
@@ -192,6 +194,7 @@ class MailboxReader:
         if not uidvalidity:
             raise ImapError("the server gave no UIDVALIDITY")
         self.connected = True
+        self.failing = None
         self.idle = client.has_capability("IDLE")
         log.info(
             "email.imap_connected host=%s mailbox=%s idle=%s",

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from adapters.email import EmailAdapter
 from bot.app import DeskApp
-from bot.base.settings import EmailSettings, mail_server
+from bot.base.settings import EmailSettings, MailServer, mail_server
 from storage.models import Identity, InboxRow, Message, Ticket
 
 from .conftest import (
@@ -132,7 +132,7 @@ def mail(
 
 @asynccontextmanager
 async def email_stack(
-    database_url: str, dovecot: Dovecot, *, user: str | None = None
+    database_url: str, dovecot: Dovecot, *, user: str | None = None, imap: MailServer | None = None
 ) -> AsyncIterator[MailStack]:
     user = user or dovecot.new_user()
     smtp = SmtpSink(user)
@@ -143,7 +143,7 @@ async def email_stack(
         desk_settings(standins, database_url, port),
         email=EmailSettings(
             address=user,
-            imap=mail_server("DESK_EMAIL_IMAP_URL", dovecot.url(user)),
+            imap=imap or mail_server("DESK_EMAIL_IMAP_URL", dovecot.url(user)),
             smtp=mail_server("DESK_EMAIL_SMTP_URL", smtp.url()),
             name="Example Support",
             poll_seconds=5,
@@ -818,3 +818,31 @@ async def test_a_reply_to_a_resolved_ticket_reopens_it(ms: MailStack) -> None:
     await ms.stack.outbox_idle()
     tickets = await ms.tickets()
     assert len(tickets) == 1 and tickets[0].status in ("new", "open")  # reopened, not a new one
+
+
+async def test_healthz_says_how_the_mailbox_is_read(database_url: str, dovecot: Dovecot) -> None:
+    async with email_stack(database_url, dovecot) as ms:
+        url = f"{ms.stack.desk.url}/healthz"
+
+        async def state() -> str | None:
+            async with aiohttp.ClientSession() as http, http.get(url) as resp:
+                found = (await resp.json()).get("email_imap")
+                return found if found == "connected (IDLE)" else None
+
+        await eventually(state, "the mailbox connected", 10)
+    # Another desk, with a wrong password: listed, and /healthz still answers.
+    user = dovecot.new_user()
+    wrong = dataclasses.replace(
+        mail_server("DESK_EMAIL_IMAP_URL", dovecot.url(user)), password="wrong"
+    )
+    async with email_stack(database_url, dovecot, user=user, imap=wrong) as ms:
+        url = f"{ms.stack.desk.url}/healthz"
+
+        async def failing() -> dict[str, Any] | None:
+            async with aiohttp.ClientSession() as http, http.get(url) as resp:
+                body: dict[str, Any] = await resp.json()
+                return body if "LOGIN" in str(body.get("email_imap")) else None
+
+        body = await eventually(failing, "the failed login in /healthz", 15)
+        assert body["email_imap"].startswith("reconnecting after ImapError: LOGIN: NO")
+        assert "wrong" not in json.dumps(body)
