@@ -359,3 +359,48 @@ def test_routing_rules_can_name_the_email_channel() -> None:
     route = Route.model_validate({"when": {"channel": "email"}, "team": "mailroom"})
     assert choose_team(TicketFacts(channel="email"), [route], "support").team == "mailroom"
     assert choose_team(TicketFacts(channel="telegram"), [route], "support").team == "support"
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        ("refused", "Forbidden"),
+        ("greylisted", "Unavailable"),
+        ("auth", "Unavailable"),
+        ("data", "BadRequest"),
+        ("timeout", "Unavailable"),
+    ],
+)
+async def test_smtp_errors_map_onto_the_desks_outcomes(
+    error: str, outcome: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typing import Any
+
+    import aiosmtplib
+
+    import adapters.email as email_adapter
+    from bot.domain.outbound import DeliveryError
+
+    raised: dict[str, Exception] = {
+        "refused": aiosmtplib.SMTPRecipientsRefused(
+            [aiosmtplib.SMTPRecipientRefused(550, "no such user", "a@b.test")]
+        ),
+        "greylisted": aiosmtplib.SMTPRecipientsRefused(
+            [aiosmtplib.SMTPRecipientRefused(451, "try later", "a@b.test")]
+        ),
+        "auth": aiosmtplib.SMTPAuthenticationError(535, "bad credentials"),
+        "data": aiosmtplib.SMTPDataError(554, "message rejected as spam"),
+        "timeout": aiosmtplib.SMTPConnectTimeoutError("timed out"),
+    }
+
+    async def send(*args: Any, **kwargs: Any) -> None:
+        raise raised[error]
+
+    monkeypatch.setattr(aiosmtplib, "send", send)
+    settings = load_settings({**BASE, **EMAIL}).email
+    assert settings is not None
+    adapter = email_adapter.EmailAdapter(settings, inbox=None)  # type: ignore[arg-type]
+    with pytest.raises(DeliveryError) as caught:
+        await adapter._smtp(EmailMessage())
+    assert type(caught.value).__name__ == outcome
+    assert "p/w@rd" not in str(caught.value)
