@@ -390,6 +390,8 @@ SECRETS = (
     "SLACK_BOT_TOKEN",
     "SLACK_SIGNING_SECRET",
     "SLACK_APP_TOKEN",
+    "DESK_EMAIL_IMAP_URL",  # hold the mailbox's password
+    "DESK_EMAIL_SMTP_URL",
 )
 SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_KEY")
 
