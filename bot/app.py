@@ -22,6 +22,7 @@ from prometheus_client import (
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters.email import EmailAdapter
 from adapters.slack import SlackAdapter
 from adapters.slack_socket import SlackSocket, SocketStartError
 from adapters.telegram import TelegramAdapter
@@ -37,6 +38,7 @@ from bot.domain.classifier import Classifier, RulesClassifier
 from bot.domain.outbound import ChannelSender
 from bot.domain.rules import Rules
 from bot.incidents.command import incident_languages
+from bot.mail.store import MailStore
 from bot.selfservice.kb import KnowledgeBase, kb_folder
 from bot.selfservice.status import telegram_commands
 from storage import crypto
@@ -66,6 +68,8 @@ def build_adapters(settings: Settings, inbox: DbInbox, rules: Rules | None = Non
         adapters.append(
             WhatsAppAdapter(settings.whatsapp, inbox, max_body_bytes=settings.max_body_bytes)
         )
+    if settings.email:
+        adapters.append(EmailAdapter(settings.email, inbox))
     if settings.slack:
         adapters.append(SlackAdapter(settings.slack, inbox, max_body_bytes=settings.max_body_bytes))
     return adapters
@@ -158,6 +162,9 @@ class DeskApp:
             await self.knowledge.sync(self.sessions, self.clock.now())
         self.inbox = DbInbox(self.sessions, self.clock)
         self.adapters = build_adapters(self.settings, self.inbox, self.rules)
+        for adapter in self.adapters:
+            if isinstance(adapter, EmailAdapter):  # reads and keeps its place in the database
+                adapter.store = MailStore(self.sessions, self.clock)
         senders: dict[str, ChannelSender] = {a.channel: a for a in self.adapters}
         self.outbox = wiring.outbox(
             self.sessions,
@@ -290,6 +297,9 @@ class DeskApp:
             # A refused template is a setup problem (not a reason to restart the desk): listed,
             # the answer stays 200.
             checks["whatsapp_templates"] = await self._template_refusals()
+        for adapter in self.adapters:
+            if isinstance(adapter, EmailAdapter):  # listed; a mail server's hiccup is not a 503
+                checks["email_imap"] = adapter.imap_state
         healthy = (
             checks["database"] == "ok"
             and all(checks["adapters"].values())

@@ -147,6 +147,8 @@ def _cmd_check(_args: argparse.Namespace) -> int:
         f"settings ok (customer channels: {channels}; slack: {slack}; model: {settings.model};"
         f" log level: {settings.log_level}{sqlite})"
     )
+    for warning in settings.email.plain_text_warnings() if settings.email else []:
+        print(f"warning: {warning}")
     teams = ", ".join(
         f"{name} → {team.channel} ({team.assignment}, {counted(len(team.agents), 'agent')})"
         for name, team in rules.all_teams.items()

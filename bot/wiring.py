@@ -77,6 +77,7 @@ from bot.domain.rules import Rules
 from bot.incidents import desk as incidents
 from bot.incidents.command import incident_action
 from bot.incidents.render import IncidentRenderer
+from bot.mail.threads import thread_mail
 from bot.reports.digest import DigestScheduler
 from bot.selfservice import kb
 from bot.selfservice.prepare import KbMatcher, status_lookup
@@ -120,6 +121,14 @@ def desks(rules: Rules) -> Desks:
 def routes(rules: Rules, knowledge: kb.KnowledgeBase | None) -> Routes:
     """Each inbox event to its handler; the first route that matches takes it."""
     r = Routes()
+    # Email first: the mail is put on its thread (or recorded as noise) before anything reads
+    # its chat id (bot/mail/threads.py).
+    r.add(
+        CustomerMessage,
+        _email_thread,  # NEXT for a person's mail
+        when=lambda e, p: e.mail is not None,
+        name="email thread",
+    )
     # Customers.
     r.add(
         CustomerMessage,
@@ -339,6 +348,11 @@ async def _knowledge_first(desk: Desk, prep: Prepared) -> object:
     if await kb.before_ticket(desk, event, prep.cls, prep.detected, hit):
         return None
     return NEXT
+
+
+async def _email_thread(desk: Desk, prep: Prepared) -> object:
+    """A mail onto its thread; noise stops here, a person's mail goes on to the ticket."""
+    return None if await thread_mail(desk, prep) else NEXT
 
 
 async def _contact_for_link(desk: Desk, prep: Prepared) -> object:

@@ -342,19 +342,26 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
     check.step("both cards arrive, the urgent one on top, rendered like Slack", cards)
 
     def claims() -> str:
+        # The Chinese customer's ticket is team zh's: Alice (team support) may not claim it
+        # (teams' `claim: team`), and is told so privately; Carol, zh's agent, claims it.
         page.locator("#agent").select_option(label="Alice")
         card = check.card(TG_NAME)
         card.get_by_role("button", name="Claim").click()
+        refused = page.get_by_text("can claim ticket")
+        expect(refused.first).to_be_visible()
+        told = refused.first.inner_text()
+        expect(card).not_to_contain_text("Claimed by")
+        page.locator("#agent").select_option(label="Carol")
+        card.get_by_role("button", name="Claim").click()
         expect(card.locator(".chip.s-open")).to_have_text("Claimed")
-        expect(card).to_contain_text("Claimed by Alice")
-        expect(card.locator(".thread")).to_contain_text("Alice claimed this ticket")
-        assert "<@U0ALICE>" not in card.inner_text() and "U0ALICE" not in card.inner_text()
-        return card.locator(".blk.context").last.inner_text()
+        expect(card).to_contain_text("Claimed by Carol")
+        expect(card.locator(".thread")).to_contain_text("Carol claimed this ticket")
+        assert "<@U0CAROL>" not in card.inner_text() and "U0CAROL" not in card.inner_text()
+        return f"Alice was told: {told!r}; " + card.locator(".blk.context").last.inner_text()
 
-    check.step("Alice claims the Telegram card", claims)
+    check.step("Alice may not claim team zh's card; Carol claims it", claims)
 
     def history() -> str:
-        page.locator("#agent").select_option(label="Carol")  # team zh's agent
         card = check.card(TG_NAME)
         card.get_by_role("button", name="History").click()
         modal = page.locator("#modal")
@@ -364,7 +371,6 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         page.locator("#modal-submit").click()
         expect(modal).to_be_hidden()
         expect(card.locator(".thread")).to_contain_text("updated the note about this customer")
-        page.locator("#agent").select_option(label="Alice")
         return "the customer's story in a modal; the note saved"
 
     check.step("Carol opens the customer's History and writes a note", history)
@@ -379,7 +385,7 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         expect(check.card(TG_NAME)).to_have_count(1)
         return shown
 
-    check.step("Alice's App Home lists the ticket she took", home)
+    check.step("Carol's App Home lists the ticket she took", home)
 
     def drafts() -> str:
         box = check.card(TG_NAME).locator("form.replyform input[type=text]")
@@ -402,12 +408,12 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         box.press("Enter")
         expect(page.locator("#tg-log .bubble.them").last).to_contain_text(REPLY)
         reply = card.locator(".thread .smsg", has_text=REPLY)
-        expect(reply.locator(".meta .name")).to_have_text("Alice")
+        expect(reply.locator(".meta .name")).to_have_text("Carol")
         expect(reply.locator(".reaction")).to_contain_text("✅")
         assert ":white_check_mark:" not in card.inner_text()
         return "the customer got it; ✅ on the reply"
 
-    check.step("Alice replies in the card's thread", replies)
+    check.step("Carol replies in the card's thread", replies)
 
     def resolves() -> str:
         card = check.card(TG_NAME)
@@ -421,7 +427,7 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         expect(card.locator(".thread")).to_contain_text("⭐ The customer rated this ticket 5/5")
         return "rated 5/5"
 
-    check.step("Alice resolves it and the customer rates it", resolves)
+    check.step("Carol resolves it and the customer rates it", resolves)
 
     def desk_status() -> str:
         page.locator("#desk-text").fill("")
@@ -515,6 +521,25 @@ def steps(check: Check, sandbox: Sandbox, skip_restart: bool) -> None:
         return template.locator(".text").inner_text()
 
     check.step("25 hours later a WhatsApp reply waits for the customer's answer", whatsapp_window)
+
+    def reminder() -> str:
+        # The sandbox's automations: Alice's reply leaves the ticket waiting on the customer,
+        # and 15 minutes later (one press of the fast-forward) the customer is reminded, once.
+        card = check.card(WA_NAME)
+        box = card.locator("form.replyform input[type=text]")
+        box.fill("Does that help?")
+        box.press("Enter")
+        log = page.locator("#wa-log")
+        expect(log.locator(".bubble.them", has_text="Does that help?")).to_have_count(1)
+        page.locator("button[data-act=ff][data-minutes='15']").click()
+        reminded = log.locator(".bubble.them", has_text="Are you still there?")
+        expect(reminded).to_have_count(1, timeout=20_000)
+        expect(card.locator(".thread")).to_contain_text("sandbox-pending-reminder")
+        page.wait_for_timeout(3000)
+        expect(reminded).to_have_count(1)  # once
+        return reminded.locator(".text").inner_text()
+
+    check.step("15 minutes after Alice's reply the customer is reminded, once", reminder)
 
     check.step("the renderers show Slack text as Slack does", lambda: renderers(page))
 

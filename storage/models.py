@@ -498,3 +498,38 @@ class AutomationSuspension(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
     at: Mapped[datetime]
     why: Mapped[str] = mapped_column(Text, default="")
+
+
+class EmailMailbox(Base):
+    """How far the desk has read a mailbox (adapters/email): the highest UID taken into the
+    inbox, for the mailbox's UIDVALIDITY (a new one means the UIDs were renumbered: the desk
+    then reads the unseen mail again, and Message-IDs keep it from doubling anything)."""
+
+    __tablename__ = "email_mailboxes"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)  # user@host/mailbox
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class EmailThread(Base):
+    """One email conversation: the chat id its tickets have (address#key), the address replies
+    go to and the subject they continue."""
+
+    __tablename__ = "email_threads"
+    chat_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    address: Mapped[str] = mapped_column(EncryptedText())
+    subject: Mapped[str] = mapped_column(EncryptedText(), default="")
+    created_at: Mapped[datetime]
+
+
+class EmailMessageId(Base):
+    """Every Message-ID the desk received or sent, and its thread: a reply naming one of them
+    (In-Reply-To, References) joins that thread's ticket."""
+
+    __tablename__ = "email_message_ids"
+    __table_args__ = (Index("ix_email_message_ids_chat", "chat_id", "created_at"),)
+    message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(100))
+    direction: Mapped[str] = mapped_column(String(3))  # "in" | "out"
+    created_at: Mapped[datetime]

@@ -95,11 +95,16 @@ SECRET_VALUES = {
     "WHATSAPP_ACCESS_TOKEN": "wa-secret-WA5",
     "WHATSAPP_APP_SECRET": "wa-secret-WS6",
     "WHATSAPP_VERIFY_TOKEN": "wa-secret-WV7",
+    # The mailbox's URLs hold its password (here for a server that is not this machine, so
+    # check also warns about plain text: the warning names the host, never the password).
+    "DESK_EMAIL_IMAP_URL": "imap://support%40example.com:mail-secret-EI9@mail.example.com/INBOX",
+    "DESK_EMAIL_SMTP_URL": "smtp://support%40example.com:mail-secret-ES10@mail.example.com:587",
 }
 
 
 def _leaks(text: str) -> list[str]:
-    return [v for v in (*SECRET_VALUES.values(), "dbpass-DB8") if v in text]
+    secrets = ("dbpass-DB8", "mail-secret-EI9", "mail-secret-ES10")
+    return [v for v in (*SECRET_VALUES.values(), *secrets) if v in text]
 
 
 def test_check_never_prints_a_secret(tmp_path: Path) -> None:
@@ -108,6 +113,7 @@ def test_check_never_prints_a_secret(tmp_path: Path) -> None:
     env = {
         **{f"{k}_FILE": _file(tmp_path, k, v + "\n") for k, v in SECRET_VALUES.items()},
         "WHATSAPP_PHONE_NUMBER_ID": "106540352242922",
+        "DESK_EMAIL_ADDRESS": "support@example.com",
         "SLACK_SIGNING_SECRET": "",
         "TELEGRAM_BOT_TOKEN": "",
         "SLACK_BOT_TOKEN": "",
@@ -115,6 +121,7 @@ def test_check_never_prints_a_secret(tmp_path: Path) -> None:
     ran = deskbot("check", env, tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "slack: Socket Mode" in ran.stdout
+    assert "mail.example.com" in ran.stdout + ran.stderr  # the plain-text warning
     assert _leaks(ran.stdout + ran.stderr) == []
     refusals = [
         (

@@ -9,9 +9,11 @@ the real client libraries at the loopback stand-ins.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from storage.crypto import DataKeyError, Keyring
@@ -77,6 +79,56 @@ class SlackSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MailServer:
+    """One of the mailbox's servers, from ``DESK_EMAIL_IMAP_URL`` or ``DESK_EMAIL_SMTP_URL``.
+
+    ``tls``: "implicit" (``imaps://``, ``smtps://``: TLS from the first byte) or "starttls"
+    (``imap://``, ``smtp://``: upgraded with STARTTLS when the server offers it, plain text
+    otherwise). The user name arrives percent-decoded (``support%40example.com``)."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    tls: str  # "implicit" | "starttls"
+    mailbox: str = "INBOX"  # IMAP only: the folder read
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+
+@dataclass(frozen=True, slots=True)
+class EmailSettings:
+    address: str  # DESK_EMAIL_ADDRESS: From of every mail, and how the desk knows its own
+    imap: MailServer
+    smtp: MailServer
+    name: str = ""  # DESK_EMAIL_NAME: the display name beside the address
+    max_attachment_mb: int = 20  # DESK_EMAIL_MAX_ATTACHMENT_MB, in and out
+    poll_seconds: float = 30.0  # DESK_EMAIL_POLL_SECONDS: without IDLE, and between IDLEs
+    # DESK_PUBLIC_URL: the desk as customers' browsers reach it (https://desk.example.com); the
+    # rating links in mail point there. Unset: the rating request goes without links.
+    public_url: str | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+    def plain_text_warnings(self) -> list[str]:
+        """What `deskbot check` warns about: a password that may cross a network unencrypted."""
+        return [
+            f"{name} is {scheme}:// to {server.host}, which is not this machine: mail and the"
+            f" password travel in plain text unless the server offers STARTTLS (use"
+            f" {scheme}s:// for TLS from the first byte)"
+            for name, scheme, server in (
+                ("DESK_EMAIL_IMAP_URL", "imap", self.imap),
+                ("DESK_EMAIL_SMTP_URL", "smtp", self.smtp),
+            )
+            if server.tls == "starttls" and not server.loopback
+        ]
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str
     http_host: str = "127.0.0.1"
@@ -94,12 +146,14 @@ class Settings:
     telegram: TelegramSettings | None = None
     whatsapp: WhatsAppSettings | None = None
     slack: SlackSettings | None = None
+    email: EmailSettings | None = None
     # Encryption at rest (storage/crypto.py): DESK_DATA_KEY and the old keys still read.
     data_keys: Keyring | None = field(default=None, repr=False)
 
     @property
     def customer_channels(self) -> list[str]:
-        return [name for name, s in (("telegram", self.telegram), ("whatsapp", self.whatsapp)) if s]
+        configured = (("telegram", self.telegram), ("whatsapp", self.whatsapp))
+        return [name for name, s in (*configured, ("email", self.email)) if s]
 
 
 def default_database_url(folder: Path | None = None) -> str:
@@ -193,7 +247,7 @@ def require_platforms(settings: Settings) -> None:
     if not settings.customer_channels:
         raise SettingsError(
             "no customer channel is configured: set TELEGRAM_BOT_TOKEN, or the four "
-            "WHATSAPP_* variables (see the README), or both"
+            "WHATSAPP_* variables, or the three DESK_EMAIL_* ones (see the README)"
         )
 
 
@@ -206,6 +260,87 @@ def _group(env: Mapping[str, str], label: str, names: list[str]) -> dict[str, st
     if missing:
         raise SettingsError(f"{label} is half configured: set {', '.join(missing)}")
     return present
+
+
+_ADDRESS = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+")
+_MAIL_SCHEMES = {
+    "DESK_EMAIL_IMAP_URL": {"imap": ("starttls", 143), "imaps": ("implicit", 993)},
+    "DESK_EMAIL_SMTP_URL": {"smtp": ("starttls", 587), "smtps": ("implicit", 465)},
+}
+
+
+def mail_server(name: str, raw: str) -> MailServer:
+    """``imap://user:password@host:143/INBOX``, ``smtps://user:password@host:465`` and the like;
+    errors name the variable and never repeat the password."""
+    schemes = _MAIL_SCHEMES[name]
+    example = (
+        "imaps://support%40example.com:password@imap.example.com:993/INBOX"
+        if "IMAP" in name
+        else "smtp://support%40example.com:password@smtp.example.com:587"
+    )
+    try:
+        url = urlsplit(raw)
+        port = url.port
+    except ValueError:
+        raise SettingsError(f"{name} is not a URL such as {example}") from None
+    if url.scheme not in schemes or not url.hostname:
+        said = ", ".join(f"{s}://" for s in schemes)
+        raise SettingsError(
+            f"{name} must start with {said} and name a host, such as {example};"
+            f" got {url.scheme or 'no scheme'}://{url.hostname or ''}"
+        )
+    if url.username is None or url.password is None:
+        raise SettingsError(
+            f"{name} needs a user name and a password (user:password@host); a user name with"
+            f" @ in it is written %40, as in {example}"
+        )
+    tls, default_port = schemes[url.scheme]
+    mailbox = unquote(url.path.lstrip("/")) or "INBOX"
+    if "SMTP" in name and url.path.strip("/"):
+        raise SettingsError(f"{name} takes no path (a mailbox is for DESK_EMAIL_IMAP_URL)")
+    return MailServer(
+        host=url.hostname,
+        port=port or default_port,
+        user=unquote(url.username),
+        password=unquote(url.password),
+        tls=tls,
+        mailbox=mailbox,
+    )
+
+
+def _email(env: Mapping[str, str]) -> EmailSettings | None:
+    group = _group(
+        env, "Email", ["DESK_EMAIL_ADDRESS", "DESK_EMAIL_IMAP_URL", "DESK_EMAIL_SMTP_URL"]
+    )
+    if group is None:
+        return None
+    address = group["DESK_EMAIL_ADDRESS"].strip()
+    if not _ADDRESS.fullmatch(address):
+        raise SettingsError(
+            f"DESK_EMAIL_ADDRESS must be an address such as support@example.com, got {address!r}"
+        )
+    return EmailSettings(
+        address=address.lower(),
+        imap=mail_server("DESK_EMAIL_IMAP_URL", group["DESK_EMAIL_IMAP_URL"]),
+        smtp=mail_server("DESK_EMAIL_SMTP_URL", group["DESK_EMAIL_SMTP_URL"]),
+        name=(env.get("DESK_EMAIL_NAME") or "").strip(),
+        max_attachment_mb=_int(env, "DESK_EMAIL_MAX_ATTACHMENT_MB", 20, 1, 1024),
+        poll_seconds=_int(env, "DESK_EMAIL_POLL_SECONDS", 30, 1, 1740),
+        public_url=_public_url(env),
+    )
+
+
+def _public_url(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("DESK_PUBLIC_URL") or "").strip().rstrip("/")
+    if not raw:
+        return None
+    url = urlsplit(raw)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise SettingsError(
+            f"DESK_PUBLIC_URL must be the desk's web address, such as https://desk.example.com;"
+            f" got {raw!r}"
+        )
+    return raw
 
 
 def desk_tz(env: Mapping[str, str] | None = None) -> ZoneInfo:
@@ -260,6 +395,8 @@ SECRETS = (
     "SLACK_BOT_TOKEN",
     "SLACK_SIGNING_SECRET",
     "SLACK_APP_TOKEN",
+    "DESK_EMAIL_IMAP_URL",  # hold the mailbox's password
+    "DESK_EMAIL_SMTP_URL",
     "DESK_DATA_OLD_KEYS",  # DESK_DATA_KEY is one by its suffix
 )
 SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_KEY")
@@ -356,6 +493,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         telegram=telegram,
         whatsapp=whatsapp,
         slack=slack,
+        email=_email(env),
         data_keys=keys,
     )
 

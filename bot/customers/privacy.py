@@ -21,17 +21,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
 from bot.base.repeat import repeat
 from bot.core.tickets import Desk
+from bot.domain.mail import conversation_of
 from bot.domain.outbound import Outbound
 from bot.domain.rules import Rules
 from storage import crypto
 from storage.models import (
     Customer,
+    EmailMessageId,
+    EmailThread,
     Identity,
     InboxRow,
     KbSuggestion,
@@ -87,6 +90,8 @@ def _conversations(identities: list[Identity], tickets: list[Ticket]) -> list[st
     of their tickets' cards (agents' messages about them)."""
     keys = {f"{i.channel}:{i.chat_id}" for i in identities}
     keys |= {f"slack:{t.slack_channel}:{t.slack_ts}" for t in tickets if t.slack_ts}
+    # An email customer's mail is ordered by their address (adapters/email), not by thread.
+    keys |= {conversation_of(i.external_id) for i in identities if i.channel == "email"}
     return sorted(keys)
 
 
@@ -280,6 +285,7 @@ async def forget(desk: Desk, customer: Customer) -> Held:
     tickets = await _tickets(s, customer.id)
     conversations = _conversations(identities, tickets)
     ids = [t.id for t in tickets]
+    mail_threads = [t.chat_id for t in tickets if t.channel == "email"]
 
     customer.name = FORGOTTEN_NAME
     customer.note = None  # agents' words about them go too
@@ -310,6 +316,9 @@ async def forget(desk: Desk, customer: Customer) -> Held:
         .where(InboxRow.conversation.in_(conversations))
         .values(payload={}, raw={}, error=None)
     )
+    if mail_threads:  # their address and subjects, and the Message-IDs naming their domain
+        await s.execute(delete(EmailThread).where(EmailThread.chat_id.in_(mail_threads)))
+        await s.execute(delete(EmailMessageId).where(EmailMessageId.chat_id.in_(mail_threads)))
     # Knowledge-base suggestions held their first message; which article, the score and the
     # outcome stay (the deflection figures). One still pending can no longer become a ticket.
     await s.execute(
@@ -370,6 +379,9 @@ async def forget(desk: Desk, customer: Customer) -> Held:
             "destination": ERASED if row.channel != "slack" else payload.get("destination"),
             "text": ERASED,
         }
+        if row.channel == "email":
+            # An email thread's key is the customer's address (adapters/email).
+            row.destination_key = f"email:forgotten-{row.id}"
     for ticket in tickets:
         if ticket.slack_ts:
             await desk.refresh_card(ticket)

@@ -61,7 +61,7 @@ log = logging.getLogger("deskbot.leases")
 UNKNOWN_OUTCOME = "outcome unknown after a crash; not re-sent to avoid a duplicate"
 HEARTBEAT_EVERY = 1.0  # seconds between a desk's beats, and between its checks on the others
 DEAD_AFTER = timedelta(seconds=5)  # no beat for this long: dead
-CUSTOMER_CHANNELS = ("telegram", "whatsapp")
+CUSTOMER_CHANNELS = ("telegram", "whatsapp", "email")
 
 
 @dataclass

@@ -397,7 +397,7 @@ class OutboxSender(OutcomeRecorder):
                 error=BadRequest(f"{out.channel} is not configured"),
             )
             return 1
-        if out.channel == "slack":
+        if out.channel in ("slack", "email"):  # email: the row's id seeds its Message-ID
             out = out.model_copy(update={"outbox_id": row_id})
         drawn = await self._render(
             self._renderers.before_send, row_id, attempt, out, message_id, sender

@@ -305,7 +305,11 @@ class OutcomeRecorder:
             )
             if identity is not None:
                 identity.blocked = True
-            why = "the customer has blocked the bot, so they can't receive messages"
+            why = (
+                f"mail to this address is undeliverable ({error.detail})"
+                if ticket.channel == "email"
+                else "the customer has blocked the bot, so they can't receive messages"
+            )
         else:
             why = f"the platform refused it ({error.detail})"
         if message is not None and not message.text and message.attachments:

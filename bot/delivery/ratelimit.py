@@ -50,6 +50,8 @@ class RateLimits:
     # views.publish and views.update are Tier 4 (100+ a minute for the workspace); Homes are
     # debounced besides.
     slack_views: Rate = Rate(1.5, 20)
+    # SMTP: providers cap a mailbox at a few thousand mails a day and frown on bursts.
+    email_total: Rate = Rate(2.0, 10)
     unlimited: bool = False  # tests and benchmarks: no limits, and nothing shared to keep
 
     @classmethod
@@ -62,6 +64,7 @@ class RateLimits:
             slack_updates=big,
             whatsapp_number=big,
             slack_views=big,
+            email_total=big,
             unlimited=True,
         )
 
@@ -148,6 +151,8 @@ class Limiter:
             ]
         if out.channel == "whatsapp":
             return [("wa:*", self.limits.whatsapp_number)]
+        if out.channel == "email":
+            return [("mail:*", self.limits.email_total)]
         if out.kind in ("slack_home", "slack_view_update"):
             return [("slack:views", self.limits.slack_views)]
         if out.kind == "slack_card_update":

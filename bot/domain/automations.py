@@ -122,7 +122,7 @@ class Conditions(_Strict):
     (channel, language, intent, keywords, vip, priority) mean what they mean in ``routing:``;
     ``keywords`` look at the text of the message that caused the event."""
 
-    channel: tuple[Literal["telegram", "whatsapp"], ...] | None = None
+    channel: tuple[Literal["telegram", "whatsapp", "email"], ...] | None = None
     language: tuple[str, ...] | None = None
     intent: tuple[str, ...] | None = None
     keywords: tuple[str, ...] | None = None

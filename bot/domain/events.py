@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-Channel = Literal["telegram", "whatsapp", "slack"]
-CustomerChannel = Literal["telegram", "whatsapp"]
+Channel = Literal["telegram", "whatsapp", "slack", "email"]
+CustomerChannel = Literal["telegram", "whatsapp", "email"]
 Shared = Literal["location", "venue", "contact", "order", "poll", "unsupported"]
 
 
@@ -62,6 +62,24 @@ class _Event(_Frozen):
     sent_at: datetime | None = None
 
 
+class MailFacts(_Frozen):
+    """What an email says about itself beyond its words (adapters/email): how it threads, and
+    whether it is noise the desk records but never answers.
+
+    ``noise``: why the mail is not a person writing (an auto-reply, a bounce, the desk's own
+    mail, a sender over the rate): recorded in the sender's open ticket, never acknowledged.
+    ``bounced``: the address a delivery-status notification says could not be reached.
+    """
+
+    message_id: str  # without the angle brackets
+    subject: str = ""
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    noise: str | None = None
+    bounced: str | None = None
+    full_text: str = ""  # the body before quotes and signature were stripped (clipped)
+
+
 class CustomerMessage(_Event):
     """A customer wrote (text and/or attachments). Joins or opens a ticket."""
 
@@ -76,6 +94,7 @@ class CustomerMessage(_Event):
     # card, an order, a poll, or something WhatsApp could not deliver): ``text`` then describes
     # it for the agents, and the knowledge base does not try to answer it.
     shared: Shared | None = None
+    mail: MailFacts | None = None  # email only: threading headers, noise
 
 
 class CustomerStart(_Event):

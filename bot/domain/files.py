@@ -27,6 +27,9 @@ TELEGRAM_PHOTO_MAX = 10 * MB
 TELEGRAM_DOCUMENT_MAX = 50 * MB
 WHATSAPP_IMAGE_MAX = 5 * MB
 WHATSAPP_DOCUMENT_MAX = 100 * MB
+# Most mail servers refuse a message over 25 MB, and base64 makes a file a third larger: 18 MB
+# of file is what reliably arrives (DESK_EMAIL_MAX_ATTACHMENT_MB can only lower it further).
+EMAIL_ATTACHMENT_MAX = 18 * MB
 SLACK_UPLOAD_MAX = 1024 * MB
 
 # GIFs go as documents: as a photo Telegram would keep only a still frame.
@@ -95,4 +98,8 @@ def outbound_plan(channel: str, mime_type: str | None, size: int | None) -> Plan
             # them at 16 MB, a document always opens.
             return Plan(kind="document")
         return Plan(refused=f"WhatsApp takes documents up to {WHATSAPP_DOCUMENT_MAX // MB} MB")
+    if channel == "email":
+        if n <= EMAIL_ATTACHMENT_MAX:
+            return Plan(kind="document")
+        return Plan(refused=f"email attachments go up to {EMAIL_ATTACHMENT_MAX // MB} MB")
     return Plan(refused=f"{channel} cannot receive files")

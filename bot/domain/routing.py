@@ -63,7 +63,7 @@ class Team(_Strict):
 class When(_Strict):
     """The tests of one routing rule; every one listed must hold."""
 
-    channel: tuple[Literal["telegram", "whatsapp"], ...] | None = None
+    channel: tuple[Literal["telegram", "whatsapp", "email"], ...] | None = None
     language: tuple[str, ...] | None = None  # primary subtags: "zh" matches "zh-hans"
     intent: tuple[str, ...] | None = None  # the local model's intent
     keywords: tuple[str, ...] | None = None  # any of them, case-insensitive, at a word start

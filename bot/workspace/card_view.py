@@ -14,13 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.step import CardKind, Step
+from bot.domain.mrkdwn import escape
 from bot.domain.outbound import Outbound
 from bot.domain.rules import Rules
 from bot.workspace.cards import CardView, card_blocks, card_text
 from bot.workspace.controls import known_intents, ticket_labels
 from bot.workspace.history import story_line
 from bot.workspace.window_line import whatsapp_window
-from storage.models import Customer, Identity, KbSuggestion, Ticket
+from storage.models import Customer, EmailThread, Identity, KbSuggestion, Ticket
 
 
 async def card_view(session: AsyncSession, rules: Rules, now: datetime, ticket: Ticket) -> CardView:
@@ -77,6 +78,7 @@ async def card_view(session: AsyncSession, rules: Rules, now: datetime, ticket: 
         reply_label=reply_label(rules),
         story=await story_line(session, ticket),
         window=await whatsapp_window(session, rules, now, ticket),
+        mail=await _mail_line(session, ticket),
     )
 
 
@@ -123,3 +125,14 @@ class SlackCards:
                 blocks=tuple(card_blocks(view)),
             )
         )
+
+
+async def _mail_line(session: AsyncSession, ticket: Ticket) -> str | None:
+    """An email ticket's address and subject (bot/mail keeps them per conversation)."""
+    if ticket.channel != "email":
+        return None
+    thread = await session.get(EmailThread, ticket.chat_id)
+    if thread is None:
+        return None
+    subject = f" · “{escape(thread.subject[:150])}”" if thread.subject else ""
+    return f"📧 {escape(thread.address)}{subject}"

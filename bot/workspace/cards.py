@@ -81,6 +81,7 @@ class CardView:
     moved: str | None = None
     # WhatsApp's 24-hour window (bot/domain/window.py): free-form until when, or a template.
     window: str | None = None
+    mail: str | None = None  # email: the address and the subject of the conversation
 
 
 def model_line(model: Mapping[str, Any] | None) -> str | None:
@@ -148,7 +149,11 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
     if v.rating is not None:
         state += f" · rated {v.rating}/5"
     if v.blocked:
-        state += " · ⚠️ customer unreachable (blocked the bot)"
+        state += (
+            " · ⚠️ customer unreachable (mail to them bounced)"
+            if v.channel == "email"
+            else " · ⚠️ customer unreachable (blocked the bot)"
+        )
     if v.no_phone:
         state += " · 📵 no phone number known (a WhatsApp username; answered by their user id)"
     if v.team:
@@ -190,6 +195,7 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
             block_id="state",
             elements=[
                 MarkdownTextObject(text=state),
+                *([MarkdownTextObject(text=v.mail)] if v.mail else []),
                 *([MarkdownTextObject(text=line)] if (line := clocks_line(v.sla)) else []),
                 *([MarkdownTextObject(text=v.window)] if v.window and v.status in ACTIVE else []),
                 *(

@@ -20,10 +20,13 @@ from bot.commands.keys import remaining, rotate, sealed_columns
 from storage import crypto
 from storage.crypto import Keyring
 from storage.db import create_engine, session_factory
-from storage.models import Customer, Identity, Message, Ticket
+from storage.models import Customer, EmailThread, Identity, Message, Ticket
 
 from . import test_customers, test_stats, test_stats_uploads
 from .conftest import SUPPORT, Stack, eventually, running_stack
+from .mailservers import Dovecot
+from .test_email import CUSTOMER, email_stack, mail
+from .test_email import dovecot as dovecot  # the fixture: a Dovecot server for the module
 
 KEY = crypto.new_key()
 OLD = crypto.new_key()
@@ -240,3 +243,24 @@ async def test_a_rotation_under_load_loses_nothing_and_ends_on_the_new_key(
             assert names == {f"Name{n}" for n in range(101, 108)}
     finally:
         await engine.dispose()
+
+
+async def test_with_a_key_a_mails_body_subject_and_reply_address_are_sealed(
+    database_url: str, dovecot: Dovecot
+) -> None:
+    """The e-mail channel: the customer's words, the subject and the reply address of the
+    thread are encrypted; the address stays clear where the desk finds the customer by it
+    (the identity and the thread's chat id, docs/deploying.md)."""
+    async with email_stack(database_url, dovecot, data_keys=Keyring.of(KEY)) as ms:
+        ms.deliver(mail("My flat is at 5 Elm Street", subject="Moving to Elm Street"))
+        card = await ms.stack.card()
+        assert "5 Elm Street" in json.dumps(card["blocks"])
+        [ack] = await ms.sent(1)
+        assert ack["To"] == CUSTOMER and "Moving to Elm Street" in ack["Subject"]
+        await ms.stack.outbox_idle()
+        async with ms.stack.sessions() as s:
+            thread = (await s.scalars(select(EmailThread))).one()
+            assert (thread.address, thread.subject) == (CUSTOMER, "Moving to Elm Street")
+        stored = dump(database_url)
+        assert "Elm Street" not in stored and "flat" not in stored
+        assert f"{CUSTOMER}#" in stored  # the routing key, in clear: the known gap

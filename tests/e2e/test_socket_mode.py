@@ -271,10 +271,11 @@ async def test_silent_socket_is_replaced_by_the_watchdog(database_url: str) -> N
         assert reconnects.get("watchdog", 0) >= 1, reconnects
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 async def test_two_processes_each_event_once(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("several desk processes share a database on PostgreSQL")
+    """Several desk processes share a database on PostgreSQL (SQLite serves one process)."""
     standins = await socket_standins()
     port_a: int = standins.desk_port  # type: ignore[attr-defined]
     a = socket_desk(standins, database_url, port_a)
