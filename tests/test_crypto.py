@@ -4,6 +4,9 @@ old keys from DESK_DATA_OLD_KEYS or a file of one a line; `deskbot check` says w
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from storage.crypto import DataKeyError, Keyring
 from storage.db import session_factory
 from storage.models import Customer, InboxRow
 
-from .test_cli_check import deskbot
+from .test_cli_check import ROOT, deskbot
 
 KEY = crypto.new_key()
 OLD = crypto.new_key()
@@ -115,6 +118,19 @@ async def test_rows_are_sealed_with_a_key_and_read_back_either_way(engine: Async
             list(await s.scalars(select(Customer.name)))
 
 
+def keys(sub: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`deskbot keys SUB` in a process, with only ``env``'s desk settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DESK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "keys", sub],
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
 def _now() -> object:
     from datetime import UTC, datetime
 
@@ -124,12 +140,7 @@ def _now() -> object:
 def test_keys_new_prints_a_key_once_and_check_says_how_data_is_stored(tmp_path: Path) -> None:
     made = deskbot("keys", {}, tmp_path)
     assert made.returncode == 2  # `keys` wants a subcommand
-    import subprocess
-    import sys
-
-    new = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "keys", "new"], capture_output=True, text=True, timeout=60
-    )
+    new = keys("new", {}, tmp_path)
     assert new.returncode == 0, new.stderr
     key = new.stdout.strip()
     assert len(crypto.parse_key(key)) == 32
@@ -148,3 +159,34 @@ def test_keys_new_prints_a_key_once_and_check_says_how_data_is_stored(tmp_path: 
         f" old keys still read: {ring.old_ids[0]})"
     ) in keyed.stdout.splitlines()
     assert key not in keyed.stdout + keyed.stderr and OLD not in keyed.stdout + keyed.stderr
+
+
+def test_keys_rotate_from_the_command_line_seals_the_clear_rows(tmp_path: Path) -> None:
+    """A desk that ran without a key: `deskbot keys rotate` with the key seals what it stored."""
+    import asyncio
+    import sqlite3
+
+    from storage.db import create_engine, migrate
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}"
+
+    async def a_clear_desk() -> None:
+        engine = create_engine(url)
+        await migrate(engine)
+        async with session_factory(engine).begin() as s:
+            s.add(Customer(name="Clara Clear", note="lives at 5 Elm Street", created_at=_now()))
+        await engine.dispose()
+
+    asyncio.run(a_clear_desk())
+    refused = keys("rotate", {"DESK_DATABASE_URL": url}, tmp_path)
+    assert refused.returncode == 2
+    assert "deskbot keys rotate needs DESK_DATA_KEY" in refused.stderr
+    ran = keys("rotate", {"DESK_DATABASE_URL": url, "DESK_DATA_KEY": KEY}, tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    kid = Keyring.of(KEY).key_id
+    assert "customers.name: 1 re-encrypted, 0 changed meanwhile" in ran.stdout
+    assert f"every value is under key {kid}: the old keys can go" in ran.stdout
+    with sqlite3.connect(tmp_path / "desk.db") as conn:
+        dumped = "\n".join(conn.iterdump())
+    assert "Clara" not in dumped and "Elm Street" not in dumped
+    assert KEY not in ran.stdout + ran.stderr
