@@ -112,6 +112,13 @@ async def test_rows_are_sealed_with_a_key_and_read_back_either_way(engine: Async
             "Sam Sealed",
         ]
         assert (await s.scalars(select(InboxRow.payload))).one() == {"text": "my card 4111"}
+    # A sealed value altered in the database: the read fails, naming the key, never garbage.
+    altered = names[1][:-6] + ("AAAAAA" if not names[1].endswith("AAAAAA") else "BBBBBB")
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE customers SET name = :v WHERE id = 2"), {"v": altered})
+    async with sessions() as s:
+        with pytest.raises(DataKeyError, match="fails authentication: it was altered"):
+            await s.get(Customer, 2)
     crypto.install(None)  # the key removed while sealed data remains: loud, never garbage
     async with sessions() as s:
         with pytest.raises(DataKeyError, match="no DESK_DATA_KEY is set"):
