@@ -26,11 +26,13 @@ from bot.base.clock import OffsetClock
 from bot.base.settings import (
     SANDBOX_DESK_PORT,
     SANDBOX_STANDIN_PORT,
+    EmailSettings,
     Settings,
     SlackSettings,
     TelegramSettings,
     WhatsAppSettings,
     load_settings,
+    mail_server,
 )
 from bot.domain.automations import Automation
 from bot.domain.macros import Macro
@@ -72,6 +74,15 @@ def sandbox_settings(standins: StandIns, *, desk_port: int, database_url: str) -
             signing_secret=standins.slack_signing_secret,
             api_base=standins.slack_api_base,
             app_token=standins.slack_app_token,  # set with --slack-socket
+        ),
+        # The stand-ins' own IMAP and SMTP servers on loopback (sandbox/email.py): the desk's
+        # real email adapter reads and sends through them as through a real mailbox.
+        email=EmailSettings(
+            address=standins.email.address,
+            imap=mail_server("DESK_EMAIL_IMAP_URL", standins.email.imap_url()),
+            smtp=mail_server("DESK_EMAIL_SMTP_URL", standins.email.smtp_url()),
+            name="Example Support",
+            public_url=f"http://127.0.0.1:{desk_port}",
         ),
     )
 
