@@ -203,7 +203,6 @@ class EmailStandIn:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "password": self.password,
             "uidvalidity": self.uidvalidity,
             "uidnext": self.uidnext,
             "mailbox": [
@@ -216,7 +215,6 @@ class EmailStandIn:
     def restore(self, state: Mapping[str, Any]) -> None:
         if not state:
             return
-        self.password = str(state.get("password") or self.password)
         self.uidvalidity = int(state.get("uidvalidity") or self.uidvalidity)
         self.mailbox = [
             Mail(int(m["uid"]), base64.b64decode(m["raw"]), bool(m["seen"]), float(m["at"]))
