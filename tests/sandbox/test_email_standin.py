@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aioimaplib
 import pytest
 
 from bot.app import DeskApp
@@ -182,3 +183,72 @@ async def test_the_history_modal_shows_the_quoted_history_the_thread_leaves_out(
     # Never as a visible post: the thread still has no quoted line.
     thread = sandbox.standins.slack.thread(SUPPORT, card["ts"])
     assert not any("&gt; Thanks" in m["text"] or quoted in m["text"] for m in thread)
+
+
+@pytest.fixture
+async def bare() -> AsyncIterator[StandIns]:
+    """The stand-ins alone, no desk behind them."""
+    standins = StandIns.for_sandbox(f"http://127.0.0.1:{_free_port()}", rate_limits=False)
+    await standins.start()
+    yield standins
+    await standins.stop()
+
+
+async def test_the_control_api_says_what_a_bad_mail_request_lacks(bare: StandIns) -> None:
+    async with aiohttp.ClientSession() as http:
+
+        async def post(body: dict[str, Any]) -> tuple[int, str]:
+            url = bare.url + "/control/email/customer_writes"
+            async with http.post(url, data=json.dumps(body)) as resp:
+                return resp.status, await resp.text()
+
+        status, text = await post({"from": "not an address", "text": "hi", "subject": "x"})
+        assert status == 400 and text.startswith("from must be an address")
+        status, text = await post({"from": ANNA, "text": "hi"})
+        assert status == 400 and "subject is required for a new mail" in text
+        status, text = await post({"from": ANNA, "text": "hi", "in_reply_to": "<nope@x>"})
+        assert status == 400 and "the desk sent no mail with Message-ID <nope@x>" in text
+        status, text = await post({"from": ANNA, "text": "hi", "subject": "Hello"})
+        assert status == 200 and json.loads(text)["uid"] == 1
+
+
+async def test_the_imap_server_refuses_a_wrong_password_and_reads_without_marking(
+    bare: StandIns,
+) -> None:
+
+    box = bare.email
+    await box.customer_writes(ANNA, "First", subject="One")
+    client = aioimaplib.IMAP4("127.0.0.1", box.imap_port, timeout=5)
+    await client.wait_hello_from_server()
+    assert (await client.login(box.user, "wrong")).result == "NO"
+    assert (await client.login(box.user, box.password)).result == "OK"
+    selected = await client.select("INBOX")
+    assert any(f"[UIDVALIDITY {box.uidvalidity}]".encode() in line for line in selected.lines)
+    fetched = await client.uid("fetch", "1", "(UID BODY.PEEK[])")
+    assert any(isinstance(x, bytearray) and b"First" in x for x in fetched.lines)
+    assert box.mailbox[0].seen is False  # PEEK leaves it unread
+    assert (await client.uid("store", "1", "+FLAGS.SILENT", r"(\Seen)")).result == "OK"
+    assert box.mailbox[0].seen is True
+    unseen = await client.uid_search("UNSEEN", charset=None)
+    assert unseen.lines[0].strip() == b""
+    await client.logout()
+
+
+async def test_the_mailbox_and_sent_mail_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    first = StandIns.for_sandbox("http://127.0.0.1:9", rate_limits=False, state_path=path)
+    await first.start()
+    await first.email.customer_writes(ANNA, "Kept?", subject="Across restarts")
+    first.email.mailbox[0].seen = True
+    validity = first.email.uidvalidity
+    await first.stop()
+    again = StandIns.for_sandbox("http://127.0.0.1:9", rate_limits=False, state_path=path)
+    await again.start()
+    try:
+        [mail] = again.email.received()
+        assert (mail["subject"], mail["seen"], mail["text"]) == ("Across restarts", True, "Kept?")
+        assert again.email.uidvalidity == validity  # the desk's last-read UID still counts
+        assert again.email.uidnext == 2
+        assert again.email.password not in path.read_text()  # a made-up one per start
+    finally:
+        await again.stop()
