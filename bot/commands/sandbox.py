@@ -327,6 +327,10 @@ def curl_lines(control: str) -> list[str]:
         "# a WhatsApp customer writes",
         f"curl -s {c}/whatsapp/customer_says"
         """ -d '{"wa_id": "15551234567", "text": "Hi there"}'""",
+        "# an email customer writes (to the pretend mailbox), and the mail the desk sent them",
+        f"curl -s {c}/email/customer_writes"
+        """ -d '{"from": "anna@customer.test", "subject": "Order 55", "text": "Where is it?"}'""",
+        f"curl -s '{c}/email/sent?to=anna@customer.test'",
         '# a question the knowledge base (kb/) answers, with "That solved it" / "Talk to a person"',
         f"curl -s {c}/telegram/customer_says"
         """ -d '{"chat_id": 43, "text": "how do I cancel my subscription?"}'""",
@@ -341,7 +345,7 @@ def curl_lines(control: str) -> list[str]:
 def banner(standin_url: str, desk_url: str, db: str, *, story: str = "") -> str:
     walk = "\n".join(f"  {line}" for line in curl_lines(f"{standin_url}/control"))
     return f"""
-deskbot sandbox is running: the real desk, with pretend Telegram, WhatsApp and Slack.
+deskbot sandbox is running: the real desk, with pretend Telegram, WhatsApp, Slack and a mailbox.
 {story}
   Play both sides in a browser:  {standin_url}/
   The desk:                      {desk_url}   ({desk_url}/healthz, {desk_url}/metrics)
