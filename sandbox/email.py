@@ -53,6 +53,7 @@ class Mail:
     raw: bytes
     seen: bool = False
     at: float = field(default_factory=time.time)
+    shown: dict[str, Any] | None = None  # summary(), parsed once (the page asks every second)
 
 
 def _unquote(token: bytes) -> str:
@@ -186,9 +187,11 @@ class EmailStandIn:
         """The mailbox, oldest first, as the page shows it (with whether the desk read it)."""
         out = []
         for mail in self.mailbox:
-            msg = email.message_from_bytes(mail.raw, policy=email.policy.default)
-            assert isinstance(msg, EmailMessage)
-            out.append({**summary(msg), "uid": mail.uid, "seen": mail.seen, "at": mail.at})
+            if mail.shown is None:
+                msg = email.message_from_bytes(mail.raw, policy=email.policy.default)
+                assert isinstance(msg, EmailMessage)
+                mail.shown = summary(msg)
+            out.append({**mail.shown, "uid": mail.uid, "seen": mail.seen, "at": mail.at})
         return out
 
     def sent_to(self, address: str) -> list[dict[str, Any]]:
