@@ -30,10 +30,12 @@ from sqlalchemy import func, select
 from adapters.email import EmailAdapter
 from bot.app import DeskApp
 from bot.base.settings import EmailSettings, MailServer, mail_server
+from bot.selfservice.kb import KnowledgeBase
 from storage.crypto import Keyring
 from storage.models import Identity, InboxRow, Message, Ticket
 
 from .conftest import (
+    ROOT,
     RULES,
     SUPPORT,
     Stack,
@@ -43,6 +45,7 @@ from .conftest import (
     start_standins,
 )
 from .mailservers import Dovecot, SmtpSink, dovecot_available
+from .test_kb import ARTICLE, QUESTION, encoder
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CUSTOMER = "anna@customer.test"
@@ -139,6 +142,7 @@ async def email_stack(
     user: str | None = None,
     imap: MailServer | None = None,
     data_keys: Keyring | None = None,
+    knowledge: KnowledgeBase | None = None,
 ) -> AsyncIterator[MailStack]:
     user = user or dovecot.new_user()
     smtp = SmtpSink(user)
@@ -157,7 +161,7 @@ async def email_stack(
         ),
         data_keys=data_keys,
     )
-    desk = DeskApp(settings, RULES, idle_poll=0.05)
+    desk = DeskApp(settings, RULES, idle_poll=0.05, knowledge=knowledge)
     await desk.start()
     try:
         yield MailStack(Stack(standins, desk, database_url), dovecot, smtp, user)
@@ -605,6 +609,36 @@ async def test_status_by_mail_answers_in_the_thread_without_a_ticket(ms: MailSta
     assert len(ms.stack.cards()) == 1
 
 
+async def test_a_question_by_mail_is_answered_from_the_knowledge_base(
+    database_url: str, dovecot: Dovecot
+) -> None:
+    """The knowledge base answers by mail too: the article comes back in the customer's thread
+    and no ticket is opened; mail has no buttons, so writing back ("that did not help") is
+    how the customer asks for a person, and then they get a ticket and a card."""
+    knowledge = KnowledgeBase(ROOT / "kb", encoder())
+    async with email_stack(database_url, dovecot, knowledge=knowledge) as ms:
+        ms.deliver(mail(QUESTION, subject="Subscription"))
+        answer = (await ms.sent(1))[0]
+        body = answer.get_body(preferencelist=("plain",))
+        assert body is not None
+        text = body.get_content().replace("\r\n", "\n")  # mail's line ends
+        assert text.startswith(f"This may answer your question:\n\n{ARTICLE}")
+        assert "https://help.example.com/articles/cancel-subscription" in text
+        assert answer["To"] == CUSTOMER and answer["Auto-Submitted"] == "auto-replied"
+        await _all_seen(ms, 1)
+        await ms.stack.outbox_idle()
+        assert await ms.tickets() == [] and ms.stack.cards() == []
+        ms.deliver(
+            mail(
+                "That did not help, I still get charged",
+                subject="Re: Subscription",
+                in_reply_to=answer["Message-ID"],
+            )
+        )
+        await ms.stack.card()
+        assert len(await ms.tickets()) == 1
+
+
 async def test_kill_9_during_intake_loses_and_doubles_nothing(
     database_url: str, dovecot: Dovecot
 ) -> None:
@@ -613,7 +647,7 @@ async def test_kill_9_during_intake_loses_and_doubles_nothing(
     import signal
     import sys
 
-    from .conftest import ROOT, SLACK_SECRET, SLACK_TOKEN
+    from .conftest import SLACK_SECRET, SLACK_TOKEN
 
     user = dovecot.new_user()
     smtp = SmtpSink(user)
