@@ -196,3 +196,20 @@ async def test_without_email_linking_by_address_is_not_available(stack: Stack) -
 
     await stack.outbox_idle()
     assert await eventually(no_ticket, "no ticket for /link")
+
+
+async def test_a_whatsapp_customer_links_an_address_too(ms: MailStack) -> None:
+    wa = ms.stack.standins.whatsapp
+    await wa.customer_says("447700900123", "/link anna@customer.test", name="Anna")
+    told = (await wa.wait_for_sent("447700900123", 1))[0]
+    assert told["text"]["body"].startswith(f"We sent a link to {CUSTOMER}.")
+    sent, url = await _link_mail(ms, 1)
+    plain = sent.get_body(preferencelist=("plain",))
+    assert plain is not None and "with their WhatsApp chat" in plain.get_content()
+    async with aiohttp.ClientSession() as http, http.post(url) as resp:
+        assert resp.status == 200
+    thanks = (await wa.wait_for_sent("447700900123", 2))[1]
+    assert thanks["text"]["body"] == "Thanks! We will recognise your e-mail too."
+    assert await _identities(ms) == {"whatsapp": 1, "email": 1}
+    async with ms.stack.sessions() as s:
+        assert await s.scalar(select(Ticket.id)) is None  # /link opened no ticket
