@@ -19,6 +19,7 @@ import re
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.tickets import Desk
 from bot.customers.linking import link
@@ -26,7 +27,7 @@ from bot.domain.events import CustomerButton, CustomerMessage
 from bot.domain.mrkdwn import escape
 from bot.domain.outbound import Button, Outbound
 from bot.domain.tickets import ACTIVE
-from storage.models import Customer, Identity, Ticket
+from storage.models import Customer, Identity, OutboxRow, Ticket
 
 VALID_FOR = timedelta(minutes=30)
 BUTTON_PREFIX = "email_link:"
@@ -251,3 +252,25 @@ async def _note_added(desk: Desk, customer_id: int, address: str) -> None:
                 f" joins customer c{customer_id} now. `/desk unlink c{customer_id} email`"
                 " undoes it.",
             )
+
+
+async def link_mails(s: AsyncSession, identity_ids: list[int]) -> list[OutboxRow]:
+    """The outbox rows of the link mails these chat identities asked for: they carry the
+    address, and are erased with the customer (bot/customers/privacy.py)."""
+    if not identity_ids:
+        return []
+    asked = set(identity_ids)
+    rows = await s.scalars(
+        select(OutboxRow).where(
+            OutboxRow.channel == "email",
+            OutboxRow.destination_key.like(f"email:%#{LINK_THREAD}"),
+        )
+    )
+    found = []
+    for row in rows:
+        for button in (row.payload or {}).get("buttons") or ():
+            named = parse_button_data(str(button.get("data", "")))
+            if named is not None and named[0] in asked:
+                found.append(row)
+                break
+    return found

@@ -179,6 +179,16 @@ async def test_expired_forged_and_foreign_tokens_link_nothing(ms: MailStack) -> 
     assert await _identities(ms) == {"telegram": 1}
     assert len(tg.sent_to(CHAT)) == 1  # no "Thanks"
 
+    # Forgetting the customer who asked erases the address the link mail carried, too.
+    from .test_privacy import ask, everything_stored
+
+    assert CUSTOMER in await everything_stored(ms.stack)
+    asked = await ask(ms.stack, "forget c1", "U0CAROL")
+    done = await ms.stack.standins.slack.clicks_in_answer(SUPPORT, asked, "desk_forget", "U0CAROL")
+    assert done[-1]["text"].startswith("Customer c1 is forgotten")
+    await ms.stack.outbox_idle()
+    assert CUSTOMER not in await everything_stored(ms.stack)
+
 
 async def test_without_email_linking_by_address_is_not_available(stack: Stack) -> None:
     tg = stack.standins.telegram
