@@ -106,7 +106,14 @@ def typed_address(ev: CustomerMessage) -> str | None:
     if ev.channel not in ("telegram", "whatsapp") or ev.shared is not None:
         return None
     found = LINK_COMMAND.match(ev.text)
-    return found.group("address") if found else None
+    if found is None:
+        return None
+    typed = found.group("address")
+    # "/link …" is always the command; without the slash, only "link" and one address ("link
+    # is broken" is something the customer says, for a ticket).
+    if ev.text.lstrip().startswith("/") or ("@" in typed and not any(c.isspace() for c in typed)):
+        return typed
+    return None
 
 
 def is_email_link_request(ev: CustomerMessage) -> bool:
@@ -195,7 +202,8 @@ async def confirm(desk: Desk, ev: CustomerButton) -> None:
     ident_id = int(ev.data.removeprefix(BUTTON_PREFIX) or 0)
     address = ev.sender.external_id
     asked = await desk.s.get(Identity, ident_id)
-    if asked is None:  # forgotten (or never there): nobody to link the address to
+    if asked is None or asked.external_id == f"forgotten-{asked.id}":
+        # Forgotten since it asked (bot/customers/privacy.py): nobody to link the address to.
         desk.decided("customers.email_link_lost identity=%d", ident_id)
         return
     customer_id = asked.customer_id

@@ -56,6 +56,9 @@ def said(text: str, channel: str = "telegram", shared: str | None = None) -> Cus
         ("please link anna@example.com", "telegram", None),
         ("/link anna@example.com", "email", None),  # an e-mail customer has the address
         ("/linked anna@example.com", "telegram", None),
+        ("/link anna at example", "telegram", "anna at example"),  # answered: not an address
+        ("link is broken", "telegram", None),  # something they say, for a ticket
+        ("Link anna@example.com please", "whatsapp", None),
     ],
 )
 def test_what_counts_as_a_request(text: str, channel: str, typed: str | None) -> None:

@@ -188,6 +188,13 @@ async def test_expired_forged_and_foreign_tokens_link_nothing(ms: MailStack) -> 
     assert done[-1]["text"].startswith("Customer c1 is forgotten")
     await ms.stack.outbox_idle()
     assert CUSTOMER not in await everything_stored(ms.stack)
+    # The mail already delivered still holds an unexpired link: pressed now, it links the
+    # address to nobody (the chat that asked is forgotten).
+    async with aiohttp.ClientSession() as http, http.post(url) as resp:
+        assert resp.status == 200
+    await ms.stack.outbox_idle()
+    assert "email" not in await _identities(ms)
+    assert len(tg.sent_to(CHAT)) == 1
 
 
 async def test_without_email_linking_by_address_is_not_available(stack: Stack) -> None:
