@@ -1,6 +1,7 @@
 """How fast the loop turns customer messages into Slack posts, measured with the stand-ins.
 
     .venv/bin/python -m bench.loop [--messages 300] [--latency-samples 40] [--database URL]
+        [--encrypted] (encryption at rest under a throwaway DESK_DATA_KEY)
         [--json bench-results/loop.json] [--plot bench-results/loop.png]
 
 Prints figures, each beside a reference measured in the same run on the same machine (the same
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -35,6 +37,7 @@ from bot.commands.sandbox import sandbox_settings
 from bot.delivery.outbox import RateLimits
 from bot.domain.rules import parse_rules
 from sandbox import StandIns
+from storage.crypto import Keyring, new_key
 
 CHANNEL = "C0SUPPORT"
 
@@ -161,15 +164,21 @@ def plot(result: LoopResult, out: Path) -> None:
     fig.savefig(out)
 
 
-async def run(messages: int, samples: int, database: str | None, channel: str) -> LoopResult:
+async def run(
+    messages: int, samples: int, database: str | None, channel: str, encrypted: bool = False
+) -> LoopResult:
     port = 18080
     standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
     await standins.start()
     with tempfile.TemporaryDirectory() as tmp:
         db = database or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
         reference = await reference_inserts(db)
+        settings = sandbox_settings(standins, desk_port=port, database_url=db)
+        if encrypted:  # encryption at rest under a throwaway key (docs/performance.md)
+            keys = Keyring.of(new_key())
+            settings = dataclasses.replace(settings, data_keys=keys)
         desk = DeskApp(
-            sandbox_settings(standins, desk_port=port, database_url=db),
+            settings,
             parse_rules({"version": 1}),
             limits=RateLimits.lifted(),
             idle_poll=0.05,
@@ -258,12 +267,14 @@ async def _drop_schema(url: str, schema: str) -> None:
     await admin.dispose()
 
 
-async def _run(messages: int, samples: int, database: str | None, channel: str) -> LoopResult:
+async def _run(
+    messages: int, samples: int, database: str | None, channel: str, encrypted: bool
+) -> LoopResult:
     if database is None or not database.startswith("postgresql"):
-        return await run(messages, samples, database, channel)
+        return await run(messages, samples, database, channel, encrypted)
     schema, url = await _fresh_schema(database)
     try:
-        return await run(messages, samples, url, channel)
+        return await run(messages, samples, url, channel, encrypted)
     finally:
         await _drop_schema(database, schema)
 
@@ -274,11 +285,12 @@ def main() -> None:
     p.add_argument("--latency-samples", type=int, default=40)
     p.add_argument("--database", default=None)
     p.add_argument("--channel", choices=["telegram", "whatsapp"], default="telegram")
+    p.add_argument("--encrypted", action="store_true", help="with DESK_DATA_KEY (a new key)")
     p.add_argument("--json", type=Path, default=None, help="write every figure and sample here")
     p.add_argument("--plot", type=Path, default=None, help="draw the figures into this PNG")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    result = asyncio.run(_run(a.messages, a.latency_samples, a.database, a.channel))
+    result = asyncio.run(_run(a.messages, a.latency_samples, a.database, a.channel, a.encrypted))
     print(result.summary())
     if a.json is not None:
         a.json.parent.mkdir(parents=True, exist_ok=True)

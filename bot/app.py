@@ -41,6 +41,7 @@ from bot.incidents.command import incident_languages
 from bot.mail.store import MailStore
 from bot.selfservice.kb import KnowledgeBase, kb_folder
 from bot.selfservice.status import telegram_commands
+from storage import crypto
 from storage.db import create_engine, migrate, ping, problem, reach, session_factory
 from storage.models import OutboxRow
 from storage.queues import inbox_lag_seconds, outbox_backlog
@@ -146,6 +147,7 @@ class DeskApp:
 
     async def start(self) -> None:
         require_platforms(self.settings)  # a SettingsError, as from `deskbot check`
+        crypto.install(self.settings.data_keys)  # None: customers' data in clear, as before
         self.engine = create_engine(self.settings.database_url)
         # An unreachable database is one line (DatabaseError), not the driver's traceback.
         await reach(self.engine)

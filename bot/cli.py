@@ -22,6 +22,7 @@ from bot.base.settings import (
 from bot.commands.automations import main as automations_main
 from bot.commands.automations import suspended_lines
 from bot.commands.kb import main as kb_main
+from bot.commands.keys import main as keys_main
 from bot.commands.learn import main as learn_main
 from bot.commands.sla import main as sla_main
 from bot.domain.rules import Rules, RulesError, load_rules
@@ -167,6 +168,12 @@ def _cmd_check(_args: argparse.Namespace) -> int:
         folder = kb_folder(rules, settings.rules_path)
         articles = read_articles(folder)  # a broken article stops here, named
         print(f"{folder} ok ({counted(len(articles), 'knowledge-base article')})")
+    ring = settings.data_keys
+    if ring is None:
+        print("data at rest: stored in clear (no DESK_DATA_KEY; `deskbot keys new` makes one)")
+    else:
+        old = f"; old keys still read: {', '.join(ring.old_ids)}" if ring.old_ids else ""
+        print(f"data at rest: customers' data encrypted (AES-GCM, key {ring.key_id}{old})")
     reached = _reach(settings)
     print(reached)
     if rules.automations and reached.endswith("answers"):
@@ -255,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--charts", type=Path, metavar="DIR", help="also write the PNG charts there")
     sub.add_parser("nlp", help="the local model: classify, train, eval, bench", add_help=False)
     sub.add_parser("kb", help="the knowledge base: index, eval", add_help=False)
+    sub.add_parser("keys", help="encryption at rest: a new data key, rotate", add_help=False)
     sub.add_parser("sla", help="check an SLA policy: replay a timeline, due times", add_help=False)
     sub.add_parser(
         "automations", help="check automations: replay a ticket timeline", add_help=False
@@ -275,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         return sla_main(argv[1:])
     if argv[:1] == ["automations"]:
         return automations_main(argv[1:])
+    if argv[:1] == ["keys"]:
+        return keys_main(argv[1:])
     args = build_parser().parse_args(argv)
     handlers = {
         "run": _cmd_run,

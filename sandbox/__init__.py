@@ -1,4 +1,5 @@
-"""Loopback stand-ins for Telegram, WhatsApp and Slack, on one local HTTP server.
+"""Loopback stand-ins for Telegram, WhatsApp and Slack, on one local HTTP server, and a support
+mailbox (IMAP and SMTP servers of its own on loopback ports, :mod:`sandbox.email`).
 
 The desk talks to them exactly as to the real services (its real client libraries, pointed at
 ``*_api_base``); they call the desk's webhooks signed as the real services sign them. Tests and
@@ -29,11 +30,19 @@ from typing import Any
 
 from aiohttp import web
 
+from .email import EmailStandIn
 from .slack import AGENTS, BOT_USER, CHANNELS, SlackStandIn
 from .telegram import TelegramStandIn
 from .whatsapp import WhatsAppStandIn
 
-__all__ = ["DeskHistory", "SlackStandIn", "StandIns", "TelegramStandIn", "WhatsAppStandIn"]
+__all__ = [
+    "DeskHistory",
+    "EmailStandIn",
+    "SlackStandIn",
+    "StandIns",
+    "TelegramStandIn",
+    "WhatsAppStandIn",
+]
 
 PAGE = Path(__file__).with_name("page.html")
 # A speech bubble, so the browser has an icon and logs no 404 for /favicon.ico.
@@ -110,6 +119,7 @@ class StandIns:
             retry_base_delay=retry_base_delay,
             app_token=slack_app_token,
         )
+        self.email = EmailStandIn()
         # WhatsApp's 24-hour window counts on the desk's clock, fast-forward included.
         self.whatsapp.clock = self.desk_now
         self.url = ""
@@ -205,6 +215,7 @@ class StandIns:
             "telegram": self.telegram.snapshot(),
             "whatsapp": self.whatsapp.snapshot(),
             "slack": self.slack.snapshot(),
+            "email": self.email.snapshot(),
             "clock": {"steps": [list(step) for step in self.clock_steps]},
         }
 
@@ -212,6 +223,7 @@ class StandIns:
         self.telegram.restore(state.get("telegram", {}))
         self.whatsapp.restore(state.get("whatsapp", {}))
         self.slack.restore(state.get("slack", {}))
+        self.email.restore(state.get("email", {}))
         steps = state.get("clock", {}).get("steps", [])
         self.clock_steps = [(float(at), float(offset)) for at, offset in steps]
 
@@ -271,7 +283,7 @@ class StandIns:
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         if self.state_path is not None:
             self.load()
-            for standin in (self.telegram, self.whatsapp, self.slack):
+            for standin in (self.telegram, self.whatsapp, self.slack, self.email):
                 standin._changed.on_change = self._changed
         # Big enough for WhatsApp's 100 MB documents: the stand-ins answer an oversized upload
         # with the platform's own error rather than aiohttp's 413.
@@ -284,6 +296,7 @@ class StandIns:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
+        await self.email.start(host)
         bound = int(self._runner.addresses[0][1])
         self.url = f"http://{host}:{bound}"
         self.slack.base_url = self.url
@@ -295,6 +308,7 @@ class StandIns:
         await self.telegram.close()
         await self.whatsapp.close()
         await self.slack.close()
+        await self.email.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -322,6 +336,8 @@ class Control:
         r.add_post("/control/whatsapp/customer_says", self.wa_says)
         r.add_post("/control/whatsapp/customer_presses", self.wa_presses)
         r.add_get("/control/whatsapp/sent", self.wa_sent)
+        r.add_post("/control/email/customer_writes", self.email_writes)
+        r.add_get("/control/email/sent", self.email_sent)
         r.add_get("/control/slack/messages", self.slack_messages)
         r.add_post("/control/slack/agent_replies", self.slack_replies)
         r.add_post("/control/slack/agent_clicks", self.slack_clicks)
@@ -453,6 +469,11 @@ class Control:
                     ],
                     "received": wa.received,
                 },
+                "email": {
+                    "address": self.s.email.address,
+                    "sent": self.s.email.sent,
+                    "received": self.s.email.received(),
+                },
                 "slack": channels,
                 # What the desk told one agent alone (refused card controls), per agent.
                 "slack_ephemeral": {uid: slack.ephemerals(uid) for uid in AGENTS},
@@ -540,6 +561,31 @@ class Control:
         if not request.query.get("wa_id"):
             raise _bad("wa_id is required: GET /control/whatsapp/sent?wa_id=15551234567")
         return web.json_response(self.s.whatsapp.sent_to(_wa_id(request.query["wa_id"])))
+
+    async def email_writes(self, request: web.Request) -> web.StreamResponse:
+        d = await self._body(request, "from", "text")
+        sender = d["from"]
+        if not isinstance(sender, str) or not EMAIL_RE.fullmatch(sender.strip()):
+            raise _bad(f"from must be an address like anna@customer.test, got {sender!r}")
+        subject = _name(d.get("subject"), "subject") or ""
+        reply_to = _name(d.get("in_reply_to"), "in_reply_to")
+        if not subject and not reply_to:
+            raise _bad("subject is required for a new mail (a reply takes the desk's subject)")
+        try:
+            written = await self.s.email.customer_writes(
+                sender.strip().lower(),
+                _text(d["text"]),
+                name=_name(d.get("name"), "name") or "",
+                subject=subject,
+                in_reply_to=reply_to,
+            )
+        except ValueError as exc:
+            raise _bad(f"{exc}; the desk's mails are in GET /control/email/sent") from None
+        return web.json_response(written)
+
+    async def email_sent(self, request: web.Request) -> web.StreamResponse:
+        to = request.query.get("to")
+        return web.json_response(self.s.email.sent_to(to) if to else self.s.email.sent)
 
     # -- the agents ----------------------------------------------------------------------------
 
@@ -859,6 +905,13 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
         '{"wa_id": "15551234567", "reply_id": "...", "title": "..."}',
     ),
     ("GET", "/control/whatsapp/sent", "?wa_id=15551234567"),
+    (
+        "POST",
+        "/control/email/customer_writes",
+        '{"from": "anna@customer.test", "text": "Hello", "subject"?: "Order 55",'
+        ' "name"?: "Anna", "in_reply_to"?: "<the Message-ID of a mail the desk sent>"}',
+    ),
+    ("GET", "/control/email/sent", "[?to=anna@customer.test]"),
     ("GET", "/control/slack/messages", "?channel=C0SUPPORT[&thread_ts=TS]"),
     (
         "POST",
@@ -928,6 +981,7 @@ COMMAND_RE = re.compile(r"^/[a-z0-9_-]+$")
 SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 PHONE_RE = re.compile(r"^\+?[0-9][0-9 ()-]{5,20}$")
+EMAIL_RE = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,}$")
 WA_ID_RE = re.compile(r"^[1-9]\d{5,14}$")
 
 

@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from storage.crypto import EncryptedJSON, EncryptedText
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in and out, on SQLite (which stores naive text) as on PostgreSQL."""
@@ -61,10 +63,13 @@ class Base(DeclarativeBase):
 class Customer(Base):
     __tablename__ = "customers"
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), default="")
+    # Sealed under DESK_DATA_KEY when one is set (storage/crypto.py), as every EncryptedText.
+    name: Mapped[str] = mapped_column(EncryptedText(), default="")
     language: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime]
-    note: Mapped[str | None] = mapped_column(Text)  # agents' free text (the History modal)
+    note: Mapped[str | None] = mapped_column(
+        EncryptedText()
+    )  # agents' free text (the History modal)
 
 
 class Identity(Base):
@@ -80,8 +85,8 @@ class Identity(Base):
     channel: Mapped[str] = mapped_column(String(20))
     external_id: Mapped[str] = mapped_column(String(100))
     chat_id: Mapped[str] = mapped_column(String(100))
-    username: Mapped[str | None] = mapped_column(String(100))
-    phone: Mapped[str | None] = mapped_column(String(40))
+    username: Mapped[str | None] = mapped_column(EncryptedText())
+    phone: Mapped[str | None] = mapped_column(EncryptedText())
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     # When the customer last wrote, by the platform's clock: WhatsApp's 24-hour window counts
     # from it (bot/window). None until they write after migration 0014.
@@ -103,7 +108,7 @@ class Ticket(Base):
     status: Mapped[str] = mapped_column(String(20))  # new|open|pending|resolved|closed
     priority: Mapped[str] = mapped_column(String(10))
     priority_reasons: Mapped[list[Any]] = mapped_column(default=list)
-    classification: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    classification: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON(), default=dict)
     model_version: Mapped[str] = mapped_column(String(60), default="")
     team: Mapped[str] = mapped_column(String(60), default="")
     slack_channel: Mapped[str] = mapped_column(String(40), default="")
@@ -114,7 +119,7 @@ class Ticket(Base):
     waiting_reason: Mapped[str | None] = mapped_column(String(200))  # why nobody has it yet
     sla: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # clocks as last computed
     language: Mapped[str | None] = mapped_column(String(20))
-    subject: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(EncryptedText(), default="")
     rating: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -145,7 +150,7 @@ class Incident(Base):
     keyword: Mapped[str | None] = mapped_column(String(200))  # the urgent keyword shared
     intent: Mapped[str | None] = mapped_column(String(100))
     centroid: Mapped[list[Any] | None] = mapped_column(JSON)  # mean vector of its tickets
-    summary: Mapped[str] = mapped_column(Text, default="")
+    summary: Mapped[str] = mapped_column(EncryptedText(), default="")  # quotes a first message
     why: Mapped[str] = mapped_column(Text, default="")
     opened_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -186,13 +191,15 @@ class Message(Base):
     channel: Mapped[str] = mapped_column(String(20))  # platform of platform_message_id
     platform_message_id: Mapped[str | None] = mapped_column(String(200))
     slack_ts: Mapped[str | None] = mapped_column(String(40))  # the agent's message, if any
-    text: Mapped[str] = mapped_column(Text, default="")
-    attachments: Mapped[list[Any]] = mapped_column(default=list)
+    text: Mapped[str] = mapped_column(EncryptedText(), default="")
+    attachments: Mapped[list[Any]] = mapped_column(EncryptedJSON(), default=list)
     delivery: Mapped[str | None] = mapped_column(
         String(20)
     )  # out: pending|sent|delivered|read|failed
     delivery_error: Mapped[str | None] = mapped_column(Text)
-    edits: Mapped[list[Any]] = mapped_column(default=list)  # earlier texts, oldest first
+    edits: Mapped[list[Any]] = mapped_column(
+        EncryptedJSON(), default=list
+    )  # earlier texts, oldest first
     purpose: Mapped[str | None] = mapped_column(String(20))  # desk messages: ack, rating_prompt…
     created_at: Mapped[datetime]
 
@@ -355,8 +362,8 @@ class KbSuggestion(Base):
     article: Mapped[str] = mapped_column(String(80))  # slug
     title: Mapped[str] = mapped_column(String(300))
     score: Mapped[float] = mapped_column(Float)
-    event: Mapped[dict[str, Any]]
-    classification: Mapped[dict[str, Any]]
+    event: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON())
+    classification: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON())
     language: Mapped[str | None] = mapped_column(String(20))
     outcome: Mapped[str] = mapped_column(String(20))  # pending|solved|person|wrote_again
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
@@ -375,8 +382,8 @@ class InboxRow(Base):
     external_id: Mapped[str] = mapped_column(String(200))
     conversation: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(30))
-    payload: Mapped[dict[str, Any]]
-    raw: Mapped[dict[str, Any]]
+    payload: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON())
+    raw: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON())
     status: Mapped[str] = mapped_column(String(12))  # pending|processing|done|failed|ignored
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None]
@@ -396,7 +403,7 @@ class OutboxRow(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     channel: Mapped[str] = mapped_column(String(20))
     destination_key: Mapped[str] = mapped_column(String(200))  # order + rate-limit key
-    payload: Mapped[dict[str, Any]]  # an Outbound
+    payload: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON())  # an Outbound
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     # pending|sending|sent|failed|unknown, and for WhatsApp's window (bot/window): held (an
@@ -511,8 +518,8 @@ class EmailThread(Base):
 
     __tablename__ = "email_threads"
     chat_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    address: Mapped[str] = mapped_column(String(100))
-    subject: Mapped[str] = mapped_column(Text, default="")
+    address: Mapped[str] = mapped_column(EncryptedText())
+    subject: Mapped[str] = mapped_column(EncryptedText(), default="")
     created_at: Mapped[datetime]
 
 

@@ -16,6 +16,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from storage.crypto import DataKeyError, Keyring
+from storage.crypto import install as install_keyring
+
 # `deskbot sandbox`'s ports when none are given (--port, --standin-port).
 SANDBOX_DESK_PORT = 8080
 SANDBOX_STANDIN_PORT = 8081
@@ -144,6 +147,8 @@ class Settings:
     whatsapp: WhatsAppSettings | None = None
     slack: SlackSettings | None = None
     email: EmailSettings | None = None
+    # Encryption at rest (storage/crypto.py): DESK_DATA_KEY and the old keys still read.
+    data_keys: Keyring | None = field(default=None, repr=False)
 
     @property
     def customer_channels(self) -> list[str]:
@@ -392,6 +397,7 @@ SECRETS = (
     "SLACK_APP_TOKEN",
     "DESK_EMAIL_IMAP_URL",  # hold the mailbox's password
     "DESK_EMAIL_SMTP_URL",
+    "DESK_DATA_OLD_KEYS",  # DESK_DATA_KEY is one by its suffix
 )
 SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_KEY")
 
@@ -467,6 +473,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     model = _choice(env, "DESK_MODEL", ("local", "rules"), "local")
     folders = {name: _folder(env, name) for name in MODEL_FOLDERS}
     tz = desk_tz(env).key
+    keys = _data_keys(env)
+    # Every command that loads the settings reads and writes the database with this keyring.
+    install_keyring(keys)
     return Settings(
         database_url=database_url(env.get("DESK_DATABASE_URL") or default_database_url()),
         http_host=env.get("DESK_HTTP_HOST") or "127.0.0.1",
@@ -485,4 +494,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         whatsapp=whatsapp,
         slack=slack,
         email=_email(env),
+        data_keys=keys,
     )
+
+
+def _data_keys(env: Mapping[str, str]) -> Keyring | None:
+    """DESK_DATA_KEY, and DESK_DATA_OLD_KEYS (comma-separated, or one a line from its _FILE)."""
+    key = (env.get("DESK_DATA_KEY") or "").strip()
+    old = [k.strip() for k in (env.get("DESK_DATA_OLD_KEYS") or "").replace("\n", ",").split(",")]
+    if not key:
+        if any(old):
+            raise SettingsError("DESK_DATA_OLD_KEYS is set without DESK_DATA_KEY: set the key")
+        return None
+    try:
+        return Keyring.of(key, [k for k in old if k])
+    except DataKeyError as exc:
+        raise SettingsError(str(exc)) from None

@@ -174,5 +174,6 @@ def main(argv: list[str]) -> int:
     if (problem := missing_extra("train", torch=True)) is not None:
         print(problem, file=sys.stderr)
         return 2
-    url = args.database or load_settings().database_url
+    settings = load_settings()  # DESK_DATA_KEY too: the messages may be encrypted
+    url = args.database or settings.database_url
     return run(url, args.out, sys.stdout)

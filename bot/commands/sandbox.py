@@ -26,11 +26,13 @@ from bot.base.clock import OffsetClock
 from bot.base.settings import (
     SANDBOX_DESK_PORT,
     SANDBOX_STANDIN_PORT,
+    EmailSettings,
     Settings,
     SlackSettings,
     TelegramSettings,
     WhatsAppSettings,
     load_settings,
+    mail_server,
 )
 from bot.domain.automations import Automation
 from bot.domain.macros import Macro
@@ -72,6 +74,15 @@ def sandbox_settings(standins: StandIns, *, desk_port: int, database_url: str) -
             signing_secret=standins.slack_signing_secret,
             api_base=standins.slack_api_base,
             app_token=standins.slack_app_token,  # set with --slack-socket
+        ),
+        # The stand-ins' own IMAP and SMTP servers on loopback (sandbox/email.py): the desk's
+        # real email adapter reads and sends through them as through a real mailbox.
+        email=EmailSettings(
+            address=standins.email.address,
+            imap=mail_server("DESK_EMAIL_IMAP_URL", standins.email.imap_url()),
+            smtp=mail_server("DESK_EMAIL_SMTP_URL", standins.email.smtp_url()),
+            name="Example Support",
+            public_url=f"http://127.0.0.1:{desk_port}",
         ),
     )
 
@@ -316,6 +327,10 @@ def curl_lines(control: str) -> list[str]:
         "# a WhatsApp customer writes",
         f"curl -s {c}/whatsapp/customer_says"
         """ -d '{"wa_id": "15551234567", "text": "Hi there"}'""",
+        "# an email customer writes (to the pretend mailbox), and the mail the desk sent them",
+        f"curl -s {c}/email/customer_writes"
+        """ -d '{"from": "anna@customer.test", "subject": "Order 55", "text": "Where is it?"}'""",
+        f"curl -s '{c}/email/sent?to=anna@customer.test'",
         '# a question the knowledge base (kb/) answers, with "That solved it" / "Talk to a person"',
         f"curl -s {c}/telegram/customer_says"
         """ -d '{"chat_id": 43, "text": "how do I cancel my subscription?"}'""",
@@ -330,7 +345,7 @@ def curl_lines(control: str) -> list[str]:
 def banner(standin_url: str, desk_url: str, db: str, *, story: str = "") -> str:
     walk = "\n".join(f"  {line}" for line in curl_lines(f"{standin_url}/control"))
     return f"""
-deskbot sandbox is running: the real desk, with pretend Telegram, WhatsApp and Slack.
+deskbot sandbox is running: the real desk, with pretend Telegram, WhatsApp, Slack and a mailbox.
 {story}
   Play both sides in a browser:  {standin_url}/
   The desk:                      {desk_url}   ({desk_url}/healthz, {desk_url}/metrics)

@@ -35,6 +35,7 @@ from bot.domain.routing import TicketFacts, choose_team, language_from_script
 from bot.domain.tickets import ACTIVE, CHANNEL_NAME, RATEABLE
 from bot.domain.window import window_closed_error
 from nlp.priority import LEVELS
+from storage.crypto import seal_text
 from storage.models import Customer, Identity, Message, OutboxRow, Ticket
 
 DELIVERY_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
@@ -289,7 +290,9 @@ class CustomerSide(TicketStep):
         ticket = await self.s.get_one(Ticket, msg.ticket_id)
         msg.edits = [*msg.edits, {"text": msg.text, "replaced_at": self.now.isoformat()}]
         msg.text = ev.text
-        self.history(ticket, "edit", "customer", msg.edits[-1]["text"], ev.text)
+        # The trail quotes the customer: sealed like the message itself (storage/crypto.py).
+        was, now = seal_text(msg.edits[-1]["text"]), seal_text(ev.text)
+        self.history(ticket, "edit", "customer", was, now)
         lead = "✏️ The customer edited a message. Now:"
         self.thread(ticket, f"{lead} {escape(ev.text)}", blocks=quoted_blocks(lead, ev.text))
 

@@ -7,6 +7,11 @@ customer's identities and language, every ticket of theirs across channels (stat
 rating, a link to its card), and a note about the customer that agents edit and save with the
 modal's submit button (``customers.note``; each save is in the audit trail). Each opening of the
 modal is in the audit trail too, with who opened it.
+
+On an email ticket the modal also shows the customer's latest mails in full: the card and the
+thread show only the new text (quoted history and signature stripped, adapters/email/parse.py),
+and the unstripped body kept with the event in the inbox is read here, never posted in the
+thread.
 """
 
 from __future__ import annotations
@@ -23,16 +28,19 @@ from bot.domain.events import CustomerNote, HistoryModal
 from bot.domain.mrkdwn import PRIORITY_ICON, escape, slack_date
 from bot.domain.outbound import Outbound
 from bot.domain.tickets import CHANNEL_NAME
+from bot.domain.words import counted
 from bot.workspace.cards import card_link
 from bot.workspace.composer import card_conversation
 from bot.workspace.controls import may_act
-from storage.models import AuditEntry, Customer, Identity, Ticket
+from storage.models import AuditEntry, Customer, Identity, InboxRow, Message, Ticket
 
 HISTORY_CALLBACK = "history_modal"
 NOTE_ACTION = "customer_note"
 MAX_NOTE = 3000  # a plain_text_input's max_length
 MAX_LISTED = 40  # tickets listed in the modal, newest first; the rest counted under "…"
 REPEAT_DAYS = 30
+FULL_MAILS = 3  # an email ticket's latest customer mails shown in full, newest first
+FULL_CHARS = 9000  # of all of them together: the modal's blocks stay few
 
 
 def ordinal(n: int) -> str:
@@ -171,6 +179,8 @@ async def history_view(s: AsyncSession, ticket: Ticket, team_domain: str) -> dic
                 ],
             }
         )
+    if ticket.channel == "email":
+        blocks += await full_mails(s, ticket)
     blocks.append({"type": "divider"})
     blocks.append(
         {
@@ -198,6 +208,73 @@ async def history_view(s: AsyncSession, ticket: Ticket, team_domain: str) -> dic
         "close": {"type": "plain_text", "text": "Close"},
         "blocks": blocks,
     }
+
+
+def _code_chunks(text: str, limit: int = 2900) -> list[str]:
+    """``text`` escaped for mrkdwn, in pieces that fit a section (escaping lengthens it)."""
+    chunks: list[str] = []
+    current = ""
+    for char in text:
+        piece = escape(char)
+        if len(current) + len(piece) > limit:
+            chunks.append(current)
+            current = ""
+        current += piece
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+async def full_mails(s: AsyncSession, ticket: Ticket) -> list[dict[str, Any]]:
+    """The ticket's latest customer mails as they came, quotes and signature included (from
+    the inbox's events), for agents who need what the thread leaves out."""
+    rows = (
+        await s.execute(
+            select(Message.created_at, InboxRow.payload)
+            .join(
+                InboxRow,
+                (InboxRow.channel == "email")
+                & (InboxRow.external_id == Message.platform_message_id),
+            )
+            .where(
+                Message.ticket_id == ticket.id,
+                Message.direction == "in",
+                Message.channel == "email",
+            )
+            .order_by(Message.id.desc())
+            .limit(FULL_MAILS)
+        )
+    ).all()
+    blocks: list[dict[str, Any]] = []
+    left = FULL_CHARS
+    for at, payload in rows:
+        mail = payload.get("mail") if isinstance(payload, dict) else None
+        full = str(mail.get("full_text") or "") if isinstance(mail, dict) else ""
+        if not full.strip() or left <= 0:
+            continue
+        subject = " ".join(str(mail.get("subject") or "").split())[:150] if mail else ""
+        shown = full.strip()
+        if len(shown) > left:
+            shown = shown[: left - 1] + "…"
+        left -= len(shown)
+        blocks.append(
+            _section(
+                f"*Mail of {slack_date(at)}*"
+                + (f" · _{escape(subject)}_" if subject else "")
+                + " · in full, as it came (the thread shows its new text only)"
+            )
+        )
+        # A code block keeps the quote's ">" lines and line breaks as they were; ``` inside
+        # the mail would end it early.
+        for chunk in _code_chunks(shown.replace("```", "ʼʼʼ")):
+            blocks.append(_section(f"```{chunk}```"))
+    if blocks:
+        blocks.insert(0, {"type": "divider"})
+        blocks.insert(
+            1,
+            _section(f"*The customer's latest mails in full* ({counted(len(rows), 'mail')})"),
+        )
+    return blocks
 
 
 async def history_modal(desk: Step, ev: HistoryModal) -> None:

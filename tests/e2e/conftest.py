@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from bot.domain.classifier import Classifier
 from bot.domain.rules import Rules, load_rules
 from bot.selfservice.kb import KnowledgeBase
 from sandbox import StandIns
+from storage.crypto import Keyring
 from storage.models import InboxRow, OutboxRow, Ticket
 
 ROOT = Path(__file__).parent.parent.parent
@@ -173,16 +175,19 @@ async def running_stack(
     rules: Rules = RULES,
     knowledge: KnowledgeBase | None = None,
     clock: Clock | None = None,
+    data_keys: Keyring | None = None,
 ) -> AsyncIterator[Stack]:
     """Stand-ins and a started desk on ``database_url``; both stopped on the way out.
 
     ``telegram_webhook`` is a path on the desk (``/telegram/webhook``) for webhook mode.
     ``clock``: the desk's (the stand-ins keep their own unless the test links them).
+    ``data_keys``: encryption at rest (storage/crypto.py); None, customers' data in clear.
     """
     standins = await start_standins()
     port: int = standins.desk_port  # type: ignore[attr-defined]
     hook = f"http://127.0.0.1:{port}{telegram_webhook}" if telegram_webhook else None
     settings = desk_settings(standins, database_url, port, telegram_webhook=hook)
+    settings = dataclasses.replace(settings, data_keys=data_keys)
     desk = DeskApp(
         settings, rules, classifier=classifier, idle_poll=0.05, knowledge=knowledge, clock=clock
     )

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from adapters.email import EmailAdapter
 from bot.app import DeskApp
 from bot.base.settings import EmailSettings, MailServer, mail_server
+from storage.crypto import Keyring
 from storage.models import Identity, InboxRow, Message, Ticket
 
 from .conftest import (
@@ -132,7 +133,12 @@ def mail(
 
 @asynccontextmanager
 async def email_stack(
-    database_url: str, dovecot: Dovecot, *, user: str | None = None, imap: MailServer | None = None
+    database_url: str,
+    dovecot: Dovecot,
+    *,
+    user: str | None = None,
+    imap: MailServer | None = None,
+    data_keys: Keyring | None = None,
 ) -> AsyncIterator[MailStack]:
     user = user or dovecot.new_user()
     smtp = SmtpSink(user)
@@ -149,6 +155,7 @@ async def email_stack(
             poll_seconds=5,
             public_url=f"http://127.0.0.1:{port}",
         ),
+        data_keys=data_keys,
     )
     desk = DeskApp(settings, RULES, idle_poll=0.05)
     await desk.start()

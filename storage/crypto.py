@@ -1,0 +1,209 @@
+"""Encryption at rest of what identifies or quotes a customer (issue 26, point 2).
+
+A value is sealed with AES-GCM (``cryptography``) under the desk's data key and stored as
+``dk1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>``: it carries the id of its key, so a
+desk reads values under its current key and under the old keys it still lists while
+``deskbot keys rotate`` re-encrypts them. The key id is authenticated too (the associated
+data), so a value cannot be moved under another key's id.
+
+The keyring is process-wide (:func:`install`, at start-up from the settings). With none, the
+column types below pass values through as plain text, exactly as before; values are read
+back whether they were stored clear or sealed, so a desk can turn encryption on and the
+rotation seals the old clear rows too.
+
+Equality lookups cannot compare ciphertexts (each sealing uses a fresh nonce). No sealed
+column is looked up by equality today: the columns the desk finds customers by (identities'
+``external_id`` and ``chat_id``, the routing keys) stay clear (docs/deploying.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import JSON, Text, TypeDecorator
+from sqlalchemy.engine import Dialect
+
+PREFIX = "dk1:"
+SEALED = re.compile(r"dk1:([0-9a-f]{8}):([A-Za-z0-9_-]{38,})")
+NONCE = 12
+
+
+class DataKeyError(ValueError):
+    """A data key that cannot be used, or a value that cannot be opened: never silent."""
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_key() -> str:
+    """A fresh 256-bit data key, as ``DESK_DATA_KEY`` takes it (base64url, 43 characters)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+
+
+def parse_key(text: str, name: str = "DESK_DATA_KEY") -> bytes:
+    try:
+        raw = _b64decode(text.strip())
+    except (binascii.Error, ValueError):
+        raise DataKeyError(f"{name} is not base64 (make one with `deskbot keys new`)") from None
+    if len(raw) != 32:
+        raise DataKeyError(
+            f"{name} must be 32 bytes in base64 (make one with `deskbot keys new`), "
+            f"got {len(raw)} bytes"
+        )
+    return raw
+
+
+def key_id(raw: bytes) -> str:
+    """8 hex digits naming a key without revealing it."""
+    return hashlib.sha256(b"deskbot data key id\x00" + raw).hexdigest()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    id: str
+    aead: AESGCM
+
+
+def _key(raw: bytes) -> _Key:
+    return _Key(key_id(raw), AESGCM(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    """The current key (what is written) and the old ones (still read)."""
+
+    current: _Key
+    old: tuple[_Key, ...] = ()
+    _by_id: dict[str, _Key] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, current: str, old: Iterable[str] = ()) -> Keyring:
+        cur = _key(parse_key(current))
+        olds = tuple(
+            _key(parse_key(k, "DESK_DATA_OLD_KEYS")) for k in old if k.strip() and k != current
+        )
+        ring = cls(cur, olds)
+        for k in (*olds, cur):
+            ring._by_id[k.id] = k
+        return ring
+
+    @property
+    def key_id(self) -> str:
+        return self.current.id
+
+    @property
+    def old_ids(self) -> tuple[str, ...]:
+        return tuple(k.id for k in self.old if k.id != self.current.id)
+
+    def seal(self, plain: str) -> str:
+        nonce = os.urandom(NONCE)
+        kid = self.current.id
+        sealed = self.current.aead.encrypt(nonce, plain.encode(), kid.encode())
+        return f"{PREFIX}{kid}:{base64.urlsafe_b64encode(nonce + sealed).rstrip(b'=').decode()}"
+
+    def open(self, value: str) -> str:
+        m = SEALED.fullmatch(value)
+        if m is None:
+            return value  # stored in clear (before the key, or without one)
+        kid, body = m.groups()
+        key = self._by_id.get(kid)
+        if key is None:
+            raise DataKeyError(
+                f"a value is sealed with key {kid}, which is neither DESK_DATA_KEY nor in "
+                "DESK_DATA_OLD_KEYS"
+            )
+        raw = _b64decode(body)
+        try:
+            return key.aead.decrypt(raw[:NONCE], raw[NONCE:], kid.encode()).decode()
+        except InvalidTag:
+            raise DataKeyError(
+                f"a value sealed with key {kid} fails authentication: it was altered"
+            ) from None
+
+
+_ring: Keyring | None = None
+
+
+def install(ring: Keyring | None) -> None:
+    """Set the process's keyring (None: plain text, as a desk without a key)."""
+    global _ring
+    _ring = ring
+
+
+def keyring() -> Keyring | None:
+    return _ring
+
+
+def is_sealed(value: object) -> bool:
+    return isinstance(value, str) and SEALED.fullmatch(value) is not None
+
+
+def sealed_key_id(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    m = SEALED.fullmatch(value)
+    return m.group(1) if m else None
+
+
+def open_value(value: str) -> str:
+    if not is_sealed(value):
+        return value
+    if _ring is None:
+        raise DataKeyError(
+            "the database holds encrypted values but no DESK_DATA_KEY is set: set the key"
+        )
+    return _ring.open(value)
+
+
+def seal_text(value: str) -> str:
+    """``value`` sealed under the current key, as EncryptedText stores it; itself without a
+    key. For a column that stays clear for the queries but sometimes quotes a customer (a
+    ticket event of an edit); :func:`open_value` reads it back."""
+    return value if _ring is None or value == "" else _ring.seal(value)
+
+
+class EncryptedText(TypeDecorator[str]):
+    """Text sealed under the data key; the empty string stays empty (``text != ''`` filters
+    keep working and an erased value looks erased)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None or value == "" or _ring is None:
+            return value
+        return _ring.seal(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return open_value(value)
+
+
+class EncryptedJSON(TypeDecorator[Any]):
+    """A JSON document sealed whole: stored as a JSON string ``"dk1:…"`` in the same JSON
+    column, so turning encryption on needs no change of column type."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if _ring is None or value is None:
+            return value
+        return _ring.seal(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if is_sealed(value):
+            return json.loads(open_value(value))
+        return value
