@@ -183,6 +183,8 @@ class DeskApp:
             self.clock,
             self.inbox,
             knowledge=self.knowledge,
+            # /link name@example.com: a mailbox to send the link from, a public URL to open it.
+            email_links=bool(self.settings.email and self.settings.email.public_url),
             outbox_wakeup=self.outbox.wakeup,
             idle_poll=self.idle_poll,
         )

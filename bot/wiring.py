@@ -43,7 +43,7 @@ from bot.core.step import (
     TicketSeated,
 )
 from bot.core.tickets import Desk, Desks
-from bot.customers import linking
+from bot.customers import email_link, linking
 from bot.customers.privacy import RawPurger
 from bot.delivery.dispatcher import DbInbox, Dispatcher
 from bot.delivery.jobs import AssignmentSweeper, PresencePoller
@@ -118,8 +118,12 @@ def desks(rules: Rules) -> Desks:
     return Desks(rules, hooks())
 
 
-def routes(rules: Rules, knowledge: kb.KnowledgeBase | None) -> Routes:
-    """Each inbox event to its handler; the first route that matches takes it."""
+def routes(
+    rules: Rules, knowledge: kb.KnowledgeBase | None, *, email_links: bool = False
+) -> Routes:
+    """Each inbox event to its handler; the first route that matches takes it.
+    ``email_links``: the desk can mail a link to verify an address (a mailbox and a public
+    URL)."""
     r = Routes()
     # Email first: the mail is put on its thread (or recorded as noise) before anything reads
     # its chat id (bot/mail/threads.py).
@@ -130,6 +134,18 @@ def routes(rules: Rules, knowledge: kb.KnowledgeBase | None) -> Routes:
         name="email thread",
     )
     # Customers.
+    r.add(
+        CustomerMessage,
+        lambda d, p: email_link.request(d, _ev(p, CustomerMessage), enabled=email_links),
+        when=lambda e, p: email_link.is_email_link_request(e),
+        name="link an e-mail address",
+    )
+    r.add(
+        CustomerButton,
+        lambda d, p: email_link.confirm(d, _ev(p, CustomerButton)),
+        when=lambda e, p: email_link.is_confirmation(e),
+        name="e-mail address verified",
+    )
     r.add(
         CustomerMessage,
         lambda d, p: linking.offer_link(d, _ev(p, CustomerMessage)),
@@ -242,6 +258,7 @@ def dispatcher(
     inbox: DbInbox,
     *,
     knowledge: kb.KnowledgeBase | None = None,
+    email_links: bool = False,
     **options: Any,
 ) -> Dispatcher:
     """The dispatcher with this desk's routes and preparers (``options``: its tuning)."""
@@ -251,7 +268,7 @@ def dispatcher(
         classifier,
         clock,
         inbox,
-        routes=routes(desks.rules, knowledge),
+        routes=routes(desks.rules, knowledge, email_links=email_links),
         preparers=preparers(sessions, desks.rules, knowledge),
         **options,
     )

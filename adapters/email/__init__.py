@@ -26,6 +26,8 @@ from aiohttp import web
 from adapters._common import digest_id
 from adapters.email.compose import compose, message_id_for
 from adapters.email.imap import MailboxReader
+from adapters.email.links import ROUTE as LINK_ROUTE
+from adapters.email.links import LinkPages, identity_key, is_link_mail, link_mail
 from adapters.email.parse import audit_record, parse_mail
 from adapters.email.ratings import ROUTE as RATE_ROUTE
 from adapters.email.ratings import RatingPages, link_key, rating_links
@@ -101,12 +103,16 @@ class EmailAdapter:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def install(self, app: web.Application) -> None:
-        """No webhook (the desk reads the mailbox itself); the rating links' pages."""
+        """No webhook (the desk reads the mailbox itself); the rating links' pages, and the
+        pages of the links that verify an address for a chat customer (adapters/email/links.py)."""
         if self.store is None:
             raise RuntimeError("the email adapter needs its MailStore before install()")
         pages = RatingPages(self._settings, self._inbox, self.store)
         app.router.add_get(RATE_ROUTE, pages.show)
         app.router.add_post(RATE_ROUTE, pages.rate)
+        linking = LinkPages(self._settings, self._inbox, self._clock)
+        app.router.add_get(LINK_ROUTE, linking.show)
+        app.router.add_post(LINK_ROUTE, linking.confirm)
 
     async def start(self) -> None:
         if self.store is None:
@@ -243,6 +249,8 @@ class EmailAdapter:
             raise BadRequest(f"email cannot send {message.kind}")
         if self.store is None:
             raise Unavailable("the email adapter is not started")
+        if is_link_mail(message):
+            return await self._send_link(message)
         out = await self.store.outgoing(
             message.destination, message.outbox_id, address_of(message.destination)
         )
@@ -279,6 +287,30 @@ class EmailAdapter:
         )
         await self._smtp(mail)
         log.info("email.sent ticket=%s automatic=%s", message.ticket_id, out.automatic)
+        return Delivery(platform_message_id=message_id)
+
+    async def _send_link(self, message: Outbound) -> Delivery:
+        """The mail that verifies an address for a chat customer: a thread of its own."""
+        to = address_of(message.destination)
+        if not self._settings.public_url:
+            raise BadRequest("DESK_PUBLIC_URL is not set: the link would lead nowhere")
+        if to == self._settings.address.lower():
+            raise BadRequest("the desk's own address cannot be linked to a customer")
+        message_id = message_id_for(
+            message.outbox_id, message.destination, message.text, self._settings.domain
+        )
+        mail = link_mail(
+            message,
+            key=identity_key(self._settings),
+            public_url=self._settings.public_url,
+            sender=self._settings.address,
+            sender_name=self._settings.name,
+            to=to,
+            message_id=message_id,
+            when=self._clock.now(),
+        )
+        await self._smtp(mail)
+        log.info("email.link_sent")
         return Delivery(platform_message_id=message_id)
 
     async def _smtp(self, mail: EmailMessage) -> None:

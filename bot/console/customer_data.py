@@ -153,8 +153,11 @@ async def unlink_customer(inv: Invocation) -> str:
     if not await is_agent(inv):
         return refuse(inv, "/desk unlink", "agent")
     words = inv.args.split()
-    if len(words) != 2 or words[1].lower() not in ("telegram", "whatsapp"):
-        return "Say whose and which channel: `/desk unlink c45 whatsapp` (or a ticket number)."
+    if len(words) != 2 or words[1].lower() not in ("telegram", "whatsapp", "email"):
+        return (
+            "Say whose and which channel: `/desk unlink c45 whatsapp` (telegram, whatsapp or"
+            " email; or a ticket number)."
+        )
     try:
         customer = await privacy.find_customer(inv.session, words[0])
         split = await customers.unlink(inv.desk, customer.id, words[1].lower(), actor=inv.user_id)

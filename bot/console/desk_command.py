@@ -380,8 +380,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         link_customer,
     ),
     "unlink": Subcommand(
-        "agents: undo a wrong link (`/desk unlink c45 whatsapp`): that channel becomes a"
-        " customer of its own",
+        "agents: undo a wrong link (`/desk unlink c45 whatsapp`, or `email`): that channel"
+        " becomes a customer of its own",
         unlink_customer,
     ),
     "customer-export": Subcommand(

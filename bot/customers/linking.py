@@ -162,9 +162,11 @@ def _channels(identities: list[Identity]) -> str:
     return " and ".join(sorted({names.get(i.channel, i.channel) for i in identities}))
 
 
-async def link(desk: Desk, a: int, b: int, *, actor: str) -> int:
+async def link(desk: Desk, a: int, b: int, *, actor: str, how: str = "phone") -> int:
     """Make customers ``a`` and ``b`` one: the older keeps its id and takes the other's
-    identities and tickets. Returns the customer id that remains."""
+    identities and tickets. Returns the customer id that remains. ``how``: what proved them
+    one person, ``phone`` or ``email`` (bot/customers/email_link.py)."""
+    proof = "e-mail address" if how == "email" else "phone number"
     keep, gone = (a, b) if a < b else (b, a)
     kept = await desk.s.get_one(Customer, keep)
     merged = await desk.s.get_one(Customer, gone)
@@ -188,13 +190,13 @@ async def link(desk: Desk, a: int, b: int, *, actor: str) -> int:
     )
     for ticket in everyone:
         desk.history(
-            ticket, "customer", actor, f"c{gone}", f"c{keep}", "linked: same verified phone"
+            ticket, "customer", actor, f"c{gone}", f"c{keep}", f"linked: same verified {how}"
         )
         if ticket.status in ACTIVE and ticket.slack_ts:
             desk.thread(
                 ticket,
                 f"🔗 This customer is one person on {_channels(identities)} now (linked by a"
-                f" verified phone number): {len(everyone)}"
+                f" verified {proof}): {len(everyone)}"
                 f" {'ticket' if len(everyone) == 1 else 'tickets'} in their history."
                 f" `/desk unlink c{keep} {moving[0].channel if moving else 'whatsapp'}` undoes it.",
             )

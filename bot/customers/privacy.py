@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.base.clock import Clock
 from bot.base.repeat import repeat
 from bot.core.tickets import Desk
+from bot.customers import email_link
 from bot.domain.mail import conversation_of
 from bot.domain.outbound import Outbound
 from bot.domain.rules import Rules
@@ -350,6 +351,8 @@ async def forget(desk: Desk, customer: Customer) -> Held:
         name = export_name(customer)
         candidates = await s.scalars(select(OutboxRow).where(*slack_desk))
         outbox += [r for r in candidates if (r.payload or {}).get("file_name") == name]
+    # The mails that verify an address for one of their chats (/link name@example.com).
+    outbox += await email_link.link_mails(s, [i.id for i in identities])
     slack_posts: list[tuple[str, str]] = []
     slack_files: list[tuple[str, str]] = []
     for row in outbox:
