@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -25,7 +25,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from storage.models import InboxRow, OutboxRow, SurgeLock
+from storage.models import AutomationTimer, InboxRow, OutboxRow, SlaTimer, SurgeLock
+
+Timer = TypeVar("Timer", SlaTimer, AutomationTimer)
 
 INBOX_OPEN = ("pending", "processing")
 OUTBOX_OPEN = ("pending", "sending")
@@ -81,6 +83,29 @@ async def inbox_claim(
         row.lease_until = now + lease
         row.lease_owner = owner
         row.attempts += 1
+    return rows
+
+
+async def timers_claim(
+    session: AsyncSession,
+    model: type[Timer],
+    now: datetime,
+    lease: timedelta,
+    owner: str,
+    limit: int,
+) -> list[Timer]:
+    """Due timers (the SLA's, the automations') no live lease holds, oldest due first, leased
+    to ``owner``: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so processes claim different ones."""
+    stmt = (
+        select(model)
+        .where(model.due_at <= now, or_(model.lease_until.is_(None), model.lease_until < now))
+        .order_by(model.due_at, *model.__table__.primary_key)
+        .limit(limit)
+    )
+    rows = list((await session.scalars(_locking(stmt, session))).all())
+    for row in rows:
+        row.lease_until = now + lease
+        row.lease_owner = owner
     return rows
 
 

@@ -7,7 +7,7 @@ import logging
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.automations.runner import Automator
@@ -16,6 +16,7 @@ from bot.base.process import this_process
 from bot.base.repeat import repeat
 from bot.core.tickets import Desks
 from storage.models import AutomationTimer, Ticket
+from storage.queues import timers_claim
 
 log = logging.getLogger("deskbot.automations")
 
@@ -54,21 +55,7 @@ class AutomationScheduler:
         now = self._clock.now()
         me = self._owner or this_process()
         async with self._sessions.begin() as session:
-            stmt = (
-                select(AutomationTimer)
-                .where(
-                    AutomationTimer.due_at <= now,
-                    or_(AutomationTimer.lease_until.is_(None), AutomationTimer.lease_until < now),
-                )
-                .order_by(AutomationTimer.due_at, AutomationTimer.id)
-                .limit(self._batch)
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            rows = list((await session.scalars(stmt)).all())
-            for row in rows:
-                row.lease_until = now + self._lease
-                row.lease_owner = me
+            rows = await timers_claim(session, AutomationTimer, now, self._lease, me, self._batch)
             return [row.id for row in rows]
 
     async def fire(self, timer_id: int) -> str:

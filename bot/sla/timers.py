@@ -7,7 +7,6 @@ import logging
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
@@ -16,6 +15,7 @@ from bot.base.repeat import repeat
 from bot.core.tickets import Desks
 from bot.sla.keeper import SlaKeeper
 from storage.models import SlaTimer, Ticket
+from storage.queues import timers_claim
 
 log = logging.getLogger("deskbot.scheduler")
 
@@ -49,21 +49,7 @@ class SlaScheduler:
         now = self._clock.now()
         me = this_process()
         async with self._sessions.begin() as session:
-            stmt = (
-                select(SlaTimer)
-                .where(
-                    SlaTimer.due_at <= now,
-                    or_(SlaTimer.lease_until.is_(None), SlaTimer.lease_until < now),
-                )
-                .order_by(SlaTimer.due_at)
-                .limit(self._batch)
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            timers = list((await session.scalars(stmt)).all())
-            for timer in timers:
-                timer.lease_until = now + self._lease
-                timer.lease_owner = me
+            timers = await timers_claim(session, SlaTimer, now, self._lease, me, self._batch)
             due = [t.ticket_id for t in timers]
         for ticket_id in due:
             async with self._sessions.begin() as session:
