@@ -39,6 +39,10 @@ from sandbox.demo import AGENTS, fill
 from storage.db import create_engine, session_factory
 
 
+def _load() -> tuple[float, ...]:
+    return tuple(round(x, 2) for x in os.getloadavg())
+
+
 class Ticker:
     """Wakes every millisecond; the longest gap between wakes is the loop's longest stall."""
 
@@ -109,7 +113,7 @@ async def run(days: int, runs: int) -> StallResult:
         now = datetime(2026, 12, 6, 18, 0, tzinfo=UTC)
         period = parse_period("365d", now, ZoneInfo("UTC"))
         agents = {a for team in AGENTS.values() for a in team}
-        result = StallResult(tickets=tickets, load_before=os.getloadavg())
+        result = StallResult(tickets=tickets, load_before=_load())
         ticker = Ticker()
 
         async def on_loop() -> Stats:
@@ -134,7 +138,7 @@ async def run(days: int, runs: int) -> StallResult:
                 assert b is not None and a.figures == b.figures, "the two ways disagree"
         finally:
             await engine.dispose()
-        result.load_after = os.getloadavg()
+        result.load_after = _load()
         result.measured_at = datetime.now(UTC).isoformat(timespec="seconds")
         assert timedelta(days=365) <= period.end - period.start
         return result
