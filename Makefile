@@ -43,6 +43,7 @@ test: lint
 # Figures beside a reference measured in the same run; JSON and a PNG plot in bench-results/.
 bench: $(STAMP)
 	$(BIN)/python -m bench.loop --json bench-results/loop.json --plot bench-results/loop.png
+	$(BIN)/python -m bench.report_stall --json bench-results/report-stall.json
 
 # Five minutes at 50 customer messages a second (acknowledgement latency), then 300 new tickets
 # under Slack's real limits (README, "Sustained load and a burst under real limits").

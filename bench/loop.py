@@ -167,7 +167,7 @@ def plot(result: LoopResult, out: Path) -> None:
 async def run(
     messages: int, samples: int, database: str | None, channel: str, encrypted: bool = False
 ) -> LoopResult:
-    port = 18080
+    port = int(os.environ.get("BENCH_PORT", "18080"))
     standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
     await standins.start()
     with tempfile.TemporaryDirectory() as tmp:

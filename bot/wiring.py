@@ -79,6 +79,7 @@ from bot.incidents.command import incident_action
 from bot.incidents.render import IncidentRenderer
 from bot.mail.threads import thread_mail
 from bot.reports.digest import DigestScheduler
+from bot.reports.offloop import ReportPreparer
 from bot.selfservice import kb
 from bot.selfservice.prepare import KbMatcher, status_lookup
 from bot.selfservice.status import answer_status
@@ -211,7 +212,7 @@ def routes(
         when=lambda e, p: e.action in controls.CONTROL_ACTIONS,
     )
     r.add(AgentAction, lambda d, p: d.agent_action(_ev(p, AgentAction)))
-    r.add(SlashCommand, lambda d, p: answer_command(d, _ev(p, SlashCommand)))
+    r.add(SlashCommand, lambda d, p: answer_command(d, _ev(p, SlashCommand), p.report))
     r.add(HomeEvent, lambda d, p: home.home_event(d, _ev(p, HomeEvent)))
     r.add(ReplyModal, lambda d, p: reply_modal(d, _ev(p, ReplyModal)))
     r.add(AgentReply, lambda d, p: agent_reply(d, _ev(p, AgentReply)))
@@ -222,11 +223,15 @@ def routes(
 
 
 def preparers(
-    sessions: async_sessionmaker[AsyncSession], rules: Rules, knowledge: kb.KnowledgeBase | None
+    sessions: async_sessionmaker[AsyncSession],
+    rules: Rules,
+    knowledge: kb.KnowledgeBase | None,
+    clock: Clock,
 ) -> Preparers:
-    """Work done for an event outside its transaction: before the model, then after it."""
+    """Work done for an event outside its transaction: before the model, then after it (a
+    supervisor's report, in a worker thread: bot/reports/offloop.py)."""
     return Preparers(
-        before_model=[status_lookup(rules)],
+        before_model=[status_lookup(rules), ReportPreparer(sessions, rules, clock)],
         after_model=[KbMatcher(sessions, rules, knowledge)],
     )
 
@@ -269,7 +274,7 @@ def dispatcher(
         clock,
         inbox,
         routes=routes(desks.rules, knowledge, email_links=email_links),
-        preparers=preparers(sessions, desks.rules, knowledge),
+        preparers=preparers(sessions, desks.rules, knowledge, clock),
         **options,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from storage import inline_sqlite
 
@@ -27,7 +29,17 @@ class DatabaseError(RuntimeError):
     pass
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+# The URL each engine was made from (with its password and ?search_path=), so that a worker
+# can open an engine of its own on the same database (:func:`shared_url`).
+_URLS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngine:
+    """The desk's engine for ``url``. ``reader=True``: an engine that only reads, for a worker
+    with its own event loop (no pool kept; on SQLite its transactions are plain deferred
+    ``BEGIN``, which in WAL mode read beside the desk's writer instead of taking the write
+    lock)."""
+    original = url
     if url.startswith("sqlite") and "aiosqlite" not in url:
         raise DatabaseError(f"use sqlite+aiosqlite:// for SQLite, got {url.split(':', 1)[0]}")
     if url.startswith("postgresql") and "asyncpg" not in url:
@@ -49,25 +61,41 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # found at checkout and replaced, instead of failing the work that drew it: without
         # this, a dispatcher burned its retries on dead pooled connections (bench.chaos).
         kwargs.setdefault("pool_pre_ping", True)
-    if parsed.get_backend_name() == "sqlite":
+    if reader:
+        kwargs.setdefault("poolclass", NullPool)
+    if parsed.get_backend_name() == "sqlite" and not reader:
         # SQLite has one writer at a time, and a writer that finds the lock taken waits in
         # SQLite's busy handler, which sleeps in steps of up to 100 ms. One connection per
         # process, handed out by the pool's async queue, makes the wait a cheap await instead
         # (measured: loop throughput 23 → see the README).
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 0)
-        if inline_sqlite_enabled():
-            # Statements run on the event loop's thread instead of aiosqlite's (see
-            # storage/inline_sqlite.py for why, and what it trades away).
-            path = parsed.database or ":memory:"
-            kwargs.setdefault("async_creator", lambda: inline_sqlite.connect(path))
+    if parsed.get_backend_name() == "sqlite" and inline_sqlite_enabled():
+        # Statements run on the event loop's thread instead of aiosqlite's (see
+        # storage/inline_sqlite.py for why, and what it trades away).
+        path = parsed.database or ":memory:"
+        kwargs.setdefault("async_creator", lambda: inline_sqlite.connect(path))
     try:
         engine = create_async_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:  # an unknown database, a driver not installed
         raise DatabaseError(f"the desk cannot use {where_url(url)}: {problem(exc)}") from None
     if engine.dialect.name == "sqlite":
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, reader=reader)
+    _URLS[engine.sync_engine] = original
     return engine
+
+
+def shared_url(engine: AsyncEngine) -> str | None:
+    """The URL ``engine`` was made from, for another thread or process to open an engine of
+    its own on the same database (``create_engine(url, reader=True)``); None for an in-memory
+    SQLite database, which no other connection can see. Never log it: it holds the password."""
+    url = _URLS.get(engine.sync_engine)
+    if url is None:
+        return None
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        return None
+    return url
 
 
 def inline_sqlite_enabled() -> bool:
@@ -75,7 +103,7 @@ def inline_sqlite_enabled() -> bool:
     return os.environ.get("DESK_SQLITE_THREAD", "") not in ("1", "true", "yes")
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _tune_sqlite(engine: AsyncEngine, *, reader: bool = False) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transactions into our own hands (see _on_begin) and set WAL once per connection.
@@ -94,7 +122,8 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: Connection) -> None:
         # A deferred SQLite transaction that reads and then writes can fail with SQLITE_BUSY
         # without waiting on busy_timeout; taking the write lock up front makes it wait instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader never writes: its deferred transaction reads one snapshot beside the writer.
+        conn.exec_driver_sql("BEGIN" if reader else "BEGIN IMMEDIATE")
 
 
 class HoldingSession(Session):

@@ -110,13 +110,23 @@ async def timers_claim(
 
 
 async def outbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
+    """Queue ``rows`` in this order (a row whose idempotency key is queued already is skipped);
+    returns how many were added.
+
+    On SQLite one multi-row INSERT, whose rows take ascending ids in the order given (the
+    outbox's order per destination is the id order). On PostgreSQL one INSERT a row, which
+    makes that order certain there too (the order in which a multi-row VALUES list draws from
+    a sequence is not documented)."""
+    if not rows:
+        return 0
+    add = _insert(session)(OutboxRow)
+    if session.get_bind().dialect.name == "sqlite" and len({tuple(r) for r in rows}) == 1:
+        stmt = add.values(list(rows)).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        result = await session.execute(stmt)
+        return max(getattr(result, "rowcount", 0) or 0, 0)
     added = 0
     for row in rows:
-        stmt = (
-            _insert(session)(OutboxRow)
-            .values(**row)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        )
+        stmt = add.values(**row).on_conflict_do_nothing(index_elements=["idempotency_key"])
         result = await session.execute(stmt)
         added += max(getattr(result, "rowcount", 0) or 0, 0)
     return added

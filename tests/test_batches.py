@@ -85,6 +85,44 @@ async def test_a_failing_event_in_a_batch_is_rolled_back_alone(
     assert len([m for m in desk.slack.sent if m.kind == "slack_card"]) == 3
 
 
+async def test_an_event_failing_after_its_bulk_outbox_insert_is_rolled_back_alone(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A step's outbox rows are one multi-row INSERT (storage/queues.py, on SQLite): an event
+    # that fails after it has written them takes all of them back with it, and nobody else's.
+    real = dispatcher.Dispatcher._queue
+
+    async def faulty(self: Any, session: Any, desk_: Desk, inbox_id: int) -> None:
+        await real(self, session, desk_, inbox_id)
+        if any("boom" in (o.text or "") for o, _ in desk_.fx.items):
+            raise RuntimeError("boom after the outbox rows")
+
+    monkeypatch.setattr(dispatcher.Dispatcher, "_queue", faulty)
+    await _write(desk, ["my parcel is late", "boom goes the desk", "refund please"])
+    assert await desk.dispatcher.run_once() == 3
+
+    async def queued() -> list[tuple[str, str]]:
+        async with desk.sessions() as s:
+            rows = (await s.scalars(select(OutboxRow).order_by(OutboxRow.id))).all()
+            return [(r.payload["kind"], r.idempotency_key) for r in rows]
+
+    first = await queued()
+    # Two tickets: each an acknowledgement and a card, queued in that order; nothing of "boom".
+    assert [kind for kind, _ in first] == ["text", "slack_card", "text", "slack_card"]
+    async with desk.sessions() as s:
+        subjects = sorted((await s.scalars(select(Ticket.subject))).all())
+    assert subjects == ["my parcel is late", "refund please"]
+
+    monkeypatch.setattr(dispatcher.Dispatcher, "_queue", real)
+    desk.clock.advance(seconds=1)
+    await desk.settle()
+    again = await queued()
+    assert again[:4] == first  # what stood stays, once
+    assert [kind for kind, _ in again[4:]] == ["text", "slack_card"]
+    assert len({key for _, key in again}) == 6
+    assert len([m for m in desk.slack.sent if m.kind == "slack_card"]) == 3
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_burst_costs_one_commit_per_batch_on_sqlite(
     desk: Harness, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch

@@ -48,18 +48,9 @@ from bot.domain.routing import SLACK_USER
 from bot.domain.tickets import ACTIVE
 from bot.domain.words import counted
 from bot.incidents.command import INCIDENT_HELP, incident_command
-from bot.reports.charts import chart_data
 from bot.reports.command import current_agents
-from bot.reports.export import tickets_csv
-from bot.reports.metrics import (
-    GROUP_KEYS,
-    PeriodError,
-    agent_names,
-    build,
-    load_histories,
-    parse_period,
-    self_service,
-)
+from bot.reports.metrics import GROUP_KEYS, PeriodError, parse_period
+from bot.reports.offloop import Export, Stats, compute_export, compute_stats, stats_args
 from bot.reports.render import metric_lines, self_service_line, slack_blocks, title
 from bot.workspace.cards import card_link
 from storage.models import AuditEntry, Customer, Ticket
@@ -74,7 +65,7 @@ STATUS_NAME = {"new": "unclaimed", "open": "open", "pending": "waiting on the cu
 DEFAULT = "status"  # what a bare /desk does
 
 
-async def desk_command(desk: Desk, command: SlashCommand) -> str:
+async def desk_command(desk: Desk, command: SlashCommand, ready: object = None) -> str:
     word, _, rest = command.text.strip().partition(" ")
     name = word.lower() or DEFAULT
     sub = SUBCOMMANDS.get(name)
@@ -83,16 +74,25 @@ async def desk_command(desk: Desk, command: SlashCommand) -> str:
         shown = escape(word.replace("`", ""))[:40]
         return f"`/desk {shown}` is not a /desk command.\n\n" + help_text()
     return await sub.run(
-        Invocation(desk, command.user_id, rest.strip(), command.team_domain, command.slack_channel)
+        Invocation(
+            desk,
+            command.user_id,
+            rest.strip(),
+            command.team_domain,
+            command.slack_channel,
+            ready if name in ("stats", "export") else None,
+        )
     )
 
 
 # -- the subcommands -------------------------------------------------------------------------
 
 
-async def answer_command(desk: Desk, command: SlashCommand) -> None:
-    """``/desk …``: the answer, seen only by whoever typed it (its ``response_url``)."""
-    text = await desk_command(desk, command)
+async def answer_command(desk: Desk, command: SlashCommand, ready: object = None) -> None:
+    """``/desk …``: the answer, seen only by whoever typed it (its ``response_url``).
+    ``ready``: a report worked out before the step, off the event loop (bot/reports/offloop.py).
+    """
+    text = await desk_command(desk, command, ready)
     if command.response_url:
         desk.fx.say(
             Outbound(
@@ -186,42 +186,32 @@ async def _help(inv: Invocation) -> str:
 # -- supervisors' figures and the audit trail -------------------------------------------------
 
 
-def _stats_args(args: str) -> tuple[str, str | None]:
-    """``[period] [by KEY]`` → (period, key); the key is checked by the caller."""
-    words = args.split()
-    by = None
-    if len(words) >= 2 and words[-2].lower() == "by":
-        by = words[-1].lower()
-        words = words[:-2]
-    return " ".join(words), by
-
-
 async def _stats(inv: Invocation) -> str:
     command = f"/desk stats {inv.args}".strip()
     if not await is_supervisor(inv):
         return refuse(inv, "/desk stats", "supervisor")
-    period_text, by = _stats_args(inv.args)
+    period_text, by = stats_args(inv.args)
     if by is not None and by not in GROUP_KEYS:
         return f"Cannot group by `{escape(by)}`: use one of {', '.join(GROUP_KEYS)}."
     try:
         period = parse_period(period_text, inv.now, desk_tz())
     except PeriodError as exc:
         return escape(str(exc))
-    agents = current_agents(inv.desk.rules)
-    histories = await load_histories(inv.session, period.start, period.end)
-    names = await agent_names(inv.session)
-    figures = build(histories, period, inv.now, by, agents, names)
-    figures["self_service"] = await self_service(inv.session, period.start, period.end)
+    stats = inv.ready
+    if not (isinstance(stats, Stats) and stats.period == period and stats.by == by):
+        # Nothing worked out before the step (or for another day): here, on the loop.
+        agents = current_agents(inv.desk.rules)
+        stats = await compute_stats(inv.session, period, inv.now, by, agents)
+    figures = stats.figures
     if inv.channel:
-        # The charts' numbers come from the same histories as the figures, so the pictures can
-        # never disagree with the answer; the outbox sender draws and uploads them.
+        # The outbox sender draws and uploads the charts.
         inv.desk.fx.say(
             Outbound(
                 channel="slack",
                 kind="slack_charts",
                 destination=inv.channel,
                 text=f"{title(figures)} · charts for <@{inv.user_id}>",
-                chart=chart_data(histories, period, inv.now, agents, names),
+                chart=stats.chart,
             )
         )
     audit(inv, "stats", command, period=[figures["from"], figures["to"]], by=by)
@@ -246,7 +236,10 @@ async def _export(inv: Invocation) -> str:
         period = parse_period(inv.args, inv.now, desk_tz())
     except PeriodError as exc:
         return escape(str(exc))
-    content, count = await tickets_csv(inv.session, period)
+    export = inv.ready
+    if not (isinstance(export, Export) and export.period == period):
+        export = await compute_export(inv.session, period)
+    content, count = export.content, export.count
     span = (
         period.first.isoformat()
         if period.first == period.last

@@ -31,6 +31,8 @@ class Invocation:
     args: str  # whatever followed the subcommand's name
     team_domain: str = ""  # the workspace's subdomain, for links to cards
     channel: str = ""  # the Slack conversation where the command was typed
+    # What was worked out before the step, off the event loop (bot/reports/offloop.py).
+    ready: object = None
 
     @property
     def session(self) -> AsyncSession:

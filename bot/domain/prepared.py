@@ -4,6 +4,7 @@ classification, the detected language, a status lookup, knowledge-base hits)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from bot.domain.classifier import Classification
 from bot.domain.customer_requests import StatusRequest
@@ -18,3 +19,5 @@ class Prepared:
     detected: str | None = None
     lookup: StatusRequest | None = None
     hits: list[Hit] = field(default_factory=list)
+    # A supervisor's report worked out in a worker thread (bot/reports/offloop.py), or None.
+    report: Any = None

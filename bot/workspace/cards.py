@@ -1,4 +1,5 @@
-"""The ticket card in Slack, built with slack_sdk's Block Kit models (which enforce the limits).
+"""The ticket card in Slack, as Block Kit dictionaries (:mod:`bot.workspace.blockkit`, which
+checks Slack's limits as slack_sdk's models did, at a fraction of their cost).
 
 What a customer wrote is shown verbatim: it goes into ``rich_text`` blocks as plain text
 elements, which Slack never reads as mrkdwn, so a customer's ``*star*`` stays a star and text
@@ -14,34 +15,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    Block,
-    ButtonElement,
-    ContextBlock,
-    MarkdownTextObject,
-    RichTextBlock,
-    RichTextQuoteElement,
-    SectionBlock,
-    StaticMultiSelectElement,
-    StaticSelectElement,
-    UserSelectElement,
-)
-from slack_sdk.models.blocks.basic_components import Option
-
 from bot.domain.mrkdwn import (
+    CUSTOMER_TEXT_LIMIT,
     PRIORITY_ICON,
     TARGET_NAME,
     _clip,
-    _verbatim,
     escape,
     person,
     slack_date,
 )
 from bot.domain.tickets import ACTIVE, CHANNEL_NAME
+from bot.workspace.blockkit import (
+    Json,
+    actions,
+    button,
+    checked,
+    context,
+    multi_static_select,
+    option,
+    section,
+    static_select,
+    users_select,
+)
 from storage.models import Ticket
-
-SECTION_LIMIT = 3000  # slack_sdk refuses longer section text
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,89 +164,69 @@ def card_blocks(v: CardView) -> list[dict[str, Any]]:
         f"via {CHANNEL_NAME.get(v.channel, v.channel)} · priority *{v.priority}*"
     )
     reasons = "; ".join(v.reasons) or "no reasons recorded"
-    blocks: list[Block] = [
-        SectionBlock(block_id="header", text=MarkdownTextObject(text=header)),
-        ContextBlock(
-            block_id="reasons",
-            elements=[
-                MarkdownTextObject(text=_clip("Why: " + escape(reasons), 2000)),
-                *([MarkdownTextObject(text=escape(line))] if (line := model_line(v.model)) else []),
-            ],
+    model = model_line(v.model)
+    blocks: list[Json] = [
+        section("header", header),
+        context(
+            "reasons",
+            [_clip("Why: " + escape(reasons), 2000), *([escape(model)] if model else [])],
         ),
-        *(
-            [ContextBlock(block_id="story", elements=[MarkdownTextObject(text="🧾 " + v.story)])]
-            if v.story
-            else []
-        ),
-        RichTextBlock(
-            block_id="message",
-            elements=[RichTextQuoteElement(elements=[_verbatim(v.first_message)])],
-        ),
-        ContextBlock(
-            block_id="state",
-            elements=[MarkdownTextObject(text=v.moved)],
-        )
-        if v.moved
-        else ContextBlock(
-            block_id="state",
-            elements=[
-                MarkdownTextObject(text=state),
-                *([MarkdownTextObject(text=v.mail)] if v.mail else []),
-                *([MarkdownTextObject(text=line)] if (line := clocks_line(v.sla)) else []),
-                *([MarkdownTextObject(text=v.window)] if v.window and v.status in ACTIVE else []),
-                *(
-                    [MarkdownTextObject(text=f"📚 suggested: *{escape(_clip(v.suggested, 200))}*")]
-                    if v.suggested
-                    else []
-                ),
-            ],
-        ),
+        *([context("story", ["🧾 " + v.story])] if v.story else []),
+        {
+            "type": "rich_text",
+            "block_id": "message",
+            "elements": [{"type": "rich_text_quote", "elements": [verbatim(v.first_message)]}],
+        },
     ]
     if v.moved:
-        return [b.to_dict() for b in blocks]
-    buttons: list[ButtonElement | StaticSelectElement] = []
+        blocks.append(context("state", [v.moved]))
+        return checked(blocks)
+    clocks = clocks_line(v.sla)
+    blocks.append(
+        context(
+            "state",
+            [
+                state,
+                *([v.mail] if v.mail else []),
+                *([clocks] if clocks else []),
+                *([v.window] if v.window and v.status in ACTIVE else []),
+                *([f"📚 suggested: *{escape(_clip(v.suggested, 200))}*"] if v.suggested else []),
+            ],
+        )
+    )
+    tid = str(v.ticket_id)
+    buttons: list[Json] = []
     # Claim stays while the desk's own choice stands: a person may take the ticket over.
     if v.status == "new" or (v.status in ("open", "pending") and v.assigned_by == "desk"):
-        buttons.append(
-            ButtonElement(
-                text="Claim", action_id="ticket_claim", value=str(v.ticket_id), style="primary"
-            )
-        )
+        buttons.append(button("Claim", "ticket_claim", tid, style="primary"))
     if v.status in ACTIVE and v.reply_label:
-        buttons.append(
-            ButtonElement(text=v.reply_label, action_id="ticket_reply", value=str(v.ticket_id))
-        )
+        buttons.append(button(v.reply_label, "ticket_reply", tid))
     if v.status in ACTIVE:
-        buttons.append(
-            ButtonElement(text="Resolve", action_id="ticket_resolve", value=str(v.ticket_id))
-        )
-    if v.status in ACTIVE:
-        buttons.append(
-            ButtonElement(text="History", action_id="ticket_history", value=str(v.ticket_id))
-        )
+        buttons.append(button("Resolve", "ticket_resolve", tid))
+        buttons.append(button("History", "ticket_history", tid))
     if v.status in ACTIVE and v.transfer_to:
         buttons.append(
-            StaticSelectElement(
-                placeholder="Transfer to…",
-                action_id="ticket_transfer",
-                options=[
-                    Option(text=f"Team {team}", value=f"{v.ticket_id}:{team}")
-                    for team in v.transfer_to[:100]
-                ],
+            static_select(
+                "Transfer to…",
+                "ticket_transfer",
+                [option(f"Team {team}", f"{tid}:{team}") for team in v.transfer_to[:100]],
             )
         )
     if v.status in ACTIVE and v.kb:
-        buttons.append(
-            ButtonElement(
-                text="Suggest articles", action_id="ticket_kb_suggest", value=str(v.ticket_id)
-            )
-        )
+        buttons.append(button("Suggest articles", "ticket_kb_suggest", tid))
     if buttons:
-        actions_id = f"actions.{v.revision}" if v.revision else "actions"
-        blocks.append(ActionsBlock(block_id=actions_id, elements=buttons))
+        blocks.append(actions(f"actions.{v.revision}" if v.revision else "actions", buttons))
     if v.status in ACTIVE:
         blocks.append(controls_block(v))
-    return [b.to_dict() for b in blocks]
+    return checked(blocks)
+
+
+def verbatim(text: str) -> Json:
+    """The customer's text as one plain rich-text element: no escaping, Slack applies no
+    mrkdwn here (``bot.domain.mrkdwn._verbatim`` as a dictionary)."""
+    if not text:
+        return {"type": "text", "text": "(no text)", "style": {"italic": True}}
+    return {"type": "text", "text": _clip(text, CUSTOMER_TEXT_LIMIT)}
 
 
 PRIORITIES = ("urgent", "high", "normal", "low")
@@ -258,60 +234,39 @@ STATUSES = {"open": "Open", "pending": "Waiting on customer", "resolved": "Resol
 MENU_LIMIT = 100  # options in one Slack menu
 
 
-def controls_block(v: CardView) -> ActionsBlock:
+def controls_block(v: CardView) -> Json:
     """Priority, status, reassign, tags and Correct intent. Slack keeps what a person picked
     in a menu for as long as the block_id stays the same, so each update of the card gives
     the block a new one (``revision``): the menus then show what the desk did, including after
     a refused change."""
     tid = v.ticket_id
 
-    def option(value: str, text: str) -> Option:
-        return Option(text=text, value=f"{tid}:{value}")
+    def opt(value: str, text: str) -> Json:
+        return option(text, f"{tid}:{value}")
 
-    priorities = [option(p, f"{PRIORITY_ICON[p]} {p.title()}") for p in PRIORITIES]
-    statuses = [option(k, text) for k, text in STATUSES.items()]
+    def chosen(options: list[Json], value: str | None) -> Json | None:
+        return next((o for o in options if o["value"] == f"{tid}:{value}"), None)
+
+    priorities = [opt(p, f"{PRIORITY_ICON[p]} {p.title()}") for p in PRIORITIES]
+    statuses = [opt(k, text) for k, text in STATUSES.items()]
     current = v.status if v.status in STATUSES else None
-    elements: list[StaticSelectElement | UserSelectElement | StaticMultiSelectElement] = [
-        StaticSelectElement(
-            placeholder="Priority",
-            action_id="ticket_priority",
-            options=priorities,
-            initial_option=next((o for o in priorities if o.value == f"{tid}:{v.priority}"), None),
-        ),
-        StaticSelectElement(
-            placeholder="Status",
-            action_id="ticket_status",
-            options=statuses,
-            initial_option=next((o for o in statuses if o.value == f"{tid}:{current}"), None),
-        ),
-        UserSelectElement(
-            placeholder="Reassign…", action_id="ticket_reassign", initial_user=v.assignee_id
-        ),
+    elements: list[Json] = [
+        static_select("Priority", "ticket_priority", priorities, chosen(priorities, v.priority)),
+        static_select("Status", "ticket_status", statuses, chosen(statuses, current)),
+        users_select("Reassign…", "ticket_reassign", v.assignee_id),
     ]
     if v.tag_choices:
-        tags = [option(t, t) for t in v.tag_choices[:MENU_LIMIT]]
-        chosen = [o for o in tags if o.value.partition(":")[2] in v.tags]
-        elements.append(
-            StaticMultiSelectElement(
-                placeholder="Tags",
-                action_id="ticket_tags",
-                options=tags,
-                initial_options=chosen or None,
-            )
-        )
+        tags = [opt(t, t) for t in v.tag_choices[:MENU_LIMIT]]
+        picked = [o for o in tags if o["value"].partition(":")[2] in v.tags]
+        elements.append(multi_static_select("Tags", "ticket_tags", tags, picked))
     if v.intent_choices:
-        intents = [option(i, i) for i in v.intent_choices[:MENU_LIMIT]]
+        intents = [opt(i, i) for i in v.intent_choices[:MENU_LIMIT]]
         elements.append(
-            StaticSelectElement(
-                placeholder="Correct intent",
-                action_id="ticket_intent",
-                options=intents,
-                initial_option=next(
-                    (o for o in intents if o.value == f"{tid}:{v.intent_label}"), None
-                ),
+            static_select(
+                "Correct intent", "ticket_intent", intents, chosen(intents, v.intent_label)
             )
         )
-    return ActionsBlock(block_id=f"controls.{tid}.{v.revision or '0'}", elements=elements)
+    return actions(f"controls.{tid}.{v.revision or '0'}", elements)
 
 
 # -- SLA clocks ----------------------------------------------------------------------------

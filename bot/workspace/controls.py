@@ -55,22 +55,23 @@ def known_intents(rules: Rules, model_intent: str | None) -> tuple[str, ...]:
 
 
 async def ticket_labels(s: AsyncSession, ticket_id: int) -> tuple[tuple[str, ...], str | None]:
-    """The ticket's current tags and corrected intent (the latest event of each kind)."""
-    tags: tuple[str, ...] = ()
-    intent: str | None = None
-    for kind in ("tags", "intent"):
-        value = await s.scalar(
-            select(TicketEvent.to_value)
-            .where(TicketEvent.ticket_id == ticket_id, TicketEvent.kind == kind)
+    """The ticket's current tags and corrected intent (the latest event of each kind), read in
+    one statement (it runs for every card drawn)."""
+    rows = (
+        await s.execute(
+            select(TicketEvent.kind, TicketEvent.to_value)
+            .where(TicketEvent.ticket_id == ticket_id, TicketEvent.kind.in_(("tags", "intent")))
             .order_by(TicketEvent.id.desc())
-            .limit(1)
         )
-        if kind == "tags" and value:
-            loaded = json.loads(value)
-            tags = tuple(str(t) for t in loaded) if isinstance(loaded, list) else ()
-        elif kind == "intent":
-            intent = value or None
-    return tags, intent
+    ).all()
+    latest: dict[str, str | None] = {}
+    for kind, value in rows:
+        latest.setdefault(kind, value)
+    tags: tuple[str, ...] = ()
+    if value := latest.get("tags"):
+        loaded = json.loads(value)
+        tags = tuple(str(t) for t in loaded) if isinstance(loaded, list) else ()
+    return tags, latest.get("intent") or None
 
 
 async def apply_action(desk: Desk, ev: AgentAction) -> None:
