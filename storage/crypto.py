@@ -48,7 +48,7 @@ def _b64decode(text: str) -> bytes:
 
 def new_key() -> str:
     """A fresh 256-bit data key, as ``DESK_DATA_KEY`` takes it (base64url, 43 characters)."""
-    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    return _b64(os.urandom(32))
 
 
 def parse_key(text: str, name: str = "DESK_DATA_KEY") -> bytes:
@@ -73,10 +73,15 @@ def key_id(raw: bytes) -> str:
 class _Key:
     id: str
     aead: AESGCM
+    raw: bytes = field(repr=False)  # never printed; only to hand the keyring to a worker
 
 
 def _key(raw: bytes) -> _Key:
-    return _Key(key_id(raw), AESGCM(raw))
+    return _Key(key_id(raw), AESGCM(raw), raw)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,11 @@ class Keyring:
         for k in (*olds, cur):
             ring._by_id[k.id] = k
         return ring
+
+    def __reduce__(self) -> tuple[Any, tuple[str, tuple[str, ...]]]:
+        # A worker process (bot/reports/offloop.py) reads what the desk does: it is handed
+        # the keys themselves (AESGCM objects do not pickle), over the pool's private pipe.
+        return (Keyring.of, (_b64(self.current.raw), tuple(_b64(k.raw) for k in self.old)))
 
     @property
     def key_id(self) -> str:

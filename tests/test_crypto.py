@@ -5,6 +5,7 @@ old keys from DESK_DATA_OLD_KEYS or a file of one a line; `deskbot check` says w
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,6 +52,19 @@ def test_a_sealed_value_names_its_key_and_opens_only_unaltered() -> None:
         Keyring.of(OLD).open(sealed)
     assert Keyring.of(OLD, [KEY]).open(sealed) == "Annabel, 5 Elm Street"
     assert ring.open("stored in clear") == "stored in clear"
+
+
+def test_the_keyring_reaches_the_report_worker_and_is_never_printed() -> None:
+    """The report worker (bot/reports/offloop.py) is another process: the keyring is handed
+    to it pickled, and opens there what the desk sealed; its repr shows no key."""
+    old, new = crypto.new_key(), crypto.new_key()
+    ring = Keyring.of(new, [old])
+    sealed = Keyring.of(old).seal("my card number is 4111")
+    copy = pickle.loads(pickle.dumps(ring))
+    assert copy.key_id == ring.key_id and copy.old_ids == ring.old_ids
+    assert copy.open(sealed) == "my card number is 4111"
+    assert copy.open(ring.seal("hello")) == "hello"
+    assert new not in repr(ring) and old not in repr(ring)
 
 
 def test_a_bad_key_is_a_settings_error_naming_the_setting(tmp_path: Path) -> None:

@@ -51,6 +51,8 @@ from bot.reports.metrics import (
     parse_period,
     self_service,
 )
+from storage import crypto
+from storage.crypto import Keyring
 from storage.db import create_engine, session_factory, shared_url
 
 log = logging.getLogger("deskbot.reports")
@@ -133,8 +135,10 @@ def _worker_pool() -> Executor:
     return _pool
 
 
-def _run(url: str, job: Job) -> Any:
-    """In the worker process: ``job`` with a session of a read-only engine of its own."""
+def _run(url: str, ring: Keyring | None, job: Job) -> Any:
+    """In the worker process: ``job`` with a session of a read-only engine of its own, reading
+    with the desk's data keys (encrypted columns: storage/crypto.py)."""
+    crypto.install(ring)
 
     async def main() -> Any:
         reader = create_engine(url, reader=True)
@@ -156,7 +160,9 @@ async def in_worker(engine: AsyncEngine, job: Job) -> Any:
     if url is None:
         return None
     try:
-        return await asyncio.get_running_loop().run_in_executor(_worker_pool(), _run, url, job)
+        return await asyncio.get_running_loop().run_in_executor(
+            _worker_pool(), _run, url, crypto.keyring(), job
+        )
     except BrokenProcessPool:
         log.warning("reports.worker_died")
         _pool = None
