@@ -32,7 +32,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 PASSWORD = "mail-test-secret"
-USERS = 40  # mailboxes made up front; each test takes its own
+USERS = 100  # mailboxes made up front; each test (on each database) takes its own
 
 
 def _free_port() -> int:
