@@ -37,8 +37,10 @@ lint: $(STAMP)
 	# bot/'s one direction of dependencies (.importlinter; README, "Layout").
 	$(BIN)/lint-imports --no-cache
 
+# Two workers (pytest-xdist), a test file each at a time: a file's module fixtures (a Dovecot)
+# stay with it; PostgreSQL tests each get a schema of their own. The slowest tests are listed.
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=20
 
 # Figures beside a reference measured in the same run; JSON and a PNG plot in bench-results/.
 bench: $(STAMP)

@@ -118,12 +118,17 @@ class Stack:
 
         return await eventually(probe, f"ticket card #{n} in Slack")
 
-    async def thread_has(self, ts: str, needle: str) -> list[dict[str, Any]]:
+    async def thread_has(self, ts: str, needle: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The thread's messages containing ``needle``, once there are any. The wait is long
+        because a thread line may come at the end of a chain (a send, a platform's status
+        webhook, a template, then Slack's pace of about one post a second per channel) that a
+        loaded CI machine stretches past 10 s; it bounds a hang, it measures nothing."""
+
         async def probe() -> list[dict[str, Any]]:
             thread = self.standins.slack.thread(self.channel_of(ts), ts)
             return [m for m in thread if needle in m["text"]]
 
-        return await eventually(probe, f"{needle!r} in the card's thread")
+        return await eventually(probe, f"{needle!r} in the card's thread", timeout)
 
     async def outbox_idle(self) -> None:
         """Wait until every inbox event is processed and every outbox row is settled (the
