@@ -27,6 +27,7 @@ from .conftest import SUPPORT, Stack, eventually, running_stack
 from .mailservers import Dovecot
 from .test_email import CUSTOMER, email_stack, mail
 from .test_email import dovecot as dovecot  # the fixture: a Dovecot server for the module
+from .test_privacy import ask, exported
 
 KEY = crypto.new_key()
 OLD = crypto.new_key()
@@ -61,11 +62,6 @@ def dump(database_url: str) -> str:
     return out.stdout
 
 
-async def ask(stack: Stack, words: str, user: str) -> dict[str, Any]:
-    answers = await stack.standins.slack.slash_command("/desk", words, user, SUPPORT)
-    return [a for a in answers if "text" in a][-1]
-
-
 async def test_with_a_key_a_dump_holds_no_words_names_or_numbers_and_forget_still_erases(
     keyed: Stack,
 ) -> None:
@@ -88,15 +84,7 @@ async def test_with_a_key_a_dump_holds_no_words_names_or_numbers_and_forget_stil
     await slack.submits_modal(view_id)
     await stack.thread_has(card["ts"], "updated the note about this customer")
     # The export to a supervisor's DM (its JSON is an outbox payload) and the figures.
-    told = await ask(stack, "customer-export #1", "U0CAROL")
-    assert told["text"].startswith("Exporting customer c1 (1 ticket)")
-    dm = slack.dm_channel("U0CAROL")
-
-    async def exported() -> list[dict[str, Any]]:
-        return [m for m in slack.messages(dm) if m.get("files")]
-
-    (shared,) = (await eventually(exported, "the JSON in Carol's DM"))[0]["files"]
-    data = json.loads(slack.files[shared["id"]]["content"])
+    data = await exported(stack, "#1", "U0CAROL")
     assert data["customer"]["name"] == "Annabel"
     assert data["customer"]["note"] == "Deliveries to 5 Elm Street only"
     stats = await ask(stack, "stats today", "U0CAROL")

@@ -34,6 +34,20 @@ async def ask(stack: Stack, words: str, user: str) -> dict[str, Any]:
     return [a for a in answers if "text" in a][-1]
 
 
+async def exported(stack: Stack, ticket: str, user: str) -> dict[str, Any]:
+    """``/desk customer-export TICKET`` as ``user``: the JSON file the desk puts in their DM."""
+    slack = stack.standins.slack
+    told = await ask(stack, f"customer-export {ticket}", user)
+    assert told["text"].startswith("Exporting customer c1 (1 ticket)")
+    dm = slack.dm_channel(user)
+
+    async def in_dm() -> list[dict[str, Any]]:
+        return [m for m in slack.messages(dm) if m.get("files")]
+
+    (shared,) = (await eventually(in_dm, f"the JSON in {user}'s DM"))[0]["files"]
+    return dict(json.loads(slack.files[shared["id"]]["content"]))
+
+
 async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_counts(
     stack: Stack,
 ) -> None:
@@ -65,15 +79,7 @@ async def test_a_customer_is_exported_then_forgotten_everywhere_but_in_the_count
     assert all(secret in before for secret in SECRETS)
 
     # The export: everything, to the supervisor's DM and nowhere else.
-    told = await ask(stack, "customer-export #1", "U0CAROL")
-    assert told["text"].startswith("Exporting customer c1 (1 ticket)")
-    dm = slack.dm_channel("U0CAROL")
-
-    async def exported() -> list[dict[str, Any]]:
-        return [m for m in slack.messages(dm) if m.get("files")]
-
-    (shared,) = (await eventually(exported, "the JSON in Carol's DM"))[0]["files"]
-    data = json.loads(slack.files[shared["id"]]["content"])
+    data = await exported(stack, "#1", "U0CAROL")
     assert data["customer"]["name"] == "Annabel"
     assert data["customer"]["note"] == "Deliveries to 5 Elm Street only"
     assert data["identities"][0]["chat_id"] == "81"
