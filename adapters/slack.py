@@ -32,6 +32,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -773,6 +774,9 @@ class SlackAdapter:
             request_verification_enabled=not settings.socket_mode,
             process_before_response=True,
             authorize=authorize,
+            # A payload no listener takes goes to _on_error (recorded, acknowledged), not to
+            # Bolt's 404 with a page of suggested code in the log.
+            raise_error_for_unhandled_request=True,
         )
         # Set by the app: how many of an incident's customers speak each language (the
         # Reply to all affected modal asks for a text per language), and the default one.
@@ -965,6 +969,8 @@ class SlackAdapter:
         if isinstance(error, _NotStored):
             log.error("slack.inbox_failed error=%s", error, exc_info=error.__cause__)
             return BoltResponse(status=500, body="")
+        if isinstance(error, BoltUnhandledRequestError) and isinstance(error.body, dict):
+            return await self._unhandled(error.body)
         log.warning(
             "slack.rejected reason=unprocessable error=%s at=%s",
             type(error).__name__,
@@ -972,6 +978,20 @@ class SlackAdapter:
         )
         no_retry: dict[str, str | Sequence[str]] = {**NO_RETRY}
         return BoltResponse(status=400, body={"error": "unprocessable payload"}, headers=no_retry)
+
+    async def _unhandled(self, body: dict[str, Any]) -> BoltResponse:
+        """A payload no listener takes: kinds the desk never asks Slack for (a legacy dialog
+        or attachment button, an external select's options, a closed modal, a workflow step).
+        Recorded in the inbox as ignored, with its kind, and acknowledged: a 404 would make
+        Slack show the person an error, and retry an event. 500 when it could not be stored."""
+        try:
+            await self._accept(parse_other(body), body)
+        except _NotStored as exc:
+            log.error("slack.inbox_failed error=%s", exc, exc_info=exc.__cause__)
+            return BoltResponse(status=500, body="")
+        if as_str(body.get("type")) in ("block_suggestion", "dialog_suggestion"):
+            return BoltResponse(status=200, body={"options": []})
+        return BoltResponse(status=200, body="")
 
     def _register(self, app: AsyncApp) -> None:
         app.error(self._on_error)
