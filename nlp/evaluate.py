@@ -206,8 +206,10 @@ def run(
     blended = f", blended with {NGRAMS_FILE}" if sentiment.ngrams is not None else ""
     _print(out, f"English sentiment and anger (the shipped heads{blended})", figures)
 
-    oos = embed(encoder, data.clinc_oos())
+    oos_texts = data.clinc_oos()
+    oos = embed(encoder, oos_texts)
     bitext = data.bitext("Validation")
+    found = load_intent_ngrams(heads_dir, meta, intent)
     shipped = intent_figures(
         intent,
         float(meta.get("other_below", 0.5)),
@@ -217,7 +219,9 @@ def run(
         name="Bitext validation",
         accuracy_target="≥ 0.99",
         read=_read(bitext.texts),
+        words=_words(found, bitext.texts, oos_texts),
     )
+    shipped.append(_weight_figure("Bitext (the shipped head)", found))
     if heldout:
         bitext_test = data.bitext("Testing", data.heldout_dir())
         shipped += [
@@ -231,11 +235,14 @@ def run(
                 name="Bitext held-out TEST",
                 accuracy_target="≥ 0.99",
                 read=_read(bitext_test.texts),
+                words=_words(found, bitext_test.texts, oos_texts),
             )
             if "out-of-scope" not in f.name
         ]
     billing = data.billing_complaints("check")
     b_proba = intent.proba(embed(encoder, billing.texts))
+    if found is not None:
+        b_proba = mix(b_proba, found[0].proba(billing.texts), found[1])
     other_below = float(meta.get("other_below", 0.5))
     reached = [
         intent.labels[int(row.argmax())] == y and float(row.max()) >= other_below
@@ -834,6 +841,7 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
             name="Bitext validation",
             accuracy_target="≥ 0.99",
             read=_read(bitext.texts),
+            words=_words(found, bitext.texts, data.clinc_oos()),
         )
     if not figures:
         out.write("nothing to measure it on: it was trained on none of the shared sets\n")

@@ -254,8 +254,8 @@ class TextAnalyser:
         # A company head's `other` is decided on a score mixing its probability with the
         # nearest intent centroid's cosine (nlp/heads.py, IntentCentroids); None: the probability.
         self.centroids = centroids
-        # A company head's n-gram head and its weight: the intent probabilities are the average
-        # of the two heads' (nlp/intent_ngrams.py); None: the encoder head's alone.
+        # The intent head's n-gram head and its weight: the intent probabilities are the
+        # average of the two heads' (nlp/intent_ngrams.py); None: the encoder head's alone.
         self.intent_ngrams = intent_ngrams
         self._examples = examples
         self.version = version
@@ -305,7 +305,8 @@ class TextAnalyser:
         other_below = float(meta.get("other_below", 0.5))
         intent_encoder: Encoder | None = None
         centroids: IntentCentroids | None = None
-        words: tuple[IntentNgrams, float] | None = None
+        # The intent head's n-gram head where it has one (a company head's replaces it).
+        words = load_intent_ngrams(heads, meta, intent)
         if intent_dir:
             company = Path(intent_dir)
             company_meta = read_meta(company)
@@ -499,8 +500,8 @@ def _release_freed_memory() -> None:
 def load_intent_ngrams(
     folder: Path, meta: Mapping[str, Any], intent: LinearHead
 ) -> tuple[IntentNgrams, float] | None:
-    """A company folder's n-gram intent head and its weight, where its meta.json names one
-    (``intent_ngrams``, weight above 0)."""
+    """A heads or company folder's n-gram intent head and its weight, where its meta.json
+    names one (``intent_ngrams``, weight above 0)."""
     info = meta.get("intent_ngrams") or {}
     weight = float(info.get("weight") or 0.0)
     if weight <= 0 or not info.get("file"):

@@ -75,17 +75,20 @@ print(json.dumps([head.labels[i] for i in p.argmax(axis=1)]))
     assert json.loads(done.stdout) == ["lost_card", "exchange_rate"]
 
 
-def test_the_weight_is_the_one_that_answers_most_held_out_examples_right() -> None:
+def test_the_weight_is_the_one_with_the_lowest_held_out_log_loss() -> None:
     labels = ("a", "b", "c")
     truth = ["a", "b", "c", "a", "b", "c"]
     target = [labels.index(y) for y in truth]
     right_logits = np.eye(3)[target] * 4.0
     # The encoder head is wrong on every example (sure of the next label), the n-gram head
-    # right: the smallest weight that lets the n-gram head win everywhere (above 0.41) is taken.
+    # right: the more weight the n-gram head has, the lower the log-loss: the largest is taken.
     wrong = np.roll(np.eye(3)[target] * 0.7 + 0.1, 1, axis=1)
     confidence, info = train._ngram_weight(wrong, right_logits, truth, labels)
-    assert info["weight"] == 0.5 and info["accuracy_by_weight"]["0.5"] == 1.0
+    top = max(train.INTENT_NGRAMS_WEIGHTS)
+    assert info["weight"] == top and info["accuracy_by_weight"][str(top)] == 1.0
     assert info["accuracy_by_weight"]["0.0"] == 0.0 and info["file"] == "intent-ngrams.npz"
+    losses = list(info["log_loss_by_weight"].values())
+    assert losses == sorted(losses, reverse=True)
     assert confidence.shape == (6,) and (confidence > 1 / 3).all()
     # The encoder head right, the n-gram head wrong: it is left out (weight 0, no file).
     right = np.eye(3)[target] * 0.7 + 0.1
