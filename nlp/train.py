@@ -79,8 +79,8 @@ CENTROID_MAX_OTHER = 0.01
 # 0.9889 without it, 0.9938 at the weight its held-out tenth chose, 0.5). On Banking77's tune
 # tenth (814, trained on the rest of the 80%): the encoder head 0.924, averaged at 0.2 (the
 # weight its held-out tenth chose) 0.931, at 0.5 0.935; 16,384 hashed columns scored as
-# 32,768 or 65,536 did. With 10 per intent the average gained nothing (three draws, before
-# calibration: -0.011 to +0.003), and the held-out choice there is 0.
+# 32,768 or 65,536 did. With 10 per intent the average gained nothing (draws 1 and 2, before
+# calibration, weights 0.3-0.6: -0.027 to +0.003), and the held-out choice there is mostly 0.
 INTENT_NGRAMS_C = 10.0
 INTENT_NGRAMS_WEIGHTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
 
@@ -380,8 +380,9 @@ def train_defaults(
 ) -> dict[str, Any]:
     """Sentiment (SemEval pool, or ``pool``), anger (GoEmotions, the first ``anger_limit``
     examples if given) and the 27 Bitext intents; with ``ngrams`` the character n-gram
-    sentiment head too (nlp/sentiment.py; a fine-tuned whole model goes without: its figures
-    were measured with its encoder's head alone)."""
+    sentiment head and the intent n-gram head too (nlp/sentiment.py, nlp/intent_ngrams.py; a
+    fine-tuned whole model goes without: its figures were measured with its encoder's heads
+    alone)."""
     if pool is None:
         validation = data.tweeteval("tweeteval_sentiment")
         # TweetEval's validation tweets were drawn from this pool: keep them out of training.
@@ -404,7 +405,7 @@ def train_defaults(
     )
     hostile = train_hostility(encoder, anger_train)
     bitext = intent_training()
-    intent, abstention = train_intent_head(encoder, bitext.texts, bitext.labels, ngrams=True)
+    intent, abstention = train_intent_head(encoder, bitext.texts, bitext.labels, ngrams=ngrams)
     out.mkdir(parents=True, exist_ok=True)
     _save_ngrams(abstention, out)
     sentiment.save(out / "sentiment.npz")
