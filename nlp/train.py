@@ -600,13 +600,29 @@ def _company_card(meta: dict[str, Any], counts: dict[str, int]) -> str:
 - encoder: {meta["encoder"]} (`{meta["encoder_fingerprint"]}`, int8: {meta["quantized"]})
 - data: {meta["sources"]["intent"]} — the company's own examples, under the company's terms
 - training command: `{meta["training_command"]}`
-{_other_line(meta)}
+{_other_line(meta)}{_ngrams_line(meta)}
 - measure it: hold some labelled examples back and run them through `deskbot nlp classify --model`
 
 | intent | examples |
 |---|---|
 {rows}
 """
+
+
+def _ngrams_line(meta: dict[str, Any]) -> str:
+    info = meta.get("intent_ngrams")
+    if not info:
+        return ""
+    if not info["weight"]:
+        return (
+            "\n- reads the sentence vector only: an n-gram head on the words did not lower the "
+            f"log-loss\n  of the {info['held_out_examples']} held-out examples ({info['method']})"
+        )
+    return (
+        f"\n- reads the words too: `{info['file']}` (word 1-2-grams, character 2-5-grams), its "
+        f"probabilities\n  averaged with the encoder head's at weight {info['weight']}, chosen on "
+        f"{info['held_out_examples']} held-out examples\n  ({info['method']}) by log-loss"
+    )
 
 
 def _other_line(meta: dict[str, Any]) -> str:

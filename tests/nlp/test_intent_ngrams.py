@@ -141,6 +141,8 @@ def test_train_writes_the_ngram_head_and_the_desk_averages_it(
     assert info["held_out_examples"] == len(TEXTS)
     words = intent_ngrams.IntentNgrams.load(out / intent_ngrams.NGRAMS_FILE)
     assert words.head.temperature == pytest.approx(info["temperature"])
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "reads the words too: `intent-ngrams.npz`" in card and "at weight 0.5" in card
 
     analyser = TextAnalyser.load(intent_dir=out)
     assert analyser.intent_ngrams is not None and analyser.intent_ngrams[1] == 0.5
@@ -163,4 +165,5 @@ def test_a_weight_of_zero_leaves_the_ngram_head_out(
     assert main(["train", "--intents", str(_history(tmp_path)), "--out", str(out)]) == 0
     assert json.loads((out / "meta.json").read_text())["intent_ngrams"]["weight"] == 0.0
     assert not (out / intent_ngrams.NGRAMS_FILE).exists()
+    assert "reads the sentence vector only" in (out / "MODEL_CARD.md").read_text()
     assert TextAnalyser.load(intent_dir=out).intent_ngrams is None
