@@ -21,14 +21,33 @@ import yaml
 from nlp import data
 from nlp.encoder import Encoder
 from nlp.heads import CENTROIDS_FILE, IntentCentroids, LinearHead, expected_calibration_error
+from nlp.intent_ngrams import IntentNgrams, mix
 from nlp.language import SHIPPED_DESK_LANGUAGES, detect_language, letters
 from nlp.sentiment import NGRAMS_FILE, Sentiment
-from nlp.service import DEFAULT_HEADS, encoder_for, gate_languages, load_head, read_meta
+from nlp.service import (
+    DEFAULT_HEADS,
+    encoder_for,
+    gate_languages,
+    load_head,
+    load_intent_ngrams,
+    read_meta,
+)
 from nlp.train import MAX_IN_SCOPE_OTHER, embed, train_intents
 
 LANGUAGE_OF = {"spanish": "es", "french": "fr", "german": "de", "italian": "it"}
 # What the model's language gate detects among on the shipped desk (TextAnalyser.detect_among).
 SHIPPED_GATE = gate_languages(SHIPPED_DESK_LANGUAGES)
+
+
+@dataclass(frozen=True)
+class CompanyWords:
+    """A company head's n-gram head as :func:`intent_figures` applies it: the head, its weight
+    in the average, and the texts of the in-scope and out-of-scope rows measured."""
+
+    head: IntentNgrams
+    weight: float
+    texts: list[str]
+    oos_texts: list[str]
 
 
 @dataclass(frozen=True)
@@ -79,10 +98,19 @@ def intent_figures(
     accuracy_target: str,
     read: np.ndarray | None = None,
     centroids: IntentCentroids | None = None,
+    words: CompanyWords | None = None,
 ) -> list[Figure]:
     """As the user sees it: an in-scope message answered ``other``, or kept from the heads by
     the language gate (``read`` False), counts as wrong. With ``centroids`` (a company head)
-    ``other`` is decided on their combined score, as in the desk."""
+    ``other`` is decided on their combined score, as in the desk; with ``words`` (a company
+    head's n-gram head, its weight and the texts of ``x_in`` and ``x_oos``) the probabilities
+    are the two heads' average, as in the desk."""
+
+    def probabilities(x: np.ndarray, texts: list[str] | None) -> np.ndarray:
+        p: np.ndarray = head.proba(x)
+        if words is None or texts is None:
+            return p
+        return mix(p, words.head.proba(texts), words.weight)
 
     def in_scope(x: np.ndarray, p: np.ndarray) -> np.ndarray:
         if centroids is None:
@@ -90,13 +118,14 @@ def intent_figures(
             return top
         return centroids.score(p.max(axis=1), x[:, -centroids.vectors.shape[1] :])
 
-    proba = head.proba(x_in)
+    proba = probabilities(x_in, None if words is None else words.texts)
     confidence = in_scope(x_in, proba)
     right = np.array([head.labels[i] for i in proba.argmax(axis=1)]) == np.array(truth)
     shown = right & (confidence >= other_below)
     if read is not None:
         shown &= read
-    caught = float((in_scope(x_oos, head.proba(x_oos)) < other_below).mean())
+    oos_proba = probabilities(x_oos, None if words is None else words.oos_texts)
+    caught = float((in_scope(x_oos, oos_proba) < other_below).mean())
     return [
         Figure(f"{name}: accuracy as seen", float(shown.mean()), accuracy_target),
         Figure(f"{name}: accuracy, never abstaining", float(right.mean())),
@@ -177,8 +206,10 @@ def run(
     blended = f", blended with {NGRAMS_FILE}" if sentiment.ngrams is not None else ""
     _print(out, f"English sentiment and anger (the shipped heads{blended})", figures)
 
-    oos = embed(encoder, data.clinc_oos())
+    oos_texts = data.clinc_oos()
+    oos = embed(encoder, oos_texts)
     bitext = data.bitext("Validation")
+    found = load_intent_ngrams(heads_dir, meta, intent)
     shipped = intent_figures(
         intent,
         float(meta.get("other_below", 0.5)),
@@ -188,7 +219,9 @@ def run(
         name="Bitext validation",
         accuracy_target="≥ 0.99",
         read=_read(bitext.texts),
+        words=_words(found, bitext.texts, oos_texts),
     )
+    shipped.append(_weight_figure("Bitext (the shipped head)", found))
     if heldout:
         bitext_test = data.bitext("Testing", data.heldout_dir())
         shipped += [
@@ -202,11 +235,14 @@ def run(
                 name="Bitext held-out TEST",
                 accuracy_target="≥ 0.99",
                 read=_read(bitext_test.texts),
+                words=_words(found, bitext_test.texts, oos_texts),
             )
             if "out-of-scope" not in f.name
         ]
     billing = data.billing_complaints("check")
     b_proba = intent.proba(embed(encoder, billing.texts))
+    if found is not None:
+        b_proba = mix(b_proba, found[0].proba(billing.texts), found[1])
     other_below = float(meta.get("other_below", 0.5))
     reached = [
         intent.labels[int(row.argmax())] == y and float(row.max()) >= other_below
@@ -294,8 +330,9 @@ def desk_memory() -> Figure:
 
 def _company_head(
     encoder: Encoder, train: data.Split, *, per_class: int | None = None, seed: int = 0
-) -> tuple[LinearHead, float, IntentCentroids | None]:
-    """A company head trained the way `deskbot nlp train --intents` trains it."""
+) -> tuple[LinearHead, float, IntentCentroids | None, tuple[IntentNgrams, float] | None]:
+    """A company head trained the way `deskbot nlp train --intents` trains it (with its n-gram
+    head and weight where it has one)."""
     with tempfile.TemporaryDirectory() as tmp:
         meta = train_intents(
             encoder,
@@ -306,11 +343,19 @@ def _company_head(
             seed=seed,
             source=train.name,
         )
+        head = load_head(Path(tmp), "intent")
         return (
-            load_head(Path(tmp), "intent"),
+            head,
             float(meta["other_below"]),
             _centroids(Path(tmp)),
+            load_intent_ngrams(Path(tmp), meta, head),
         )
+
+
+def _words(
+    found: tuple[IntentNgrams, float] | None, texts: list[str], oos_texts: list[str]
+) -> CompanyWords | None:
+    return None if found is None else CompanyWords(found[0], found[1], texts, oos_texts)
 
 
 def _centroids(folder: Path) -> IntentCentroids | None:
@@ -343,25 +388,21 @@ def _banking(encoder: Encoder, oos: np.ndarray, *, heldout: bool = True) -> list
     measured on the fifth they never saw (validation); then on the whole train file, measured
     on the official test file (held-out TEST, report only). Ten per intent: three draws, and
     their mean beside the target."""
-    runs: list[tuple[str, data.Split, data.Split, np.ndarray]] = []
+    runs: list[tuple[str, data.Split, data.Split, np.ndarray, list[str]]] = []
     train, held = data.banking77()
-    runs.append(("held-out 20%", train, held, oos))
+    runs.append(("held-out 20%", train, held, oos, data.clinc_oos()))
     if heldout:
         test = data.banking77_test()
+        oos_test = data.clinc_oos(split="test")
         runs.append(
-            (
-                "held-out TEST",
-                data.banking77_full(),
-                test,
-                embed(encoder, data.clinc_oos(split="test")),
-            )
+            ("held-out TEST", data.banking77_full(), test, embed(encoder, oos_test), oos_test)
         )
     out: list[Figure] = []
-    for where, fit, measured, oos_x in runs:
+    for where, fit, measured, oos_x, oos_texts in runs:
         x = embed(encoder, measured.texts)
         read = _read(measured.texts)
         report = "" if where != "held-out TEST" else "report only, nothing tuned on it"
-        head, below, centroids = _company_head(encoder, fit)
+        head, below, centroids, found = _company_head(encoder, fit)
         full = intent_figures(
             head,
             below,
@@ -372,11 +413,13 @@ def _banking(encoder: Encoder, oos: np.ndarray, *, heldout: bool = True) -> list
             accuracy_target="≥ 0.94",
             read=read,
             centroids=centroids,
+            words=_words(found, measured.texts, oos_texts),
         )
+        out.append(_weight_figure(f"Banking77 full file, {where}", found))
         out += [Figure(f.name, f.value, f.target, f.note or report) for f in full]
         draws: list[Figure] = []
         for seed in range(DRAWS):
-            head, below, centroids = _company_head(encoder, fit, per_class=10, seed=seed)
+            head, below, centroids, found = _company_head(encoder, fit, per_class=10, seed=seed)
             draws += intent_figures(
                 head,
                 below,
@@ -387,7 +430,9 @@ def _banking(encoder: Encoder, oos: np.ndarray, *, heldout: bool = True) -> list
                 accuracy_target="",
                 read=read,
                 centroids=centroids,
+                words=_words(found, measured.texts, oos_texts),
             )
+            draws.append(_weight_figure(f"Banking77 10 per intent, draw {seed}, {where}", found))
         out += [
             Figure(f.name, f.value, f.target, _joined(f.note, report))
             for f in draws
@@ -396,6 +441,16 @@ def _banking(encoder: Encoder, oos: np.ndarray, *, heldout: bool = True) -> list
         mean = _mean_of_draws(draws, f"Banking77 10 per intent, {where}", "≥ 0.88", DRAWS)
         out += [Figure(f.name, f.value, f.target, _joined(f.note, report)) for f in mean]
     return out
+
+
+def _weight_figure(name: str, found: tuple[IntentNgrams, float] | None) -> Figure:
+    """The weight the company head's training chose for its n-gram head (0: left out)."""
+    return Figure(
+        f"{name}: n-gram head weight",
+        0.0 if found is None else found[1],
+        "",
+        "chosen when trained, on examples neither head fitted",
+    )
 
 
 def _joined(*notes: str) -> str:
@@ -410,11 +465,11 @@ def _clinc(encoder: Encoder, *, heldout: bool = True) -> list[Figure]:
     (train, 15,000): in-scope accuracy as seen (abstentions wrong) and out-of-scope questions
     caught (answered `other`), on the validation split, then on the official test split
     (report only)."""
-    head, below, centroids = _company_head(encoder, data.clinc150("train"))
+    head, below, centroids, found = _company_head(encoder, data.clinc150("train"))
     parts = [("validation", data.clinc150("val"), data.clinc_oos(split="val"))]
     if heldout:
         parts.append(("held-out TEST", data.clinc150("test"), data.clinc_oos(split="test")))
-    out: list[Figure] = []
+    out: list[Figure] = [_weight_figure("CLINC150", found)]
     for where, inscope, oos_texts in parts:
         x = embed(encoder, inscope.texts)
         figures = intent_figures(
@@ -427,6 +482,7 @@ def _clinc(encoder: Encoder, *, heldout: bool = True) -> list[Figure]:
             accuracy_target="≥ 0.95",
             read=_read(inscope.texts),
             centroids=centroids,
+            words=_words(found, inscope.texts, oos_texts),
         )
         report = "; report only, nothing tuned on it" if where != "validation" else ""
         for f in figures:
@@ -725,6 +781,7 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
     whole = (folder / "sentiment.npz").is_file()
     # Read only for a folder trained on a shared set: one that was not needs no data at hand.
     oos = embed(encoder, data.clinc_oos()) if "banking77" in source or whole else None
+    found = load_intent_ngrams(folder, meta, intent)
     if "banking77" in source and oos is not None:
         _train, held = data.banking77()
         small = "--per-class" in str(meta.get("training_command", ""))
@@ -740,6 +797,7 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
                 accuracy_target="",
                 read=_read(tune.texts),
                 centroids=_centroids(folder),
+                words=_words(found, tune.texts, data.clinc_oos()),
             )
         figures += intent_figures(
             intent,
@@ -751,6 +809,7 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
             accuracy_target="≥ 0.88" if small else "≥ 0.94",
             read=_read(held.texts),
             centroids=_centroids(folder),
+            words=_words(found, held.texts, data.clinc_oos()),
         )
     if whole and oos is not None:
         sentiment = load_head(folder, "sentiment")
@@ -782,6 +841,7 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
             name="Bitext validation",
             accuracy_target="≥ 0.99",
             read=_read(bitext.texts),
+            words=_words(found, bitext.texts, data.clinc_oos()),
         )
     if not figures:
         out.write("nothing to measure it on: it was trained on none of the shared sets\n")

@@ -22,6 +22,7 @@ import numpy as np
 
 from nlp.encoder import Encoder, Vectors
 from nlp.heads import CENTROIDS_FILE, IntentCentroids, LinearHead
+from nlp.intent_ngrams import IntentNgrams, mix
 from nlp.language import OWN_SCRIPT, SHIPPED_DESK_LANGUAGES, detect_language
 from nlp.languages import LanguageHeads
 from nlp.sentiment import Sentiment
@@ -239,6 +240,7 @@ class TextAnalyser:
         max_wait: float = 0.002,
         intent_encoder: Encoder | None = None,
         centroids: IntentCentroids | None = None,
+        intent_ngrams: tuple[IntentNgrams, float] | None = None,
     ) -> None:
         self.encoder = encoder
         self.intent_encoder = intent_encoder
@@ -252,6 +254,9 @@ class TextAnalyser:
         # A company head's `other` is decided on a score mixing its probability with the
         # nearest intent centroid's cosine (nlp/heads.py, IntentCentroids); None: the probability.
         self.centroids = centroids
+        # The intent head's n-gram head and its weight: the intent probabilities are the
+        # average of the two heads' (nlp/intent_ngrams.py); None: the encoder head's alone.
+        self.intent_ngrams = intent_ngrams
         self._examples = examples
         self.version = version
         self.languages = tuple(languages)
@@ -300,6 +305,8 @@ class TextAnalyser:
         other_below = float(meta.get("other_below", 0.5))
         intent_encoder: Encoder | None = None
         centroids: IntentCentroids | None = None
+        # The intent head's n-gram head where it has one (a company head's replaces it).
+        words = load_intent_ngrams(heads, meta, intent)
         if intent_dir:
             company = Path(intent_dir)
             company_meta = read_meta(company)
@@ -313,6 +320,7 @@ class TextAnalyser:
                 centroids = IntentCentroids.load(company / CENTROIDS_FILE)
                 if centroids.labels != intent.labels:
                     raise ModelError(f"{company}: {CENTROIDS_FILE} is not for its intent head")
+            words = load_intent_ngrams(company, company_meta, intent)
             version += "+" + str(company_meta["version"])
             other_below = float(company_meta.get("other_below", other_below))
         names: list[str] = []
@@ -347,6 +355,7 @@ class TextAnalyser:
             language_heads=language_heads,
             intent_encoder=intent_encoder,
             centroids=centroids,
+            intent_ngrams=words,
         )
 
     def anger_of(self, vectors: Vectors) -> np.ndarray:
@@ -398,6 +407,9 @@ class TextAnalyser:
             intent_sentences = self.intent_encoder.sentence(intent_vectors)
         else:
             intents = self._intent.proba(vectors)
+        if self.intent_ngrams is not None:
+            words, weight = self.intent_ngrams
+            intents = mix(intents, words.proba([texts[i] for i in rows]), weight)
         in_scope = intents.max(axis=1)  # what `other_below` is compared with
         if self.centroids is not None:
             in_scope = self.centroids.score(in_scope, intent_sentences)
@@ -483,6 +495,24 @@ def _release_freed_memory() -> None:
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
         return
     trim(0)
+
+
+def load_intent_ngrams(
+    folder: Path, meta: Mapping[str, Any], intent: LinearHead
+) -> tuple[IntentNgrams, float] | None:
+    """A heads or company folder's n-gram intent head and its weight, where its meta.json
+    names one (``intent_ngrams``, weight above 0)."""
+    info = meta.get("intent_ngrams") or {}
+    weight = float(info.get("weight") or 0.0)
+    if weight <= 0 or not info.get("file"):
+        return None
+    path = folder / str(info["file"])
+    if not path.is_file():
+        raise ModelError(f"{folder}: meta.json names {path.name}, which is missing")
+    words = IntentNgrams.load(path)
+    if words.labels != intent.labels:
+        raise ModelError(f"{folder}: {path.name} is not for its intent head")
+    return words, weight
 
 
 def own_encoder(folder: Path, meta: Mapping[str, Any]) -> Path | None:
