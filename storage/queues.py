@@ -61,6 +61,10 @@ async def lock_address(session: AsyncSession, form: str, *, shared: bool = False
         await session.execute(text(f"SELECT {lock}(:k)"), {"k": _lock_key(form)})
 
 
+# (table, key id) where this process found no unfinished row under another form than the key's
+_settled: set[tuple[str, str]] = set()
+
+
 async def _follow_open(
     session: AsyncSession,
     rows: Sequence[dict[str, Any]],
@@ -71,12 +75,32 @@ async def _follow_open(
 ) -> Sequence[dict[str, Any]]:
     """``rows`` with their order key in the stored form of the key's unfinished rows, when
     those are still under an old key or clear (the rotation has not moved them yet)."""
-    if crypto.keyring() is None or not rows:
+    ring = crypto.keyring()
+    if ring is None or not rows:
         return rows
+    raw = type_coerce(column, Text)
+    if not ring.old_ids:
+        # No rotation due: other forms can only be rows stored in clear before the desk had a
+        # key. Once none of them is unfinished, this process stops asking (a fleet turns the
+        # key on together: docs/deploying.md), so the steady state costs no query.
+        settled = (column.class_.__tablename__, ring.key_id)
+        if settled in _settled:
+            return rows
+        unsettled = await session.scalar(
+            select(raw)
+            .where(
+                status.in_(waiting),
+                ~raw.startswith(f"{crypto.ADDRESS_PREFIX}{ring.key_id}:", autoescape=True),
+                *(~raw.startswith(p, autoescape=True) for p in crypto.CLEAR_PREFIXES),
+            )
+            .limit(1)
+        )
+        if unsettled is None:
+            _settled.add(settled)
+            return rows
     others = {v: crypto.address_forms(v)[1:] for v in {str(r[field]) for r in rows}}
     for form in sorted({f for forms in others.values() for f in forms}, key=_lock_key):
         await lock_address(session, form, shared=True)
-    raw = type_coerce(column, Text)
     chosen: dict[str, str] = {}
     for value, forms in others.items():
         found = None
