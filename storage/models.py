@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from storage.crypto import EncryptedJSON, EncryptedText
+from storage.crypto import Address, EncryptedJSON, EncryptedText
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -83,8 +83,10 @@ class Identity(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     channel: Mapped[str] = mapped_column(String(20))
-    external_id: Mapped[str] = mapped_column(String(100))
-    chat_id: Mapped[str] = mapped_column(String(100))
+    # The platform's address of the person (a WhatsApp id is their phone number, an e-mail
+    # identity their address): sealed deterministically with a key (storage/crypto.Address).
+    external_id: Mapped[str] = mapped_column(Address())
+    chat_id: Mapped[str] = mapped_column(Address())
     username: Mapped[str | None] = mapped_column(EncryptedText())
     phone: Mapped[str | None] = mapped_column(EncryptedText())
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -104,7 +106,7 @@ class Ticket(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     channel: Mapped[str] = mapped_column(String(20))  # where the customer wrote
-    chat_id: Mapped[str] = mapped_column(String(100))  # where replies go
+    chat_id: Mapped[str] = mapped_column(Address())  # where replies go
     status: Mapped[str] = mapped_column(String(20))  # new|open|pending|resolved|closed
     priority: Mapped[str] = mapped_column(String(10))
     priority_reasons: Mapped[list[Any]] = mapped_column(default=list)
@@ -358,7 +360,7 @@ class KbSuggestion(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     channel: Mapped[str] = mapped_column(String(20))
-    chat_id: Mapped[str] = mapped_column(String(200))
+    chat_id: Mapped[str] = mapped_column(Address())
     article: Mapped[str] = mapped_column(String(80))  # slug
     title: Mapped[str] = mapped_column(String(300))
     score: Mapped[float] = mapped_column(Float)
@@ -380,7 +382,7 @@ class InboxRow(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     channel: Mapped[str] = mapped_column(String(20))
     external_id: Mapped[str] = mapped_column(String(200))
-    conversation: Mapped[str] = mapped_column(String(200))
+    conversation: Mapped[str] = mapped_column(Address())  # order key: one customer's chat
     kind: Mapped[str] = mapped_column(String(30))
     payload: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON())
     raw: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON())
@@ -402,7 +404,7 @@ class OutboxRow(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     channel: Mapped[str] = mapped_column(String(20))
-    destination_key: Mapped[str] = mapped_column(String(200))  # order + rate-limit key
+    destination_key: Mapped[str] = mapped_column(Address())  # order + rate-limit key
     payload: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON())  # an Outbound
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
@@ -517,7 +519,7 @@ class EmailThread(Base):
     go to and the subject they continue."""
 
     __tablename__ = "email_threads"
-    chat_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(Address(), primary_key=True)
     address: Mapped[str] = mapped_column(EncryptedText())
     subject: Mapped[str] = mapped_column(EncryptedText(), default="")
     created_at: Mapped[datetime]
@@ -530,6 +532,6 @@ class EmailMessageId(Base):
     __tablename__ = "email_message_ids"
     __table_args__ = (Index("ix_email_message_ids_chat", "chat_id", "created_at"),)
     message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    chat_id: Mapped[str] = mapped_column(String(100))
+    chat_id: Mapped[str] = mapped_column(Address())
     direction: Mapped[str] = mapped_column(String(3))  # "in" | "out"
     created_at: Mapped[datetime]

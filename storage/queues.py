@@ -11,35 +11,113 @@ A claim records its ``lease_owner`` (``host:pid:boot id``, see :mod:`bot.deliver
 desk
 that restarts can tell its dead predecessor's leases from a live process's and take them over
 at once (:func:`open_leases` and the two below it) instead of waiting them out.
+
+With a data key the order keys are sealed addresses (storage/crypto.Address), one form per
+key (and the clear one of rows stored before the desk had a key). A new row of a
+conversation whose unfinished rows are still under an old key's form (or clear) takes that
+form (:func:`_follow_open`), so the conversation's rows stay one group, in id order;
+``deskbot keys rotate`` moves a conversation's rows to the current key's form all at once,
+under a per-form lock the new rows take too.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import Text, and_, exists, func, or_, select, text, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from storage import crypto
 from storage.models import AutomationTimer, InboxRow, OutboxRow, SlaTimer, SurgeLock
 
 Timer = TypeVar("Timer", SlaTimer, AutomationTimer)
 
 INBOX_OPEN = ("pending", "processing")
 OUTBOX_OPEN = ("pending", "sending")
+# Outbox rows that still wait their turn in their destination's order (held: bot/window).
+OUTBOX_WAITING = (*OUTBOX_OPEN, "held")
 
 
 def _insert(session: AsyncSession) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
+def _lock_key(form: str) -> int:
+    return int.from_bytes(hashlib.sha256(form.encode()).digest()[:8], "big", signed=True)
+
+
+async def lock_address(session: AsyncSession, form: str, *, shared: bool = False) -> None:
+    """On PostgreSQL, hold a transaction's lock on one stored form of an order key: new rows
+    choosing their form (shared among themselves) and the rotation moving the form's rows
+    (exclusive) take turns. SQLite has one writer at a time anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        await session.execute(text(f"SELECT {lock}(:k)"), {"k": _lock_key(form)})
+
+
+# (table, key id) where this process found no unfinished row under another form than the key's
+_settled: set[tuple[str, str]] = set()
+
+
+async def _follow_open(
+    session: AsyncSession,
+    rows: Sequence[dict[str, Any]],
+    column: Any,
+    field: str,
+    status: Any,
+    waiting: Sequence[str],
+) -> Sequence[dict[str, Any]]:
+    """``rows`` with their order key in the stored form of the key's unfinished rows, when
+    those are still under an old key or clear (the rotation has not moved them yet)."""
+    ring = crypto.keyring()
+    if ring is None or not rows:
+        return rows
+    raw = type_coerce(column, Text)
+    if not ring.old_ids:
+        # No rotation due: other forms can only be rows stored in clear before the desk had a
+        # key. Once none of them is unfinished, this process stops asking (a fleet turns the
+        # key on together: docs/deploying.md), so the steady state costs no query.
+        settled = (column.class_.__tablename__, ring.key_id)
+        if settled in _settled:
+            return rows
+        unsettled = await session.scalar(
+            select(raw)
+            .where(
+                status.in_(waiting),
+                ~raw.startswith(f"{crypto.ADDRESS_PREFIX}{ring.key_id}:", autoescape=True),
+                *(~raw.startswith(p, autoescape=True) for p in crypto.CLEAR_PREFIXES),
+            )
+            .limit(1)
+        )
+        if unsettled is None:
+            _settled.add(settled)
+            return rows
+    others = {v: crypto.address_forms(v)[1:] for v in {str(r[field]) for r in rows}}
+    for form in sorted({f for forms in others.values() for f in forms}, key=_lock_key):
+        await lock_address(session, form, shared=True)
+    chosen: dict[str, str] = {}
+    for value, forms in others.items():
+        found = None
+        if forms:
+            found = await session.scalar(
+                select(raw).where(raw.in_(forms), status.in_(waiting)).limit(1)
+            )
+        chosen[value] = found or value  # a stored form is written as it is (sealed already)
+    return [{**row, field: chosen[str(row[field])]} for row in rows]
+
+
 async def inbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
     """Insert inbox rows, silently dropping any whose (channel, external_id) exists already."""
     added = 0
+    rows = await _follow_open(
+        session, rows, InboxRow.conversation, "conversation", InboxRow.status, INBOX_OPEN
+    )
     for row in rows:
         stmt = (
             _insert(session)(InboxRow)
@@ -119,6 +197,14 @@ async def outbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> i
     a sequence is not documented)."""
     if not rows:
         return 0
+    rows = await _follow_open(
+        session,
+        rows,
+        OutboxRow.destination_key,
+        "destination_key",
+        OutboxRow.status,
+        OUTBOX_WAITING,
+    )
     add = _insert(session)(OutboxRow)
     if session.get_bind().dialect.name == "sqlite" and len({tuple(r) for r in rows}) == 1:
         stmt = add.values(list(rows)).on_conflict_do_nothing(index_elements=["idempotency_key"])

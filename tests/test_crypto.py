@@ -19,7 +19,7 @@ from bot.base.settings import SettingsError, load_settings
 from storage import crypto
 from storage.crypto import DataKeyError, Keyring
 from storage.db import session_factory
-from storage.models import Customer, InboxRow
+from storage.models import Customer, Identity, InboxRow
 
 from .test_cli_check import ROOT, deskbot
 
@@ -137,6 +137,81 @@ async def test_rows_are_sealed_with_a_key_and_read_back_either_way(engine: Async
     async with sessions() as s:
         with pytest.raises(DataKeyError, match="no DESK_DATA_KEY is set"):
             list(await s.scalars(select(Customer.name)))
+
+
+def test_an_address_is_sealed_the_same_way_each_time_and_opens_back() -> None:
+    ring = Keyring.of(KEY)
+    sealed = ring.address("whatsapp:447700900123")
+    assert sealed.startswith(f"da1:{ring.key_id}:") and "447700900123" not in sealed
+    assert ring.address("whatsapp:447700900123") == sealed  # comparable by equality
+    assert ring.address("whatsapp:447700900124") != sealed
+    assert Keyring.of(OLD).address("whatsapp:447700900123") != sealed  # per key
+    assert ring.open_address(sealed) == "whatsapp:447700900123"
+    # Padded: a short and a longer address (within 32 bytes) look alike in length.
+    assert len(ring.address("a@b.c")) == len(ring.address("anna.smith@example.org"))
+    altered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
+    with pytest.raises(DataKeyError, match="altered"):
+        ring.open_address(altered)
+    with pytest.raises(DataKeyError, match="neither DESK_DATA_KEY"):
+        Keyring.of(OLD).open_address(sealed)
+    # The worker's copy (pickled) seals addresses alike.
+    assert pickle.loads(pickle.dumps(ring)).address("whatsapp:447700900123") == sealed
+
+
+async def test_addresses_are_found_under_every_key_still_read_and_in_clear(
+    engine: AsyncEngine,
+) -> None:
+    """Identities stored in clear, under an old key and under the current one are all found
+    by their address while the rotation has not reached them; Slack keys stay clear."""
+    sessions = session_factory(engine)
+
+    def ident(n: int, address: str) -> Identity:
+        return Identity(customer_id=n, channel="whatsapp", external_id=address, chat_id=address)
+
+    async with sessions.begin() as s:
+        for n in (1, 2, 3):
+            s.add(Customer(name=f"c{n}", created_at=_now()))
+        s.add(ident(1, "447700900001"))  # no key yet: clear
+    crypto.install(Keyring.of(OLD))
+    async with sessions.begin() as s:
+        s.add(ident(2, "447700900002"))
+        s.add(
+            InboxRow(
+                channel="slack",
+                external_id="e",
+                conversation="slack:C1",
+                kind="k",
+                payload={},
+                raw={},
+                status="done",
+                received_at=_now(),
+            )
+        )
+    crypto.install(Keyring.of(KEY, [OLD]))
+    async with sessions.begin() as s:
+        s.add(ident(3, "447700900003"))
+    async with engine.connect() as conn:
+        stored = [v for (v,) in await conn.execute(text("SELECT external_id FROM identities"))]
+        conversation = (await conn.execute(text("SELECT conversation FROM inbox"))).scalar_one()
+    assert stored[0] == "447700900001"
+    assert stored[1].startswith(f"da1:{Keyring.of(OLD).key_id}:")
+    assert stored[2].startswith(f"da1:{Keyring.of(KEY).key_id}:")
+    assert conversation == "slack:C1"
+    async with sessions() as s:
+        for n in (1, 2, 3):
+            address = f"44770090000{n}"
+            found = await s.scalar(select(Identity).where(Identity.external_id == address))
+            assert found is not None and (found.customer_id, found.chat_id) == (n, address)
+        many = await s.scalars(
+            select(Identity.customer_id).where(
+                Identity.chat_id.in_(["447700900001", "447700900003"])
+            )
+        )
+        assert sorted(many) == [1, 3]
+        other = await s.scalars(
+            select(Identity.customer_id).where(Identity.external_id != "447700900002")
+        )
+        assert sorted(other) == [1, 3]
 
 
 def keys(sub: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,11 @@ batches while the desk runs, every sealed column under the current ``DESK_DATA_K
 under an old key (``DESK_DATA_OLD_KEYS``) and values still stored in clear. Each row is
 written compare-and-set on the stored text, so a row the desk changed meanwhile (which it
 wrote under the current key already) is left as the desk wrote it: nothing is lost.
+
+The addresses (storage/crypto.Address, sealed deterministically) are rewritten a value at a
+time: every row holding one stored form moves to the current key's form in one statement,
+under the lock a new inbox or outbox row takes to choose its form (storage/queues.py), so a
+conversation's unfinished rows never sit under two forms and keep their order.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Text, cast, func, or_, select, update
+from sqlalchemy import Text, cast, func, or_, select, type_coerce, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from bot.base.settings import SettingsError, load_settings
 from storage import crypto
-from storage.crypto import EncryptedJSON, EncryptedText
+from storage.crypto import Address, EncryptedJSON, EncryptedText
 from storage.db import AsyncSession, create_engine, migrate, session_factory
 from storage.models import Base
+from storage.queues import lock_address
 
 BATCH = 200
 
@@ -36,6 +43,7 @@ class Sealed:
     table: str
     column: str
     json: bool
+    address: bool = False  # storage/crypto.Address: sealed deterministically
 
     @property
     def name(self) -> str:
@@ -43,13 +51,20 @@ class Sealed:
 
 
 def sealed_columns() -> list[Sealed]:
-    """Every column of the models typed EncryptedText or EncryptedJSON."""
+    """Every column of the models typed EncryptedText, EncryptedJSON or Address."""
     out = []
     for mapper in Base.registry.mappers:
         table: Any = mapper.local_table
         for col in table.columns:
-            if isinstance(col.type, EncryptedText | EncryptedJSON):
-                out.append(Sealed(table.name, col.name, isinstance(col.type, EncryptedJSON)))
+            if isinstance(col.type, EncryptedText | EncryptedJSON | Address):
+                out.append(
+                    Sealed(
+                        table.name,
+                        col.name,
+                        isinstance(col.type, EncryptedJSON),
+                        isinstance(col.type, Address),
+                    )
+                )
     return sorted(out, key=lambda s: s.name)
 
 
@@ -64,6 +79,14 @@ def _model(table: str) -> tuple[Any, InstrumentedAttribute[Any]]:
 
 def _stale(col: InstrumentedAttribute[Any], ring: crypto.Keyring) -> Any:
     """Rows of ``col`` not sealed under the current key: clear, or under an old key."""
+    if isinstance(col.type, Address):
+        stored = type_coerce(col, Text)
+        return (
+            stored.is_not(None),
+            stored != "",
+            *(~stored.startswith(p, autoescape=True) for p in crypto.CLEAR_PREFIXES),
+            ~stored.startswith(f"{crypto.ADDRESS_PREFIX}{ring.key_id}:", autoescape=True),
+        )
     raw = cast(col, Text)
     return (
         col.is_not(None),
@@ -81,10 +104,56 @@ def _plain(raw: str, is_json: bool, ring: crypto.Keyring) -> Any:
     return json.loads(ring.open(doc)) if crypto.is_sealed(doc) else doc
 
 
+async def _rotate_addresses(
+    session_of: Any, sealed: Sealed, ring: crypto.Keyring, batch: int
+) -> tuple[int, int]:
+    """Move every stored form of an address not under the current key to the current key's
+    form, all the rows of one form at once; returns (rows moved, forms left because moving
+    them would collide with a row the desk wrote meanwhile under the current key)."""
+    model, _ = _model(sealed.table)
+    col: InstrumentedAttribute[Any] = getattr(model, sealed.column)
+    raw = type_coerce(col, Text)
+    done = 0
+    refused: list[str] = []
+    while True:
+        async with session_of() as s:
+            s_: AsyncSession = s
+            async with s_.begin():
+                forms = list(
+                    await s_.scalars(
+                        select(raw)
+                        .where(*_stale(col, ring), *((raw.not_in(refused),) if refused else ()))
+                        .distinct()
+                        .limit(batch)
+                    )
+                )
+            if not forms:
+                return done, len(refused)
+            for form in forms:
+                new = ring.address(ring.open_address(form))
+                try:
+                    async with s_.begin():
+                        await lock_address(s_, form)
+                        result = await s_.execute(
+                            update(model)
+                            .where(raw == form)
+                            .values({sealed.column: new})
+                            .execution_options(synchronize_session=False)
+                        )
+                        done += result.rowcount  # type: ignore[attr-defined]
+                except IntegrityError:
+                    refused.append(form)
+                except DBAPIError as exc:  # a deadlock with a desk's step: try it again
+                    if "deadlock" not in str(exc).lower():
+                        raise
+
+
 async def _rotate_column(
     session_of: Any, sealed: Sealed, ring: crypto.Keyring, batch: int
 ) -> tuple[int, int]:
     """Re-seal one column; returns (re-sealed, skipped because the desk changed them)."""
+    if sealed.address:
+        return await _rotate_addresses(session_of, sealed, ring, batch)
     model, pk = _model(sealed.table)
     col: InstrumentedAttribute[Any] = getattr(model, sealed.column)
     done = skipped = 0

@@ -27,6 +27,7 @@ from bot.domain.events import CustomerButton, CustomerMessage
 from bot.domain.mrkdwn import escape
 from bot.domain.outbound import Button, Outbound
 from bot.domain.tickets import ACTIVE
+from storage import crypto
 from storage.models import Customer, Identity, OutboxRow, Ticket
 
 VALID_FOR = timedelta(minutes=30)
@@ -268,14 +269,15 @@ async def link_mails(s: AsyncSession, identity_ids: list[int]) -> list[OutboxRow
     if not identity_ids:
         return []
     asked = set(identity_ids)
-    rows = await s.scalars(
-        select(OutboxRow).where(
-            OutboxRow.channel == "email",
-            OutboxRow.destination_key.like(f"email:%#{LINK_THREAD}"),
-        )
-    )
+    mails = [OutboxRow.channel == "email"]
+    if crypto.keyring() is None:
+        mails.append(OutboxRow.destination_key.like(f"email:%#{LINK_THREAD}"))
+    # With a key the destination is sealed (storage/crypto.Address): compared once read back.
+    rows = await s.scalars(select(OutboxRow).where(*mails))
     found = []
     for row in rows:
+        if not row.destination_key.endswith(f"#{LINK_THREAD}"):
+            continue
         for button in (row.payload or {}).get("buttons") or ():
             named = parse_button_data(str(button.get("data", "")))
             if named is not None and named[0] in asked:

@@ -312,10 +312,12 @@ async def forget(desk: Desk, customer: Customer) -> Held:
             .where(TicketEvent.ticket_id.in_(ids), TicketEvent.kind.not_in(CODED_EVENTS))
             .values(from_value=None, to_value=None, reason="")
         )
+    # The order key is their address (``whatsapp:<number>``; sealed with a key, but the key
+    # opens it): one that names nobody keeps their rows in one group.
     await s.execute(
         update(InboxRow)
         .where(InboxRow.conversation.in_(conversations))
-        .values(payload={}, raw={}, error=None)
+        .values(payload={}, raw={}, error=None, conversation=f"forgotten:c{customer.id}")
     )
     if mail_threads:  # their address and subjects, and the Message-IDs naming their domain
         await s.execute(delete(EmailThread).where(EmailThread.chat_id.in_(mail_threads)))
@@ -382,9 +384,9 @@ async def forget(desk: Desk, customer: Customer) -> Held:
             "destination": ERASED if row.channel != "slack" else payload.get("destination"),
             "text": ERASED,
         }
-        if row.channel == "email":
-            # An email thread's key is the customer's address (adapters/email).
-            row.destination_key = f"email:forgotten-{row.id}"
+        if row.channel != "slack":
+            # A chat's key is the customer's address (a WhatsApp number, an e-mail thread).
+            row.destination_key = f"{row.channel}:forgotten-{row.id}"
     for ticket in tickets:
         if ticket.slack_ts:
             await desk.refresh_card(ticket)

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.outbound import Outbound
+from storage.crypto import seal_address
 from storage.models import RateBucket, UTCDateTime
 
 log = logging.getLogger("deskbot.ratelimit")
@@ -146,7 +147,9 @@ class Limiter:
             return []  # other methods, other (looser) limits
         if out.channel == "telegram":
             return [
-                (f"tg:{out.destination}", self.limits.telegram_chat),
+                # A chat's bucket is named by its sealed address with a data key (storage/crypto):
+                # the fleet's rate_buckets table names no customer.
+                (seal_address(f"tg:{out.destination}"), self.limits.telegram_chat),
                 ("tg:*", self.limits.telegram_total),
             ]
         if out.channel == "whatsapp":

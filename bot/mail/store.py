@@ -99,7 +99,7 @@ class MailStore:
         """What a mail to the thread ``chat_id`` continues. ``fallback``: the address to use
         for a thread the desk has no record of (the chat id's own address part)."""
         async with self._sessions() as s:
-            thread = await s.get(EmailThread, chat_id)
+            thread = await s.scalar(select(EmailThread).where(EmailThread.chat_id == chat_id))
             address = thread.address if thread is not None else fallback
             ids = (
                 await s.execute(

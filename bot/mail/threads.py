@@ -24,6 +24,7 @@ from bot.domain.mail import address_of, base_subject, ticket_token
 from bot.domain.mrkdwn import escape
 from bot.domain.prepared import Prepared
 from bot.domain.tickets import ACTIVE
+from storage import crypto
 from storage.models import EmailMessageId, EmailThread, Identity, Ticket
 
 
@@ -71,7 +72,8 @@ async def thread_mail(desk: Desk, prep: Prepared) -> bool:
         # row would hold an address no ticket accounts for).
         await _record_noise(desk, ev, mail, threaded=found is not None)
         return True
-    if await desk.s.get(EmailThread, chat_id) is None:
+    # By a query, not ``get``: the address column also matches an old key's form (storage/crypto).
+    if await desk.s.scalar(select(EmailThread).where(EmailThread.chat_id == chat_id)) is None:
         desk.s.add(
             EmailThread(
                 chat_id=chat_id,
@@ -97,16 +99,36 @@ async def thread_mail(desk: Desk, prep: Prepared) -> bool:
 
 
 async def _latest_active(desk: Desk, address: str) -> Ticket | None:
-    return await desk.s.scalar(
+    if crypto.keyring() is None:
+        return await desk.s.scalar(
+            select(Ticket)
+            .where(
+                Ticket.channel == "email",
+                Ticket.chat_id.like(f"{address}#%"),
+                Ticket.status.in_(ACTIVE),
+            )
+            .order_by(Ticket.id.desc())
+            .limit(1)
+        )
+    # Sealed chat ids have no prefix to match: the address's customer's active mail tickets,
+    # read back, and the first whose thread is this address.
+    customer = await desk.s.scalar(
+        select(Identity.customer_id).where(
+            Identity.channel == "email", Identity.external_id == address
+        )
+    )
+    if customer is None:
+        return None
+    tickets = await desk.s.scalars(
         select(Ticket)
         .where(
+            Ticket.customer_id == customer,
             Ticket.channel == "email",
-            Ticket.chat_id.like(f"{address}#%"),
             Ticket.status.in_(ACTIVE),
         )
         .order_by(Ticket.id.desc())
-        .limit(1)
     )
+    return next((t for t in tickets if address_of(t.chat_id) == address), None)
 
 
 async def _record_noise(

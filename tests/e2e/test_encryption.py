@@ -32,6 +32,8 @@ from .test_privacy import ask, exported
 KEY = crypto.new_key()
 OLD = crypto.new_key()
 SECRETS = ("Annabel", "Elm Street", "7700 900123", "447700900123", "Deliveries to")
+WA_LOAD = "447700900456"  # a WhatsApp customer writing during the rotation
+WA_DUMP = "447700900789"
 
 
 @pytest.fixture(autouse=True)
@@ -125,6 +127,39 @@ async def test_with_a_key_a_dump_holds_no_words_names_or_numbers_and_forget_stil
     await eventually(redrawn, "the card redrawn without her words")
 
 
+async def test_with_a_key_a_whatsapp_number_is_in_no_column_and_replies_still_reach_it(
+    keyed: Stack,
+) -> None:
+    """A WhatsApp id is the customer's phone number: identities, tickets, the inbox's and the
+    outbox's order keys hold it sealed; the desk still finds the customer by it (their second
+    message joins the ticket) and sends to it."""
+    stack = keyed
+    wa, slack = stack.standins.whatsapp, stack.standins.slack
+    await wa.customer_says(WA_DUMP, "Where is my parcel?", name="Bartholomew")
+    card = await stack.card()
+    await slack.agent_replies(SUPPORT, card["ts"], "U0BOB", "It leaves today.")
+
+    async def replied() -> bool:
+        return any(m.get("text", {}).get("body") == "It leaves today." for m in wa.sent_to(WA_DUMP))
+
+    await eventually(replied, "the agent's reply on the customer's WhatsApp")
+    await wa.customer_says(WA_DUMP, "Thank you!")
+    await stack.thread_has(card["ts"], "Thank you!")
+    await stack.outbox_idle()
+    async with stack.sessions() as s:
+        ticket = await s.get_one(Ticket, 1)
+        assert (ticket.channel, ticket.chat_id) == ("whatsapp", WA_DUMP)
+        assert await s.scalar(select(func.count()).select_from(Ticket)) == 1
+        ident = await s.scalar(select(Identity).where(Identity.external_id == WA_DUMP))
+        assert ident is not None and ident.customer_id == ticket.customer_id
+    # The card shows the agents who wrote (it reads the sealed values back).
+    assert "Bartholomew" in json.dumps(card["blocks"])
+    stored = dump(stack.database_url)
+    for secret in (WA_DUMP, "7700900789", "Bartholomew", "parcel"):
+        assert secret not in stored, [line[:200] for line in stored.splitlines() if secret in line]
+    assert f"da1:{Keyring.of(KEY).key_id}:" in stored
+
+
 async def test_with_a_key_a_verified_number_still_links_customers(keyed: Stack) -> None:
     await test_customers.test_a_verified_number_links_telegram_to_whatsapp_and_an_agent_unlinks(
         keyed
@@ -181,6 +216,9 @@ async def test_a_rotation_under_load_loses_nothing_and_ends_on_the_new_key(
                 text = f"{tag} round {r} from {chat}: my parcel 5 Elm Street"
                 await stack.standins.telegram.customer_says(chat, text, f"Name{chat}")
                 sent.append(text)
+            text = f"{tag} round {r} from WhatsApp: my parcel 5 Elm Street"
+            await stack.standins.whatsapp.customer_says(WA_LOAD, text, "NameWA")
+            sent.append(text)
 
     async def all_in(stack: Stack) -> bool:
         async with stack.sessions() as s:
@@ -216,19 +254,53 @@ async def test_a_rotation_under_load_loses_nothing_and_ends_on_the_new_key(
         assert await remaining(stack.sessions, ring) == {}
         async with stack.sessions() as s:
             texts = set(await s.scalars(select(Message.text).where(Message.direction == "in")))
+            # Each customer's messages, in clear, under the old key and under the new, all
+            # found their one ticket: the lookups asked for every stored form of the address.
+            chats = (await s.execute(select(Ticket.channel, Ticket.chat_id))).all()
+            cards = {
+                c: str(ts) for c, ts in await s.execute(select(Ticket.chat_id, Ticket.slack_ts))
+            }
         assert texts == set(sent)
+        assert sorted(chats) == sorted(
+            [("telegram", str(n)) for n in range(101, 108)] + [("whatsapp", WA_LOAD)]
+        )
+        # After the rotation, replies on the first and the WhatsApp customer's cards reach
+        # them, and their next messages join the same tickets.
+        slack = stack.standins.slack
+        await slack.agent_replies(SUPPORT, cards["101"], "U0BOB", "After the rotation, 101")
+        await slack.agent_replies(SUPPORT, cards[WA_LOAD], "U0BOB", "After the rotation, WhatsApp")
+
+        async def replied() -> bool:
+            tg = [m.get("text") for m in stack.standins.telegram.sent_to(101)]
+            wa_texts = [
+                m.get("text", {}).get("body") for m in stack.standins.whatsapp.sent_to(WA_LOAD)
+            ]
+            return "After the rotation, 101" in tg and "After the rotation, WhatsApp" in wa_texts
+
+        await eventually(replied, "the agents' replies after the rotation", timeout=30)
+        await customers_write(stack, range(101, 102), 1, "after")
+        await eventually(lambda: all_in(stack), "the messages after the rotation", timeout=30)
+        async with stack.sessions() as s:
+            assert await s.scalar(select(func.count()).select_from(Ticket)) == len(chats)
     after = await raw_values(database_url)
-    assert after and all(f"dk1:{new_id}:" in v for v in after), [
-        v[:60] for v in after if f"dk1:{new_id}:" not in v
+
+    def under_new_key(v: str) -> bool:
+        return f"dk1:{new_id}:" in v or v.startswith((f"da1:{new_id}:", "slack:"))
+
+    assert after and all(under_new_key(v) for v in after), [
+        v[:60] for v in after if not under_new_key(v)
     ][:5]
-    assert "Elm Street" not in dump(database_url)
+    assert any(v.startswith(f"da1:{new_id}:") for v in after)  # the addresses, moved too
+    stored = dump(database_url)
+    assert "Elm Street" not in stored
+    assert WA_LOAD not in stored and "telegram:101" not in stored
     # The old key can go: the desk reads everything with the new key alone.
     crypto.install(Keyring.of(KEY))
     engine = create_engine(database_url)
     try:
         async with session_factory(engine)() as s:
             names = set((await s.scalars(select(Customer.name))).all())
-            assert names == {f"Name{n}" for n in range(101, 108)}
+            assert names == {f"Name{n}" for n in range(101, 108)} | {"NameWA"}
     finally:
         await engine.dispose()
 
@@ -236,9 +308,9 @@ async def test_a_rotation_under_load_loses_nothing_and_ends_on_the_new_key(
 async def test_with_a_key_a_mails_body_subject_and_reply_address_are_sealed(
     database_url: str, dovecot: Dovecot
 ) -> None:
-    """The e-mail channel: the customer's words, the subject and the reply address of the
-    thread are encrypted; the address stays clear where the desk finds the customer by it
-    (the identity and the thread's chat id, docs/deploying.md)."""
+    """The e-mail channel: the customer's words, the subject and their address are encrypted
+    everywhere, the columns the desk finds them by included (sealed deterministically,
+    storage/crypto.Address), and the desk still answers them and threads their answers."""
     async with email_stack(database_url, dovecot, data_keys=Keyring.of(KEY)) as ms:
         ms.deliver(mail("My flat is at 5 Elm Street", subject="Moving to Elm Street"))
         card = await ms.stack.card()
@@ -249,6 +321,28 @@ async def test_with_a_key_a_mails_body_subject_and_reply_address_are_sealed(
         async with ms.stack.sessions() as s:
             thread = (await s.scalars(select(EmailThread))).one()
             assert (thread.address, thread.subject) == (CUSTOMER, "Moving to Elm Street")
+        # An agent's reply reaches the address, sealed in every column that holds it, and
+        # the customer's answer (threaded by Message-ID) joins the same ticket.
+        await ms.stack.standins.slack.agent_replies(
+            SUPPORT, card["ts"], "U0BOB", "We will deliver to your new flat."
+        )
+        reply = (await ms.sent(2))[-1]
+        body = reply.get_body(preferencelist=("plain",))
+        assert reply["To"] == CUSTOMER and body is not None and "new flat" in body.get_content()
+        ms.deliver(mail("Thanks, see you there", in_reply_to=reply["Message-ID"]))
+        await ms.stack.thread_has(card["ts"], "Thanks, see you there")
+        async with ms.stack.sessions() as s:
+            (ticket,) = (await s.scalars(select(Ticket))).all()
+            assert ticket.chat_id.startswith(f"{CUSTOMER}#")  # read back as the desk uses it
+            customer = await s.scalar(
+                select(Identity.customer_id).where(Identity.external_id == CUSTOMER)
+            )
+            assert customer == ticket.customer_id
+        await ms.stack.outbox_idle()
         stored = dump(database_url)
         assert "Elm Street" not in stored and "flat" not in stored
-        assert f"{CUSTOMER}#" in stored  # the routing key, in clear: the known gap
+        # The address, the local part alone, and the desk's unkeyed digest of it: none.
+        assert CUSTOMER not in stored and "anna@" not in stored, [
+            line[:200] for line in stored.splitlines() if "anna@" in line
+        ]
+        assert f"da1:{Keyring.of(KEY).key_id}:" in stored
