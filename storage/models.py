@@ -191,7 +191,8 @@ class Message(Base):
     direction: Mapped[str] = mapped_column(String(10))  # in | out | note | system
     author: Mapped[str] = mapped_column(String(100))  # "customer", a Slack user id, "desk"
     channel: Mapped[str] = mapped_column(String(20))  # platform of platform_message_id
-    platform_message_id: Mapped[str | None] = mapped_column(String(200))
+    # A WhatsApp message id (wamid) embeds the customer's number: sealed like an address.
+    platform_message_id: Mapped[str | None] = mapped_column(Address())
     slack_ts: Mapped[str | None] = mapped_column(String(40))  # the agent's message, if any
     text: Mapped[str] = mapped_column(EncryptedText(), default="")
     attachments: Mapped[list[Any]] = mapped_column(EncryptedJSON(), default=list)
@@ -381,7 +382,7 @@ class InboxRow(Base):
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     channel: Mapped[str] = mapped_column(String(20))
-    external_id: Mapped[str] = mapped_column(String(200))
+    external_id: Mapped[str] = mapped_column(Address())  # the dedupe key: a wamid has the number
     conversation: Mapped[str] = mapped_column(Address())  # order key: one customer's chat
     kind: Mapped[str] = mapped_column(String(30))
     payload: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON())
@@ -418,7 +419,7 @@ class OutboxRow(Base):
     lease_until: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(120))  # the process holding the claim
     last_error: Mapped[str | None] = mapped_column(Text)
-    platform_message_id: Mapped[str | None] = mapped_column(String(200))
+    platform_message_id: Mapped[str | None] = mapped_column(Address())  # a wamid: the number
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
 

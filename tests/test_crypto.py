@@ -20,6 +20,7 @@ from storage import crypto
 from storage.crypto import DataKeyError, Keyring
 from storage.db import session_factory
 from storage.models import Customer, Identity, InboxRow
+from storage.queues import inbox_add
 
 from .test_cli_check import ROOT, deskbot
 
@@ -212,6 +213,39 @@ async def test_addresses_are_found_under_every_key_still_read_and_in_clear(
             select(Identity.customer_id).where(Identity.external_id != "447700900002")
         )
         assert sorted(other) == [1, 3]
+
+
+async def test_a_redelivery_during_a_rotation_is_still_a_duplicate(engine: AsyncEngine) -> None:
+    """A wamid embeds the customer's number, so the inbox's dedupe key is sealed too. Meta's
+    retry of a webhook first stored under the old key is dropped while the rotation has not
+    rewritten it yet (the unique key alone compares the new key's form and would let it in)."""
+    sessions = session_factory(engine)
+    wamid = "wamid.HBgLNDQ3NzAwOTAwMTIzFQIAEhgUM0E0QTY1OTlBRUUwMzgxMDE0NEYA"
+
+    def row(n: int) -> dict[str, object]:
+        return {
+            "channel": "whatsapp",
+            "external_id": wamid,
+            "conversation": "whatsapp:447700900123",
+            "kind": "customer_message",
+            "payload": {"n": n},
+            "raw": {},
+            "status": "pending",
+            "received_at": _now(),
+        }
+
+    crypto.install(Keyring.of(OLD))
+    async with sessions.begin() as s:
+        assert await inbox_add(s, [row(1)]) == 1
+    crypto.install(Keyring.of(KEY, [OLD]))
+    async with sessions.begin() as s:
+        assert await inbox_add(s, [row(2)]) == 0
+    async with engine.connect() as conn:
+        [stored] = [v for (v,) in await conn.execute(text("SELECT external_id FROM inbox"))]
+    assert stored.startswith(f"da1:{Keyring.of(OLD).key_id}:") and "HBgL" not in stored
+    async with sessions() as s:
+        [found] = (await s.scalars(select(InboxRow).where(InboxRow.external_id == wamid))).all()
+        assert (found.external_id, found.payload) == (wamid, {"n": 1})
 
 
 def keys(sub: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

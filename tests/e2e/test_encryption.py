@@ -135,7 +135,7 @@ async def test_with_a_key_a_whatsapp_number_is_in_no_column_and_replies_still_re
     message joins the ticket) and sends to it."""
     stack = keyed
     wa, slack = stack.standins.whatsapp, stack.standins.slack
-    await wa.customer_says(WA_DUMP, "Where is my parcel?", name="Bartholomew")
+    wamid = await wa.customer_says(WA_DUMP, "Where is my parcel?", name="Bartholomew")
     card = await stack.card()
     await slack.agent_replies(SUPPORT, card["ts"], "U0BOB", "It leaves today.")
 
@@ -155,7 +155,9 @@ async def test_with_a_key_a_whatsapp_number_is_in_no_column_and_replies_still_re
     # The card shows the agents who wrote (it reads the sealed values back).
     assert "Bartholomew" in json.dumps(card["blocks"])
     stored = dump(stack.database_url)
-    for secret in (WA_DUMP, "7700900789", "Bartholomew", "parcel"):
+    # A real wamid is base64 of the customer's number and more: no message id is in clear.
+    wamids = [wamid, *(m["id"] for m in wa.sent_to(WA_DUMP))]
+    for secret in (WA_DUMP, "7700900789", "Bartholomew", "parcel", *wamids):
         assert secret not in stored, [line[:200] for line in stored.splitlines() if secret in line]
     assert f"da1:{Keyring.of(KEY).key_id}:" in stored
 
