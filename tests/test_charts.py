@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,35 @@ async def test_charts_are_pngs_drawn_off_the_loop(s: AsyncSession) -> None:  # n
     for chart in charts:
         pixels = imread(io.BytesIO(chart.png), format="png")
         assert pixels.shape[0] >= 400 and pixels.shape[1] >= 700  # 8 × 4.2 in at 100 dpi
+
+
+def test_the_desk_process_never_loads_matplotlib_the_worker_draws() -> None:
+    """matplotlib (about 40 MB) is loaded by the worker process that draws, not by the desk:
+    a desk that starts and has a chart drawn still has not imported it."""
+    script = (
+        "import asyncio, sys, os\n"
+        "import bot.app, bot.wiring\n"
+        "from bot.reports.charts import draw_async\n"
+        "assert 'matplotlib' not in sys.modules, 'imported at start'\n"
+        "from datetime import UTC, datetime\n"
+        "from zoneinfo import ZoneInfo\n"
+        "from bot.reports.charts import chart_data\n"
+        "from bot.reports.metrics import day_range\n"
+        "period = day_range('2026-11-02', '2026-11-03', ZoneInfo('UTC'))\n"
+        "data = chart_data([], period, datetime(2027, 1, 1, tzinfo=UTC), set())\n"
+        "charts = asyncio.run(draw_async(data))\n"
+        "print(len(charts), all(c.png[:8] == b'\\x89PNG\\r\\n\\x1a\\n' for c in charts),"
+        " 'matplotlib' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["4", "True", "False"]
 
 
 def test_report_writes_the_charts(

@@ -2,8 +2,10 @@
 
 :func:`chart_data` says what the charts show, from the same facts as the report, so it can be
 tested without reading pixels; :func:`draw` paints it. Drawing takes a CPU for a moment: call
-:func:`draw_async` from the event loop, which runs it in a worker thread. Figures are made with
-``matplotlib.figure.Figure`` (never pyplot), so no global state is shared between threads.
+:func:`draw_async` from the event loop, which runs it in the desk's worker process
+(bot/reports/worker.py). matplotlib is imported where a chart is drawn, not with this module:
+the desk's own process never loads it (about 40 MB) unless that worker has died. Figures are
+made with ``matplotlib.figure.Figure`` (never pyplot), so no global state is shared.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING, Any
 
 from bot.reports.metrics import History, Period, build, period_facts
 from bot.reports.render import duration
+from bot.reports.worker import in_process
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PRIORITIES = ("urgent", "high", "normal", "low")
 COLOURS = {"urgent": "#d62728", "high": "#ff7f0e", "normal": "#2ca02c", "low": "#7f7f7f"}
@@ -126,6 +128,8 @@ def chart_data(
 
 
 def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=100)
@@ -133,6 +137,8 @@ def _png(fig: Figure) -> bytes:
 
 
 def _figure(title: str, subtitle: str) -> tuple[Figure, Any]:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.add_subplot()
     fig.suptitle(title, fontsize=12, fontweight="bold")
@@ -153,7 +159,7 @@ def _created_chart(data: dict[str, Any]) -> Chart:
     ax.plot(x, data["resolved"], color="black", marker="o", label="resolutions")
     ax.set_xticks(x, [d[5:] for d in days], rotation=45 if len(days) > 10 else 0, fontsize=8)
     ax.set_ylabel("tickets")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(_integer_ticks())
     ax.legend(fontsize=8)
     return Chart("created.png", title, _png(fig))
 
@@ -170,7 +176,7 @@ def _first_response_chart(data: dict[str, Any]) -> Chart:
     ax.bar(x, fr["counts"], color="#1f77b4")
     ax.set_xticks(x, fr["buckets"], fontsize=8)
     ax.set_ylabel("tickets")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(_integer_ticks())
     top = max(fr["counts"] or [1])
     for (text, at), style in zip(first_response_marks(fr), ("--", ":"), strict=False):
         ax.axvline(at, color="black", linestyle=style)
@@ -248,6 +254,14 @@ def draw(data: dict[str, Any]) -> list[Chart]:
     ]
 
 
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 async def draw_async(data: dict[str, Any]) -> list[Chart]:
-    """:func:`draw` in a worker thread, so the desk's loop never waits on matplotlib."""
-    return await asyncio.to_thread(draw, data)
+    """:func:`draw` in the desk's worker process, so neither the desk's loop nor its memory
+    carries matplotlib; in a thread when the worker has died."""
+    drawn = await in_process(draw, data)
+    return drawn if drawn is not None else await asyncio.to_thread(draw, data)

@@ -8,11 +8,10 @@ stats or export there, in a worker process with an event loop and a read-only en
 own (``create_engine(url, reader=True)``: on SQLite a deferred transaction that reads beside
 the desk's writer). The step then only writes the audit entry and queues the answer.
 
-A process, not a thread: in a thread the report still held the interpreter's lock for up to
-150 ms at a time (long C calls: fetching and sorting rows), which is how long the loop then
-stalled (``python -m bench.report_stall``). The one worker process is started at the first
-report (about a second, off the loop) and kept; if it dies, the next report starts another,
-and the report in hand is worked out in place.
+A process, not a thread (bot/reports/worker.py): in a thread the report still held the
+interpreter's lock for up to 150 ms at a time (long C calls: fetching and sorting rows), which
+is how long the loop then stalled (``python -m bench.report_stall``). If the worker dies, the
+report in hand is worked out in place.
 
 The step recomputes in place when nothing was prepared (an in-memory database, a test that
 calls the command directly, a day that turned between the two), so the answer is the same
@@ -23,9 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,6 +47,7 @@ from bot.reports.metrics import (
     parse_period,
     self_service,
 )
+from bot.reports.worker import in_process
 from storage import crypto
 from storage.crypto import Keyring
 from storage.db import create_engine, session_factory, shared_url
@@ -124,15 +121,6 @@ class ExportJob:
 
 
 Job = StatsJob | ExportJob
-_pool: Executor | None = None
-
-
-def _worker_pool() -> Executor:
-    global _pool
-    if _pool is None:
-        # spawn: a fork of a process with an event loop and threads is not safe.
-        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    return _pool
 
 
 def _run(url: str, ring: Keyring | None, job: Job) -> Any:
@@ -155,18 +143,10 @@ async def in_worker(engine: AsyncEngine, job: Job) -> Any:
     """``job``'s result, worked out in the worker process; None when it cannot be (an
     in-memory database no other connection sees, a worker that died): the caller works it out
     in place then."""
-    global _pool
     url = shared_url(engine)
     if url is None:
         return None
-    try:
-        return await asyncio.get_running_loop().run_in_executor(
-            _worker_pool(), _run, url, crypto.keyring(), job
-        )
-    except BrokenProcessPool:
-        log.warning("reports.worker_died")
-        _pool = None
-        return None
+    return await in_process(_run, url, crypto.keyring(), job)
 
 
 class ReportPreparer:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.reports import offloop
+from bot.reports import offloop, worker
 from bot.reports.metrics import build as real_build
 
 from .conftest import SUPPORT, Stack
@@ -35,7 +35,7 @@ async def test_webhooks_are_answered_while_a_slow_report_runs(
 
     monkeypatch.setattr(offloop, "build", slow_build)
     pool = ThreadPoolExecutor(1, thread_name_prefix="report-worker")
-    monkeypatch.setattr(offloop, "_pool", pool)
+    monkeypatch.setattr(worker, "_pool", pool)
     try:
         wa = stack.standins.whatsapp
         await wa.customer_says("15550001000", "My parcel is late")  # a history to count
