@@ -74,8 +74,9 @@ class Assigner:
             await self.s.execute(
                 select(Agent.id).where(Agent.id.in_(agents)).order_by(Agent.id).with_for_update()
             )
+        # Loaded, not just locked: assign() reads the pointer next (from the session then).
         await self.s.execute(
-            select(TeamPointer.team)
+            select(TeamPointer)
             .where(TeamPointer.team.in_(names))
             .order_by(TeamPointer.team)
             .with_for_update()

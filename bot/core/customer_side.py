@@ -195,6 +195,7 @@ class CustomerSide(TicketStep):
         )
         self.s.add(ticket)
         await self.s.flush()
+        self.made.tickets[ticket.id] = ticket
         self.history(ticket, "created", "customer", None, "new", f"via {ev.channel}")
         self.decided(
             "tickets.created ticket=%d channel=%s priority=%s",

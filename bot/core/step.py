@@ -34,7 +34,7 @@ from bot.domain.classifier import Classification
 from bot.domain.outbound import Button, Outbound
 from bot.domain.rules import Rules
 from bot.domain.tickets import EDITABLE_BUTTONS, NORMAL_RANK, PRIORITY_RANK
-from storage.models import Incident, Message, OutboxRow, Ticket, TicketEvent
+from storage.models import Identity, Incident, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import outbox_add
 
 log = logging.getLogger("deskbot.tickets")
@@ -191,6 +191,23 @@ class Effects:
         self.decisions.clear()
 
 
+@dataclass
+class Made:
+    """What this step created, so that drawing the card of a ticket it opened does not ask the
+    database what it knows already (a first message's card read six rows that could only be
+    empty or the step's own). Only what the step made through the session counts; anything
+    that changes customers behind the session's back (a merge of two customers) calls
+    :meth:`forget`, and the card reads the database again."""
+
+    customers: dict[int, Identity] = field(default_factory=dict)  # customer id → its identity
+    tickets: dict[int, Ticket] = field(default_factory=dict)
+    labelled: set[int] = field(default_factory=set)  # tickets given tags or an intent here
+
+    def forget(self) -> None:
+        self.customers.clear()
+        self.tickets.clear()
+
+
 # --------------------------------------------------------------------------------------------
 # The step
 
@@ -216,6 +233,10 @@ class Step:
         # When the customer whose event this step handles wrote (the platform's clock, never
         # later than ours); a customer's first identity starts its ``last_inbound_at`` there.
         self.customer_wrote_at: datetime | None = None
+        self.made = Made()
+        # The sender's identity as :meth:`TicketStep.kept_language` read it (None: unknown),
+        # for the :meth:`TicketStep.identity` right after it: taken once, never kept longer.
+        self.read_identity: dict[tuple[str, str], Identity | None] = {}
 
     def decided(self, fmt: str, *args: object) -> None:
         """Log a decision at INFO after the commit: structured names, ids, never message text."""
@@ -269,6 +290,8 @@ class Step:
     ) -> None:
         self.touched.add(ticket.id)
         self.home_teams.add(ticket.team)
+        if kind in ("tags", "intent"):
+            self.made.labelled.add(ticket.id)
         if kind == "assignee":
             self.home_people.update(str(v) for v in (old, new) if v is not None)
         elif kind == "team" and old is not None:

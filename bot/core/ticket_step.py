@@ -43,11 +43,15 @@ class TicketStep(Step):
         without it the platform's hint only fills a language the customer does not have yet, so
         a /start, a button or one short message never undoes a language read from what they
         wrote."""
-        ident = await self.s.scalar(
-            select(Identity).where(
-                Identity.channel == channel, Identity.external_id == sender.external_id
+        key = (channel, sender.external_id)
+        if key in self.read_identity:  # read a moment ago by kept_language, in this step
+            ident = self.read_identity.pop(key)
+        else:
+            ident = await self.s.scalar(
+                select(Identity).where(
+                    Identity.channel == channel, Identity.external_id == sender.external_id
+                )
             )
-        )
         if ident is None:
             customer = Customer(
                 name=sender.name or sender.username or sender.external_id,
@@ -67,6 +71,7 @@ class TicketStep(Step):
             )
             self.s.add(ident)
             await self.s.flush()
+            self.made.customers[customer.id] = ident
         else:
             customer = await self.s.get_one(Customer, ident.customer_id)
             if sender.name and customer.name != sender.name:
@@ -83,11 +88,18 @@ class TicketStep(Step):
         """What to pass :meth:`identity` for a message: the language to keep for the customer
         from now on, or None to leave theirs alone (:func:`bot.domain.language.language_to_keep`:
         one short message never changes it)."""
-        kept = await self.s.scalar(
-            select(Customer.language)
-            .join(Identity, Identity.customer_id == Customer.id)
-            .where(Identity.channel == ev.channel, Identity.external_id == ev.sender.external_id)
-        )
+        # The identity and its customer in one statement; identity() takes it from here.
+        found = (
+            await self.s.execute(
+                select(Identity, Customer)
+                .join(Customer, Customer.id == Identity.customer_id)
+                .where(
+                    Identity.channel == ev.channel, Identity.external_id == ev.sender.external_id
+                )
+            )
+        ).first()
+        self.read_identity[(ev.channel, ev.sender.external_id)] = found[0] if found else None
+        kept = found[1].language if found else None
         hint = ev.sender.language
         if kept is None or detected is None or primary(kept) == detected:
             return language_to_keep(kept, hint, detected, ev.text)

@@ -173,6 +173,7 @@ async def link(desk: Desk, a: int, b: int, *, actor: str, how: str = "phone") ->
     moving = list(
         (await desk.s.scalars(select(Identity).where(Identity.customer_id == gone))).all()
     )
+    desk.made.forget()  # identities and tickets change customer behind the session's back
     await desk.s.execute(
         update(Identity).where(Identity.customer_id == gone).values(customer_id=keep)
     )

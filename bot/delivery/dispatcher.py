@@ -13,10 +13,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
@@ -26,7 +27,7 @@ from bot.core.ticket_step import TooEarly
 from bot.core.tickets import Desk, Desks
 from bot.delivery.inbox import fitted, storable, unfit
 from bot.delivery.routes import Preparers, Routes
-from bot.domain.classifier import Classification, Classifier
+from bot.domain.classifier import Classifier
 from bot.domain.events import (
     CustomerButton,
     CustomerContact,
@@ -40,7 +41,7 @@ from bot.domain.events import (
 from bot.domain.prepared import Prepared
 from nlp.language import detect_language
 from storage.db import one_writer, problem
-from storage.models import Identity, InboxRow
+from storage.models import Identity, InboxRow, Ticket
 from storage.queues import inbox_add, inbox_claim
 
 log = logging.getLogger("deskbot.dispatcher")
@@ -57,6 +58,26 @@ Claim = tuple[int, int, dict[str, Any]]  # an inbox row's id, attempt and payloa
 # What a customer sends that opens WhatsApp's 24-hour window again (a reaction, an edit or a
 # number change are not counted: when in doubt the desk sends a template, which always passes).
 OPENS_WINDOW = (CustomerMessage, CustomerButton, CustomerContact, CustomerStart)
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """What the classifier is told of a message's sender: the key the VIP list is checked
+    against, and how many tickets they opened within the repeat window."""
+
+    key: str
+    recent: int
+
+
+def _events(claims: Sequence[Claim]) -> list[Event]:
+    """The claims' events that parse (one that does not fails in its own preparation)."""
+    events = []
+    for _, _, payload in claims:
+        try:
+            events.append(event_from_json(payload))
+        except Exception:  # reported by _prepare, for that event alone
+            continue
+    return events
 
 
 def _settling(row_id: int, attempt: int, outcome: dict[str, Any]) -> Any:
@@ -226,8 +247,10 @@ class Dispatcher:
         # Outside any transaction, for the whole batch at once: the model (whose micro-batcher
         # then encodes the batch in one pass), the language detector and the knowledge base, so
         # a slow step never holds a database lock.
+        customers = await self._customers(_events(claims))
         prepared = await asyncio.gather(
-            *(self._prepare(payload) for _, _, payload in claims), return_exceptions=True
+            *(self._prepare(payload, customers) for _, _, payload in claims),
+            return_exceptions=True,
         )
         # SQLite has one writer at a time, so events share a transaction (one commit for
         # several), each in a savepoint of its own: a failing event is rolled back alone. A
@@ -245,34 +268,62 @@ class Dispatcher:
                 await self._inbox.turn()
         return len(claims)
 
-    async def _classify(self, event: CustomerMessage) -> Classification:
-        key = f"{event.channel}:{event.sender.external_id}"
+    async def _customers(self, events: Sequence[Event]) -> dict[tuple[str, str], Customer]:
+        """What the classifier needs to know of the batch's customers, read for the whole batch
+        in one session and at most three set-based statements (it was a session and one to
+        three statements a message): their VIP key (VIP on any of a customer's identities is
+        VIP on all of them) and how many tickets they opened lately. Read outside the step's
+        transaction, as before: the classification is worked out before it."""
+        senders = sorted(
+            {(e.channel, e.sender.external_id) for e in events if isinstance(e, CustomerMessage)}
+        )
+        found = {key: Customer(f"{key[0]}:{key[1]}", 0) for key in senders}
+        if not senders:
+            return found
+        since = self._clock.now() - timedelta(hours=self._rules.priority.repeat.within_hours)
+        vip = self._rules.priority.vip.customers
         async with self._sessions() as session:
-            customer_id = await session.scalar(
-                select(Identity.customer_id).where(
-                    Identity.channel == event.channel,
-                    Identity.external_id == event.sender.external_id,
-                )
-            )
-            recent = 0
-            if customer_id is not None:
-                # One customer across channels: VIP on any of their identities is VIP here.
-                keys = (
+            known: dict[tuple[str, str], int] = {
+                (channel, external_id): customer_id
+                for channel, external_id, customer_id in (
                     await session.execute(
-                        select(Identity.channel, Identity.external_id).where(
-                            Identity.customer_id == customer_id
+                        select(Identity.channel, Identity.external_id, Identity.customer_id).where(
+                            tuple_(Identity.channel, Identity.external_id).in_(senders)
                         )
                     )
                 ).all()
-                vip = self._rules.priority.vip.customers
-                key = next((f"{c}:{e}" for c, e in keys if f"{c}:{e}" in vip), key)
-                desk = self._desks(session, self._clock.now())
-                recent = await desk.recent_ticket_count(
-                    customer_id, self._rules.priority.repeat.within_hours
+            }
+            if not known:
+                return found
+            ids = sorted(set(known.values()))
+            keys: dict[int, list[str]] = {}
+            for customer_id, channel, external_id in (
+                await session.execute(
+                    select(Identity.customer_id, Identity.channel, Identity.external_id).where(
+                        Identity.customer_id.in_(ids)
+                    )
                 )
-        return await self._classifier.classify(event.text, customer_key=key, recent_tickets=recent)
+            ).all():
+                keys.setdefault(customer_id, []).append(f"{channel}:{external_id}")
+            recent: dict[int, int] = {
+                customer_id: int(n)
+                for customer_id, n in (
+                    await session.execute(
+                        select(Ticket.customer_id, func.count())
+                        .where(Ticket.customer_id.in_(ids), Ticket.created_at >= since)
+                        .group_by(Ticket.customer_id)
+                    )
+                ).all()
+            }
+        for sender, customer_id in known.items():
+            own = f"{sender[0]}:{sender[1]}"
+            key = next((k for k in keys.get(customer_id, ()) if k in vip), own)
+            found[sender] = Customer(key, recent.get(customer_id, 0))
+        return found
 
-    async def _prepare(self, payload: dict[str, Any]) -> Prepared:
+    async def _prepare(
+        self, payload: dict[str, Any], customers: Mapping[tuple[str, str], Customer]
+    ) -> Prepared:
         """What an event needs from outside the database transaction."""
         event = event_from_json(payload)
         prep = Prepared(event)
@@ -280,7 +331,11 @@ class Dispatcher:
             await preparer(prep)
         # A status lookup opens no ticket: neither the model nor the detector needed.
         if isinstance(event, CustomerMessage) and prep.lookup is None:
-            prep.cls = await self._classify(event)
+            sender = (event.channel, event.sender.external_id)
+            who = customers.get(sender) or Customer(f"{sender[0]}:{sender[1]}", 0)
+            prep.cls = await self._classifier.classify(
+                event.text, customer_key=who.key, recent_tickets=who.recent
+            )
             if event.text:
                 # A few milliseconds: in a thread all the same.
                 prep.detected = await asyncio.to_thread(

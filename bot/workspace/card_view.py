@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.core.step import CardKind, Step
+from bot.core.step import CardKind, Made, Step
 from bot.domain.mrkdwn import escape
 from bot.domain.outbound import Outbound
 from bot.domain.rules import Rules
@@ -24,21 +25,35 @@ from bot.workspace.window_line import whatsapp_window
 from storage.models import Customer, EmailThread, Identity, KbSuggestion, Ticket
 
 
-async def card_view(session: AsyncSession, rules: Rules, now: datetime, ticket: Ticket) -> CardView:
+async def card_view(
+    session: AsyncSession, rules: Rules, now: datetime, ticket: Ticket, made: Made | None = None
+) -> CardView:
+    """What the card shows. ``made``: what the drawing step created itself; for a ticket it
+    opened (and a customer it met) the answers are known without asking the database."""
     customer = await session.get_one(Customer, ticket.customer_id)
-    identity = (
-        await session.execute(
-            select(Identity.blocked, Identity.phone).where(
-                Identity.customer_id == ticket.customer_id,
-                Identity.channel == ticket.channel,
-                Identity.chat_id == ticket.chat_id,
+    opened = made is not None and made.tickets.get(ticket.id) is ticket
+    own = made.customers.get(ticket.customer_id) if made is not None and opened else None
+    if own is not None and (own.channel, own.chat_id) == (ticket.channel, ticket.chat_id):
+        identity: Any = own  # met in this step: its only identity
+    else:
+        own = None
+        identity = (
+            await session.execute(
+                select(Identity.blocked, Identity.phone).where(
+                    Identity.customer_id == ticket.customer_id,
+                    Identity.channel == ticket.channel,
+                    Identity.chat_id == ticket.chat_id,
+                )
             )
-        )
-    ).first()
+        ).first()
     blocked = bool(identity and identity.blocked)
     # WhatsApp users with a username may be known only by a business-scoped user id.
     no_phone = ticket.channel == "whatsapp" and identity is not None and not identity.phone
-    tags, intent_label = await ticket_labels(session, ticket.id)
+    if opened and made is not None and ticket.id not in made.labelled:
+        tags: tuple[str, ...] = ()  # opened in this step, which gave it no labels
+        intent_label: str | None = None
+    else:
+        tags, intent_label = await ticket_labels(session, ticket.id)
     model_intent = (ticket.classification or {}).get("intent")
     return CardView(
         ticket_id=ticket.id,
@@ -68,18 +83,42 @@ async def card_view(session: AsyncSession, rules: Rules, now: datetime, ticket: 
         ),
         # New menus' block_ids on every update (bot/workspace/controls.py says why).
         revision=f"{int(now.timestamp() * 1000):x}",
-        suggested=await session.scalar(
-            select(KbSuggestion.title)
-            .where(KbSuggestion.ticket_id == ticket.id)
-            .order_by(KbSuggestion.id.desc())
-            .limit(1)
-        ),
+        suggested=await _suggested(session, ticket, opened),
         kb=rules.kb.enabled,
         reply_label=reply_label(rules),
-        story=await story_line(session, ticket),
+        story=None
+        if own is not None and _first_time(made, ticket)
+        else await story_line(session, ticket),
         window=await whatsapp_window(session, rules, now, ticket),
         mail=await _mail_line(session, ticket),
     )
+
+
+async def _suggested(session: AsyncSession, ticket: Ticket, opened: bool) -> str | None:
+    """The knowledge-base article suggested before the ticket was opened, if any. A ticket
+    opened in this step can only have one the step gave it (the session has it)."""
+    if opened:
+        mine = [
+            o
+            for o in (*session.identity_map.values(), *session.new)
+            if isinstance(o, KbSuggestion) and o.ticket_id == ticket.id
+        ]
+        return max(mine, key=lambda o: o.id or 0).title if mine else None
+    return await session.scalar(
+        select(KbSuggestion.title)
+        .where(KbSuggestion.ticket_id == ticket.id)
+        .order_by(KbSuggestion.id.desc())
+        .limit(1)
+    )
+
+
+def _first_time(made: Made | None, ticket: Ticket) -> bool:
+    """A customer met in this step, on one channel, whose only ticket is this one and unrated:
+    the story line says nothing (story_line returns None for them)."""
+    if made is None:
+        return False
+    theirs = [t for t in made.tickets.values() if t.customer_id == ticket.customer_id]
+    return theirs == [ticket] and ticket.rating is None
 
 
 def reply_label(rules: Rules) -> str | None:
@@ -96,7 +135,7 @@ class SlackCards:
     async def post(self, step: Step, ticket: Ticket, kind: CardKind) -> None:
         if ticket.incident_only:
             return  # shown on its incident's card only
-        view = await card_view(step.s, step.rules, step.now, ticket)
+        view = await card_view(step.s, step.rules, step.now, ticket, step.made)
         step.fx.say(
             Outbound(
                 channel="slack",
@@ -112,7 +151,7 @@ class SlackCards:
         # Addressed to the card explicitly (reply_to): it stays that card, wherever the ticket
         # goes next.
         view = dataclasses.replace(
-            await card_view(step.s, step.rules, step.now, ticket), moved=note
+            await card_view(step.s, step.rules, step.now, ticket, step.made), moved=note
         )
         step.fx.say(
             Outbound(
