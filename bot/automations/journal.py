@@ -1,7 +1,8 @@
 """What a step did to its tickets, as the automation engine's events.
 
-The desk journals every change of a ticket as a :class:`TicketEvent` row (``Step.history``) and
-every message as a :class:`Message` row. A session listener notes each such row as it is added,
+The desk journals every change of a ticket as a :class:`TicketEvent` row (``Step.history``,
+written in bulk by :mod:`storage.trail`, which journals each row itself) and every message as a
+:class:`Message` row. A session listener notes each message as it is added,
 so the automations' phase reads exactly what this step (and the automations' own actions) did,
 in order, without the core having to announce each kind of change.
 """
@@ -17,9 +18,10 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from bot.domain.automations import Event, Facts, status_events
+from storage import trail
 from storage.models import Message, TicketEvent
 
-NEW = "deskbot.automations.new"
+NEW = trail.NEW
 SLACK_USER = re.compile(r"^[UW][A-Z0-9]+$")
 # Ticket events that change a fact the rules look at.
 FACT_KINDS = ("created", "status", "priority", "assignee", "team", "tags", "rating")
@@ -27,7 +29,7 @@ FACT_KINDS = ("created", "status", "priority", "assignee", "team", "tags", "rati
 
 def _added(session: Session, instance: object) -> None:
     if isinstance(instance, TicketEvent | Message):
-        session.info.setdefault(NEW, []).append(instance)
+        trail.journal(session, instance)
 
 
 def listen() -> None:
@@ -40,7 +42,13 @@ def take(session: Session) -> list[TicketEvent | Message]:
     """The rows added since the last take, in order; rows of a rolled-back savepoint (a failed
     event of the dispatcher's batch) are gone from the session and left out."""
     added: list[TicketEvent | Message] = session.info.pop(NEW, [])
-    return [row for row in added if row in session and row not in session.deleted]
+    # Ticket events are written in bulk, outside the session (storage/trail.py): those count
+    # once written in a transaction that stands.
+    return [
+        row
+        for row in added
+        if (row in session and row not in session.deleted) or trail.written(session, row)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

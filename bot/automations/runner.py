@@ -40,6 +40,7 @@ from bot.domain.automations import (
 )
 from bot.domain.outbound import Outbound
 from bot.workspace.controls import ticket_labels
+from storage import trail
 from storage.models import (
     AuditEntry,
     AutomationAnchors,
@@ -81,6 +82,7 @@ class Automator:
         """Everything the step did so far, then what the automations' actions did, deeper each
         round, until nothing more happens."""
         while True:
+            await trail.write_async(self.s)  # the step's (and the actions') ticket events
             rows = take(self.s.sync_session)
             if not rows or not self.rules.automations:
                 return

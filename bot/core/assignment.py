@@ -57,31 +57,71 @@ class Assigner:
         if not names:
             return
         agents = sorted({a for t in names for a in self.rules.all_teams[t].agents})
-        now = self.desk.now
-        ins = self._insert()
-        if agents:
-            await self.s.execute(
-                ins(Agent)
-                .values([{"id": a, "available": False, "updated_at": now} for a in agents])
-                .on_conflict_do_nothing(index_elements=["id"])
+        # Lock (and load) the rows that exist, which after a team's first ticket is all of
+        # them; make the missing ones and lock those too. Two statements instead of four.
+        have = await self._lock_rows(agents, names)
+        if have != (set(agents), set(names)):
+            now = self.desk.now
+            ins = self._insert()
+            if set(agents) - have[0]:
+                await self.s.execute(
+                    ins(Agent)
+                    .values(
+                        [
+                            {"id": a, "available": False, "updated_at": now}
+                            for a in agents
+                            if a not in have[0]
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=["id"])
+                )
+            if set(names) - have[1]:
+                await self.s.execute(
+                    ins(TeamPointer)
+                    .values(
+                        [
+                            {"team": t, "last_agent": None, "updated_at": now}
+                            for t in names
+                            if t not in have[1]
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=["team"])
+                )
+            await self._lock_rows(
+                [a for a in agents if a not in have[0]], [t for t in names if t not in have[1]]
             )
-        await self.s.execute(
-            ins(TeamPointer)
-            .values([{"team": t, "last_agent": None, "updated_at": now} for t in names])
-            .on_conflict_do_nothing(index_elements=["team"])
-        )
+        self._locked.update(names)
+
+    async def _lock_rows(self, agents: list[str], teams: list[str]) -> tuple[set[str], set[str]]:
+        """Lock and load these agents' and teams' rows (agents first, each sorted: one global
+        order); returns the ids found."""
+        found: set[str] = set()
         if agents:
-            await self.s.execute(
-                select(Agent.id).where(Agent.id.in_(agents)).order_by(Agent.id).with_for_update()
+            found = set(
+                (
+                    await self.s.scalars(
+                        select(Agent.id)
+                        .where(Agent.id.in_(agents))
+                        .order_by(Agent.id)
+                        .with_for_update()
+                    )
+                ).all()
             )
         # Loaded, not just locked: assign() reads the pointer next (from the session then).
-        await self.s.execute(
-            select(TeamPointer)
-            .where(TeamPointer.team.in_(names))
-            .order_by(TeamPointer.team)
-            .with_for_update()
-        )
-        self._locked.update(names)
+        pointers = set()
+        if teams:
+            pointers = {
+                p.team
+                for p in (
+                    await self.s.scalars(
+                        select(TeamPointer)
+                        .where(TeamPointer.team.in_(teams))
+                        .order_by(TeamPointer.team)
+                        .with_for_update()
+                    )
+                ).all()
+            }
+        return found, pointers
 
     async def _loads(self, agents: Iterable[str]) -> dict[str, AgentLoad]:
         ids = list(agents)

@@ -34,6 +34,7 @@ from bot.domain.classifier import Classification
 from bot.domain.outbound import Button, Outbound
 from bot.domain.rules import Rules
 from bot.domain.tickets import EDITABLE_BUTTONS, NORMAL_RANK, PRIORITY_RANK
+from storage import trail
 from storage.models import Identity, Incident, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import outbox_add
 
@@ -247,6 +248,7 @@ class Step:
 
     async def finish(self) -> None:
         """The end of one event's work (the ``after_event`` phase: SLA clocks of what changed)."""
+        await trail.write_async(self.s)  # its ticket events, with their ids, for the phases
         for phase in self.hooks.after_event:
             await phase(self)
 
@@ -298,7 +300,9 @@ class Step:
             self.home_teams.add(str(old))
         if ticket.assignee_id:
             self.home_people.add(ticket.assignee_id)
-        self.s.add(
+        # Kept aside and written with the step's others in one INSERT (storage/trail.py).
+        trail.note(
+            self.s.sync_session,
             TicketEvent(
                 ticket_id=ticket.id,
                 kind=kind,
@@ -307,7 +311,7 @@ class Step:
                 to_value=None if new is None else str(new),
                 reason=reason,
                 at=self.now,
-            )
+            ),
         )
 
     def set_status(self, ticket: Ticket, status: str, actor: str, reason: str = "") -> None:

@@ -80,6 +80,14 @@ def _events(claims: Sequence[Claim]) -> list[Event]:
     return events
 
 
+class _Alone(Exception):
+    """The first event of a transaction failed (it runs without a savepoint)."""
+
+    def __init__(self, row_id: int, attempt: int, error: Exception) -> None:
+        super().__init__(row_id, attempt)
+        self.row_id, self.attempt, self.error = row_id, attempt, error
+
+
 def _settling(row_id: int, attempt: int, outcome: dict[str, Any]) -> Any:
     """The update that writes a retry's outcome, if the row is still ours."""
     return (
@@ -346,9 +354,17 @@ class Dispatcher:
         return prep
 
     async def _process(self, items: list[tuple[Claim, Prepared | BaseException]]) -> int:
-        """Apply claimed events in one transaction, each in a savepoint, for as long as the
-        budget allows (at least one); an event that fails is rolled back alone and its retry
-        written in the same transaction. Returns how many events it took."""
+        """Apply claimed events in one transaction for as long as the budget allows (at least
+        one); an event that fails is rolled back alone and retried. Returns how many events it
+        took.
+
+        The transaction's bookkeeping is set-based: the states of the rows it may take are
+        read in one statement, and the rows it finished are marked done in one (an executemany)
+        at its end. The first event of a transaction runs without a savepoint (on PostgreSQL,
+        where each event commits alone, that is every event): if it fails, the transaction,
+        which holds nothing else, is rolled back and its retry written in a transaction of its
+        own. Every later event has a savepoint of its own, so it is rolled back alone and its
+        retry written in the same transaction."""
         budget = BATCH_BUDGET if self._one_writer else 0.0
         started = time.monotonic()
         taken = 0
@@ -356,51 +372,59 @@ class Dispatcher:
         try:
             async with self._sessions.begin() as session:
                 retries: list[tuple[int, int, dict[str, Any]]] = []
+                finished: list[dict[str, Any]] = []
+                # Only the rows' states, locked: their payloads were read by the claim. On
+                # PostgreSQL a transaction takes one event, so it locks that one row alone.
+                ids = [row_id for (row_id, _, _), _ in (items if budget else items[:1])]
+                states = {
+                    row_id: (status, attempts)
+                    for row_id, status, attempts in (
+                        await session.execute(
+                            select(InboxRow.id, InboxRow.status, InboxRow.attempts)
+                            .where(InboxRow.id.in_(ids))
+                            .with_for_update()
+                        )
+                    ).all()
+                }
                 for (row_id, attempt, _), prep in items:
                     if taken and time.monotonic() - started >= budget:
                         break
                     taken += 1
-                    # Only the row's state, locked: its payload was read by the claim.
-                    state = (
-                        await session.execute(
-                            select(InboxRow.status, InboxRow.attempts)
-                            .where(InboxRow.id == row_id)
-                            .with_for_update()
-                        )
-                    ).first()
-                    if state is None or tuple(state) != ("processing", attempt):
+                    if states.get(row_id) != ("processing", attempt):
                         continue  # our lease ran out and another worker has it now
+                    bare = not done and not retries  # nothing else in this transaction yet
                     try:
                         if isinstance(prep, BaseException):
                             raise prep
-                        async with session.begin_nested():
-                            desk = self._desks(session, self._clock.now())
-                            ev = prep.event
-                            if isinstance(ev, OPENS_WINDOW):
-                                # Before the routes, so the card they draw tells the window
-                                # this message opened. Never later than now: a platform clock
-                                # ahead of ours must not stretch the window.
-                                at = min(ev.sent_at or ev.received_at, desk.now)
-                                desk.customer_wrote_at = at
-                                await desk.publish(CustomerWrote(ev.channel, ev.chat_id, at))
-                            await self._routes.apply(desk, prep)
-                            await desk.finish()
-                            await self._queue(session, desk, row_id)
-                            await session.execute(
-                                update(InboxRow)
-                                .where(InboxRow.id == row_id)
-                                .values(
-                                    status="done",
-                                    processed_at=desk.now,
-                                    lease_until=None,
-                                    error=None,
-                                )
-                            )
+                        if bare:
+                            desk = await self._step(session, prep, row_id)
+                        else:
+                            async with session.begin_nested():
+                                desk = await self._step(session, prep, row_id)
                         done.append(desk)
+                        finished.append(
+                            {
+                                "id": row_id,
+                                "status": "done",
+                                "processed_at": desk.now,
+                                "lease_until": None,
+                                "error": None,
+                            }
+                        )
                     except Exception as exc:
+                        if bare:
+                            raise _Alone(row_id, attempt, exc) from exc
                         retries.append((row_id, attempt, self._retry(row_id, attempt, exc)))
+                if finished:
+                    await session.execute(update(InboxRow), finished)
                 for row_id, attempt, outcome in retries:
                     await session.execute(_settling(row_id, attempt, outcome))
+        except _Alone as alone:
+            # The transaction's first event failed: rolled back with it, and nothing else was
+            # in it. Its retry is written now.
+            retry = self._retry(alone.row_id, alone.attempt, alone.error)
+            await self._retry_later(alone.row_id, alone.attempt, retry)
+            return taken
         except Exception as exc:
             # The transaction itself failed (its commit, or the database went away): nothing of
             # it stands, so every event it took is retried.
@@ -411,6 +435,21 @@ class Dispatcher:
             desk.fx.log_decisions()  # committed: now they happened
         self.processed += len(done)
         return taken
+
+    async def _step(self, session: AsyncSession, prep: Prepared, row_id: int) -> Desk:
+        """One event's work, in the caller's transaction (or savepoint)."""
+        desk = self._desks(session, self._clock.now())
+        ev = prep.event
+        if isinstance(ev, OPENS_WINDOW):
+            # Before the routes, so the card they draw tells the window this message opened.
+            # Never later than now: a platform clock ahead of ours must not stretch the window.
+            at = min(ev.sent_at or ev.received_at, desk.now)
+            desk.customer_wrote_at = at
+            await desk.publish(CustomerWrote(ev.channel, ev.chat_id, at))
+        await self._routes.apply(desk, prep)
+        await desk.finish()
+        await self._queue(session, desk, row_id)
+        return desk
 
     def _retry(self, row_id: int, attempt: int, exc: BaseException) -> dict[str, Any]:
         """Log a failed event and say how its row is retried.
