@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.loop [--messages 300] [--latency-samples 40] [--database URL]
         [--encrypted] (encryption at rest under a throwaway DESK_DATA_KEY)
+        [--processes 1 2 3] (PostgreSQL: that many desk processes, each N in turn)
         [--json bench-results/loop.json] [--plot bench-results/loop.png]
 
 Prints figures, each beside a reference measured in the same run on the same machine (the same
@@ -40,6 +41,7 @@ from sandbox import StandIns
 from storage.crypto import Keyring, new_key
 
 CHANNEL = "C0SUPPORT"
+log = logging.getLogger("bench.loop")
 
 
 def _cards_with(standins: StandIns, marker: str) -> int:
@@ -238,6 +240,82 @@ async def run(
     )
 
 
+async def run_processes(
+    messages: int, samples: int, database: str, processes: int, model: str = "rules"
+) -> LoopResult:
+    """The same loop with ``processes`` desk processes on one database (PostgreSQL): each is
+    ``deskbot run`` with its limits lifted (``bench.load``'s desk child), customers write on
+    WhatsApp, whose webhooks reach the first process, and every process's dispatcher and
+    outbox take their share of the shared inbox and outbox (``SKIP LOCKED`` claims). The CPU
+    figure is the desk processes' (the stand-ins run here)."""
+    from bench.load import Desk, cpu_seconds, desk_env, free_port
+
+    port = free_port()
+    standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
+    await standins.start()
+    desks: list[Desk] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            rules = folder / "rules.yaml"
+            rules.write_text("version: 1\n", encoding="utf-8")  # as run() has it
+            reference = await reference_inserts(database)
+            for n in range(processes):
+                env = desk_env(standins, database, port if n == 0 else free_port(), rules, model)
+                desks.append(Desk(env, folder / f"desk-{n}.log", lifted=True))
+                await desks[-1].start()  # one at a time: the first migrates the schema
+
+            async def say(i: int, text: str) -> None:
+                await standins.whatsapp.customer_says(str(15_550_000_000 + i), text)
+
+            latencies = []
+            for i in range(samples):
+                marker = f"latency-{i}-"
+                t0 = time.perf_counter()
+                await say(i, f"{marker} where is my parcel?")
+                await _wait_cards(standins, marker, 1, 30)
+                latencies.append((time.perf_counter() - t0) * 1000)
+            pids = [d.process.pid for d in desks if d.process is not None]
+            cpu0 = sum(cpu_seconds(pid) for pid in pids)
+            t0 = time.perf_counter()
+            await asyncio.gather(
+                *(say(samples + i, f"burst-{i}- my order is late") for i in range(messages))
+            )
+            sent = time.perf_counter() - t0
+            timeline: list[tuple[float, int]] = []
+
+            def progress() -> bool:
+                n = _cards_with(standins, "burst-")
+                if not timeline or timeline[-1][1] != n:
+                    timeline.append((round(time.perf_counter() - t0, 3), n))
+                return n >= messages
+
+            if not await standins.slack.wait_for(progress, 600):
+                raise TimeoutError(f"only {_cards_with(standins, 'burst-')}/{messages} cards")
+            elapsed = time.perf_counter() - t0
+            cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
+            problems = [d.log_problems() for d in desks]
+    finally:
+        for d in desks:
+            await d.stop()
+        await standins.stop()
+    if any(errors or tracebacks for errors, tracebacks in problems):
+        log.warning("desk logs: (ERROR lines, tracebacks) per process %s", problems)
+    return LoopResult(
+        channel="whatsapp",
+        database=f"postgresql, {processes} process{'es' if processes > 1 else ''}",
+        messages=messages,
+        latencies_ms=[round(x, 2) for x in latencies],
+        burst_seconds=elapsed,
+        sent_seconds=sent,
+        cpu_seconds=cpu,
+        timeline=timeline,
+        reference_inserts_per_s=reference,
+        machine=machine(),
+        measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
 async def _fresh_schema(url: str) -> tuple[str, str]:
     """A new PostgreSQL schema for this run, and the URL that uses it.
 
@@ -268,12 +346,19 @@ async def _drop_schema(url: str, schema: str) -> None:
 
 
 async def _run(
-    messages: int, samples: int, database: str | None, channel: str, encrypted: bool
+    messages: int,
+    samples: int,
+    database: str | None,
+    channel: str,
+    encrypted: bool,
+    processes: int = 0,
 ) -> LoopResult:
     if database is None or not database.startswith("postgresql"):
         return await run(messages, samples, database, channel, encrypted)
     schema, url = await _fresh_schema(database)
     try:
+        if processes:
+            return await run_processes(messages, samples, url, processes)
         return await run(messages, samples, url, channel, encrypted)
     finally:
         await _drop_schema(database, schema)
@@ -288,10 +373,25 @@ def main() -> None:
     p.add_argument("--encrypted", action="store_true", help="with DESK_DATA_KEY (a new key)")
     p.add_argument("--json", type=Path, default=None, help="write every figure and sample here")
     p.add_argument("--plot", type=Path, default=None, help="draw the figures into this PNG")
+    p.add_argument(
+        "--processes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="PostgreSQL: run N desk processes (deskbot run, limits lifted) on WhatsApp, for"
+        " each N given (e.g. --processes 1 2 3)",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    result = asyncio.run(_run(a.messages, a.latency_samples, a.database, a.channel, a.encrypted))
-    print(result.summary())
+    if a.processes and not (a.database or "").startswith("postgresql"):
+        p.error("--processes needs --database postgresql+asyncpg://…")
+    counts = a.processes or [0]
+    for n in counts:
+        result = asyncio.run(
+            _run(a.messages, a.latency_samples, a.database, a.channel, a.encrypted, n)
+        )
+        print(result.summary())
+        print(f"  load average {tuple(round(x, 2) for x in os.getloadavg())}")
     if a.json is not None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         figures = {

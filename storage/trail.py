@@ -7,7 +7,8 @@ objects); a new ticket wrote three that way, an assignment two more. Now :func:`
 row aside, and :func:`write` writes every row kept so far with one Core ``INSERT`` and gives
 each row its id. It is written before anything could read it: before any statement the session
 runs (``do_orm_execute``), before a flush and before a commit, and explicitly by the step when
-it finishes (the automations read the rows, with their ids, right after).
+it finishes (the automations read the rows, with their ids, right after). Rows noted outside
+a savepoint that has begun since are written once it has ended, never inside it.
 
 The rows never enter the session (the ORM neither flushes nor tracks them); the automations'
 journal (:mod:`bot.automations.journal`) is fed them by :func:`note` in the order the step made
@@ -57,6 +58,14 @@ def written(session: Session, row: object) -> bool:
 def write(session: Session) -> int:
     """Write the rows kept so far (one ``INSERT`` per 500), in the session's transaction."""
     kept: list[tuple[TicketEvent, SessionTransaction | None]] = session.info.pop(_KEPT, [])
+    # Rows noted in a transaction that encloses the current savepoint wait for it to end:
+    # written inside it, they would go if it rolled back. Those of a savepoint released since
+    # belong to the current transaction now.
+    current = session.get_nested_transaction() or session.get_transaction()
+    later = [(r, tx) for r, tx in kept if tx is not None and not _within(tx, current)]
+    if later:
+        session.info[_KEPT] = later
+        kept = [(r, tx) for r, tx in kept if tx is None or _within(tx, current)]
     if not kept:
         return 0
     table = TicketEvent.__table__
@@ -89,9 +98,10 @@ async def write_async(session: Any) -> int:
     return int(await session.run_sync(write))
 
 
-def _within(tx: SessionTransaction | None, gone: SessionTransaction) -> bool:
+def _within(tx: SessionTransaction | None, outer: SessionTransaction | None) -> bool:
+    """Whether ``tx`` is ``outer`` or a savepoint inside it."""
     while tx is not None:
-        if tx is gone:
+        if tx is outer:
             return True
         tx = tx.parent
     return False

@@ -16,10 +16,12 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.automations.journal import take
 from bot.core.tickets import Desk
 from bot.delivery import dispatcher
+from storage import trail
 from storage.db import create_engine, migrate
-from storage.models import InboxRow, Message, OutboxRow, Ticket
+from storage.models import AutomationFiring, InboxRow, Message, OutboxRow, Ticket, TicketEvent
 from tests.test_desk_core import Harness, make_harness
 
 
@@ -240,3 +242,147 @@ async def test_the_outbox_wakes_when_a_row_it_put_off_is_due(desk: Harness) -> N
     assert (again.status, again.attempts) == ("pending", 0)  # a pause is not an attempt
     await asyncio.sleep(0.21)
     assert desk.outbox._pause() == 0.5  # it came due: back to polling
+
+
+# A new ticket's trail with the rule below: its own three events, the firing, the tag.
+KINDS = ["created", "priority", "team", "automation", "tags"]
+TAG_ON_CREATE = """
+- id: tag-new
+  on: [ticket_created]
+  do: [{add_tag: fresh}]
+"""
+
+
+@pytest.mark.parametrize("where", ["in-its-route", "after-its-outbox-rows"])
+@pytest.mark.parametrize("first", [False, True], ids=["among-others", "first-of-its-batch"])
+async def test_a_failing_event_among_bulk_writes_is_rolled_back_alone_and_retried(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, first: bool, where: str
+) -> None:
+    # A step's ticket events are one multi-row INSERT (storage/trail.py), its outbox rows
+    # another, and the batch's inbox rows are marked done in one statement at the end of the
+    # transaction. An event that fails after all of its bulk writes (and after an automation
+    # acted on them) takes them all back with it, and nobody else's; the first event of a
+    # transaction runs without a savepoint, so that case is checked too.
+    from tests.test_automations_desk import rules_with
+
+    desk = make_harness(engine, rules_with(TAG_ON_CREATE))
+    monkeypatch.setattr(dispatcher, "BATCH_BUDGET", 60.0)  # the whole batch in one transaction
+    real = dispatcher.Dispatcher._queue
+    failing = {"on": True}
+
+    async def faulty(self: Any, session: Any, desk_: Desk, inbox_id: int) -> None:
+        await real(self, session, desk_, inbox_id)
+        if failing["on"] and any("boom" in (o.text or "") for o, _ in desk_.fx.items):
+            # Its events, its automation's tag and its outbox rows are written by now.
+            written = await session.scalar(select(func.count()).select_from(TicketEvent))
+            assert written
+            raise RuntimeError("boom after the bulk writes")
+
+    real_message = Desk.customer_message
+
+    async def faulty_route(self: Desk, ev: Any, *args: Any, **kwargs: Any) -> Ticket:
+        ticket = await real_message(self, ev, *args, **kwargs)
+        if failing["on"] and "boom" in ev.text:
+            # Its ticket, message and events are written (a statement ran after them).
+            assert await self.s.scalar(select(func.count()).select_from(TicketEvent))
+            raise RuntimeError("boom after the bulk writes")
+        return ticket
+
+    if where == "in-its-route":  # before the automations and the outbox rows
+        monkeypatch.setattr(Desk, "customer_message", faulty_route)
+    else:
+        monkeypatch.setattr(dispatcher.Dispatcher, "_queue", faulty)
+    texts = ["my parcel is late", "boom goes the desk", "refund please", "where is my order"]
+    if first:
+        texts = [texts[1], texts[0], *texts[2:]]
+    await _write(desk, texts)
+    assert await desk.dispatcher.run_once() == 4
+
+    async def trail() -> dict[str, list[tuple[str, str | None]]]:
+        async with desk.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(Ticket.subject, TicketEvent.kind, TicketEvent.to_value)
+                    .join(Ticket, Ticket.id == TicketEvent.ticket_id)
+                    .order_by(TicketEvent.id)
+                )
+            ).all()
+        found: dict[str, list[tuple[str, str | None]]] = {}
+        for subject, kind, value in rows:
+            found.setdefault(subject, []).append((kind, value))
+        return found
+
+    # Three tickets, each with its own events once, the automation's tag once; nothing of "boom".
+    first_trail = await trail()
+    assert sorted(first_trail) == sorted(t for t in texts if "boom" not in t)
+    for subject, events in first_trail.items():
+        assert [k for k, _ in events] == KINDS, subject
+        assert events[-1] == ("tags", '["fresh"]')
+    async with desk.sessions() as s:
+        rows = {r.payload["text"]: r for r in await s.scalars(select(InboxRow))}
+        fired = (await s.scalars(select(AutomationFiring.ticket_id))).all()
+    assert len(fired) == 3
+    failed = rows["boom goes the desk"]
+    assert (failed.status, failed.attempts) == ("processing", 1)
+    assert failed.error == "RuntimeError: boom after the bulk writes"
+    assert {rows[t].status for t in texts if "boom" not in t} == {"done"}
+
+    # Retried once the fault is gone: a ticket of its own, its events, tag, card and ack once.
+    failing["on"] = False
+    desk.clock.advance(seconds=1)
+    await desk.settle()
+    again = await trail()
+    assert sorted(again) == sorted(texts)
+    for subject, events in again.items():
+        assert [k for k, _ in events] == KINDS, subject
+        if subject != "boom goes the desk":
+            assert events == first_trail[subject]  # what stood stays, once
+    async with desk.sessions() as s:
+        assert await s.scalar(select(InboxRow.status).where(InboxRow.id == failed.id)) == "done"
+        assert len((await s.scalars(select(AutomationFiring.id))).all()) == 4
+    cards = [m for m in desk.slack.sent if m.kind == "slack_card"]
+    assert sorted(len([c for c in cards if t in (c.text or "")]) for t in texts) == [1, 1, 1, 1]
+    acks = [m for m in desk.telegram.sent if m.kind == "text"]
+    assert sorted(m.destination for m in acks) == ["100", "101", "102", "103"]
+
+
+async def test_trail_rows_of_a_savepoint_that_rolls_back_are_neither_stored_nor_journaled(
+    desk: Harness,
+) -> None:
+    # storage/trail.py keeps a step's ticket events aside and writes them in one INSERT; a
+    # savepoint that rolls back must take its rows with it, written or not, out of the table
+    # and out of the automations' journal, while the rows around it stand once.
+    await _write(desk, ["my parcel is late"])
+    await desk.settle()
+    ticket = await desk.ticket()
+
+    def event(kind: str) -> TicketEvent:
+        return TicketEvent(ticket_id=ticket.id, kind=kind, actor="test", at=desk.clock.now())
+
+    async with desk.sessions.begin() as s:
+        sync = s.sync_session
+        take(sync)  # nothing left over from before
+        before = event("before")
+        trail.note(sync, before)
+        with pytest.raises(RuntimeError):
+            async with s.begin_nested():
+                written = event("written-then-rolled-back")
+                trail.note(sync, written)
+                await s.execute(select(func.count()).select_from(TicketEvent))  # writes them
+                assert written.id is not None and trail.written(sync, written)
+                trail.note(sync, event("kept-then-rolled-back"))
+                raise RuntimeError("the step failed")
+        after = event("after")
+        trail.note(sync, after)
+        await trail.write_async(s)
+        assert [r.kind for r in take(sync)] == ["before", "after"]
+    async with desk.sessions() as s:
+        kinds = (
+            await s.scalars(
+                select(TicketEvent.kind)
+                .where(TicketEvent.ticket_id == ticket.id, TicketEvent.actor == "test")
+                .order_by(TicketEvent.id)
+            )
+        ).all()
+    assert kinds == ["before", "after"]
+    assert (before.id or 0) < (after.id or 0)
