@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import Table, event, insert
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from storage.models import Message, TicketEvent
@@ -68,7 +68,7 @@ def write(session: Session) -> int:
         kept = [(r, tx) for r, tx in kept if tx is None or _within(tx, current)]
     if not kept:
         return 0
-    table = TicketEvent.__table__
+    table: Table = TicketEvent.__table__  # type: ignore[assignment]
     conn = session.connection()
     done = session.info.setdefault(_WRITTEN, {})
     for start in range(0, len(kept), _CHUNK):

@@ -282,7 +282,7 @@ class Dispatcher:
         three statements a message): their VIP key (VIP on any of a customer's identities is
         VIP on all of them) and how many tickets they opened lately. Read outside the step's
         transaction, as before: the classification is worked out before it."""
-        senders = sorted(
+        senders: list[tuple[str, str]] = sorted(
             {(e.channel, e.sender.external_id) for e in events if isinstance(e, CustomerMessage)}
         )
         found = {key: Customer(f"{key[0]}:{key[1]}", 0) for key in senders}
