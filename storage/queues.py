@@ -113,7 +113,20 @@ async def _follow_open(
 
 
 async def inbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert inbox rows, silently dropping any whose (channel, external_id) exists already."""
+    """Insert inbox rows, silently dropping any whose (channel, external_id) exists already.
+
+    On SQLite one multi-row INSERT (a poll of Telegram's brings up to 100 updates at once),
+    whose rows take ascending ids in the order given: a conversation's order is the id order.
+    On PostgreSQL one INSERT a row, for the reason :func:`outbox_add` gives."""
+    if not rows:
+        return 0
+    if session.get_bind().dialect.name == "sqlite" and len({tuple(r) for r in rows}) == 1:
+        result = await session.execute(
+            sqlite_insert(InboxRow)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+        )
+        return max(getattr(result, "rowcount", 0) or 0, 0)
     added = 0
     rows = await _follow_open(
         session, rows, InboxRow.conversation, "conversation", InboxRow.status, INBOX_OPEN
