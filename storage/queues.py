@@ -120,13 +120,6 @@ async def inbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> in
     On PostgreSQL one INSERT a row, for the reason :func:`outbox_add` gives."""
     if not rows:
         return 0
-    if session.get_bind().dialect.name == "sqlite" and len({tuple(r) for r in rows}) == 1:
-        result = await session.execute(
-            sqlite_insert(InboxRow)
-            .values(list(rows))
-            .on_conflict_do_nothing(index_elements=["channel", "external_id"])
-        )
-        return max(getattr(result, "rowcount", 0) or 0, 0)
     added = 0
     rows = await _follow_open(
         session, rows, InboxRow.conversation, "conversation", InboxRow.status, INBOX_OPEN
@@ -141,6 +134,13 @@ async def inbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> in
         )
         seen = {(channel, external_id) for channel, external_id in found}
         rows = [r for r in rows if (r["channel"], str(r["external_id"])) not in seen]
+    if session.get_bind().dialect.name == "sqlite" and len({tuple(r) for r in rows}) == 1:
+        result = await session.execute(
+            sqlite_insert(InboxRow)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+        )
+        return max(getattr(result, "rowcount", 0) or 0, 0)
     for row in rows:
         stmt = (
             _insert(session)(InboxRow)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
@@ -291,15 +291,19 @@ class Dispatcher:
         since = self._clock.now() - timedelta(hours=self._rules.priority.repeat.within_hours)
         vip = self._rules.priority.vip.customers
         async with self._sessions() as session:
+            # By id, then matched by (channel, id) here: a sealed address's IN looks under
+            # every key a rotation still reads (storage/crypto.py), a row value's would not.
+            wanted = set(senders)
             known: dict[tuple[str, str], int] = {
                 (channel, external_id): customer_id
                 for channel, external_id, customer_id in (
                     await session.execute(
                         select(Identity.channel, Identity.external_id, Identity.customer_id).where(
-                            tuple_(Identity.channel, Identity.external_id).in_(senders)
+                            Identity.external_id.in_(sorted({e for _, e in senders}))
                         )
                     )
                 ).all()
+                if (channel, external_id) in wanted
             }
             if not known:
                 return found

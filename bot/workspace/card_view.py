@@ -170,9 +170,7 @@ async def _mail_line(session: AsyncSession, ticket: Ticket) -> str | None:
     """An email ticket's address and subject (bot/mail keeps them per conversation)."""
     if ticket.channel != "email":
         return None
-    thread = await session.scalar(
-        select(EmailThread).where(EmailThread.chat_id == ticket.chat_id)
-    )
+    thread = await session.scalar(select(EmailThread).where(EmailThread.chat_id == ticket.chat_id))
     if thread is None:
         return None
     subject = f" · “{escape(thread.subject[:150])}”" if thread.subject else ""
