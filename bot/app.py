@@ -254,9 +254,11 @@ class DeskApp:
                 log.warning("desk.stopping undelivered=%d (they go out on the next start)", left)
         if self.heartbeat is not None:
             await _quietly(self.heartbeat.leave())
+        # Every adapter now, Slack last to be stopped: the drain's sends may have opened a
+        # platform's HTTP session again after its first stop (which only ended its intake), and
+        # a session left open is reported unclosed at exit.
         for adapter in self.adapters:
-            if adapter.channel == "slack":
-                await _quietly(adapter.stop())
+            await _quietly(adapter.stop())
         if self._runner is not None:
             await self._runner.cleanup()
         await self.classifier.close()
