@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from storage import crypto
-from storage.models import AutomationTimer, InboxRow, OutboxRow, SlaTimer, SurgeLock
+from storage.models import AutomationTimer, InboxRow, OutboxRow, Process, SlaTimer, SurgeLock
 
 Timer = TypeVar("Timer", SlaTimer, AutomationTimer)
 
@@ -356,3 +356,18 @@ async def lock_key_row(session: AsyncSession, team: str, now: datetime) -> None:
         .on_conflict_do_nothing(index_elements=["team"])
     )
     await session.execute(select(SurgeLock.team).where(SurgeLock.team == team).with_for_update())
+
+
+async def process_beat(session: AsyncSession, owner: str, now: datetime) -> None:
+    """A desk's heartbeat: its ``processes`` row registered, or its ``heartbeat_at`` moved on.
+
+    One upsert, so two beats of one owner at once (a desk restarted inside one process, as the
+    tests do, beside another desk of that process; or a beat racing another desk's reaping of
+    the row) cannot both insert it and fail on the key."""
+    host, pid, _ = owner.rsplit(":", 2)
+    stmt = _insert(session)(Process).values(
+        owner=owner, host=host, pid=int(pid), started_at=now, heartbeat_at=now
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=["owner"], set_={"heartbeat_at": now})
+    )

@@ -3,6 +3,7 @@ this host's dead processes held, and only that."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -10,15 +11,16 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import wiring
+from bot.base.clock import FrozenClock
 from bot.base.process import is_dead, this_process
-from bot.delivery.leases import UNKNOWN_OUTCOME, reclaim_dead_leases
+from bot.delivery.leases import UNKNOWN_OUTCOME, Heartbeat, reclaim_dead_leases
 from bot.domain.rules import parse_rules
 from storage.db import session_factory
-from storage.models import Customer, InboxRow, Message, OutboxRow, Ticket
+from storage.models import Customer, InboxRow, Message, OutboxRow, Process, Ticket
 from storage.queues import inbox_add, inbox_claim, outbox_add, outbox_claim
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -208,3 +210,23 @@ async def test_claims_record_their_owner_and_dead_ones_are_taken_over_at_once(
     # A second restart finds nothing more to do, and adds no second note.
     again = await reclaim_dead_leases(sessions, wiring.desks(RULES), later)
     assert again.owners == []
+
+
+async def test_two_beats_of_one_owner_at_once_both_succeed(engine: AsyncEngine) -> None:
+    """Two desks in one process share an owner id (the tests restart one beside another): their
+    heartbeats may register the row at the same moment, and neither may fail on its key."""
+    sessions = session_factory(engine)
+    clock = FrozenClock(datetime(2026, 12, 7, 10, 0, tzinfo=UTC))
+    beats = [Heartbeat(sessions, wiring.desks(RULES), clock) for _ in range(2)]
+    for _ in range(3):
+        await asyncio.gather(*(b.beat() for b in beats))
+        async with sessions() as s:
+            await s.execute(delete(Process))  # as a clean stop (leave) of one of them does
+            await s.commit()
+    await asyncio.gather(*(b.beat() for b in beats))
+    clock.advance(seconds=1)
+    await beats[0].beat()
+    async with sessions() as s:
+        [row] = (await s.scalars(select(Process))).all()
+    assert row.owner == this_process()
+    assert row.heartbeat_at.replace(tzinfo=UTC) == clock.now()

@@ -54,7 +54,7 @@ from bot.base.process import is_dead, this_process
 from bot.core.tickets import Desks
 from bot.domain.outbound import Outbound
 from storage.models import AutomationTimer, Message, OutboxRow, Process, SlaTimer, Ticket
-from storage.queues import expire_inbox_leases, open_leases, outbox_held_by
+from storage.queues import expire_inbox_leases, open_leases, outbox_held_by, process_beat
 
 log = logging.getLogger("deskbot.leases")
 
@@ -167,18 +167,8 @@ class Heartbeat:
 
     async def beat(self) -> None:
         """Say we are alive; registers again if another desk took us for dead meanwhile."""
-        now = self._clock.now()
         async with self._sessions.begin() as session:
-            row = await session.get(Process, self.owner)
-            if row is None:
-                host, pid, _ = self.owner.rsplit(":", 2)
-                session.add(
-                    Process(
-                        owner=self.owner, host=host, pid=int(pid), started_at=now, heartbeat_at=now
-                    )
-                )
-            else:
-                row.heartbeat_at = now
+            await process_beat(session, self.owner, self._clock.now())
 
     async def reap(self) -> Reclaimed:
         done = await reclaim_dead_leases(
