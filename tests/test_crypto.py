@@ -192,7 +192,12 @@ async def test_addresses_are_found_under_every_key_still_read_and_in_clear(
     async with sessions.begin() as s:
         s.add(ident(3, "447700900003"))
     async with engine.connect() as conn:
-        stored = [v for (v,) in await conn.execute(text("SELECT external_id FROM identities"))]
+        stored = [
+            v
+            for (v,) in await conn.execute(
+                text("SELECT external_id FROM identities ORDER BY customer_id")
+            )
+        ]
         conversation = (await conn.execute(text("SELECT conversation FROM inbox"))).scalar_one()
     assert stored[0] == "447700900001"
     assert stored[1].startswith(f"da1:{Keyring.of(OLD).key_id}:")
