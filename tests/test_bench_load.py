@@ -12,7 +12,42 @@ from pathlib import Path
 
 import pytest
 
-from bench.load import SLACK_BURST, burst, main, sustained
+from bench.load import SLACK_BURST, burst, main, slack_accounting, sustained
+
+
+class _Slack:
+    def __init__(self, channels: dict[str, list[dict[str, object]]]) -> None:
+        self.channels = channels
+
+
+class _StandIns:
+    def __init__(self, channels: dict[str, list[dict[str, object]]]) -> None:
+        self.slack = _Slack(channels)
+
+
+def _card(ts: str, *marks: int) -> dict[str, object]:
+    text = " ".join(f"ref L{k:06d}Q" for k in marks)
+    return {"ts": ts, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+
+
+def _reply(ts: str, thread: str, k: int) -> dict[str, object]:
+    return {"ts": ts, "thread_ts": thread, "text": f"ref L{k:06d}Q"}
+
+
+def test_accounting_takes_either_of_a_customers_messages_as_the_one_that_opened_the_card() -> None:
+    # Customer 0 sent 0 then 1, 50 ms apart; 1 reached the desk first and opened the card.
+    # Customer 1 sent 2 then 3; 3 never reached Slack. Customer 2's card shows 4 twice.
+    customer_of = {0: 0, 1: 0, 2: 1, 3: 1, 4: 2}
+    posted = [_card("1.0", 1), _reply("1.1", "1.0", 0), _card("2.0", 2), _card("3.0", 4)]
+    posted.append(_reply("3.1", "3.0", 4))
+    cards, in_threads, without_card, lost, doubled = slack_accounting(
+        _StandIns({"C1": posted}),  # type: ignore[arg-type]
+        customer_of,
+    )
+    assert (cards, in_threads, without_card, lost, doubled) == (3, 2, 0, 1, 0 + 1)
+    # A reply in another customer's thread is not theirs: 0 is lost when only card 2 has it.
+    posted = [_card("1.0", 1), _card("2.0", 2), _reply("2.1", "2.0", 0)]
+    assert slack_accounting(_StandIns({"C1": posted}), {0: 0, 1: 0, 2: 1})[3] == 1  # type: ignore[arg-type]
 
 
 async def test_sustained_offers_on_schedule_and_every_message_reaches_slack() -> None:
@@ -24,7 +59,7 @@ async def test_sustained_offers_on_schedule_and_every_message_reaches_slack() ->
     assert result.customers + result.follow_ups == 40
     assert result.cards == result.customers
     assert result.in_threads == result.follow_ups
-    assert figures["lost"] == 0 and result.doubled == 0
+    assert figures["lost"] == 0 and result.without_card == 0 and result.doubled == 0
     assert result.quiet_after_s is not None
     # The open loop kept its schedule (the figures mean what they say).
     assert 10 <= result.sent_rate <= 30
