@@ -32,7 +32,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -48,6 +47,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from sandbox import StandIns
+from sandbox.ports import free_port as free_port
 from storage.db import create_engine, session_factory
 from storage.models import InboxRow, OutboxRow
 
@@ -61,12 +61,6 @@ SLACK_SECRET = "slack-chaos-secret"
 TG_SECRET = "tg-chaos_1"
 AGENT = "U0BOB"  # an agent of the default team, where these conversations go
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Balancer:

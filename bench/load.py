@@ -61,7 +61,6 @@ import platform
 import random
 import re
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -80,6 +79,7 @@ from sqlalchemy.engine import make_url
 
 from sandbox import StandIns
 from sandbox._common import Deliverer
+from sandbox.ports import free_port as free_port
 from storage.db import create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,12 +116,6 @@ TEAM_SHARE = {"C0SUPPORT": 0.40, "C0BILLING": 0.25, "C0ZH": 0.20, "C0VIP": 0.15}
 
 
 # -- the pieces both modes use ----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -33,6 +33,7 @@ from bot.app import DeskApp
 from bot.base.settings import Settings, SlackSettings, WhatsAppSettings
 from bot.domain.rules import Rules, load_rules
 from sandbox import StandIns
+from sandbox.ports import free_port as _free_port
 from storage.db import create_engine, session_factory
 from storage.models import Incident, Ticket
 
@@ -150,14 +151,6 @@ def _settings(standins: StandIns, database_url: str, port: int) -> Settings:
 def _rules() -> Rules:
     rules = load_rules(ROOT / "rules.yaml")
     return rules.model_copy(update={"teams": {}, "routing": ()})  # one team, Claim only
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _until(probe: Any, timeout: float, step: float = 0.1) -> bool:

@@ -39,7 +39,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Locator, Page, Response, expect, sync_playwright
+
+from sandbox.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("DESK_CHROMIUM", "/usr/bin/chromium")
@@ -82,12 +83,6 @@ LATE_REPLY = "Your account is unlocked again, sorry for the wait"
 
 class CheckFailed(Exception):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Sandbox:

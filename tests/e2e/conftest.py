@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from bot.domain.classifier import Classifier
 from bot.domain.rules import Rules, load_rules
 from bot.selfservice.kb import KnowledgeBase
 from sandbox import StandIns
+from sandbox.ports import free_port as free_port
 from storage.crypto import Keyring
 from storage.models import InboxRow, OutboxRow, Ticket
 
@@ -37,12 +37,6 @@ WA_VERIFY = "wa-verify-token"
 SLACK_TOKEN = "xoxb-1-e2e-test"
 SLACK_SECRET = "slack-signing-secret"
 SUPPORT = "C0SUPPORT"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def desk_settings(

@@ -24,8 +24,9 @@ from bot.app import DeskApp, make_knowledge
 from bot.commands.sandbox import banner, sandbox_settings
 from bot.domain.rules import load_rules
 from sandbox import StandIns
+from sandbox.ports import free_port as _free_port
 
-from .test_control import ROOT, _free_port
+from .test_control import ROOT
 
 ASSIGN = re.compile(r"^([A-Z]+)=\$\(")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,14 +23,9 @@ from bot.app import DeskApp
 from bot.commands.sandbox import sandbox_settings
 from bot.domain.rules import load_rules
 from sandbox import StandIns
+from sandbox.ports import free_port as _free_port
 
 ROOT = Path(__file__).parent.parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ history the thread leaves out.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,17 +22,12 @@ from bot.app import DeskApp
 from bot.commands.sandbox import sandbox_settings
 from bot.domain.rules import load_rules
 from sandbox import StandIns
+from sandbox.ports import free_port as _free_port
 from tests.e2e.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = "C0SUPPORT"
 ANNA = "anna@customer.test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

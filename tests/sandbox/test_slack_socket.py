@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from sandbox import StandIns
+from sandbox.ports import free_port as _free_port
 
 APP_TOKEN = "xapp-1-A0DESKBOT-standin"
 ROOT = Path(__file__).parent.parent.parent
@@ -144,9 +144,3 @@ async def test_the_sandbox_can_run_slack_over_socket_mode(
     finally:
         await desk.stop()
         await standins.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
