@@ -52,6 +52,11 @@ async def socket_standins() -> StandIns:
         slack_app_token=APP_TOKEN,
     )
     await standins.start()
+    # Slack waits 3 s for an envelope's ack; the stand-in and the desk here share the test's
+    # loop and a loaded CI machine's two cores, and a claim's ack (after a PostgreSQL insert)
+    # once took longer. The ack-after-the-inbox rule is what these tests prove, with the bound
+    # doubled; a lost ack is then redelivered after 6 s rather than 3.
+    standins.slack.socket.ack_timeout = 6.0
     standins.desk_port = port  # type: ignore[attr-defined]
     return standins
 
