@@ -278,10 +278,15 @@ def is_address(value: object) -> bool:
     return isinstance(value, str) and ADDRESS.fullmatch(value) is not None
 
 
+def _never_sealed(value: str) -> bool:
+    """An address stored as given under any key: empty, clear by its prefix, or sealed already."""
+    return value == "" or value.startswith(CLEAR_PREFIXES) or is_address(value)
+
+
 def seal_address(value: str) -> str:
     """How an :class:`Address` column stores ``value`` (itself without a key, when clear by
     its prefix, or when sealed already)."""
-    if _ring is None or value == "" or value.startswith(CLEAR_PREFIXES) or is_address(value):
+    if _ring is None or _never_sealed(value):
         return value
     return _ring.address(value)
 
@@ -290,7 +295,7 @@ def address_forms(value: str) -> list[str]:
     """Every stored form of ``value`` an equality lookup must match (one without a key): under
     each key still read, the current first, and in clear, as a desk stored it before it had a
     key (until ``deskbot keys rotate`` seals those rows)."""
-    if _ring is None or value == "" or value.startswith(CLEAR_PREFIXES) or is_address(value):
+    if _ring is None or _never_sealed(value):
         return [value]
     return [*_ring.addresses(value), value]
 
