@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 
 from bot.app import DeskApp
+from bot.base import heap
 from bot.commands.sandbox import sandbox_settings
 from bot.delivery.outbox import RateLimits
 from bot.domain.rules import parse_rules
@@ -186,6 +187,7 @@ async def run(
             idle_poll=0.05,
         )
         await desk.start()
+        heap.settle()  # as bot.app.serve does once the desk has started
         try:
 
             async def say(i: int, text: str) -> None:
