@@ -381,7 +381,7 @@ class GetRawUpdates(TelegramMethod[list[dict[str, Any]]]):
 # call builds it again (about 3.5 ms). Measured in bench.loop, ``Response[Message]`` was built 42
 # times in 300 customer messages. Held here for the methods the desk calls on its hot path.
 _RESPONSE_TYPES = tuple(
-    Response[method.__returning__]
+    Response[method.__returning__]  # type: ignore[name-defined]
     for method in (
         SendMessage,
         AnswerCallbackQuery,
