@@ -39,7 +39,15 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.methods.base import TelegramMethod
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    EditMessageReplyMarkup,
+    GetFile,
+    SendDocument,
+    SendMessage,
+    SendPhoto,
+)
+from aiogram.methods.base import Response, TelegramMethod
 from aiogram.types import (
     BotCommand,
     BufferedInputFile,
@@ -366,6 +374,24 @@ class GetRawUpdates(TelegramMethod[list[dict[str, Any]]]):
     offset: int | None = None
     timeout: int | None = None
     allowed_updates: list[str] | None = None
+
+
+# aiogram parses every answer with ``Response[<the method's result type>]``, a pydantic generic
+# made on first use and kept by pydantic in a weak cache: once the collector frees it, the next
+# call builds it again (about 3.5 ms). Measured in bench.loop, ``Response[Message]`` was built 42
+# times in 300 customer messages. Held here for the methods the desk calls on its hot path.
+_RESPONSE_TYPES = tuple(
+    Response[method.__returning__]  # type: ignore[name-defined]
+    for method in (
+        SendMessage,
+        AnswerCallbackQuery,
+        EditMessageReplyMarkup,
+        GetFile,
+        SendPhoto,
+        SendDocument,
+        GetRawUpdates,
+    )
+)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.loop [--messages 300] [--latency-samples 40] [--database URL]
         [--encrypted] (encryption at rest under a throwaway DESK_DATA_KEY)
         [--processes 1 2 3] (PostgreSQL: that many desk processes, each N in turn)
+        [--model local] (classify with the local model; the priority rules alone by default)
         [--json bench-results/loop.json] [--plot bench-results/loop.png]
 
 Prints figures, each beside a reference measured in the same run on the same machine (the same
@@ -33,7 +34,8 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 
-from bot.app import DeskApp
+from bot.app import DeskApp, _make_classifier
+from bot.base import heap
 from bot.commands.sandbox import sandbox_settings
 from bot.delivery.outbox import RateLimits
 from bot.domain.rules import parse_rules
@@ -167,7 +169,12 @@ def plot(result: LoopResult, out: Path) -> None:
 
 
 async def run(
-    messages: int, samples: int, database: str | None, channel: str, encrypted: bool = False
+    messages: int,
+    samples: int,
+    database: str | None,
+    channel: str,
+    encrypted: bool = False,
+    model: str = "rules",
 ) -> LoopResult:
     port = int(os.environ.get("BENCH_PORT", "18080"))
     standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
@@ -179,13 +186,23 @@ async def run(
         if encrypted:  # encryption at rest under a throwaway key (docs/performance.md)
             keys = Keyring.of(new_key())
             settings = dataclasses.replace(settings, data_keys=keys)
+        # With --model local, the desk classifies with the local model as ``deskbot run`` does
+        # (DeskApp alone falls back to the rules, whatever DESK_MODEL says). Its vectors would
+        # gather the bench's alike messages into an incident (one card for many customers), so
+        # surges are off then: this counts one card per customer either way.
+        rules = parse_rules(
+            {"version": 1, "surges": {"enabled": False}} if model == "local" else {"version": 1}
+        )
+        settings = dataclasses.replace(settings, model=model)
         desk = DeskApp(
             settings,
-            parse_rules({"version": 1}),
+            rules,
+            classifier=await _make_classifier(settings, rules),
             limits=RateLimits.lifted(),
             idle_poll=0.05,
         )
         await desk.start()
+        heap.settle()  # as bot.app.serve does once the desk has started
         try:
 
             async def say(i: int, text: str) -> None:
@@ -353,14 +370,15 @@ async def _run(
     channel: str,
     encrypted: bool,
     processes: int = 0,
+    model: str = "rules",
 ) -> LoopResult:
     if database is None or not database.startswith("postgresql"):
-        return await run(messages, samples, database, channel, encrypted)
+        return await run(messages, samples, database, channel, encrypted, model)
     schema, url = await _fresh_schema(database)
     try:
         if processes:
-            return await run_processes(messages, samples, url, processes)
-        return await run(messages, samples, url, channel, encrypted)
+            return await run_processes(messages, samples, url, processes, model)
+        return await run(messages, samples, url, channel, encrypted, model)
     finally:
         await _drop_schema(database, schema)
 
@@ -382,6 +400,12 @@ def main() -> None:
         help="PostgreSQL: run N desk processes (deskbot run, limits lifted) on WhatsApp, for"
         " each N given (e.g. --processes 1 2 3)",
     )
+    p.add_argument(
+        "--model",
+        choices=["rules", "local"],
+        default="rules",
+        help="classify with the priority rules alone (the default) or the local model",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if a.processes and not (a.database or "").startswith("postgresql"):
@@ -389,7 +413,7 @@ def main() -> None:
     counts = a.processes or [0]
     for n in counts:
         result = asyncio.run(
-            _run(a.messages, a.latency_samples, a.database, a.channel, a.encrypted, n)
+            _run(a.messages, a.latency_samples, a.database, a.channel, a.encrypted, n, a.model)
         )
         print(result.summary())
         print(f"  load average {tuple(round(x, 2) for x in os.getloadavg())}")

@@ -28,6 +28,7 @@ from adapters.slack_socket import SlackSocket, SocketStartError
 from adapters.telegram import TelegramAdapter
 from adapters.whatsapp import WhatsAppAdapter
 from bot import wiring
+from bot.base import heap
 from bot.base.clock import Clock, SystemClock
 from bot.base.settings import Settings, require_platforms
 from bot.delivery.adapter import Adapter
@@ -423,6 +424,7 @@ async def serve(
         if desk.engine is not None:
             await desk.engine.dispose()
         raise
+    heap.settle()  # what the start made stays: the collector need not walk it again
     if banner:
         if started is not None:
             banner += f"Ready in {time.monotonic() - started:.1f} s.\n"

@@ -16,7 +16,8 @@ them, among the messages the ORM adds, and takes those :func:`written` holds. A 
 rolls back (a failed event of the dispatcher's batch) takes its rows with it: those not yet
 written are dropped, and those written are forgotten (the database dropped them).
 
-Ids: on SQLite a multi-row ``INSERT`` gives its rows ascending ids in the order of its
+Ids: on SQLite a multi-row ``INSERT`` (``insertmanyvalues``, the rows given as parameters, so
+that the statement is compiled once) gives its rows ascending ids in the order of its
 ``VALUES``, so the ids returned, sorted, are the rows' in order; on PostgreSQL SQLAlchemy's
 ``insertmanyvalues`` with ``sort_by_parameter_order`` returns them in the order of the rows.
 """
@@ -78,7 +79,10 @@ def write(session: Session) -> int:
             if v["reason"] is None:
                 v["reason"] = ""
         if conn.dialect.name == "sqlite":
-            ids = sorted(conn.execute(insert(table).values(values).returning(table.c.id)).scalars())
+            # The rows as parameters: SQLAlchemy's insertmanyvalues sends the same multi-row
+            # INSERT, from a statement compiled once (``insert().values([...])`` has no cache
+            # key, so it was compiled anew for every step).
+            ids = sorted(conn.execute(insert(table).returning(table.c.id), values).scalars())
         else:
             ids = list(
                 conn.execute(

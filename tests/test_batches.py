@@ -386,3 +386,59 @@ async def test_trail_rows_of_a_savepoint_that_rolls_back_are_neither_stored_nor_
         ).all()
     assert kinds == ["before", "after"]
     assert (before.id or 0) < (after.id or 0)
+
+
+async def test_outcomes_are_recorded_in_bulk_and_a_failing_one_is_rolled_back_alone(
+    desk: Harness, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A group of outcomes is recorded without a savepoint each; one that fails after it has
+    # changed its rows takes none of its changes along, and the others stand, recorded once.
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    await _write(desk, ["first", "second", "third"])
+    await desk.dispatcher.run_once()
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        await desk.outbox.run_once()  # the cards and acknowledgements of three new tickets
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    async with desk.sessions() as s:
+        assert set((await s.scalars(select(OutboxRow.status))).all()) == {"sent"}
+    assert "UPDATE" in statements and "SAVEPOINT" not in statements
+
+    await _write(desk, ["fourth", "fifth", "sixth"], first=3)
+    await desk.dispatcher.run_once()
+    real = desk.outbox._record_one
+    failed: list[int] = []
+
+    async def faulty(session: Any, item: Any) -> Any:
+        recorded = await real(session, item)  # the row, its message, the card's ts: changed
+        if item.out.channel == "telegram" and item.out.destination == "104":
+            failed.append(item.row_id)
+            raise RuntimeError("a bug after recording")
+        return recorded
+
+    monkeypatch.setattr(desk.outbox, "_record_one", faulty)
+    with pytest.raises(RuntimeError, match="a bug after recording"):
+        await desk.outbox.run_once()
+    for _ in range(100):  # the other deliveries go on while the failure is raised
+        async with desk.sessions() as s:
+            rows = {r.id: r for r in await s.scalars(select(OutboxRow))}
+        if sum(r.status == "sending" for r in rows.values()) <= 1:
+            break
+        await asyncio.sleep(0.02)
+    assert failed == [failed[0]]  # tried once, not again with the others
+    broken = rows[failed[0]]
+    assert broken.status == "sending" and broken.sent_at is None  # rolled back, left for its lease
+    others = [r for i, r in rows.items() if i != broken.id]
+    assert len(others) == 11 and {r.status for r in others} == {"sent"}
+    async with desk.sessions() as s:
+        if broken.message_id is not None:
+            message = await s.get(Message, broken.message_id)
+            assert message is not None and message.delivery != "sent"
+        cards = (await s.scalars(select(Ticket.slack_ts).order_by(Ticket.id))).all()
+    assert all(cards)  # every card's ts recorded, the fifth's too
+    assert len(desk.telegram.sent) == 6 and len(desk.slack.sent) >= 6

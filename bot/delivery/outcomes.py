@@ -3,7 +3,7 @@
 The outbox's sending half is :class:`bot.delivery.outbox.OutboxSender`; this is its recording
 half: the row's outcome, the ticket message's delivery, the card's ts, the thread line for a
 message the customer did not get, and :class:`bot.core.step.DeliveryRecorded` for the features
-that care, in one transaction per outcome (a group of them on SQLite).
+that care, in one transaction per outcome (a group of them on SQLite, recorded in bulk).
 """
 
 from __future__ import annotations
@@ -45,6 +45,14 @@ class Outcome:
     error: DeliveryError | None
     recorded: bool = False
     result: str | BaseException | None = None
+
+
+class _Failed(Exception):
+    """An outcome recorded without a savepoint raised (OutcomeRecorder._record_in)."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index)
+        self.index, self.error = index, error
 
 
 class Metrics:
@@ -142,10 +150,11 @@ class OutcomeRecorder:
         """Record an outcome, in one transaction with the others waiting to be recorded.
 
         On SQLite (one writer at a time) outcomes that finish while a recording transaction
-        runs are recorded together by the next one, each in a savepoint of its own: a group
-        commit, so a burst costs one commit per group instead of one per delivery, while a
-        single delivery is recorded at once. On PostgreSQL each outcome is its own transaction,
-        as several processes record side by side and must not hold each other's locks.
+        runs are recorded together by the next one, in bulk (a failing one rolled back alone,
+        see _record): a group commit, so a burst costs one commit per group instead of one per
+        delivery, while a single delivery is recorded at once. On PostgreSQL each outcome is
+        its own transaction, as several processes record side by side and must not hold each
+        other's locks.
         """
         if not self._one_writer:
             [result] = await self._record([item])
@@ -174,8 +183,28 @@ class OutcomeRecorder:
         return item.result
 
     async def _record(self, items: list[Outcome]) -> list[str | BaseException | None]:
-        """One transaction recording the outcomes, each in a savepoint; an outcome is None when
-        the lease was lost meanwhile, or the exception that recording it raised."""
+        """Record the outcomes in one transaction; an outcome is None when the lease was lost
+        meanwhile, or the exception that recording it raised.
+
+        In bulk first: every outcome in the one transaction, without a savepoint each, and the
+        ORM's changes flushed once at the commit (a savepoint an outcome was two statements and
+        a flush of its own). If one raises, that transaction, with everything recorded in it,
+        is rolled back, and the others are recorded again in a new one, each in a savepoint as
+        before, while the failing one is not tried again: it is rolled back alone."""
+        try:
+            return await self._record_in(items, savepoints=False)
+        except _Failed as failed:
+            rest = items[: failed.index] + items[failed.index + 1 :]
+            results = await self._record_in(rest, savepoints=True) if rest else []
+            results.insert(failed.index, failed.error)
+            return results
+
+    async def _record_in(
+        self, items: list[Outcome], *, savepoints: bool
+    ) -> list[str | BaseException | None]:
+        """One transaction recording the outcomes (see _record): with ``savepoints`` each in a
+        savepoint of its own, an outcome that raises giving its exception as its result; without,
+        the first that raises rolls the transaction back (_Failed)."""
         results: list[str | BaseException | None] = []
         wake = False
         await self._turn()
@@ -202,15 +231,20 @@ class OutcomeRecorder:
             messages = {i.message_id for i in items if i.message_id}
             if messages:
                 await session.scalars(select(Message).where(Message.id.in_(messages)))
-            for item in items:
+            for index, item in enumerate(items):
                 try:
-                    async with session.begin_nested():
+                    if savepoints:
+                        async with session.begin_nested():
+                            outcome, queued = await self._record_one(session, item)
+                    else:
                         outcome, queued = await self._record_one(session, item)
                     results.append(outcome)
                     wake = wake or queued
                 except _DB_ERRORS:
                     raise  # the transaction is lost: every outcome in it is tried again
                 except Exception as exc:
+                    if not savepoints:
+                        raise _Failed(index, exc) from exc
                     results.append(exc)
         if wake:
             self.wakeup.set()
