@@ -37,10 +37,13 @@ lint: $(STAMP)
 	# bot/'s one direction of dependencies (.importlinter; README, "Layout").
 	$(BIN)/lint-imports --no-cache
 
-# Two workers (pytest-xdist), a test file each at a time: a file's module fixtures (a Dovecot)
-# stay with it; PostgreSQL tests each get a schema of their own. The slowest tests are listed.
+# Three workers (pytest-xdist) on two cores, a test file each at a time: the suite waits more
+# than it computes (Slack's pace of a post a second per channel, the desks' timers, desk
+# processes starting), about 930 s of CPU in 1,330 s on two workers. A file's module fixtures
+# (a Dovecot) stay with it; PostgreSQL tests each get a schema of their own, and every worker
+# its own block of ports (sandbox/ports.py). The slowest tests are listed.
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=20
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadfile --durations=20
 
 # Figures beside a reference measured in the same run; JSON and a PNG plot in bench-results/.
 bench: $(STAMP)
