@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
+
+import adapters.aiogram_lazy  # noqa: F401  # isort: skip  (before aiogram: see there)
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
