@@ -452,8 +452,11 @@ class TelegramStandIn:
         return [m for m in self.sent if m["chat"]["id"] == chat_id]
 
     async def wait_for_sent(
-        self, chat_id: int, n: int, timeout: float = 10.0
+        self, chat_id: int, n: int, timeout: float = 30.0
     ) -> list[dict[str, Any]]:
+        """The messages sent to the customer, once there are ``n``. The default wait bounds a
+        hang and measures nothing: a reply's chain (Slack event, inbox, step, outbox, send) on a
+        loaded CI machine once took longer than 10 s."""
         if not await self._changed.wait_for(lambda: len(self.sent_to(chat_id)) >= n, timeout):
             got = [m.get("text") for m in self.sent_to(chat_id)]
             raise AssertionError(f"chat {chat_id} got {len(got)} of {n} messages: {got}")

@@ -486,8 +486,11 @@ class WhatsAppStandIn:
         return [m for m in self.sent if wa_id in (m.get("to"), m.get("recipient"))]
 
     async def wait_for_sent(
-        self, wa_id: str, n: int, timeout: float = 10.0
+        self, wa_id: str, n: int, timeout: float = 30.0
     ) -> list[dict[str, Any]]:
+        """The messages sent to the customer, once there are ``n``. The default wait bounds a
+        hang and measures nothing: a reply's chain (Slack event, inbox, step, outbox, send) on a
+        loaded CI machine once took longer than 10 s."""
         if not await self._changed.wait_for(lambda: len(self.sent_to(wa_id)) >= n, timeout):
             raise AssertionError(f"{wa_id} got {len(self.sent_to(wa_id))} of {n} messages")
         return self.sent_to(wa_id)

@@ -30,7 +30,10 @@ async def check(database_url: str, processes: int, urgent_within_s: float) -> No
 
 
 async def test_a_surge_is_one_incident_answered_in_one_go(database_url: str) -> None:
-    await check(database_url, processes=1, urgent_within_s=10)
+    """Queued behind the surge at Slack's pace of a post a second, the urgent cards would come
+    after the 29 posts and updates of this run, about 30 s; ahead of it they took 5-9 s, and
+    11.3 s once with three test workers and a model's training on the two cores."""
+    await check(database_url, processes=1, urgent_within_s=15)
 
 
 @pytest.mark.parametrize(
