@@ -62,35 +62,24 @@ class Assigner:
         have = await self._lock_rows(agents, names)
         if have != (set(agents), set(names)):
             now = self.desk.now
-            ins = self._insert()
-            if set(agents) - have[0]:
-                await self.s.execute(
-                    ins(Agent)
-                    .values(
-                        [
-                            {"id": a, "available": False, "updated_at": now}
-                            for a in agents
-                            if a not in have[0]
-                        ]
-                    )
-                    .on_conflict_do_nothing(index_elements=["id"])
-                )
-            if set(names) - have[1]:
-                await self.s.execute(
-                    ins(TeamPointer)
-                    .values(
-                        [
-                            {"team": t, "last_agent": None, "updated_at": now}
-                            for t in names
-                            if t not in have[1]
-                        ]
-                    )
-                    .on_conflict_do_nothing(index_elements=["team"])
-                )
-            await self._lock_rows(
-                [a for a in agents if a not in have[0]], [t for t in names if t not in have[1]]
+            new_agents = [a for a in agents if a not in have[0]]
+            new_teams = [t for t in names if t not in have[1]]
+            await self._insert_missing(
+                Agent, "id", [{"id": a, "available": False, "updated_at": now} for a in new_agents]
             )
+            await self._insert_missing(
+                TeamPointer,
+                "team",
+                [{"team": t, "last_agent": None, "updated_at": now} for t in new_teams],
+            )
+            await self._lock_rows(new_agents, new_teams)
         self._locked.update(names)
+
+    async def _insert_missing(self, model: Any, key: str, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` that another desk may be inserting at the same moment."""
+        if rows:
+            insert = self._insert()(model).values(rows)
+            await self.s.execute(insert.on_conflict_do_nothing(index_elements=[key]))
 
     async def _lock_rows(self, agents: list[str], teams: list[str]) -> tuple[set[str], set[str]]:
         """Lock and load these agents' and teams' rows (agents first, each sorted: one global
