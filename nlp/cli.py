@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
                 heldout=not args.skip_heldout,
             )
         for folder in args.fine_tuned:
-            evaluate.fine_tuned(sys.stdout, folder)
+            evaluate.fine_tuned(sys.stdout, folder, heldout=not args.skip_heldout)
         return 0
     from nlp import bench
 

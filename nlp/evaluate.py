@@ -10,6 +10,7 @@ a validation split or carved from a training file; none was used to choose anyth
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -466,10 +467,25 @@ def _clinc(encoder: Encoder, *, heldout: bool = True) -> list[Figure]:
     caught (answered `other`), on the validation split, then on the official test split
     (report only)."""
     head, below, centroids, found = _company_head(encoder, data.clinc150("train"))
+    measured = _clinc_measured(encoder, head, below, centroids, found, heldout=heldout)
+    return [_weight_figure("CLINC150", found), *measured]
+
+
+def _clinc_measured(
+    encoder: Encoder,
+    head: LinearHead,
+    below: float,
+    centroids: IntentCentroids | None,
+    found: tuple[IntentNgrams, float] | None,
+    *,
+    heldout: bool = True,
+) -> list[Figure]:
+    """A head trained on CLINC150's training file (on ``encoder``), on its validation split
+    and, with ``heldout``, its official test split (report only)."""
     parts = [("validation", data.clinc150("val"), data.clinc_oos(split="val"))]
     if heldout:
         parts.append(("held-out TEST", data.clinc150("test"), data.clinc_oos(split="test")))
-    out: list[Figure] = [_weight_figure("CLINC150", found)]
+    out: list[Figure] = []
     for where, inscope, oos_texts in parts:
         x = embed(encoder, inscope.texts)
         figures = intent_figures(
@@ -756,15 +772,36 @@ def _read(texts: list[str]) -> np.ndarray:
     return np.array([detect_language(t, SHIPPED_GATE) in (None, "en") for t in texts])
 
 
-def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
+def trained_on(meta: dict[str, Any]) -> str | None:
+    """Which shared set a company folder was trained on, from its meta.json's source (the
+    CSV's name and its number of examples): "clinc150" (its training file), "banking77-full"
+    (all 10,003 of Banking77's train file: measured on its test file only), "banking77" (a
+    file cut from its 80%, such as `banking77-train-80.csv` or `…-less-tune.csv`, or drawn
+    from it with --per-class: measured on the held-out fifth), or None."""
+    source = str(meta.get("sources", {}).get("intent", "")).casefold()
+    if "clinc150" in source:
+        return "clinc150"
+    if "banking77" not in source:
+        return None
+    n = re.search(r"\((\d+) examples", source)
+    if n is not None and int(n.group(1)) == len(data.banking77_full().texts):
+        return "banking77-full"
+    return "banking77"
+
+
+def fine_tuned(out: TextIO, folder: Path, *, heldout: bool = True) -> dict[str, float]:
     """A model folder from ``deskbot nlp train --fine-tune``, measured where its data allow.
 
     A company folder trained on Banking77's 80% is measured on the other fifth and CLINC150's
     out-of-scope questions, with the target its training size sets (0.94 for the whole file,
     0.88 for 10 per intent); one trained on that 80% less its tune tenth
-    (:func:`nlp.data.banking77_tune`) on the tune tenth too, where choices are made. A
-    whole-model folder (``--defaults``) on TweetEval validation, on the untouched twentieth of
-    the SemEval pool it never saw, and on Bitext validation."""
+    (:func:`nlp.data.banking77_tune`) on the tune tenth too, where choices are made. One
+    trained on all of Banking77's train file only on its official test file, and one trained
+    on CLINC150's training file on its validation split; with ``heldout`` both also on the
+    official test splits (report only: nothing is chosen on them). Company folders print the
+    weight their training chose for the n-gram head. A whole-model folder (``--defaults``) on
+    TweetEval validation, on the untouched twentieth of the SemEval pool it never saw, and on
+    Bitext validation."""
     from nlp.finetune import untouched_sentiment
     from nlp.service import own_encoder
 
@@ -777,19 +814,22 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
     )
     figures: list[Figure] = []
     intent = load_head(folder, "intent")
-    source = str(meta["sources"].get("intent", ""))
     whole = (folder / "sentiment.npz").is_file()
-    # Read only for a folder trained on a shared set: one that was not needs no data at hand.
-    oos = embed(encoder, data.clinc_oos()) if "banking77" in source or whole else None
+    kind = None if whole else trained_on(meta)
     found = load_intent_ngrams(folder, meta, intent)
-    if "banking77" in source and oos is not None:
+    below = float(meta.get("other_below", 0.5))
+    small = "--per-class" in str(meta.get("training_command", ""))
+    report = "report only, nothing tuned on it"
+    if kind is not None:
+        figures.append(_weight_figure("company head", found))
+    if kind == "banking77":
+        oos = embed(encoder, data.clinc_oos())
         _train, held = data.banking77()
-        small = "--per-class" in str(meta.get("training_command", ""))
-        if "less-tune" in source:  # trained without the tune tenth: measured there first
+        if "less-tune" in str(meta["sources"].get("intent", "")):  # measured there first
             _rest, tune = data.banking77_tune()
             figures += intent_figures(
                 intent,
-                float(meta["other_below"]),
+                below,
                 embed(encoder, tune.texts),
                 tune.labels,
                 oos,
@@ -801,7 +841,7 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
             )
         figures += intent_figures(
             intent,
-            float(meta["other_below"]),
+            below,
             embed(encoder, held.texts),
             held.labels,
             oos,
@@ -811,7 +851,29 @@ def fine_tuned(out: TextIO, folder: Path) -> dict[str, float]:
             centroids=_centroids(folder),
             words=_words(found, held.texts, data.clinc_oos()),
         )
-    if whole and oos is not None:
+    elif kind == "banking77-full" and heldout:
+        test, oos_test = data.banking77_test(), data.clinc_oos(split="test")
+        figures += [
+            Figure(f.name, f.value, f.target, _joined(f.note, report))
+            for f in intent_figures(
+                intent,
+                below,
+                embed(encoder, test.texts),
+                test.labels,
+                embed(encoder, oos_test),
+                name="Banking77 full file, held-out TEST",
+                accuracy_target="≥ 0.88" if small else "≥ 0.94",
+                read=_read(test.texts),
+                centroids=_centroids(folder),
+                words=_words(found, test.texts, oos_test),
+            )
+        ]
+    elif kind == "clinc150":
+        figures += _clinc_measured(
+            encoder, intent, below, _centroids(folder), found, heldout=heldout
+        )
+    if whole:
+        oos = embed(encoder, data.clinc_oos())
         sentiment = load_head(folder, "sentiment")
         for split, target in (
             (data.tweeteval("tweeteval_sentiment"), "≥ 0.72"),

@@ -386,11 +386,16 @@ CROSS_FOLDS = 2  # two halves: two more fine-tunings of half the steps, within 5
 
 @dataclass(frozen=True)
 class OutOfFold:
-    """Each example's intent logits from a head on an encoder fine-tuned without it."""
+    """Each example's intent logits from a head on an encoder fine-tuned without it; with
+    them, the logits of an n-gram head (:mod:`nlp.intent_ngrams`) fitted on the same fold's
+    examples, and the example's cosine to the nearest intent centroid of that fold's encoder
+    and examples: what a company head's n-gram weight and ``other`` score are set on."""
 
     logits: Any  # (examples, intents), intents sorted
     method: str
     seconds: float
+    word_logits: Any = None  # (examples, intents), or None: no n-gram head
+    nearest: Any = None  # (examples,), or None: no centroids
 
 
 def cross_fit(
@@ -412,11 +417,16 @@ def cross_fit(
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
 
-    from nlp.heads import fit_head
-    from nlp.train import INTENT_C
+    from nlp import intent_ngrams
+    from nlp.heads import IntentCentroids, fit_head
+    from nlp.train import INTENT_C, INTENT_NGRAMS_C
 
     intents = sorted(set(labels))
     logits = np.zeros((len(texts), len(intents)), dtype=np.float64)
+    word_logits = np.zeros_like(logits)
+    nearest = np.zeros(len(texts), dtype=np.float64)
+    # the sentence vector: the last layer's block of the features (Encoder.sentence)
+    layers = tuple(settings.get("layers", ())) or (0,)
     start = time.perf_counter()
     folds = StratifiedKFold(CROSS_FOLDS, shuffle=True, random_state=seed)
     for k, (fit_rows, held_rows) in enumerate(folds.split(texts, labels)):
@@ -434,11 +444,18 @@ def cross_fit(
         if list(head.labels) != intents:
             raise ValueError("every intent needs at least two examples")
         logits[held_rows] = head.logits(x[len(fit_rows) :])
+        words = intent_ngrams.fit(part.texts, part.labels, c=INTENT_NGRAMS_C)
+        word_logits[held_rows] = words.logits([texts[i] for i in held_rows])
+        sentences = x[:, -(x.shape[1] // len(layers)) :]
+        centroids = IntentCentroids.fit(sentences[: len(fit_rows)], part.labels)
+        nearest[held_rows] = centroids.nearest(sentences[len(fit_rows) :])
     return OutOfFold(
         logits,
         f"{CROSS_FOLDS}-fold cross-fitting (each example scored by an encoder fine-tuned "
         "without it)",
         time.perf_counter() - start,
+        word_logits,
+        nearest,
     )
 
 

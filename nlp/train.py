@@ -172,13 +172,13 @@ def train_intent_head(
     on these examples) replaces that cross-validation: its logits set the temperature and the
     threshold, and the final head is fitted on every example.
 
-    ``centroids`` (company heads, not with ``out_of_fold``): the threshold is set on the
-    combined score of :class:`nlp.heads.IntentCentroids` instead, the centroids of each fold
-    from the examples that fold fitted, at :data:`CENTROID_MAX_OTHER` and without the cap; the
+    ``centroids`` (company heads; with ``out_of_fold``, its ``nearest``): the threshold is set
+    on the combined score of :class:`nlp.heads.IntentCentroids` instead, the centroids of each
+    fold from the examples that fold fitted, at :data:`CENTROID_MAX_OTHER` and without the cap; the
     centroids of every example come back as ``abstention["centroids"]`` (not JSON: the caller
     saves them beside the head).
 
-    ``ngrams`` (company heads, not with ``out_of_fold``): an n-gram head
+    ``ngrams`` (company heads; with ``out_of_fold``, its ``word_logits``): an n-gram head
     (:mod:`nlp.intent_ngrams`) is fitted beside the encoder's on the same examples, its
     temperature and the weight of its probabilities in the average
     (:data:`INTENT_NGRAMS_WEIGHTS`) set on the same held-out predictions, and the ``other``
@@ -186,8 +186,9 @@ def train_intent_head(
     comes back as ``abstention["ngrams"]`` (None when the weight chosen is 0) and its
     settings as ``abstention["intent_ngrams"]``.
     """
-    centroids = centroids and out_of_fold is None
-    ngrams = ngrams and out_of_fold is None
+    if out_of_fold is not None:  # cross-fitted: only what its folds scored out of fold
+        centroids = centroids and out_of_fold.nearest is not None
+        ngrams = ngrams and out_of_fold.word_logits is not None
     word_head: intent_ngrams.IntentNgrams | None = None
     word_info: dict[str, Any] | None = None
     sims: Floats | None = None
@@ -202,9 +203,25 @@ def train_intent_head(
         target = np.array([index[label] for label in labels])
         temperature = temperature_for(out_of_fold.logits, target)
         confidence = softmax(out_of_fold.logits / temperature).max(axis=1)
-        full = fit_head(embed(encoder, texts, cache=False), labels, c=c)
+        x = embed(encoder, texts, cache=False)
+        full = fit_head(x, labels, c=c)
         head = LinearHead(full.labels, full.weights, full.bias, temperature)
         method = str(out_of_fold.method)
+        if ngrams:  # the fold encoders' heads and the fold n-gram heads, on the same examples
+            confidence, word_info = _ngram_weight(
+                softmax(out_of_fold.logits / temperature),
+                out_of_fold.word_logits,
+                labels,
+                head.labels,
+            )
+            word_info["method"] = f"{method} (out-of-fold predictions)"
+            if word_info["weight"] > 0:
+                word_head = _with_temperature(
+                    intent_ngrams.fit(texts, labels, c=INTENT_NGRAMS_C), word_info["temperature"]
+                )
+        if centroids:  # each example's cosine to its fold's centroids, on its fold's encoder
+            sims = np.asarray(out_of_fold.nearest, dtype=np.float64)
+            fitted = IntentCentroids.fit(encoder.sentence(x), labels)
     elif min(counts.values()) >= HOLD_OUT_FROM:
         fit, cal = _split(data.Split("intents", texts, labels), 10, "other:")
         fit_x, cal_x = embed(encoder, fit.texts), embed(encoder, cal.texts)

@@ -34,8 +34,18 @@ print(json.dumps({"code": code, "loaded": loaded}))
 
 
 def test_one_step_makes_a_model_folder_the_desk_runs_without_pytorch(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The folder carries its n-gram head and centroids too (weight forced to 0.5: on six
+    examples per intent the log-loss rule may leave the head out), and the desk applies
+    them with ONNX Runtime and numpy alone."""
+    import numpy as np
+
+    from nlp import intent_ngrams, train
+    from nlp.encoder import Encoder
+    from nlp.heads import CENTROIDS_FILE, IntentCentroids, LinearHead
+
+    monkeypatch.setattr(train, "INTENT_NGRAMS_WEIGHTS", (0.5,))
     examples = tmp_path / "intents.csv"
     with examples.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -68,7 +78,14 @@ def test_one_step_makes_a_model_folder_the_desk_runs_without_pytorch(
     assert evaluate.fine_tuned(report, out) == {}  # trained on none of the shared sets
     assert "nothing to measure it on" in report.getvalue()
 
-    lines = "\n".join(json.dumps({"text": t}) for t in ("I lost my card", "how do I top up"))
+    assert meta["intent_ngrams"]["weight"] == 0.5
+    assert "cross-fitting" in meta["intent_ngrams"]["method"]
+    assert (out / intent_ngrams.NGRAMS_FILE).is_file() and (out / CENTROIDS_FILE).is_file()
+    assert "centroid" in meta["other_calibration"]["score"]
+    assert "reads the words too" in card
+
+    texts = ["I lost my card", "how do I top up"]
+    lines = "\n".join(json.dumps({"text": t}) for t in texts)
     done = subprocess.run(
         [sys.executable, "-c", CLASSIFY, lines + "\n"],
         cwd=ROOT,
@@ -83,6 +100,16 @@ def test_one_step_makes_a_model_folder_the_desk_runs_without_pytorch(
     assert all(meta["version"] in r["model_version"] for r in rows)
     assert all(r["best_intent"] in EXAMPLES for r in rows)
     assert all(r["sentiment"] in ("negative", "neutral", "positive") for r in rows)
+    # what the desk answered is the two heads' average on the folder's own int8 encoder
+    encoder = Encoder.load(out / "encoder", quantize=True, layers=tuple(meta["layers"]))
+    x = encoder.encode(texts)
+    words = intent_ngrams.IntentNgrams.load(out / intent_ngrams.NGRAMS_FILE)
+    p = intent_ngrams.mix(LinearHead.load(out / "intent.npz").proba(x), words.proba(texts), 0.5)
+    assert [r["best_intent"] for r in rows] == [words.labels[i] for i in p.argmax(axis=1)]
+    assert [r["intent_confidence"] for r in rows] == pytest.approx(p.max(axis=1), abs=1e-4)
+    score = IntentCentroids.load(out / CENTROIDS_FILE).score(p.max(axis=1), encoder.sentence(x))
+    kept = [r["intent"] != "other" for r in rows]
+    assert kept == list(np.asarray(score) >= meta["other_below"])
 
 
 def test_few_examples_threshold_comes_from_encoders_that_did_not_see_them(
@@ -96,8 +123,9 @@ def test_few_examples_threshold_comes_from_encoders_that_did_not_see_them(
 
     from nlp import finetune
     from nlp.encoder import full_encoder_dir
-    from nlp.heads import softmax, temperature_for
-    from nlp.train import OTHER_CAP, other_threshold
+    from nlp.heads import CENTROID_PROBABILITY_WEIGHT, softmax, temperature_for
+    from nlp.intent_ngrams import mix
+    from nlp.train import CENTROID_MAX_OTHER, other_threshold
 
     runs: list[tuple[list[str], list[str]]] = []  # (texts fine-tuned on, texts scored)
     real = finetune.fine_tune
@@ -130,14 +158,29 @@ def test_few_examples_threshold_comes_from_encoders_that_did_not_see_them(
     left = [set(runs[k][1]) - set(runs[k][0]) for k in range(2)]
     assert left[0] | left[1] == set(texts) and not left[0] & left[1]  # each scored once
 
+    # The n-gram head's weight and the `other` score are set on the same out-of-fold rows:
+    # each example's n-gram logits from a head fitted on its fold's other half, its cosine to
+    # the centroids of that half on that half's encoder.
     (oof,) = folds
     intents = sorted(EXAMPLES)
     target = np.array([intents.index(y) for y in labels])
-    confidence = softmax(oof.logits / temperature_for(oof.logits, target)).max(axis=1)
-    expected = min(other_threshold(confidence), OTHER_CAP)
+    assert oof.word_logits.shape == oof.logits.shape == (len(texts), len(intents))
+    assert oof.nearest.shape == (len(texts),) and 0 < oof.nearest.min() <= oof.nearest.max() <= 1
     written = json.loads((out / "meta.json").read_text(encoding="utf-8"))
-    assert written["other_below"] == meta["other_below"] == round(expected, 6)
+    words = written["intent_ngrams"]
+    assert words["held_out_examples"] == len(texts)
+    assert "cross-fitting" in words["method"]
+    proba = softmax(oof.logits / temperature_for(oof.logits, target))
+    word_proba = softmax(oof.word_logits / words["temperature"])
+    confidence = mix(proba, word_proba, words["weight"]).max(axis=1)
+    score = CENTROID_PROBABILITY_WEIGHT * confidence + (1 - CENTROID_PROBABILITY_WEIGHT) * (
+        oof.nearest
+    )
+    expected = other_threshold(score, CENTROID_MAX_OTHER)
+    assert written["other_below"] == meta["other_below"]
+    assert written["other_below"] == pytest.approx(expected, abs=1e-5)
     assert "cross-fitting" in written["other_calibration"]["method"]
+    assert "centroid" in written["other_calibration"]["score"]
     assert written["other_calibration"]["held_out_examples"] == len(texts)
     assert written["fine_tune"]["calibration_unseen_by_encoder"] is True
     assert "cross-fitting" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
