@@ -155,6 +155,18 @@ async def test_a_burst_costs_one_commit_per_batch_on_sqlite(
     assert len(desk.telegram.sent) == 15
 
 
+async def _outbox_once_the_others_are_sent(desk: Any) -> dict[int, OutboxRow]:
+    """The outbox's rows, once at most one is still sending: the other deliveries go on while
+    one failure is raised."""
+    for _ in range(100):
+        async with desk.sessions() as s:
+            rows = {r.id: r for r in await s.scalars(select(OutboxRow))}
+        if sum(r.status == "sending" for r in rows.values()) <= 1:
+            break
+        await asyncio.sleep(0.02)
+    return rows
+
+
 @pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
@@ -182,12 +194,7 @@ async def test_a_recorded_outcome_that_fails_leaves_the_others_recorded(
     monkeypatch.setattr(desk.outbox, "_record_one", faulty)
     with pytest.raises(RuntimeError, match="a bug while recording"):
         await desk.outbox.run_once()
-    for _ in range(100):  # the other deliveries go on while the failure is raised
-        async with desk.sessions() as s:
-            rows = {r.id: r for r in await s.scalars(select(OutboxRow))}
-        if sum(r.status == "sending" for r in rows.values()) <= 1:
-            break
-        await asyncio.sleep(0.02)
+    rows = await _outbox_once_the_others_are_sent(desk)
     assert broken and rows[broken[0]].status == "sending"  # left for its lease, not lost
     assert {r.status for i, r in rows.items() if i != broken[0]} == {"sent"}
 
@@ -424,12 +431,7 @@ async def test_outcomes_are_recorded_in_bulk_and_a_failing_one_is_rolled_back_al
     monkeypatch.setattr(desk.outbox, "_record_one", faulty)
     with pytest.raises(RuntimeError, match="a bug after recording"):
         await desk.outbox.run_once()
-    for _ in range(100):  # the other deliveries go on while the failure is raised
-        async with desk.sessions() as s:
-            rows = {r.id: r for r in await s.scalars(select(OutboxRow))}
-        if sum(r.status == "sending" for r in rows.values()) <= 1:
-            break
-        await asyncio.sleep(0.02)
+    rows = await _outbox_once_the_others_are_sent(desk)
     assert failed == [failed[0]]  # tried once, not again with the others
     broken = rows[failed[0]]
     assert broken.status == "sending" and broken.sent_at is None  # rolled back, left for its lease
