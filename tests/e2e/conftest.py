@@ -78,9 +78,11 @@ def desk_settings(
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 10.0
+    probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30.0
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` otherwise."""
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` otherwise. The
+    default wait bounds a hang and measures nothing: with three test workers on two cores a
+    chain of a Slack event, a step and an outbox call once took longer than 10 s in CI."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = await probe()
