@@ -592,23 +592,19 @@ async def sustained(
 
             total = int(rate * seconds)
             customer_of: dict[int, int] = {}  # message → its customer
-            firsts: list[int] = []  # each customer's first message, by customer
+            customers = 0
             plan: list[tuple[str, str]] = []
             for i in range(total):
-                if firsts and rng.random() < repeat_share:
-                    c = rng.randrange(len(firsts))
+                if customers and rng.random() < repeat_share:
+                    c = rng.randrange(customers)
                     text = f"{AGAIN[i % len(AGAIN)]} ref L{i:06d}Q"
                 else:
-                    c = len(firsts)
-                    firsts.append(i)
+                    c, customers = customers, customers + 1
                     text = f"{FIRST[i % len(FIRST)]} ref L{i:06d}Q"
                 customer_of[i] = c
                 plan.append((f"1555{c:07d}", text))
-            result.offered, result.customers, result.follow_ups = (
-                total,
-                len(firsts),
-                total - len(firsts),
-            )
+            result.offered, result.customers = total, customers
+            result.follow_ups = total - customers
 
             await backlog.counts()  # connected before the clock starts
             cpu0 = cpu_seconds(desk.process.pid)

@@ -425,8 +425,8 @@ def cross_fit(
     logits = np.zeros((len(texts), len(intents)), dtype=np.float64)
     word_logits = np.zeros_like(logits)
     nearest = np.zeros(len(texts), dtype=np.float64)
-    # the sentence vector: the last layer's block of the features (Encoder.sentence)
-    layers = tuple(settings.get("layers", ())) or (0,)
+    # the sentence vector: the last layer's block of the features (as Encoder.sentence)
+    layers = tuple(settings["layers"])
     start = time.perf_counter()
     folds = StratifiedKFold(CROSS_FOLDS, shuffle=True, random_state=seed)
     for k, (fit_rows, held_rows) in enumerate(folds.split(texts, labels)):
