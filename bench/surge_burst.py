@@ -235,10 +235,22 @@ async def run_burst(
         if await _until(urgent_seen, 60, 0.05):
             result.urgent_visible_s = time.monotonic() - t0
 
+        unseen: list[str] = []
+
         async def everyone_visible() -> bool:
             async with sessions() as s:
-                rows = (await s.execute(select(Ticket.id, Ticket.incident_only))).all()
+                rows = (
+                    await s.execute(
+                        select(
+                            Ticket.id,
+                            Ticket.incident_only,
+                            Ticket.incident_id,
+                            Ticket.incident_listed,
+                        )
+                    )
+                ).all()
             if len(rows) < len(people):
+                unseen[:] = [f"{len(rows)} of {len(people)} tickets made"]
                 return False
             shown = " ".join(m.get("text", "") for m in cards())
             listed = " ".join(
@@ -248,10 +260,17 @@ async def run_burst(
             )
             listed_ids = set(re.findall(r"#(\d+) ·", listed))
             carded = set(re.findall(r"#(\d+) ", shown))
-            return all(str(t) in (listed_ids if only else carded) for t, only in rows)
+            unseen[:] = [
+                f"#{t} (incident {inc}, only there: {only}, list post {post})"
+                for t, only, inc, post in rows
+                if str(t) not in (listed_ids if only else carded)
+            ]
+            return not unseen
 
         if await _until(everyone_visible, timeout, 0.5):
             result.all_visible_s = time.monotonic() - t0
+        else:  # what a failed run needs to be understood
+            result.notes.append("not visible at the end: " + ", ".join(unseen[:20]))
         result.incident_cards = len(incident_cards())
         result.own_cards = len(cards()) - result.incident_cards
         async with sessions() as s:

@@ -31,7 +31,8 @@ class CuttableLink:
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def restore(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
     async def cut(self) -> None:
         if self._server is not None:
@@ -110,7 +111,9 @@ async def test_healthz_tells_a_lost_database_and_nothing_is_lost(database_url: s
         async def loop_failing() -> bool:
             return bool((await _health(desk.url or ""))[1]["loops"]["dispatcher"] != "ok")
 
-        await eventually(loop_failing, "the dispatcher to report the lost database", timeout=10)
+        # A bound on a hang (the dispatcher's next claim fails at once); three test workers on
+        # two cores stretched the 10 s this was once.
+        await eventually(loop_failing, "the dispatcher to report the lost database", timeout=30)
         status, health = await _health(desk.url)
         assert status == 503 and "since" in health["loops"]["dispatcher"]
 
@@ -132,6 +135,9 @@ async def test_healthz_tells_a_lost_database_and_nothing_is_lost(database_url: s
             print("cards:", posts, "webhook attempts:", wa._deliverer.attempts[-12:])
             raise
     finally:
+        # The database back first, whatever failed above while it was cut: the desk's stop
+        # writes, and its connection refused would hide the failure that got us here.
+        await link.restore()
         await desk.stop()
         await standins.stop()
         await link.cut()
