@@ -54,7 +54,14 @@ class StartupError(RuntimeError):
     pass
 
 
-def build_adapters(settings: Settings, inbox: DbInbox, rules: Rules | None = None) -> list[Adapter]:
+def build_adapters(
+    settings: Settings,
+    inbox: DbInbox,
+    rules: Rules | None = None,
+    mail_store: MailStore | None = None,
+) -> list[Adapter]:
+    """The adapters of the channels the settings name; the e-mail one keeps its place in the
+    mailbox (last UID, sent Message-IDs) through ``mail_store``."""
     adapters: list[Adapter] = []
     if settings.telegram:
         adapters.append(
@@ -70,7 +77,7 @@ def build_adapters(settings: Settings, inbox: DbInbox, rules: Rules | None = Non
             WhatsAppAdapter(settings.whatsapp, inbox, max_body_bytes=settings.max_body_bytes)
         )
     if settings.email:
-        adapters.append(EmailAdapter(settings.email, inbox))
+        adapters.append(EmailAdapter(settings.email, inbox, store=mail_store))
     if settings.slack:
         adapters.append(SlackAdapter(settings.slack, inbox, max_body_bytes=settings.max_body_bytes))
     return adapters
@@ -162,10 +169,9 @@ class DeskApp:
         if self.knowledge is not None:
             await self.knowledge.sync(self.sessions, self.clock.now())
         self.inbox = DbInbox(self.sessions, self.clock)
-        self.adapters = build_adapters(self.settings, self.inbox, self.rules)
-        for adapter in self.adapters:
-            if isinstance(adapter, EmailAdapter):  # reads and keeps its place in the database
-                adapter.store = MailStore(self.sessions, self.clock)
+        self.adapters = build_adapters(
+            self.settings, self.inbox, self.rules, MailStore(self.sessions, self.clock)
+        )
         senders: dict[str, ChannelSender] = {a.channel: a for a in self.adapters}
         self.outbox = wiring.outbox(
             self.sessions,

@@ -68,7 +68,8 @@ class EmailAdapter:
     ) -> None:
         self._settings = settings
         self._inbox = inbox
-        # Set by the desk once the database is open (bot/app.py), before start().
+        # The desk passes its database store (bot/app.py, build_adapters); without one the
+        # adapter can neither read the mailbox nor send.
         self.store = store
         self._clock = clock or SystemClock()
         self._ssl = ssl_context
