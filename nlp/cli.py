@@ -69,12 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --languages: also the heads from research/evaluation-only data (zh, XLM-T)",
     )
-    t.add_argument(
-        "--only",
-        type=lambda v: {x.strip() for x in v.split(",") if x.strip()},
-        help="with --languages: only these languages' heads, e.g. zh,es (what deskbot sandbox "
-        "builds)",
-    )
     e = sub.add_parser("eval", help="accuracy, macro-F1 and per-class figures")
     e.add_argument("--heads", type=Path, help="a heads folder (default: the shipped one)")
     e.add_argument(
@@ -292,7 +286,6 @@ def _train(args: argparse.Namespace) -> int:
             args.out or SHIPPED,
             research_data=args.research_data,
             research_out=args.out or LOCAL,
-            only=args.only,
         )
         for name, head in meta["heads"].items():
             figures = ", ".join(f"{k} {v}" for k, v in head["validation"].items())

@@ -126,7 +126,8 @@ def build(languages: Collection[str], *, local: Path | None = None) -> dict[str,
         for name in new["heads"]:
             shutil.copyfile(scratch / f"{name}.npz", local / f".{name}.npz.tmp")
             (local / f".{name}.npz.tmp").replace(local / f"{name}.npz")
-        meta = {**new, "heads": heads}
+        command = f"python -m nlp.research_heads build {' '.join(languages)} (deskbot sandbox)"
+        meta = {**new, "training_command": command, "heads": heads}
         (local / ".meta.json.tmp").write_text(
             json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )

@@ -828,9 +828,7 @@ def train_languages(
             "name": "languages-local" if local else "languages",
             "version": f"languages-{stamp}-{digests[folder].hexdigest()[:8]}",
             "features": FEATURES,
-            "training_command": "deskbot nlp train --languages"
-            + (" --research-data" * local)
-            + (f" --only {','.join(sorted(only))}" if only is not None else ""),
+            "training_command": "deskbot nlp train --languages" + (" --research-data" * local),
             "heads": folder_heads,
         }
         (folder / "meta.json").write_text(

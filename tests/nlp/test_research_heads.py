@@ -47,7 +47,7 @@ def test_the_build_fits_both_heads_into_the_local_folder(tmp_path: Path, data_ro
         "meta.json",
         "zh-sentiment.npz",
     ]
-    assert meta["training_command"] == "deskbot nlp train --languages --research-data --only es,zh"
+    assert meta["training_command"] == "python -m nlp.research_heads build zh es (deskbot sandbox)"
     assert not meta["heads"]["zh-sentiment"]["shippable"]
     assert "no licence stated" in meta["heads"]["zh-sentiment"]["source"]
     heads = LanguageHeads.load(local)
