@@ -97,8 +97,9 @@ def can_fit() -> bool:
 def build(languages: Collection[str], *, local: Path | None = None) -> dict[str, Any]:
     """Fit ``languages``' sentiment heads into ``local``, keeping any other heads there.
 
-    They are fitted in a scratch folder beside it and moved in with ``meta.json`` last, so an
-    interrupted build leaves the folder as it was (and the next start builds again)."""
+    They are fitted in a scratch folder beside it and moved in file by file with ``meta.json``
+    last, so an interrupted build never leaves a ``meta.json`` naming a head that is not there
+    (a first build interrupted leaves none, and the next start builds again)."""
     from nlp.train import train_languages
 
     local = local or LOCAL
