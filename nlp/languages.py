@@ -191,7 +191,8 @@ class LanguageHeads:
             for name, info in meta["heads"].items():
                 head = CharHead.load(path / f"{name}.npz")
                 (sentiment if info["task"] == "sentiment" else anger)[info["language"]] = head
-                versions[name] = str(meta.get("version", ""))
+                # A folder the sandbox added heads to keeps each head's own version.
+                versions[name] = str(info.get("version") or meta.get("version", ""))
         version = "+".join(sorted(set(versions.values())))
         return cls(sentiment, anger, version, versions)
 

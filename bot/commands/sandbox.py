@@ -10,9 +10,12 @@ hand out an id twice. ``--fresh`` removes both and starts from nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -38,6 +41,7 @@ from bot.domain.automations import Automation
 from bot.domain.macros import Macro
 from bot.domain.rules import Rules, load_rules, parse_rules
 from bot.domain.words import counted
+from nlp import research_heads
 from sandbox import DeskHistory, StandIns
 from storage.db import create_engine, migrate, session_factory
 from storage.models import Customer, Identity, InboxRow, Message, OutboxRow, Ticket
@@ -50,12 +54,16 @@ class FreshRefused(RuntimeError):
     """--fresh was asked for a database the sandbox does not own."""
 
 
+def _model() -> str:
+    return os.environ.get("DESK_MODEL") or "local"
+
+
 def sandbox_settings(standins: StandIns, *, desk_port: int, database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         http_host="127.0.0.1",
         http_port=desk_port,
-        model=os.environ.get("DESK_MODEL") or "local",
+        model=_model(),
         rules_path=Path(os.environ.get("DESK_RULES") or "rules.yaml"),
         telegram=TelegramSettings(
             bot_token=standins.telegram_token,
@@ -297,6 +305,13 @@ _KB_BUTTONS = (
     ' for row in m.get("reply_markup", {}).get("inline_keyboard", []) for b in row'
     ' if b.get("callback_data", "").startswith("kb:solved")][-1]'
 )
+# The cards' "Model …" lines (the context block under each card).
+_MODEL_LINES = _PICK.format(
+    'json.dumps([e["text"] for m in d for b in m.get("blocks", []) for e in b.get("elements", [])'
+    ' if str(e.get("text", "")).startswith("Model")], ensure_ascii=False, indent=1)'
+)
+ZH_EXAMPLE = "外卖送了两个小时还没到，饭菜全凉了，太差劲了"
+ES_EXAMPLE = "El pedido llegó roto y nadie me responde, es una vergüenza"
 _KB_MID = _PICK.format(_KB_BUTTONS + "[0]")
 _KB_DATA = _PICK.format(_KB_BUTTONS + "[1]")
 
@@ -331,6 +346,14 @@ def curl_lines(control: str) -> list[str]:
         f"curl -s {c}/email/customer_writes"
         """ -d '{"from": "anna@customer.test", "subject": "Order 55", "text": "Where is it?"}'""",
         f"curl -s '{c}/email/sent?to=anna@customer.test'",
+        "# a Chinese and a Spanish customer: each card's Model line names the heads of their own"
+        " language that read them (none where those heads are not built: see above)",
+        f'curl -s {c}/telegram/customer_says -d \'{{"chat_id": 44, "first_name": "Wei",'
+        f' "language_code": "zh-hans", "text": "{ZH_EXAMPLE}"}}\'',
+        f'curl -s {c}/telegram/customer_says -d \'{{"chat_id": 45, "first_name": "Lucía",'
+        f' "language_code": "es", "text": "{ES_EXAMPLE}"}}\'',
+        f"curl -s '{c}/slack/messages?channel=C0ZH' | {_MODEL_LINES}",
+        f"curl -s '{c}/slack/messages?channel=C0SUPPORT' | {_MODEL_LINES}",
         '# a question the knowledge base (kb/) answers, with "That solved it" / "Talk to a person"',
         f"curl -s {c}/telegram/customer_says"
         """ -d '{"chat_id": 43, "text": "how do I cancel my subscription?"}'""",
@@ -452,12 +475,98 @@ def approve_templates(standins: StandIns, rules: Rules) -> None:
             standins.whatsapp.register_template(template.name, code, body)
 
 
+# The Chinese and Spanish sentiment heads (nlp/research_heads.py): fitted on this machine when
+# their research data is beside the checkout, in a process of its own (scikit-learn and SciPy
+# would stay in the desk's memory otherwise), before the desk loads its model.
+BUILD_TIMEOUT = 300.0  # seconds; measured 3–9 s on 2 shared cores
+BUILD_ESTIMATE = "about 10 s"
+
+
+def _names(languages: Sequence[str]) -> str:
+    return " and ".join(research_heads.LANGUAGE_NAMES.get(x, x) for x in languages)
+
+
+def _data_names(languages: Sequence[str]) -> str:
+    return " and ".join(research_heads.DATA_NAMES[x] for x in languages)
+
+
+async def prepare_language_heads(
+    model: str,
+    *,
+    say: Callable[[str], None] = lambda line: print(line, flush=True),
+    plan: research_heads.Plan | None = None,
+    command: Sequence[str] | None = None,
+    timeout: float = BUILD_TIMEOUT,
+) -> bool:
+    """Before the desk starts: build the sandbox's missing language heads where their data is,
+    or say in one line why Chinese and Spanish cards show no model reading. Returns whether a
+    build ran and succeeded; a failed build is said and the sandbox starts without them.
+
+    Nothing happens under ``DESK_MODEL=rules`` (no model at all) or with
+    ``DESK_LANGUAGE_HEADS`` (a folder of heads chosen by hand)."""
+    if model == "rules" or not research_heads.wanted():
+        return False
+    plan = plan or research_heads.plan()
+    if plan.no_data:
+        say(
+            f'{_names(plan.no_data)} cards show no model reading ("Model: not applied"): their'
+            f" sentiment heads are trained on {_data_names(plan.no_data)}, whose terms forbid"
+            " shipping them, and that data is not in"
+            f" {plan.data_dir} (DESK_DATA_DIR); with it there the sandbox builds them on start"
+            ' (docs/model-card.md, "Every customer\'s language").'
+        )
+    if not plan.to_build:
+        return False
+    if not plan.can_fit:
+        say(
+            f"{_names(plan.to_build)} cards show no model reading: their sentiment heads are"
+            f" fitted on this machine from {plan.data_dir} (the data's terms forbid shipping"
+            " them), which needs scikit-learn: `make sandbox` installs it, or"
+            " `pip install -e '.[language-heads]'`."
+        )
+        return False
+    say(
+        f"Building the {_names(plan.to_build)} sentiment heads on this machine from"
+        f" {_data_names(plan.to_build)} in {plan.data_dir} (their terms forbid shipping a model"
+        f" trained on them, so none is in the repository): once, {BUILD_ESTIMATE}."
+    )
+    argv = command or [sys.executable, "-m", "nlp.research_heads", "build", *plan.to_build]
+    began = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        err, out = f"no answer in {timeout:.0f} s".encode(), b""
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    took = time.monotonic() - began
+    if proc.returncode == 0:
+        say(
+            f"  Built in {took:.1f} s into nlp/heads/languages-local (git-ignored): their cards"
+            " show the reading and the model."
+        )
+        return True
+    last = (err or out).decode(errors="replace").strip().splitlines()
+    why = last[-1] if last else f"exit {proc.returncode}"
+    say(
+        f"  The build failed after {took:.1f} s ({why}); the"
+        f" sandbox starts without them: {_names(plan.to_build)} cards show no model reading."
+    )
+    return False
+
+
 async def run_sandbox(
     *, desk_port: int, standin_port: int, fresh: bool = False, slack_socket: bool = False
 ) -> None:
     started = time.monotonic()
     files = sandbox_files()
     removed = remove_sandbox(files) if fresh else []
+    # Before the desk loads its model, which then reads the heads built here.
+    await prepare_language_heads(_model())
     desk_url = f"http://127.0.0.1:{desk_port}"
     standins = StandIns.for_sandbox(
         desk_url, state_path=files.state_file, slack_socket=slack_socket
