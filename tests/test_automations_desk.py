@@ -28,13 +28,16 @@ from bot.commands.sandbox import sandbox_rules
 from bot.console.desk_command import desk_command
 from bot.core.assignment import AUTO, Assigner
 from bot.core.step import Step
+from bot.delivery.jobs import AssignmentSweeper
 from bot.delivery.leases import reclaim_dead_leases
 from bot.domain.automations import Automation, AutomationLimits
 from bot.domain.classifier import Classification, RulesClassifier
 from bot.domain.events import SlashCommand
 from bot.domain.macros import Macro
 from bot.domain.rules import Rules, load_rules
+from bot.sla.timers import SlaScheduler
 from storage.models import (
+    Agent,
     AuditEntry,
     AutomationFiring,
     AutomationSuspension,
@@ -688,8 +691,8 @@ async def test_a_rule_whose_action_makes_its_condition_false_stops_by_itself(
 
 
 async def test_an_anchor_ended_outside_the_dispatcher_does_not_fire(engine: AsyncEngine) -> None:
-    """The assignment of waiting tickets when an agent comes back is no event of the rules;
-    when the timer comes due, the ticket's facts say its unassigned anchor has ended."""
+    """A change written without the event phases (here a bare assignment) is no event of the
+    rules; when the timer comes due, the ticket's facts say its unassigned anchor has ended."""
     rules = "- {id: nobody, after: {unassigned: 1h}, do: [{notify: [channel]}]}\n"
     desk = harness(engine, rules)
     t = await new_ticket(desk)
@@ -701,3 +704,49 @@ async def test_an_anchor_ended_outside_the_dispatcher_does_not_fire(engine: Asyn
         Assigner(step).give(ticket, "U0ALICE", AUTO, "the sweeper gave it")
     assert await fire(desk, 3601) == 1  # due, claimed, and not fired
     assert await firings(desk) == []
+
+
+async def test_the_sweeps_assignment_is_an_event_of_the_rules(engine: AsyncEngine) -> None:
+    """A waiting ticket the periodic sweep gives out (an agent's capacity freed, or Slack
+    shows them back) is `assigned` like a person's claim: the rule fires, once."""
+    rules = "- {id: welcome, on: [assigned], do: [{note: 'Assigned: say hello'}]}\n"
+    desk = harness(engine, rules, base=FULL)
+    t = await new_ticket(desk)  # nobody is available yet: it waits
+    assert (await desk.ticket()).assignee_id is None and await firings(desk) == []
+    async with desk.sessions.begin() as s:  # as Slack's presence or freed capacity would
+        await s.merge(Agent(id="U0ALICE", available=True, updated_at=desk.clock.now()))
+    sweeper = AssignmentSweeper(desk.sessions, wiring.desks(rules_with(rules, FULL)), desk.clock)
+    assert await sweeper.run_once() == 1
+    assert await sweeper.run_once() == 0
+    await desk.settle()
+    assert (await desk.ticket()).assignee_id == "U0ALICE"
+    assert [r for r, _ in await firings(desk)] == ["welcome"]
+    assert sum("Assigned: say hello" in line for line in thread(desk)) == 1
+    assert t.id == (await desk.ticket()).id
+
+
+async def test_an_sla_escalation_is_an_event_of_the_rules(engine: AsyncEngine) -> None:
+    """rules.yaml's second escalation level hands the ticket to the lead and raises its
+    priority: rules on `assigned` and `priority_changed` fire on it, once each."""
+    rules = (
+        "- {id: raised, on: [priority_changed], do: [{add_tag: escalated}]}\n"
+        "- {id: lead-has-it, on: [assigned],"
+        " do: [{note: 'The lead has it now'}]}\n"
+    )
+    desk = harness(engine, rules, base=FULL)
+    await new_ticket(desk)
+    sla = SlaScheduler(desk.sessions, wiring.desks(rules_with(rules, FULL)), desk.clock)
+    desk.clock.advance(minutes=76)  # normal: first response in 1 h, level 2 15 min after
+    while await sla.run_once():
+        pass
+    await desk.settle()
+    ticket = await desk.ticket()
+    assert (ticket.priority, ticket.assignee_id) == ("high", "U0CAROL")
+    async with desk.sessions() as s:
+        story = (await s.execute(select(TicketEvent.kind, TicketEvent.actor))).all()
+    assert ("tags", "raised") in story
+    assert sorted(r for r, _ in await firings(desk)) == ["lead-has-it", "raised"]
+    assert sum("The lead has it now" in line for line in thread(desk)) == 1
+    desk.clock.advance(minutes=5)
+    await sla.run_once()
+    assert len(await firings(desk)) == 2

@@ -49,6 +49,9 @@ class AssignmentSweeper:
         async with self._sessions.begin() as session:
             desk = self._desks(session, self._clock.now())
             changed = await Assigner(desk).sweep()
+            # The phases of any event (automations on `assigned`, the SLA clocks of the
+            # tickets it gave out or moved), as when a person's action assigns.
+            await desk.finish()
             await desk.queue(f"sweep:{uuid.uuid4().hex}")
         desk.fx.log_decisions()  # committed: the assignments happened
         if changed:

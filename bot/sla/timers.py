@@ -59,6 +59,9 @@ class SlaScheduler:
                 if held is None or held.lease_owner != me or ticket is None:
                     continue  # re-timed by a change to the ticket meanwhile
                 await SlaKeeper(desk).refresh(ticket)
+                # An escalation's changes (priority, assignee) are events of the automations,
+                # whose actions' own changes get their clocks redone here too.
+                await desk.finish()
                 if held.lease_owner == me and held not in session.deleted:
                     await session.delete(held)  # no SLA here (any more): nothing is due
                 await desk.queue(f"sla:{ticket_id}:{uuid.uuid4().hex}")
