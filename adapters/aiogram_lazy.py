@@ -14,15 +14,25 @@ memory 170 → 89 MB right after it and 97 MB after an update, a message, a keyb
 responses were validated. Every other ``model_rebuild`` call goes through unchanged, and
 nothing is patched once the import is done.
 
+aiogram's ~170 Bot API methods (``SendMessage`` …) are pydantic models too, built at class
+creation because ``TelegramMethod`` does not set ``defer_build``; their fields name the types,
+so building them built much of what the deferral above saves, again. While aiogram is imported,
+``TelegramMethod``'s config gets ``defer_build`` right after ``aiogram.methods.base`` runs and
+before the methods subclass it, so a method is built when the desk first calls it (the handful
+it uses). Measured: the import's CPU 1.2 → 0.7 s, memory 116 → 90 MB.
+
 Import aiogram through this module first (``adapters.telegram`` does); if aiogram was imported
 before, this does nothing and aiogram works as it always does.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import inspect
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel
@@ -66,10 +76,43 @@ def _import_aiogram_deferred() -> None:
         return result
 
     BaseModel.model_rebuild = classmethod(deferred)  # type: ignore[assignment,method-assign]
+    methods = _DeferMethods()
+    sys.meta_path.insert(0, methods)
     try:
         import aiogram  # noqa: F401
     finally:
         BaseModel.model_rebuild = rebuild  # type: ignore[method-assign]
+        if methods in sys.meta_path:
+            sys.meta_path.remove(methods)
+
+
+class _DeferMethods(importlib.abc.MetaPathFinder):
+    """Finds ``aiogram.methods.base`` as usual and, once it has run, sets ``defer_build`` in
+    ``TelegramMethod``'s config, which every method class then inherits. Used once, during the
+    import of aiogram; it takes itself off the import path when it has found that module."""
+
+    MODULE = "aiogram.methods.base"
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.MODULE:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        loader = spec.loader if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec  # found some other way: imported as aiogram would
+        run = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            base = getattr(module, "TelegramMethod", None)
+            if base is not None and isinstance(getattr(base, "model_config", None), dict):
+                base.model_config["defer_build"] = True
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
 
 
 _import_aiogram_deferred()

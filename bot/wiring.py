@@ -229,7 +229,7 @@ def preparers(
     clock: Clock,
 ) -> Preparers:
     """Work done for an event outside its transaction: before the model, then after it (a
-    supervisor's report, in a worker thread: bot/reports/offloop.py)."""
+    supervisor's report, in a worker process: bot/reports/offloop.py)."""
     return Preparers(
         before_model=[status_lookup(rules), ReportPreparer(sessions, rules, clock)],
         after_model=[KbMatcher(sessions, rules, knowledge)],

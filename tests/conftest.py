@@ -16,6 +16,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+# aiogram as the desk imports it (its types and methods built when first used), whichever test
+# file a worker happens to load first: the tests then run the Telegram client the desk runs.
+import adapters.aiogram_lazy  # noqa: F401  # isort: skip
 from storage.db import create_engine, migrate
 
 PG_URL = os.environ.get("DESK_TEST_POSTGRES_URL", "")

@@ -19,5 +19,5 @@ class Prepared:
     detected: str | None = None
     lookup: StatusRequest | None = None
     hits: list[Hit] = field(default_factory=list)
-    # A supervisor's report worked out in a worker thread (bot/reports/offloop.py), or None.
+    # A supervisor's report worked out in a worker process (bot/reports/offloop.py), or None.
     report: Any = None

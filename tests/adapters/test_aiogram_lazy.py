@@ -61,3 +61,72 @@ def test_deferred_types_read_every_payload_as_the_eager_import_does() -> None:
     assert len(read) >= 70
     assert read == expected
     assert sum(1 for r in read.values() if str(r).startswith("error")) < len(read) / 2
+
+
+BUILD_CALLS = """
+import json, re
+{first}
+import adapters.telegram
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.methods import (
+    AnswerCallbackQuery, EditMessageReplyMarkup, GetFile, GetMe, GetUpdates, SendDocument,
+    SendMessage, SendPhoto, SetMyCommands,
+)
+from aiogram.types import (
+    BotCommand, BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton,
+    ReplyKeyboardMarkup,
+)
+complete_after_import = SendMessage.__pydantic_complete__
+inline = InlineKeyboardMarkup(
+    inline_keyboard=[[InlineKeyboardButton(text="That solved it", callback_data="kb:solved:1")]]
+)
+share = ReplyKeyboardMarkup(
+    keyboard=[[KeyboardButton(text="Share my number", request_contact=True)]],
+    one_time_keyboard=True, resize_keyboard=True,
+)
+# The calls the desk makes (adapters/telegram.py), as aiogram puts them on the wire.
+calls = [
+    SendMessage(chat_id=42, text="Ticket #1 <b>", reply_markup=inline),
+    SendMessage(chat_id=42, text="Your number?", reply_markup=share),
+    SendPhoto(chat_id=42, photo=BufferedInputFile(b"PNG", filename="a.png"), caption="c"),
+    SendDocument(chat_id="42", document=BufferedInputFile(b"PDF", filename="a.pdf")),
+    EditMessageReplyMarkup(chat_id=42, message_id=7, reply_markup=inline),
+    AnswerCallbackQuery(callback_query_id="99", text="Thanks"),
+    GetFile(file_id="F1"), GetMe(), GetUpdates(offset=5, timeout=30, allowed_updates=["message"]),
+    SetMyCommands(commands=[BotCommand(command="status", description="My tickets")],
+                  language_code="es"),
+]
+bot, session = Bot("123:ABC"), AiohttpSession()
+wire = []
+for call in calls:
+    fields = [(o.get("name"), o.get("filename"), str(v))
+              for o, _, v in session.build_form_data(bot, call)._fields]
+    # A file's part name is random, and its reader an object: the same either way.
+    wire.append(re.sub(r"attach://[\\w-]+|'[\\w-]{{10,}}', '|0x[0-9a-f]+", "~", repr(fields)))
+print(json.dumps({{"complete_after_import": complete_after_import, "wire": wire}}))
+"""
+
+
+def _build_calls(first: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD_CALLS.format(first=first)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_deferred_methods_put_the_desks_calls_on_the_wire_as_the_eager_import_does() -> None:
+    deferred = _build_calls(first="")
+    eager = _build_calls(first="import aiogram  # before adapters: aiogram's own eager import")
+    assert deferred["complete_after_import"] is False  # built when first called
+    assert eager["complete_after_import"] is True
+    wire = deferred["wire"]
+    assert isinstance(wire, list) and len(wire) == 10
+    assert wire == eager["wire"]
+    assert "kb:solved:1" in wire[0] and "request_contact" in wire[1] and "a.png" in wire[2]
