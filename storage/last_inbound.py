@@ -4,10 +4,12 @@ Every message, button or contact from a customer moves their identities' ``last_
 forward (WhatsApp's 24-hour window counts from it, ``bot/window``). It was one ``UPDATE`` a
 message, run as an ORM bulk update that also searched the session for the rows it changed.
 Now :func:`note` keeps the time aside in the session, and the transaction writes everything
-kept in one ``UPDATE`` just before it commits (a ``CASE`` giving each chat its own time, each
-row still only moved forward). Until then, :func:`kept` tells a reader what the database does
-not hold yet: the one reader inside a transaction, the window line of a card, App Home or the
-Reply modal (``bot/workspace/window_line.py``), takes the later of the two.
+kept in one ``UPDATE`` just before it commits (an executemany of one cached statement; under a
+data key, where a chat is looked up in each of its stored forms, one statement whose ``CASE``
+gives each chat its own time), each row still only moved forward. Until then, :func:`kept`
+tells a reader what the database does not hold yet: the one reader inside a transaction, the
+window line of a card, App Home or the Reply modal (``bot/workspace/window_line.py``), takes
+the later of the two.
 
 A savepoint that rolls back (a failed event of the dispatcher's batch) takes what it noted
 with it. A chat's rows are matched by channel and chat, as before, through the
@@ -19,14 +21,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, event, literal, or_, update
+from sqlalchemy import Table, and_, bindparam, case, event, literal, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
+from storage.crypto import address_forms
 from storage.models import Identity
 
 _KEPT = "deskbot.last_inbound.kept"  # (channel, chat_id, at, the transaction it belongs to)
 _CHUNK = 200  # chats an UPDATE (each a few bound values)
+
+
+_TABLE: Table = Identity.__table__  # type: ignore[assignment]
+_PLAIN = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.channel == bindparam("b_channel"),
+        _TABLE.c.chat_id == bindparam("b_chat"),
+        or_(_TABLE.c.last_inbound_at.is_(None), _TABLE.c.last_inbound_at < bindparam("b_at")),
+    )
+    .values(last_inbound_at=bindparam("b_at"))
+)
 
 
 def note(session: AsyncSession | Session, channel: str, chat_id: str, at: datetime) -> None:
@@ -55,6 +70,14 @@ def write(session: Session) -> int:
             latest[key] = at
     chats = sorted(latest.items())
     conn = session.connection()
+    if all(len(address_forms(chat_id)) == 1 for (_, chat_id), _ in chats):
+        # Every chat is stored as given (no data key): one cached statement, an executemany.
+        conn.execute(
+            _PLAIN,
+            [{"b_channel": ch, "b_chat": chat, "b_at": at} for (ch, chat), at in chats],
+        )
+        return len(chats)
+    # Sealed chats are looked up under every key still read (a CASE gives each its time).
     when = Identity.last_inbound_at.type  # UTC, stored as the column stores it
     for start in range(0, len(chats), _CHUNK):
         chunk = chats[start : start + _CHUNK]

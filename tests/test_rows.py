@@ -119,10 +119,12 @@ async def test_rows_inserted_in_a_savepoint_that_rolls_back_leave_the_session(
     assert names == ["before", "after"]
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["clear", "sealed"])
 async def test_when_customers_wrote_is_one_update_at_the_commit_and_only_moves_forward(
-    engine: AsyncEngine,
+    engine: AsyncEngine, keyed: bool
 ) -> None:
-    crypto.install(Keyring.of(KEY))  # chats matched through their sealed forms
+    if keyed:
+        crypto.install(Keyring.of(KEY))  # chats matched through each of their stored forms
     sessions = session_factory(engine)
     async with sessions.begin() as s:
         customer = await insert_row(s, Customer(name="C", created_at=T0))
