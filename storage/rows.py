@@ -2,8 +2,9 @@
 
 A step makes a customer, their identity, a ticket, its first message and its surge signature,
 and needs most of their ids at once. Added to the session, each cost an ORM flush (the unit of
-work sorting, the mapper's bookkeeping, then the same one-row ``INSERT``): about a third of a
-new ticket's CPU. :func:`insert` writes the object's row with one cached Core statement, gives
+work sorting, the mapper's bookkeeping, then the same one-row ``INSERT``): about 0.6 ms a
+flush in a profiled burst, where :func:`insert_row` costs about half that (docs/performance.md,
+"Issue 27, fourth slice"). It writes the object's row with one cached Core statement, gives
 the object its id, and attaches it to the session as a persistent object, exactly as if it had
 been flushed: what the step changes on it afterwards is an ``UPDATE`` at the next flush, and
 ``session.get`` finds it in the identity map.
