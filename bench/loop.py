@@ -4,6 +4,7 @@
         [--encrypted] (encryption at rest under a throwaway DESK_DATA_KEY)
         [--processes 1 2 3] (PostgreSQL: that many desk processes, each N in turn)
         [--model local] (classify with the local model; the priority rules alone by default)
+        [--statements] (also count the SQL statements the burst costs a message, by kind)
         [--json bench-results/loop.json] [--plot bench-results/loop.png]
 
 Prints figures, each beside a reference measured in the same run on the same machine (the same
@@ -27,12 +28,13 @@ import secrets
 import statistics
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, insert
 
 from bot.app import DeskApp, _make_classifier
 from bot.base import heap
@@ -75,6 +77,8 @@ class LoopResult:
     machine: dict[str, Any] = field(default_factory=dict)
     measured_at: str = ""
     cpu_of: str = "this process's CPU time per message in the burst (desk and stand-ins; less"
+    # With --statements: the statements the desk's engine ran in the burst, by first word.
+    statements: dict[str, int] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -102,8 +106,14 @@ class LoopResult:
                 f"  reference: the same database alone does {self.reference_inserts_per_s:.0f}"
                 f" one-row insert transactions/s, so a new ticket costs about"
                 f" {per_ticket:.0f} of them",
+                *([self.statements_line()] if self.statements else []),
             ]
         )
+
+    def statements_line(self) -> str:
+        each = ", ".join(f"{k} {v / self.messages:.2f}" for k, v in self.statements.items())
+        total = sum(self.statements.values()) / self.messages
+        return f"  statements: {total:.2f} a customer message in the burst ({each})"
 
 
 async def reference_inserts(url: str, seconds: float = 2.0) -> float:
@@ -175,6 +185,7 @@ async def run(
     channel: str,
     encrypted: bool = False,
     model: str = "rules",
+    statements: bool = False,
 ) -> LoopResult:
     port = int(os.environ.get("BENCH_PORT", "18080"))
     standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
@@ -220,6 +231,13 @@ async def run(
                 await _wait_cards(standins, marker, 1, 30)
                 latencies.append((time.perf_counter() - t0) * 1000)
             # Throughput: a burst from many customers at once.
+            counted: Counter[str] = Counter()
+
+            def count(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
+                counted[statement.split(None, 1)[0].upper()] += 1
+
+            if statements and desk.engine is not None:
+                event.listen(desk.engine.sync_engine, "before_cursor_execute", count)
             cpu0 = time.process_time()
             t0 = time.perf_counter()
             await asyncio.gather(
@@ -238,6 +256,8 @@ async def run(
                 raise TimeoutError(f"only {_cards_with(standins, 'burst-')}/{messages} cards")
             elapsed = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
+            if statements and desk.engine is not None:
+                event.remove(desk.engine.sync_engine, "before_cursor_execute", count)
         finally:
             await desk.stop()
             await standins.stop()
@@ -254,6 +274,7 @@ async def run(
         reference_inserts_per_s=reference,
         machine=machine(),
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        statements=dict(counted.most_common()),
     )
 
 
@@ -371,14 +392,15 @@ async def _run(
     encrypted: bool,
     processes: int = 0,
     model: str = "rules",
+    statements: bool = False,
 ) -> LoopResult:
     if database is None or not database.startswith("postgresql"):
-        return await run(messages, samples, database, channel, encrypted, model)
+        return await run(messages, samples, database, channel, encrypted, model, statements)
     schema, url = await _fresh_schema(database)
     try:
         if processes:
             return await run_processes(messages, samples, url, processes, model)
-        return await run(messages, samples, url, channel, encrypted, model)
+        return await run(messages, samples, url, channel, encrypted, model, statements)
     finally:
         await _drop_schema(database, schema)
 
@@ -406,6 +428,12 @@ def main() -> None:
         default="rules",
         help="classify with the priority rules alone (the default) or the local model",
     )
+    p.add_argument(
+        "--statements",
+        action="store_true",
+        help="count the SQL statements the burst costs a customer message, by kind (one"
+        " process; a listener on the desk's engine, the reference's own left out)",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if a.processes and not (a.database or "").startswith("postgresql"):
@@ -413,7 +441,16 @@ def main() -> None:
     counts = a.processes or [0]
     for n in counts:
         result = asyncio.run(
-            _run(a.messages, a.latency_samples, a.database, a.channel, a.encrypted, n, a.model)
+            _run(
+                a.messages,
+                a.latency_samples,
+                a.database,
+                a.channel,
+                a.encrypted,
+                n,
+                a.model,
+                a.statements,
+            )
         )
         print(result.summary())
         print(f"  load average {tuple(round(x, 2) for x in os.getloadavg())}")

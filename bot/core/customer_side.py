@@ -35,8 +35,10 @@ from bot.domain.routing import TicketFacts, choose_team, language_from_script
 from bot.domain.tickets import ACTIVE, CHANNEL_NAME, RATEABLE
 from bot.domain.window import window_closed_error
 from nlp.priority import LEVELS
+from storage import trail
 from storage.crypto import seal_text
 from storage.models import Customer, Identity, Message, OutboxRow, Ticket
+from storage.rows import insert_row
 
 DELIVERY_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
 
@@ -92,9 +94,14 @@ class CustomerSide(TicketStep):
             return ticket
         return await self._new_ticket(ev, ident, cls, attachments, language)
 
-    def _record_inbound(self, ticket: Ticket, ev: CustomerMessage, attachments: list[Any]) -> None:
-        """The customer's message as a ticket message row (platform id kept for edits)."""
-        self.s.add(
+    async def _record_inbound(
+        self, ticket: Ticket, ev: CustomerMessage, attachments: list[Any]
+    ) -> None:
+        """The customer's message as a ticket message row (platform id kept for edits),
+        written with a Core INSERT (storage/rows.py) and fed to the automations' journal,
+        whose listener hears only what is added to the session."""
+        message = await insert_row(
+            self.s,
             Message(
                 ticket_id=ticket.id,
                 direction="in",
@@ -104,14 +111,15 @@ class CustomerSide(TicketStep):
                 text=ev.text,
                 attachments=attachments,
                 created_at=self.now,
-            )
+            ),
         )
+        trail.journal(self.s.sync_session, message)
 
     async def _add_customer_message(
         self, ticket: Ticket, ev: CustomerMessage, attachments: list[Any]
     ) -> None:
         customer = await self.s.get_one(Customer, ticket.customer_id)
-        self._record_inbound(ticket, ev, attachments)
+        await self._record_inbound(ticket, ev, attachments)
         ticket.updated_at = self.now
         if ev.attachments:
             await self._customer_files(ticket, customer.name, ev, caption=ev.text)
@@ -193,8 +201,7 @@ class CustomerSide(TicketStep):
             created_at=self.now,
             updated_at=self.now,
         )
-        self.s.add(ticket)
-        await self.s.flush()
+        await insert_row(self.s, ticket)  # its id at once, without the ORM's flush
         self.made.tickets[ticket.id] = ticket
         self.history(ticket, "created", "customer", None, "new", f"via {ev.channel}")
         self.decided(
@@ -205,7 +212,7 @@ class CustomerSide(TicketStep):
         )
         self.history(ticket, "priority", "desk", None, cls.priority, "; ".join(cls.reasons))
         self.history(ticket, "team", AUTO, None, team.team, team.reason)
-        self._record_inbound(ticket, ev, attachments)
+        await self._record_inbound(ticket, ev, attachments)
         texts = await self.texts_for(ticket)
         incident = await self.hooks.placer.place(self, ticket, cls)
         self.tell_customer(

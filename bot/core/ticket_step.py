@@ -16,6 +16,7 @@ from bot.domain.events import CustomerMessage, Sender
 from bot.domain.language import AGREEING, language_to_keep, primary
 from nlp.language import detect_language
 from storage.models import Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
+from storage.rows import insert_row
 
 
 class TooEarly(Exception):
@@ -58,8 +59,7 @@ class TicketStep(Step):
                 language=language or sender.language,
                 created_at=self.now,
             )
-            self.s.add(customer)
-            await self.s.flush()
+            await insert_row(self.s, customer)  # ids at once, without the ORM's flush
             ident = Identity(
                 customer_id=customer.id,
                 channel=channel,
@@ -69,8 +69,7 @@ class TicketStep(Step):
                 phone=sender.phone,
                 last_inbound_at=self.customer_wrote_at,
             )
-            self.s.add(ident)
-            await self.s.flush()
+            await insert_row(self.s, ident)
             self.made.customers[customer.id] = ident
         else:
             customer = await self.s.get_one(Customer, ident.customer_id)

@@ -35,6 +35,7 @@ from bot.domain.surge import MEMBERS, OpenIncident, Seen, decide, joined
 from bot.domain.tickets import ACTIVE
 from storage.models import Customer, Incident, Message, OutboxRow, SurgeSignature, Ticket
 from storage.queues import lock_key_row
+from storage.rows import insert_row
 
 KEYWORD_REASON = re.compile(r"^keyword '(.+)' → urgent$")
 SUMMARY_LIMIT = 80
@@ -81,7 +82,8 @@ class IncidentDesk:
             return None
         keyword, intent = signature(cls, self.rules)
         vector = list(cls.vector) if cls.vector is not None else None
-        self.s.add(
+        await insert_row(  # written now, without the ORM's flush (storage/rows.py)
+            self.s,
             SurgeSignature(
                 ticket_id=ticket.id,
                 team=ticket.team,
@@ -89,11 +91,10 @@ class IncidentDesk:
                 keyword=keyword,
                 intent=intent,  # kept for the record; grouping goes by the vector
                 vector=vector,
-            )
+            ),
         )
         if keyword is None and vector is None:
             return None  # nothing to match it by
-        await self.s.flush()
         # One decision at a time per team, across processes: the row stays locked to commit.
         await lock_key_row(self.s, ticket.team, self.d.now)
         new = Seen(ticket.id, self.d.now, ticket.team, keyword, _vec(vector))

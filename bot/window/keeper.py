@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from bot.core.step import CustomerWrote, OutsideWindow, Step
 from bot.domain.mrkdwn import escape
 from bot.domain.outbound import Outbound, TemplateMessage
 from bot.domain.window import Template, TemplatePurpose, parameter_values
-from storage.models import Customer, Identity, Message, OutboxRow, Ticket
+from storage import last_inbound
+from storage.models import Customer, Message, OutboxRow, Ticket
 
 log = logging.getLogger("deskbot.window")
 
@@ -184,15 +185,9 @@ async def on_customer_wrote(step: Step, ev: CustomerWrote) -> None:
     """The customer wrote: their window is open again, and what waited for it goes now. Runs
     before the event's own work, so a first-time customer has no identity yet: theirs starts
     at this time (``Step.customer_wrote_at``)."""
-    await step.s.execute(
-        update(Identity)
-        .where(
-            Identity.channel == ev.channel,
-            Identity.chat_id == ev.chat_id,
-            (Identity.last_inbound_at.is_(None)) | (Identity.last_inbound_at < ev.at),
-        )
-        .values(last_inbound_at=ev.at)
-    )
+    # Written with the transaction's others in one UPDATE at its commit (storage/last_inbound.py);
+    # the window line of a card drawn meanwhile takes it from there.
+    last_inbound.note(step.s, ev.channel, ev.chat_id, ev.at)
     if ev.channel != "whatsapp":
         return  # replies are held only for WhatsApp's window
     held = list(

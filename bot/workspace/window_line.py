@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.rules import Rules
 from bot.domain.window import window_note
+from storage import last_inbound
 from storage.models import Identity, OutboxRow, Ticket
 
 
@@ -32,4 +33,8 @@ async def whatsapp_window(
             OutboxRow.status == "held",
         )
     )
+    # What this transaction's customers wrote is written at its commit (storage/last_inbound.py).
+    noted = last_inbound.kept(session, "whatsapp", ticket.chat_id)
+    if noted is not None and (last is None or noted > last):
+        last = noted
     return window_note(last, rules.whatsapp, now, int(held or 0))
