@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
 from bot.base.process import this_process
+from bot.base.repeat import Streak, pause
 from bot.core.step import CustomerWrote
 from bot.core.ticket_step import TooEarly
 from bot.core.tickets import Desk, Desks
@@ -216,15 +217,21 @@ class Dispatcher:
         self.failing: tuple[datetime, str] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        failures = Streak()
         while not stop.is_set():
             try:
                 done = await self.run_once()
                 self.failing = None
+                if failed := failures.ended():
+                    log.info("dispatcher.loop_recovered failures=%d", failed)
             except Exception as exc:
-                log.exception("dispatcher.loop_error")
+                wait, loud = failures.failed()
+                if loud:
+                    log.exception("dispatcher.loop_error failures=%d", failures.count)
                 if self.failing is None:
                     self.failing = (self._clock.now(), problem(exc))
-                done = 0
+                await pause(stop, wait)  # not woken by new work: it would fail the same way
+                continue
             if done == 0:
                 self._inbox.arrived.clear()
                 # Wake on new input, or poll: another process may have written the inbox.

@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
 from bot.base.process import this_process
+from bot.base.repeat import Streak, pause
 from bot.core.tickets import Desks
 from bot.delivery.outcomes import Metrics as Metrics  # where callers have always found it
 from bot.delivery.outcomes import Outcome, OutcomeRecorder
@@ -204,15 +205,21 @@ class OutboxSender(OutcomeRecorder):
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        failures = Streak()
         while not stop.is_set():
             try:
                 done = await self.run_once()
                 self.failing = None
+                if failed := failures.ended():
+                    log.info("outbox.loop_recovered failures=%d", failed)
             except Exception as exc:
-                log.exception("outbox.loop_error")
+                wait, loud = failures.failed()
+                if loud:
+                    log.exception("outbox.loop_error failures=%d", failures.count)
                 if self.failing is None:
                     self.failing = (self._clock.now(), problem(exc))
-                done = 0
+                await pause(stop, wait)  # not woken by new work: it would fail the same way
+                continue
             if done == 0:
                 self.wakeup.clear()
                 waiters = [asyncio.ensure_future(e.wait()) for e in (self.wakeup, stop)]

@@ -44,12 +44,21 @@ class CuttableLink:
         self._writers.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Held from the moment it is accepted: a connection accepted just before a cut, still
+        # opening its way to PostgreSQL, must be cut too (it once outlived the cut and kept the
+        # desk's dispatcher working through the "outage").
+        self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
+            self._writers.discard(writer)
             return
-        self._writers |= {writer, up_writer}
+        if writer not in self._writers:  # cut meanwhile
+            up_writer.transport.abort()
+            writer.transport.abort()
+            return
+        self._writers.add(up_writer)
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError, OSError):
@@ -70,7 +79,9 @@ async def _health(url: str) -> tuple[int, dict[str, Any]]:
 @pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
-async def test_healthz_tells_a_lost_database_and_nothing_is_lost(database_url: str) -> None:
+async def test_healthz_tells_a_lost_database_and_nothing_is_lost(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     real = make_url(database_url)
     link = CuttableLink(real.host or "127.0.0.1", real.port or 5432)
     await link.restore()
@@ -123,6 +134,12 @@ async def test_healthz_tells_a_lost_database_and_nothing_is_lost(database_url: s
             return (await _health(desk.url or ""))[0] == 200
 
         await eventually(healthy, "/healthz to be 200 again", timeout=15)
+        # Each loop tried again and again while the database was away, each try a little later
+        # (up to 2 s apart), and said so once, with a traceback, then once when it worked again.
+        said = [r.getMessage().split()[0] for r in caplog.records]
+        assert 1 <= said.count("dispatcher.loop_error") <= 2, said.count("dispatcher.loop_error")
+        assert said.count("outbox.loop_error") <= 2, said.count("outbox.loop_error")
+        assert "dispatcher.loop_recovered" in said
 
         async def followed_up() -> list[str]:
             thread = [m["text"] for m in standins.slack.thread(card["channel"], card["ts"])]
