@@ -130,6 +130,10 @@ _OUTBOX_ADD = (
     .returning(_OUTBOX.c.id)
 )
 
+# PostgreSQL's: no RETURNING, so SQLAlchemy sends the rows as the driver's executemany (asyncpg:
+# one pipeline of single-row executions, in order), not as one multi-row VALUES.
+_OUTBOX_ADD_PG = pg_insert(_OUTBOX).on_conflict_do_nothing(index_elements=["idempotency_key"])
+
 
 async def _add_sqlite(session: AsyncSession, stmt: Any, rows: Sequence[dict[str, Any]]) -> int:
     """Insert ``rows`` (all with the same keys) in one statement; how many were new."""
@@ -229,16 +233,17 @@ async def timers_claim(
     return rows
 
 
-async def outbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
-    """Queue ``rows`` in this order (a row whose idempotency key is queued already is skipped);
-    returns how many were added.
+async def outbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Queue ``rows`` in this order (a row whose idempotency key is queued already is skipped).
 
     On SQLite one multi-row INSERT, whose rows take ascending ids in the order given (the
     outbox's order per destination is the id order). On PostgreSQL one INSERT a row, which
     makes that order certain there too (the order in which a multi-row VALUES list draws from
-    a sequence is not documented)."""
+    a sequence is not documented): as one executemany, which asyncpg sends as one pipeline
+    (each row's execution in turn, in the order given, then one answer) instead of a round
+    trip a row."""
     if not rows:
-        return 0
+        return
     rows = await _follow_open(
         session,
         rows,
@@ -247,15 +252,16 @@ async def outbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> i
         OutboxRow.status,
         OUTBOX_WAITING,
     )
-    add = _insert(session)(OutboxRow)
-    if session.get_bind().dialect.name == "sqlite" and len({tuple(r) for r in rows}) == 1:
-        return await _add_sqlite(session, _OUTBOX_ADD, rows)
-    added = 0
-    for row in rows:
-        stmt = add.values(**row).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        result = await session.execute(stmt)
-        added += max(getattr(result, "rowcount", 0) or 0, 0)
-    return added
+    uniform = len({tuple(r) for r in rows}) == 1
+    if session.get_bind().dialect.name == "sqlite" and uniform:
+        await _add_sqlite(session, _OUTBOX_ADD, rows)
+    elif uniform:
+        await session.execute(_OUTBOX_ADD_PG, list(rows))
+    else:
+        add = _insert(session)(OutboxRow)
+        for row in rows:
+            stmt = add.values(**row).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            await session.execute(stmt)
 
 
 async def outbox_claim(
