@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, make_url, text
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import Session
@@ -56,11 +57,18 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args["server_settings"] = {"search_path": str(schema)}
         kwargs["connect_args"] = connect_args
-    if parsed.get_backend_name() == "postgresql":
-        # A connection the server dropped (a restart, a failover, pg_terminate_backend) is
-        # found at checkout and replaced, instead of failing the work that drew it: without
-        # this, a dispatcher burned its retries on dead pooled connections (bench.chaos).
-        kwargs.setdefault("pool_pre_ping", True)
+    # A PostgreSQL connection the server dropped is found at checkout and replaced, instead of
+    # failing the work that drew it (without this a dispatcher burned its retries on dead pooled
+    # connections: bench.chaos). Not by SQLAlchemy's pool_pre_ping, which costs three round trips
+    # a checkout with asyncpg (BEGIN, a query, ROLLBACK): a third of the desk's round trips
+    # under load (docs/performance.md). _watch_postgres asks the server only after a rest.
+    watch = parsed.get_backend_name() == "postgresql" and "pool_pre_ping" not in kwargs
+    if parsed.get_backend_name() == "postgresql" and not reader:
+        # Ten kept, not SQLAlchemy's five: under a burst the desk holds six or seven at once
+        # (webhooks, the dispatcher, the outbox's claims, outcomes recorded side by side), and
+        # a connection beyond the kept ones is closed when given back, so the next one was a
+        # new connection (its own handshake, and every statement prepared again on it).
+        kwargs.setdefault("pool_size", 10)
     if reader:
         kwargs.setdefault("poolclass", NullPool)
     if parsed.get_backend_name() == "sqlite" and not reader:
@@ -81,6 +89,8 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
         raise DatabaseError(f"the desk cannot use {where_url(url)}: {problem(exc)}") from None
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine, reader=reader)
+    if watch and not reader:
+        _watch_postgres(engine)
     _URLS[engine.sync_engine] = original
     return engine
 
@@ -101,6 +111,41 @@ def shared_url(engine: AsyncEngine) -> str | None:
 def inline_sqlite_enabled() -> bool:
     """SQLite statements run inline unless ``DESK_SQLITE_THREAD=1`` asks for aiosqlite's thread."""
     return os.environ.get("DESK_SQLITE_THREAD", "") not in ("1", "true", "yes")
+
+
+# How long a PostgreSQL connection may rest in the pool before its checkout asks the server
+# whether it is still there (seconds).
+PING_AFTER_REST = 10.0
+
+
+def _watch_postgres(engine: AsyncEngine) -> None:
+    """Replace a dead pooled connection at checkout, as ``pool_pre_ping`` does, for less.
+
+    A connection the server closed (a restart, a failover, ``pg_terminate_backend``, a cut
+    link's proxy) is known to asyncpg as soon as the event loop reads the end of its stream:
+    checking ``is_closed()`` costs no round trip. Only a connection that rested in the pool
+    for ``PING_AFTER_REST`` seconds or more is also pinged (what ``pool_pre_ping`` does at
+    every checkout): a firewall or a balancer that forgot an idle connection answers only
+    when something is sent. Either failure invalidates the pool, as a failed pre-ping does,
+    and the checkout is given a new connection."""
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def _rests(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["rests_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _alive(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        driver = record.driver_connection
+        if driver is not None and driver.is_closed():
+            raise InvalidatePoolError("the server closed the connection")
+        rests_since = record.info.pop("rests_since", None)
+        if rests_since is not None and time.monotonic() - rests_since >= PING_AFTER_REST:
+            try:
+                engine.dialect.do_ping(dbapi_conn)
+            except Exception as exc:
+                raise InvalidatePoolError(f"ping: {type(exc).__name__}") from exc
 
 
 def _tune_sqlite(engine: AsyncEngine, *, reader: bool = False) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,6 +31,19 @@ log = logging.getLogger("deskbot.outbox")
 # send is recorded: tried again after these pauses, about 6 seconds in all.
 _RECORD_PAUSES = (0.1, 0.3, 0.6, 1.0, 2.0, 2.0)
 _DB_ERRORS = (DBAPIError, OSError, asyncio.TimeoutError)
+
+# What _record_in reads, built once (on PostgreSQL, where each outcome is recorded alone, building
+# them was a good part of recording one), the ids as an expanding parameter.
+_ROWS = (
+    select(OutboxRow).where(OutboxRow.id.in_(bindparam("ids", expanding=True))).with_for_update()
+)
+_TICKETS = (
+    select(Ticket)
+    .where(Ticket.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Ticket.id)
+    .with_for_update()
+)
+_MESSAGES = select(Message).where(Message.id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass
@@ -211,26 +224,17 @@ class OutcomeRecorder:
         async with self._sessions.begin() as session:
             # What the outcomes touch, read (and their rows locked) in three statements rather
             # than three for each; the session holds them for the gets below.
-            await session.scalars(
-                select(OutboxRow)
-                .where(OutboxRow.id.in_([i.row_id for i in items]))
-                .with_for_update()
-            )
+            await session.scalars(_ROWS, {"ids": [i.row_id for i in items]})
             tickets = {i.out.ticket_id for i in items if i.out.ticket_id}
             if tickets:
                 # Locked, like every step that changes a ticket (its SLA clocks, the card drawn
                 # from it): read unlocked on PostgreSQL, a resolve committed meanwhile went
                 # unseen, and the card drawn here, sent after the resolve's, showed the ticket
                 # as it was before.
-                await session.scalars(
-                    select(Ticket)
-                    .where(Ticket.id.in_(tickets))
-                    .order_by(Ticket.id)
-                    .with_for_update()
-                )
+                await session.scalars(_TICKETS, {"ids": sorted(tickets)})
             messages = {i.message_id for i in items if i.message_id}
             if messages:
-                await session.scalars(select(Message).where(Message.id.in_(messages)))
+                await session.scalars(_MESSAGES, {"ids": sorted(messages)})
             for index, item in enumerate(items):
                 try:
                     if savepoints:
