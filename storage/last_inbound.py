@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from storage.crypto import address_forms
 from storage.models import Identity
+from storage.trail import within
 
 _KEPT = "deskbot.last_inbound.kept"  # (channel, chat_id, at, the transaction it belongs to)
 _CHUNK = 200  # chats an UPDATE (each a few bound values)
@@ -98,14 +99,6 @@ def write(session: Session) -> int:
     return len(chats)
 
 
-def _within(tx: SessionTransaction | None, outer: SessionTransaction | None) -> bool:
-    while tx is not None:
-        if tx is outer:
-            return True
-        tx = tx.parent
-    return False
-
-
 def _before_commit(session: Session) -> None:
     if session.info.get(_KEPT):
         write(session)
@@ -114,7 +107,7 @@ def _before_commit(session: Session) -> None:
 def _after_rollback(session: Session, previous: SessionTransaction) -> None:
     noted = session.info.get(_KEPT)
     if noted:
-        session.info[_KEPT] = [n for n in noted if not _within(n[3], previous)]
+        session.info[_KEPT] = [n for n in noted if not within(n[3], previous)]
 
 
 def listen() -> None:

@@ -34,6 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, make_transient_to_detached
 from sqlalchemy.sql.dml import ReturningInsert
 
+from storage.trail import within
+
 T = TypeVar("T")
 
 _INSERTED = "deskbot.rows.inserted"  # (object, the transaction it was written in)
@@ -118,21 +120,13 @@ def _attach(session: Session, obj: Any) -> None:
     session.info.setdefault(_INSERTED, []).append((obj, tx))
 
 
-def _within(tx: SessionTransaction | None, outer: SessionTransaction | None) -> bool:
-    while tx is not None:
-        if tx is outer:
-            return True
-        tx = tx.parent
-    return False
-
-
 def _after_rollback(session: Session, previous: SessionTransaction) -> None:
     inserted = session.info.get(_INSERTED)
     if not inserted:
         return
     kept = []
     for obj, tx in inserted:
-        if _within(tx, previous):
+        if within(tx, previous):
             if obj in session:
                 session.expunge(obj)
         else:

@@ -63,10 +63,10 @@ def write(session: Session) -> int:
     # written inside it, they would go if it rolled back. Those of a savepoint released since
     # belong to the current transaction now.
     current = session.get_nested_transaction() or session.get_transaction()
-    later = [(r, tx) for r, tx in kept if tx is not None and not _within(tx, current)]
+    later = [(r, tx) for r, tx in kept if tx is not None and not within(tx, current)]
     if later:
         session.info[_KEPT] = later
-        kept = [(r, tx) for r, tx in kept if tx is None or _within(tx, current)]
+        kept = [(r, tx) for r, tx in kept if tx is None or within(tx, current)]
     if not kept:
         return 0
     table: Table = TicketEvent.__table__  # type: ignore[assignment]
@@ -102,8 +102,9 @@ async def write_async(session: Any) -> int:
     return int(await session.run_sync(write))
 
 
-def _within(tx: SessionTransaction | None, outer: SessionTransaction | None) -> bool:
-    """Whether ``tx`` is ``outer`` or a savepoint inside it."""
+def within(tx: SessionTransaction | None, outer: SessionTransaction | None) -> bool:
+    """Whether ``tx`` is ``outer`` or a savepoint inside it (what a rollback of ``outer``
+    takes back)."""
     while tx is not None:
         if tx is outer:
             return True
@@ -129,10 +130,10 @@ def _before_commit(session: Session) -> None:
 def _after_rollback(session: Session, previous: SessionTransaction) -> None:
     kept = session.info.get(_KEPT)
     if kept:
-        session.info[_KEPT] = [(r, tx) for r, tx in kept if not _within(tx, previous)]
+        session.info[_KEPT] = [(r, tx) for r, tx in kept if not within(tx, previous)]
     done = session.info.get(_WRITTEN)
     if done:
-        session.info[_WRITTEN] = {k: v for k, v in done.items() if not _within(v[1], previous)}
+        session.info[_WRITTEN] = {k: v for k, v in done.items() if not within(v[1], previous)}
 
 
 def _after_commit(session: Session) -> None:
