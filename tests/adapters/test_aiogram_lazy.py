@@ -36,9 +36,10 @@ print(json.dumps({{"complete_after_import": complete_after_import, "read": read}
 """
 
 
-def _read_all(first: str) -> dict[str, object]:
+def _fresh(script: str, *args: str) -> dict[str, object]:
+    """What ``script`` prints (JSON), run in a fresh interpreter at the repository's root."""
     done = subprocess.run(
-        [sys.executable, "-c", READ_ALL.format(first=first), str(ROOT / "tests/payloads/telegram")],
+        [sys.executable, "-c", script, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -47,6 +48,10 @@ def _read_all(first: str) -> dict[str, object]:
     )
     result: dict[str, object] = json.loads(done.stdout)
     return result
+
+
+def _read_all(first: str) -> dict[str, object]:
+    return _fresh(READ_ALL.format(first=first), str(ROOT / "tests/payloads/telegram"))
 
 
 def test_deferred_types_read_every_payload_as_the_eager_import_does() -> None:
@@ -109,16 +114,7 @@ print(json.dumps({{"complete_after_import": complete_after_import, "wire": wire}
 
 
 def _build_calls(first: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", BUILD_CALLS.format(first=first)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    result: dict[str, object] = json.loads(done.stdout)
-    return result
+    return _fresh(BUILD_CALLS.format(first=first))
 
 
 def test_deferred_methods_put_the_desks_calls_on_the_wire_as_the_eager_import_does() -> None:
