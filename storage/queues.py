@@ -125,42 +125,29 @@ async def _follow_open(
     return [{**row, field: chosen[str(row[field])]} for row in rows]
 
 
-# The SQLite forms of inbox_add and outbox_add: the rows go as parameters, not as the
-# statement's VALUES. SQLAlchemy then sends the same one multi-row INSERT (its
+_INBOX: Table = InboxRow.__table__  # type: ignore[assignment]
+_OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
+_INSERTS: dict[str, Any] = {"postgresql": pg_insert, "sqlite": sqlite_insert}
+# One row a statement, the row as its parameters: built once (building an INSERT with its
+# values for every row was about a tenth of the PostgreSQL burst's Python), compiled once per
+# set of columns. With a list of rows on PostgreSQL (no RETURNING) SQLAlchemy sends them as the
+# driver's executemany (asyncpg: one pipeline of single-row executions, in order), not as one
+# multi-row VALUES.
+_INBOX_ADD_ONE = {
+    name: insert(_INBOX).on_conflict_do_nothing(index_elements=["channel", "external_id"])
+    for name, insert in _INSERTS.items()
+}
+_OUTBOX_ADD_ONE = {
+    name: insert(_OUTBOX).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    for name, insert in _INSERTS.items()
+}
+# The SQLite forms of inbox_add and outbox_add for many rows: the rows go as parameters, not as
+# the statement's VALUES. SQLAlchemy then sends the same one multi-row INSERT (its
 # ``insertmanyvalues``, because of the RETURNING), rows in the order given, but compiles the
 # statement once: a multi-row ``insert().values([...])`` has no cache key and was compiled anew
 # for every step and every webhook (about 0.4 ms of Python each).
-_INBOX: Table = InboxRow.__table__  # type: ignore[assignment]
-_OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
-_INBOX_ADD = (
-    sqlite_insert(_INBOX)
-    .on_conflict_do_nothing(index_elements=["channel", "external_id"])
-    .returning(_INBOX.c.id)
-)
-_OUTBOX_ADD = (
-    sqlite_insert(_OUTBOX)
-    .on_conflict_do_nothing(index_elements=["idempotency_key"])
-    .returning(_OUTBOX.c.id)
-)
-
-# PostgreSQL's: no RETURNING, so SQLAlchemy sends the rows as the driver's executemany (asyncpg:
-# one pipeline of single-row executions, in order), not as one multi-row VALUES.
-_OUTBOX_ADD_PG = pg_insert(_OUTBOX).on_conflict_do_nothing(index_elements=["idempotency_key"])
-# One row a statement, the row as its parameters: built once (building an INSERT with its
-# values for every row was about a tenth of the PostgreSQL burst's Python), compiled once per
-# set of columns.
-_INBOX_ADD_ONE = {
-    "postgresql": pg_insert(_INBOX).on_conflict_do_nothing(
-        index_elements=["channel", "external_id"]
-    ),
-    "sqlite": sqlite_insert(_INBOX).on_conflict_do_nothing(
-        index_elements=["channel", "external_id"]
-    ),
-}
-_OUTBOX_ADD_ONE = {
-    "postgresql": _OUTBOX_ADD_PG,
-    "sqlite": sqlite_insert(_OUTBOX).on_conflict_do_nothing(index_elements=["idempotency_key"]),
-}
+_INBOX_ADD = _INBOX_ADD_ONE["sqlite"].returning(_INBOX.c.id)
+_OUTBOX_ADD = _OUTBOX_ADD_ONE["sqlite"].returning(_OUTBOX.c.id)
 
 
 async def _add_sqlite(session: AsyncSession, stmt: Any, rows: Sequence[dict[str, Any]]) -> int:
@@ -280,7 +267,7 @@ async def outbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> N
     if session.get_bind().dialect.name == "sqlite" and uniform:
         await _add_sqlite(session, _OUTBOX_ADD, rows)
     elif uniform:
-        await session.execute(_OUTBOX_ADD_PG, list(rows))
+        await session.execute(_OUTBOX_ADD_ONE["postgresql"], list(rows))
     else:
         add = _OUTBOX_ADD_ONE[session.get_bind().dialect.name]
         for row in rows:
