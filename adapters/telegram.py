@@ -621,16 +621,7 @@ class TelegramAdapter:
                 continue
             delay = self._backoff_initial
             try:
-                for update in updates:
-                    if self._stopping.is_set():
-                        break
-                    update_id = update.get("update_id")
-                    if not isinstance(update_id, int) or isinstance(update_id, bool):
-                        # Not an update at all: there is nothing to confirm or store.
-                        log.warning("telegram.skipped reason=no_update_id")
-                        continue
-                    await self._accept(update)
-                    self.offset = update_id + 1  # only now is it confirmed to Telegram
+                await self._accept(updates)
             except Exception:
                 # The inbox could not commit: poll again from the same offset after a pause;
                 # what was committed already is deduped.
@@ -642,14 +633,32 @@ class TelegramAdapter:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
-    async def _accept(self, update: dict[str, Any]) -> None:
-        event = parse_update_json(update)
-        self._accepting = True
-        try:
-            await self._inbox.accept([event], update)
-        finally:
-            self._accepting = False
-        log.info("telegram.update_accepted update_id=%s kind=%s", event.external_id, event.kind)
+    async def _accept(self, updates: list[dict[str, Any]]) -> None:
+        """A poll's updates into the inbox in one transaction, then confirmed to Telegram (the
+        next poll's offset): a crash before the commit polls them again, and the inbox drops
+        what it already holds."""
+        accepted: list[tuple[Event, dict[str, Any]]] = []
+        last: int | None = None
+        for update in updates:
+            update_id = update.get("update_id")
+            if not isinstance(update_id, int) or isinstance(update_id, bool):
+                # Not an update at all: there is nothing to confirm or store.
+                log.warning("telegram.skipped reason=no_update_id")
+                continue
+            accepted.append((parse_update_json(update), update))
+            last = update_id
+        if accepted:
+            self._accepting = True
+            try:
+                await self._inbox.accept_each(accepted)
+            finally:
+                self._accepting = False
+        if last is not None:
+            self.offset = last + 1  # only now is it confirmed to Telegram
+        for event, _ in accepted:
+            log.info(
+                "telegram.update_accepted update_id=%s kind=%s", event.external_id, event.kind
+            )
 
     # -- webhook -----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import wiring
@@ -232,6 +232,36 @@ async def test_duplicates_give_one_message_and_one_card(desk: Harness) -> None:
     assert len(desk.slack.sent) == 1 and len(desk.telegram.sent) == 1
     async with desk.sessions() as s:
         assert await s.scalar(select(func.count()).select_from(Message)) == 1
+
+
+async def test_a_polls_updates_are_kept_each_with_its_payload_in_one_transaction(
+    desk: Harness, engine: AsyncEngine
+) -> None:
+    """Telegram's poller hands the inbox a poll's updates at once (one commit, not one an
+    update): each row keeps its own payload, a duplicate among them is dropped, and every
+    new one becomes its customer's ticket."""
+    one, two = desk.customer("my parcel is late", chat="71"), desk.customer("refund?", chat="72")
+    begun: list[object] = []
+
+    def began(conn: object) -> None:
+        begun.append(conn)
+
+    event.listen(engine.sync_engine, "begin", began)
+    try:
+        added = await desk.inbox.accept_each(
+            [(one, {"update_id": 1}), (two, {"update_id": 2}), (one, {"update_id": 1})]
+        )
+    finally:
+        event.remove(engine.sync_engine, "begin", began)
+    assert added == 2 and len(begun) == 1
+    async with desk.sessions() as s:
+        rows = (await s.scalars(select(InboxRow).order_by(InboxRow.id))).all()
+    assert [(r.external_id, r.raw) for r in rows] == [
+        (one.external_id, {"update_id": 1}),
+        (two.external_id, {"update_id": 2}),
+    ]
+    await desk.settle()
+    assert {m.destination for m in desk.telegram.sent} == {"71", "72"}  # each got its answer
 
 
 async def test_reopen_within_window_and_new_ticket_after(desk: Harness) -> None:

@@ -132,11 +132,17 @@ class DbInbox:
             await self._clear.wait()
 
     async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int:
-        if not events:
+        return await self.accept_each([(ev, raw) for ev in events])
+
+    async def accept_each(self, items: Sequence[tuple[Event, Mapping[str, Any]]]) -> int:
+        """Events each with the payload it came in, in one transaction (a poll's updates: one
+        commit for the poll, where a commit an update was a transaction a message)."""
+        if not items:
             return 0
+        events = [ev for ev, _ in items]
         now = self._clock.now()
         rows = []
-        for ev in events:
+        for ev, raw in items:
             # What the database would refuse (NUL, lone surrogates, NaN, an id longer than its
             # column, an integer beyond int64) never reaches it: an event that cannot be stored
             # would be retried by the platform forever, one that cannot be processed would fail

@@ -17,9 +17,13 @@ class Inbox(Protocol):
     ``accept`` commits the events before it returns, so an adapter acknowledges the platform
     only after the events are safe. Events whose ``(channel, external_id)`` was seen before are
     dropped. Returns how many were new. ``raw`` is the platform payload, kept for audit.
+    ``accept_each`` does the same for events that came each with a payload of its own (the
+    updates of one Telegram poll), in one transaction.
     """
 
     async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int: ...
+
+    async def accept_each(self, items: Sequence[tuple[Event, Mapping[str, Any]]]) -> int: ...
 
 
 # Real platform payloads nest a handful of levels; anything far deeper is hostile, and would

@@ -43,11 +43,14 @@ class FakeInbox:
         self._seen: set[tuple[str, str]] = set()
 
     async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int:
+        return await self.accept_each([(event, raw) for event in events])
+
+    async def accept_each(self, items: Sequence[tuple[Event, Mapping[str, Any]]]) -> int:
         self.calls += 1
         if self.fail is not None:
             raise self.fail
         added = 0
-        for event in events:
+        for event, raw in items:
             key = (event.channel, event.external_id)
             if key in self._seen:
                 continue

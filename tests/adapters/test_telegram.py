@@ -329,6 +329,8 @@ async def test_polling_accepts_then_advances_the_offset(
     await until(lambda: adapter.offset == 100006)
     assert tuple(type(e) for e in inbox.events) == (CustomerMessage, CustomerButton)
     assert inbox.raws[0]["message"]["from"]["first_name"] == "Ann"  # raw keeps Telegram's keys
+    assert "callback_query" in inbox.raws[1]  # each update kept with its own payload
+    assert inbox.calls == 1  # the poll's updates in one transaction
     await until(lambda: any(r.params.get("offset") == "100006" for r in api.called("getUpdates")))
     polls = api.called("getUpdates")
     assert json.loads(polls[0].params["allowed_updates"]) == [
