@@ -656,9 +656,7 @@ class TelegramAdapter:
         if last is not None:
             self.offset = last + 1  # only now is it confirmed to Telegram
         for event, _ in accepted:
-            log.info(
-                "telegram.update_accepted update_id=%s kind=%s", event.external_id, event.kind
-            )
+            log.info("telegram.update_accepted update_id=%s kind=%s", event.external_id, event.kind)
 
     # -- webhook -----------------------------------------------------------------------------
 

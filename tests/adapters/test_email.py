@@ -16,6 +16,8 @@ from bot.domain.events import CustomerMessage, Ignored
 from bot.domain.mail import base_subject, reply_subject, ticket_token
 from bot.domain.outbound import FileContent
 
+from .adapter_fakes import FakeInbox
+
 BASE = {"SLACK_BOT_TOKEN": "x", "SLACK_SIGNING_SECRET": "y"}
 EMAIL = {
     "DESK_EMAIL_ADDRESS": "Support@Example.com",
@@ -300,18 +302,10 @@ def test_public_url_setting() -> None:
 async def test_a_mail_the_parser_chokes_on_is_kept_and_does_not_block_the_rest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from collections.abc import Mapping, Sequence
-    from typing import Any
-
     import adapters.email as email_adapter
-    from bot.domain.events import Event
 
-    accepted: list[Event] = []
-
-    class Inbox:
-        async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int:
-            accepted.extend(events)
-            return 1
+    inbox = FakeInbox()
+    accepted = inbox.events
 
     def broken(*args: object, **kwargs: object) -> object:
         raise ValueError("a parser bug")
@@ -319,7 +313,7 @@ async def test_a_mail_the_parser_chokes_on_is_kept_and_does_not_block_the_rest(
     monkeypatch.setattr(email_adapter, "parse_mail", broken)
     settings = load_settings({**BASE, **EMAIL}).email
     assert settings is not None
-    adapter = email_adapter.EmailAdapter(settings, Inbox())
+    adapter = email_adapter.EmailAdapter(settings, inbox)
     await adapter._take(7, 3, _mail())
     [event] = accepted
     assert (
@@ -328,22 +322,14 @@ async def test_a_mail_the_parser_chokes_on_is_kept_and_does_not_block_the_rest(
 
 
 async def test_a_sender_over_ten_mails_a_minute_is_throttled() -> None:
-    from collections.abc import Mapping, Sequence
-    from typing import Any
-
     import adapters.email as email_adapter
-    from bot.domain.events import Event
 
-    accepted: list[Event] = []
-
-    class Inbox:
-        async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int:
-            accepted.extend(events)
-            return 1
+    inbox = FakeInbox()
+    accepted = inbox.events
 
     settings = load_settings({**BASE, **EMAIL}).email
     assert settings is not None
-    adapter = email_adapter.EmailAdapter(settings, Inbox())
+    adapter = email_adapter.EmailAdapter(settings, inbox)
     for n in range(12):
         await adapter._take(7, n + 1, _mail(f"mail {n}", Message_ID=f"<t{n}@customer.test>"))
     await adapter._take(7, 20, _mail("other", From="bo@else.test", Message_ID="<o@else.test>"))

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from bot.app import DeskApp
 from bot.delivery.outbox import RateLimits
 from storage.models import Message, Ticket
+from tests.adapters.adapter_fakes import FakeInbox
 
 from .conftest import RULES, Stack, desk_settings, eventually, free_port, start_standins
 
@@ -134,11 +135,7 @@ async def test_slack_presence_is_read_from_users_get_presence() -> None:
         bot_token=SLACK_TOKEN, signing_secret=SLACK_SECRET, api_base=standins.slack_api_base
     )
 
-    class NoInbox:
-        async def accept(self, events: object, raw: object) -> int:
-            return 0
-
-    adapter = SlackAdapter(settings, NoInbox(), max_body_bytes=1 << 20)
+    adapter = SlackAdapter(settings, FakeInbox(), max_body_bytes=1 << 20)
     try:
         standins.slack.presences["U0BOB"] = "away"
         assert await adapter.presence("U0ALICE") == "active"
