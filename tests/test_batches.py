@@ -155,6 +155,43 @@ async def test_a_burst_costs_one_commit_per_batch_on_sqlite(
     assert len(desk.telegram.sent) == 15
 
 
+async def test_a_waiting_inbox_write_ends_the_dispatchers_transaction_at_once(
+    desk: Harness, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a webhook's (or a poll's) inbox write waits for the one writer: the
+    dispatcher's transaction then commits after the event it is on, whatever its budget left,
+    so the platform is answered after one event's step, not after the batch's."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's one writer")
+    monkeypatch.setattr(dispatcher, "BATCH_BUDGET", 60.0)  # the budget alone would take all 12
+    await _write(desk, [f"order {i} has not arrived" for i in range(12)])
+    step = desk.dispatcher._step
+    arriving: list[asyncio.Task[int]] = []
+    done_when_written: list[int] = []
+
+    async def step_while_a_webhook_arrives(*args: Any) -> Desk:
+        if not arriving:
+
+            async def webhook() -> int:
+                added = await desk.inbox.accept([desk.customer("hello?", chat="999")], {})
+                async with desk.sessions() as s:
+                    done_when_written.append(
+                        await s.scalar(select(func.count()).where(InboxRow.status == "done")) or 0
+                    )
+                return added
+
+            arriving.append(asyncio.create_task(webhook()))
+            await asyncio.sleep(0)  # it starts, and waits for the writer
+        return await step(*args)
+
+    monkeypatch.setattr(desk.dispatcher, "_step", step_while_a_webhook_arrives)
+    with commits(engine) as dispatched:
+        assert await desk.dispatcher.run_once() == 12
+    assert await arriving[0] == 1
+    assert done_when_written == [1]  # written right after the first event's commit
+    assert len(dispatched) == 4  # the claim, the first event, the webhook, the other eleven
+
+
 async def _outbox_once_the_others_are_sent(desk: Any) -> dict[int, OutboxRow]:
     """The outbox's rows, once at most one is still sending: the other deliveries go on while
     one failure is raised."""

@@ -52,7 +52,7 @@ TOO_EARLY_ATTEMPTS = 30
 TOO_EARLY_STEP = timedelta(seconds=2)
 # How long one SQLite transaction of the dispatcher keeps taking events (seconds): the one
 # writer is held about this long at most, so a webhook's inbox write never waits much longer.
-BATCH_BUDGET = 0.010
+BATCH_BUDGET = 0.025
 
 
 Claim = tuple[int, int, dict[str, Any]]  # an inbox row's id, attempt and payload
@@ -125,6 +125,10 @@ class DbInbox:
         self._accepting = 0
         self._clear = asyncio.Event()
         self._clear.set()
+
+    def waiting(self) -> bool:
+        """Whether an inbox write is waiting for the one writer (or writing) now."""
+        return self._one_writer and not self._clear.is_set()
 
     async def turn(self) -> None:
         """Wait while a webhook waits to be written (SQLite; at once on PostgreSQL)."""
@@ -409,8 +413,8 @@ class Dispatcher:
                     ).all()
                 }
                 for (row_id, attempt, _), prep in items:
-                    if taken and time.monotonic() - started >= budget:
-                        break
+                    if taken and (time.monotonic() - started >= budget or self._inbox.waiting()):
+                        break  # commit, and let the inbox write that waits go first
                     taken += 1
                     if states.get(row_id) != ("processing", attempt):
                         continue  # our lease ran out and another worker has it now
