@@ -50,8 +50,10 @@ NO_PREPARERS = Preparers()
 # How long an event that came too early (bot.core.tickets.TooEarly) may wait: 30 tries, 2 s apart.
 TOO_EARLY_ATTEMPTS = 30
 TOO_EARLY_STEP = timedelta(seconds=2)
-# How long one SQLite transaction of the dispatcher keeps taking events (seconds): the one
-# writer is held about this long at most, so a webhook's inbox write never waits much longer.
+# How long one SQLite transaction of the dispatcher keeps taking events (seconds), while no
+# inbox write waits for the one writer: one that waits ends the transaction after the event it
+# is on (DbInbox.waiting), so a webhook waits for one event's step, never for the budget. What
+# the budget still bounds is the outbox's wait to claim and record (cards of a burst).
 BATCH_BUDGET = 0.025
 
 
@@ -288,8 +290,8 @@ class Dispatcher:
         )
         # SQLite has one writer at a time, so events share a transaction (one commit for
         # several), each in a savepoint of its own: a failing event is rolled back alone. A
-        # transaction takes events for at most BATCH_BUDGET, then commits and lets the loop
-        # answer webhooks, whose inbox writes wait for the one writer meanwhile. On PostgreSQL
+        # transaction takes events for at most BATCH_BUDGET, or until an inbox write waits for the
+        # one writer, then commits and lets the loop answer webhooks. On PostgreSQL
         # processes write side by side, so there each event commits alone and holds its locks
         # (a team's round-robin pointer, say) only for its own step.
         pending = list(zip(claims, prepared, strict=True))
