@@ -25,6 +25,7 @@ import logging
 import os
 import platform
 import secrets
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import DeskApp, _make_classifier
 from bot.base import heap
@@ -43,6 +45,7 @@ from bot.delivery.outbox import RateLimits
 from bot.domain.rules import parse_rules
 from sandbox import StandIns
 from storage.crypto import Keyring, new_key
+from storage.inline_sqlite import InlineConnection
 
 CHANNEL = "C0SUPPORT"
 log = logging.getLogger("bench.loop")
@@ -178,6 +181,22 @@ def plot(result: LoopResult, out: Path) -> None:
     fig.savefig(out)
 
 
+async def _trace_sqlite(engine: AsyncEngine, counted: Counter[str]) -> sqlite3.Connection | None:
+    """Count every statement SQLite runs on the desk's one connection, by first word, with
+    sqlite3's trace (COMMIT included): the rows storage/rows.py writes on the driver itself
+    pass no SQLAlchemy event. None when the desk's connection is not the inline one."""
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+    if not isinstance(driver, InlineConnection):
+        return None
+
+    def trace(statement: str) -> None:
+        counted[statement.split(None, 1)[0].upper()] += 1
+
+    driver.raw.set_trace_callback(trace)
+    return driver.raw
+
+
 async def run(
     messages: int,
     samples: int,
@@ -236,8 +255,11 @@ async def run(
             def count(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
                 counted[statement.split(None, 1)[0].upper()] += 1
 
+            traced = None  # SQLite's own connection, when its statements are counted there
             if statements and desk.engine is not None:
-                event.listen(desk.engine.sync_engine, "before_cursor_execute", count)
+                traced = await _trace_sqlite(desk.engine, counted)
+                if traced is None:
+                    event.listen(desk.engine.sync_engine, "before_cursor_execute", count)
             cpu0 = time.process_time()
             t0 = time.perf_counter()
             await asyncio.gather(
@@ -256,7 +278,9 @@ async def run(
                 raise TimeoutError(f"only {_cards_with(standins, 'burst-')}/{messages} cards")
             elapsed = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
-            if statements and desk.engine is not None:
+            if traced is not None:
+                traced.set_trace_callback(None)
+            elif statements and desk.engine is not None:
                 event.remove(desk.engine.sync_engine, "before_cursor_execute", count)
         finally:
             await desk.stop()
