@@ -77,6 +77,9 @@ class LoopResult:
     cpu_seconds: float = 0.0  # this process's CPU time during the burst (desk and stand-ins)
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (s since burst, cards)
     reference_inserts_per_s: float = 0.0  # one-row insert transactions, same database
+    # The bare encoder's batched rate (batch 32) in the same run: issue 27's reference for the
+    # loop with the rules alone (0 when not measured: --processes, or no model installed).
+    reference_encoder_per_s: float = 0.0
     machine: dict[str, Any] = field(default_factory=dict)
     measured_at: str = ""
     cpu_of: str = "this process's CPU time per message in the burst (desk and stand-ins; less"
@@ -109,8 +112,16 @@ class LoopResult:
                 f"  reference: the same database alone does {self.reference_inserts_per_s:.0f}"
                 f" one-row insert transactions/s, so a new ticket costs about"
                 f" {per_ticket:.0f} of them",
+                *([self.encoder_line()] if self.reference_encoder_per_s else []),
                 *([self.statements_line()] if self.statements else []),
             ]
+        )
+
+    def encoder_line(self) -> str:
+        ratio = self.throughput / self.reference_encoder_per_s
+        return (
+            f"  reference: the bare encoder embeds {self.reference_encoder_per_s:.0f} messages/s"
+            f" in batches of 32 in this run; the loop turned {ratio:.2f} of that into cards"
         )
 
     def statements_line(self) -> str:
@@ -181,6 +192,17 @@ def plot(result: LoopResult, out: Path) -> None:
     fig.savefig(out)
 
 
+def _encoder_reference() -> float:
+    """The bare encoder's batched rate, measured before the desk starts (0 without a model)."""
+    try:
+        from nlp.bench import bare_encoder_rate
+
+        return bare_encoder_rate()
+    except (ImportError, FileNotFoundError) as exc:  # a lean install: no encoder to measure
+        log.warning("no encoder reference: %s", exc)
+        return 0.0
+
+
 async def _trace_sqlite(engine: AsyncEngine, counted: Counter[str]) -> sqlite3.Connection | None:
     """Count every statement SQLite runs on the desk's one connection, by first word, with
     sqlite3's trace (COMMIT included): the rows storage/rows.py writes on the driver itself
@@ -212,6 +234,7 @@ async def run(
     with tempfile.TemporaryDirectory() as tmp:
         db = database or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
         reference = await reference_inserts(db)
+        encoder = _encoder_reference()
         settings = sandbox_settings(standins, desk_port=port, database_url=db)
         if encrypted:  # encryption at rest under a throwaway key (docs/performance.md)
             keys = Keyring.of(new_key())
@@ -296,6 +319,7 @@ async def run(
         cpu_seconds=cpu,
         timeline=timeline,
         reference_inserts_per_s=reference,
+        reference_encoder_per_s=encoder,
         machine=machine(),
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         statements=dict(counted.most_common()),

@@ -92,6 +92,15 @@ def _bare_latency(analyser: TextAnalyser, texts: list[str]) -> list[float]:
     return out
 
 
+def bare_encoder_rate(messages: int = 256, batch: int = 32) -> float:
+    """Messages a second the bare encoder embeds in batches of ``batch`` (the median of
+    ROUNDS runs), on the same messages as the rest of this bench: the reference issue 27 sets
+    the desk's loop against (bench.loop prints it beside the loop's own rate)."""
+    analyser = TextAnalyser.load()
+    texts = _messages(max(messages, batch * 4))[0]
+    return statistics.median(_rate(analyser.encoder.encode, texts, batch) for _ in range(ROUNDS))
+
+
 def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1]
 
