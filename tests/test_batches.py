@@ -159,8 +159,9 @@ async def test_a_waiting_inbox_write_ends_the_dispatchers_transaction_at_once(
     desk: Harness, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On SQLite a webhook's (or a poll's) inbox write waits for the one writer: the
-    dispatcher's transaction then commits after the event it is on, whatever its budget left,
-    so the platform is answered after one event's step, not after the batch's."""
+    dispatcher lets the loop read it between two events (its statements never yield), and its
+    transaction then commits after the event it is on, whatever its budget left, so the
+    platform is answered after one event's step, not after the batch's."""
     if engine.dialect.name != "sqlite":
         pytest.skip("SQLite's one writer")
     monkeypatch.setattr(dispatcher, "BATCH_BUDGET", 60.0)  # the budget alone would take all 12
@@ -180,8 +181,9 @@ async def test_a_waiting_inbox_write_ends_the_dispatchers_transaction_at_once(
                     )
                 return added
 
+            # Arrives now: it runs (and waits for the writer) only when the dispatcher lets
+            # the loop go on, as a webhook's request would be read.
             arriving.append(asyncio.create_task(webhook()))
-            await asyncio.sleep(0)  # it starts, and waits for the writer
         return await step(*args)
 
     monkeypatch.setattr(desk.dispatcher, "_step", step_while_a_webhook_arrives)

@@ -415,8 +415,12 @@ class Dispatcher:
                     ).all()
                 }
                 for (row_id, attempt, _), prep in items:
-                    if taken and (time.monotonic() - started >= budget or self._inbox.waiting()):
-                        break  # commit, and let the inbox write that waits go first
+                    if taken:
+                        # SQLite's statements run inline and never yield: let a webhook that
+                        # arrived meanwhile be read, up to its wait for the one writer.
+                        await asyncio.sleep(0)
+                        if time.monotonic() - started >= budget or self._inbox.waiting():
+                            break  # commit, and let the inbox write that waits go first
                     taken += 1
                     if states.get(row_id) != ("processing", attempt):
                         continue  # our lease ran out and another worker has it now
