@@ -155,6 +155,7 @@ async def test_a_burst_costs_one_commit_per_batch_on_sqlite(
     assert len(desk.telegram.sent) == 15
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_waiting_inbox_write_ends_the_dispatchers_transaction_at_once(
     desk: Harness, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,8 +163,6 @@ async def test_a_waiting_inbox_write_ends_the_dispatchers_transaction_at_once(
     dispatcher lets the loop read it between two events (its statements never yield), and its
     transaction then commits after the event it is on, whatever its budget left, so the
     platform is answered after one event's step, not after the batch's."""
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's one writer")
     monkeypatch.setattr(dispatcher, "BATCH_BUDGET", 60.0)  # the budget alone would take all 12
     await _write(desk, [f"order {i} has not arrived" for i in range(12)])
     step = desk.dispatcher._step
