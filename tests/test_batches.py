@@ -193,6 +193,62 @@ async def test_a_waiting_inbox_write_ends_the_dispatchers_transaction_at_once(
     assert len(dispatched) == 4  # the claim, the first event, the webhook, the other eleven
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_webhooks_waiting_for_the_writer_share_one_commit_each_with_its_count(
+    desk: Harness, engine: AsyncEngine
+) -> None:
+    """SQLite's group commit: writes that wait while the one writer is busy go in one
+    transaction, each told how many of its events were new (a redelivery among them: 0)."""
+    first, second, third = (
+        desk.customer(t, chat=c) for t, c in (("a", "1"), ("b", "2"), ("c", "3"))
+    )
+    with commits(engine) as committed:
+        async with desk.sessions.begin() as held:  # busy, as during the dispatcher's step
+            await held.execute(select(1))
+            writes = [
+                asyncio.create_task(desk.inbox.accept([ev], {"delivery": n}))
+                for n, ev in enumerate((first, second, third, first))
+            ]
+            await asyncio.sleep(0.05)
+            assert desk.inbox.waiting() and not any(w.done() for w in writes)
+        assert [await w for w in writes] == [1, 1, 1, 0]
+    assert len(committed) == 2  # the busy transaction, then the four writes together
+    assert not desk.inbox.waiting()
+    async with desk.sessions() as s:
+        kept = (
+            await s.execute(select(InboxRow.external_id, InboxRow.raw).order_by(InboxRow.id))
+        ).all()
+    assert [tuple(r) for r in kept] == [
+        (first.external_id, {"delivery": 0}),
+        (second.external_id, {"delivery": 1}),
+        (third.external_id, {"delivery": 2}),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_write_that_fails_in_a_group_fails_alone(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = dispatcher.inbox_add
+
+    async def refusing(session: Any, rows: Any) -> int:
+        if any(r["external_id"] == bad.external_id for r in rows):
+            raise RuntimeError("a row the database refused")
+        return await real(session, rows)
+
+    monkeypatch.setattr(dispatcher, "inbox_add", refusing)
+    good, bad = desk.customer("fine", chat="1"), desk.customer("refused", chat="2")
+    async with desk.sessions.begin() as held:
+        await held.execute(select(1))
+        writes = [asyncio.create_task(desk.inbox.accept([ev], {})) for ev in (good, bad)]
+        await asyncio.sleep(0.05)
+    assert await writes[0] == 1
+    with pytest.raises(RuntimeError, match="refused"):
+        await writes[1]  # its webhook answers 503 and the platform delivers it again
+    async with desk.sessions() as s:
+        assert (await s.scalars(select(InboxRow.external_id))).all() == [good.external_id]
+
+
 async def _outbox_once_the_others_are_sent(desk: Any) -> dict[int, OutboxRow]:
     """The outbox's rows, once at most one is still sending: the other deliveries go on while
     one failure is raised."""

@@ -124,9 +124,12 @@ class DbInbox:
         # waits for its acknowledgement, the dispatcher and the outbox start no transaction
         # (turn()). A burst then grows the backlog, not the platforms' timeouts and retries.
         self._one_writer = one_writer(sessions)
-        self._accepting = 0
         self._clear = asyncio.Event()
         self._clear.set()
+        # SQLite's group commit: the writes waiting for the one writer, each with the future
+        # its caller awaits, and the task that writes them (None while nothing waits).
+        self._queued: list[tuple[Sequence[dict[str, Any]], asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     def waiting(self) -> bool:
         """Whether an inbox write is waiting for the one writer (or writing) now."""
@@ -175,15 +178,7 @@ class DbInbox:
                 log.warning(
                     "inbox.unfit channel=%s kind=%s reason=%s", ev.channel, ev.kind, unfit_why
                 )
-        self._accepting += 1
-        self._clear.clear()
-        try:
-            async with self._sessions.begin() as session:
-                added = await inbox_add(session, rows)
-        finally:
-            self._accepting -= 1
-            if self._accepting == 0:
-                self._clear.set()
+        added = await self._write(rows)
         if added:
             self.arrived.set()
         log.info(
@@ -193,6 +188,62 @@ class DbInbox:
             ",".join(sorted({ev.kind for ev in events})),
         )
         return added
+
+    async def _write(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Write ``rows`` and commit; how many were new.
+
+        On SQLite, a group commit: the writes that arrive while the one writer is busy (with
+        the dispatcher's transaction, or the previous group) wait together and go in the next
+        transaction, each in a savepoint of its own, so one commit answers them all and one
+        that fails fails alone. On PostgreSQL each write commits alone, side by side."""
+        if not self._one_writer:
+            async with self._sessions.begin() as session:
+                return await inbox_add(session, rows)
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queued.append((rows, done))
+        self._clear.clear()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_groups())
+        return await done
+
+    async def _write_groups(self) -> None:
+        group: list[tuple[Sequence[dict[str, Any]], asyncio.Future[int]]] = []
+        try:
+            while self._queued:
+                group, self._queued = self._queued, []
+                alone = len(group) == 1
+                try:
+                    async with self._sessions.begin() as session:
+                        outcomes = [await _add(session, rows, alone) for rows, _ in group]
+                except Exception as exc:  # the transaction failed: nothing of it stands
+                    outcomes = [exc] * len(group)
+                for (_, done), outcome in zip(group, outcomes, strict=True):
+                    if done.done():  # its caller is gone (a webhook whose client hung up)
+                        continue
+                    if isinstance(outcome, Exception):
+                        done.set_exception(outcome)
+                    else:
+                        done.set_result(outcome)
+        finally:
+            self._writer = None
+            for _, done in group + self._queued:  # left only if this task was cancelled
+                if not done.done():
+                    done.set_exception(RuntimeError("the inbox stopped before writing"))
+            self._queued = []
+            self._clear.set()
+
+
+async def _add(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], alone: bool
+) -> int | Exception:
+    """One write of a group: alone in its transaction, or in a savepoint of its own."""
+    if alone:
+        return await inbox_add(session, rows)
+    try:
+        async with session.begin_nested():
+            return await inbox_add(session, rows)
+    except Exception as exc:  # raised to its caller (who logs it and answers the platform)
+        return exc
 
 
 class Dispatcher:
