@@ -22,6 +22,7 @@ from bot.delivery import dispatcher
 from storage import trail
 from storage.db import create_engine, migrate
 from storage.models import AutomationFiring, InboxRow, Message, OutboxRow, Ticket, TicketEvent
+from storage.queues import inbox_add
 from tests.test_desk_core import Harness, make_harness
 
 
@@ -229,12 +230,10 @@ async def test_webhooks_waiting_for_the_writer_share_one_commit_each_with_its_co
 async def test_a_write_that_fails_in_a_group_fails_alone(
     desk: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = dispatcher.inbox_add
-
     async def refusing(session: Any, rows: Any) -> int:
         if any(r["external_id"] == bad.external_id for r in rows):
             raise RuntimeError("a row the database refused")
-        return await real(session, rows)
+        return await inbox_add(session, rows)
 
     monkeypatch.setattr(dispatcher, "inbox_add", refusing)
     good, bad = desk.customer("fine", chat="1"), desk.customer("refused", chat="2")
