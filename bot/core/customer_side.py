@@ -511,7 +511,7 @@ class CustomerSide(TicketStep):
         if ev.status == "failed" and window_closed_error(ev.error):
             # Accepted, then refused as outside the 24-hour window: the same path as a refusal
             # on the send (bot/window holds a reply and sends the template).
-            row = await self.s.scalar(
+            sent = (
                 select(OutboxRow)
                 .where(
                     OutboxRow.channel == ev.channel,
@@ -519,12 +519,17 @@ class CustomerSide(TicketStep):
                 )
                 .with_for_update()
             )
-            if row is None and await self.s.scalar(
-                select(OutboxRow.id)
-                .where(OutboxRow.channel == ev.channel, OutboxRow.status == "sending")
-                .limit(1)
-            ):
-                raise StatusTooEarly(ev.platform_message_id)
+            row = await self.s.scalar(sent)
+            if row is None:
+                if await self.s.scalar(
+                    select(OutboxRow.id)
+                    .where(OutboxRow.channel == ev.channel, OutboxRow.status == "sending")
+                    .limit(1)
+                ):
+                    raise StatusTooEarly(ev.platform_message_id)
+                # Nothing is sending now, so a send recorded since the first read is seen now
+                # (on PostgreSQL each statement sees what was committed before it began).
+                row = await self.s.scalar(sent)
             if row is not None and row.status == "sent":
                 ticket = await self.s.get(Ticket, row.ticket_id) if row.ticket_id else None
                 msg = await self.s.get(Message, row.message_id) if row.message_id else None
