@@ -39,9 +39,14 @@ class AgentSide(TicketStep):
             if await self._card_in_flight(ev.slack_channel):
                 raise CardTooEarly(f"{ev.slack_channel} {ev.thread_ts}")
             moved = await self.ticket_by_former_card(ev.slack_channel, ev.thread_ts)
-            if moved is not None:
+            if moved is None:
+                return  # a thread that is not a card's: chatter, not about a ticket
+            if (moved.slack_channel, moved.slack_ts) != (ev.slack_channel, ev.thread_ts):
                 await self._in_former_thread(moved, ev)
-            return  # otherwise a thread that is not a card's: chatter, not about a ticket
+                return
+            # Its card's ts was recorded between the first read and these (on PostgreSQL
+            # each statement sees what was committed before it began): this is its card.
+            ticket = moved
         text = ev.text.strip()
         is_note = self.is_note(text)
         # Composer mode: the thread is the team's; the customer gets only what is sent with
