@@ -98,3 +98,35 @@ async def test_a_resolution_met_while_waiting_shows_when_it_was_met_and_its_due_
     stamp = int(resolved_at.timestamp())
     assert f"Resolution met <!date^{stamp}^" in str(card.blocks)
     assert "(due <!date^" in str(card.blocks)
+
+
+async def test_a_new_tickets_clocks_are_worked_out_once_and_shown(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first message sets the clocks before the card and redoes them after the step: the
+    second time the history is the same, so the engine does not run again (it was a tenth of
+    a new ticket's work), and the card, the ticket and the timer still hold the clocks."""
+    from bot.domain.sla import replay as real
+    from bot.sla import keeper
+
+    runs: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> object:
+        runs.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(keeper, "replay", counted)
+    await desk.inbox.accept([desk.customer("my parcel is late")], {})
+    await desk.settle()
+    t = await ticket(desk)
+    assert len(runs) == 1
+    assert t.sla is not None and t.sla["first_response"]["state"] == "running"
+    card = next(m for m in desk.slack.sent if m.kind == "slack_card")
+    assert "SLA: First response due <!date^" in str(card.blocks)
+    async with desk.sessions() as s:
+        timer = await s.get(SlaTimer, t.id)
+        assert timer is not None and timer.lease_owner is None
+    # A later message changes the history: the clocks are worked out again, once.
+    await desk.inbox.accept([desk.customer("any news?")], {})
+    await desk.settle()
+    assert len(runs) == 2

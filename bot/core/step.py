@@ -226,6 +226,10 @@ class Step:
         self.hooks = hooks
         self.fx = Effects()
         self.touched: set[int] = set()  # tickets this step changed: their SLA clocks are redone
+        # By ticket: what the SLA keeper last redid its clocks from in this step (the policy,
+        # the history, the clocks it wrote), so an unchanged history is not replayed twice
+        # (bot/sla/keeper.py: a new ticket's clocks are set before its card and again after).
+        self.sla_inputs: dict[int, tuple[object, ...]] = {}
         # Whose App Home this step changed (bot/workspace/home.py): people, and teams whose
         # members'.
         self.home_people: set[str] = set()

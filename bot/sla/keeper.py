@@ -110,7 +110,13 @@ class SlaKeeper:
         # firing (and the second one's query below sees what the first committed).
         await self.s.execute(select(Ticket.id).where(Ticket.id == ticket.id).with_for_update())
         now = self.desk.now
-        result = replay(policy, self.rules.calendars, await timeline(self.desk, ticket), now)
+        events = await timeline(self.desk, ticket)
+        if self.desk.sla_inputs.get(ticket.id) == (policy, events, ticket.sla):
+            # Redone already in this step from the same history: the engine is a function of
+            # it (and of the step's moment), so the firings, clocks and timer are what that
+            # run left, and running it again would only read and write them again.
+            return
+        result = replay(policy, self.rules.calendars, events, now)
         known = set(
             await self.s.scalars(select(SlaFiring.key).where(SlaFiring.ticket_id == ticket.id))
         )
@@ -144,6 +150,7 @@ class SlaKeeper:
             for target, clock in result.state.items()
         }
         await self._schedule(ticket, result.next_due)
+        self.desk.sla_inputs[ticket.id] = (policy, events, ticket.sla)
         if raised and depth < 3:
             # A raised priority re-targets the running clocks: run the engine again.
             await self.refresh(ticket, depth=depth + 1)
@@ -163,10 +170,11 @@ class SlaKeeper:
         if timer is None:
             self.s.add(SlaTimer(ticket_id=ticket.id, due_at=due, updated_at=self.desk.now))
         else:
-            timer.due_at = due
-            timer.lease_until = None
-            timer.lease_owner = None
-            timer.updated_at = self.desk.now
+            if timer.due_at != due or timer.lease_owner is not None:
+                timer.due_at = due
+                timer.lease_until = None
+                timer.lease_owner = None
+                timer.updated_at = self.desk.now
 
     async def _act(self, ticket: Ticket, policy: SlaPolicy, fired: Fired) -> bool:
         """Say and do what a firing means; True when it raised the priority."""
