@@ -539,28 +539,8 @@ class CustomerSide(TicketStep):
                     msg.delivery, msg.delivery_error = "failed", ev.error
                 await self.publish(OutsideWindow(row, ticket, msg, ev.error or "131047"))
                 return
-        msg = await self.s.scalar(
-            select(Message).where(
-                Message.channel == ev.channel,
-                Message.platform_message_id == ev.platform_message_id,
-                Message.direction == "out",
-            )
-        )
+        msg = await self._status_about(ev)
         if msg is None:
-            known = await self.s.scalar(
-                select(OutboxRow.id).where(
-                    OutboxRow.channel == ev.channel,
-                    OutboxRow.platform_message_id == ev.platform_message_id,
-                )
-            )
-            if known is None and await self.s.scalar(
-                select(OutboxRow.id)
-                .where(OutboxRow.channel == ev.channel, OutboxRow.status == "sending")
-                .limit(1)
-            ):
-                # WhatsApp can report on a message before our send has recorded its id: try
-                # again shortly rather than drop the status of an agent's reply.
-                raise StatusTooEarly(ev.platform_message_id)
             return  # a status for an ack or a prompt: not a ticket message
         if ev.status == "failed":
             msg.delivery = "failed"
@@ -575,6 +555,45 @@ class CustomerSide(TicketStep):
                 self.react(ticket, msg.slack_ts, self.rules.slack.failed_reaction)
         elif DELIVERY_RANK.get(ev.status, 0) > DELIVERY_RANK.get(msg.delivery or "pending", 0):
             msg.delivery = ev.status
+
+    async def _status_about(self, ev: DeliveryStatus) -> Message | None:
+        """The ticket message a status is about, or None (an ack's, a prompt's, or one sent
+        again since, whose message now carries the newer id).
+
+        The send's outbox row first: most statuses are about acks, which have a row and no
+        message, so one read answers them (a read of the message first, then of the row, was
+        three). Every message sent has its row: the outcome writes the platform's id on both at
+        once (bot/delivery/outcomes.py), so the row is never found without the message it names,
+        where a read of the message and then of the row could see the outcome commit between
+        them (on PostgreSQL each statement sees what committed before it) and drop the status."""
+        sent = select(OutboxRow.message_id).where(
+            OutboxRow.channel == ev.channel,
+            OutboxRow.platform_message_id == ev.platform_message_id,
+        )
+        found = (await self.s.execute(sent.limit(1))).first()
+        if found is None:
+            if await self.s.scalar(
+                select(OutboxRow.id)
+                .where(OutboxRow.channel == ev.channel, OutboxRow.status == "sending")
+                .limit(1)
+            ):
+                # WhatsApp can report on a message before our send has recorded its id: try
+                # again shortly rather than drop the status of an agent's reply.
+                raise StatusTooEarly(ev.platform_message_id)
+            # Nothing is sending now, so a send recorded since the first read is seen now.
+            found = (await self.s.execute(sent.limit(1))).first()
+            if found is None:
+                return None
+        if found.message_id is None:
+            return None
+        msg = await self.s.get(Message, found.message_id)
+        if (
+            msg is None
+            or msg.direction != "out"
+            or msg.platform_message_id != ev.platform_message_id
+        ):
+            return None
+        return msg
 
 
 def _with_attachments(text: str, attachments: list[Any]) -> str:
