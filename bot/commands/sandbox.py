@@ -298,7 +298,11 @@ async def desk_history(database_url: str) -> DeskHistory:
 # Reads a JSON answer on stdin and prints one value of it: how the banner's shell lines pass an
 # id from one request to the next (any python3 will do; the sandbox already needs one).
 _PICK = "python3 -c 'import json,sys; d=json.load(sys.stdin); print({})'"
-_NEWEST_CARD = _PICK.format('[m for m in d if m.get("blocks")][-1]["ts"]')
+FIRST_WORDS = "My order arrived damaged"
+# The card of the first customer's ticket: the newest card that quotes their message. (In a
+# continued sandbox the message joins that customer's ticket, in its card's thread, and the
+# newest card is someone else's.)
+_CARD_OF_FIRST = _PICK.format(f'[m["ts"] for m in d if "{FIRST_WORDS}" in json.dumps(m)][-1]')
 # The knowledge base's answer is the bot's message with a "kb:solved:N" button.
 _KB_BUTTONS = (
     '[(m["message_id"], b["callback_data"]) for m in d'
@@ -326,12 +330,12 @@ def curl_lines(control: str) -> list[str]:
     return [
         "# a Telegram customer writes",
         f"curl -s {c}/telegram/customer_says"
-        """ -d '{"chat_id": 42, "text": "My order arrived damaged"}'""",
+        f""" -d '{{"chat_id": 42, "text": "{FIRST_WORDS}"}}'""",
         "# the ticket card in #support, and the customer's chat",
         f"curl -s '{c}/slack/messages?channel=C0SUPPORT'",
         f"curl -s '{c}/telegram/sent?chat_id=42'",
-        "# the newest card's ts, for the next lines",
-        f"TS=$(curl -s '{c}/slack/messages?channel=C0SUPPORT' | {_NEWEST_CARD}) && echo $TS",
+        "# the ts of that ticket's card, for the next lines",
+        f"TS=$(curl -s '{c}/slack/messages?channel=C0SUPPORT' | {_CARD_OF_FIRST}) && echo $TS",
         "# alice claims it, answers in the card's thread, then resolves it",
         f'curl -s {c}/slack/agent_clicks -d \'{{"channel": "C0SUPPORT", "message_ts": {ts},'
         """ "action_id": "ticket_claim", "user": "U0ALICE"}'""",

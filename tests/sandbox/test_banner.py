@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from bot.app import DeskApp, make_knowledge
-from bot.commands.sandbox import banner, sandbox_settings
+from bot.commands.sandbox import FIRST_WORDS, banner, sandbox_settings
 from bot.domain.rules import load_rules
 from sandbox import StandIns
 from sandbox.ports import free_port as _free_port
@@ -71,24 +71,7 @@ async def test_every_printed_curl_line_works_pasted_into_bash(
         lines = shell_lines(text)
         commands = [line for line in lines if not line.startswith("#")]
         assert len(commands) >= 10, text
-        answers: list[Any] = []
-        for line in commands:
-            assert "\\" not in line, f"no line may continue on the next one: {line}"
-            assigned = ASSIGN.match(line)
-            deadline = time.monotonic() + 15
-            while True:  # the desk answers a moment later: a person would simply wait and retry
-                code, out, err = await _bash(line, env)
-                if (code == 0 and out.strip()) or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
-            assert code == 0 and out.strip(), f"{line}\n→ exit {code}: {out}{err}"
-            if assigned:
-                env[assigned.group(1)] = out.strip()
-                continue
-            try:
-                answers.append(json.loads(out))
-            except ValueError:
-                pytest.fail(f"{line}\n→ not the control API's JSON answer: {out}")
+        answers = await _paste(commands, env)
         assert set(env) >= {"TS", "MID", "DATA"}
         assert env["DATA"].startswith("kb:solved:"), env["DATA"]
         # Alice's answer reached customer 42, and the card says who resolved it.
@@ -102,9 +85,59 @@ async def test_every_printed_curl_line_works_pasted_into_bash(
         # The card is updated a moment after the click's answer (through the outbox).
         assert await standins.slack.wait_for(resolved_card, 10), "the card never said Resolved"
         assert "callback_query_id" in answers[-1]
+        # Pasted again, as on a continued sandbox: customer 42's message joins the ticket the
+        # lines resolved, and $TS is that ticket's card, not the newest card (another
+        # customer's, whose buttons are gone and whose chat would get Alice's answer).
+        # (Line by line, as a person pastes them: the claim waits for the message to reopen
+        # the ticket, whose resolved card has no buttons until then.)
+        first_card = env["TS"]
+        await _paste(commands[:1], env)
+
+        def joined() -> bool:
+            return any(
+                FIRST_WORDS in json.dumps(m) for m in standins.slack.thread("C0SUPPORT", first_card)
+            )
+
+        assert await standins.slack.wait_for(joined, 10), "the message never joined its ticket"
+        await _paste(commands[1:], env)
+        assert env["TS"] == first_card
+
+        def answered(chat: int) -> int:
+            return [m.get("text") for m in standins.telegram.sent_to(chat)].count(
+                "Sorry! It ships today."
+            )
+
+        sent = [m.get("text") for m in await standins.telegram.wait_for_sent(42, 1)]
+        while sent.count("Sorry! It ships today.") < 2:  # wait_for_sent fails after 30 s
+            sent = [m.get("text") for m in await standins.telegram.wait_for_sent(42, len(sent) + 1)]
+        assert (answered(44), answered(45)) == (0, 0)
     finally:
         await desk.stop()
         await standins.stop()
+
+
+async def _paste(commands: list[str], env: dict[str, str]) -> list[Any]:
+    """Run each line as a person pasting it would (again a moment later if the desk has not
+    answered yet); the variables a line sets go into ``env``. Returns the JSON answers."""
+    answers: list[Any] = []
+    for line in commands:
+        assert "\\" not in line, f"no line may continue on the next one: {line}"
+        assigned = ASSIGN.match(line)
+        deadline = time.monotonic() + 15
+        while True:  # the desk answers a moment later: a person would simply wait and retry
+            code, out, err = await _bash(line, env)
+            if (code == 0 and out.strip()) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert code == 0 and out.strip(), f"{line}\n→ exit {code}: {out}{err}"
+        if assigned:
+            env[assigned.group(1)] = out.strip()
+            continue
+        try:
+            answers.append(json.loads(out))
+        except ValueError:
+            pytest.fail(f"{line}\n→ not the control API's JSON answer: {out}")
+    return answers
 
 
 def test_the_fresh_advice_keeps_the_ports_the_sandbox_runs_on(tmp_path: Path) -> None:
