@@ -161,9 +161,9 @@ def cpu_seconds(pid: int) -> float:
 
 def write_rules(folder: Path, vip: list[str]) -> Path:
     """rules.yaml as shipped, with the knowledge base and surges off and ``vip`` customers."""
-    rules = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
-    rules.setdefault("kb", {})["enabled"] = False
-    rules.setdefault("surges", {})["enabled"] = False
+    from bench.loop import shipped_rules_data
+
+    rules = shipped_rules_data()
     rules.setdefault("priority", {}).setdefault("vip", {})["customers"] = [
         f"whatsapp:{number}" for number in vip
     ]

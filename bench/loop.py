@@ -4,6 +4,8 @@
         [--encrypted] (encryption at rest under a throwaway DESK_DATA_KEY)
         [--processes 1 2 3] (PostgreSQL: that many desk processes, each N in turn)
         [--model local] (classify with the local model; the priority rules alone by default)
+        [--rules shipped] (rules.yaml as shipped: teams, agents, SLA clocks on business hours;
+            by default one team and no SLA, the issue's bare loop)
         [--statements] (also count the SQL statements the burst costs a message, by kind)
         [--json bench-results/loop.json] [--plot bench-results/loop.png]
 
@@ -35,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -48,6 +51,7 @@ from storage.crypto import Keyring, new_key
 from storage.inline_sqlite import InlineConnection
 
 CHANNEL = "C0SUPPORT"
+ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("bench.loop")
 
 
@@ -85,6 +89,7 @@ class LoopResult:
     cpu_of: str = "this process's CPU time per message in the burst (desk and stand-ins; less"
     # With --statements: the statements the desk's engine ran in the burst, by first word.
     statements: dict[str, int] = field(default_factory=dict)
+    rules: str = "minimal"  # or "shipped" (--rules)
 
     @property
     def throughput(self) -> float:
@@ -101,7 +106,7 @@ class LoopResult:
         return "\n".join(
             [
                 f"loop benchmark: {self.channel} → Slack, database {self.database},"
-                " rate limits lifted",
+                f" {self.rules} rules, rate limits lifted",
                 f"  latency (idle, n={len(self.latencies_ms)}): median {self.median():.1f} ms,"
                 f" p90 {self.p90():.1f} ms, max {max(self.latencies_ms):.1f} ms",
                 f"  throughput: {self.messages} customer messages → {self.messages} Slack cards"
@@ -219,6 +224,15 @@ async def _trace_sqlite(engine: AsyncEngine, counted: Counter[str]) -> sqlite3.C
     return driver.raw
 
 
+def shipped_rules_data() -> dict[str, Any]:
+    """rules.yaml as shipped (its teams, agents, SLA policies and business hours), with the
+    knowledge base and surges off: every customer gets a card of their own."""
+    data: dict[str, Any] = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data.setdefault("kb", {})["enabled"] = False
+    data.setdefault("surges", {})["enabled"] = False
+    return data
+
+
 async def run(
     messages: int,
     samples: int,
@@ -227,6 +241,7 @@ async def run(
     encrypted: bool = False,
     model: str = "rules",
     statements: bool = False,
+    rules_name: str = "minimal",
 ) -> LoopResult:
     port = int(os.environ.get("BENCH_PORT", "18080"))
     standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
@@ -243,9 +258,12 @@ async def run(
         # (DeskApp alone falls back to the rules, whatever DESK_MODEL says). Its vectors would
         # gather the bench's alike messages into an incident (one card for many customers), so
         # surges are off then: this counts one card per customer either way.
-        rules = parse_rules(
-            {"version": 1, "surges": {"enabled": False}} if model == "local" else {"version": 1}
-        )
+        if rules_name == "shipped":
+            rules = parse_rules(shipped_rules_data())
+        else:
+            rules = parse_rules(
+                {"version": 1, "surges": {"enabled": False}} if model == "local" else {"version": 1}
+            )
         settings = dataclasses.replace(settings, model=model)
         desk = DeskApp(
             settings,
@@ -323,6 +341,7 @@ async def run(
         machine=machine(),
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         statements=dict(counted.most_common()),
+        rules=rules_name,
     )
 
 
@@ -441,14 +460,17 @@ async def _run(
     processes: int = 0,
     model: str = "rules",
     statements: bool = False,
+    rules_name: str = "minimal",
 ) -> LoopResult:
     if database is None or not database.startswith("postgresql"):
-        return await run(messages, samples, database, channel, encrypted, model, statements)
+        return await run(
+            messages, samples, database, channel, encrypted, model, statements, rules_name
+        )
     schema, url = await _fresh_schema(database)
     try:
         if processes:
             return await run_processes(messages, samples, url, processes, model)
-        return await run(messages, samples, url, channel, encrypted, model, statements)
+        return await run(messages, samples, url, channel, encrypted, model, statements, rules_name)
     finally:
         await _drop_schema(database, schema)
 
@@ -482,6 +504,13 @@ def main() -> None:
         help="count the SQL statements the burst costs a customer message, by kind (one"
         " process; a listener on the desk's engine, the reference's own left out)",
     )
+    p.add_argument(
+        "--rules",
+        choices=["minimal", "shipped"],
+        default="minimal",
+        help="one team and no SLA (the default), or rules.yaml as shipped: its teams, agents"
+        " and SLA clocks (knowledge base and surges off)",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if a.processes and not (a.database or "").startswith("postgresql"):
@@ -498,6 +527,7 @@ def main() -> None:
                 n,
                 a.model,
                 a.statements,
+                a.rules,
             )
         )
         print(result.summary())
