@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import Row, Select, select
 
 from bot.core.assignment import AUTO, Assigner, seat
 from bot.core.step import OutsideWindow, TicketReopened
@@ -511,25 +511,16 @@ class CustomerSide(TicketStep):
         if ev.status == "failed" and window_closed_error(ev.error):
             # Accepted, then refused as outside the 24-hour window: the same path as a refusal
             # on the send (bot/window holds a reply and sends the template).
-            sent = (
+            found = await self._send_of(
+                ev,
                 select(OutboxRow)
                 .where(
                     OutboxRow.channel == ev.channel,
                     OutboxRow.platform_message_id == ev.platform_message_id,
                 )
-                .with_for_update()
+                .with_for_update(),
             )
-            row = await self.s.scalar(sent)
-            if row is None:
-                if await self.s.scalar(
-                    select(OutboxRow.id)
-                    .where(OutboxRow.channel == ev.channel, OutboxRow.status == "sending")
-                    .limit(1)
-                ):
-                    raise StatusTooEarly(ev.platform_message_id)
-                # Nothing is sending now, so a send recorded since the first read is seen now
-                # (on PostgreSQL each statement sees what was committed before it began).
-                row = await self.s.scalar(sent)
+            row = found[0] if found is not None else None
             if row is not None and row.status == "sent":
                 ticket = await self.s.get(Ticket, row.ticket_id) if row.ticket_id else None
                 msg = await self.s.get(Message, row.message_id) if row.message_id else None
@@ -556,6 +547,24 @@ class CustomerSide(TicketStep):
         elif DELIVERY_RANK.get(ev.status, 0) > DELIVERY_RANK.get(msg.delivery or "pending", 0):
             msg.delivery = ev.status
 
+    async def _send_of(self, ev: DeliveryStatus, sent: Select[Any]) -> Row[Any] | None:
+        """What ``sent`` reads of the send a status is about (its outbox row), or None.
+
+        WhatsApp can report on a message before our send has recorded its id: while anything
+        is sending, the status is tried again shortly (StatusTooEarly) rather than dropped.
+        When nothing is sending, a send recorded since the first read is seen by a second (on
+        PostgreSQL each statement sees what committed before it began)."""
+        found: Row[Any] | None = (await self.s.execute(sent)).first()
+        if found is None:
+            if await self.s.scalar(
+                select(OutboxRow.id)
+                .where(OutboxRow.channel == ev.channel, OutboxRow.status == "sending")
+                .limit(1)
+            ):
+                raise StatusTooEarly(ev.platform_message_id)
+            found = (await self.s.execute(sent)).first()
+        return found
+
     async def _status_about(self, ev: DeliveryStatus) -> Message | None:
         """The ticket message a status is about, or None (an ack's, a prompt's, or one sent
         again since, whose message now carries the newer id).
@@ -566,25 +575,16 @@ class CustomerSide(TicketStep):
         once (bot/delivery/outcomes.py), so the row is never found without the message it names,
         where a read of the message and then of the row could see the outcome commit between
         them (on PostgreSQL each statement sees what committed before it) and drop the status."""
-        sent = select(OutboxRow.message_id).where(
-            OutboxRow.channel == ev.channel,
-            OutboxRow.platform_message_id == ev.platform_message_id,
+        found = await self._send_of(
+            ev,
+            select(OutboxRow.message_id)
+            .where(
+                OutboxRow.channel == ev.channel,
+                OutboxRow.platform_message_id == ev.platform_message_id,
+            )
+            .limit(1),
         )
-        found = (await self.s.execute(sent.limit(1))).first()
-        if found is None:
-            if await self.s.scalar(
-                select(OutboxRow.id)
-                .where(OutboxRow.channel == ev.channel, OutboxRow.status == "sending")
-                .limit(1)
-            ):
-                # WhatsApp can report on a message before our send has recorded its id: try
-                # again shortly rather than drop the status of an agent's reply.
-                raise StatusTooEarly(ev.platform_message_id)
-            # Nothing is sending now, so a send recorded since the first read is seen now.
-            found = (await self.s.execute(sent.limit(1))).first()
-            if found is None:
-                return None
-        if found.message_id is None:
+        if found is None or found.message_id is None:
             return None
         msg = await self.s.get(Message, found.message_id)
         if (
