@@ -42,6 +42,24 @@ from ._common import Waiter
 
 log = logging.getLogger("sandbox")
 
+
+class _ChosenNoise(logging.Filter):
+    """aiosmtpd's two warnings on every mail the desk sends, which tell a sandbox user nothing:
+    AUTH without TLS (chosen: the server listens on loopback, with a made-up password), and
+    its own use of ``Session.login_data`` after each login (aiosmtpd 1.4 sets the deprecated
+    attribute itself). Its other messages pass."""
+
+    QUIET = (
+        "auth_required == True but auth_require_tls == False",
+        "Session.login_data is deprecated and will be removed in version 2.0",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.QUIET
+
+
+logging.getLogger("mail.log").addFilter(_ChosenNoise())
+
 SUPPORT_ADDRESS = "support@example.com"
 TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|\([^)]*\)|\S+')
 MAX_LINE = 64 * 1024

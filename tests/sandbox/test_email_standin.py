@@ -9,6 +9,7 @@ history the thread leaves out.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -84,8 +85,9 @@ async def sandbox(database_url: str) -> AsyncIterator[Sandbox]:
 
 
 async def test_a_customer_mail_becomes_a_card_and_the_agents_reply_threads_back(
-    sandbox: Sandbox,
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="mail.log")
     written = await sandbox.call(
         "POST",
         "/control/email/customer_writes",
@@ -128,6 +130,11 @@ async def test_a_customer_mail_becomes_a_card_and_the_agents_reply_threads_back(
     thread = sandbox.standins.slack.thread(SUPPORT, card["ts"])
     assert not any("> It ships today." in m["text"] for m in thread)
     assert len([m for m in sandbox.standins.slack.messages(SUPPORT) if m.get("blocks")]) == 1
+    # Two mails sent through the SMTP stand-in, and not a warning about how it was set up.
+    assert any(r.name == "mail.log" for r in caplog.records)  # aiosmtpd did log its sessions
+    assert [
+        r.getMessage() for r in caplog.records if r.name == "mail.log" and r.levelno >= 30
+    ] == []
 
 
 async def test_the_history_modal_shows_the_quoted_history_the_thread_leaves_out(
