@@ -578,7 +578,9 @@ class TelegramAdapter:
                 return
 
     async def stop(self) -> None:
-        self._started = False
+        # The desk stops adapters twice (intake first, sessions after its last sends): the
+        # first stop of a started adapter is the one logged.
+        was_started, self._started = self._started, False
         self._stopping.set()
         poller, self._poller = self._poller, None
         if poller is not None:
@@ -588,7 +590,8 @@ class TelegramAdapter:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(poller, timeout=10)
         await self.bot.session.close()
-        log.info("telegram.stopped offset=%s", self.offset)
+        if was_started:
+            log.info("telegram.stopped offset=%s", self.offset)
 
     # -- long polling --------------------------------------------------------------------------
 

@@ -556,11 +556,12 @@ class WhatsAppAdapter:
         log.info("whatsapp.started phone_number_id=%s", self._settings.phone_number_id)
 
     async def stop(self) -> None:
-        self._started = False
+        was_started, self._started = self._started, False  # stopped twice: logged once
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
-        log.info("whatsapp.stopped")
+        if was_started:
+            log.info("whatsapp.stopped")
 
     # -- inbound -----------------------------------------------------------------------------
 

@@ -141,7 +141,7 @@ class EmailAdapter:
         )
 
     async def stop(self) -> None:
-        self._started = False
+        was_started, self._started = self._started, False  # stopped twice: logged once
         self._stop.set()
         task, self._task = self._task, None
         if task is not None:
@@ -151,7 +151,8 @@ class EmailAdapter:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        log.info("email.stopped")
+        if was_started:
+            log.info("email.stopped")
 
     # -- inbound -----------------------------------------------------------------------------
 

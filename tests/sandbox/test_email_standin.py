@@ -253,3 +253,31 @@ async def test_the_mailbox_and_sent_mail_survive_a_restart(tmp_path: Path) -> No
         assert again.email.password not in path.read_text()  # a made-up one per start
     finally:
         await again.stop()
+
+
+async def test_a_stopped_desk_says_once_that_each_channel_stopped(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The desk stops its adapters twice (their intake first, their sessions after the last
+    sends): each channel's "stopped" line is logged once, not twice."""
+    caplog.set_level(logging.INFO)
+    port = _free_port()
+    standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
+    await standins.start()
+    settings = sandbox_settings(standins, desk_port=port, database_url=database_url)
+    assert settings.telegram is not None
+    settings = replace(settings, telegram=replace(settings.telegram, poll_timeout=1))
+    desk = DeskApp(settings, load_rules(ROOT / "rules.yaml"), idle_poll=0.05)
+    await desk.start()
+    try:
+        await desk.stop()
+    finally:
+        await standins.stop()
+    said = [r.getMessage().split()[0] for r in caplog.records if ".stopped" in r.getMessage()]
+    assert sorted(said) == [
+        "desk.stopped",
+        "email.stopped",
+        "slack.stopped",
+        "telegram.stopped",
+        "whatsapp.stopped",
+    ]
