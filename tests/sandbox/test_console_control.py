@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,33 +13,23 @@ import aiohttp
 import pytest
 import yaml
 
-from bot.app import DeskApp
-from bot.commands.sandbox import sandbox_settings
 from bot.domain.rules import parse_rules
 from sandbox import StandIns
-from tests.e2e.conftest import eventually, free_port
+from tests.e2e.conftest import eventually
+from tests.sandbox.running import running_sandbox
 
 ROOT = Path(__file__).parent.parent.parent
 
 
 @pytest.fixture
 async def console(database_url: str) -> AsyncIterator[tuple[StandIns, aiohttp.ClientSession]]:
-    port = free_port()
-    standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
-    await standins.start()
-    settings = sandbox_settings(standins, desk_port=port, database_url=database_url)
-    assert settings.telegram is not None
-    settings = replace(settings, telegram=replace(settings.telegram, poll_timeout=1))
     data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
     data["slack"]["relay"] = "composer"
-    desk = DeskApp(settings, parse_rules(data), idle_poll=0.05)
-    await desk.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield standins, http
-    finally:
-        await desk.stop()
-        await standins.stop()
+    async with (
+        running_sandbox(database_url, parse_rules(data)) as (standins, _desk),
+        aiohttp.ClientSession() as http,
+    ):
+        yield standins, http
 
 
 async def call(

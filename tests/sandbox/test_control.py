@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,8 @@ import pytest
 from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.app import DeskApp
-from bot.commands.sandbox import sandbox_settings
-from bot.domain.rules import load_rules
 from sandbox import StandIns
-from sandbox.ports import free_port as _free_port
+from tests.sandbox.running import running_sandbox
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -71,16 +67,7 @@ async def _call(
 async def test_a_telegram_customer_with_chinese_set_reads_the_chinese_texts(
     database_url: str, http: aiohttp.ClientSession
 ) -> None:
-    port = _free_port()
-    standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
-    await standins.start()
-    settings = sandbox_settings(standins, desk_port=port, database_url=database_url)
-    # A short long-poll, so the desk stops at once (the sandbox waits 10 s for a person).
-    assert settings.telegram is not None
-    settings = replace(settings, telegram=replace(settings.telegram, poll_timeout=1))
-    desk = DeskApp(settings, load_rules(ROOT / "rules.yaml"), idle_poll=0.05)
-    await desk.start()
-    try:
+    async with running_sandbox(database_url) as (standins, _desk):
         for chat_id, language in ((801, "zh-hans"), (802, None)):
             # Too few letters to tell a language, so only the language the app reports can pick
             # the texts (words in a language are answered in it whatever the app said).
@@ -95,9 +82,6 @@ async def test_a_telegram_customer_with_chinese_set_reads_the_chinese_texts(
         en = await standins.telegram.wait_for_sent(802, 1)
         assert zh[0]["text"].startswith("我们已收到您的消息，工单号为 #"), zh[0]["text"]
         assert en[0]["text"].startswith("Thanks, we got your message."), en[0]["text"]
-    finally:
-        await desk.stop()
-        await standins.stop()
 
 
 async def test_state_names_the_agents_the_channels_and_the_bot(

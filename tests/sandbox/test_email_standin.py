@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,10 @@ import aioimaplib
 import pytest
 
 from bot.app import DeskApp
-from bot.commands.sandbox import sandbox_settings
-from bot.domain.rules import load_rules
 from sandbox import StandIns
 from sandbox.ports import free_port as _free_port
 from tests.e2e.conftest import eventually
+from tests.sandbox.running import running_sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = "C0SUPPORT"
@@ -68,20 +67,8 @@ class Sandbox:
 
 @pytest.fixture
 async def sandbox(database_url: str) -> AsyncIterator[Sandbox]:
-    port = _free_port()
-    standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
-    await standins.start()
-    settings = sandbox_settings(standins, desk_port=port, database_url=database_url)
-    assert settings.telegram is not None and settings.email is not None
-    settings = replace(settings, telegram=replace(settings.telegram, poll_timeout=1))
-    desk = DeskApp(settings, load_rules(ROOT / "rules.yaml"), idle_poll=0.05)
-    await desk.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Sandbox(standins, desk, http)
-    finally:
-        await desk.stop()
-        await standins.stop()
+    async with running_sandbox(database_url) as (standins, desk), aiohttp.ClientSession() as http:
+        yield Sandbox(standins, desk, http)
 
 
 async def test_a_customer_mail_becomes_a_card_and_the_agents_reply_threads_back(
@@ -261,18 +248,8 @@ async def test_a_stopped_desk_says_once_that_each_channel_stopped(
     """The desk stops its adapters twice (their intake first, their sessions after the last
     sends): each channel's "stopped" line is logged once, not twice."""
     caplog.set_level(logging.INFO)
-    port = _free_port()
-    standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
-    await standins.start()
-    settings = sandbox_settings(standins, desk_port=port, database_url=database_url)
-    assert settings.telegram is not None
-    settings = replace(settings, telegram=replace(settings.telegram, poll_timeout=1))
-    desk = DeskApp(settings, load_rules(ROOT / "rules.yaml"), idle_poll=0.05)
-    await desk.start()
-    try:
-        await desk.stop()
-    finally:
-        await standins.stop()
+    async with running_sandbox(database_url):
+        pass  # started, then stopped
     said = [r.getMessage().split()[0] for r in caplog.records if ".stopped" in r.getMessage()]
     assert sorted(said) == [
         "desk.stopped",
