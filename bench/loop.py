@@ -70,6 +70,18 @@ async def _wait_cards(standins: StandIns, marker: str, n: int, timeout: float) -
         raise TimeoutError(f"only {_cards_with(standins, marker)}/{n} cards arrived")
 
 
+async def _quiet(standins: StandIns, channel: str, i: int) -> None:
+    """Let the desk go idle before the next latency sample: the customer has the
+    acknowledgement too, and 50 ms pass (the sends' outcomes recorded, a WhatsApp message's
+    statuses taken in). A sample sent the moment the card arrived raced the previous one's
+    acknowledgement and outcomes: a busy desk, not an idle one."""
+    if channel == "telegram":
+        await standins.telegram.wait_for_sent(100_000 + i, 1)
+    else:
+        await standins.whatsapp.wait_for_sent(str(15_550_000_000 + i), 1)
+    await asyncio.sleep(0.05)
+
+
 @dataclass
 class LoopResult:
     channel: str
@@ -290,6 +302,7 @@ async def run(
                 await say(i, f"{marker} where is my parcel?")
                 await _wait_cards(standins, marker, 1, 30)
                 latencies.append((time.perf_counter() - t0) * 1000)
+                await _quiet(standins, channel, i)
             # Throughput: a burst from many customers at once.
             counted: Counter[str] = Counter()
 
@@ -380,6 +393,7 @@ async def run_processes(
                 await say(i, f"{marker} where is my parcel?")
                 await _wait_cards(standins, marker, 1, 30)
                 latencies.append((time.perf_counter() - t0) * 1000)
+                await _quiet(standins, "whatsapp", i)
             pids = [d.process.pid for d in desks if d.process is not None]
             cpu0 = sum(cpu_seconds(pid) for pid in pids)
             t0 = time.perf_counter()
