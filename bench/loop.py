@@ -282,7 +282,6 @@ async def run(
             rules,
             classifier=await _make_classifier(settings, rules),
             limits=RateLimits.lifted(),
-            idle_poll=0.05,
         )
         await desk.start()
         heap.settle()  # as bot.app.serve does once the desk has started
