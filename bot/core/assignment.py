@@ -12,7 +12,7 @@ SQLite serialises whole write transactions (``BEGIN IMMEDIATE``), which gives th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -45,6 +45,8 @@ class Assigner:
         self.s = desk.s
         self.rules = desk.rules
         self._locked: set[str] = set()
+        # The agents' rows this step locked, loaded with the lock: what _loads reads next.
+        self._agents: dict[str, Agent] = {}
 
     # -- locks and snapshots -------------------------------------------------------------------
 
@@ -84,18 +86,14 @@ class Assigner:
     async def _lock_rows(self, agents: list[str], teams: list[str]) -> tuple[set[str], set[str]]:
         """Lock and load these agents' and teams' rows (agents first, each sorted: one global
         order); returns the ids found."""
-        found: set[str] = set()
         if agents:
-            found = set(
-                (
-                    await self.s.scalars(
-                        select(Agent.id)
-                        .where(Agent.id.in_(agents))
-                        .order_by(Agent.id)
-                        .with_for_update()
-                    )
-                ).all()
-            )
+            for agent in (
+                await self.s.scalars(
+                    select(Agent).where(Agent.id.in_(agents)).order_by(Agent.id).with_for_update()
+                )
+            ).all():
+                self._agents[agent.id] = agent
+        found = {a for a in agents if a in self._agents}
         # Loaded, not just locked: assign() reads the pointer next (from the session then).
         pointers = set()
         if teams:
@@ -116,7 +114,11 @@ class Assigner:
         ids = list(agents)
         if not ids:
             return {}
-        rows = (await self.s.execute(select(Agent).where(Agent.id.in_(ids)))).scalars().all()
+        # Locked and loaded by lock_teams in this step (a new ticket's path): the session's own
+        # objects, which a second SELECT would only have returned again.
+        rows: Sequence[Agent] = [self._agents[i] for i in ids if i in self._agents]
+        if len(rows) < len(ids):
+            rows = (await self.s.execute(select(Agent).where(Agent.id.in_(ids)))).scalars().all()
         counts = dict(
             (
                 await self.s.execute(
