@@ -7,6 +7,7 @@ section of ``rules.yaml`` (this model is embedded there), with sensible defaults
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -238,6 +239,10 @@ class PriorityDecision:
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
 
+# Cached: a message is checked against every keyword and profanity entry of the rules, and
+# building each pattern again (casefold, escape, the script check, re's own cache lookup) was
+# about as much as searching with it.
+@functools.lru_cache(maxsize=4096)  # bounded: the rules can be reloaded
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
     # Word boundaries so "refund" does not fire on "refunded"? It should: customers write both.
     # So the boundary is only at the start; "outage" still must not match "poutage". Chinese and
@@ -249,6 +254,7 @@ def _phrase_pattern(phrase: str) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)" + re.escape(folded))
 
 
+@functools.lru_cache(maxsize=4096)  # bounded: the rules can be reloaded
 def _word_pattern(word: str) -> re.Pattern[str]:
     """A profanity entry: a whole word, every word it starts (``*``), or, in Chinese script,
     anywhere."""
