@@ -1443,6 +1443,10 @@ class SlackStandIn:
             view=self._public(view_id) | {"state": {"values": values}},
             response_urls=[],
         )
+        # The modal as it is now: a views.update while the desk was answering replaced the
+        # dict (the desk may update the view it is being submitted from); closing the old one
+        # left the new one open.
+        modal = self.modals[view_id]
         if status == 200 and not text.strip():
             modal["closed"] = True
         elif status == 200:

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -40,13 +40,18 @@ class FakeDesk:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.statuses: list[int] = []  # answered in turn; 200 once used up
+        # Run before each answer, as a desk that calls Slack while it answers would.
+        self.before_answer: Callable[[], Awaitable[None]] | None = None
+        self.answer = "ok"  # the body of a 200
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def _any(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.path, dict(request.headers), await request.read()))
+        if self.before_answer is not None:
+            await self.before_answer()
         status = self.statuses.pop(0) if self.statuses else 200
-        return web.Response(status=status, text="ok" if status == 200 else "nope")
+        return web.Response(status=status, text=self.answer if status == 200 else "nope")
 
     async def start(self) -> None:
         app = web.Application()
@@ -398,6 +403,42 @@ async def test_slack_views_open_takes_a_fresh_trigger_once(
     with pytest.raises(SlackApiError) as caught:
         await client.views_open(trigger_id=fresh, view=view)
     assert caught.value.response["error"] == "exchanged_trigger_id"
+
+
+async def test_slack_modal_submitted_closes_even_if_updated_meanwhile(
+    standins: StandIns, desk: FakeDesk
+) -> None:
+    """The desk updates the modal (views.update) while it answers the modal's submission; the
+    answer (an empty 200) still closes it, as in Slack."""
+    client = AsyncWebClient(token="xoxb-right", base_url=standins.slack_api_base)
+    slack = standins.slack
+    view = {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": "Reply"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "reply",
+                "label": {"type": "plain_text", "text": "Reply"},
+                "element": {"type": "plain_text_input", "action_id": "text"},
+            }
+        ],
+    }
+    opened = await client.views_open(trigger_id=slack._trigger("U0ALICE"), view=view)
+    view_id = opened["view"]["id"]
+
+    async def update() -> None:
+        desk.before_answer = None
+        await client.views_update(view_id=view_id, view=view)
+
+    desk.before_answer, desk.answer = update, ""  # an empty 200: the modal is done
+    status, _ = await slack.submits_modal(view_id)
+    assert status == 200
+    assert slack.modal_of("U0ALICE") is None
+    with pytest.raises(SlackApiError) as caught:
+        await client.views_update(view_id=view_id, view=view)
+    assert caught.value.response["error"] == "not_found"
 
 
 async def test_whatsapp_templates_are_checked_as_meta_does(
