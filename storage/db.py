@@ -63,6 +63,13 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
     # a checkout with asyncpg (BEGIN, a query, ROLLBACK): a third of the desk's round trips
     # under load (docs/performance.md). _watch_postgres asks the server only after a rest.
     watch = parsed.get_backend_name() == "postgresql" and "pool_pre_ping" not in kwargs
+    if parsed.get_backend_name() == "postgresql":
+        # asyncpg waits 60 s for a connection by default; a connect that a cut link left
+        # half-open (its TCP accepted, the server's answer never coming) held the dispatcher
+        # that long without a word, /healthz saying its loop was fine (tests: the outage test).
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("timeout", CONNECT_TIMEOUT)
+        kwargs["connect_args"] = connect_args
     if parsed.get_backend_name() == "postgresql" and not reader:
         # Ten kept, not SQLAlchemy's five: under a burst the desk holds six or seven at once
         # (webhooks, the dispatcher, the outbox's claims, outcomes recorded side by side), and
@@ -112,6 +119,10 @@ def inline_sqlite_enabled() -> bool:
     """SQLite statements run inline unless ``DESK_SQLITE_THREAD=1`` asks for aiosqlite's thread."""
     return os.environ.get("DESK_SQLITE_THREAD", "") not in ("1", "true", "yes")
 
+
+# How long opening a PostgreSQL connection may take (seconds), its TLS request and
+# authentication included.
+CONNECT_TIMEOUT = 10.0
 
 # How long a PostgreSQL connection may rest in the pool before its checkout asks the server
 # whether it is still there (seconds).

@@ -82,3 +82,30 @@ async def test_a_rested_connection_is_pinged_and_replaced_if_the_ping_fails(
         assert second != first
     finally:
         await engine.dispose()
+
+
+async def test_a_connect_that_gets_no_answer_fails_in_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server (or a cut link's proxy) that takes the TCP connection and never answers: the
+    desk's connect fails after CONNECT_TIMEOUT, so its loops say the database is lost, instead
+    of waiting asyncpg's own 60 s."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setattr(storage.db, "CONNECT_TIMEOUT", 0.5)
+    engine = create_engine(f"postgresql+asyncpg://desk@127.0.0.1:{port}/desk")
+    try:
+        async with asyncio.timeout(10):
+            with pytest.raises(TimeoutError):
+                await storage.db.ping(engine)
+        assert held  # the connection was taken, and never answered
+    finally:
+        await engine.dispose()
+        for writer in held:
+            writer.transport.abort()
+        server.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from typing import Any
 
@@ -28,13 +29,16 @@ class CuttableLink:
         self.target = (target_host, target_port)
         self.port = free_port()
         self._server: asyncio.Server | None = None
+        self._up = False
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def restore(self) -> None:
         if self._server is None:
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._up = True
 
     async def cut(self) -> None:
+        self._up = False
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -46,7 +50,11 @@ class CuttableLink:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Held from the moment it is accepted: a connection accepted just before a cut, still
         # opening its way to PostgreSQL, must be cut too (it once outlived the cut and kept the
-        # desk's dispatcher working through the "outage").
+        # desk's dispatcher working through the "outage"). One accepted before the cut whose
+        # handler runs only after the cut is dropped here.
+        if not self._up:
+            writer.transport.abort()
+            return
         self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -69,6 +77,14 @@ class CuttableLink:
 
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
         self._writers -= {writer, up_writer}
+
+
+def _print_dispatcher_stack() -> None:
+    for task in asyncio.all_tasks():
+        stack = io.StringIO()
+        task.print_stack(limit=40, file=stack)
+        if "dispatcher" in stack.getvalue():
+            print("the dispatcher's task:", task.get_name(), stack.getvalue())
 
 
 async def _health(url: str) -> tuple[int, dict[str, Any]]:
@@ -124,7 +140,11 @@ async def test_healthz_tells_a_lost_database_and_nothing_is_lost(
 
         # A bound on a hang (the dispatcher's next claim fails at once); three test workers on
         # two cores stretched the 10 s this was once.
-        await eventually(loop_failing, "the dispatcher to report the lost database", timeout=30)
+        try:
+            await eventually(loop_failing, "the dispatcher to report the lost database", timeout=30)
+        except AssertionError:
+            _print_dispatcher_stack()  # where it waits, for whoever reads the failure
+            raise
         status, health = await _health(desk.url)
         assert status == 503 and "since" in health["loops"]["dispatcher"]
 
