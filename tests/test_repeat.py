@@ -1,12 +1,13 @@
 """bot/base/repeat.py's Streak: a failing loop waits longer each time, up to a bound, and says
-so in the log once per streak (then once a quiet period), not at every try."""
+so in the log once per streak (then once a quiet period), not at every try. Its nap: an idle
+loop woken on the event loop's next turn by new work, or by the desk stopping."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from bot.base.repeat import Streak, pause
+from bot.base.repeat import Streak, nap, pause
 
 
 def test_a_streak_doubles_its_pause_to_a_bound_and_logs_its_first_failure() -> None:
@@ -35,3 +36,28 @@ async def test_pause_ends_early_when_the_desk_stops() -> None:
     began = time.monotonic()
     await pause(asyncio.Event(), 0.05)
     assert time.monotonic() - began >= 0.04
+
+
+async def test_a_nap_ends_on_the_next_turn_of_the_loop_after_its_wakeup() -> None:
+    wakeup, stop = asyncio.Event(), asyncio.Event()
+    napping = asyncio.create_task(nap(wakeup, stop, 60.0))
+    await asyncio.sleep(0)  # it is waiting now
+    assert not napping.done()
+    wakeup.set()
+    await asyncio.sleep(0)  # one turn: the napper ran (through asyncio.wait it took three)
+    assert napping.done()
+    assert not stop.is_set()
+
+
+async def test_a_nap_ends_when_the_desk_stops_or_its_time_is_up() -> None:
+    wakeup, stop = asyncio.Event(), asyncio.Event()
+    napping = asyncio.create_task(nap(wakeup, stop, 60.0))
+    await asyncio.sleep(0)
+    stop.set()
+    await asyncio.wait_for(napping, 1.0)
+    began = time.monotonic()
+    await nap(asyncio.Event(), asyncio.Event(), 0.05)
+    assert 0.04 <= time.monotonic() - began < 1.0
+    began = time.monotonic()
+    await nap(asyncio.Event(), stop, 60.0)  # stopped already: no nap at all
+    assert time.monotonic() - began < 0.01

@@ -27,13 +27,36 @@ async def repeat(
             await step()
         except Exception:
             log.exception("scheduler.%s_failed", name)
-        events = [stop] if wakeup is None else [stop, wakeup]
-        if wakeup is not None:
+        if wakeup is None:
+            await pause(stop, interval)
+        else:
             wakeup.clear()
-        waiters = [asyncio.ensure_future(e.wait()) for e in events]
-        await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-        for w in waiters:
-            w.cancel()
+            await nap(wakeup, stop, interval)
+
+
+async def nap(wakeup: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:
+    """Wait up to ``seconds`` for ``wakeup`` to be set (or ``stop``).
+
+    The caller is woken by ``wakeup.set()`` itself, on the event loop's next turn; ``stop``
+    reaches it through a task that sets ``wakeup``. Waiting for both through ``asyncio.wait``
+    took three turns (a task per event, then the wait's own callback), and on an idle desk
+    the dispatcher and the outbox are each woken once on the way from a customer's message to
+    its card, with other work of the loop running in those turns."""
+    if stop.is_set():
+        return
+
+    async def relay() -> None:
+        await stop.wait()
+        wakeup.set()
+
+    relayed = asyncio.create_task(relay())
+    try:
+        async with asyncio.timeout(seconds):
+            await wakeup.wait()
+    except TimeoutError:
+        pass
+    finally:
+        relayed.cancel()
 
 
 class Streak:

@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
 from bot.base.process import this_process
-from bot.base.repeat import Streak, pause
+from bot.base.repeat import Streak, nap, pause
 from bot.core.tickets import Desks
 from bot.delivery.outcomes import Metrics as Metrics  # where callers have always found it
 from bot.delivery.outcomes import Outcome, OutcomeRecorder
@@ -222,12 +222,7 @@ class OutboxSender(OutcomeRecorder):
                 continue
             if done == 0:
                 self.wakeup.clear()
-                waiters = [asyncio.ensure_future(e.wait()) for e in (self.wakeup, stop)]
-                await asyncio.wait(
-                    waiters, timeout=self._pause(), return_when=asyncio.FIRST_COMPLETED
-                )
-                for w in waiters:
-                    w.cancel()
+                await nap(self.wakeup, stop, self._pause())
 
     async def drain(self, seconds: float) -> int:
         """At shutdown: keep delivering what is due for up to ``seconds``. Returns what is left."""
