@@ -11,7 +11,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import wiring
@@ -167,11 +167,23 @@ async def test_claims_record_their_owner_and_dead_ones_are_taken_over_at_once(
         async with sessions.begin() as s:
             for row in await inbox_claim(s, now=NOW, lease=LEASE, limit=10, owner=owners[owner]):
                 if row.external_id not in names:
-                    row.status, row.lease_until, row.lease_owner = "pending", None, None
+                    await s.execute(
+                        update(InboxRow)
+                        .where(InboxRow.id == row.id)
+                        .values(status="pending", lease_until=None, lease_owner=None)
+                    )
             for out in await outbox_claim(s, now=NOW, lease=LEASE, limit=10, owner=owners[owner]):
                 if out.idempotency_key not in names:
-                    out.status, out.lease_until, out.lease_owner = "pending", None, None
-                    out.attempts -= 1
+                    await s.execute(
+                        update(OutboxRow)
+                        .where(OutboxRow.id == out.id)
+                        .values(
+                            status="pending",
+                            lease_until=None,
+                            lease_owner=None,
+                            attempts=OutboxRow.attempts - 1,
+                        )
+                    )
     async with sessions() as s:
         held = {r.external_id: r.lease_owner for r in (await s.scalars(select(InboxRow))).all()}
         assert held == {name: owners[name] for name in owners}
