@@ -16,14 +16,16 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import wiring
 from bot.automations.journal import take
 from bot.core.tickets import Desk
 from bot.delivery import dispatcher
+from bot.domain.classifier import RulesClassifier
 from storage import trail
 from storage.db import create_engine, migrate
 from storage.models import AutomationFiring, InboxRow, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import inbox_add
-from tests.test_desk_core import Harness, make_harness
+from tests.test_desk_core import RULES, Harness, make_harness
 
 
 @contextmanager
@@ -537,3 +539,108 @@ async def test_outcomes_are_recorded_in_bulk_and_a_failing_one_is_rolled_back_al
         cards = (await s.scalars(select(Ticket.slack_ts).order_by(Ticket.id))).all()
     assert all(cards)  # every card's ts recorded, the fifth's too
     assert len(desk.telegram.sent) == 6 and len(desk.slack.sent) >= 6
+
+
+@contextmanager
+def counted_claims(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many rows each inbox claim of the dispatcher took, in order."""
+    taken: list[int] = []
+    real = dispatcher.inbox_claim
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        rows = await real(*args, **kwargs)
+        taken.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(dispatcher, "inbox_claim", counting)
+    yield taken
+
+
+@contextmanager
+def looping(desk: Harness) -> Iterator[dispatcher.Dispatcher]:
+    """The desk's dispatcher loop running, with an idle poll of a minute: what the tests below
+    see processed within seconds was woken, not polled for."""
+    loop = wiring.dispatcher(
+        desk.sessions,
+        wiring.desks(RULES),
+        RulesClassifier(RULES.priority),
+        desk.clock,
+        desk.inbox,
+        idle_poll=60.0,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        yield loop
+    finally:
+        stop.set()
+        task.cancel()
+
+
+async def _done_within(desk: Harness, n: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        async with desk.sessions() as s:
+            done = await s.scalar(
+                select(func.count()).select_from(InboxRow).where(InboxRow.status == "done")
+            )
+        if done == n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{done} of {n} inbox rows done after {seconds} s")
+
+
+async def test_an_idle_desk_claims_once_for_a_message_and_then_waits(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Claiming again after every batch found nothing on an idle desk, and on SQLite it ran
+    # before the outbox could send the batch's card (a millisecond or two of every message's
+    # way to Slack).
+    with counted_claims(monkeypatch) as taken, looping(desk) as loop:
+        await asyncio.sleep(0.05)  # its first claim, on an empty inbox
+        await _write(desk, ["my parcel is late"])
+        await _done_within(desk, 1, 5.0)
+        await asyncio.sleep(0.2)
+        assert taken == [0, 1]
+        assert loop.processed == 1
+        await _write(desk, ["and the invoice is wrong"], first=1)  # another customer
+        await _done_within(desk, 2, 5.0)
+        await asyncio.sleep(0.2)
+        assert taken == [0, 1, 1]
+
+
+async def test_a_conversations_next_message_is_taken_right_after_the_one_before_it(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both in the inbox before the first claim: the claim takes the conversation's first only,
+    # and knows the second waits behind it.
+    first, second = desk.customer("my parcel is late"), desk.customer("order 1234")
+    assert await desk.inbox.accept([first, second], {}) == 2
+    with counted_claims(monkeypatch) as taken, looping(desk):
+        await _done_within(desk, 2, 5.0)
+        await asyncio.sleep(0.2)
+    assert taken == [1, 1]
+    async with desk.sessions() as s:
+        texts = (await s.scalars(select(Message.text).order_by(Message.id))).all()
+    assert texts == ["my parcel is late", "order 1234"]
+
+
+async def test_a_message_that_arrives_during_a_batch_is_claimed_right_after_it(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Desk.customer_message
+    writes: list[asyncio.Task[None]] = []
+
+    async def and_meanwhile(self: Desk, ev: Any, *args: Any, **kwargs: Any) -> Ticket:
+        if not writes:  # a webhook arrives while the first message's step runs
+            writes.append(asyncio.create_task(_write(desk, ["the app crashes"], first=7)))
+            await asyncio.sleep(0)
+        return await real(self, ev, *args, **kwargs)
+
+    monkeypatch.setattr(Desk, "customer_message", and_meanwhile)
+    with counted_claims(monkeypatch) as taken, looping(desk):
+        await asyncio.sleep(0.05)
+        await _write(desk, ["my parcel is late"])
+        await _done_within(desk, 2, 5.0)
+        await writes[0]
+    assert taken[:3] == [0, 1, 1]

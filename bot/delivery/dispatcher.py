@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
 from bot.base.process import this_process
-from bot.base.repeat import Streak, pause
+from bot.base.repeat import Streak, nap, pause
 from bot.core.step import CustomerWrote
 from bot.core.ticket_step import TooEarly
 from bot.core.tickets import Desk, Desks
@@ -43,7 +43,7 @@ from bot.domain.prepared import Prepared
 from nlp.language import detect_language
 from storage.db import one_writer, problem
 from storage.models import Identity, InboxRow, Ticket
-from storage.queues import inbox_add, inbox_claim
+from storage.queues import inbox_add, inbox_behind, inbox_claim
 
 log = logging.getLogger("deskbot.dispatcher")
 NO_PREPARERS = Preparers()
@@ -282,6 +282,7 @@ class Dispatcher:
         self._idle_poll = idle_poll
         self._one_writer = one_writer(sessions)
         self.processed = 0
+        self.more = False  # whether the last claim knew of rows claimable right after its batch
         # Retries that could not be written (the database was away): row id → (attempt, what
         # to write), written by the next run_once that reaches the database.
         self._unsettled: dict[int, tuple[int, dict[str, Any]]] = {}
@@ -304,15 +305,12 @@ class Dispatcher:
                     self.failing = (self._clock.now(), problem(exc))
                 await pause(stop, wait)  # not woken by new work: it would fail the same way
                 continue
-            if done == 0:
-                self._inbox.arrived.clear()
-                # Wake on new input, or poll: another process may have written the inbox.
-                waiters = [asyncio.ensure_future(e.wait()) for e in (self._inbox.arrived, stop)]
-                await asyncio.wait(
-                    waiters, timeout=self._idle_poll, return_when=asyncio.FIRST_COMPLETED
-                )
-                for w in waiters:
-                    w.cancel()
+            if done and self.more:
+                await asyncio.sleep(0)  # the outbox, woken by the batch, starts its sends first
+            else:
+                # Wake on new input (at once if some arrived during the batch), or poll:
+                # another process may have written the inbox, a retry's pause may be over.
+                await nap(self._inbox.arrived, stop, self._idle_poll)
 
     async def run_once(self) -> int:
         """Claim one batch of conversation heads and process them."""
@@ -320,6 +318,9 @@ class Dispatcher:
             await self._settle(row_id, attempt, outcome)  # raises while the database is away
             del self._unsettled[row_id]
         await self._inbox.turn()
+        # What arrives from now on wakes the loop again (run()); what arrived before is claimed
+        # now, or known to wait behind a conversation's earlier message (``more``).
+        self._inbox.arrived.clear()
         async with self._sessions.begin() as session:
             rows = await inbox_claim(
                 session,
@@ -329,6 +330,11 @@ class Dispatcher:
                 owner=self._owner,
             )
             claims = [(row.id, row.attempts, row.payload) for row in rows]
+            # Whether to claim again at once when this batch is done: a full batch may have
+            # left rows, and a conversation's next message waits behind the one claimed now.
+            # Otherwise the loop waits for new input: claiming again after every batch found
+            # nothing on an idle desk and ran before the outbox sent the batch's cards.
+            self.more = len(rows) == self._batch or await inbox_behind(session, rows)
         if not claims:
             return 0
         # Outside any transaction, for the whole batch at once: the model (whose micro-batcher
