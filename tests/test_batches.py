@@ -590,26 +590,28 @@ async def _done_within(desk: Harness, n: int, seconds: float) -> None:
 
 
 async def test_an_idle_desk_claims_once_for_a_message_and_then_waits(
-    desk: Harness, monkeypatch: pytest.MonkeyPatch
+    desk: Harness, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Claiming again after every batch found nothing on an idle desk, and on SQLite it ran
     # before the outbox could send the batch's card (a millisecond or two of every message's
-    # way to Slack).
+    # way to Slack). On PostgreSQL it still claims again: another process may have taken
+    # webhooks this one never heard of.
+    again = [0] if engine.dialect.name == "postgresql" else []
     with counted_claims(monkeypatch) as taken, looping(desk) as loop:
         await asyncio.sleep(0.05)  # its first claim, on an empty inbox
         await _write(desk, ["my parcel is late"])
         await _done_within(desk, 1, 5.0)
         await asyncio.sleep(0.2)
-        assert taken == [0, 1]
+        assert taken == [0, 1, *again]
         assert loop.processed == 1
         await _write(desk, ["and the invoice is wrong"], first=1)  # another customer
         await _done_within(desk, 2, 5.0)
         await asyncio.sleep(0.2)
-        assert taken == [0, 1, 1]
+        assert taken == [0, 1, *again, 1, *again]
 
 
 async def test_a_conversations_next_message_is_taken_right_after_the_one_before_it(
-    desk: Harness, monkeypatch: pytest.MonkeyPatch
+    desk: Harness, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Both in the inbox before the first claim: the claim takes the conversation's first only,
     # and knows the second waits behind it.
@@ -618,7 +620,7 @@ async def test_a_conversations_next_message_is_taken_right_after_the_one_before_
     with counted_claims(monkeypatch) as taken, looping(desk):
         await _done_within(desk, 2, 5.0)
         await asyncio.sleep(0.2)
-    assert taken == [1, 1]
+    assert taken == [1, 1, *([0] if engine.dialect.name == "postgresql" else [])]
     async with desk.sessions() as s:
         texts = (await s.scalars(select(Message.text).order_by(Message.id))).all()
     assert texts == ["my parcel is late", "order 1234"]

@@ -333,8 +333,14 @@ class Dispatcher:
             # Whether to claim again at once when this batch is done: a full batch may have
             # left rows, and a conversation's next message waits behind the one claimed now.
             # Otherwise the loop waits for new input: claiming again after every batch found
-            # nothing on an idle desk and ran before the outbox sent the batch's cards.
-            self.more = len(rows) == self._batch or await inbox_behind(session, rows)
+            # nothing on an idle desk and ran before the outbox sent the batch's cards. Only
+            # where this process hears of every arrival (SQLite: one process): on PostgreSQL
+            # another process may have taken webhooks, or held rows this claim skipped.
+            self.more = (
+                not self._one_writer
+                or len(rows) == self._batch
+                or await inbox_behind(session, rows)
+            )
         if not claims:
             return 0
         # Outside any transaction, for the whole batch at once: the model (whose micro-batcher
