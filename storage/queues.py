@@ -23,7 +23,7 @@ under a per-form lock the new rows take too.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -193,48 +193,79 @@ def _locking(stmt: Any, session: AsyncSession) -> Any:
     return stmt
 
 
-def _inbox_claim(dialect: str) -> Any:
-    """inbox_claim's statement, its time, lease and limit as parameters: one ``UPDATE …
-    RETURNING`` of the heads it chooses (on PostgreSQL locked with ``SKIP LOCKED``)."""
-    now = bindparam("now", type_=InboxRow.lease_until.type)
-    earlier = aliased(InboxRow)
-    claimable = or_(
-        InboxRow.status == "pending",
-        and_(InboxRow.status == "processing", InboxRow.lease_until < now),
-    )
+def _claim(
+    model: type[InboxRow] | type[OutboxRow],
+    key: Any,
+    still_open: Sequence[str],
+    claimable: Any,
+    order: Sequence[Any],
+    leased: str,
+    returning: Sequence[Any],
+) -> Callable[[str], Any]:
+    """A claim's statement for a dialect: one ``UPDATE … RETURNING`` that leases up to
+    ``limit`` heads (each ``key``'s first row still open) of the rows ``claimable`` at ``now``,
+    in ``order``; on PostgreSQL locked with ``SKIP LOCKED``. Built once per dialect (building it
+    was more than running it), its time, lease, owner and limit as parameters."""
+    table: Table = model.__table__  # type: ignore[assignment]
+    earlier = aliased(model)
     blocked_by_earlier = exists().where(
-        earlier.conversation == InboxRow.conversation,
-        earlier.id < InboxRow.id,
-        earlier.status.in_(INBOX_OPEN),
+        getattr(earlier, key.key) == key,
+        earlier.id < model.id,
+        earlier.status.in_(still_open),
     )
-    heads = (
-        select(InboxRow.id)
-        .where(claimable, ~blocked_by_earlier)
-        .order_by(InboxRow.id)
-        .limit(bindparam("limit", type_=Integer))
-    )
-    if dialect == "postgresql":
-        heads = heads.with_for_update(skip_locked=True)
-    return (
-        update(_INBOX)
-        .where(_INBOX.c.id.in_(heads.scalar_subquery()))
-        .values(
-            status="processing",
-            lease_until=bindparam("lease_until", type_=InboxRow.lease_until.type),
-            lease_owner=bindparam("owner", type_=InboxRow.lease_owner.type),
-            attempts=_INBOX.c.attempts + 1,
-        )
-        .returning(
-            _INBOX.c.id,
-            _INBOX.c.attempts,
-            _INBOX.c.payload,
-            _INBOX.c.conversation,
-            _INBOX.c.external_id,
-        )
-    )
+    built: dict[str, Any] = {}
+
+    def statement(dialect: str) -> Any:
+        if dialect not in built:
+            heads = (
+                select(model.id)
+                .where(claimable, ~blocked_by_earlier)
+                .order_by(*order)
+                .limit(bindparam("limit", type_=Integer))
+            )
+            if dialect == "postgresql":
+                heads = heads.with_for_update(skip_locked=True)
+            built[dialect] = (
+                update(table)
+                .where(table.c.id.in_(heads.scalar_subquery()))
+                .values(
+                    status=leased,
+                    lease_until=bindparam("lease_until", type_=model.lease_until.type),
+                    lease_owner=bindparam("owner", type_=model.lease_owner.type),
+                    attempts=table.c.attempts + 1,
+                )
+                .returning(*returning)
+            )
+        return built[dialect]
+
+    return statement
 
 
-_INBOX_CLAIM: dict[str, Any] = {}
+async def _leased(
+    session: AsyncSession,
+    claim: Callable[[str], Any],
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    owner: str | None,
+) -> Sequence[Row[Any]]:
+    params = {"now": now, "limit": limit, "lease_until": now + lease, "owner": owner}
+    return (await session.execute(claim(session.get_bind().dialect.name), params)).all()
+
+
+_NOW = bindparam("now", type_=InboxRow.lease_until.type)
+_INBOX_CLAIM = _claim(
+    InboxRow,
+    InboxRow.conversation,
+    INBOX_OPEN,
+    or_(
+        InboxRow.status == "pending",
+        and_(InboxRow.status == "processing", InboxRow.lease_until < _NOW),
+    ),
+    [InboxRow.id],
+    "processing",
+    [_INBOX.c.id, _INBOX.c.attempts, _INBOX.c.payload, _INBOX.c.conversation, _INBOX.c.external_id],
+)
 
 
 async def inbox_claim(
@@ -251,12 +282,7 @@ async def inbox_claim(
     One statement, its rows never ORM objects: the claim runs before every batch, and on an
     idle desk after every message (the ORM's select, then its flush, was about a millisecond
     of the path from a customer's message to the card)."""
-    dialect = session.get_bind().dialect.name
-    stmt = _INBOX_CLAIM.get(dialect)
-    if stmt is None:  # built once per dialect, as the outbox's
-        stmt = _INBOX_CLAIM[dialect] = _inbox_claim(dialect)
-    params = {"now": now, "limit": limit, "lease_until": now + lease, "owner": owner}
-    rows = (await session.execute(stmt, params)).all()
+    rows = await _leased(session, _INBOX_CLAIM, now, lease, limit, owner)
     return sorted(rows, key=lambda row: int(row.id))  # RETURNING's order is not the ids'
 
 
@@ -330,43 +356,19 @@ async def outbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> N
             await session.execute(add, row)
 
 
-def _outbox_claim(dialect: str) -> Any:
-    """outbox_claim's statement, its time, lease and limit as parameters: one ``UPDATE …
-    RETURNING`` of the heads it chooses (on PostgreSQL locked with ``SKIP LOCKED``)."""
-    now = bindparam("now", type_=OutboxRow.next_attempt_at.type)
-    earlier = aliased(OutboxRow)
-    claimable = or_(
-        and_(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now),
-        and_(OutboxRow.status == "sending", OutboxRow.lease_until < now),
-    )
-    blocked_by_earlier = exists().where(
-        earlier.destination_key == OutboxRow.destination_key,
-        earlier.id < OutboxRow.id,
-        earlier.status.in_(OUTBOX_OPEN),
-    )
-    heads = (
-        select(OutboxRow.id)
-        .where(claimable, ~blocked_by_earlier)
-        # Urgent cards first when many are due (a burst waiting on Slack's rate limit).
-        .order_by(OutboxRow.rank, OutboxRow.next_attempt_at, OutboxRow.id)
-        .limit(bindparam("limit", type_=Integer))
-    )
-    if dialect == "postgresql":
-        heads = heads.with_for_update(skip_locked=True)
-    return (
-        update(_OUTBOX)
-        .where(_OUTBOX.c.id.in_(heads.scalar_subquery()))
-        .values(
-            status="sending",
-            lease_until=bindparam("lease_until", type_=OutboxRow.lease_until.type),
-            lease_owner=bindparam("owner", type_=OutboxRow.lease_owner.type),
-            attempts=_OUTBOX.c.attempts + 1,
-        )
-        .returning(*_OUTBOX.c)
-    )
-
-
-_OUTBOX_CLAIM: dict[str, Any] = {}
+_OUTBOX_CLAIM = _claim(
+    OutboxRow,
+    OutboxRow.destination_key,
+    OUTBOX_OPEN,
+    or_(
+        and_(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= _NOW),
+        and_(OutboxRow.status == "sending", OutboxRow.lease_until < _NOW),
+    ),
+    # Urgent cards first when many are due (a burst waiting on Slack's rate limit).
+    [OutboxRow.rank, OutboxRow.next_attempt_at, OutboxRow.id],
+    "sending",
+    list(_OUTBOX.c),
+)
 
 
 async def outbox_claim(
@@ -379,12 +381,7 @@ async def outbox_claim(
 ) -> list[Row[Any]]:
     """Claim due head rows, one per destination, and lease them: each row's columns as they
     are now (attempts counting this one), urgent first, in one statement, as the inbox's."""
-    dialect = session.get_bind().dialect.name
-    stmt = _OUTBOX_CLAIM.get(dialect)
-    if stmt is None:  # built once per dialect: building it was more than running it
-        stmt = _OUTBOX_CLAIM[dialect] = _outbox_claim(dialect)
-    params = {"now": now, "limit": limit, "lease_until": now + lease, "owner": owner}
-    rows = (await session.execute(stmt, params)).all()
+    rows = await _leased(session, _OUTBOX_CLAIM, now, lease, limit, owner)
     # RETURNING's order is not the claim's
     return sorted(rows, key=lambda row: (row.rank, row.next_attempt_at, row.id))
 
