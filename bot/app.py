@@ -169,6 +169,7 @@ class DeskApp:
         if self.knowledge is not None:
             await self.knowledge.sync(self.sessions, self.clock.now())
         self.inbox = DbInbox(self.sessions, self.clock)
+        self.inbox.start()  # what a stopped desk left in the intake spool goes in first
         self.adapters = build_adapters(
             self.settings, self.inbox, self.rules, MailStore(self.sessions, self.clock)
         )
@@ -268,6 +269,8 @@ class DeskApp:
             await _quietly(adapter.stop())
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.inbox is not None:
+            await self.inbox.close()
         await self.classifier.close()
         if self.engine is not None:
             await self.engine.dispose()

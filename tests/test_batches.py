@@ -21,7 +21,7 @@ from bot.automations.journal import take
 from bot.core.tickets import Desk
 from bot.delivery import dispatcher
 from bot.domain.classifier import RulesClassifier
-from storage import trail
+from storage import intake, trail
 from storage.db import create_engine, migrate
 from storage.models import AutomationFiring, InboxRow, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import inbox_add, inbox_claim
@@ -51,6 +51,7 @@ async def desk(engine: AsyncEngine) -> AsyncIterator[Harness]:
 async def _write(desk: Harness, texts: list[str], first: int = 0) -> None:
     events = [desk.customer(text, chat=str(100 + i)) for i, text in enumerate(texts, first)]
     assert await desk.inbox.accept(events, {}) == len(texts)
+    await desk.inbox.turn()  # on SQLite: moved from the intake spool into the inbox
 
 
 async def test_a_failing_event_in_a_batch_is_rolled_back_alone(
@@ -159,32 +160,30 @@ async def test_a_burst_costs_one_commit_per_batch_on_sqlite(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-async def test_a_waiting_inbox_write_ends_the_dispatchers_transaction_at_once(
+async def test_a_webhook_during_the_dispatchers_transaction_is_answered_at_once(
     desk: Harness, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On SQLite a webhook's (or a poll's) inbox write waits for the one writer: the
-    dispatcher lets the loop read it between two events (its statements never yield), and its
-    transaction then commits after the event it is on, whatever its budget left, so the
-    platform is answered after one event's step, not after the batch's."""
+    """On SQLite a webhook's (or a poll's) events are made durable in the intake spool and the
+    platform answered while the dispatcher's transaction holds the one writer; the dispatcher
+    lets the loop read the webhook between two events (its statements never yield) and then
+    commits after the event it is on, whatever its budget left, so the events are moved into
+    the inbox after one event's step, not after the batch's."""
     monkeypatch.setattr(dispatcher, "BATCH_BUDGET", 60.0)  # the budget alone would take all 12
     await _write(desk, [f"order {i} has not arrived" for i in range(12)])
     step = desk.dispatcher._step
     arriving: list[asyncio.Task[int]] = []
-    done_when_written: list[int] = []
+    commits_when_answered: list[int] = []
 
     async def step_while_a_webhook_arrives(*args: Any) -> Desk:
         if not arriving:
 
             async def webhook() -> int:
                 added = await desk.inbox.accept([desk.customer("hello?", chat="999")], {})
-                async with desk.sessions() as s:
-                    done_when_written.append(
-                        await s.scalar(select(func.count()).where(InboxRow.status == "done")) or 0
-                    )
+                commits_when_answered.append(len(dispatched))
                 return added
 
-            # Arrives now: it runs (and waits for the writer) only when the dispatcher lets
-            # the loop go on, as a webhook's request would be read.
+            # Arrives now: it runs only when the dispatcher lets the loop go on, as a
+            # webhook's request would be read.
             arriving.append(asyncio.create_task(webhook()))
         return await step(*args)
 
@@ -192,30 +191,34 @@ async def test_a_waiting_inbox_write_ends_the_dispatchers_transaction_at_once(
     with commits(engine) as dispatched:
         assert await desk.dispatcher.run_once() == 12
     assert await arriving[0] == 1
-    assert done_when_written == [1]  # written right after the first event's commit
-    assert len(dispatched) == 4  # the claim, the first event, the webhook, the other eleven
+    assert commits_when_answered == [1]  # answered with only the claim committed
+    assert len(dispatched) == 4  # the claim, the first event, the move, the other eleven
+    async with desk.sessions() as s:
+        waiting = (await s.scalars(select(InboxRow.status).where(InboxRow.id == 13))).all()
+    assert waiting == ["pending"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-async def test_webhooks_waiting_for_the_writer_share_one_commit_each_with_its_count(
+async def test_webhooks_while_the_writer_is_busy_are_answered_and_moved_in_one_commit(
     desk: Harness, engine: AsyncEngine
 ) -> None:
-    """SQLite's group commit: writes that wait while the one writer is busy go in one
-    transaction, each told how many of its events were new (a redelivery among them: 0)."""
+    """Writes that arrive while the one writer is busy are each answered at once with how many
+    of its events were new (a redelivery among them: 0), and go into the inbox in arrival
+    order in one transaction once the writer is free."""
     first, second, third = (
         desk.customer(t, chat=c) for t, c in (("a", "1"), ("b", "2"), ("c", "3"))
     )
     with commits(engine) as committed:
         async with desk.sessions.begin() as held:  # busy, as during the dispatcher's step
             await held.execute(select(1))
-            writes = [
-                asyncio.create_task(desk.inbox.accept([ev], {"delivery": n}))
+            answers = [
+                await desk.inbox.accept([ev], {"delivery": n})
                 for n, ev in enumerate((first, second, third, first))
             ]
-            await asyncio.sleep(0.05)
-            assert desk.inbox.waiting() and not any(w.done() for w in writes)
-        assert [await w for w in writes] == [1, 1, 1, 0]
-    assert len(committed) == 2  # the busy transaction, then the four writes together
+            assert answers == [1, 1, 1, 0]
+            assert desk.inbox.waiting()
+        await desk.inbox.turn()
+    assert len(committed) == 2  # the busy transaction, then the three rows together
     assert not desk.inbox.waiting()
     async with desk.sessions() as s:
         kept = (
@@ -226,28 +229,97 @@ async def test_webhooks_waiting_for_the_writer_share_one_commit_each_with_its_co
         (second.external_id, {"delivery": 1}),
         (third.external_id, {"delivery": 2}),
     ]
+    # In the inbox now: a redelivery is still told it is one, and nothing is left to move.
+    assert await desk.inbox.accept([second], {"delivery": 4}) == 0
+    assert desk.inbox._spool is not None and desk.inbox._spool.waiting() == 0
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-async def test_a_write_that_fails_in_a_group_fails_alone(
-    desk: Harness, monkeypatch: pytest.MonkeyPatch
+async def test_a_move_the_database_refuses_keeps_the_events_until_it_works(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The events were answered (the platform will not send them again): while the database
+    refuses them they stay in the spool, the loops are not held back meanwhile, and they go
+    into the inbox once it takes them."""
+    refusals: list[int] = []
+
     async def refusing(session: Any, rows: Any) -> int:
-        if any(r["external_id"] == bad.external_id for r in rows):
-            raise RuntimeError("a row the database refused")
+        if len(refusals) < 2:
+            refusals.append(len(rows))
+            raise RuntimeError("the database refused")
         return await inbox_add(session, rows)
 
     monkeypatch.setattr(dispatcher, "inbox_add", refusing)
-    good, bad = desk.customer("fine", chat="1"), desk.customer("refused", chat="2")
-    async with desk.sessions.begin() as held:
-        await held.execute(select(1))
-        writes = [asyncio.create_task(desk.inbox.accept([ev], {})) for ev in (good, bad)]
+    good = desk.customer("my parcel is late", chat="1")
+    assert await desk.inbox.accept([good], {}) == 1
+    await asyncio.sleep(0.05)
+    assert refusals == [1]
+    await asyncio.wait_for(desk.inbox.turn(), 0.05)  # the dispatcher may try (and say so)
+    assert desk.inbox._spool is not None and desk.inbox._spool.waiting() == 1
+    for _ in range(100):
+        if not desk.inbox._spool.waiting():
+            break
         await asyncio.sleep(0.05)
-    assert await writes[0] == 1
-    with pytest.raises(RuntimeError, match="refused"):
-        await writes[1]  # its webhook answers 503 and the platform delivers it again
     async with desk.sessions() as s:
         assert (await s.scalars(select(InboxRow.external_id))).all() == [good.external_id]
+    said = [r.getMessage().split()[0] for r in caplog.records]
+    assert said.count("inbox.move_failed") == 1 and "inbox.move_recovered" in said
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_what_a_stopped_desk_left_in_the_spool_is_moved_at_the_next_start(
+    desk: Harness, engine: AsyncEngine
+) -> None:
+    """A desk stopped (or killed) between answering a platform and moving its events: the next
+    start moves them; one whose inbox copy was committed before the stop (the spool not yet
+    told) is not written twice."""
+    moved, answered = desk.customer("first", chat="1"), desk.customer("second", chat="2")
+    assert await desk.inbox.accept([moved], {}) == 1
+    await desk.inbox.turn()
+    spool = desk.inbox._spool
+    assert spool is not None
+    rows = [
+        {
+            "channel": ev.channel,
+            "external_id": ev.external_id,
+            "conversation": ev.conversation,
+            "kind": ev.kind,
+            "payload": {"left": "in the spool"},
+            "raw": {},
+            "status": "ignored",
+            "error": None,
+            "attempts": 0,
+            "received_at": desk.clock.now(),
+            "processed_at": desk.clock.now(),
+        }
+        for ev in (moved, answered)
+    ]
+    with spool._spool.begin() as conn:  # as a stop between the two writes leaves them
+        conn.execute(
+            intake.SPOOL.insert(),
+            [
+                {
+                    "channel": r["channel"],
+                    "external_id": r["external_id"],
+                    "row": intake._to_json(r),
+                }
+                for r in rows
+            ],
+        )
+    assert spool.waiting() == 2
+    await desk.inbox.close()
+
+    again = dispatcher.DbInbox(desk.sessions, desk.clock)
+    again.start()
+    await again.turn()
+    async with desk.sessions() as s:
+        kept = (await s.execute(select(InboxRow.external_id, InboxRow.status))).all()
+    assert sorted(tuple(r) for r in kept) == [
+        (moved.external_id, "pending"),
+        (answered.external_id, "ignored"),
+    ]
+    assert again._spool is not None and again._spool.waiting() == 0
+    await again.close()
 
 
 async def _outbox_once_the_others_are_sent(desk: Any) -> dict[int, OutboxRow]:

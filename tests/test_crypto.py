@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.base.settings import SettingsError, load_settings
 from storage import crypto
 from storage.crypto import DataKeyError, Keyring
-from storage.db import session_factory
+from storage.db import create_engine, migrate, session_factory
+from storage.intake import Spool
 from storage.models import Customer, Identity, InboxRow
 from storage.queues import inbox_add
 
@@ -251,6 +252,50 @@ async def test_a_redelivery_during_a_rotation_is_still_a_duplicate(engine: Async
     async with sessions() as s:
         [found] = (await s.scalars(select(InboxRow).where(InboxRow.external_id == wamid))).all()
         assert (found.external_id, found.payload) == (wamid, {"n": 1})
+
+
+async def test_the_intake_spool_seals_what_it_keeps_and_knows_a_rotations_duplicate(
+    tmp_path: Path,
+) -> None:
+    """SQLite's intake spool (storage/intake.py) holds a webhook's events until they are in the
+    inbox: sealed as the inbox's rows are, and a redelivery of an event the inbox keeps under
+    the old key is a duplicate there too."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
+    await migrate(engine)
+    sessions = session_factory(engine)
+    wamid = "wamid.HBgLNDQ3NzAwOTAwMTIzFQIAEhgUM0E0QTY1OTlBRUUwMzgxMDE0NEYA"
+
+    def row(external_id: str, text: str) -> dict[str, object]:
+        return {
+            "channel": "whatsapp",
+            "external_id": external_id,
+            "conversation": "whatsapp:447700900123",
+            "kind": "customer_message",
+            "payload": {"text": text},
+            "raw": {"text": text},
+            "status": "pending",
+            "received_at": _now(),
+        }
+
+    crypto.install(Keyring.of(OLD))
+    async with sessions.begin() as s:
+        assert await inbox_add(s, [row(wamid, "hello")]) == 1
+    crypto.install(Keyring.of(KEY, [OLD]))
+    spool = Spool(tmp_path / "desk.db")
+    try:
+        assert spool.add([row(wamid, "hello")]) == 0  # Meta's retry during the rotation
+        assert spool.add([row(wamid + "Mw", "my card number is 4111")]) == 1
+        [(_, kept)] = spool.take(10)
+        assert kept["payload"] == {"text": "my card number is 4111"}
+    finally:
+        spool.close()
+        await engine.dispose()
+    stored = _spool_bytes(tmp_path)
+    assert b"4111" not in stored and b"HBgL" not in stored and b"dk1:" in stored
+
+
+def _spool_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.glob("desk-intake.db*"))
 
 
 def keys(sub: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

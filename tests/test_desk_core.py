@@ -251,6 +251,7 @@ async def test_a_polls_updates_are_kept_each_with_its_payload_in_one_transaction
         added = await desk.inbox.accept_each(
             [(one, {"update_id": 1}), (two, {"update_id": 2}), (one, {"update_id": 1})]
         )
+        await desk.inbox.turn()  # SQLite: moved from the intake spool into the inbox
     finally:
         event.remove(engine.sync_engine, "begin", began)
     assert added == 2 and len(begun) == 1
@@ -293,6 +294,7 @@ async def test_chinese_customer_gets_chinese_ack(desk: Harness) -> None:
 
 async def test_crash_after_claim_is_processed_once_after_lease(desk: Harness) -> None:
     await desk.inbox.accept([desk.customer("hello")], {})
+    await desk.inbox.turn()
     async with desk.sessions.begin() as s:  # a worker claims it, then dies
         claimed = await inbox_claim(s, now=desk.clock.now(), lease=timedelta(seconds=60), limit=5)
         assert len(claimed) == 1

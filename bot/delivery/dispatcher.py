@@ -41,7 +41,8 @@ from bot.domain.events import (
 )
 from bot.domain.prepared import Prepared
 from nlp.language import detect_language
-from storage.db import one_writer, problem
+from storage.db import one_writer, problem, shared_url
+from storage.intake import Spool, database_path
 from storage.models import Identity, InboxRow, Ticket
 from storage.queues import inbox_add, inbox_behind, inbox_claim
 
@@ -55,6 +56,10 @@ TOO_EARLY_STEP = timedelta(seconds=2)
 # is on (DbInbox.waiting), so a webhook waits for one event's step, never for the budget. What
 # the budget still bounds is the outbox's wait to claim and record (cards of a burst).
 BATCH_BUDGET = 0.025
+# The most spool rows (storage/intake.py) moved into the inbox in one transaction, and how long
+# a stopping desk lets the mover finish (seconds; what is left is moved at the next start).
+MOVE_GROUP = 200
+MOVE_AT_STOP = 5.0
 
 
 Claim = tuple[int, int, dict[str, Any]]  # an inbox row's id, attempt and payload
@@ -120,23 +125,25 @@ class DbInbox:
         self._sessions = sessions
         self._clock = clock
         self.arrived = asyncio.Event()  # wakes the dispatcher without polling latency
-        # Webhooks first on SQLite, whose one connection is the one writer: while a platform
-        # waits for its acknowledgement, the dispatcher and the outbox start no transaction
+        # Intake first on SQLite, whose one connection is the one writer: while events wait
+        # to be written into the inbox, the dispatcher and the outbox start no transaction
         # (turn()). A burst then grows the backlog, not the platforms' timeouts and retries.
         self._one_writer = one_writer(sessions)
         self._clear = asyncio.Event()
         self._clear.set()
-        # SQLite's group commit: the writes waiting for the one writer, each with the future
-        # its caller awaits, and the task that writes them (None while nothing waits).
-        self._queued: list[tuple[Sequence[dict[str, Any]], asyncio.Future[int]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        # SQLite's intake (storage/intake.py): events are made durable in the spool beside
+        # the database and the platform answered; the mover writes them into the inbox when
+        # the one writer is free.
+        database = database_path(shared_url(sessions.kw["bind"])) if self._one_writer else None
+        self._spool = Spool(database) if database is not None else None
+        self._mover: asyncio.Task[None] | None = None
 
     def waiting(self) -> bool:
-        """Whether an inbox write is waiting for the one writer (or writing) now."""
+        """Whether the mover waits for the one writer (or writes) now."""
         return self._one_writer and not self._clear.is_set()
 
     async def turn(self) -> None:
-        """Wait while a webhook waits to be written (SQLite; at once on PostgreSQL)."""
+        """Wait while the mover has events to write (SQLite; at once on PostgreSQL)."""
         while self._one_writer and not self._clear.is_set():
             await self._clear.wait()
 
@@ -190,60 +197,71 @@ class DbInbox:
         return added
 
     async def _write(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Write ``rows`` and commit; how many were new.
+        """Write ``rows`` durably; how many were new.
 
-        On SQLite, a group commit: the writes that arrive while the one writer is busy (with
-        the dispatcher's transaction, or the previous group) wait together and go in the next
-        transaction, each in a savepoint of its own, so one commit answers them all and one
-        that fails fails alone. On PostgreSQL each write commits alone, side by side."""
-        if not self._one_writer:
+        On SQLite, into the spool (storage/intake.py), from where the mover writes them into
+        the inbox when the one writer is free (:meth:`_moving`). On PostgreSQL, and for an
+        in-memory SQLite database (which no spool can stand beside), into the inbox in a
+        transaction of the write's own."""
+        if self._spool is None:
             async with self._sessions.begin() as session:
                 return await inbox_add(session, rows)
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queued.append((rows, done))
-        self._clear.clear()
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_groups())
-        return await done
+        added = self._spool.add(rows)  # durable when it returns: the platform may be answered
+        self._move()
+        return added
 
-    async def _write_groups(self) -> None:
-        group: list[tuple[Sequence[dict[str, Any]], asyncio.Future[int]]] = []
+    def start(self) -> None:
+        """Move what a desk that stopped left in the spool (see :meth:`_moving`)."""
+        if self._spool is not None and self._spool.waiting():
+            self._move()
+
+    async def close(self) -> None:
+        """Let the mover finish what the spool holds (for at most a few seconds: what is left
+        is moved at the next start), then close the spool."""
+        if self._mover is not None:
+            await asyncio.wait({self._mover}, timeout=MOVE_AT_STOP)
+            self._mover.cancel()
+        if self._spool is not None:
+            self._spool.close()
+
+    def _move(self) -> None:
+        self._clear.clear()  # the dispatcher and the outbox let the mover go first
+        if self._mover is None:
+            self._mover = asyncio.create_task(self._moving(), name="inbox.mover")
+
+    async def _moving(self) -> None:
+        """Move the spool's rows into the inbox, oldest first, a group a transaction, and
+        forget them in the spool once committed (a stop between the two: the next start moves
+        them again, and the inbox's unique key drops the second copy). While the database
+        refuses, the rows stay in the spool and the move is tried again, each try a little
+        later, without holding back the loops meanwhile (they report the database lost)."""
+        assert self._spool is not None
+        failures = Streak()
         try:
-            while self._queued:
-                group, self._queued = self._queued, []
-                alone = len(group) == 1
+            while taken := self._spool.take(MOVE_GROUP):
                 try:
                     async with self._sessions.begin() as session:
-                        outcomes = [await _add(session, rows, alone) for rows, _ in group]
-                except Exception as exc:  # the transaction failed: nothing of it stands
-                    outcomes = [exc] * len(group)
-                for (_, done), outcome in zip(group, outcomes, strict=True):
-                    if done.done():  # its caller is gone (a webhook whose client hung up)
-                        continue
-                    if isinstance(outcome, Exception):
-                        done.set_exception(outcome)
-                    else:
-                        done.set_result(outcome)
+                        added = await inbox_add(session, [row for _, row in taken])
+                except Exception:
+                    wait, loud = failures.failed()
+                    if loud:
+                        log.exception(
+                            "inbox.move_failed waiting=%d failures=%d", len(taken), failures.count
+                        )
+                    self._clear.set()
+                    await asyncio.sleep(wait)
+                    self._clear.clear()
+                    continue
+                if failed := failures.ended():
+                    log.info("inbox.move_recovered failures=%d", failed)
+                self._spool.drop([spool_id for spool_id, _ in taken])
+                if added < len(taken):
+                    log.info("inbox.moved new=%d duplicates=%d", added, len(taken) - added)
+                if added:
+                    self.arrived.set()
         finally:
-            self._writer = None
-            for _, done in group + self._queued:  # left only if this task was cancelled
-                if not done.done():
-                    done.set_exception(RuntimeError("the inbox stopped before writing"))
-            self._queued = []
+            self._mover = None
             self._clear.set()
-
-
-async def _add(
-    session: AsyncSession, rows: Sequence[dict[str, Any]], alone: bool
-) -> int | Exception:
-    """One write of a group: alone in its transaction, or in a savepoint of its own."""
-    if alone:
-        return await inbox_add(session, rows)
-    try:
-        async with session.begin_nested():
-            return await inbox_add(session, rows)
-    except Exception as exc:  # raised to its caller (who logs it and answers the platform)
-        return exc
 
 
 class Dispatcher:
