@@ -413,6 +413,30 @@ async def expire_inbox_leases(
     return max(getattr(result, "rowcount", 0) or 0, 0)
 
 
+async def release_lost_claims(
+    session: AsyncSession,
+    model: type[InboxRow] | type[OutboxRow],
+    owner: str,
+    leased_until_from: datetime,
+) -> int:
+    """Give back the rows ``owner`` leased in a claim it never heard the answer of (the database
+    committed it as the link was cut): every row of ``model`` leased to ``owner`` until
+    ``leased_until_from`` or later, that is by a claim made at or after the failed one began
+    (the claim's time plus the lease). They are pending again: nothing was done with them.
+    Returns how many."""
+    held = "processing" if model is InboxRow else "sending"
+    result = await session.execute(
+        update(model)
+        .where(
+            model.status == held,
+            model.lease_owner == owner,
+            model.lease_until >= leased_until_from,
+        )
+        .values(status="pending", lease_until=None, lease_owner=None)
+    )
+    return max(getattr(result, "rowcount", 0) or 0, 0)
+
+
 async def outbox_held_by(session: AsyncSession, owners: Sequence[str]) -> list[OutboxRow]:
     """The outbox rows these (dead) owners were sending, locked, oldest first."""
     if not owners:

@@ -19,12 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot import wiring
 from bot.automations.journal import take
 from bot.core.tickets import Desk
-from bot.delivery import dispatcher
+from bot.delivery import dispatcher, outbox
 from bot.domain.classifier import RulesClassifier
 from storage import intake, trail
 from storage.db import create_engine, migrate
 from storage.models import AutomationFiring, InboxRow, Message, OutboxRow, Ticket, TicketEvent
-from storage.queues import inbox_add, inbox_claim
+from storage.queues import inbox_add, inbox_claim, outbox_claim
 from tests.test_desk_core import RULES, Harness, make_harness
 
 
@@ -165,9 +165,8 @@ async def test_a_webhook_during_the_dispatchers_transaction_is_answered_at_once(
 ) -> None:
     """On SQLite a webhook's (or a poll's) events are made durable in the intake spool and the
     platform answered while the dispatcher's transaction holds the one writer; the dispatcher
-    lets the loop read the webhook between two events (its statements never yield) and then
-    commits after the event it is on, whatever its budget left, so the events are moved into
-    the inbox after one event's step, not after the batch's."""
+    then commits after the event it is on, whatever its budget left, so the events are moved
+    into the inbox after one event's step, not after the batch's."""
     monkeypatch.setattr(dispatcher, "BATCH_BUDGET", 60.0)  # the budget alone would take all 12
     await _write(desk, [f"order {i} has not arrived" for i in range(12)])
     step = desk.dispatcher._step
@@ -717,3 +716,66 @@ async def test_a_message_that_arrives_during_a_batch_is_claimed_right_after_it(
         await _done_within(desk, 2, 5.0)
         await writes[0]
     assert taken[:3] == [0, 1, 1]
+
+
+def _committed_then_lost(desk: Harness, claim: Any) -> tuple[Any, list[int]]:
+    """A claim the database commits while the link is cut before its answer comes back: the
+    rows are leased to the desk, and the desk sees only the error."""
+    lost: list[int] = []
+
+    async def committed_unheard(_session: Any, **kwargs: Any) -> Any:
+        if lost:
+            return await claim(_session, **kwargs)
+        async with desk.sessions.begin() as other:
+            lost.extend(row.id for row in await claim(other, **kwargs))
+        raise ConnectionResetError("the link to the database was cut")
+
+    return committed_unheard, lost
+
+
+async def test_a_claim_committed_unheard_is_given_back_when_the_dispatcher_recovers(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The message waits for the loop's next try, not for its lease (a minute) to run out."""
+    fake, lost = _committed_then_lost(desk, inbox_claim)
+    monkeypatch.setattr(dispatcher, "inbox_claim", fake)
+    await _write(desk, ["my parcel is late"])
+    stop = asyncio.Event()
+    running = asyncio.create_task(desk.dispatcher.run(stop))
+    try:
+        for _ in range(100):  # the loop pauses 0.1 s after a failure
+            if desk.dispatcher.processed:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await running
+    assert lost == [1] and desk.dispatcher.processed == 1
+    async with desk.sessions() as s:
+        assert (await s.scalars(select(InboxRow.status))).all() == ["done"]
+        assert await s.scalar(select(func.count()).select_from(Ticket)) == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert "dispatcher.claims_released rows=1" in said
+
+
+async def test_an_outbox_claim_committed_unheard_is_sent_once_when_the_outbox_recovers(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _write(desk, ["my parcel is late"])
+    assert await desk.dispatcher.run_once() == 1
+    fake, lost = _committed_then_lost(desk, outbox_claim)
+    monkeypatch.setattr(outbox, "outbox_claim", fake)
+    stop = asyncio.Event()
+    running = asyncio.create_task(desk.outbox.run(stop))
+    try:
+        for _ in range(100):
+            if desk.telegram.sent and desk.slack.sent:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await running
+    assert len(lost) == 2  # the acknowledgement and the card
+    assert len(desk.telegram.sent) == 1 and [o.kind for o in desk.slack.sent] == ["slack_card"]
+    said = [r.getMessage() for r in caplog.records]
+    assert "outbox.claims_released rows=2" in said

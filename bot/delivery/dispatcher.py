@@ -44,7 +44,7 @@ from nlp.language import detect_language
 from storage.db import one_writer, problem, shared_url
 from storage.intake import Spool, database_path
 from storage.models import Identity, InboxRow, Ticket
-from storage.queues import inbox_add, inbox_behind, inbox_claim
+from storage.queues import inbox_add, inbox_behind, inbox_claim, release_lost_claims
 
 log = logging.getLogger("deskbot.dispatcher")
 NO_PREPARERS = Preparers()
@@ -306,16 +306,21 @@ class Dispatcher:
         self._unsettled: dict[int, tuple[int, dict[str, Any]]] = {}
         # Since when the loop has been failing, and why (shown by /healthz); None while it works.
         self.failing: tuple[datetime, str] | None = None
+        # When the first run that failed since the last good one began: its claim may have
+        # been committed without the answer reaching us (see _release_lost_claims).
+        self._failed_since: datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = Streak()
         while not stop.is_set():
+            began = self._clock.now()
             try:
                 done = await self.run_once()
                 self.failing = None
                 if failed := failures.ended():
                     log.info("dispatcher.loop_recovered failures=%d", failed)
             except Exception as exc:
+                self._failed_since = self._failed_since or began
                 wait, loud = failures.failed()
                 if loud:
                     log.exception("dispatcher.loop_error failures=%d", failures.count)
@@ -335,6 +340,9 @@ class Dispatcher:
         for row_id, (attempt, outcome) in list(self._unsettled.items()):
             await self._settle(row_id, attempt, outcome)  # raises while the database is away
             del self._unsettled[row_id]
+        if self._failed_since is not None:
+            await self._release_lost_claims(self._failed_since)
+            self._failed_since = None
         await self._inbox.turn()
         # What arrives from now on wakes the loop again (run()); what arrived before is claimed
         # now, or known to wait behind a conversation's earlier message (``more``).
@@ -497,11 +505,11 @@ class Dispatcher:
                 }
                 for (row_id, attempt, _), prep in items:
                     if taken:
-                        # SQLite's statements run inline and never yield: let a webhook that
-                        # arrived meanwhile be read, up to its wait for the one writer.
+                        # SQLite's statements run inline and yield only every few ms: let
+                        # what arrived meanwhile be read (and spooled) before the next event.
                         await asyncio.sleep(0)
                         if time.monotonic() - started >= budget or self._inbox.waiting():
-                            break  # commit, and let the inbox write that waits go first
+                            break  # commit, and let the mover that waits go first
                     taken += 1
                     if states.get(row_id) != ("processing", attempt):
                         continue  # our lease ran out and another worker has it now
@@ -611,6 +619,22 @@ class Dispatcher:
                 row_id,
                 type(again).__name__,
             )
+
+    async def _release_lost_claims(self, since: datetime) -> None:
+        """Give back the rows a failed run leased and left: its claim committed while the
+        link to the database was cut before the answer came back (the run failed, not knowing
+        it held them), or a claim that worked followed by a failure before any event was
+        processed (reading the batch's customers). Between runs this process holds no inbox
+        row it is working on, and a retry's pause is far shorter than a lease, so a row leased
+        to us until ``since`` + lease or later is one of those; it held its conversation back
+        for a whole lease (a minute) before (the outage test). A row the lost claim's
+        transaction did not commit was never leased: nothing to give back."""
+        async with self._sessions.begin() as session:
+            released = await release_lost_claims(
+                session, InboxRow, self._owner, since + self._lease
+            )
+        if released:
+            log.warning("dispatcher.claims_released rows=%d", released)
 
     async def _settle(self, row_id: int, attempt: int, outcome: dict[str, Any]) -> None:
         async with self._sessions.begin() as session:

@@ -66,7 +66,7 @@ from bot.domain.outbound import (
 from bot.domain.window import is_closed
 from storage.db import one_writer, problem
 from storage.models import Identity, OutboxRow, Ticket
-from storage.queues import outbox_claim
+from storage.queues import outbox_claim, release_lost_claims
 
 log = logging.getLogger("deskbot.outbox")
 
@@ -192,6 +192,8 @@ class OutboxSender(OutcomeRecorder):
         self.sent = 0
         # Since when the loop has been failing, and why (shown by /healthz); None while it works.
         self.failing: tuple[datetime, str] | None = None
+        # When the claim under way began; still set at the next run if that claim failed.
+        self._claim_began: datetime | None = None
         # Sent, but the database could not record it (see _finish): recorded, not re-sent,
         # when the row comes back to this process.
         self._unrecorded: dict[int, Delivery] = {}
@@ -238,6 +240,20 @@ class OutboxSender(OutcomeRecorder):
 
     async def run_once(self) -> int:
         await self._turn()
+        if self._claim_began is not None:
+            # The last claim failed, and the database may have committed it while the link
+            # was cut before the answer came back: rows leased to us that were never sent,
+            # which held their destinations back for a whole lease. Pending again now.
+            async with self._sessions.begin() as session:
+                released = await release_lost_claims(
+                    session,
+                    OutboxRow,
+                    self._owner,
+                    self._claim_began + self._lease,
+                )
+            if released:
+                log.warning("outbox.claims_released rows=%d", released)
+        self._claim_began = self._clock.now()
         async with self._sessions.begin() as session:
             rows = await outbox_claim(
                 session,
@@ -289,6 +305,7 @@ class OutboxSender(OutcomeRecorder):
                         blocked.add((ch, chat))
                     elif ch == "whatsapp" and is_closed(last_inbound, self._rules.whatsapp, now):
                         closed.add((ch, chat))
+        self._claim_began = None  # committed, and we know what we hold
         if not claims:
             return 0
         self._refused, self._put_back = {}, []

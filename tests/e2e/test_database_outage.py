@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from bot.app import DeskApp
 from bot.delivery.outbox import RateLimits
+from storage.models import InboxRow
 
 from .conftest import RULES, Stack, desk_settings, eventually, free_port, start_standins
 
@@ -79,12 +80,29 @@ class CuttableLink:
         self._writers -= {writer, up_writer}
 
 
+_SEEN = (
+    InboxRow.id,
+    InboxRow.kind,
+    InboxRow.status,
+    InboxRow.attempts,
+    InboxRow.lease_owner,
+    InboxRow.lease_until,
+    InboxRow.error,
+)
+
+
 def _print_dispatcher_stack() -> None:
+    """Every task's chain of awaits, innermost last: where the dispatcher waits, and on what
+    (SQLAlchemy closes a session in a task of its own, which the dispatcher awaits)."""
     for task in asyncio.all_tasks():
-        stack = io.StringIO()
-        task.print_stack(limit=40, file=stack)
-        if "dispatcher" in stack.getvalue():
-            print("the dispatcher's task:", task.get_name(), stack.getvalue())
+        frames: list[str] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                frames.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        print("task", task.get_name(), "->", " | ".join(frames) or repr(task))
 
 
 async def _health(url: str) -> tuple[int, dict[str, Any]]:
@@ -170,6 +188,10 @@ async def test_healthz_tells_a_lost_database_and_nothing_is_lost(
         except AssertionError:
             posts = [(m["ts"], m.get("thread_ts"), m["text"][:60]) for m in stack.cards()]
             print("cards:", posts, "webhook attempts:", wa._deliverer.attempts[-12:])
+            async with stack.sessions() as s:
+                rows = (await s.execute(select(*_SEEN).order_by(InboxRow.id))).all()
+            print("inbox:", [tuple(r) for r in rows], "now:", desk.clock.now())
+            _print_dispatcher_stack()
             raise
     finally:
         # The database back first, whatever failed above while it was cut: the desk's stop
