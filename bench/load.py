@@ -81,6 +81,7 @@ from sandbox import StandIns
 from sandbox._common import Deliverer
 from sandbox.ports import free_port as free_port
 from storage.db import create_engine
+from storage.intake import Spool
 
 ROOT = Path(__file__).resolve().parents[1]
 # The Slack stand-in's chat.postMessage bucket (sandbox/slack.py): 1 a second per channel, 10 at
@@ -308,6 +309,11 @@ class Backlog:
         inbox = self._sqlite.execute(
             "SELECT count(*) FROM inbox WHERE status IN ('pending', 'processing')"
         ).fetchone()[0]
+        # And the intake spool's (storage/intake.py): events answered for, not yet moved.
+        spool = Spool.path_beside(Path(path))
+        if spool.exists():
+            with contextlib.closing(sqlite3.connect(spool)) as intake:
+                inbox += intake.execute("SELECT count(*) FROM intake").fetchone()[0]
         outbox = self._sqlite.execute(
             "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"
         ).fetchone()[0]

@@ -116,12 +116,16 @@ class Spool:
     """The spool beside the SQLite database ``database`` (``desk.db`` → ``desk-intake.db``)."""
 
     def __init__(self, database: Path) -> None:
-        path = database.with_name(f"{database.stem}-intake{database.suffix or '.db'}")
+        path = self.path_beside(database)
         self.path = path
         self._spool = _engine(path, busy_ms=1000, writes=True)
         # Reads only (is an event's id in the inbox already?), beside the desk's writer.
         self._inbox = _engine(database, busy_ms=100, writes=False)
         _META.create_all(self._spool)
+
+    @staticmethod
+    def path_beside(database: Path) -> Path:
+        return database.with_name(f"{database.stem}-intake{database.suffix or '.db'}")
 
     def add(self, rows: Sequence[dict[str, Any]]) -> int:
         """Write inbox rows (each with ``channel`` and ``external_id``) durably, in order,

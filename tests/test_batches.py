@@ -779,3 +779,44 @@ async def test_an_outbox_claim_committed_unheard_is_sent_once_when_the_outbox_re
     assert len(desk.telegram.sent) == 1 and [o.kind for o in desk.slack.sent] == ["slack_card"]
     said = [r.getMessage() for r in caplog.records]
     assert "outbox.claims_released rows=2" in said
+
+
+async def test_a_retry_that_cannot_be_written_makes_the_dispatcher_say_it_is_failing(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event's transaction failed and so did writing its retry (the database is away): the
+    loop says so at once (/healthz), not only when its next run fails, and until the retry is
+    written."""
+    await _write(desk, ["my parcel is late"])
+    away = [True]
+
+    async def step_fails(*_args: Any) -> Desk:
+        raise ConnectionResetError("the link to the database was cut")
+
+    real_settle = desk.dispatcher._settle
+
+    async def settle(*args: Any) -> None:
+        if away[0]:
+            raise ConnectionResetError("the link to the database was cut")
+        await real_settle(*args)
+
+    monkeypatch.setattr(desk.dispatcher, "_step", step_fails)
+    monkeypatch.setattr(desk.dispatcher, "_settle", settle)
+    assert await desk.dispatcher.run_once() == 1  # the run itself ends without an error
+    assert desk.dispatcher.failing is not None
+    assert "ConnectionResetError" in desk.dispatcher.failing[1]
+    away[0] = False
+    stop = asyncio.Event()
+    running = asyncio.create_task(desk.dispatcher.run(stop))
+    try:
+        for _ in range(100):
+            if desk.dispatcher.failing is None:
+                break
+            await asyncio.sleep(0.05)
+        assert desk.dispatcher.failing is None  # the retry written: the loop works again
+    finally:
+        stop.set()
+        await running
+    async with desk.sessions() as s:
+        [(status, error)] = (await s.execute(select(InboxRow.status, InboxRow.error))).all()
+    assert status == "processing" and "ConnectionResetError" in error  # its retry, written

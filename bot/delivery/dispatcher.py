@@ -316,7 +316,8 @@ class Dispatcher:
             began = self._clock.now()
             try:
                 done = await self.run_once()
-                self.failing = None
+                if not self._unsettled:  # else a retry could not be written: still failing
+                    self.failing = None
                 if failed := failures.ended():
                     log.info("dispatcher.loop_recovered failures=%d", failed)
             except Exception as exc:
@@ -614,6 +615,10 @@ class Dispatcher:
             # (a minute), and the conversation's later messages wait behind it. Let it go as
             # soon as the database answers again instead (run_once).
             self._unsettled[row_id] = (attempt, outcome)
+            # The loop is failing from now on (/healthz), not only once its next run fails:
+            # a connect that hangs until its timeout made that a wait of several timeouts.
+            if self.failing is None:
+                self.failing = (self._clock.now(), problem(again))
             log.warning(
                 "dispatcher.retry_unrecorded inbox_id=%d error=%s",
                 row_id,
