@@ -250,7 +250,9 @@ async def test_a_move_the_database_refuses_keeps_the_events_until_it_works(
 
     monkeypatch.setattr(dispatcher, "inbox_add", refusing)
     good = desk.customer("my parcel is late", chat="1")
-    assert await desk.inbox.accept([good], {}) == 1
+    async with desk.sessions.begin() as held:  # busy: the webhook is spooled
+        await held.execute(select(1))
+        assert await desk.inbox.accept([good], {}) == 1
     await asyncio.sleep(0.05)
     assert refusals == [1]
     await asyncio.wait_for(desk.inbox.turn(), 0.05)  # the dispatcher may try (and say so)
@@ -820,3 +822,49 @@ async def test_a_retry_that_cannot_be_written_makes_the_dispatcher_say_it_is_fai
     async with desk.sessions() as s:
         [(status, error)] = (await s.execute(select(InboxRow.status, InboxRow.error))).all()
     assert status == "processing" and "ConnectionResetError" in error  # its retry, written
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_webhook_to_an_idle_desk_goes_straight_into_the_inbox(desk: Harness) -> None:
+    """The one writer free and the spool empty: the spool would only add a write and a move."""
+    ev = desk.customer("my parcel is late", chat="1")
+    assert await desk.inbox.accept([ev], {}) == 1
+    assert not desk.inbox.waiting()  # nothing to move
+    async with desk.sessions() as s:
+        assert (await s.scalars(select(InboxRow.external_id))).all() == [ev.external_id]
+    spool = desk.inbox._spool
+    assert spool is not None and spool.take(10) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_conversation_keeps_its_order_across_the_spool_and_the_straight_way(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message spooled while the writer was busy goes into the inbox before the same
+    customer's next message, even one that arrives while the writer is free (the move of the
+    first waiting to be tried again), and one that arrives once all is moved goes straight in."""
+    refused: list[int] = []
+
+    async def refusing_once(session: Any, rows: Any) -> int:
+        if not refused:
+            refused.append(len(rows))
+            raise RuntimeError("the database refused")
+        return await inbox_add(session, rows)
+
+    monkeypatch.setattr(dispatcher, "inbox_add", refusing_once)
+    texts = ["my parcel is late", "it was due on Monday", "order 1234"]
+    first, second, third = (desk.customer(t, chat="7") for t in texts)
+    async with desk.sessions.begin() as held:
+        await held.execute(select(1))
+        assert await desk.inbox.accept([first], {}) == 1  # spooled
+    await asyncio.sleep(0.02)
+    assert refused == [1] and not desk.inbox.waiting()  # the writer free, the move put off
+    assert await desk.inbox.accept([second], {}) == 1
+    for _ in range(100):
+        if desk.inbox._spool is not None and not desk.inbox._spool.waiting():
+            break
+        await asyncio.sleep(0.05)
+    assert await desk.inbox.accept([third], {}) == 1
+    async with desk.sessions() as s:
+        kept = (await s.scalars(select(InboxRow.external_id).order_by(InboxRow.id))).all()
+    assert kept == [first.external_id, second.external_id, third.external_id]

@@ -148,11 +148,19 @@ class DbInbox:
             await self._clear.wait()
 
     async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int:
-        return await self.accept_each([(ev, raw) for ev in events])
+        """A platform's delivery, while it waits for the answer: on SQLite through the spool."""
+        return await self._accept([(ev, raw) for ev in events], spool=True)
 
     async def accept_each(self, items: Sequence[tuple[Event, Mapping[str, Any]]]) -> int:
         """Events each with the payload it came in, in one transaction (a poll's updates: one
-        commit for the poll, where a commit an update was a transaction a message)."""
+        commit for the poll, where a commit an update was a transaction a message). A poll
+        waits for nobody's answer: straight into the inbox, where the spool would only add a
+        second write and a move to each message's way to its card."""
+        return await self._accept(items, spool=False)
+
+    async def _accept(
+        self, items: Sequence[tuple[Event, Mapping[str, Any]]], *, spool: bool
+    ) -> int:
         if not items:
             return 0
         events = [ev for ev, _ in items]
@@ -185,7 +193,7 @@ class DbInbox:
                 log.warning(
                     "inbox.unfit channel=%s kind=%s reason=%s", ev.channel, ev.kind, unfit_why
                 )
-        added = await self._write(rows)
+        added = await self._write(rows, spool=spool)
         if added:
             self.arrived.set()
         log.info(
@@ -196,19 +204,27 @@ class DbInbox:
         )
         return added
 
-    async def _write(self, rows: Sequence[dict[str, Any]]) -> int:
+    async def _write(self, rows: Sequence[dict[str, Any]], *, spool: bool) -> int:
         """Write ``rows`` durably; how many were new.
 
-        On SQLite, into the spool (storage/intake.py), from where the mover writes them into
-        the inbox when the one writer is free (:meth:`_moving`). On PostgreSQL, and for an
-        in-memory SQLite database (which no spool can stand beside), into the inbox in a
-        transaction of the write's own."""
-        if self._spool is None:
+        On SQLite, for a platform that waits while the one writer is busy, into the spool
+        (storage/intake.py), from where the mover writes them into the inbox when the writer
+        is free (:meth:`_moving`). Otherwise (the writer free and the spool empty, a poll,
+        PostgreSQL, an in-memory SQLite database, which no spool can stand beside) into the
+        inbox in a transaction of the write's own: on an idle desk the spool would only add a
+        second write and a move to the message's way to its card."""
+        if self._spool is None or not spool or self._writer_free():
             async with self._sessions.begin() as session:
                 return await inbox_add(session, rows)
         added = self._spool.add(rows)  # durable when it returns: the platform may be answered
         self._move()
         return added
+
+    def _writer_free(self) -> bool:
+        """Nothing holds the one writer, and the spool is empty (no mover): a write goes in
+        now, after everything that came before it. Checked and acted on without an await
+        between, so nothing can take the writer or fill the spool in between."""
+        return self._mover is None and self._sessions.kw["bind"].pool.checkedout() == 0
 
     def start(self) -> None:
         """Move what a desk that stopped left in the spool (see :meth:`_moving`)."""

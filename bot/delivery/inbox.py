@@ -18,7 +18,8 @@ class Inbox(Protocol):
     only after the events are safe. Events whose ``(channel, external_id)`` was seen before are
     dropped. Returns how many were new. ``raw`` is the platform payload, kept for audit.
     ``accept_each`` does the same for events that came each with a payload of its own (the
-    updates of one Telegram poll), in one transaction.
+    updates of one Telegram poll), in one transaction; ``accept`` is for a platform waiting for
+    its answer (a webhook), ``accept_each`` for a poll, which waits for nobody.
     """
 
     async def accept(self, events: Sequence[Event], raw: Mapping[str, Any]) -> int: ...
