@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import wiring
@@ -868,3 +868,35 @@ async def test_a_conversation_keeps_its_order_across_the_spool_and_the_straight_
     async with desk.sessions() as s:
         kept = (await s.scalars(select(InboxRow.external_id).order_by(InboxRow.id))).all()
     assert kept == [first.external_id, second.external_id, third.external_id]
+
+
+async def test_a_batch_whose_transaction_fails_at_once_fails_the_run_and_is_given_back(
+    desk: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database refuses the batch's transaction at its first statement (it went away after
+    the claim): the run fails and says so, instead of trying the same rows again at once for
+    ever; the rows are given back and processed once the database answers."""
+    await _write(desk, ["my parcel is late", "refund please"])
+    monkeypatch.setattr(
+        dispatcher, "_STATES", select(InboxRow.id).where(text("no_such_column = 1"))
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(desk.dispatcher.run(stop))
+    try:
+        for _ in range(100):
+            if desk.dispatcher.failing is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert desk.dispatcher.failing is not None  # the loop says so
+        assert "no_such_column" in desk.dispatcher.failing[1]
+        monkeypatch.undo()  # the database answers again
+        for _ in range(100):
+            if desk.dispatcher.processed == 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait({running}, timeout=5)  # a loop that spins never sees stop
+        running.cancel()
+    assert desk.dispatcher.processed == 2
+    assert "dispatcher.claims_released rows=2" in [r.getMessage() for r in caplog.records]

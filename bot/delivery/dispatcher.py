@@ -564,6 +564,13 @@ class Dispatcher:
             await self._retry_later(alone.row_id, alone.attempt, retry)
             return taken
         except Exception as exc:
+            if not taken:
+                # It failed before its first event (the database away at its first statement):
+                # the run fails, and says so (/healthz); the batch's rows are given back at the
+                # next try (_release_lost_claims). Returning 0 here made run_once try the same
+                # rows again at once, for ever: a silent spin while the database refused, a
+                # connect timeout at a time while it did not answer (the outage test).
+                raise
             # The transaction itself failed (its commit, or the database went away): nothing of
             # it stands, so every event it took is retried.
             for (row_id, attempt, _), _prep in items[:taken]:
