@@ -29,6 +29,26 @@ KEY = crypto.new_key()
 OLD = crypto.new_key()
 
 
+# A wamid embeds the customer's number.
+WAMID = "wamid.HBgLNDQ3NzAwOTAwMTIzFQIAEhgUM0E0QTY1OTlBRUUwMzgxMDE0NEYA"
+
+
+def _whatsapp_row(
+    external_id: str, payload: dict[str, object], raw: dict[str, object]
+) -> dict[str, object]:
+    """An inbox row of a WhatsApp customer's message, as the desk writes one."""
+    return {
+        "channel": "whatsapp",
+        "external_id": external_id,
+        "conversation": "whatsapp:447700900123",
+        "kind": "customer_message",
+        "payload": payload,
+        "raw": raw,
+        "status": "pending",
+        "received_at": _now(),
+    }
+
+
 @pytest.fixture(autouse=True)
 def no_keyring_after() -> Iterator[None]:
     yield
@@ -226,19 +246,10 @@ async def test_a_redelivery_during_a_rotation_is_still_a_duplicate(engine: Async
     retry of a webhook first stored under the old key is dropped while the rotation has not
     rewritten it yet (the unique key alone compares the new key's form and would let it in)."""
     sessions = session_factory(engine)
-    wamid = "wamid.HBgLNDQ3NzAwOTAwMTIzFQIAEhgUM0E0QTY1OTlBRUUwMzgxMDE0NEYA"
+    wamid = WAMID
 
     def row(n: int) -> dict[str, object]:
-        return {
-            "channel": "whatsapp",
-            "external_id": wamid,
-            "conversation": "whatsapp:447700900123",
-            "kind": "customer_message",
-            "payload": {"n": n},
-            "raw": {},
-            "status": "pending",
-            "received_at": _now(),
-        }
+        return _whatsapp_row(wamid, {"n": n}, {})
 
     crypto.install(Keyring.of(OLD))
     async with sessions.begin() as s:
@@ -263,19 +274,10 @@ async def test_the_intake_spool_seals_what_it_keeps_and_knows_a_rotations_duplic
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
     await migrate(engine)
     sessions = session_factory(engine)
-    wamid = "wamid.HBgLNDQ3NzAwOTAwMTIzFQIAEhgUM0E0QTY1OTlBRUUwMzgxMDE0NEYA"
+    wamid = WAMID
 
     def row(external_id: str, text: str) -> dict[str, object]:
-        return {
-            "channel": "whatsapp",
-            "external_id": external_id,
-            "conversation": "whatsapp:447700900123",
-            "kind": "customer_message",
-            "payload": {"text": text},
-            "raw": {"text": text},
-            "status": "pending",
-            "received_at": _now(),
-        }
+        return _whatsapp_row(external_id, {"text": text}, {"text": text})
 
     crypto.install(Keyring.of(OLD))
     async with sessions.begin() as s:
