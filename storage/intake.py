@@ -93,11 +93,15 @@ def _engine(path: Path, *, busy_ms: int, writes: bool) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # A reader's plain BEGIN reads a snapshot beside the writer, never taking its lock.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+    if writes:
 
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    # A reader runs each SELECT alone (autocommit: the driver's isolation_level None), which
+    # reads a snapshot beside the writer, never taking its lock; no BEGIN and ROLLBACK around
+    # it, two statements fewer for every webhook.
     return engine
 
 
