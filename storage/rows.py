@@ -14,9 +14,8 @@ defaults (as the ORM's flush would take them); the object holds every column aft
 nothing of it is expired or read back. On PostgreSQL the statement goes through
 ``Session.execute``, so the session's ``do_orm_execute`` listeners run before it (the trail's
 kept rows are written first, :mod:`storage.trail`); on the inline SQLite connection it runs on
-the driver, after writing the trail's kept rows itself (``_insert_inline``). It does not
-autoflush, which it does not need: the parents of the rows
-written here (customer → identity, ticket) are written here too, and earlier. Column types seal
+the driver, after writing the trail's kept rows itself (:class:`storage.statements.Statement`).
+On SQLite it does not autoflush, which it does not need: the parents of the rows written here (customer → identity, ticket) are written here too, and earlier. Column types seal
 as they do in a flush (``storage/crypto.py``'s type decorators are the table's own).
 
 A savepoint that rolls back takes the rows written inside it with it: their objects are
@@ -29,16 +28,14 @@ caller writing a :class:`storage.models.Message` feeds it explicitly (``trail.jo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Dialect, Table, event, insert, inspect
+from sqlalchemy import Table, bindparam, event, insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, make_transient_to_detached
-from sqlalchemy.sql.dml import ReturningInsert
 
-from storage.inline_sqlite import InlineConnection
-from storage.trail import within, write_async
+from storage.statements import Statement
+from storage.trail import within
 
 T = TypeVar("T")
 
@@ -61,10 +58,16 @@ class _Plan:
             if column.server_default is not None and column.default is None:
                 raise TypeError(f"{table.name}.{column.name}: a server default is not read back")
             self.columns.append((prop.key, column.key, _default(column)))
-        self.statement: ReturningInsert[Any] | None = (
-            insert(table).returning(auto) if auto is not None else None
+        # The values as named parameters (not a column's own name: Core keeps those for itself).
+        values: dict[str, Any] = {
+            column_key: bindparam(f"v_{column_key}") for _, column_key, _ in self.columns
+        }
+        self.statement = (
+            Statement(insert(table).values(values).returning(auto), autoflush=False)
+            if auto is not None
+            else None
         )
-        self.plain = insert(table)
+        self.plain = Statement(insert(table).values(values), autoflush=False)
         self.cls: type[Any] = mapper.class_
 
 
@@ -92,6 +95,8 @@ def _plan(cls: type[Any]) -> _Plan:
 
 
 def _values(plan: _Plan, obj: Any) -> dict[str, Any]:
+    """The statement's parameters: the object's attributes, and for those it was not given
+    its columns' Python defaults, which it then holds too (as after a flush)."""
     given = obj.__dict__
     values: dict[str, Any] = {}
     for key, column_key, default in plan.columns:
@@ -100,87 +105,27 @@ def _values(plan: _Plan, obj: Any) -> dict[str, Any]:
         else:
             value = default() if default is not None else None
             setattr(obj, key, value)  # the object holds every column, as after a flush
-        values[column_key] = value
+        values[f"v_{column_key}"] = value
     return values
 
 
 async def insert_row(session: AsyncSession, obj: T) -> T:
     """Write ``obj`` (a new, transient ORM object) with one ``INSERT`` now and attach it to
-    the session as persistent, its id set; returns it."""
+    the session as persistent, its id set; returns it.
+
+    On the inline SQLite connection the statement runs on the driver (storage/statements.py:
+    compiled once, the values through the columns' own bind processors, sealing included; the
+    trail's kept rows written first, as the session's ``do_orm_execute`` does before a
+    statement): about 0.07 ms a row against 0.35 ms through ``Session.execute`` on the sixth
+    slice's machine (docs/performance.md)."""
     plan = _plan(type(obj))
     values = _values(plan, obj)
     if plan.statement is not None:
-        inline = await _inline(session)
-        if inline is not None:
-            row_id = await _insert_inline(session, inline, plan, values)
-        else:
-            row_id = (await session.execute(plan.statement, values)).scalar_one()
-        setattr(obj, plan.id_key or "id", row_id)
+        setattr(obj, plan.id_key or "id", int(await plan.statement.scalar(session, **values)))
     else:
-        await session.execute(plan.plain, values)
+        await plan.plain.run(session, **values)
     _attach(session.sync_session, obj)
     return obj
-
-
-# On the inline SQLite connection (storage/inline_sqlite.py) a row is written on the driver
-# itself: the statement compiled once, its values put through the columns' own bind processors
-# (sealing included), then sqlite3. SQLAlchemy's execution of a compiled statement (execution
-# context, result set-up, events) cost about 0.35 ms a row on this machine and this costs
-# about 0.07 ms (docs/performance.md, "Issue 27, sixth slice"); no library call does the one
-# without the other. What the session's ``do_orm_execute`` did before the statement, writing
-# the trail's kept rows, is done here first; the engine's cursor events do not see the
-# statement (bench.loop counts SQLite's statements at the driver).
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    sql: str
-    keys: tuple[str, ...]  # the values' keys, in the statement's order
-    processors: tuple[Callable[[Any], Any] | None, ...]
-
-
-_COMPILED: dict[type[Any], _Compiled] = {}
-
-
-async def _inline(session: AsyncSession) -> InlineConnection | None:
-    conn = await session.connection()  # begins the transaction if it has not begun
-    if conn.dialect.name != "sqlite":
-        return None
-    driver = (await conn.get_raw_connection()).driver_connection
-    return driver if isinstance(driver, InlineConnection) else None
-
-
-def _compiled(plan: _Plan, cls: type[Any], dialect: Dialect) -> _Compiled:
-    done = _COMPILED.get(cls)
-    if done is None:
-        assert plan.statement is not None
-        compiled = plan.statement.compile(
-            dialect=dialect, column_keys=[key for _, key, _ in plan.columns]
-        )
-        names = tuple(compiled.positiontup or ())
-        done = _COMPILED[cls] = _Compiled(
-            compiled.string,
-            names,
-            tuple(
-                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-                for name in names
-            ),
-        )
-    return done
-
-
-async def _insert_inline(
-    session: AsyncSession, inline: InlineConnection, plan: _Plan, values: dict[str, Any]
-) -> int:
-    await write_async(session)  # the trail's kept rows go first, as before any statement
-    bind = session.get_bind()
-    compiled = _compiled(plan, plan.cls, bind.dialect)
-    args = tuple(
-        values[key] if fn is None else fn(values[key])
-        for key, fn in zip(compiled.keys, compiled.processors, strict=True)
-    )
-    cursor = await inline.execute(compiled.sql, args)
-    row = await cursor.fetchone()
-    await cursor.close()
-    return int(row[0])
 
 
 def _attach(session: Session, obj: Any) -> None:

@@ -25,6 +25,7 @@ from storage import intake, trail
 from storage.db import create_engine, migrate
 from storage.models import AutomationFiring, InboxRow, Message, OutboxRow, Ticket, TicketEvent
 from storage.queues import inbox_add, inbox_claim, outbox_claim
+from storage.statements import Statement
 from tests.test_desk_core import RULES, Harness, make_harness
 
 
@@ -878,7 +879,7 @@ async def test_a_batch_whose_transaction_fails_at_once_fails_the_run_and_is_give
     ever; the rows are given back and processed once the database answers."""
     await _write(desk, ["my parcel is late", "refund please"])
     monkeypatch.setattr(
-        dispatcher, "_STATES", select(InboxRow.id).where(text("no_such_column = 1"))
+        dispatcher, "_STATES", Statement(select(InboxRow.id).where(text("no_such_column = 1")))
     )
     stop = asyncio.Event()
     running = asyncio.create_task(desk.dispatcher.run(stop))

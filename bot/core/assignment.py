@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -24,6 +24,7 @@ from bot.core.step import Step, TicketSeated
 from bot.domain.routing import AgentChoice, AgentLoad, choose_agent, waiting_order
 from bot.domain.words import counted
 from storage.models import Agent, TeamPointer, Ticket
+from storage.statements import Statement
 
 AUTO = "desk"  # tickets.assigned_by for automatic assignment
 COUNTS = ("new", "open")  # statuses that count against capacity; pending does not
@@ -37,6 +38,21 @@ async def seat(step: Step, ticket: Ticket, *, assign: bool = True) -> AgentChoic
     await step.publish(TicketSeated(ticket))
     await step.post_card(ticket)
     return choice
+
+
+# A new ticket's locks, built and compiled once (storage/statements.py).
+_AGENTS_LOCKED = Statement(
+    select(Agent)
+    .where(Agent.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Agent.id)
+    .with_for_update()
+)
+_POINTERS_LOCKED = Statement(
+    select(TeamPointer)
+    .where(TeamPointer.team.in_(bindparam("teams", expanding=True)))
+    .order_by(TeamPointer.team)
+    .with_for_update()
+)
 
 
 class Assigner:
@@ -87,27 +103,13 @@ class Assigner:
         """Lock and load these agents' and teams' rows (agents first, each sorted: one global
         order); returns the ids found."""
         if agents:
-            for agent in (
-                await self.s.scalars(
-                    select(Agent).where(Agent.id.in_(agents)).order_by(Agent.id).with_for_update()
-                )
-            ).all():
+            for (agent,) in await _AGENTS_LOCKED.rows(self.s, ids=agents):
                 self._agents[agent.id] = agent
         found = {a for a in agents if a in self._agents}
         # Loaded, not just locked: assign() reads the pointer next (from the session then).
         pointers = set()
         if teams:
-            pointers = {
-                p.team
-                for p in (
-                    await self.s.scalars(
-                        select(TeamPointer)
-                        .where(TeamPointer.team.in_(teams))
-                        .order_by(TeamPointer.team)
-                        .with_for_update()
-                    )
-                ).all()
-            }
+            pointers = {p.team for (p,) in await _POINTERS_LOCKED.rows(self.s, teams=teams)}
         return found, pointers
 
     async def _loads(self, agents: Iterable[str]) -> dict[str, AgentLoad]:

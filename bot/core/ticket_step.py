@@ -8,15 +8,31 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from bot.core.assignment import Assigner
 from bot.core.step import Step
 from bot.domain.events import CustomerMessage, Sender
 from bot.domain.language import AGREEING, language_to_keep, primary
 from nlp.language import detect_language
+from storage.crypto import address_forms
 from storage.models import Customer, Identity, Message, OutboxRow, Ticket, TicketEvent
 from storage.rows import insert_row
+from storage.statements import Statement, address_in
+
+# A customer message's reads, built and compiled once (storage/statements.py).
+_IDENTITY_AND_CUSTOMER = Statement(
+    select(Identity, Customer)
+    .join(Customer, Customer.id == Identity.customer_id)
+    .where(Identity.channel == bindparam("channel"), address_in(Identity.external_id, "sender"))
+)
+_LATEST_TICKET = Statement(
+    select(Ticket)
+    .where(Ticket.channel == bindparam("channel"), address_in(Ticket.chat_id, "chat"))
+    .order_by(Ticket.id.desc())
+    .limit(1)
+    .with_for_update()
+)
 
 
 class TooEarly(Exception):
@@ -88,15 +104,9 @@ class TicketStep(Step):
         from now on, or None to leave theirs alone (:func:`bot.domain.language.language_to_keep`:
         one short message never changes it)."""
         # The identity and its customer in one statement; identity() takes it from here.
-        found = (
-            await self.s.execute(
-                select(Identity, Customer)
-                .join(Customer, Customer.id == Identity.customer_id)
-                .where(
-                    Identity.channel == ev.channel, Identity.external_id == ev.sender.external_id
-                )
-            )
-        ).first()
+        found = await _IDENTITY_AND_CUSTOMER.first(
+            self.s, channel=ev.channel, sender=address_forms(ev.sender.external_id)
+        )
         self.read_identity[(ev.channel, ev.sender.external_id)] = found[0] if found else None
         kept = found[1].language if found else None
         hint = ev.sender.language
@@ -122,13 +132,10 @@ class TicketStep(Step):
         return language_to_keep(kept, hint, detected, ev.text, earlier)
 
     async def latest_ticket(self, channel: str, chat_id: str) -> Ticket | None:
-        return await self.s.scalar(
-            select(Ticket)
-            .where(Ticket.channel == channel, Ticket.chat_id == chat_id)
-            .order_by(Ticket.id.desc())
-            .limit(1)
-            .with_for_update()
+        ticket: Ticket | None = await _LATEST_TICKET.scalar(
+            self.s, channel=channel, chat=address_forms(chat_id)
         )
+        return ticket
 
     async def recent_ticket_count(self, customer_id: int, hours: float) -> int:
         since = self.now - timedelta(hours=hours)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.base.clock import Clock
@@ -45,6 +45,7 @@ from storage.db import one_writer, problem, shared_url
 from storage.intake import Spool, database_path
 from storage.models import Identity, InboxRow, Ticket
 from storage.queues import inbox_add, inbox_behind, inbox_claim, release_lost_claims
+from storage.statements import Statement
 
 log = logging.getLogger("deskbot.dispatcher")
 NO_PREPARERS = Preparers()
@@ -96,12 +97,18 @@ class _Alone(Exception):
         self.row_id, self.attempt, self.error = row_id, attempt, error
 
 
-# The states of the rows a transaction may take, locked (built once: on PostgreSQL it runs for
-# every event).
-_STATES = (
+# The states of the rows a transaction may take, locked, and the rows it finished: built once
+# (on PostgreSQL they run for every event), on SQLite run on the driver (storage/statements.py).
+_STATES = Statement(
     select(InboxRow.id, InboxRow.status, InboxRow.attempts)
     .where(InboxRow.id.in_(bindparam("ids", expanding=True)))
     .with_for_update()
+)
+_INBOX: Table = InboxRow.__table__  # type: ignore[assignment]
+_FINISHED = Statement(
+    update(_INBOX)
+    .where(_INBOX.c.id == bindparam("b_id"))
+    .values(status="done", processed_at=bindparam("b_at"), lease_until=None, error=None)
 )
 
 
@@ -516,9 +523,7 @@ class Dispatcher:
                 ids = [row_id for (row_id, _, _), _ in (items if budget else items[:1])]
                 states = {
                     row_id: (status, attempts)
-                    for row_id, status, attempts in (
-                        await session.execute(_STATES, {"ids": ids})
-                    ).all()
+                    for row_id, status, attempts in await _STATES.rows(session, ids=ids)
                 }
                 for (row_id, attempt, _), prep in items:
                     if taken:
@@ -540,21 +545,12 @@ class Dispatcher:
                             async with session.begin_nested():
                                 desk = await self._step(session, prep, row_id)
                         done.append(desk)
-                        finished.append(
-                            {
-                                "id": row_id,
-                                "status": "done",
-                                "processed_at": desk.now,
-                                "lease_until": None,
-                                "error": None,
-                            }
-                        )
+                        finished.append({"b_id": row_id, "b_at": desk.now})
                     except Exception as exc:
                         if bare:
                             raise _Alone(row_id, attempt, exc) from exc
                         retries.append((row_id, attempt, self._retry(row_id, attempt, exc)))
-                if finished:
-                    await session.execute(update(InboxRow), finished)
+                await _FINISHED.run_many(session, finished)
                 for row_id, attempt, outcome in retries:
                     await session.execute(_settling(row_id, attempt, outcome))
         except _Alone as alone:

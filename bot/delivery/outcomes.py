@@ -24,6 +24,7 @@ from bot.core.tickets import Desk, Desks
 from bot.domain.outbound import Delivery, DeliveryError, Forbidden, Outbound, WindowClosed
 from bot.domain.rules import Rules
 from storage.models import HomeView, Identity, Incident, Message, OutboxRow, Ticket
+from storage.statements import Statement
 
 log = logging.getLogger("deskbot.outbox")
 
@@ -33,17 +34,18 @@ _RECORD_PAUSES = (0.1, 0.3, 0.6, 1.0, 2.0, 2.0)
 _DB_ERRORS = (DBAPIError, OSError, asyncio.TimeoutError)
 
 # What _record_in reads, built once (on PostgreSQL, where each outcome is recorded alone, building
-# them was a good part of recording one), the ids as an expanding parameter.
-_ROWS = (
+# them was a good part of recording one), the ids as an expanding parameter; on SQLite run on
+# the driver (storage/statements.py).
+_ROWS = Statement(
     select(OutboxRow).where(OutboxRow.id.in_(bindparam("ids", expanding=True))).with_for_update()
 )
-_TICKETS = (
+_TICKETS = Statement(
     select(Ticket)
     .where(Ticket.id.in_(bindparam("ids", expanding=True)))
     .order_by(Ticket.id)
     .with_for_update()
 )
-_MESSAGES = select(Message).where(Message.id.in_(bindparam("ids", expanding=True)))
+_MESSAGES = Statement(select(Message).where(Message.id.in_(bindparam("ids", expanding=True))))
 
 
 @dataclass
@@ -224,17 +226,17 @@ class OutcomeRecorder:
         async with self._sessions.begin() as session:
             # What the outcomes touch, read (and their rows locked) in three statements rather
             # than three for each; the session holds them for the gets below.
-            await session.scalars(_ROWS, {"ids": [i.row_id for i in items]})
+            await _ROWS.rows(session, ids=[i.row_id for i in items])
             tickets = {i.out.ticket_id for i in items if i.out.ticket_id}
             if tickets:
                 # Locked, like every step that changes a ticket (its SLA clocks, the card drawn
                 # from it): read unlocked on PostgreSQL, a resolve committed meanwhile went
                 # unseen, and the card drawn here, sent after the resolve's, showed the ticket
                 # as it was before.
-                await session.scalars(_TICKETS, {"ids": sorted(tickets)})
+                await _TICKETS.rows(session, ids=sorted(tickets))
             messages = {i.message_id for i in items if i.message_id}
             if messages:
-                await session.scalars(_MESSAGES, {"ids": sorted(messages)})
+                await _MESSAGES.rows(session, ids=sorted(messages))
             for index, item in enumerate(items):
                 try:
                     if savepoints:

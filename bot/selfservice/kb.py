@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -44,7 +44,9 @@ from bot.domain.rules import Rules, Texts
 from bot.domain.tickets import ACTIVE, EDITABLE_BUTTONS
 from nlp.encoder import Encoder
 from nlp.kb import EXTRACT_CHARS, Article, Hit, Index, extract, read_articles, unit
+from storage.crypto import address_forms
 from storage.models import Customer, KbArticle, KbSuggestion, Message, Ticket
+from storage.statements import Statement, address_in
 
 log = logging.getLogger("deskbot.kb")
 
@@ -206,18 +208,24 @@ async def opens_ticket(desk: Desk, ev: CustomerMessage) -> bool:
     return not reopens
 
 
-async def pending_suggestion(desk: Desk, channel: str, chat_id: str) -> KbSuggestion | None:
-    return await desk.s.scalar(
-        select(KbSuggestion)
-        .where(
-            KbSuggestion.channel == channel,
-            KbSuggestion.chat_id == chat_id,
-            KbSuggestion.outcome == "pending",
-        )
-        .order_by(KbSuggestion.id.desc())
-        .limit(1)
-        .with_for_update()
+_PENDING = Statement(  # every customer message reads it: built once (storage/statements.py)
+    select(KbSuggestion)
+    .where(
+        KbSuggestion.channel == bindparam("channel"),
+        address_in(KbSuggestion.chat_id, "chat"),
+        KbSuggestion.outcome == "pending",
     )
+    .order_by(KbSuggestion.id.desc())
+    .limit(1)
+    .with_for_update()
+)
+
+
+async def pending_suggestion(desk: Desk, channel: str, chat_id: str) -> KbSuggestion | None:
+    found: KbSuggestion | None = await _PENDING.scalar(
+        desk.s, channel=channel, chat=address_forms(chat_id)
+    )
+    return found
 
 
 # A WhatsApp message with reply buttons carries at most 1024 characters (protocols.md); the

@@ -40,6 +40,7 @@ from bot.domain.tickets import ACTIVE, CHANNEL_NAME, PRIORITY_RANK
 from bot.workspace.cards import card_link
 from bot.workspace.window_line import whatsapp_window
 from storage.models import Agent, Customer, HomeView, OutboxRow, Ticket
+from storage.statements import Statement
 
 HOME_DEBOUNCE = timedelta(seconds=2)  # at most one views.publish per person in this window
 MAX_BLOCKS = 100  # views.publish refuses a Home view with more
@@ -58,11 +59,14 @@ def home_key(user: str) -> str:
 # Who is concerned by a step
 
 
+_VIEWERS = Statement(select(HomeView.user_id))  # read by most steps: built once
+
+
 async def concerned(desk: Step) -> set[str]:
     """The people with a Home whose Home this step changed."""
     if not (desk.home_people or desk.home_teams):
         return set()
-    homes = set((await desk.s.scalars(select(HomeView.user_id))).all())
+    homes = {user for (user,) in await _VIEWERS.rows(desk.s)}
     if not homes:
         return set()
     rules = desk.rules
