@@ -49,6 +49,7 @@ from sqlalchemy.orm import aliased
 
 from storage import crypto
 from storage.models import AutomationTimer, InboxRow, OutboxRow, Process, SlaTimer, SurgeLock
+from storage.statements import Statement
 
 Timer = TypeVar("Timer", SlaTimer, AutomationTimer)
 
@@ -142,18 +143,13 @@ _OUTBOX_ADD_ONE = {
     name: insert(_OUTBOX).on_conflict_do_nothing(index_elements=["idempotency_key"])
     for name, insert in _INSERTS.items()
 }
-# The SQLite forms of inbox_add and outbox_add for many rows: the rows go as parameters, not as
-# the statement's VALUES. SQLAlchemy then sends the same one multi-row INSERT (its
-# ``insertmanyvalues``, because of the RETURNING), rows in the order given, but compiles the
-# statement once: a multi-row ``insert().values([...])`` has no cache key and was compiled anew
-# for every step and every webhook (about 0.4 ms of Python each).
-_INBOX_ADD = _INBOX_ADD_ONE["sqlite"].returning(_INBOX.c.id)
-_OUTBOX_ADD = _OUTBOX_ADD_ONE["sqlite"].returning(_OUTBOX.c.id)
-
-
-async def _add_sqlite(session: AsyncSession, stmt: Any, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert ``rows`` (all with the same keys) in one statement; how many were new."""
-    return len((await session.execute(stmt, list(rows))).all())
+# The SQLite forms of inbox_add and outbox_add for many rows: the one-row INSERT run for each
+# row in the order given, so the rows take ascending ids in that order, on the driver
+# (storage/statements.py: compiled once for each set of columns, sqlite3's executemany, which
+# counts the rows it inserted). Through the session it was SQLAlchemy's ``insertmanyvalues``
+# with a RETURNING to count them, about 0.4 ms of Python a statement.
+_INBOX_ADD = Statement(_INBOX_ADD_ONE["sqlite"], autoflush=False, by_column=True)
+_OUTBOX_ADD = Statement(_OUTBOX_ADD_ONE["sqlite"], autoflush=False, by_column=True)
 
 
 async def inbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
@@ -179,7 +175,7 @@ async def inbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> in
         seen = {(channel, external_id) for channel, external_id in found}
         rows = [r for r in rows if (r["channel"], str(r["external_id"])) not in seen]
     if session.get_bind().dialect.name == "sqlite" and len({tuple(r) for r in rows}) == 1:
-        return await _add_sqlite(session, _INBOX_ADD, rows)
+        return await _INBOX_ADD.run_many(session, rows)
     add = _INBOX_ADD_ONE[session.get_bind().dialect.name]
     for row in rows:
         result = await session.execute(add, row)
@@ -347,7 +343,7 @@ async def outbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> N
     )
     uniform = len({tuple(r) for r in rows}) == 1
     if session.get_bind().dialect.name == "sqlite" and uniform:
-        await _add_sqlite(session, _OUTBOX_ADD, rows)
+        await _OUTBOX_ADD.run_many(session, rows)
     elif uniform:
         await session.execute(_OUTBOX_ADD_ONE["postgresql"], list(rows))
     else:

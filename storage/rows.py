@@ -15,8 +15,9 @@ nothing of it is expired or read back. On PostgreSQL the statement goes through
 ``Session.execute``, so the session's ``do_orm_execute`` listeners run before it (the trail's
 kept rows are written first, :mod:`storage.trail`); on the inline SQLite connection it runs on
 the driver, after writing the trail's kept rows itself (:class:`storage.statements.Statement`).
-On SQLite it does not autoflush, which it does not need: the parents of the rows written here (customer → identity, ticket) are written here too, and earlier. Column types seal
-as they do in a flush (``storage/crypto.py``'s type decorators are the table's own).
+On SQLite it does not autoflush, which it does not need: the parents of the rows written
+here (customer → identity, ticket) are written here too, and earlier. Column types seal as they
+do in a flush (``storage/crypto.py``'s type decorators are the table's own).
 
 A savepoint that rolls back takes the rows written inside it with it: their objects are
 expunged from the session (the ORM does the same with the objects its flush inserted), so that
@@ -34,7 +35,7 @@ from sqlalchemy import Table, bindparam, event, insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, make_transient_to_detached
 
-from storage.statements import Statement
+from storage.statements import Statement, column_default
 from storage.trail import within
 
 T = TypeVar("T")
@@ -57,7 +58,7 @@ class _Plan:
                 continue
             if column.server_default is not None and column.default is None:
                 raise TypeError(f"{table.name}.{column.name}: a server default is not read back")
-            self.columns.append((prop.key, column.key, _default(column)))
+            self.columns.append((prop.key, column.key, column_default(column)))
         # The values as named parameters (not a column's own name: Core keeps those for itself).
         values: dict[str, Any] = {
             column_key: bindparam(f"v_{column_key}") for _, column_key, _ in self.columns
@@ -69,19 +70,6 @@ class _Plan:
         )
         self.plain = Statement(insert(table).values(values), autoflush=False)
         self.cls: type[Any] = mapper.class_
-
-
-def _default(column: Any) -> Callable[[], Any] | None:
-    default = column.default
-    if default is None:
-        return None
-    if default.is_scalar:
-        value = default.arg
-        return lambda: value
-    if default.is_callable:
-        fn = default.arg
-        return lambda: fn(None)  # SQLAlchemy wraps a callable without arguments to take a context
-    raise TypeError(f"{column}: only scalar and callable defaults are written here")
 
 
 _PLANS: dict[type[Any], _Plan] = {}

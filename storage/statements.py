@@ -90,6 +90,7 @@ class _Compiled:
     compiled: SQLCompiler
     names: tuple[str, ...]  # the parameters, in the statement's order
     defaults: Mapping[str, Any]  # the values the statement was built with (a literal's)
+    fills: tuple[tuple[str, Callable[[], Any]], ...]  # callable defaults, called when not given
     processors: Mapping[str, Processor]
     lists: tuple[str, ...]  # the expanding parameters (``IN`` a list)
     results: tuple[Processor | None, ...]
@@ -106,24 +107,39 @@ class Statement:
     the rows hold the session's objects, each entity where the ORM's row would have it."""
 
     def __init__(
-        self, statement: Select[*tuple[Any, ...]] | UpdateBase, *, autoflush: bool = True
+        self,
+        statement: Select[*tuple[Any, ...]] | UpdateBase,
+        *,
+        autoflush: bool = True,
+        by_column: bool = False,
     ) -> None:
         self.statement = statement
+        # True: an INSERT whose values are given by column key, as ``Session.execute`` takes an
+        # INSERT's rows (compiled once for each set of keys).
+        self._by_column = by_column
         # False: the session is not flushed first on SQLite (storage/rows.py's new rows, whose
         # parents are written before them and need no flush of the step's other changes).
         self._autoflush = autoflush
-        self._compiled: dict[type[Dialect], _Compiled] = {}
+        self._compiled: dict[tuple[type[Dialect], tuple[str, ...]], _Compiled] = {}
         self._entities: tuple[_Entity, ...] = ()
         self._width = 0
         if isinstance(statement, Select):
             self._entities, self._width = _layout(statement)
 
-    def _compile(self, dialect: Dialect) -> _Compiled:
-        done = self._compiled.get(type(dialect))
+    def _compile(self, dialect: Dialect, keys: tuple[str, ...] = ()) -> _Compiled:
+        done = self._compiled.get((type(dialect), keys))
         if done is not None:
             return done
-        compiled = self.statement.compile(dialect=dialect)
+        compiled = self.statement.compile(dialect=dialect, column_keys=list(keys) or None)
         assert isinstance(compiled, SQLCompiler)
+        # The columns' Python defaults for the values not given, which SQLAlchemy's execution
+        # context would work out (an inbox row's ``attempts``, say).
+        fills: list[tuple[str, Callable[[], Any]]] = []
+        for column in compiled.insert_prefetch:
+            fill = column_default(column)
+            if fill is None:
+                raise TypeError(f"{column}: only scalar and callable defaults are worked out")
+            fills.append((column.key, fill))
         names = tuple(compiled.positiontup or ())
         processors = {
             name: fn
@@ -139,7 +155,7 @@ class Statement:
         results = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )
-        done = self._compiled[type(dialect)] = _Compiled(
+        done = self._compiled[(type(dialect), keys)] = _Compiled(
             sql=compiled.string,
             compiled=compiled,
             names=names,
@@ -148,6 +164,7 @@ class Statement:
                 for name, bind in compiled.binds.items()
                 if not bind.required and bind.callable is None
             },
+            fills=tuple(fills),
             processors=processors,
             lists=tuple(name for name, bind in compiled.binds.items() if bind.expanding),
             results=results,
@@ -157,6 +174,9 @@ class Statement:
 
     def _arguments(self, c: _Compiled, given: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
         params = {**c.defaults, **given}
+        for name, fill in c.fills:
+            if name not in given:
+                params[name] = fill()
         if not c.lists:
             return c.sql, tuple(
                 fn(params[name]) if (fn := c.processors.get(name)) else params[name]
@@ -243,7 +263,7 @@ class Statement:
         if driver is None:
             result: Any = await session.execute(self.statement, batch)
             return int(result.rowcount)
-        c = self._compile(session.get_bind().dialect)
+        c = self._compile(session.get_bind().dialect, tuple(batch[0]) if self._by_column else ())
         try:
             if c.lists:
                 changed = 0
@@ -279,6 +299,20 @@ class Statement:
             out.append(_object(session, entity, values))
         out.extend(row[at:])
         return tuple(out)
+
+
+def column_default(column: Any) -> Callable[[], Any] | None:
+    """A column's Python default as a function of nothing (None without one)."""
+    default = column.default
+    if default is None:
+        return None
+    if default.is_scalar:
+        value = default.arg
+        return lambda: value
+    if default.is_callable:
+        fn = default.arg
+        return lambda: fn(None)  # SQLAlchemy wraps a callable without arguments to take a context
+    raise TypeError(f"{column}: only scalar and callable defaults are worked out here")
 
 
 def _translated(sql: str, params: Any, exc: sqlite3.Error) -> StatementError:
