@@ -148,8 +148,8 @@ _OUTBOX_ADD_ONE = {
 # (storage/statements.py: compiled once for each set of columns, sqlite3's executemany, which
 # counts the rows it inserted). Through the session it was SQLAlchemy's ``insertmanyvalues``
 # with a RETURNING to count them, about 0.4 ms of Python a statement.
-_INBOX_ADD = Statement(_INBOX_ADD_ONE["sqlite"], autoflush=False, by_column=True)
-_OUTBOX_ADD = Statement(_OUTBOX_ADD_ONE["sqlite"], autoflush=False, by_column=True)
+_INBOX_ADD = Statement(_INBOX_ADD_ONE["sqlite"], by_column=True)
+_OUTBOX_ADD = Statement(_OUTBOX_ADD_ONE["sqlite"], by_column=True)
 
 
 async def inbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
