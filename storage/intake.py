@@ -135,12 +135,15 @@ class Spool:
         """Write inbox rows (each with ``channel`` and ``external_id``) durably, in order,
         dropping those whose id the inbox or the spool has already; how many were new."""
         ids = sorted({str(row["external_id"]) for row in rows})
+        channels = sorted({str(row["channel"]) for row in rows})
         with self._inbox.connect() as conn:
             known = {
                 (channel, external_id)
                 for channel, external_id in conn.execute(
+                    # By channel and id: the inbox's unique index. By the id alone this read
+                    # every event the desk ever took in, for every spooled webhook.
                     select(_INBOX.c.channel, _INBOX.c.external_id).where(
-                        _INBOX.c.external_id.in_(ids)
+                        _INBOX.c.channel.in_(channels), _INBOX.c.external_id.in_(ids)
                     )
                 )
             }

@@ -102,6 +102,7 @@ class Ticket(Base):
         Index("ix_tickets_slack", "slack_channel", "slack_ts"),
         Index("ix_tickets_team_status", "team", "status"),
         Index("ix_tickets_assignee_status", "assignee_id", "status"),
+        Index("ix_tickets_chat", "channel", "chat_id"),  # a chat's latest ticket
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
@@ -256,7 +257,10 @@ class SlaTimer(Base):
     """When a ticket's next SLA moment is due; claimed by the scheduler like the outbox."""
 
     __tablename__ = "sla_timers"
-    __table_args__ = (Index("ix_sla_timers_due", "due_at"),)
+    __table_args__ = (
+        Index("ix_sla_timers_due", "due_at"),
+        Index("ix_sla_timers_lease_owner", "lease_owner"),  # the heartbeat's owners, every second
+    )
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
     due_at: Mapped[datetime]
     lease_until: Mapped[datetime | None]
@@ -464,6 +468,7 @@ class AutomationTimer(Base):
     __table_args__ = (
         UniqueConstraint("rule", "ticket_id", "anchor_start", name="uq_automation_timers_key"),
         Index("ix_automation_timers_due", "due_at"),
+        Index("ix_automation_timers_lease_owner", "lease_owner"),  # as the SLA timers'
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     rule: Mapped[str] = mapped_column(String(100))

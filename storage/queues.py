@@ -169,8 +169,11 @@ async def inbox_add(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> in
         # During a rotation a platform's redelivery may find its first delivery's id still
         # sealed under the old key, where the unique key does not see it: look under each.
         ids = {str(row["external_id"]) for row in rows}
+        channels = {str(row["channel"]) for row in rows}
         found = await session.execute(
-            select(InboxRow.channel, InboxRow.external_id).where(InboxRow.external_id.in_(ids))
+            select(InboxRow.channel, InboxRow.external_id).where(
+                InboxRow.channel.in_(channels), InboxRow.external_id.in_(ids)
+            )
         )
         seen = {(channel, external_id) for channel, external_id in found}
         rows = [r for r in rows if (r["channel"], str(r["external_id"])) not in seen]

@@ -440,7 +440,10 @@ class Dispatcher:
                 for channel, external_id, customer_id in (
                     await session.execute(
                         select(Identity.channel, Identity.external_id, Identity.customer_id).where(
-                            Identity.external_id.in_(sorted({e for _, e in senders}))
+                            # The channels too: the identities' unique index is (channel,
+                            # external id); by the id alone the read went through every one.
+                            Identity.channel.in_(sorted({c for c, _ in senders})),
+                            Identity.external_id.in_(sorted({e for _, e in senders})),
                         )
                     )
                 ).all()
