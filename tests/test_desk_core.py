@@ -382,6 +382,44 @@ async def test_reply_in_a_card_thread_before_the_card_is_recorded_waits_and_is_r
     assert ticket.assignee_id == "U0ALICE"
 
 
+async def test_a_cards_button_before_the_card_is_recorded_waits_for_it(
+    engine: AsyncEngine,
+) -> None:
+    """A click on a card Slack has posted, before the desk has recorded the card's ts (the
+    e2e transfer test's agent clicked within milliseconds): the transfer waits for the card,
+    then says so in the old card's thread."""
+    desk = make_harness(engine, load_rules(Path(__file__).parent.parent / "rules.yaml"))
+    desk.slack.failures.append(Unavailable("503"))  # the card's post is held back
+    await desk.inbox.accept([desk.customer("hello, my order is late")], {})
+    await desk.settle()
+    ticket = await desk.ticket()
+    assert ticket.slack_ts is None and desk.slack.sent == []
+    click = AgentAction(
+        external_id="action:early",
+        conversation="slack:C0SUPPORT:1000.0001",
+        action="transfer",
+        team="billing",
+        ticket_id=ticket.id,
+        user_id="U0ALICE",
+        user_name="Alice",
+        slack_channel="C0SUPPORT",
+        message_ts="1000.0001",  # the ts Slack gives the card once it is posted
+    )
+    await desk.inbox.accept([click], {})
+    await desk.settle()
+    async with desk.sessions() as s:
+        row = await s.scalar(select(InboxRow).where(InboxRow.external_id == "action:early"))
+        assert row is not None and row.status == "processing"
+        assert (row.error or "").startswith("CardTooEarly")
+    for _ in range(5):  # the card goes out, and the waiting click finds it
+        desk.clock.advance(seconds=2)
+        await desk.settle()
+    ticket = await desk.ticket()
+    assert ticket.team == "billing"
+    old_thread = [o.text for o in desk.slack.sent if o.reply_to == "1000.0001"]
+    assert any("transferred this ticket to team *billing*" in t for t in old_thread)
+
+
 async def test_a_thread_that_is_no_card_is_not_waited_for(desk: Harness) -> None:
     chatter = AgentMessage(
         external_id="EvChat",

@@ -346,6 +346,15 @@ class AgentSide(TicketStep):
         ticket = await self.s.get(Ticket, ev.ticket_id, with_for_update=True)
         if ticket is None:
             return
+        if (
+            ev.message_ts
+            and ticket.slack_ts is None
+            and await self._card_in_flight(ticket.slack_channel or "")
+        ):
+            # A button of a card Slack has posted whose ts is not recorded yet (the outcome's
+            # transaction has not committed): tried again shortly, not done without the card
+            # (a transfer's line in the old card's thread, its buttons taken away, were lost).
+            raise CardTooEarly(f"{ticket.slack_channel} {ev.message_ts}")
         if ev.action == "transfer":
             target = ev.team or ""
             moves = ticket.status in ACTIVE and target != ticket.team and target in self.rules.teams
