@@ -7,6 +7,8 @@
         [--rules shipped] (rules.yaml as shipped: teams, agents, SLA clocks on business hours;
             by default one team and no SLA, the issue's bare loop)
         [--statements] (also count the SQL statements the burst costs a message, by kind)
+        [--history 730] (a grown desk: that many days of sandbox.demo's made-up history, about
+            13 tickets a day, and an inbox row for every event those tickets took in)
         [--json bench-results/loop.json] [--plot bench-results/loop.png]
 
 Prints figures, each beside a reference measured in the same run on the same machine (the same
@@ -33,12 +35,12 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import Column, Integer, MetaData, String, Table, event, insert
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import DeskApp, _make_classifier
@@ -47,8 +49,11 @@ from bot.commands.sandbox import sandbox_settings
 from bot.delivery.outbox import RateLimits
 from bot.domain.rules import parse_rules
 from sandbox import StandIns
+from sandbox.demo import fill
 from storage.crypto import Keyring, new_key
+from storage.db import create_engine
 from storage.inline_sqlite import InlineConnection
+from storage.models import InboxRow, Message, TicketEvent
 
 CHANNEL = "C0SUPPORT"
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +107,8 @@ class LoopResult:
     # With --statements: the statements the desk's engine ran in the burst, by first word.
     statements: dict[str, int] = field(default_factory=dict)
     rules: str = "minimal"  # or "shipped" (--rules)
+    history_tickets: int = 0  # --history: the grown desk's tickets and inbox rows before the run
+    history_inbox: int = 0
 
     @property
     def throughput(self) -> float:
@@ -119,6 +126,14 @@ class LoopResult:
             [
                 f"loop benchmark: {self.channel} → Slack, database {self.database},"
                 f" {self.rules} rules, rate limits lifted",
+                *(
+                    [
+                        f"  a grown desk: {self.history_tickets} tickets of made-up history and"
+                        f" {self.history_inbox} inbox rows before the run"
+                    ]
+                    if self.history_tickets
+                    else []
+                ),
                 f"  latency (idle, n={len(self.latencies_ms)}): median {self.median():.1f} ms,"
                 f" p90 {self.p90():.1f} ms, max {max(self.latencies_ms):.1f} ms",
                 f"  throughput: {self.messages} customer messages → {self.messages} Slack cards"
@@ -254,6 +269,7 @@ async def run(
     model: str = "rules",
     statements: bool = False,
     rules_name: str = "minimal",
+    history: int = 0,
 ) -> LoopResult:
     port = int(os.environ.get("BENCH_PORT", "18080"))
     standins = StandIns.for_sandbox(f"http://127.0.0.1:{port}", rate_limits=False)
@@ -262,6 +278,7 @@ async def run(
         db = database or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
         reference = await reference_inserts(db)
         encoder = _encoder_reference()
+        grown = await grow(db, history) if history else (0, 0)
         settings = sandbox_settings(standins, desk_port=port, database_url=db)
         if encrypted:  # encryption at rest under a throwaway key (docs/performance.md)
             keys = Keyring.of(new_key())
@@ -354,7 +371,45 @@ async def run(
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         statements=dict(counted.most_common()),
         rules=rules_name,
+        history_tickets=grown[0],
+        history_inbox=grown[1],
     )
+
+
+async def grow(database: str, days: int) -> tuple[int, int]:
+    """A desk that has been running: ``days`` of sandbox.demo's history, and a done inbox row
+    for each of those tickets' messages and events (a desk keeps every event it took in).
+    Returns (tickets, inbox rows) written."""
+    tickets = await fill(database, date.today() - timedelta(days=1), days)
+    engine = create_engine(database)
+    try:
+        async with engine.begin() as conn:
+            events = int(
+                (await conn.execute(select(func.count()).select_from(TicketEvent))).scalar_one()
+            ) + int((await conn.execute(select(func.count()).select_from(Message))).scalar_one())
+            now = datetime.now(UTC)
+            for start in range(0, events, 1000):
+                await conn.execute(
+                    insert(InboxRow),
+                    [
+                        {
+                            "channel": ("telegram", "whatsapp", "slack")[i % 3],
+                            "external_id": f"history-{i}",
+                            "conversation": f"history:{i // 5}",
+                            "kind": "customer_message",
+                            "payload": {},
+                            "raw": {},
+                            "status": "done",
+                            "attempts": 1,
+                            "received_at": now,
+                            "processed_at": now,
+                        }
+                        for i in range(start, min(start + 1000, events))
+                    ],
+                )
+    finally:
+        await engine.dispose()
+    return tickets, events
 
 
 async def run_processes(
@@ -474,16 +529,19 @@ async def _run(
     model: str = "rules",
     statements: bool = False,
     rules_name: str = "minimal",
+    history: int = 0,
 ) -> LoopResult:
     if database is None or not database.startswith("postgresql"):
         return await run(
-            messages, samples, database, channel, encrypted, model, statements, rules_name
+            messages, samples, database, channel, encrypted, model, statements, rules_name, history
         )
     schema, url = await _fresh_schema(database)
     try:
         if processes:
             return await run_processes(messages, samples, url, processes, model)
-        return await run(messages, samples, url, channel, encrypted, model, statements, rules_name)
+        return await run(
+            messages, samples, url, channel, encrypted, model, statements, rules_name, history
+        )
     finally:
         await _drop_schema(database, schema)
 
@@ -524,6 +582,14 @@ def main() -> None:
         help="one team and no SLA (the default), or rules.yaml as shipped: its teams, agents"
         " and SLA clocks (knowledge base and surges off)",
     )
+    p.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="DAYS",
+        help="a grown desk: DAYS of sandbox.demo's made-up history (about 13 tickets a day)"
+        " and an inbox row for each event it took in, written before the run",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if a.processes and not (a.database or "").startswith("postgresql"):
@@ -541,6 +607,7 @@ def main() -> None:
                 a.model,
                 a.statements,
                 a.rules,
+                a.history,
             )
         )
         print(result.summary())
