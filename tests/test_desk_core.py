@@ -347,6 +347,20 @@ async def test_blocked_customer_is_shown_on_the_thread_and_not_retried(desk: Har
         assert msg is not None and msg.delivery == "failed"
 
 
+async def _waits_for_the_card(desk: Harness, event: AgentMessage | AgentAction) -> None:
+    """``event`` about a card not recorded yet waits (CardTooEarly); then the card goes out
+    and the event is taken again."""
+    await desk.inbox.accept([event], {})
+    await desk.settle()
+    async with desk.sessions() as s:
+        row = await s.scalar(select(InboxRow).where(InboxRow.external_id == event.external_id))
+        assert row is not None and row.status == "processing"
+        assert (row.error or "").startswith("CardTooEarly")
+    for _ in range(5):
+        desk.clock.advance(seconds=2)
+        await desk.settle()
+
+
 async def test_reply_in_a_card_thread_before_the_card_is_recorded_waits_and_is_relayed(
     desk: Harness,
 ) -> None:
@@ -367,15 +381,7 @@ async def test_reply_in_a_card_thread_before_the_card_is_recorded_waits_and_is_r
         thread_ts="1000.0001",  # the ts Slack gives the card once it is posted
         text="Sorry Ann, sending a new one today",
     )
-    await desk.inbox.accept([early], {})
-    await desk.settle()
-    async with desk.sessions() as s:
-        row = await s.scalar(select(InboxRow).where(InboxRow.external_id == "EvEarly"))
-        assert row is not None and row.status == "processing"
-        assert (row.error or "").startswith("CardTooEarly")
-    for _ in range(5):  # the card goes out, and the waiting reply finds it
-        desk.clock.advance(seconds=2)
-        await desk.settle()
+    await _waits_for_the_card(desk, early)
     ticket = await desk.ticket()
     assert ticket.slack_ts == "1000.0001"
     assert desk.telegram.sent[-1].text == "Sorry Ann, sending a new one today"
@@ -405,15 +411,7 @@ async def test_a_cards_button_before_the_card_is_recorded_waits_for_it(
         slack_channel="C0SUPPORT",
         message_ts="1000.0001",  # the ts Slack gives the card once it is posted
     )
-    await desk.inbox.accept([click], {})
-    await desk.settle()
-    async with desk.sessions() as s:
-        row = await s.scalar(select(InboxRow).where(InboxRow.external_id == "action:early"))
-        assert row is not None and row.status == "processing"
-        assert (row.error or "").startswith("CardTooEarly")
-    for _ in range(5):  # the card goes out, and the waiting click finds it
-        desk.clock.advance(seconds=2)
-        await desk.settle()
+    await _waits_for_the_card(desk, click)
     ticket = await desk.ticket()
     assert ticket.team == "billing"
     old_thread = [o.text for o in desk.slack.sent if o.reply_to == "1000.0001"]
