@@ -115,16 +115,13 @@ class Statement:
     ) -> None:
         self.statement = statement
         # True: an INSERT whose values are given by column key, as ``Session.execute`` takes an
-        # INSERT's rows (compiled once for each set of keys).
+        # INSERT's rows (compiled once for each set of keys; the rows of one call share theirs).
         self._by_column = by_column
         # False: the session is not flushed first on SQLite (storage/rows.py's new rows, whose
         # parents are written before them and need no flush of the step's other changes).
         self._autoflush = autoflush
         self._compiled: dict[tuple[type[Dialect], tuple[str, ...]], _Compiled] = {}
-        self._entities: tuple[_Entity, ...] = ()
-        self._width = 0
-        if isinstance(statement, Select):
-            self._entities, self._width = _layout(statement)
+        self._entities = _layout(statement) if isinstance(statement, Select) else ()
 
     def _compile(self, dialect: Dialect, keys: tuple[str, ...] = ()) -> _Compiled:
         done = self._compiled.get((type(dialect), keys))
@@ -321,7 +318,7 @@ def _translated(sql: str, params: Any, exc: sqlite3.Error) -> StatementError:
     return DBAPIError.instance(sql, params, exc, sqlite3.Error)
 
 
-def _layout(statement: Select[*tuple[Any, ...]]) -> tuple[tuple[_Entity, ...], int]:
+def _layout(statement: Select[*tuple[Any, ...]]) -> tuple[_Entity, ...]:
     """Where each selected entity's columns are in the statement's rows."""
     entities: list[_Entity] = []
     at = 0
@@ -338,7 +335,7 @@ def _layout(statement: Select[*tuple[Any, ...]]) -> tuple[tuple[_Entity, ...], i
             at += len(columns)
         else:
             at += 1
-    return tuple(entities), at
+    return tuple(entities)
 
 
 def _object(session: Session, entity: _Entity, values: Sequence[Any]) -> Any:
