@@ -186,6 +186,10 @@ service imap-login {{
                 if not isinstance(line, bytes):
                     continue
                 text = line.decode()
+                if "UID " not in text:
+                    # An unsolicited FETCH (FLAGS only) about a change the desk's own session
+                    # made meanwhile: the mail's own line, with its UID, is in the answer too.
+                    continue
                 uid = int(text.split("UID ")[1].split()[0].rstrip(")"))
                 found.append((uid, "\\Seen" in text))
             return sorted(found)
